@@ -1,0 +1,23 @@
+# The model configs moe_infer (and the benchmarks) are compiled for. Each is a key as
+# moe_convert prints it (see engine/moe/config.hpp). A .moe file whose config is not in
+# this list is refused with a message giving the flag that adds it:
+#   cmake -B build -DMOE_EXTRA_CONFIGS="llama-d64-l2-h4-kv2-hd16-e4-k2-f128-v96-c64"
+set(MOE_DEFAULT_CONFIGS
+  "classic-d32-l2-h4-kv4-hd8-e4-k2-f128-v65-c16"    # tests/fixtures/makemoe-tiny
+  "llama-d64-l2-h4-kv2-hd16-e4-k2-f128-v96-c128"    # tests/fixtures/mixtral-tiny-a
+  "classic-d128-l8-h8-kv8-hd16-e8-k2-f512-v65-c32"  # the makeMoE Shakespeare recipe (moe_train default)
+)
+set(MOE_EXTRA_CONFIGS "" CACHE STRING "Additional model config keys for moe_infer, ';'-separated")
+
+set(MOE_CONFIG_KEY_REGEX "^(classic|llama)-d[0-9]+-l[0-9]+-h[0-9]+-kv[0-9]+-hd[0-9]+-e[0-9]+-k[0-9]+-f[0-9]+-v[0-9]+-c[0-9]+$")
+set(MOE_CONFIGS ${MOE_DEFAULT_CONFIGS} ${MOE_EXTRA_CONFIGS})
+list(REMOVE_DUPLICATES MOE_CONFIGS)
+set(MOE_CONFIG_LINES "")
+foreach(key IN LISTS MOE_CONFIGS)
+  if(NOT key MATCHES "${MOE_CONFIG_KEY_REGEX}")
+    message(FATAL_ERROR "MOE_EXTRA_CONFIGS: '${key}' is not a config key. Copy the key moe_convert prints, e.g. "
+                        "llama-d64-l2-h4-kv2-hd16-e4-k2-f128-v96-c128")
+  endif()
+  string(APPEND MOE_CONFIG_LINES "  X(\"${key}\") \\\n")
+endforeach()
+configure_file(${CMAKE_CURRENT_LIST_DIR}/compiled_configs.hpp.in ${CMAKE_BINARY_DIR}/generated/moe/compiled_configs.hpp @ONLY)

@@ -1,0 +1,33 @@
+// Crash-safe output: write to a temporary file in the destination's directory, fsync,
+// rename over the destination, fsync the directory. A crash or a full disk leaves
+// either the old file or the new one, never half of one.
+#pragma once
+
+#include <cstddef>
+#include <filesystem>
+#include <string>
+
+namespace moe::convert {
+
+class AtomicFile {
+ public:
+  explicit AtomicFile(std::filesystem::path destination);  // creates the temp file
+  ~AtomicFile();                                           // removes it unless committed
+  AtomicFile(const AtomicFile&) = delete;
+  AtomicFile& operator=(const AtomicFile&) = delete;
+
+  void write(const void* data, size_t n);  // throws ConvertError (ENOSPC included)
+  void commit();                           // fsync + rename + fsync(dir)
+  const std::filesystem::path& temp_path() const { return temp_; }
+
+ private:
+  std::filesystem::path dest_;
+  std::filesystem::path temp_;
+  int fd_ = -1;
+  bool committed_ = false;
+};
+
+void write_file_atomically(const std::filesystem::path& destination, const void* data, size_t n);
+void write_file_atomically(const std::filesystem::path& destination, const std::string& text);
+
+}  // namespace moe::convert

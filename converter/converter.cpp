@@ -1,0 +1,205 @@
+#include "converter/converter.hpp"
+
+#include <cstdio>
+#include <map>
+
+#include "converter/convert_error.hpp"
+#include "converter/quantize.hpp"
+#include "moe/crc32c.hpp"
+#include "moe/model_file.hpp"
+#include "moe_model_generated.h"
+
+#ifndef MOE_VERSION
+#define MOE_VERSION "dev"
+#endif
+
+namespace moe::convert {
+
+DType QuantRecipe::dtype_for(TensorClass c) const {
+  switch (c) {
+    case TensorClass::expert: return experts;
+    case TensorClass::attention: return attention;
+    case TensorClass::embedding: return embeddings;
+    case TensorClass::f32_only: return DType::f32;
+  }
+  return DType::f32;
+}
+
+std::string QuantRecipe::describe() const {
+  auto d = [&](DType t) {
+    std::string s = dtype_name(t);
+    if (t == DType::i8) s += group_size > 0 ? "/g" + std::to_string(group_size) : "/row";
+    return s;
+  };
+  return "experts=" + d(experts) + " attention=" + d(attention) + " embeddings=" + d(embeddings);
+}
+
+DType parse_dtype(const std::string& text, const char* option) {
+  if (text == "int8" || text == "i8") return DType::i8;
+  if (text == "fp16" || text == "f16") return DType::f16;
+  if (text == "fp32" || text == "f32") return DType::f32;
+  throw ConvertError(std::string(option) + ": '" + text + "' is not one of int8, fp16, fp32");
+}
+
+namespace {
+
+// .moe files are FlatBuffers: 32-bit offsets cap them at 2 GiB.
+constexpr size_t kMaxFileBytes = (size_t{1} << 31) - (size_t{1} << 20);
+
+std::string provenance_source(const std::filesystem::path& dir) {
+  std::error_code ec;
+  auto abs = std::filesystem::weakly_canonical(dir, ec);
+  return ec ? dir.string() : abs.string();
+}
+
+}  // namespace
+
+Conversion convert_checkpoint(const std::filesystem::path& dir, const ConvertOptions& options) {
+  const Checkpoint ck = open_checkpoint(dir, options.max_context, options.capacity_factor);
+  const ModelConfig& cfg = ck.config;
+  const QuantRecipe& recipe = options.recipe;
+  if (recipe.group_size < 0) throw ConvertError("--group-size must be >= 0 (0: one scale per row)");
+
+  Conversion out;
+  out.config = cfg;
+  out.source_format = ck.format;
+  out.recipe = recipe.describe();
+  out.capacity_factor = ck.capacity_factor;
+  out.notes = ck.notes;
+  const std::vector<std::string> unused = ck.unused_tensors();
+  if (!unused.empty()) {
+    std::string list;
+    for (size_t i = 0; i < unused.size() && i < 4; ++i) list += (i ? ", " : "") + unused[i];
+    if (unused.size() > 4) list += ", ...";
+    out.notes.push_back("ignored " + std::to_string(unused.size()) + " checkpoint tensor(s) not used for inference: " + list);
+  }
+
+  flatbuffers::FlatBufferBuilder fbb(1 << 20);
+  std::map<std::string, std::pair<flatbuffers::Offset<flatbuffers::Vector<uint8_t>>, flatbuffers::Offset<flatbuffers::Vector<float>>>>
+      shared;  // one copy of a tensor stored twice (tied embeddings)
+  std::map<int, ClassReport> classes;
+  std::vector<flatbuffers::Offset<fb::Tensor>> tensors;
+  size_t payload = 0;
+  int ungrouped = 0;
+
+  for_each_tensor_spec(cfg, [&](const TensorSpec& spec) {
+    const std::vector<std::string> names = ck.source_names(spec);
+    const std::string name = names.size() == 1 ? names[0] : names[0] + " (+" + std::to_string(names.size() - 1) + " more, concatenated)";
+    const DType dtype = recipe.dtype_for(spec.klass);
+    const int rows = spec.rows, cols = spec.is_matrix() ? spec.cols : spec.rows;
+    std::string key = names[0] + "|" + dtype_name(dtype);
+
+    uint32_t crc = 0;
+    int group = 0;
+    size_t bytes = 0;
+    auto found = shared.find(key);
+    flatbuffers::Offset<flatbuffers::Vector<uint8_t>> data_off;
+    flatbuffers::Offset<flatbuffers::Vector<float>> scales_off;
+    Quantized q = quantize(ck.load(spec), spec.is_matrix() ? rows : 1, cols, dtype, recipe.group_size, name);
+    if (dtype == DType::i8 && recipe.group_size > 0 && q.group_size != recipe.group_size) ++ungrouped;
+    group = q.group_size;
+    bytes = q.data.size() + q.scales.size() * sizeof(float);
+    crc = crc32c(q.data.data(), q.data.size());
+    if (!q.scales.empty()) crc = crc32c_update(crc, q.scales.data(), q.scales.size() * sizeof(float));
+    size_t stored_bytes = 0;
+    if (found != shared.end()) {
+      data_off = found->second.first;
+      scales_off = found->second.second;
+    } else {
+      payload += bytes;
+      if (payload > kMaxFileBytes)
+        throw ConvertError("the converted model would exceed 2 GiB, the limit of the .moe format: use int8 or fp16 for more tensor classes");
+      fbb.ForceVectorAlignment(q.data.size(), 1, kTensorAlignment);
+      data_off = fbb.CreateVector(q.data);
+      if (!q.scales.empty()) {
+        fbb.ForceVectorAlignment(q.scales.size(), sizeof(float), kTensorAlignment);
+        scales_off = fbb.CreateVector(q.scales);
+      }
+      shared.emplace(key, std::make_pair(data_off, scales_off));
+      stored_bytes = bytes;
+    }
+    const auto name_off = fbb.CreateString(name);
+    std::vector<uint32_t> shape = spec.is_matrix() ? std::vector<uint32_t>{static_cast<uint32_t>(rows), static_cast<uint32_t>(cols)}
+                                                   : std::vector<uint32_t>{static_cast<uint32_t>(rows)};
+    const auto shape_off = fbb.CreateVector(shape);
+    fb::TensorBuilder tb(fbb);
+    tb.add_name(name_off);
+    tb.add_role(static_cast<fb::TensorRole>(spec.role));
+    tb.add_layer(static_cast<int16_t>(spec.layer));
+    tb.add_expert(static_cast<int16_t>(spec.expert));
+    tb.add_dtype(static_cast<fb::DType>(dtype));
+    tb.add_shape(shape_off);
+    tb.add_data(data_off);
+    if (!scales_off.IsNull()) tb.add_scales(scales_off);
+    tb.add_group_size(static_cast<uint32_t>(group));
+    tb.add_crc32c(crc);
+    tensors.push_back(tb.Finish());
+
+    ClassReport& cr = classes[static_cast<int>(spec.klass)];
+    cr.klass = spec.klass;
+    cr.dtype = dtype;
+    cr.tensors += 1;
+    cr.bytes += stored_bytes;
+    cr.f32_bytes += stored_bytes ? static_cast<size_t>(spec.elements()) * 4 : 0;
+  });
+  if (ungrouped > 0)
+    out.notes.push_back(std::to_string(ungrouped) + " int8 tensor(s) have a column count not divisible by --group-size " +
+                        std::to_string(recipe.group_size) + ": they use one scale per row");
+
+  const auto tensors_off = fbb.CreateVector(tensors);
+  const auto chars_off = ck.chars.empty() ? flatbuffers::Offset<flatbuffers::Vector<uint32_t>>() : fbb.CreateVector(ck.chars);
+  fb::TokenizerBuilder tok(fbb);
+  tok.add_kind(ck.chars.empty() ? fb::TokenizerKind_None : fb::TokenizerKind_Char);
+  if (!ck.chars.empty()) tok.add_chars(chars_off);
+  const auto tok_off = tok.Finish();
+  const auto prov_off = fb::CreateProvenanceDirect(fbb, provenance_source(dir).c_str(), ck.format.c_str(), MOE_VERSION,
+                                                   recipe.describe().c_str());
+  const auto cfg_off = fb::CreateConfig(
+      fbb, static_cast<fb::Family>(cfg.family), static_cast<uint32_t>(cfg.d_model), static_cast<uint32_t>(cfg.n_layers),
+      static_cast<uint32_t>(cfg.n_heads), static_cast<uint32_t>(cfg.n_kv_heads), static_cast<uint32_t>(cfg.head_dim),
+      static_cast<uint32_t>(cfg.n_experts), static_cast<uint32_t>(cfg.top_k), static_cast<uint32_t>(cfg.expert_hidden),
+      static_cast<uint32_t>(cfg.vocab_size), static_cast<uint32_t>(cfg.max_context), ck.rope_theta, ck.norm_eps,
+      static_cast<fb::AttentionScale>(ck.attention_scale), ck.bos_token_id, ck.eos_token_id, ck.capacity_factor);
+  const auto model = fb::CreateModel(fbb, kFormatVersion, cfg_off, tok_off, prov_off, tensors_off);
+  fb::FinishSizePrefixedModelBuffer(fbb, model);
+
+  out.bytes.assign(fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize());
+  for (const auto& kv : classes) out.classes.push_back(kv.second);
+  return out;
+}
+
+std::string format_report(const Conversion& c) {
+  std::string s;
+  char line[256];
+  auto grouped = [](size_t v) {
+    std::string digits = std::to_string(v), out;
+    for (size_t i = 0; i < digits.size(); ++i) {
+      if (i > 0 && (digits.size() - i) % 3 == 0) out += ',';
+      out += digits[i];
+    }
+    return out;
+  };
+  const double total = static_cast<double>(c.bytes.size());
+  std::snprintf(line, sizeof line, "%-22s %-6s %8s %14s %7s\n", "tensor class", "dtype", "tensors", "bytes", "share");
+  s += line;
+  size_t payload = 0, f32 = 0;
+  for (const ClassReport& r : c.classes) {
+    std::snprintf(line, sizeof line, "%-22s %-6s %8d %14s %6.1f%%\n", class_name(r.klass), dtype_name(r.dtype), r.tensors,
+                  grouped(r.bytes).c_str(), 100.0 * static_cast<double>(r.bytes) / total);
+    s += line;
+    payload += r.bytes;
+    f32 += r.f32_bytes;
+  }
+  const size_t other = c.bytes.size() - std::min(payload, c.bytes.size());
+  std::snprintf(line, sizeof line, "%-22s %-6s %8s %14s %6.1f%%\n", "metadata+alignment", "", "", grouped(other).c_str(),
+                100.0 * static_cast<double>(other) / total);
+  s += line;
+  std::snprintf(line, sizeof line, "%-22s %-6s %8s %14s %6.1f%%\n", "total", "", "", grouped(c.bytes.size()).c_str(), 100.0);
+  s += line;
+  std::snprintf(line, sizeof line, "compression vs fp32 weights (%s bytes): %.2fx\n", grouped(f32).c_str(),
+                static_cast<double>(f32) / total);
+  s += line;
+  return s;
+}
+
+}  // namespace moe::convert

@@ -1,0 +1,58 @@
+// Checkpoint directory -> .moe bytes: the library behind moe_convert.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "converter/checkpoint.hpp"
+#include "moe/model_layout.hpp"
+#include "moe/tensor.hpp"
+
+namespace moe::convert {
+
+// Which dtype each tensor class is stored in. Norms, biases and routers are always f32.
+struct QuantRecipe {
+  DType experts = DType::i8;
+  DType attention = DType::f16;
+  DType embeddings = DType::f16;
+  int group_size = 32;  // int8 columns per scale; 0: one scale per row
+
+  DType dtype_for(TensorClass c) const;
+  std::string describe() const;  // "experts=i8/g32 attention=f16 embeddings=f16"
+};
+
+// "int8" | "i8" | "fp16" | "f16" | "fp32" | "f32"; throws ConvertError otherwise.
+DType parse_dtype(const std::string& text, const char* option);
+
+struct ConvertOptions {
+  QuantRecipe recipe;
+  int max_context = 0;          // > 0: override the checkpoint's context length
+  double capacity_factor = -1.;  // >= 0: override the checkpoint's expert capacity (0: none)
+};
+
+struct ClassReport {
+  TensorClass klass{};
+  DType dtype = DType::f32;
+  int tensors = 0;
+  size_t bytes = 0;      // payload: data + scales
+  size_t f32_bytes = 0;  // the same tensors in f32
+};
+
+struct Conversion {
+  std::vector<uint8_t> bytes;  // the .moe file
+  ModelConfig config{};
+  std::string source_format;
+  std::string recipe;
+  double capacity_factor = 0.;
+  std::vector<ClassReport> classes;  // one per tensor class present
+  std::vector<std::string> notes;
+};
+
+Conversion convert_checkpoint(const std::filesystem::path& dir, const ConvertOptions& options);
+
+// The table moe_convert prints: class, dtype, bytes, share of the file; total vs fp32.
+std::string format_report(const Conversion& c);
+
+}  // namespace moe::convert

@@ -1,0 +1,67 @@
+// moe_convert: checkpoint directory -> .moe file.
+//
+//   moe_convert tests/fixtures/makemoe-tiny -o tiny.moe                 # int8 experts
+//   moe_convert ckpt/ -o m.moe --experts fp16 --attention fp32 --group-size 0
+#include <CLI/CLI.hpp>
+#include <cstdio>
+
+#include "converter/atomic_file.hpp"
+#include "converter/convert_error.hpp"
+#include "converter/converter.hpp"
+#include "tools/compiled_models.hpp"
+
+int main(int argc, char** argv) {
+  CLI::App app{"moe_convert: convert a Hugging Face Mixtral or makeMoE checkpoint directory to a .moe model"};
+  std::string input, output, experts = "int8", attention = "fp16", embeddings = "fp16";
+  moe::convert::ConvertOptions options;
+  bool quiet = false;
+  app.add_option("checkpoint", input, "checkpoint directory (config.json + model.safetensors)")->required();
+  app.add_option("-o,--output", output, "output .moe file (written atomically)")->required();
+  app.add_option("--experts", experts, "expert weights: int8 | fp16 | fp32")->capture_default_str();
+  app.add_option("--attention", attention, "attention projections: int8 | fp16 | fp32")->capture_default_str();
+  app.add_option("--embeddings", embeddings, "token/position embeddings and lm_head: int8 | fp16 | fp32")->capture_default_str();
+  app.add_option("--group-size", options.recipe.group_size, "int8: columns per scale (0 = one scale per row)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app.add_option("--max-context", options.max_context, "shorten the context (KV cache) of a llama-family model")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--capacity-factor", options.capacity_factor,
+                 "makeMoE expert capacity to record (default: the checkpoint's; 0 = none, which lets the engine reuse its KV cache "
+                 "instead of re-encoding the window per token, at the cost of exactness against the reference)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_flag("-q,--quiet", quiet, "print nothing but errors");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int code = app.exit(e);
+    return code == 0 ? 0 : 2;
+  }
+  try {
+    options.recipe.experts = moe::convert::parse_dtype(experts, "--experts");
+    options.recipe.attention = moe::convert::parse_dtype(attention, "--attention");
+    options.recipe.embeddings = moe::convert::parse_dtype(embeddings, "--embeddings");
+    const moe::convert::Conversion c = moe::convert::convert_checkpoint(input, options);
+    moe::convert::write_file_atomically(output, c.bytes.data(), c.bytes.size());
+    if (!quiet) {
+      const moe::ConfigKey key(c.config);
+      std::printf("%s (%s) -> %s\n", input.c_str(), c.source_format.c_str(), output.c_str());
+      std::printf("config  %s%s\n", key.c_str(),
+                  moe::tools::is_compiled(c.config) ? "" : "  (not compiled into moe_infer: see below)");
+      std::printf("recipe  %s (norms, biases, router: f32)\n", c.recipe.c_str());
+      if (c.capacity_factor > 0.)
+        std::printf("expert capacity factor %g: each token re-encodes its window, exactly as makeMoE computes it\n", c.capacity_factor);
+      std::printf("\n");
+      std::fputs(moe::convert::format_report(c).c_str(), stdout);
+      for (const std::string& note : c.notes) std::printf("note: %s\n", note.c_str());
+      if (!moe::tools::is_compiled(c.config))
+        std::fputs(moe::tools::missing_config_message("note", output.c_str(), c.config).c_str(), stdout);
+    }
+    return 0;
+  } catch (const moe::convert::ConvertError& e) {
+    std::fprintf(stderr, "moe_convert: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "moe_convert: unexpected error: %s\n", e.what());
+    return 1;
+  }
+}

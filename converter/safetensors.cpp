@@ -1,0 +1,202 @@
+#include "converter/safetensors.hpp"
+
+#include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "converter/atomic_file.hpp"
+#include "converter/convert_error.hpp"
+#include "moe/fp16.hpp"
+
+namespace moe::convert {
+
+using nlohmann::json;
+
+int safetensors_dtype_size(const std::string& dtype) {
+  if (dtype == "F64" || dtype == "I64" || dtype == "U64") return 8;
+  if (dtype == "F32" || dtype == "I32" || dtype == "U32") return 4;
+  if (dtype == "F16" || dtype == "BF16" || dtype == "I16" || dtype == "U16") return 2;
+  if (dtype == "I8" || dtype == "U8" || dtype == "BOOL" || dtype == "F8_E4M3" || dtype == "F8_E5M2") return 1;
+  return 0;
+}
+
+int64_t SafetensorInfo::elements() const {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+std::string SafetensorInfo::shape_text() const {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+SafetensorsFile::SafetensorsFile(const std::filesystem::path& path) {
+  std::string where = std::string("'");
+  where += path.string();
+  where += "'";
+  if (Error e = MappedFile::open(path.c_str(), map_)) throw ConvertError(e.what());
+  const auto* bytes = static_cast<const uint8_t*>(map_.data());
+  const size_t size = map_.size();
+  if (size < 8) throw ConvertError(where + " is not a safetensors file: only " + std::to_string(size) + " bytes");
+  uint64_t header_len = 0;
+  for (int i = 7; i >= 0; --i) header_len = header_len << 8 | bytes[i];
+  if (header_len > size - 8 || header_len > (100u << 20))
+    throw ConvertError(where + " is not a safetensors file or is truncated: header length " + std::to_string(header_len) +
+                       " does not fit in " + std::to_string(size) + " bytes");
+  json header;
+  try {
+    header = json::parse(bytes + 8, bytes + 8 + header_len);
+  } catch (const json::exception& e) {
+    throw ConvertError(where + " has a malformed safetensors header: " + e.what());
+  }
+  if (!header.is_object()) throw ConvertError(where + " has a malformed safetensors header: not a JSON object");
+  const uint8_t* data_start = bytes + 8 + header_len;
+  const size_t data_size = size - 8 - header_len;
+  for (const auto& [name, entry] : header.items()) {
+    if (name == "__metadata__") continue;
+    const std::string what = "tensor '" + name + "' in " + where;
+    if (!entry.is_object() || !entry.contains("dtype") || !entry.contains("shape") || !entry.contains("data_offsets") ||
+        !entry["dtype"].is_string() || !entry["shape"].is_array() || !entry["data_offsets"].is_array() ||
+        entry["data_offsets"].size() != 2)
+      throw ConvertError(what + " has a malformed header entry");
+    SafetensorInfo info;
+    info.name = name;
+    info.file = path;
+    info.dtype = entry["dtype"].get<std::string>();
+    int64_t elements = 1;
+    for (const auto& d : entry["shape"]) {
+      if (!d.is_number_unsigned()) throw ConvertError(what + " has a malformed shape");
+      const uint64_t v = d.get<uint64_t>();
+      if (v > (1ull << 40) || (v > 0 && static_cast<uint64_t>(elements) > (1ull << 40) / v))
+        throw ConvertError(what + " has an implausibly large shape");
+      info.shape.push_back(static_cast<int64_t>(v));
+      elements *= static_cast<int64_t>(v);
+    }
+    const auto& off = entry["data_offsets"];
+    if (!off[0].is_number_unsigned() || !off[1].is_number_unsigned()) throw ConvertError(what + " has malformed data_offsets");
+    const uint64_t begin = off[0].get<uint64_t>(), end = off[1].get<uint64_t>();
+    if (begin > end || end > data_size)
+      throw ConvertError(what + " lies outside the file (offsets " + std::to_string(begin) + ".." + std::to_string(end) +
+                         ", data section " + std::to_string(data_size) + " bytes): the file is truncated or corrupt");
+    const int esize = safetensors_dtype_size(info.dtype);
+    if (esize != 0 && static_cast<uint64_t>(elements) * static_cast<uint64_t>(esize) != end - begin)
+      throw ConvertError(what + " has " + std::to_string(end - begin) + " bytes, but shape " + info.shape_text() + " of " +
+                         info.dtype + " needs " + std::to_string(elements * esize));
+    info.data = data_start + begin;
+    info.bytes = end - begin;
+    tensors_.emplace(name, std::move(info));
+  }
+}
+
+TensorStore::TensorStore(const std::filesystem::path& dir) {
+  const auto index_path = dir / "model.safetensors.index.json";
+  const auto single = dir / "model.safetensors";
+  std::vector<std::filesystem::path> shards;
+  std::map<std::string, std::string> weight_map;
+  if (std::filesystem::exists(index_path)) {
+    json index;
+    try {
+      std::ifstream in(index_path);
+      index = json::parse(in);
+    } catch (const json::exception& e) {
+      throw ConvertError("cannot read '" + index_path.string() + "': " + e.what());
+    }
+    if (!index.contains("weight_map") || !index["weight_map"].is_object())
+      throw ConvertError("'" + index_path.string() + "' has no weight_map object");
+    std::map<std::string, bool> seen;
+    for (const auto& [name, file] : index["weight_map"].items()) {
+      if (!file.is_string()) throw ConvertError("'" + index_path.string() + "': weight_map entry '" + name + "' is not a file name");
+      const std::string f = file.get<std::string>();
+      if (f.find('/') != std::string::npos || f.find("..") != std::string::npos)
+        throw ConvertError("'" + index_path.string() + "': shard name '" + f + "' must be a plain file name");
+      weight_map[name] = f;
+      if (!seen[f]) shards.push_back(dir / f), seen[f] = true;
+    }
+  } else if (std::filesystem::exists(single)) {
+    shards.push_back(single);
+  } else {
+    throw ConvertError("no model.safetensors or model.safetensors.index.json in '" + dir.string() + "'");
+  }
+  for (const auto& shard : shards) {
+    if (!std::filesystem::exists(shard)) throw ConvertError("shard '" + shard.string() + "' named by the index is missing");
+    files_.push_back(std::make_unique<SafetensorsFile>(shard));
+    for (const auto& [name, info] : files_.back()->tensors()) {
+      if (index_.count(name))
+        throw ConvertError("tensor '" + name + "' appears in both '" + index_.at(name)->file.string() + "' and '" + shard.string() + "'");
+      index_[name] = &info;
+    }
+  }
+  for (const auto& [name, file] : weight_map) {
+    if (!index_.count(name))
+      throw ConvertError("the index says tensor '" + name + "' is in '" + file + "', but that shard does not hold it");
+  }
+}
+
+const SafetensorInfo& TensorStore::info(const std::string& name) const {
+  auto it = index_.find(name);
+  if (it == index_.end()) throw ConvertError("missing tensor '" + name + "'");
+  return *it->second;
+}
+
+std::vector<std::string> TensorStore::names() const {
+  std::vector<std::string> out;
+  for (const auto& kv : index_) out.push_back(kv.first);
+  return out;
+}
+
+std::vector<float> TensorStore::read_f32(const std::string& name) const {
+  const SafetensorInfo& t = info(name);
+  const auto n = static_cast<size_t>(t.elements());
+  std::vector<float> out(n);
+  if (t.dtype == "F32") {
+    std::memcpy(out.data(), t.data, n * 4);
+  } else if (t.dtype == "F16") {
+    for (size_t i = 0; i < n; ++i) out[i] = half_to_float(static_cast<uint16_t>(t.data[2 * i] | t.data[2 * i + 1] << 8));
+  } else if (t.dtype == "BF16") {
+    for (size_t i = 0; i < n; ++i)
+      out[i] = f32_from_bits(static_cast<uint32_t>(t.data[2 * i] | t.data[2 * i + 1] << 8) << 16);
+  } else {
+    throw ConvertError("tensor '" + name + "' has dtype " + t.dtype + "; moe_convert reads F32, F16 and BF16");
+  }
+  return out;
+}
+
+SafetensorOut f32_tensor(std::string name, std::vector<int64_t> shape, const float* values) {
+  SafetensorOut t;
+  t.name = std::move(name);
+  t.shape = std::move(shape);
+  int64_t n = 1;
+  for (int64_t d : t.shape) n *= d;
+  t.data.resize(static_cast<size_t>(n) * 4);
+  std::memcpy(t.data.data(), values, t.data.size());
+  return t;
+}
+
+std::vector<uint8_t> encode_safetensors(const std::vector<SafetensorOut>& tensors,
+                                        const std::map<std::string, std::string>& metadata) {
+  json header = json::object();
+  if (!metadata.empty()) header["__metadata__"] = metadata;
+  uint64_t offset = 0;
+  for (const auto& t : tensors) {
+    header[t.name] = {{"dtype", t.dtype}, {"shape", t.shape}, {"data_offsets", {offset, offset + t.data.size()}}};
+    offset += t.data.size();
+  }
+  std::string text = header.dump();
+  while ((8 + text.size()) % 8 != 0) text.push_back(' ');  // keeps the data 8-byte aligned
+  std::vector<uint8_t> out(8 + text.size());
+  const uint64_t len = text.size();
+  for (int i = 0; i < 8; ++i) out[static_cast<size_t>(i)] = static_cast<uint8_t>(len >> (8 * i));
+  std::memcpy(out.data() + 8, text.data(), text.size());
+  for (const auto& t : tensors) out.insert(out.end(), t.data.begin(), t.data.end());
+  return out;
+}
+
+void write_safetensors(const std::filesystem::path& path, const std::vector<SafetensorOut>& tensors,
+                       const std::map<std::string, std::string>& metadata) {
+  const std::vector<uint8_t> bytes = encode_safetensors(tensors, metadata);
+  write_file_atomically(path, bytes.data(), bytes.size());
+}
+
+}  // namespace moe::convert

@@ -1,0 +1,385 @@
+// Engine<Config>: the inference core. Every buffer is a fixed-size member, so
+// sizeof(Engine<Cfg>) is all the RAM it needs (it can live in static storage on a
+// microcontroller); it never allocates and never throws. Weights are views into the
+// verified .moe buffer.
+//
+// A token's path (forward_chunk): embed -> per layer [norm -> q,k,v -> rope (llama) ->
+// attention over the KV cache -> Wo -> residual; norm -> router -> top-k -> experts ->
+// weighted sum -> residual] -> final norm -> lm_head -> logits.
+//
+// Prefill runs up to `Chunk` tokens through each weight matrix at once, and groups the
+// chunk's tokens by expert so each chosen expert's weights are read once per chunk.
+// Decode is the same path with one token.
+//
+// Context: the classic family's learned position table has max_context rows. When it
+// is full, the engine re-encodes the most recent max_context tokens from position 0,
+// exactly as makeMoE's generate() re-reads idx[:, -block_size:] (a token then costs a
+// full window prefill). The llama family stops with ErrorCode::context_full instead:
+// RoPE models were not trained past max_context, and a silent shift would change the
+// numbers the caller compared against.
+//
+// Expert capacity (makeMoE; RuntimeParams::capacity_factor > 0): in a forward pass over
+// a window of T tokens each expert takes at most int(T*k/E*factor) tokens, earliest
+// first. That limit grows with T, so appending a token changes earlier tokens' states:
+// the KV cache cannot be reused, and every prefill/decode re-encodes the whole window,
+// as the reference does. Convert with --capacity-factor 0 to trade that exactness for
+// KV-cache speed.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#include "moe/config.hpp"
+#include "moe/error.hpp"
+#include "moe/kernels/activation.hpp"
+#include "moe/kernels/attention.hpp"
+#include "moe/kernels/linear.hpp"
+#include "moe/kernels/norm.hpp"
+#include "moe/kernels/rope.hpp"
+#include "moe/kernels/softmax.hpp"
+#include "moe/kernels/topk.hpp"
+#include "moe/model_file.hpp"
+#include "moe/model_layout.hpp"
+#include "moe/tensor.hpp"
+
+namespace moe {
+
+constexpr int default_prefill_chunk(const ModelConfig& c) { return c.max_context < 16 ? c.max_context : 16; }
+
+template <ModelConfig C, class K = kernels::Best, int Chunk = default_prefill_chunk(C)>
+class Engine {
+  static_assert(C.d_model > 0 && C.n_layers > 0 && C.n_heads > 0 && C.n_kv_heads > 0 && C.head_dim > 0 &&
+                    C.n_experts > 0 && C.expert_hidden > 0 && C.vocab_size > 0 && C.max_context > 0,
+                "every dimension in the config key must be positive");
+  static_assert(C.n_heads % C.n_kv_heads == 0,
+                "n_heads (-h in the config key) must be a multiple of n_kv_heads (-kv) for grouped-query attention");
+  static_assert(C.top_k >= 1 && C.top_k <= C.n_experts, "top_k (-k in the config key) must be in 1..n_experts (-e)");
+  static_assert(C.family != Family::classic || C.n_kv_heads == C.n_heads,
+                "the classic family uses multi-head attention: set -kv equal to -h in the config key");
+  static_assert(C.family != Family::llama || C.head_dim % 2 == 0, "RoPE needs an even head_dim (-hd in the config key)");
+  static_assert(Chunk >= 1 && Chunk <= C.max_context, "the prefill chunk must be in 1..max_context");
+
+ public:
+  static constexpr ModelConfig config = C;
+  static constexpr int kChunk = Chunk;
+
+  Engine() = default;
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // Binds the engine to a verified file. Fails, naming both configs, when the file was
+  // converted for another config than this engine was compiled for.
+  Error load(const ModelFile& file) {
+    loaded_ = false;
+    if (!(file.config() == C)) {
+      return Error::make(ErrorCode::config_mismatch, "model config %s does not match this engine's compiled config %s",
+                         ConfigKey(file.config()).c_str(), ConfigKey(C).c_str());
+    }
+    bind(file);
+    rt_ = file.runtime();
+    loaded_ = true;
+    reset();
+    return Error::none();
+  }
+
+  // Forgets the sequence: the next prefill starts at position 0.
+  void reset() { pos_ = 0; }
+
+  // Appends tokens to the sequence and computes the logits after the last one.
+  // `all_logits` (optional, room for n rows of vocab_size) receives the logits after
+  // every token; with a classic model whose window overflows, rows of tokens that fell
+  // out of the window are left untouched. On error the sequence is unchanged.
+  Error prefill(const int32_t* tokens, int n, float* all_logits = nullptr) {
+    if (!loaded_) return Error::make(ErrorCode::io, "no model loaded: call load() first");
+    if (n <= 0) return Error::make(ErrorCode::bad_token, "prefill needs at least one token");
+    for (int i = 0; i < n; ++i) {
+      if (tokens[i] < 0 || tokens[i] >= V)
+        return Error::make(ErrorCode::bad_token, "token id %d at index %d is outside the vocabulary [0, %d)",
+                           static_cast<int>(tokens[i]), i, V);
+    }
+    const bool overflow = pos_ + n > T;
+    if (overflow && !C.has_position_table()) {
+      return Error::make(ErrorCode::context_full,
+                         "context is full: %d cached tokens + %d new exceed max_context %d (start a new sequence)", pos_, n, T);
+    }
+    if (!overflow && rt_.capacity_factor == 0.) {  // the usual case: extend the KV cache
+      std::memcpy(window_ + pos_, tokens, sizeof(int32_t) * static_cast<size_t>(n));
+      run(pos_, n, all_logits, pos_);
+      pos_ += n;
+      return Error::none();
+    }
+    // Re-encode the window from position 0, keeping its last `total` tokens of
+    // (cached ++ new): after a slide of the classic position table, or always under
+    // expert capacity (see the top of this file).
+    const int total = pos_ + n < T ? pos_ + n : T;
+    const int fresh = n < total ? n : total;  // new tokens that stay in the window
+    const int keep = total - fresh;           // cached tokens that stay
+    std::memmove(window_, window_ + (pos_ - keep), sizeof(int32_t) * static_cast<size_t>(keep));
+    std::memcpy(window_ + keep, tokens + (n - fresh), sizeof(int32_t) * static_cast<size_t>(fresh));
+    run(0, total, all_logits ? all_logits + static_cast<long>(n - fresh) * V : nullptr, keep);
+    pos_ = total;
+    return Error::none();
+  }
+
+  Error decode(int32_t token) { return prefill(&token, 1); }
+
+  const float* logits() const { return logits_; }
+  int position() const { return pos_; }  // tokens in the KV cache
+  bool loaded() const { return loaded_; }
+  const RuntimeParams& runtime() const { return rt_; }
+
+  static constexpr long active_params() { return active_params_per_token(C); }
+
+ private:
+  static constexpr int D = C.d_model, L = C.n_layers, H = C.n_heads, KVH = C.n_kv_heads, HD = C.head_dim;
+  static constexpr int E = C.n_experts, TOPK = C.top_k, F = C.expert_hidden, V = C.vocab_size, T = C.max_context;
+  static constexpr int QD = C.q_dim(), KVD = C.kv_dim(), P = Chunk;
+  static constexpr bool kClassic = C.family == Family::classic;
+  static constexpr int kRopeHalf = kClassic ? 1 : HD / 2;  // arrays of unused parts keep one element
+  static constexpr int kUpRows = C.gated_experts() ? F : 1;
+
+  struct ExpertWeights {
+    Matrix w1, w2, w3;  // llama: w1 gate, w3 up, w2 down; classic: w1 up, w2 down
+    Vector b1, b2;      // classic only
+  };
+  struct LayerWeights {
+    Vector attn_norm, attn_norm_bias;
+    Matrix wq, wk, wv, wo;
+    Vector wo_bias;
+    Vector ffn_norm, ffn_norm_bias;
+    Matrix router;
+    Vector router_bias;
+    ExpertWeights experts[E];
+  };
+  struct Weights {
+    Matrix token_embedding, position_embedding;
+    LayerWeights layers[L];
+    Vector final_norm, final_norm_bias;
+    Matrix lm_head;
+    Vector lm_head_bias;
+  };
+
+  // File tensors in canonical order -> views. ModelFile::open checked every one.
+  void bind(const ModelFile& file) {
+    int i = 0;
+    for_each_tensor_spec(C, [&](const TensorSpec& s) {
+      const int at = i++;
+      if (s.layer < 0) {
+        switch (s.role) {
+          case TensorRole::token_embedding: w_.token_embedding = file.matrix(at); break;
+          case TensorRole::position_embedding: w_.position_embedding = file.matrix(at); break;
+          case TensorRole::final_norm: w_.final_norm = file.vector(at); break;
+          case TensorRole::final_norm_bias: w_.final_norm_bias = file.vector(at); break;
+          case TensorRole::lm_head: w_.lm_head = file.matrix(at); break;
+          case TensorRole::lm_head_bias: w_.lm_head_bias = file.vector(at); break;
+          default: break;
+        }
+        return;
+      }
+      LayerWeights& lw = w_.layers[s.layer];
+      if (s.expert >= 0) {
+        ExpertWeights& ew = lw.experts[s.expert];
+        switch (s.role) {
+          case TensorRole::expert_w1: ew.w1 = file.matrix(at); break;
+          case TensorRole::expert_b1: ew.b1 = file.vector(at); break;
+          case TensorRole::expert_w2: ew.w2 = file.matrix(at); break;
+          case TensorRole::expert_b2: ew.b2 = file.vector(at); break;
+          case TensorRole::expert_w3: ew.w3 = file.matrix(at); break;
+          default: break;
+        }
+        return;
+      }
+      switch (s.role) {
+        case TensorRole::attn_norm: lw.attn_norm = file.vector(at); break;
+        case TensorRole::attn_norm_bias: lw.attn_norm_bias = file.vector(at); break;
+        case TensorRole::wq: lw.wq = file.matrix(at); break;
+        case TensorRole::wk: lw.wk = file.matrix(at); break;
+        case TensorRole::wv: lw.wv = file.matrix(at); break;
+        case TensorRole::wo: lw.wo = file.matrix(at); break;
+        case TensorRole::wo_bias: lw.wo_bias = file.vector(at); break;
+        case TensorRole::ffn_norm: lw.ffn_norm = file.vector(at); break;
+        case TensorRole::ffn_norm_bias: lw.ffn_norm_bias = file.vector(at); break;
+        case TensorRole::router: lw.router = file.matrix(at); break;
+        case TensorRole::router_bias: lw.router_bias = file.vector(at); break;
+        default: break;
+      }
+    });
+  }
+
+  // Runs window_[first, first+count) at positions first.. through the model, chunk by
+  // chunk. Logits of positions >= logits_from go to out (row = position - logits_from).
+  void run(int first, int count, float* out, int logits_from) {
+    if (first == 0) start_window(count);
+    const int end = first + count;
+    for (int p0 = first; p0 < end; p0 += P) {
+      const int n = end - p0 < P ? end - p0 : P;
+      forward_chunk(p0, n);
+      if (out != nullptr && p0 + n > logits_from) {
+        const int t0 = logits_from > p0 ? logits_from - p0 : 0;
+        output_head(t0, n - t0, out + static_cast<long>(p0 + t0 - logits_from) * V);
+      }
+    }
+    if (out != nullptr) {
+      std::memcpy(logits_, out + static_cast<long>(end - 1 - logits_from) * V, sizeof logits_);
+    } else {
+      const int last = (end - 1 - first) % P;  // row of the final token in the last chunk
+      output_head(last, 1, logits_);
+    }
+  }
+
+  // A forward pass over a new window of `length` tokens begins: set the experts'
+  // capacity for it (makeMoE: int(B*T*k/E * factor) with B = 1, in double precision as
+  // Python computes it) and empty their loads.
+  void start_window(int length) {
+    if (rt_.capacity_factor == 0.) return;
+    capacity_ = static_cast<int>(static_cast<double>(length * TOPK) / E * rt_.capacity_factor);
+    for (int l = 0; l < L; ++l)
+      for (int e = 0; e < E; ++e) expert_load_[l][e] = 0;
+  }
+
+  void forward_chunk(int p0, int n) {
+    for (int t = 0; t < n; ++t) {
+      dequantize_row(w_.token_embedding, window_[p0 + t], x_[t]);
+      if constexpr (kClassic) {
+        dequantize_row(w_.position_embedding, p0 + t, xn_[t]);
+        kernels::add(x_[t], xn_[t], D);
+      } else {
+        kernels::rope_angles(p0 + t, HD, rt_.rope_theta, rope_cos_[t], rope_sin_[t]);
+      }
+    }
+    for (int l = 0; l < L; ++l) {
+      attention_block(l, p0, n);
+      moe_block(l, n);
+    }
+  }
+
+  void norm(const Vector& w, const Vector& b, const float* in, float* out) const {
+    if constexpr (kClassic) kernels::layernorm(K{}, in, w.data, b.data, D, rt_.norm_eps, out);
+    else kernels::rmsnorm(K{}, in, w.data, D, rt_.norm_eps, out);
+  }
+
+  void attention_block(int l, int p0, int n) {
+    const LayerWeights& lw = w_.layers[l];
+    for (int t = 0; t < n; ++t) norm(lw.attn_norm, lw.attn_norm_bias, x_[t], xn_[t]);
+    // Keys and values of the chunk go straight into their cache rows.
+    float* keys = key_cache_[l][0];
+    float* values = value_cache_[l][0];
+    kernels::linear(K{}, lw.wq, xn_[0], n, q_[0]);
+    kernels::linear(K{}, lw.wk, xn_[0], n, keys + static_cast<long>(p0) * KVD);
+    kernels::linear(K{}, lw.wv, xn_[0], n, values + static_cast<long>(p0) * KVD);
+    if constexpr (!kClassic) {
+      for (int t = 0; t < n; ++t) {
+        kernels::rope(K{}, q_[t], H, HD, rope_cos_[t], rope_sin_[t]);
+        kernels::rope(K{}, keys + static_cast<long>(p0 + t) * KVD, KVH, HD, rope_cos_[t], rope_sin_[t]);
+      }
+    }
+    // Token t sees positions [0, p0 + t]: causal within the chunk.
+    constexpr int group = H / KVH;
+    for (int t = 0; t < n; ++t) {
+      for (int h = 0; h < H; ++h) {
+        const int kv = h / group;
+        kernels::attention(K{}, q_[t] + h * HD, keys + kv * HD, values + kv * HD, p0 + t + 1, HD, KVD,
+                           rt_.attention_scale, scores_, attn_[t] + h * HD);
+      }
+    }
+    kernels::linear(K{}, lw.wo, attn_[0], n, delta_[0]);
+    for (int t = 0; t < n; ++t) {
+      if constexpr (kClassic) kernels::add(delta_[t], lw.wo_bias.data, D);
+      kernels::add(x_[t], delta_[t], D);
+    }
+  }
+
+  void moe_block(int l, int n) {
+    const LayerWeights& lw = w_.layers[l];
+    for (int t = 0; t < n; ++t) norm(lw.ffn_norm, lw.ffn_norm_bias, x_[t], xn_[t]);
+
+    // Route: each token picks top_k experts, weighted by a softmax over the k logits.
+    kernels::linear(K{}, lw.router, xn_[0], n, router_logits_[0]);
+    for (int e = 0; e < E; ++e) expert_count_[e] = 0;
+    for (int t = 0; t < n; ++t) {
+      if constexpr (kClassic) kernels::add(router_logits_[t], lw.router_bias.data, E);
+      int chosen[TOPK];
+      float gate[TOPK];
+      kernels::topk(K{}, router_logits_[t], E, TOPK, chosen, gate);
+      kernels::softmax(K{}, gate, TOPK);
+      for (int j = 0; j < TOPK; ++j) {
+        const int e = chosen[j];
+        // Over capacity: the expert turns the token away; its other experts (and the
+        // residual) still carry it, and its gate weights are not renormalised.
+        if (rt_.capacity_factor > 0.) {
+          if (expert_load_[l][e] >= capacity_) continue;
+          ++expert_load_[l][e];
+        }
+        expert_token_[e][expert_count_[e]] = t;
+        expert_gate_[e][expert_count_[e]] = gate[j];
+        ++expert_count_[e];
+      }
+    }
+
+    // Experts in index order (the references' order), each on the tokens routed to it.
+    for (int t = 0; t < n; ++t)
+      for (int i = 0; i < D; ++i) delta_[t][i] = 0.f;
+    for (int e = 0; e < E; ++e) {
+      const int m = expert_count_[e];
+      if (m == 0) continue;
+      for (int i = 0; i < m; ++i) std::memcpy(expert_in_[i], xn_[expert_token_[e][i]], sizeof(float) * D);
+      expert_ffn(lw.experts[e], m);
+      for (int i = 0; i < m; ++i) kernels::axpy(delta_[expert_token_[e][i]], expert_gate_[e][i], expert_out_[i], D);
+    }
+    for (int t = 0; t < n; ++t) kernels::add(x_[t], delta_[t], D);
+  }
+
+  // expert_out_[0, m) = expert(expert_in_[0, m)).
+  void expert_ffn(const ExpertWeights& ew, int m) {
+    kernels::linear(K{}, ew.w1, expert_in_[0], m, hidden_[0]);
+    if constexpr (kClassic) {
+      for (int i = 0; i < m; ++i) kernels::bias_relu(hidden_[i], ew.b1.data, F);
+    } else {
+      kernels::linear(K{}, ew.w3, expert_in_[0], m, up_[0]);
+      for (int i = 0; i < m; ++i) kernels::silu_mul(K{}, hidden_[i], up_[i], F);
+    }
+    kernels::linear(K{}, ew.w2, hidden_[0], m, expert_out_[0]);
+    if constexpr (kClassic)
+      for (int i = 0; i < m; ++i) kernels::add(expert_out_[i], ew.b2.data, D);
+  }
+
+  // Logits of chunk rows [t0, t0+rows) into out (rows x vocab).
+  void output_head(int t0, int rows, float* out) {
+    for (int t = t0; t < t0 + rows; ++t) norm(w_.final_norm, w_.final_norm_bias, x_[t], xn_[t]);
+    kernels::linear(K{}, w_.lm_head, xn_[t0], rows, out);
+    if constexpr (kClassic)
+      for (int r = 0; r < rows; ++r) kernels::add(out + static_cast<long>(r) * V, w_.lm_head_bias.data, V);
+  }
+
+  // ---- state ----------------------------------------------------------------------
+  Weights w_{};
+  RuntimeParams rt_{};
+  bool loaded_ = false;
+  int pos_ = 0;                       // tokens in the cache
+  int32_t window_[T] = {};            // those tokens (the classic family re-encodes them)
+  float key_cache_[L][T][KVD] = {};   // roped keys (llama)
+  float value_cache_[L][T][KVD] = {};
+
+  // Activations of one chunk of up to P tokens.
+  float x_[P][D] = {};        // residual stream
+  float xn_[P][D] = {};       // normalised input of the current sub-block
+  float q_[P][QD] = {};
+  float attn_[P][QD] = {};    // attention output, before Wo
+  float delta_[P][D] = {};    // what a sub-block adds to the residual
+  float scores_[T] = {};
+  float rope_cos_[P][kRopeHalf] = {};
+  float rope_sin_[P][kRopeHalf] = {};
+  float router_logits_[P][E] = {};
+  int capacity_ = 0;                  // most tokens an expert takes in this window
+  int expert_load_[L][E] = {};        // tokens each expert took so far in this window
+  int expert_count_[E] = {};          // tokens of the chunk routed to each expert
+  int expert_token_[E][P] = {};       // which tokens
+  float expert_gate_[E][P] = {};      // with which weight
+  float expert_in_[P][D] = {};        // the routed tokens, gathered
+  float hidden_[P][F] = {};
+  float up_[P][kUpRows] = {};
+  float expert_out_[P][D] = {};
+  float logits_[V] = {};
+};
+
+}  // namespace moe

@@ -1,0 +1,120 @@
+// The kernel seam. Every kernel has a scalar reference, overloaded on the `Scalar` tag,
+// and (where the target has SIMD) an xsimd version overloaded on `Simd`. The engine is
+// a template over the tag, so the same forward pass runs on either; tests hold the two
+// equal kernel by kernel and end to end.
+//
+// SIMD is used when the target has SSE2 or NEON and MOE_FORCE_SCALAR is not defined.
+// Cortex-M and other targets without an xsimd architecture get the scalar path.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#include "moe/fp16.hpp"
+
+#if !defined(MOE_FORCE_SCALAR) && (defined(__SSE2__) || defined(__ARM_NEON))
+#define MOE_SIMD 1
+// GCC 12 reports false -Wmaybe-uninitialized inside the AVX-512 intrinsics headers
+// (they build registers from deliberately undefined values). The warning state is
+// tied to source locations, so silencing it around the first inclusion of those
+// headers silences exactly them.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
+#if defined(__ARM_NEON)
+#include <arm_neon.h>
+#endif
+#include <xsimd/xsimd.hpp>
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+#else
+#define MOE_SIMD 0
+#endif
+
+namespace moe::kernels {
+
+struct Scalar {
+  static constexpr const char* name = "scalar";
+};
+
+#if MOE_SIMD
+struct Simd {
+  static constexpr const char* name = "simd";
+};
+using Best = Simd;
+#else
+using Best = Scalar;
+#endif
+
+// Scalar widening of one stored element, shared by the reference kernels and the
+// SIMD kernels' tails.
+inline float widen(float v) { return v; }
+inline float widen(uint16_t h) { return half_to_float(h); }
+inline float widen(int8_t q) { return static_cast<float>(q); }
+
+#if MOE_SIMD
+namespace simd {
+
+using fbatch = xsimd::batch<float>;
+inline constexpr int W = static_cast<int>(fbatch::size);
+
+inline const char* arch_name() { return xsimd::default_arch::name(); }
+
+inline fbatch load(const float* p) { return fbatch::load_unaligned(p); }
+
+// W int8 values -> W floats. xsimd 8.1's load_as<float>(int8*) converts lane by lane
+// (about 5x slower), so each target widens with its own instructions.
+inline fbatch load(const int8_t* p) {
+#if defined(__AVX512F__)
+  static_assert(W == 16, "AVX-512 build expects 16 float lanes");
+  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+#elif defined(__AVX2__)
+  static_assert(W == 8, "AVX2 build expects 8 float lanes");
+  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+#elif defined(__ARM_NEON)
+  static_assert(W == 4, "NEON build expects 4 float lanes");
+  int32_t packed;
+  std::memcpy(&packed, p, sizeof packed);
+  const int16x8_t wide = vmovl_s8(vreinterpret_s8_s32(vdup_n_s32(packed)));
+  return vcvtq_f32_s32(vmovl_s16(vget_low_s16(wide)));
+#else
+  alignas(64) float tmp[W];
+  for (int i = 0; i < W; ++i) tmp[i] = static_cast<float>(p[i]);
+  return fbatch::load_aligned(tmp);
+#endif
+}
+
+// W halves -> W floats, with the hardware conversion where the target has one.
+inline fbatch load(const uint16_t* p) {
+#if defined(__AVX512F__)
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+#elif defined(__F16C__) && defined(__AVX__)
+  static_assert(W == 8, "AVX build expects 8 float lanes");
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+#elif defined(__aarch64__)
+  return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p)));
+#else
+  alignas(64) float tmp[W];
+  for (int i = 0; i < W; ++i) tmp[i] = half_to_float(p[i]);
+  return fbatch::load_aligned(tmp);
+#endif
+}
+
+// Largest lane (xsimd 8.1 has no hmax).
+inline float hmax(const fbatch& b) {
+  alignas(64) float tmp[W];
+  b.store_aligned(tmp);
+  float m = tmp[0];
+  for (int i = 1; i < W; ++i) m = tmp[i] > m ? tmp[i] : m;
+  return m;
+}
+
+}  // namespace simd
+#endif
+
+}  // namespace moe::kernels

@@ -1,0 +1,92 @@
+// y = W x for f32, f16 and i8 weights: the kernel that streams the model's bytes.
+// One `linear` for both backends; only the dot products differ.
+#pragma once
+
+#include "moe/kernels/backend.hpp"
+#include "moe/tensor.hpp"
+
+namespace moe::kernels {
+
+// ---- scalar reference -------------------------------------------------------------
+
+template <class T>
+inline float dot(Scalar, const T* w, const float* x, int n) {
+  float s = 0.f;
+  for (int i = 0; i < n; ++i) s += widen(w[i]) * x[i];
+  return s;
+}
+
+// Grouped int8: each group of `group` columns has its own scale.
+inline float dot_i8(Scalar, const int8_t* w, const float* scales, int group, const float* x, int n) {
+  float total = 0.f;
+  for (int g = 0; g * group < n; ++g) total += dot(Scalar{}, w + g * group, x + g * group, group) * scales[g];
+  return total;
+}
+
+// ---- xsimd --------------------------------------------------------------------------
+#if MOE_SIMD
+namespace simd {
+// Partial sums of w[i]*x[i] as a batch; the n % W leftover products go to `tail`.
+// Four accumulators hide FMA latency (1 -> 4 measured 2.7x on AVX2).
+template <class T>
+inline fbatch partial_dot(const T* w, const float* x, int n, float& tail) {
+  fbatch a0(0.f), a1(0.f), a2(0.f), a3(0.f);
+  int i = 0;
+  for (; i + 4 * W <= n; i += 4 * W) {
+    a0 = xsimd::fma(load(w + i), load(x + i), a0);
+    a1 = xsimd::fma(load(w + i + W), load(x + i + W), a1);
+    a2 = xsimd::fma(load(w + i + 2 * W), load(x + i + 2 * W), a2);
+    a3 = xsimd::fma(load(w + i + 3 * W), load(x + i + 3 * W), a3);
+  }
+  for (; i + W <= n; i += W) a0 = xsimd::fma(load(w + i), load(x + i), a0);
+  for (; i < n; ++i) tail += widen(w[i]) * x[i];
+  return (a0 + a1) + (a2 + a3);
+}
+}  // namespace simd
+
+template <class T>
+inline float dot(Simd, const T* w, const float* x, int n) {
+  float tail = 0.f;
+  const simd::fbatch sum = simd::partial_dot(w, x, n, tail);
+  return xsimd::hadd(sum) + tail;
+}
+
+inline float dot_i8(Simd, const int8_t* w, const float* scales, int group, const float* x, int n) {
+  simd::fbatch acc(0.f);
+  float tail_total = 0.f;
+  for (int g = 0; g * group < n; ++g) {
+    float tail = 0.f;
+    const simd::fbatch part = simd::partial_dot(w + g * group, x + g * group, group, tail);
+    acc = xsimd::fma(part, simd::fbatch(scales[g]), acc);
+    tail_total += tail * scales[g];
+  }
+  return xsimd::hadd(acc) + tail_total;
+}
+#endif
+
+// ---- the kernel -----------------------------------------------------------------------
+
+// y[t] = W x[t] for n_tokens rows: x is [n_tokens, cols], y is [n_tokens, rows], both
+// contiguous. Weights are read once per call: each row meets every token while it is
+// in cache, which is what makes prefill cheaper per token than decode.
+template <class K>
+inline void linear(K k, const Matrix& m, const float* x, int n_tokens, float* y) {
+  for (int r = 0; r < m.rows; ++r) {
+    const long row = static_cast<long>(r) * m.cols;
+    for (int t = 0; t < n_tokens; ++t) {
+      const float* xt = x + static_cast<long>(t) * m.cols;
+      float v;
+      switch (m.dtype) {
+        case DType::f32: v = dot(k, m.f32() + row, xt, m.cols); break;
+        case DType::f16: v = dot(k, m.f16() + row, xt, m.cols); break;
+        default:
+          v = dot_i8(k, m.i8() + row, m.scales + static_cast<long>(r) * m.groups_per_row(), m.group_size, xt,
+                     m.cols);
+          break;
+      }
+      y[static_cast<long>(t) * m.rows + r] = v;
+    }
+  }
+}
+
+}  // namespace moe::kernels

@@ -1,0 +1,292 @@
+// A verified, zero-copy view of a .moe file. `ModelFile::open` runs every check once,
+// before the first use: identifier, size, FlatBuffers structure, format version,
+// config sanity, each tensor against the canonical layout (dtype, shape, byte count,
+// alignment, int8 scales, CRC-32C), and the tokenizer. After it succeeds, the engine
+// can bind weights without further checks.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "moe/config.hpp"
+#include "moe/crc32c.hpp"
+#include "moe/error.hpp"
+#include "moe/model_layout.hpp"
+#include "moe/tensor.hpp"
+#include "moe/tokenizer.hpp"
+#include "moe_model_generated.h"
+
+namespace moe {
+
+inline constexpr uint32_t kFormatVersion = 1;
+inline constexpr size_t kTensorAlignment = 64;
+
+static_assert(FLATBUFFERS_LITTLEENDIAN, "the .moe format is read in place: little-endian targets only");
+static_assert(static_cast<int>(fb::TensorRole_MAX) + 1 == kTensorRoleCount &&
+                  static_cast<int>(fb::TensorRole_LmHeadBias) == static_cast<int>(TensorRole::lm_head_bias) &&
+                  static_cast<int>(fb::TensorRole_ExpertW3) == static_cast<int>(TensorRole::expert_w3),
+              "schema/moe_model.fbs TensorRole and moe::TensorRole must list the same roles in the same order");
+static_assert(static_cast<int>(fb::DType_I8) == static_cast<int>(DType::i8) &&
+                  static_cast<int>(fb::DType_F16) == static_cast<int>(DType::f16),
+              "schema/moe_model.fbs DType and moe::DType must agree");
+static_assert(static_cast<int>(fb::Family_Llama) == static_cast<int>(Family::llama),
+              "schema/moe_model.fbs Family and moe::Family must agree");
+
+enum class AttentionScaleRule : uint8_t { inv_sqrt_head_dim = 0, inv_sqrt_model_dim = 1 };
+
+// The constants a model carries besides its dimensions.
+struct RuntimeParams {
+  float rope_theta = 10000.f;
+  float norm_eps = 1e-5f;
+  float attention_scale = 1.f;  // the factor itself, from the file's rule
+  int32_t bos_token_id = -1;
+  int32_t eos_token_id = -1;
+  double capacity_factor = 0.;  // > 0: makeMoE expert capacity (see the schema)
+};
+
+struct OpenOptions {
+  // CRC-32C over every weight byte: about 1 ms per MB. Leave on unless the bytes were
+  // checked another way (e.g. a signed firmware image).
+  bool verify_checksums = true;
+};
+
+class ModelFile {
+ public:
+  // `data` must stay valid and unchanged while the ModelFile (or an engine bound to
+  // it) is in use, and must be 64-byte aligned (mmap and `alignas(64)` arrays are).
+  static Error open(const void* data, size_t size, ModelFile& out, OpenOptions options = {});
+
+  const fb::Model& model() const { return *model_; }
+  const ModelConfig& config() const { return config_; }
+  const RuntimeParams& runtime() const { return runtime_; }
+  const CharTokenizer& tokenizer() const { return tokenizer_; }
+  size_t size_bytes() const { return size_; }
+
+  // Tensors in canonical order (model_layout.hpp); open() checked each against its spec.
+  const fb::Tensor& tensor(int index) const { return *model_->tensors()->Get(static_cast<flatbuffers::uoffset_t>(index)); }
+  Matrix matrix(int index) const {
+    const fb::Tensor& t = tensor(index);
+    Matrix m;
+    m.data = t.data()->data();
+    m.scales = t.scales() != nullptr && t.scales()->size() > 0 ? t.scales()->data() : nullptr;
+    m.dtype = static_cast<DType>(t.dtype());
+    m.rows = static_cast<int>(t.shape()->Get(0));
+    m.cols = static_cast<int>(t.shape()->Get(1));
+    m.group_size = static_cast<int>(t.group_size());
+    return m;
+  }
+  Vector vector(int index) const {
+    const fb::Tensor& t = tensor(index);
+    return Vector{reinterpret_cast<const float*>(t.data()->data()), static_cast<int>(t.shape()->Get(0))};
+  }
+
+ private:
+  const fb::Model* model_ = nullptr;
+  size_t size_ = 0;
+  ModelConfig config_{};
+  RuntimeParams runtime_{};
+  CharTokenizer tokenizer_{};
+};
+
+namespace detail {
+
+inline Error check_config(const fb::Config* fc, ModelConfig& c, RuntimeParams& rt) {
+  if (fc == nullptr) return Error::make(ErrorCode::corrupt, "model file has no config table");
+  if (fc->family() != fb::Family_Classic && fc->family() != fb::Family_Llama)
+    return Error::make(ErrorCode::corrupt, "unknown model family %d in config", static_cast<int>(fc->family()));
+  const auto as_int = [](uint32_t v) { return v > 0x7fffffffu ? -1 : static_cast<int>(v); };
+  c.family = static_cast<Family>(fc->family());
+  c.d_model = as_int(fc->d_model());
+  c.n_layers = as_int(fc->n_layers());
+  c.n_heads = as_int(fc->n_heads());
+  c.n_kv_heads = as_int(fc->n_kv_heads());
+  c.head_dim = as_int(fc->head_dim());
+  c.n_experts = as_int(fc->n_experts());
+  c.top_k = as_int(fc->top_k());
+  c.expert_hidden = as_int(fc->expert_hidden());
+  c.vocab_size = as_int(fc->vocab_size());
+  c.max_context = as_int(fc->max_context());
+  if (const char* why = config_problem(c))
+    return Error::make(ErrorCode::corrupt, "invalid config %s: %s", ConfigKey(c).c_str(), why);
+
+  rt.norm_eps = fc->norm_eps();
+  if (!(rt.norm_eps > 0.f && rt.norm_eps < 1.f))
+    return Error::make(ErrorCode::corrupt, "invalid norm_eps %g in config (expected 0 < eps < 1)", static_cast<double>(rt.norm_eps));
+  rt.rope_theta = fc->rope_theta();
+  if (c.family == Family::llama && !(rt.rope_theta > 1.f && std::isfinite(rt.rope_theta)))
+    return Error::make(ErrorCode::corrupt, "invalid rope_theta %g in config (expected a finite value > 1)", static_cast<double>(rt.rope_theta));
+  switch (fc->attention_scale()) {
+    case fb::AttentionScale_InvSqrtHeadDim: rt.attention_scale = 1.f / std::sqrt(static_cast<float>(c.head_dim)); break;
+    case fb::AttentionScale_InvSqrtModelDim: rt.attention_scale = 1.f / std::sqrt(static_cast<float>(c.d_model)); break;
+    default: return Error::make(ErrorCode::corrupt, "unknown attention scale rule %d in config", static_cast<int>(fc->attention_scale()));
+  }
+  rt.capacity_factor = fc->capacity_factor();
+  if (!(rt.capacity_factor >= 0.) || !std::isfinite(rt.capacity_factor))
+    return Error::make(ErrorCode::corrupt, "invalid capacity_factor %g in config (expected a finite value >= 0)", rt.capacity_factor);
+  rt.bos_token_id = fc->bos_token_id();
+  rt.eos_token_id = fc->eos_token_id();
+  if (rt.bos_token_id < -1 || rt.bos_token_id >= c.vocab_size || rt.eos_token_id < -1 || rt.eos_token_id >= c.vocab_size)
+    return Error::make(ErrorCode::corrupt, "bos/eos token id (%d/%d) outside the vocabulary of %d", rt.bos_token_id,
+                       rt.eos_token_id, c.vocab_size);
+  return Error::none();
+}
+
+inline Error check_tokenizer(const fb::Tokenizer* ft, const ModelConfig& c, CharTokenizer& out) {
+  if (ft == nullptr || ft->kind() == fb::TokenizerKind_None) return Error::none();
+  if (ft->kind() != fb::TokenizerKind_Char)
+    return Error::make(ErrorCode::bad_tokenizer, "unknown tokenizer kind %d", static_cast<int>(ft->kind()));
+  const auto* chars = ft->chars();
+  if (chars == nullptr || static_cast<int>(chars->size()) != c.vocab_size)
+    return Error::make(ErrorCode::bad_tokenizer, "char tokenizer has %u characters, the config's vocabulary has %d",
+                       chars ? chars->size() : 0u, c.vocab_size);
+  for (flatbuffers::uoffset_t i = 0; i < chars->size(); ++i) {
+    const uint32_t cp = chars->Get(i);
+    if (cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+      return Error::make(ErrorCode::bad_tokenizer, "tokenizer entry %u is not a Unicode code point (0x%X)", i, cp);
+  }
+  out = CharTokenizer(chars->data(), static_cast<int>(chars->size()));
+  return Error::none();
+}
+
+inline Error check_tensor(const fb::Tensor* t, const TensorSpec& spec, int index, const uint8_t* base,
+                          bool verify_checksums) {
+  char want[96];
+  describe_tensor(spec.role, spec.layer, spec.expert, want, sizeof want);
+  const char* name = t->name() ? t->name()->c_str() : "(unnamed)";
+  if (static_cast<int>(t->role()) != static_cast<int>(spec.role) || t->layer() != spec.layer || t->expert() != spec.expert) {
+    char got[96];
+    describe_tensor(static_cast<TensorRole>(t->role()), t->layer(), t->expert(), got, sizeof got);
+    return Error::make(ErrorCode::bad_tensor,
+                       "tensor %d is '%s' (%s) but the layout of this config needs %s there: a tensor is missing or extra",
+                       index, name, got, want);
+  }
+  const auto dtype = t->dtype();
+  if (dtype != fb::DType_F32 && dtype != fb::DType_F16 && dtype != fb::DType_I8)
+    return Error::make(ErrorCode::bad_tensor, "tensor '%s' (%s) has unknown dtype %d", name, want, static_cast<int>(dtype));
+  if (spec.klass == TensorClass::f32_only && dtype != fb::DType_F32)
+    return Error::make(ErrorCode::bad_tensor, "tensor '%s' (%s) must be f32 (norms, biases and routers are never quantized), found %s",
+                       name, want, dtype_name(static_cast<DType>(dtype)));
+  const auto* shape = t->shape();
+  const uint32_t rows = static_cast<uint32_t>(spec.rows), cols = static_cast<uint32_t>(spec.cols);
+  const bool shape_ok = shape != nullptr && (spec.is_matrix() ? shape->size() == 2 && shape->Get(0) == rows && shape->Get(1) == cols
+                                                              : shape->size() == 1 && shape->Get(0) == rows);
+  if (!shape_ok) {
+    char found[48] = "none";
+    if (shape != nullptr && shape->size() == 1) std::snprintf(found, sizeof found, "[%u]", shape->Get(0));
+    if (shape != nullptr && shape->size() == 2) std::snprintf(found, sizeof found, "[%u, %u]", shape->Get(0), shape->Get(1));
+    if (shape != nullptr && shape->size() > 2) std::snprintf(found, sizeof found, "%u dimensions", shape->size());
+    if (spec.is_matrix())
+      return Error::make(ErrorCode::bad_tensor, "tensor '%s' (%s) has shape %s, the config needs [%u, %u]", name, want, found, rows, cols);
+    return Error::make(ErrorCode::bad_tensor, "tensor '%s' (%s) has shape %s, the config needs [%u]", name, want, found, rows);
+  }
+  const auto* data = t->data();
+  const unsigned long want_bytes = static_cast<unsigned long>(spec.elements()) * static_cast<unsigned long>(dtype_bytes(static_cast<DType>(dtype)));
+  if (data == nullptr || data->size() != want_bytes)
+    return Error::make(ErrorCode::corrupt, "tensor '%s' (%s) holds %lu bytes, its shape and dtype need %lu", name, want,
+                       data ? static_cast<unsigned long>(data->size()) : 0ul, want_bytes);
+  if ((data->data() - base) % static_cast<long>(kTensorAlignment) != 0)
+    return Error::make(ErrorCode::corrupt, "tensor '%s' (%s) data is not %lu-byte aligned in the file", name, want,
+                       static_cast<unsigned long>(kTensorAlignment));
+  const auto* scales = t->scales();
+  if (dtype == fb::DType_I8) {
+    const uint32_t g = t->group_size();
+    if (g == 0 || cols % g != 0)
+      return Error::make(ErrorCode::corrupt, "tensor '%s' (%s) has int8 group size %u, which does not divide its %u columns",
+                         name, want, g, cols);
+    const unsigned long want_scales = static_cast<unsigned long>(rows) * (cols / g);
+    if (scales == nullptr || scales->size() != want_scales)
+      return Error::make(ErrorCode::corrupt, "tensor '%s' (%s) has %lu int8 scales, needs %lu (%u rows x %u groups)", name, want,
+                         scales ? static_cast<unsigned long>(scales->size()) : 0ul, want_scales, rows, cols / g);
+    for (flatbuffers::uoffset_t i = 0; i < scales->size(); ++i) {
+      const float s = scales->Get(i);
+      if (!(s > 0.f) || !std::isfinite(s))
+        return Error::make(ErrorCode::bad_tensor, "tensor '%s' (%s) has int8 scale %g at row %u: scales must be finite and > 0",
+                           name, want, static_cast<double>(s), i / (cols / g));
+    }
+  } else if (scales != nullptr && scales->size() != 0) {
+    return Error::make(ErrorCode::corrupt, "tensor '%s' (%s) is %s but carries int8 scales", name, want,
+                       dtype_name(static_cast<DType>(dtype)));
+  }
+  if (verify_checksums) {
+    uint32_t crc = crc32c(data->data(), data->size());
+    if (scales != nullptr) crc = crc32c_update(crc, scales->data(), scales->size() * sizeof(float));
+    if (crc != t->crc32c())
+      return Error::make(ErrorCode::corrupt, "tensor '%s' (%s) fails its checksum (CRC-32C %08x, file says %08x): the file is corrupt",
+                         name, want, crc, t->crc32c());
+  }
+  return Error::none();
+}
+
+}  // namespace detail
+
+inline Error ModelFile::open(const void* data, size_t size, ModelFile& out, OpenOptions options) {
+  out = ModelFile{};
+  const auto* bytes = static_cast<const uint8_t*>(data);
+  // Layout of a size-prefixed FlatBuffer: [u32 size][u32 root offset][4-byte identifier]...
+  constexpr size_t kHeader = 12;
+  if (bytes == nullptr || size < kHeader)
+    return Error::make(ErrorCode::not_a_model, "not a .moe file: %lu bytes is too small", static_cast<unsigned long>(size));
+  if (!flatbuffers::BufferHasIdentifier(bytes, fb::ModelIdentifier(), /*size_prefixed=*/true)) {
+    char shown[5] = {};
+    for (int i = 0; i < 4; ++i) shown[i] = (bytes[8 + i] >= 0x20 && bytes[8 + i] < 0x7f) ? static_cast<char>(bytes[8 + i]) : '?';
+    return Error::make(ErrorCode::not_a_model, "not a .moe file: identifier is '%s', expected '%s'", shown, fb::ModelIdentifier());
+  }
+  const uint32_t declared = flatbuffers::ReadScalar<uint32_t>(bytes);
+  if (static_cast<unsigned long>(declared) + 4 > size)
+    return Error::make(ErrorCode::corrupt, "model file is truncated: %lu bytes, its header says %lu",
+                       static_cast<unsigned long>(size), static_cast<unsigned long>(declared) + 4);
+  if (static_cast<unsigned long>(declared) + 4 < size)
+    return Error::make(ErrorCode::corrupt, "model file has %lu bytes after its end (header says %lu bytes): not one .moe file",
+                       static_cast<unsigned long>(size - declared - 4), static_cast<unsigned long>(declared) + 4);
+  if (reinterpret_cast<uintptr_t>(bytes) % kTensorAlignment != 0)
+    return Error::make(ErrorCode::io, "model buffer is not %lu-byte aligned: map the file or place it in an alignas(64) array",
+                       static_cast<unsigned long>(kTensorAlignment));
+  if (size >= FLATBUFFERS_MAX_BUFFER_SIZE)
+    return Error::make(ErrorCode::corrupt, "model file of %lu bytes exceeds the FlatBuffers limit of 2 GiB", static_cast<unsigned long>(size));
+  flatbuffers::Verifier verifier(bytes, size);
+  if (!fb::VerifySizePrefixedModelBuffer(verifier))
+    return Error::make(ErrorCode::corrupt, "model file is corrupt: its FlatBuffers structure does not verify");
+
+  const fb::Model* model = fb::GetSizePrefixedModel(bytes);
+  if (model->format_version() != kFormatVersion)
+    return Error::make(ErrorCode::unsupported_version, "model file has format version %u, this engine reads version %u",
+                       model->format_version(), kFormatVersion);
+  ModelConfig config;
+  RuntimeParams runtime;
+  if (Error e = detail::check_config(model->config(), config, runtime)) return e;
+  CharTokenizer tokenizer;
+  if (Error e = detail::check_tokenizer(model->tokenizer(), config, tokenizer)) return e;
+
+  const auto* tensors = model->tensors();
+  const int have = tensors ? static_cast<int>(tensors->size()) : 0;
+  const int need = tensor_count(config);
+  Error failure = Error::none();
+  int index = 0;
+  for_each_tensor_spec(config, [&](const TensorSpec& spec) {
+    if (!failure.ok()) return;
+    if (index >= have) {
+      char want[96];
+      describe_tensor(spec.role, spec.layer, spec.expert, want, sizeof want);
+      failure = Error::make(ErrorCode::bad_tensor, "tensor %s is missing: the file has %d tensors, config %s needs %d", want, have,
+                            ConfigKey(config).c_str(), need);
+      return;
+    }
+    failure = detail::check_tensor(tensors->Get(static_cast<flatbuffers::uoffset_t>(index)), spec, index, bytes,
+                                   options.verify_checksums);
+    ++index;
+  });
+  if (!failure.ok()) return failure;
+  if (have != need)
+    return Error::make(ErrorCode::bad_tensor, "model file has %d tensors, config %s needs %d: %d unexpected", have,
+                       ConfigKey(config).c_str(), need, have - need);
+
+  out.model_ = model;
+  out.size_ = size;
+  out.config_ = config;
+  out.runtime_ = runtime;
+  out.tokenizer_ = tokenizer;
+  return Error::none();
+}
+
+}  // namespace moe

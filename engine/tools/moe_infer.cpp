@@ -1,0 +1,193 @@
+// moe_infer: generate text (or token ids) from a .moe model.
+//
+//   moe_infer --model m.moe --prompt "ROMEO:" -n 200 --temp 0.8 --top-p 0.9 --seed 1
+//   moe_infer --model tiny.moe --ids 1,2,3 -n 24 --temp 0
+//
+// Streams tokens to stdout as they are generated; prints a stats line to stderr.
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "moe/engine.hpp"
+#include "moe/generate.hpp"
+#include "moe/model_file.hpp"
+#include "moe/sampler.hpp"
+#include "platform/mapped_file.hpp"
+#include "tools/compiled_models.hpp"
+
+namespace {
+
+struct Options {
+  std::string model;
+  std::string prompt;
+  std::string ids;
+  int n_tokens = 200;
+  moe::SamplingParams sampling{0.8f, 0, 0.95f, 1};
+  bool stats = true;
+  bool echo = true;
+  bool verify = true;
+};
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+bool parse_ids(const std::string& text, std::vector<int32_t>& out, std::string& error) {
+  size_t at = 0;
+  while (at <= text.size()) {
+    const size_t comma = text.find(',', at);
+    const std::string item = text.substr(at, comma == std::string::npos ? std::string::npos : comma - at);
+    size_t used = 0;
+    long v = -1;
+    try {
+      v = std::stol(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used == 0 || used != item.size() || v < 0 || v > 0x7fffffff) {
+      error = "--ids: '" + item + "' is not a token id (expected comma-separated integers, e.g. 1,2,3)";
+      return false;
+    }
+    out.push_back(static_cast<int32_t>(v));
+    if (comma == std::string::npos) break;
+    at = comma + 1;
+  }
+  return true;
+}
+
+std::string grouped(long long v) {
+  std::string digits = std::to_string(v), out;
+  for (size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0) out += ',';
+    out += digits[i];
+  }
+  return out;
+}
+
+template <moe::ModelConfig C>
+struct Generate {
+  static int run(const moe::ModelFile& file, const Options& o) {
+    using EngineT = moe::Engine<C>;
+    // The engine and sampler are large (KV cache): allocated once here, before any
+    // token; nothing is allocated while generating.
+    auto engine = std::make_unique<EngineT>();
+    auto sampler = std::make_unique<moe::Sampler<C.vocab_size>>(o.sampling);
+    if (moe::Error e = engine->load(file)) return std::fprintf(stderr, "moe_infer: %s\n", e.what()), 1;
+
+    const moe::CharTokenizer& tok = file.tokenizer();
+    std::vector<int32_t> prompt;
+    if (!o.ids.empty()) {
+      std::string error;
+      if (!parse_ids(o.ids, prompt, error)) return std::fprintf(stderr, "moe_infer: %s\n", error.c_str()), 2;
+    } else {
+      if (!tok.present())
+        return std::fprintf(stderr, "moe_infer: this model has no tokenizer: give the prompt as token ids with --ids 1,2,3\n"), 2;
+      prompt.resize(o.prompt.size());
+      int n = 0;
+      if (moe::Error e = tok.encode(o.prompt.data(), o.prompt.size(), prompt.data(), static_cast<int>(prompt.size()), n))
+        return std::fprintf(stderr, "moe_infer: %s\n", e.what()), 2;
+      prompt.resize(static_cast<size_t>(n));
+    }
+    if (prompt.empty()) return std::fprintf(stderr, "moe_infer: the prompt is empty (give --prompt TEXT or --ids 1,2,3)\n"), 2;
+
+    const bool text = tok.present() && o.ids.empty();
+    if (o.echo) {
+      if (text) std::fwrite(o.prompt.data(), 1, o.prompt.size(), stdout);
+      else
+        for (size_t i = 0; i < prompt.size(); ++i) std::printf("%s%d", i ? "," : "", prompt[i]);
+      std::fflush(stdout);
+    }
+
+    const auto t_prompt = Clock::now();
+    if (moe::Error e = engine->prefill(prompt.data(), static_cast<int>(prompt.size())))
+      return std::fprintf(stderr, "\nmoe_infer: %s\n", e.what()), 1;
+    const double prompt_s = seconds_since(t_prompt);
+
+    int generated = 0;
+    const int32_t eos = engine->runtime().eos_token_id;
+    const auto t_gen = Clock::now();
+    const moe::Error stop = moe::generate(*engine, *sampler, o.n_tokens, [&](int32_t id) {
+      ++generated;
+      if (text) {
+        char utf8[4];
+        std::fwrite(utf8, 1, static_cast<size_t>(tok.decode(id, utf8)), stdout);
+      } else {
+        std::printf("%s%d", (generated == 1 && !o.echo) ? "" : ",", id);
+      }
+      std::fflush(stdout);
+      return id != eos;
+    });
+    const double gen_s = seconds_since(t_gen);
+    std::printf("\n");
+    std::fflush(stdout);
+    if (stop) std::fprintf(stderr, "moe_infer: stopped after %d tokens: %s\n", generated, stop.what());
+
+    if (o.stats) {
+      std::fprintf(stderr,
+                   "[moe_infer] prompt %zu tok: %.3f ms (%.0f tok/s) | generation %d tok: %.3f ms (%.0f tok/s, %.4f ms/tok) | "
+                   "engine RAM %s B | model %s B | active params/token %s of %s | kernels %s | config %s\n",
+                   prompt.size(), prompt_s * 1e3, static_cast<double>(prompt.size()) / prompt_s, generated, gen_s * 1e3,
+                   generated / gen_s, gen_s * 1e3 / (generated ? generated : 1),
+                   grouped(static_cast<long long>(sizeof(EngineT) + sizeof(*sampler))).c_str(),
+                   grouped(static_cast<long long>(file.size_bytes())).c_str(), grouped(EngineT::active_params()).c_str(),
+                   grouped(moe::total_params(C)).c_str(),
+#if MOE_SIMD
+                   moe::kernels::simd::arch_name(),
+#else
+                   "scalar",
+#endif
+                   moe::ConfigKey(C).c_str());
+    }
+    return 0;
+  }
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"moe_infer: generate from a .moe Mixture-of-Experts model"};
+  Options o;
+  bool list = false;
+  app.add_option("-m,--model", o.model, "model file (.moe, from moe_convert)");
+  auto* prompt_opt = app.add_option("-p,--prompt", o.prompt, "prompt text (char-tokenizer models)");
+  app.add_option("--ids", o.ids, "prompt as comma-separated token ids (token-id models)")->excludes(prompt_opt);
+  app.add_option("-n,--tokens", o.n_tokens, "tokens to generate")->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.add_option("-t,--temp", o.sampling.temperature, "sampling temperature; 0 = greedy")->capture_default_str();
+  app.add_option("-k,--top-k", o.sampling.top_k, "keep the k most likely tokens; 0 = off")->capture_default_str();
+  app.add_option("--top-p", o.sampling.top_p, "nucleus sampling threshold; 1 = off")->capture_default_str();
+  app.add_option("-s,--seed", o.sampling.seed, "random seed: the same seed gives the same text")->capture_default_str();
+  app.add_flag("!--no-stats", o.stats, "do not print the stats line");
+  app.add_flag("!--no-echo", o.echo, "do not print the prompt before the continuation");
+  app.add_flag("!--no-verify", o.verify, "skip the CRC-32C check of the weights at load");
+  app.add_flag("--list-configs", list, "print the model configs this build supports");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int code = app.exit(e);
+    return code == 0 ? 0 : 2;
+  }
+  if (list) {
+    std::printf("%s\n", moe::tools::compiled_config_list("\n").c_str());
+    return 0;
+  }
+  if (o.model.empty()) return std::fprintf(stderr, "moe_infer: --model is required (see --help)\n"), 2;
+  if (o.prompt.empty() && o.ids.empty())
+    return std::fprintf(stderr, "moe_infer: give a prompt: --prompt TEXT or --ids 1,2,3\n"), 2;
+  if (moe::Error e = o.sampling.check()) return std::fprintf(stderr, "moe_infer: %s\n", e.what()), 2;
+
+  moe::MappedFile map;
+  if (moe::Error e = moe::MappedFile::open(o.model.c_str(), map)) return std::fprintf(stderr, "moe_infer: %s\n", e.what()), 1;
+  moe::ModelFile file;
+  moe::OpenOptions open_options;
+  open_options.verify_checksums = o.verify;
+  if (moe::Error e = moe::ModelFile::open(map.data(), map.size(), file, open_options))
+    return std::fprintf(stderr, "moe_infer: '%s': %s\n", o.model.c_str(), e.what()), 1;
+  const auto* entry = moe::tools::CompiledModels<Generate>::find(file.config());
+  if (entry == nullptr) {
+    std::fputs(moe::tools::missing_config_message("moe_infer", o.model.c_str(), file.config()).c_str(), stderr);
+    return 1;
+  }
+  return entry->run(file, o);
+}

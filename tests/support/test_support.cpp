@@ -1,0 +1,90 @@
+#include "support/test_support.hpp"
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <stdexcept>
+
+#ifndef MOE_SOURCE_DIR
+#error "tests need MOE_SOURCE_DIR"
+#endif
+
+namespace moe::test {
+
+std::filesystem::path source_dir() { return MOE_SOURCE_DIR; }
+std::filesystem::path fixture_dir(const std::string& name) { return source_dir() / "tests" / "fixtures" / name; }
+
+std::vector<ReferenceCase> load_reference(const std::string& fixture) {
+  std::ifstream in(fixture_dir(fixture) / "reference.json");
+  if (!in) throw std::runtime_error("cannot open reference.json of " + fixture);
+  const auto j = nlohmann::json::parse(in);
+  std::vector<ReferenceCase> out;
+  for (const auto& c : j.at("cases")) {
+    ReferenceCase rc;
+    rc.prompt = c.value("prompt", std::string());
+    rc.input_ids = c.at("input_ids").get<std::vector<int32_t>>();
+    rc.logits = c.at("logits").get<std::vector<std::vector<float>>>();
+    rc.greedy = c.at("greedy_continuation").get<std::vector<int32_t>>();
+    out.push_back(std::move(rc));
+  }
+  return out;
+}
+
+AlignedBuffer::AlignedBuffer(const void* data, size_t n) : size_(n) {
+  const size_t rounded = (n + 63) / 64 * 64;
+  ptr_.reset(static_cast<uint8_t*>(std::aligned_alloc(64, rounded ? rounded : 64)));
+  if (n) std::memcpy(ptr_.get(), data, n);
+}
+
+convert::QuantRecipe fp32_recipe() { return recipe(DType::f32); }
+
+convert::QuantRecipe recipe(DType experts, DType attention, DType embeddings, int group) {
+  convert::QuantRecipe r;
+  r.experts = experts;
+  r.attention = attention;
+  r.embeddings = embeddings;
+  r.group_size = group;
+  return r;
+}
+
+AlignedBuffer convert_fixture(const std::string& fixture, const convert::QuantRecipe& recipe) {
+  convert::ConvertOptions options;
+  options.recipe = recipe;
+  return AlignedBuffer(convert::convert_checkpoint(fixture_dir(fixture), options).bytes);
+}
+
+TempDir::TempDir() {
+  std::string pattern = (std::filesystem::temp_directory_path() / "moe_test_XXXXXX").string();
+  if (mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+  path_ = pattern;
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
+}
+
+void copy_dir(const std::filesystem::path& from, const std::filesystem::path& to) {
+  std::filesystem::create_directories(to);
+  for (const auto& entry : std::filesystem::directory_iterator(from)) {
+    const auto dest = to / entry.path().filename();
+    std::filesystem::copy_file(entry.path(), dest, std::filesystem::copy_options::overwrite_existing);
+    std::filesystem::permissions(dest, std::filesystem::perms::owner_write, std::filesystem::perm_options::add);
+  }
+}
+
+std::string shakespeare_text() {
+  std::ifstream in(source_dir() / "data" / "tinyshakespeare.txt", std::ios::binary);
+  if (!in) throw std::runtime_error("cannot open data/tinyshakespeare.txt");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::string shakespeare_val_split() {
+  const std::string text = shakespeare_text();
+  const size_t n = static_cast<size_t>(0.9 * static_cast<double>(text.size()));  // makeMoE: int(0.9*len(data))
+  return text.substr(n);
+}
+
+}  // namespace moe::test

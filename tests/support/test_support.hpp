@@ -1,0 +1,72 @@
+// Shared helpers for the test suites: fixture paths, reference.json, converting a
+// fixture in-process into a 64-byte-aligned .moe buffer, temp directories.
+#pragma once
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "converter/converter.hpp"
+#include "moe/model_file.hpp"
+
+namespace moe::test {
+
+std::filesystem::path source_dir();                       // the repository root
+std::filesystem::path fixture_dir(const std::string& name);  // tests/fixtures/<name>
+
+struct ReferenceCase {
+  std::string prompt;                      // makeMoE cases only
+  std::vector<int32_t> input_ids;
+  std::vector<std::vector<float>> logits;  // one row per position the reference computed
+  std::vector<int32_t> greedy;
+};
+std::vector<ReferenceCase> load_reference(const std::string& fixture);
+
+// Bytes at a 64-byte-aligned address, as a mapped file would be.
+class AlignedBuffer {
+ public:
+  AlignedBuffer() = default;
+  explicit AlignedBuffer(const std::vector<uint8_t>& bytes) : AlignedBuffer(bytes.data(), bytes.size()) {}
+  AlignedBuffer(const void* data, size_t n);
+  uint8_t* data() { return ptr_.get(); }
+  const uint8_t* data() const { return ptr_.get(); }
+  size_t size() const { return size_; }
+
+ private:
+  struct Free {
+    void operator()(uint8_t* p) const { std::free(p); }
+  };
+  std::unique_ptr<uint8_t, Free> ptr_;
+  size_t size_ = 0;
+};
+
+convert::QuantRecipe fp32_recipe();
+convert::QuantRecipe recipe(DType experts, DType attention = DType::f32, DType embeddings = DType::f32, int group = 32);
+
+// moe_convert's library on a fixture, in-process.
+AlignedBuffer convert_fixture(const std::string& fixture, const convert::QuantRecipe& recipe);
+
+// A fresh directory under the system temp dir, removed with the object.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  const std::filesystem::path& path() const { return path_; }
+  std::filesystem::path operator/(const std::string& name) const { return path_ / name; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+// Copies a fixture checkpoint into a fresh temp dir (for tests that modify it).
+void copy_dir(const std::filesystem::path& from, const std::filesystem::path& to);
+
+// The tiny Shakespeare corpus shipped with the project, and makeMoE's split.
+std::string shakespeare_text();
+std::string shakespeare_val_split();  // the last 10% of characters
+
+}  // namespace moe::test
