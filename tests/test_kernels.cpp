@@ -1,0 +1,371 @@
+// Every kernel: the scalar reference against an independent computation (double
+// precision, or the hardware's own conversion), and the SIMD version against the
+// scalar reference, over sizes that hit every tail case of every vector width.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include "moe/crc32c.hpp"
+#include "moe/fp16.hpp"
+#include "moe/kernels/activation.hpp"
+#include "moe/kernels/attention.hpp"
+#include "moe/kernels/linear.hpp"
+#include "moe/kernels/norm.hpp"
+#include "moe/kernels/rope.hpp"
+#include "moe/kernels/softmax.hpp"
+#include "moe/kernels/topk.hpp"
+
+namespace moe {
+namespace {
+
+using kernels::Scalar;
+
+const int kSizes[] = {1, 2, 3, 4, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100, 128, 129, 257, 512};
+
+std::vector<float> random_vector(int n, std::mt19937& rng, float scale = 1.f) {
+  std::normal_distribution<float> dist(0.f, scale);
+  std::vector<float> v(static_cast<size_t>(n));
+  for (float& x : v) x = dist(rng);
+  return v;
+}
+
+// |a - b| <= tol * (scale + |b|): relative to the magnitudes that went into the result.
+void expect_close(const std::vector<float>& got, const std::vector<float>& want, double tol, double scale, const char* what) {
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i)
+    ASSERT_LE(std::fabs(static_cast<double>(got[i]) - want[i]), tol * (scale + std::fabs(static_cast<double>(want[i]))))
+        << what << " element " << i << ": got " << got[i] << ", want " << want[i];
+}
+
+// A weight matrix in one dtype, plus the exact f32 values the engine must compute with.
+struct TestMatrix {
+  std::vector<uint8_t> storage;
+  std::vector<float> scales;
+  std::vector<float> values;  // dequantized, row-major
+  Matrix m;
+};
+
+TestMatrix make_matrix(int rows, int cols, DType dtype, int group, std::mt19937& rng) {
+  TestMatrix t;
+  const std::vector<float> w = random_vector(rows * cols, rng, 0.5f);
+  t.values.resize(w.size());
+  t.m.dtype = dtype;
+  t.m.rows = rows;
+  t.m.cols = cols;
+  if (dtype == DType::f32) {
+    t.storage.resize(w.size() * 4);
+    std::memcpy(t.storage.data(), w.data(), t.storage.size());
+    t.values = w;
+  } else if (dtype == DType::f16) {
+    t.storage.resize(w.size() * 2);
+    auto* h = reinterpret_cast<uint16_t*>(t.storage.data());
+    for (size_t i = 0; i < w.size(); ++i) {
+      h[i] = float_to_half(w[i]);
+      t.values[i] = half_to_float(h[i]);
+    }
+  } else {
+    t.m.group_size = group;
+    t.storage.resize(w.size());
+    const int groups = cols / group;
+    t.scales.resize(static_cast<size_t>(rows * groups));
+    std::uniform_int_distribution<int> q(-127, 127);
+    std::uniform_real_distribution<float> s(0.001f, 0.02f);
+    for (int r = 0; r < rows; ++r)
+      for (int c = 0; c < cols; ++c) {
+        const size_t i = static_cast<size_t>(r * cols + c);
+        if (c % group == 0) t.scales[static_cast<size_t>(r * groups + c / group)] = s(rng);
+        const auto v = static_cast<int8_t>(q(rng));
+        t.storage[i] = static_cast<uint8_t>(v);
+        t.values[i] = static_cast<float>(v) * t.scales[static_cast<size_t>(r * groups + c / group)];
+      }
+    t.m.scales = t.scales.data();
+  }
+  t.m.data = t.storage.data();
+  return t;
+}
+
+// ---- encodings and checksums ----------------------------------------------------------
+
+TEST(Fp16, EveryHalfRoundTripsThroughFloat) {
+  for (uint32_t h = 0; h < 65536; ++h) {
+    const float f = half_to_float(static_cast<uint16_t>(h));
+    if (std::isnan(f)) {
+      EXPECT_TRUE(std::isnan(half_to_float(float_to_half(f))));
+      continue;
+    }
+    ASSERT_EQ(float_to_half(f), h) << "half 0x" << std::hex << h;
+  }
+}
+
+TEST(Fp16, HalfToFloatIsExact) {
+  // Independent definition: value = (-1)^s * 2^(e-15) * (1 + m/1024), subnormals 2^-14 * m/1024.
+  for (uint32_t h = 0; h < 0x7c00; ++h) {
+    const int e = static_cast<int>(h >> 10), m = static_cast<int>(h & 0x3ff);
+    const double want = e == 0 ? std::ldexp(m / 1024.0, -14) : std::ldexp(1.0 + m / 1024.0, e - 15);
+    ASSERT_EQ(static_cast<double>(half_to_float(static_cast<uint16_t>(h))), want) << h;
+    ASSERT_EQ(static_cast<double>(half_to_float(static_cast<uint16_t>(h | 0x8000))), -want) << h;
+  }
+  EXPECT_TRUE(std::isinf(half_to_float(0x7c00)));
+}
+
+TEST(Fp16, FloatToHalfRoundsToNearestEven) {
+  std::mt19937 rng(7);
+  std::uniform_int_distribution<uint32_t> bits;
+  for (int i = 0; i < 200000; ++i) {
+    const float f = f32_from_bits(bits(rng));
+    if (!std::isfinite(f)) continue;
+    const uint16_t h = float_to_half(f);
+    if (std::fabs(f) > 65520.f) {
+      EXPECT_EQ(h & 0x7fff, 0x7c00);
+      continue;
+    }
+    // The result is the nearest half; on a tie, the even one.
+    const double v = half_to_float(h);
+    const double next_up = half_to_float(static_cast<uint16_t>(h + 1)), next_down = (h & 0x7fff) ? half_to_float(static_cast<uint16_t>(h - 1)) : -v;
+    const double err = std::fabs(v - f);
+    ASSERT_LE(err, std::fabs(next_up - f)) << f;
+    ASSERT_LE(err, std::fabs(next_down - f) + 1e-300) << f;
+  }
+#if defined(__F16C__)
+  // And bit-identical to the hardware's conversion.
+  for (int i = 0; i < 200000; ++i) {
+    const float f = f32_from_bits(bits(rng));
+    if (std::isnan(f)) continue;
+    ASSERT_EQ(float_to_half(f), _cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT)) << f;
+  }
+#endif
+}
+
+TEST(Crc32c, KnownVectorsAndIncrementalUpdate) {
+  EXPECT_EQ(crc32c("123456789", 9), 0xE3069283u);  // the standard check value of CRC-32C
+  EXPECT_EQ(crc32c("", 0), 0u);
+  std::vector<uint8_t> zeros(32, 0);
+  EXPECT_EQ(crc32c(zeros.data(), zeros.size()), 0x8A9136AAu);  // RFC 3720 B.4
+  std::mt19937 rng(1);
+  std::vector<uint8_t> data(1000);
+  for (auto& b : data) b = static_cast<uint8_t>(rng());
+  for (size_t split : {0u, 1u, 7u, 8u, 9u, 500u, 999u, 1000u})
+    EXPECT_EQ(crc32c_update(crc32c(data.data(), split), data.data() + split, data.size() - split), crc32c(data.data(), data.size()));
+}
+
+// ---- scalar references against double precision ---------------------------------------
+
+TEST(ScalarKernels, LinearMatchesDoublePrecision) {
+  std::mt19937 rng(2);
+  for (DType dtype : {DType::f32, DType::f16, DType::i8}) {
+    for (int cols : {16, 64, 96}) {
+      const int rows = 5, n = 3;
+      TestMatrix t = make_matrix(rows, cols, dtype, 16, rng);
+      const std::vector<float> x = random_vector(n * cols, rng);
+      std::vector<float> y(static_cast<size_t>(n * rows)), want(y.size());
+      kernels::linear(Scalar{}, t.m, x.data(), n, y.data());
+      double scale = 0;
+      for (int tk = 0; tk < n; ++tk)
+        for (int r = 0; r < rows; ++r) {
+          double s = 0;
+          for (int c = 0; c < cols; ++c) {
+            s += static_cast<double>(t.values[static_cast<size_t>(r * cols + c)]) * x[static_cast<size_t>(tk * cols + c)];
+            scale = std::max(scale, std::fabs(static_cast<double>(t.values[static_cast<size_t>(r * cols + c)]) * x[static_cast<size_t>(tk * cols + c)]));
+          }
+          want[static_cast<size_t>(tk * rows + r)] = static_cast<float>(s);
+        }
+      expect_close(y, want, 1e-5 * cols, scale, dtype_name(dtype));
+    }
+  }
+}
+
+TEST(ScalarKernels, NormsMatchDoublePrecision) {
+  std::mt19937 rng(3);
+  for (int n : {8, 32, 100}) {
+    const auto x = random_vector(n, rng, 2.f), w = random_vector(n, rng), b = random_vector(n, rng);
+    std::vector<float> out(static_cast<size_t>(n)), want(static_cast<size_t>(n));
+    double ss = 0, mean = 0, var = 0;
+    for (float v : x) ss += static_cast<double>(v) * v, mean += v;
+    mean /= n;
+    for (float v : x) var += (v - mean) * (v - mean);
+    var /= n;
+    kernels::rmsnorm(Scalar{}, x.data(), w.data(), n, 1e-5f, out.data());
+    for (int i = 0; i < n; ++i) want[static_cast<size_t>(i)] = static_cast<float>(x[static_cast<size_t>(i)] / std::sqrt(ss / n + 1e-5) * w[static_cast<size_t>(i)]);
+    expect_close(out, want, 1e-5, 1.0, "rmsnorm");
+    kernels::layernorm(Scalar{}, x.data(), w.data(), b.data(), n, 1e-5f, out.data());
+    for (int i = 0; i < n; ++i)
+      want[static_cast<size_t>(i)] = static_cast<float>((x[static_cast<size_t>(i)] - mean) / std::sqrt(var + 1e-5) * w[static_cast<size_t>(i)] + b[static_cast<size_t>(i)]);
+    expect_close(out, want, 1e-5, 1.0, "layernorm");
+  }
+}
+
+TEST(ScalarKernels, SoftmaxTopkAttentionRopeMatchDefinitions) {
+  std::mt19937 rng(4);
+  // softmax
+  auto x = random_vector(37, rng, 3.f);
+  std::vector<float> sm = x;
+  kernels::softmax(Scalar{}, sm.data(), 37);
+  double z = 0;
+  for (float v : x) z += std::exp(static_cast<double>(v));
+  for (size_t i = 0; i < x.size(); ++i) EXPECT_NEAR(sm[i], std::exp(static_cast<double>(x[i])) / z, 1e-6);
+  // top-k against a full sort (ties: lower index first)
+  std::vector<float> logits = {0.5f, 2.f, -1.f, 2.f, 0.f, 3.f, 2.f, -4.f};
+  int idx[4];
+  float val[4];
+  kernels::topk(Scalar{}, logits.data(), 8, 4, idx, val);
+  EXPECT_EQ(std::vector<int>(idx, idx + 4), (std::vector<int>{5, 1, 3, 6}));
+  EXPECT_EQ(std::vector<float>(val, val + 4), (std::vector<float>{3.f, 2.f, 2.f, 2.f}));
+  // RoPE rotates each (i, i + d/2) pair by pos * theta^(-2i/d): norms are kept, angle matches.
+  const int hd = 8;
+  std::vector<float> cosv(hd / 2), sinv(hd / 2);
+  kernels::rope_angles(5, hd, 10000.f, cosv.data(), sinv.data());
+  auto q = random_vector(2 * hd, rng);
+  auto q0 = q;
+  kernels::rope(Scalar{}, q.data(), 2, hd, cosv.data(), sinv.data());
+  for (int h = 0; h < 2; ++h)
+    for (int i = 0; i < hd / 2; ++i) {
+      const double a = q0[static_cast<size_t>(h * hd + i)], b = q0[static_cast<size_t>(h * hd + i + hd / 2)];
+      const double angle = 5.0 * std::pow(10000.0, -2.0 * i / hd);
+      EXPECT_NEAR(q[static_cast<size_t>(h * hd + i)], a * std::cos(angle) - b * std::sin(angle), 1e-5);
+      EXPECT_NEAR(q[static_cast<size_t>(h * hd + i + hd / 2)], b * std::cos(angle) + a * std::sin(angle), 1e-5);
+    }
+  // attention over 6 positions with an interleaved row stride
+  const int n_pos = 6, stride = 3 * hd;
+  auto keys = random_vector(n_pos * stride, rng), values = random_vector(n_pos * stride, rng), query = random_vector(hd, rng);
+  std::vector<float> scores(static_cast<size_t>(n_pos)), out(static_cast<size_t>(hd));
+  kernels::attention(Scalar{}, query.data(), keys.data() + hd, values.data() + hd, n_pos, hd, stride, 0.3f, scores.data(), out.data());
+  std::vector<double> p(static_cast<size_t>(n_pos));
+  double total = 0;
+  for (int t = 0; t < n_pos; ++t) {
+    double s = 0;
+    for (int i = 0; i < hd; ++i) s += static_cast<double>(query[static_cast<size_t>(i)]) * keys[static_cast<size_t>(t * stride + hd + i)];
+    p[static_cast<size_t>(t)] = std::exp(0.3 * s);
+    total += p[static_cast<size_t>(t)];
+  }
+  for (int i = 0; i < hd; ++i) {
+    double want = 0;
+    for (int t = 0; t < n_pos; ++t) want += p[static_cast<size_t>(t)] / total * values[static_cast<size_t>(t * stride + hd + i)];
+    EXPECT_NEAR(out[static_cast<size_t>(i)], want, 1e-5);
+  }
+}
+
+// ---- SIMD == scalar --------------------------------------------------------------------
+#if MOE_SIMD
+using kernels::Simd;
+
+TEST(SimdEqualsScalar, WidenedLoadsAreExact) {
+  std::vector<int8_t> q(256);
+  for (int i = 0; i < 256; ++i) q[static_cast<size_t>(i)] = static_cast<int8_t>(i - 128);
+  std::vector<uint16_t> h(65536);
+  for (uint32_t i = 0; i < 65536; ++i) h[i] = static_cast<uint16_t>(i);
+  alignas(64) float lanes[kernels::simd::W];
+  for (int i = 0; i + kernels::simd::W <= 256; i += kernels::simd::W) {
+    kernels::simd::load(q.data() + i).store_aligned(lanes);
+    for (int l = 0; l < kernels::simd::W; ++l) ASSERT_EQ(lanes[l], static_cast<float>(q[static_cast<size_t>(i + l)]));
+  }
+  for (int i = 0; i + kernels::simd::W <= 65536; i += kernels::simd::W) {
+    kernels::simd::load(h.data() + i).store_aligned(lanes);
+    for (int l = 0; l < kernels::simd::W; ++l) {
+      const float want = half_to_float(h[static_cast<size_t>(i + l)]);
+      if (std::isnan(want)) ASSERT_TRUE(std::isnan(lanes[l]));
+      else ASSERT_EQ(lanes[l], want) << "half " << i + l;
+    }
+  }
+}
+
+TEST(SimdEqualsScalar, Linear) {
+  std::mt19937 rng(5);
+  for (DType dtype : {DType::f32, DType::f16, DType::i8}) {
+    for (int cols : kSizes) {
+      for (int group : {cols, 16, 32}) {
+        if (dtype != DType::i8 && group != cols) continue;
+        if (cols % group != 0) continue;
+        for (int n : {1, 3}) {
+          const int rows = 7;
+          TestMatrix t = make_matrix(rows, cols, dtype, group, rng);
+          const std::vector<float> x = random_vector(n * cols, rng);
+          std::vector<float> a(static_cast<size_t>(n * rows)), b(a.size());
+          kernels::linear(Scalar{}, t.m, x.data(), n, a.data());
+          kernels::linear(Simd{}, t.m, x.data(), n, b.data());
+          SCOPED_TRACE(::testing::Message() << dtype_name(dtype) << " cols " << cols << " group " << group << " tokens " << n);
+          expect_close(b, a, 2e-6 * std::sqrt(static_cast<double>(cols)), 1.0, "linear");
+        }
+      }
+    }
+  }
+}
+
+TEST(SimdEqualsScalar, NormsSoftmaxActivation) {
+  std::mt19937 rng(6);
+  for (int n : kSizes) {
+    SCOPED_TRACE(::testing::Message() << "n = " << n);
+    const auto x = random_vector(n, rng, 2.f), w = random_vector(n, rng), b = random_vector(n, rng);
+    std::vector<float> a(static_cast<size_t>(n)), s(static_cast<size_t>(n));
+    kernels::rmsnorm(Scalar{}, x.data(), w.data(), n, 1e-5f, a.data());
+    kernels::rmsnorm(Simd{}, x.data(), w.data(), n, 1e-5f, s.data());
+    expect_close(s, a, 1e-5, 1.0, "rmsnorm");
+    kernels::layernorm(Scalar{}, x.data(), w.data(), b.data(), n, 1e-5f, a.data());
+    kernels::layernorm(Simd{}, x.data(), w.data(), b.data(), n, 1e-5f, s.data());
+    expect_close(s, a, 1e-5, 1.0, "layernorm");
+    a = x;
+    s = x;
+    kernels::softmax(Scalar{}, a.data(), n);
+    kernels::softmax(Simd{}, s.data(), n);
+    expect_close(s, a, 1e-5, 1e-7, "softmax");
+    a = x;
+    s = x;
+    kernels::silu_mul(Scalar{}, a.data(), w.data(), n);
+    kernels::silu_mul(Simd{}, s.data(), w.data(), n);
+    expect_close(s, a, 1e-5, 1e-6, "silu_mul");
+  }
+}
+
+TEST(SimdEqualsScalar, RopeAndAttention) {
+  std::mt19937 rng(8);
+  for (int hd : {2, 4, 8, 16, 32, 64, 128, 6, 34}) {
+    SCOPED_TRACE(::testing::Message() << "head_dim " << hd);
+    std::vector<float> cosv(static_cast<size_t>(hd / 2)), sinv(static_cast<size_t>(hd / 2));
+    kernels::rope_angles(37, hd, 10000.f, cosv.data(), sinv.data());
+    const auto q = random_vector(3 * hd, rng);
+    auto a = q, s = q;
+    kernels::rope(Scalar{}, a.data(), 3, hd, cosv.data(), sinv.data());
+    kernels::rope(Simd{}, s.data(), 3, hd, cosv.data(), sinv.data());
+    expect_close(s, a, 1e-6, 1.0, "rope");
+    for (int n_pos : {1, 2, 5, 16, 17, 100}) {
+      const int stride = 2 * hd;
+      const auto keys = random_vector(n_pos * stride, rng), values = random_vector(n_pos * stride, rng);
+      const auto query = random_vector(hd, rng);
+      std::vector<float> sa(static_cast<size_t>(n_pos)), ss(static_cast<size_t>(n_pos)), oa(static_cast<size_t>(hd)), os(static_cast<size_t>(hd));
+      const float scale = 1.f / std::sqrt(static_cast<float>(hd));
+      kernels::attention(Scalar{}, query.data(), keys.data(), values.data(), n_pos, hd, stride, scale, sa.data(), oa.data());
+      kernels::attention(Simd{}, query.data(), keys.data(), values.data(), n_pos, hd, stride, scale, ss.data(), os.data());
+      expect_close(os, oa, 1e-5, 1.0, "attention");
+    }
+  }
+}
+
+TEST(SimdEqualsScalar, TopkIncludingTies) {
+  std::mt19937 rng(9);
+  std::uniform_int_distribution<int> coarse(-3, 3);  // many ties
+  for (int n : {1, 2, 4, 8, 9, 16, 17, 33, 64}) {
+    for (int k = 1; k <= std::min(n, 8); ++k) {
+      for (int trial = 0; trial < 20; ++trial) {
+        std::vector<float> x(static_cast<size_t>(n));
+        for (float& v : x) v = trial % 2 ? static_cast<float>(coarse(rng)) : std::normal_distribution<float>()(rng);
+        int ia[8], is[8];
+        float va[8], vs[8];
+        kernels::topk(Scalar{}, x.data(), n, k, ia, va);
+        kernels::topk(Simd{}, x.data(), n, k, is, vs);
+        ASSERT_EQ(std::vector<int>(ia, ia + k), std::vector<int>(is, is + k)) << "n " << n << " k " << k;
+        // And the scalar result is the stable descending order.
+        std::vector<int> order(static_cast<size_t>(n));
+        std::iota(order.begin(), order.end(), 0);
+        std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return x[static_cast<size_t>(a)] > x[static_cast<size_t>(b)]; });
+        ASSERT_EQ(std::vector<int>(ia, ia + k), std::vector<int>(order.begin(), order.begin() + k));
+      }
+    }
+  }
+}
+#endif
+
+}  // namespace
+}  // namespace moe
