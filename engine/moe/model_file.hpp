@@ -229,8 +229,9 @@ inline Error ModelFile::open(const void* data, size_t size, ModelFile& out, Open
     return Error::make(ErrorCode::not_a_model, "not a .moe file: %lu bytes is too small", static_cast<unsigned long>(size));
   if (!flatbuffers::BufferHasIdentifier(bytes, fb::ModelIdentifier(), /*size_prefixed=*/true)) {
     char shown[5] = {};
-    for (int i = 0; i < 4; ++i) shown[i] = (bytes[8 + i] >= 0x20 && bytes[8 + i] < 0x7f) ? static_cast<char>(bytes[8 + i]) : '?';
-    return Error::make(ErrorCode::not_a_model, "not a .moe file: identifier is '%s', expected '%s'", shown, fb::ModelIdentifier());
+    for (int i = 0; i < 4; ++i) shown[i] = (bytes[8 + i] >= 0x20 && bytes[8 + i] < 0x7f) ? static_cast<char>(bytes[8 + i]) : '.';
+    return Error::make(ErrorCode::not_a_model, "not a .moe file: identifier is '%s' (%02x %02x %02x %02x), expected '%s'", shown,
+                       bytes[8], bytes[9], bytes[10], bytes[11], fb::ModelIdentifier());
   }
   const uint32_t declared = flatbuffers::ReadScalar<uint32_t>(bytes);
   if (static_cast<unsigned long>(declared) + 4 > size)

@@ -1,0 +1,362 @@
+// moe_convert's library on real and deliberately broken checkpoints: F32/F16/BF16
+// tensors, sharded indexes, both rope_theta spellings, tied embeddings; clear refusals
+// for missing tensors, wrong shapes, unsupported dtypes and architectures, NaN/Inf;
+// crash-safe writes, including a full disk.
+#include <gtest/gtest.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <csignal>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "converter/atomic_file.hpp"
+#include "converter/convert_error.hpp"
+#include "converter/quantize.hpp"
+#include "converter/safetensors.hpp"
+#include "support/test_support.hpp"
+
+namespace moe {
+namespace {
+
+using convert::ConvertError;
+using nlohmann::json;
+
+// An editable copy of a fixture checkpoint: config, tokenizer and tensors (as F32).
+struct EditableCheckpoint {
+  test::TempDir tmp;
+  json config;
+  std::vector<convert::SafetensorOut> tensors;
+
+  explicit EditableCheckpoint(const std::string& fixture) {
+    test::copy_dir(test::fixture_dir(fixture), tmp.path());
+    std::ifstream in(tmp / "config.json");
+    config = json::parse(in);
+    const convert::TensorStore store(test::fixture_dir(fixture));
+    for (const auto& name : store.names()) {
+      const auto& info = store.info(name);
+      const std::vector<float> v = store.read_f32(name);
+      tensors.push_back(convert::f32_tensor(name, info.shape, v.data()));
+    }
+  }
+  convert::SafetensorOut& tensor(const std::string& name) {
+    for (auto& t : tensors)
+      if (t.name == name) return t;
+    throw std::runtime_error("no tensor " + name);
+  }
+  void remove(const std::string& name) {
+    std::erase_if(tensors, [&](const convert::SafetensorOut& t) { return t.name == name; });
+  }
+  float* values(const std::string& name) { return reinterpret_cast<float*>(tensor(name).data.data()); }
+  const std::filesystem::path& write() {
+    convert::write_file_atomically(tmp / "config.json", config.dump(2));
+    convert::write_safetensors(tmp / "model.safetensors", tensors);
+    return tmp.path();
+  }
+};
+
+convert::Conversion convert_fp32(const std::filesystem::path& dir, int max_context = 0) {
+  convert::ConvertOptions o;
+  o.recipe = test::fp32_recipe();
+  o.max_context = max_context;
+  return convert::convert_checkpoint(dir, o);
+}
+
+void expect_refusal(const std::filesystem::path& dir, const std::string& text) {
+  try {
+    (void)convert_fp32(dir);
+    FAIL() << "conversion succeeded, expected: " << text;
+  } catch (const ConvertError& e) {
+    EXPECT_NE(std::string(e.what()).find(text), std::string::npos) << "message: " << e.what();
+  }
+}
+
+struct Opened {
+  test::AlignedBuffer buf;
+  ModelFile file;
+  explicit Opened(const convert::Conversion& c) : buf(c.bytes) {
+    const Error e = ModelFile::open(buf.data(), buf.size(), file);
+    EXPECT_TRUE(e.ok()) << e.what();
+  }
+  // f32 data of tensor `index` (the canonical layout's order).
+  std::vector<float> f32(int index) const {
+    const auto* t = &file.tensor(index);
+    const auto* p = reinterpret_cast<const float*>(t->data()->data());
+    return std::vector<float>(p, p + t->data()->size() / 4);
+  }
+};
+
+uint16_t bf16_round(float f) {  // round to nearest even, as torch's .to(bfloat16)
+  const uint32_t u = bits_from_f32(f);
+  return static_cast<uint16_t>((u + 0x7fff + ((u >> 16) & 1)) >> 16);
+}
+
+// ---- input layouts ----------------------------------------------------------------------
+
+TEST(Converter, ReadsF16AndBf16Tensors) {
+  for (const char* dtype : {"F16", "BF16"}) {
+    SCOPED_TRACE(dtype);
+    EditableCheckpoint ck("mixtral-tiny-a");
+    std::map<std::string, std::vector<float>> expected;
+    for (auto& t : ck.tensors) {
+      const auto* v = reinterpret_cast<const float*>(t.data.data());
+      const size_t n = t.data.size() / 4;
+      std::vector<uint8_t> half(n * 2);
+      std::vector<float>& want = expected[t.name];
+      for (size_t i = 0; i < n; ++i) {
+        const uint16_t h = std::string(dtype) == "F16" ? float_to_half(v[i]) : bf16_round(v[i]);
+        half[2 * i] = static_cast<uint8_t>(h & 0xff);
+        half[2 * i + 1] = static_cast<uint8_t>(h >> 8);
+        want.push_back(std::string(dtype) == "F16" ? half_to_float(h) : f32_from_bits(static_cast<uint32_t>(h) << 16));
+      }
+      t.dtype = dtype;
+      t.data = half;
+    }
+    const convert::Conversion c = convert_fp32(ck.write());
+    Opened o(c);
+    EXPECT_EQ(o.f32(0), expected["model.embed_tokens.weight"]);
+    EXPECT_EQ(o.f32(2), expected["model.layers.0.self_attn.q_proj.weight"]);
+  }
+}
+
+TEST(Converter, ShardedCheckpointEqualsSingleFile) {
+  EditableCheckpoint ck("mixtral-tiny-a");
+  const auto single = convert_fp32(test::fixture_dir("mixtral-tiny-a"));
+  std::filesystem::remove(ck.tmp / "model.safetensors");
+  std::vector<convert::SafetensorOut> a, b;
+  json index = {{"metadata", {{"total_size", 0}}}, {"weight_map", json::object()}};
+  for (size_t i = 0; i < ck.tensors.size(); ++i) {
+    const bool first = i % 2 == 0;
+    (first ? a : b).push_back(ck.tensors[i]);
+    index["weight_map"][ck.tensors[i].name] = first ? "model-00001-of-00002.safetensors" : "model-00002-of-00002.safetensors";
+  }
+  convert::write_safetensors(ck.tmp / "model-00001-of-00002.safetensors", a);
+  convert::write_safetensors(ck.tmp / "model-00002-of-00002.safetensors", b);
+  convert::write_file_atomically(ck.tmp / "model.safetensors.index.json", index.dump());
+  const auto sharded = convert_fp32(ck.tmp.path());
+  Opened x(single), y(sharded);
+  ASSERT_EQ(x.file.model().tensors()->size(), y.file.model().tensors()->size());
+  for (flatbuffers::uoffset_t i = 0; i < x.file.model().tensors()->size(); ++i) {
+    EXPECT_EQ(x.file.tensor(static_cast<int>(i)).crc32c(), y.file.tensor(static_cast<int>(i)).crc32c()) << i;
+  }
+  // An index naming a shard that is gone is refused by name.
+  std::filesystem::remove(ck.tmp / "model-00002-of-00002.safetensors");
+  expect_refusal(ck.tmp.path(), "shard '" + (ck.tmp / "model-00002-of-00002.safetensors").string() + "' named by the index is missing");
+}
+
+TEST(Converter, RopeThetaNestedOrTopLevel) {
+  Opened nested(convert_fp32(test::fixture_dir("mixtral-tiny-a")));
+  EXPECT_EQ(nested.file.runtime().rope_theta, 10000.f);
+  EditableCheckpoint ck("mixtral-tiny-a");
+  ck.config.erase("rope_parameters");
+  ck.config["rope_theta"] = 500000.0;
+  Opened top(convert_fp32(ck.write()));
+  EXPECT_EQ(top.file.runtime().rope_theta, 500000.f);
+  ck.config.erase("rope_theta");
+  const auto c = convert_fp32(ck.write());
+  Opened absent(c);
+  EXPECT_EQ(absent.file.runtime().rope_theta, 1e6f);
+  ASSERT_FALSE(c.notes.empty());
+  EXPECT_NE(c.notes[0].find("default 1e6"), std::string::npos);
+}
+
+TEST(Converter, TiedEmbeddingsShareOneCopy) {
+  EditableCheckpoint ck("mixtral-tiny-a");
+  ck.remove("lm_head.weight");
+  ck.config["tie_word_embeddings"] = true;
+  const auto c = convert_fp32(ck.write());
+  Opened o(c);
+  const int lm_head = tensor_count(o.file.config()) - 1;
+  EXPECT_EQ(o.file.tensor(lm_head).data()->data(), o.file.tensor(0).data()->data());
+  EXPECT_LT(c.bytes.size(), convert_fp32(test::fixture_dir("mixtral-tiny-a")).bytes.size() - 20000);
+}
+
+TEST(Converter, MakemoeHeadsAreConcatenatedInOrder) {
+  Opened o(convert_fp32(test::fixture_dir("makemoe-tiny")));
+  const convert::TensorStore store(test::fixture_dir("makemoe-tiny"));
+  // Canonical order: token emb, position emb, attn_norm, attn_norm_bias, wq, ...
+  const std::vector<float> wq = o.f32(4);
+  for (int h = 0; h < 4; ++h) {
+    const auto head = store.read_f32("blocks.0.sa.heads." + std::to_string(h) + ".query.weight");
+    EXPECT_TRUE(std::equal(head.begin(), head.end(), wq.begin() + h * 8 * 32)) << "head " << h;
+  }
+  EXPECT_EQ(o.file.tokenizer().size(), 65);
+  EXPECT_EQ(o.file.tokenizer().code_point(0), static_cast<uint32_t>('\n'));
+}
+
+TEST(Converter, MakemoeCapacityFactor) {
+  const auto c = convert_fp32(test::fixture_dir("makemoe-tiny"));
+  EXPECT_EQ(Opened(c).file.runtime().capacity_factor, 1.0);  // makeMoE's default when config.json omits it
+  bool noted = false;
+  for (const auto& n : c.notes) noted = noted || n.find("capacity_factor") != std::string::npos;
+  EXPECT_TRUE(noted);
+  EditableCheckpoint ck("makemoe-tiny");
+  ck.config["capacity_factor"] = 1.25;
+  EXPECT_EQ(Opened(convert_fp32(ck.write())).file.runtime().capacity_factor, 1.25);
+  ck.config["capacity_factor"] = nullptr;
+  EXPECT_EQ(Opened(convert_fp32(ck.write())).file.runtime().capacity_factor, 0.0);
+  ck.config["capacity_factor"] = "lots";
+  expect_refusal(ck.write(), "capacity_factor must be a number >= 0 or null");
+}
+
+TEST(Converter, MakemoeTokenizer) {
+  EditableCheckpoint ck("makemoe-tiny");
+  convert::write_file_atomically(ck.tmp / "tokenizer.json", std::string(R"({"type": "char", "chars": "abc"})"));
+  expect_refusal(ck.write(), "has 3 characters, config.json says vocab_size 65");
+  std::filesystem::remove(ck.tmp / "tokenizer.json");
+  const auto c = convert_fp32(ck.write());
+  EXPECT_FALSE(Opened(c).file.tokenizer().present());
+}
+
+// ---- refusals -------------------------------------------------------------------------
+
+TEST(Converter, MissingTensorIsNamed) {
+  EditableCheckpoint ck("mixtral-tiny-a");
+  ck.remove("model.layers.1.block_sparse_moe.experts.2.w3.weight");
+  expect_refusal(ck.write(), "missing tensor 'model.layers.1.block_sparse_moe.experts.2.w3.weight' (expert_w3 of layer 1, expert 2)");
+}
+
+TEST(Converter, WrongShapeNamesExpectedAndFound) {
+  EditableCheckpoint ck("mixtral-tiny-a");
+  auto& q = ck.tensor("model.layers.0.self_attn.q_proj.weight");
+  q.shape = {64, 32};
+  q.data.resize(64 * 32 * 4);
+  expect_refusal(ck.write(), "tensor 'model.layers.0.self_attn.q_proj.weight' has shape [64, 32], expected [64, 64]");
+}
+
+TEST(Converter, UnsupportedDtypeIsRefused) {
+  EditableCheckpoint ck("mixtral-tiny-a");
+  auto& t = ck.tensor("model.norm.weight");
+  t.dtype = "F64";
+  t.data.resize(t.data.size() * 2);
+  expect_refusal(ck.write(), "tensor 'model.norm.weight' has dtype F64; moe_convert reads F32, F16 and BF16");
+}
+
+TEST(Converter, NanAndInfAreRefusedWithTheirPlace) {
+  EditableCheckpoint ck("mixtral-tiny-a");
+  ck.values("model.layers.0.block_sparse_moe.experts.1.w2.weight")[2 * 128 + 5] = NAN;
+  expect_refusal(ck.write(), "tensor 'model.layers.0.block_sparse_moe.experts.1.w2.weight' has a NaN at element 261 (row 2, column 5)");
+  ck.values("model.layers.0.block_sparse_moe.experts.1.w2.weight")[2 * 128 + 5] = 0.f;
+  ck.values("model.norm.weight")[3] = -INFINITY;
+  expect_refusal(ck.write(), "tensor 'model.norm.weight' has a infinite value at element 3");
+}
+
+TEST(Converter, UnsupportedArchitecturesAndOptions) {
+  EditableCheckpoint ck("mixtral-tiny-a");
+  ck.config["model_type"] = "llama";
+  expect_refusal(ck.write(), "unsupported architecture: model_type 'llama'");
+  ck.config["model_type"] = "mixtral";
+  ck.config["hidden_act"] = "gelu";
+  expect_refusal(ck.write(), "hidden_act 'gelu' is not supported");
+  ck.config["hidden_act"] = "silu";
+  ck.config["rope_parameters"]["rope_type"] = "yarn";
+  expect_refusal(ck.write(), "rope type 'yarn' is not supported");
+  ck.config["rope_parameters"]["rope_type"] = "default";
+  ck.config["sliding_window"] = 32;
+  expect_refusal(ck.write(), "sliding_window 32 is smaller than the context");
+  ck.config["sliding_window"] = nullptr;
+  ck.config["num_experts_per_tok"] = 5;
+  expect_refusal(ck.write(), "top_k must be at most n_experts");
+  ck.config["num_experts_per_tok"] = 2;
+  ck.config["hidden_size"] = 0;
+  expect_refusal(ck.write(), "'hidden_size' must be a positive integer, found 0");
+}
+
+TEST(Converter, BadDirectoriesAndFiles) {
+  test::TempDir tmp;
+  expect_refusal(tmp / "nope", "is not a checkpoint directory");
+  expect_refusal(tmp.path(), "no config.json in");
+  convert::write_file_atomically(tmp / "config.json", std::string("{not json"));
+  expect_refusal(tmp.path(), "is not valid JSON");
+  EditableCheckpoint ck("mixtral-tiny-a");
+  ck.write();
+  std::filesystem::resize_file(ck.tmp / "model.safetensors", 5000);
+  expect_refusal(ck.tmp.path(), "truncated");
+  std::filesystem::remove(ck.tmp / "model.safetensors");
+  expect_refusal(ck.tmp.path(), "no model.safetensors or model.safetensors.index.json");
+}
+
+TEST(Converter, MaxContextOverride) {
+  Opened o(convert_fp32(test::fixture_dir("mixtral-tiny-a"), 64));
+  EXPECT_EQ(o.file.config().max_context, 64);
+  try {
+    (void)convert_fp32(test::fixture_dir("mixtral-tiny-a"), 256);
+    FAIL();
+  } catch (const ConvertError& e) {
+    EXPECT_NE(std::string(e.what()).find("exceeds the model's context of 128"), std::string::npos);
+  }
+}
+
+// ---- quantization -----------------------------------------------------------------------
+
+TEST(Quantize, Int8ErrorIsAtMostHalfAStep) {
+  std::vector<float> w(4 * 64);
+  for (size_t i = 0; i < w.size(); ++i) w[i] = std::sin(static_cast<float>(i) * 0.37f) * (1 + static_cast<float>(i % 7));
+  for (int row = 0; row < 64; ++row) w[static_cast<size_t>(3 * 64 + row)] = 0.f;  // an all-zero row
+  for (int group : {0, 16, 32, 64, 48}) {
+    const convert::Quantized q = convert::quantize(w, 4, 64, DType::i8, group, "w");
+    const int g = (group > 0 && 64 % group == 0) ? group : 64;
+    EXPECT_EQ(q.group_size, g);
+    for (size_t i = 0; i < w.size(); ++i) {
+      const float scale = q.scales[i / 64 * (64 / static_cast<size_t>(g)) + (i % 64) / static_cast<size_t>(g)];
+      EXPECT_GT(scale, 0.f);
+      EXPECT_LE(std::fabs(convert::dequantized(q, 64, static_cast<long>(i)) - w[i]), scale * 0.5f + 1e-7f);
+    }
+  }
+}
+
+TEST(Quantize, Fp16OverflowIsRefused) {
+  const std::vector<float> w = {1.f, 70000.f};
+  EXPECT_THROW((void)convert::quantize(w, 1, 2, DType::f16, 0, "big"), ConvertError);
+}
+
+// ---- crash-safe writes ---------------------------------------------------------------
+
+TEST(AtomicWrite, FailedConversionKeepsTheOldFile) {
+  test::TempDir tmp;
+  const auto dest = tmp / "model.moe";
+  convert::write_file_atomically(dest, std::string("old model"));
+  EditableCheckpoint ck("mixtral-tiny-a");
+  ck.remove("model.norm.weight");
+  expect_refusal(ck.write(), "missing tensor 'model.norm.weight'");
+  std::ifstream in(dest);
+  std::string content((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(content, "old model");
+  EXPECT_THROW(convert::write_file_atomically(tmp / "no-such-dir" / "m.moe", std::string("x")), ConvertError);
+}
+
+TEST(AtomicWrite, FullDiskLeavesOldFileAndNoTemp) {
+  test::TempDir tmp;
+  const auto dest = tmp / "model.moe";
+  convert::write_file_atomically(dest, std::string("old model"));
+  // A child process with a 4 KB file-size limit: writes fail with EFBIG, as on a full disk.
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    std::signal(SIGXFSZ, SIG_IGN);
+    rlimit lim{4096, 4096};
+    setrlimit(RLIMIT_FSIZE, &lim);
+    const std::vector<char> big(100000, 'x');
+    try {
+      convert::write_file_atomically(dest, big.data(), big.size());
+    } catch (const ConvertError& e) {
+      _exit(std::string(e.what()).find("nothing was replaced") != std::string::npos ? 42 : 1);
+    }
+    _exit(0);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 42) << "the write should have failed with a clear message";
+  std::ifstream in(dest);
+  std::string content((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(content, "old model");
+  int files = 0;
+  for (const auto& e : std::filesystem::directory_iterator(tmp.path())) (void)e, ++files;
+  EXPECT_EQ(files, 1) << "a temporary file was left behind";
+}
+
+}  // namespace
+}  // namespace moe
