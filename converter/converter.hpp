@@ -17,7 +17,10 @@ struct QuantRecipe {
   DType experts = DType::i8;
   DType attention = DType::f16;
   DType embeddings = DType::f16;
-  int group_size = 32;  // int8 columns per scale; 0: one scale per row
+  // int8 columns per scale; 0: one scale per row. Measured (bench/quant_accuracy,
+  // bench_kernels): per row decodes ~1.5x faster than groups of 32 on AVX-512 at equal
+  // held-out loss, so it is the default.
+  int group_size = 0;
 
   DType dtype_for(TensorClass c) const;
   std::string describe() const;  // "experts=i8/g32 attention=f16 embeddings=f16"

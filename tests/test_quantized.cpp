@@ -37,18 +37,19 @@ struct Loaded {
   }
 };
 
-// Greedy tokens of the reference cases: the fraction equal to fp32's, position by position.
+// Greedy continuations (24 tokens) of each prompt: the fraction of tokens equal to
+// fp32's before the two texts first diverge.
 template <ModelConfig C>
-double greedy_agreement(Engine<C>& a, Engine<C>& b, const std::vector<test::ReferenceCase>& cases) {
+double greedy_agreement(Engine<C>& a, Engine<C>& b, const std::vector<std::vector<int32_t>>& prompts) {
   long same = 0, total = 0;
-  for (const auto& rc : cases) {
+  for (const auto& prompt : prompts) {
     std::vector<int32_t> ta, tb;
     for (auto* pair : {&ta, &tb}) {
       Engine<C>& e = pair == &ta ? a : b;
       e.reset();
-      EXPECT_TRUE(e.prefill(rc.input_ids.data(), static_cast<int>(rc.input_ids.size())).ok());
+      EXPECT_TRUE(e.prefill(prompt.data(), static_cast<int>(prompt.size())).ok());
       Sampler<C.vocab_size> greedy(SamplingParams{0.f, 0, 1.f, 0});
-      (void)generate(e, greedy, static_cast<int>(rc.greedy.size()), [&](int32_t id) {
+      (void)generate(e, greedy, 24, [&](int32_t id) {
         pair->push_back(id);
         return true;
       });
@@ -93,7 +94,9 @@ void check_recipe(const char* fixture, const char* name, const convert::QuantRec
     seqs.push_back(seq);
   }
   const tools::Agreement a = tools::compare_logits(*q.engine, *fp32.engine, seqs);
-  const double greedy = greedy_agreement(*q.engine, *fp32.engine, cases);
+  std::vector<std::vector<int32_t>> prompts;
+  for (const auto& seq : seqs) prompts.emplace_back(seq.begin(), seq.begin() + std::min<long>(8, static_cast<long>(seq.size())));
+  const double greedy = greedy_agreement(*q.engine, *fp32.engine, prompts);
   double loss = 0, loss32 = 0;
   if (C.family == Family::classic) {
     const auto ids = tools::encode_lenient(fp32.file.tokenizer(), test::shakespeare_val_split());
@@ -119,26 +122,26 @@ TEST(Quantized, Fp16Experts) {
 
 TEST(Quantized, Int8ExpertsPerGroup) {
   const auto r = test::recipe(DType::i8, DType::f32, DType::f32, 32);
-  check_recipe<kMixtral>("mixtral-tiny-a", "experts i8/g32", r, {0.005, 0.96, 0.8, 0});
+  check_recipe<kMixtral>("mixtral-tiny-a", "experts i8/g32", r, {0.005, 0.96, 0.75, 0});
   check_recipe<kMakemoe>("makemoe-tiny", "experts i8/g32", r, {0.005, 0.97, 0.8, 0.002});
 }
 
 TEST(Quantized, Int8ExpertsPerRow) {
   const auto r = test::recipe(DType::i8, DType::f32, DType::f32, 0);
-  check_recipe<kMixtral>("mixtral-tiny-a", "experts i8/row", r, {0.005, 0.95, 0.6, 0});
-  check_recipe<kMakemoe>("makemoe-tiny", "experts i8/row", r, {0.005, 0.97, 0.8, 0.002});
+  check_recipe<kMixtral>("mixtral-tiny-a", "experts i8/row", r, {0.005, 0.95, 0.7, 0});
+  check_recipe<kMakemoe>("makemoe-tiny", "experts i8/row", r, {0.005, 0.97, 0.85, 0.002});
 }
 
 TEST(Quantized, DefaultRecipe) {
   const convert::QuantRecipe r;  // moe_convert's default
-  check_recipe<kMixtral>("mixtral-tiny-a", "default (i8/g32, f16 attn+emb)", r, {0.005, 0.96, 0.8, 0});
-  check_recipe<kMakemoe>("makemoe-tiny", "default (i8/g32, f16 attn+emb)", r, {0.005, 0.97, 0.8, 0.002});
+  check_recipe<kMixtral>("mixtral-tiny-a", "default (i8/row, f16 attn+emb)", r, {0.005, 0.95, 0.7, 0});
+  check_recipe<kMakemoe>("makemoe-tiny", "default (i8/row, f16 attn+emb)", r, {0.005, 0.97, 0.85, 0.002});
 }
 
 TEST(Quantized, EverythingInt8) {
   const auto r = test::recipe(DType::i8, DType::i8, DType::i8, 32);
-  check_recipe<kMixtral>("mixtral-tiny-a", "all i8/g32", r, {0.01, 0.93, 0.6, 0});
-  check_recipe<kMakemoe>("makemoe-tiny", "all i8/g32", r, {0.01, 0.95, 0.6, 0.005});
+  check_recipe<kMixtral>("mixtral-tiny-a", "all i8/g32", r, {0.01, 0.93, 0.55, 0});
+  check_recipe<kMakemoe>("makemoe-tiny", "all i8/g32", r, {0.01, 0.95, 0.75, 0.005});
 }
 
 }  // namespace

@@ -52,15 +52,31 @@ inline float dot(Simd, const T* w, const float* x, int n) {
 }
 
 inline float dot_i8(Simd, const int8_t* w, const float* scales, int group, const float* x, int n) {
-  simd::fbatch acc(0.f);
-  float tail_total = 0.f;
-  for (int g = 0; g * group < n; ++g) {
-    float tail = 0.f;
-    const simd::fbatch part = simd::partial_dot(w + g * group, x + g * group, group, tail);
-    acc = xsimd::fma(part, simd::fbatch(scales[g]), acc);
-    tail_total += tail * scales[g];
+  using simd::fbatch, simd::W, simd::load;
+  if (group % W != 0 || group == n) {  // one scale per row, or groups that split a vector
+    simd::fbatch acc(0.f);
+    float tail_total = 0.f;
+    for (int g = 0; g * group < n; ++g) {
+      float tail = 0.f;
+      const fbatch part = simd::partial_dot(w + g * group, x + g * group, group, tail);
+      acc = xsimd::fma(part, fbatch(scales[g]), acc);
+      tail_total += tail * scales[g];
+    }
+    return xsimd::hadd(acc) + tail_total;
   }
-  return xsimd::hadd(acc) + tail_total;
+  // Small whole-vector groups (e.g. 32 columns = 2 AVX-512 vectors): each group's sum is a
+  // short independent chain, and consecutive groups scale into four rotating
+  // accumulators, so no group waits on the previous one.
+  fbatch acc[4] = {fbatch(0.f), fbatch(0.f), fbatch(0.f), fbatch(0.f)};
+  const int groups = n / group;
+  for (int g = 0; g < groups; ++g) {
+    const int8_t* wg = w + g * group;
+    const float* xg = x + g * group;
+    fbatch part = load(wg) * load(xg);
+    for (int i = W; i < group; i += W) part = xsimd::fma(load(wg + i), load(xg + i), part);
+    acc[g & 3] = xsimd::fma(part, fbatch(scales[g]), acc[g & 3]);
+  }
+  return xsimd::hadd((acc[0] + acc[1]) + (acc[2] + acc[3]));
 }
 #endif
 

@@ -1,0 +1,163 @@
+// moe_convert and moe_infer as a user runs them: exit codes and messages on bad input,
+// and the happy path end to end (convert, then generate the reference continuation).
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "support/test_support.hpp"
+
+namespace moe {
+namespace {
+
+struct Result {
+  int code = -1;
+  std::string out, err;
+};
+
+std::string slurp(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+Result run(std::vector<std::string> args) {
+  test::TempDir tmp;
+  const auto out = tmp / "out", err = tmp / "err";
+  const pid_t pid = fork();
+  if (pid == 0) {
+    const int o = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644), e = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    dup2(o, 1);
+    dup2(e, 2);
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  Result r;
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.out = slurp(out);
+  r.err = slurp(err);
+  return r;
+}
+
+const std::string kConvert = MOE_CONVERT_PATH, kInfer = MOE_INFER_PATH;
+
+class Cli : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new test::TempDir;
+    ASSERT_EQ(run({kConvert, test::fixture_dir("makemoe-tiny").string(), "-o", (*dir_ / "tiny.moe").string(), "-q"}).code, 0);
+    ASSERT_EQ(run({kConvert, test::fixture_dir("mixtral-tiny-a").string(), "-o", (*dir_ / "mix32.moe").string(), "--experts",
+                   "fp32", "--attention", "fp32", "--embeddings", "fp32", "-q"})
+                  .code,
+              0);
+  }
+  static void TearDownTestSuite() { delete dir_; }
+  static std::string path(const char* name) { return (*dir_ / name).string(); }
+  static test::TempDir* dir_;
+};
+test::TempDir* Cli::dir_ = nullptr;
+
+void expect_failure(const Result& r, int code, const std::string& text) {
+  EXPECT_EQ(r.code, code) << r.err;
+  EXPECT_NE(r.err.find(text), std::string::npos) << "stderr: " << r.err;
+}
+
+TEST_F(Cli, ConvertPrintsTheReport) {
+  const Result r = run({kConvert, test::fixture_dir("makemoe-tiny").string(), "-o", path("r.moe")});
+  ASSERT_EQ(r.code, 0) << r.err;
+  for (const char* want : {"config  classic-d32-l2-h4-kv4-hd8-e4-k2-f128-v65-c16", "recipe  experts=i8/row attention=f16 embeddings=f16",
+                           "experts", "compression vs fp32 weights", "expert capacity factor 1", "noise_linear"})
+    EXPECT_NE(r.out.find(want), std::string::npos) << want << "\n" << r.out;
+}
+
+TEST_F(Cli, ConvertRefusesBadInput) {
+  expect_failure(run({kConvert}), 2, "checkpoint is required");
+  expect_failure(run({kConvert, "/no/such/dir", "-o", path("x.moe")}), 1, "'/no/such/dir' is not a checkpoint directory");
+  expect_failure(run({kConvert, test::fixture_dir("makemoe-tiny").string(), "-o", path("x.moe"), "--experts", "int4"}), 1,
+                 "--experts: 'int4' is not one of int8, fp16, fp32");
+  expect_failure(run({kConvert, test::fixture_dir("makemoe-tiny").string(), "-o", "/no/such/dir/x.moe"}), 1,
+                 "directory '/no/such/dir' does not exist");
+}
+
+TEST_F(Cli, InferGreedyMatchesTheReferenceContinuation) {
+  const auto cases = test::load_reference("mixtral-tiny-a");
+  const auto& rc = cases[1];
+  std::string ids, want;
+  for (size_t i = 0; i < rc.input_ids.size(); ++i) {
+    if (i) ids += ',';
+    ids += std::to_string(rc.input_ids[i]);
+  }
+  want = ids;
+  for (int32_t id : rc.greedy) {
+    want += ',';
+    want += std::to_string(id);
+  }
+  const Result r = run({kInfer, "--model", path("mix32.moe"), "--ids", ids, "-n", std::to_string(rc.greedy.size()), "--temp", "0"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, want + "\n");
+  EXPECT_NE(r.err.find("[moe_infer] prompt 7 tok"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("active params/token 129,856 of 234,304"), std::string::npos) << r.err;
+}
+
+TEST_F(Cli, InferTextIsReproducibleBySeed) {
+  auto gen = [&](const char* seed) {
+    return run({kInfer, "-m", path("tiny.moe"), "-p", "ROMEO:", "-n", "60", "--temp", "0.8", "--top-p", "0.9", "--seed", seed, "--no-stats"});
+  };
+  const Result a = gen("1"), b = gen("1"), c = gen("2");
+  ASSERT_EQ(a.code, 0) << a.err;
+  EXPECT_EQ(a.out, b.out);
+  EXPECT_NE(a.out, c.out);
+  EXPECT_EQ(a.out.rfind("ROMEO:", 0), 0u);
+  EXPECT_GE(a.out.size(), 6u + 60u);
+  EXPECT_TRUE(a.err.empty()) << a.err;
+}
+
+TEST_F(Cli, InferRefusesBadInput) {
+  expect_failure(run({kInfer, "-p", "x"}), 2, "--model is required");
+  expect_failure(run({kInfer, "-m", path("tiny.moe")}), 2, "give a prompt");
+  expect_failure(run({kInfer, "-m", path("nope.moe"), "-p", "x"}), 1, "cannot open '" + path("nope.moe") + "': No such file or directory");
+  expect_failure(run({kInfer, "-m", (test::fixture_dir("makemoe-tiny") / "config.json").string(), "-p", "x"}), 1, "not a .moe file");
+  expect_failure(run({kInfer, "-m", path("tiny.moe"), "-p", "ROMEO: \xc3\xa9"}), 2,
+                 "prompt character '\xc3\xa9' (U+00E9) at byte 7 is not in the model's vocabulary of 65 characters");
+  expect_failure(run({kInfer, "-m", path("mix32.moe"), "-p", "hello"}), 2, "this model has no tokenizer: give the prompt as token ids");
+  expect_failure(run({kInfer, "-m", path("mix32.moe"), "--ids", "1,x,3"}), 2, "--ids: 'x' is not a token id");
+  expect_failure(run({kInfer, "-m", path("mix32.moe"), "--ids", "1,200"}), 1, "token id 200 at index 1 is outside the vocabulary [0, 96)");
+  expect_failure(run({kInfer, "-m", path("tiny.moe"), "-p", "A", "--temp", "-1"}), 2, "temperature must be a finite number >= 0");
+  expect_failure(run({kInfer, "-m", path("tiny.moe"), "-p", "A", "--top-p", "0"}), 2, "top-p must be in (0, 1]");
+  // A truncated copy of a model.
+  const std::string bytes = slurp(path("tiny.moe"));
+  std::ofstream(path("cut.moe"), std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size() / 2));
+  expect_failure(run({kInfer, "-m", path("cut.moe"), "-p", "A"}), 1, "model file is truncated");
+}
+
+TEST_F(Cli, UnknownConfigNamesTheCMakeFlag) {
+  ASSERT_EQ(run({kConvert, test::fixture_dir("mixtral-tiny-a").string(), "-o", path("c64.moe"), "--max-context", "64", "-q"}).code, 0);
+  const Result r = run({kInfer, "-m", path("c64.moe"), "--ids", "1,2"});
+  expect_failure(r, 1, "needs model config llama-d64-l2-h4-kv2-hd16-e4-k2-f128-v96-c64, which this build does not include");
+  EXPECT_NE(r.err.find("cmake -B build -DMOE_EXTRA_CONFIGS=\"llama-d64-l2-h4-kv2-hd16-e4-k2-f128-v96-c64\""), std::string::npos) << r.err;
+  const Result list = run({kInfer, "--list-configs"});
+  EXPECT_EQ(list.code, 0);
+  EXPECT_NE(list.out.find("classic-d32-l2-h4-kv4-hd8-e4-k2-f128-v65-c16\n"), std::string::npos);
+}
+
+TEST_F(Cli, LlamaContextFullStopsCleanly) {
+  std::string ids = "1";
+  for (int i = 0; i < 119; ++i) ids += ",2";
+  const Result r = run({kInfer, "-m", path("mix32.moe"), "--ids", ids, "-n", "20", "--temp", "0"});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("stopped after 9 tokens: context is full"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace moe

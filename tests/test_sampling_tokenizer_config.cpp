@@ -1,0 +1,183 @@
+// Sampling (greedy, temperature, top-k, top-p, seeded), the char tokenizer, and the
+// config key that names a compiled model.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "moe/config.hpp"
+#include "moe/model_layout.hpp"
+#include "moe/sampler.hpp"
+#include "moe/tokenizer.hpp"
+
+namespace moe {
+namespace {
+
+// ---- sampler --------------------------------------------------------------------------
+
+TEST(Pcg32, MatchesTheReferenceImplementation) {
+  // pcg32-demo (pcg-random.org, pcg32_srandom(42, 54)) prints these first outputs.
+  Pcg32 rng(42, 54);
+  const uint32_t want[] = {0xa15c02b7, 0x7b47f409, 0xba1d3330, 0x83d2f293, 0xbfa4784b, 0xcbed606e};
+  for (uint32_t w : want) EXPECT_EQ(rng.next(), w);
+}
+
+std::vector<int> histogram(Sampler<4>& s, const float* logits, int draws) {
+  std::vector<int> h(4, 0);
+  for (int i = 0; i < draws; ++i) ++h[static_cast<size_t>(s.sample(logits))];
+  return h;
+}
+
+const float kLogits[4] = {std::log(0.1f), std::log(0.2f), std::log(0.3f), std::log(0.4f)};
+
+TEST(Sampler, GreedyIsArgmaxLowestIndexOnTies) {
+  Sampler<4> s(SamplingParams{0.f, 0, 1.f, 1});
+  EXPECT_EQ(s.sample(kLogits), 3);
+  const float tied[4] = {1.f, 5.f, 5.f, NAN};
+  EXPECT_EQ(s.sample(tied), 1);
+  Sampler<4> k1(SamplingParams{1.f, 1, 1.f, 1});  // top-k 1 is greedy too
+  EXPECT_EQ(k1.sample(kLogits), 3);
+}
+
+TEST(Sampler, TemperatureOneFollowsTheDistribution) {
+  Sampler<4> s(SamplingParams{1.f, 0, 1.f, 7});
+  const int n = 200000;
+  const auto h = histogram(s, kLogits, n);
+  const double want[4] = {0.1, 0.2, 0.3, 0.4};
+  for (int i = 0; i < 4; ++i) EXPECT_NEAR(h[static_cast<size_t>(i)] / double(n), want[i], 0.005) << i;
+}
+
+TEST(Sampler, TemperatureSharpens) {
+  Sampler<4> s(SamplingParams{0.5f, 0, 1.f, 7});  // p^2, renormalised: 1:4:9:16 / 30
+  const int n = 200000;
+  const auto h = histogram(s, kLogits, n);
+  for (int i = 0; i < 4; ++i) EXPECT_NEAR(h[static_cast<size_t>(i)] / double(n), (i + 1) * (i + 1) / 30.0, 0.005) << i;
+}
+
+TEST(Sampler, TopKKeepsTheKMostLikely) {
+  Sampler<4> s(SamplingParams{1.f, 2, 1.f, 7});
+  const int n = 100000;
+  const auto h = histogram(s, kLogits, n);
+  EXPECT_EQ(h[0] + h[1], 0);
+  EXPECT_NEAR(h[3] / double(n), 0.4 / 0.7, 0.01);
+}
+
+TEST(Sampler, TopPKeepsTheSmallestSetReachingP) {
+  Sampler<4> s(SamplingParams{1.f, 0, 0.5f, 7});  // 0.4 < 0.5, 0.4 + 0.3 >= 0.5: keep {3, 2}
+  const int n = 100000;
+  const auto h = histogram(s, kLogits, n);
+  EXPECT_EQ(h[0] + h[1], 0);
+  EXPECT_NEAR(h[3] / double(n), 0.4 / 0.7, 0.01);
+  Sampler<4> tiny(SamplingParams{1.f, 0, 0.01f, 7});  // only the most likely token
+  EXPECT_EQ(histogram(tiny, kLogits, 1000)[3], 1000);
+}
+
+TEST(Sampler, SameSeedSameSequenceOtherSeedOther) {
+  Sampler<4> a(SamplingParams{1.f, 0, 0.9f, 123}), b(SamplingParams{1.f, 0, 0.9f, 123}), c(SamplingParams{1.f, 0, 0.9f, 124});
+  std::vector<int> sa, sb, sc;
+  for (int i = 0; i < 200; ++i) {
+    sa.push_back(a.sample(kLogits));
+    sb.push_back(b.sample(kLogits));
+    sc.push_back(c.sample(kLogits));
+  }
+  EXPECT_EQ(sa, sb);
+  EXPECT_NE(sa, sc);
+}
+
+TEST(Sampler, ParameterChecks) {
+  EXPECT_TRUE(SamplingParams{}.check().ok());
+  EXPECT_NE(std::string(SamplingParams{-1.f, 0, 1.f, 1}.check().what()).find("temperature"), std::string::npos);
+  EXPECT_NE(std::string(SamplingParams{1.f, -2, 1.f, 1}.check().what()).find("top-k"), std::string::npos);
+  EXPECT_NE(std::string(SamplingParams{1.f, 0, 0.f, 1}.check().what()).find("top-p"), std::string::npos);
+  EXPECT_NE(std::string(SamplingParams{1.f, 0, 1.5f, 1}.check().what()).find("top-p"), std::string::npos);
+}
+
+// ---- tokenizer --------------------------------------------------------------------------
+
+TEST(Utf8, RoundTripAndRejections) {
+  for (uint32_t cp : {0x41u, 0x7fu, 0x80u, 0xe9u, 0x7ffu, 0x800u, 0x20acu, 0xffffu, 0x10000u, 0x1f600u, 0x10ffffu}) {
+    char buf[4];
+    const int n = utf8_encode(cp, buf);
+    uint32_t back = 0;
+    EXPECT_EQ(utf8_decode(buf, static_cast<size_t>(n), back), n);
+    EXPECT_EQ(back, cp);
+  }
+  uint32_t cp = 0;
+  EXPECT_EQ(utf8_decode("\xc0\xaf", 2, cp), 0);          // overlong '/'
+  EXPECT_EQ(utf8_decode("\xed\xa0\x80", 3, cp), 0);      // surrogate
+  EXPECT_EQ(utf8_decode("\xe2\x82", 2, cp), 0);          // truncated
+  EXPECT_EQ(utf8_decode("\x80", 1, cp), 0);              // stray continuation
+  EXPECT_EQ(utf8_decode("\xf4\x90\x80\x80", 4, cp), 0);  // above U+10FFFF
+}
+
+TEST(CharTokenizer, EncodesDecodesAndNamesUnknownCharacters) {
+  const uint32_t chars[] = {'\n', ' ', 'E', 'M', 'O', 'R', ':', 0xe9};  // é is in this vocabulary
+  const CharTokenizer tok(chars, 8);
+  int32_t ids[16];
+  int n = 0;
+  ASSERT_TRUE(tok.encode("ROMEO: \xc3\xa9\n", 10, ids, 16, n).ok());
+  EXPECT_EQ(std::vector<int32_t>(ids, ids + n), (std::vector<int32_t>{5, 4, 3, 2, 4, 6, 1, 7, 0}));
+  std::string back;
+  for (int i = 0; i < n; ++i) {
+    char buf[4];
+    back.append(buf, static_cast<size_t>(tok.decode(ids[i], buf)));
+  }
+  EXPECT_EQ(back, "ROMEO: \xc3\xa9\n");
+  const Error unknown = tok.encode("ROMEO: \xe2\x82\xac", 10, ids, 16, n);
+  EXPECT_EQ(unknown.code, ErrorCode::unknown_character);
+  EXPECT_STREQ(unknown.what(), "prompt character '\xe2\x82\xac' (U+20AC) at byte 7 is not in the model's vocabulary of 8 characters");
+  EXPECT_NE(std::string(tok.encode("R\tO", 3, ids, 16, n).what()).find("'?' (U+0009) at byte 1"), std::string::npos);
+  EXPECT_NE(std::string(tok.encode("RO\xff", 3, ids, 16, n).what()).find("not valid UTF-8 at byte 2"), std::string::npos);
+  EXPECT_NE(std::string(tok.encode("ROMEO", 5, ids, 3, n).what()).find("longer than 3 tokens"), std::string::npos);
+  char buf[4];
+  EXPECT_EQ(tok.decode(8, buf), 0);
+  EXPECT_EQ(tok.decode(-1, buf), 0);
+}
+
+// ---- config keys ------------------------------------------------------------------------
+
+TEST(ConfigKey, ParsesFormatsAndRoundTrips) {
+  constexpr ModelConfig c = config_from_key("llama-d64-l2-h4-kv2-hd16-e4-k2-f128-v96-c128");
+  static_assert(c.family == Family::llama && c.d_model == 64 && c.n_layers == 2 && c.n_heads == 4 && c.n_kv_heads == 2 &&
+                c.head_dim == 16 && c.n_experts == 4 && c.top_k == 2 && c.expert_hidden == 128 && c.vocab_size == 96 &&
+                c.max_context == 128);
+  EXPECT_STREQ(ConfigKey(c).c_str(), "llama-d64-l2-h4-kv2-hd16-e4-k2-f128-v96-c128");
+  ModelConfig back{};
+  EXPECT_TRUE(try_parse_config_key(ConfigKey(c).c_str(), back));
+  EXPECT_EQ(back, c);
+  for (const char* bad : {"", "llama", "mixtral-d64-l2-h4-kv2-hd16-e4-k2-f128-v96-c128", "llama-d64-l2-h4-kv2-hd16-e4-k2-f128-v96",
+                          "llama-d64-l2-h4-kv2-hd16-e4-k2-f128-v96-c128x", "llama-d-l2-h4-kv2-hd16-e4-k2-f128-v96-c128",
+                          "llama-d64-h4-l2-kv2-hd16-e4-k2-f128-v96-c128", "llama-d99999999999-l2-h4-kv2-hd16-e4-k2-f128-v96-c128"})
+    EXPECT_FALSE(try_parse_config_key(bad, back)) << bad;
+}
+
+TEST(ConfigKey, ProblemsAreNamed) {
+  ModelConfig c = config_from_key("llama-d64-l2-h4-kv2-hd16-e4-k2-f128-v96-c128");
+  EXPECT_EQ(config_problem(c), nullptr);
+  c.n_kv_heads = 3;
+  EXPECT_STREQ(config_problem(c), "n_heads must be a multiple of n_kv_heads");
+  c = config_from_key("classic-d32-l2-h4-kv4-hd8-e4-k2-f128-v65-c16");
+  c.n_kv_heads = 2;
+  EXPECT_NE(std::string(config_problem(c)).find("multi-head attention"), std::string::npos);
+  c.n_kv_heads = 4;
+  c.top_k = 0;
+  EXPECT_STREQ(config_problem(c), "every dimension must be positive");
+}
+
+TEST(ModelLayout, TensorCountsAndParameters) {
+  // mixtral-tiny-a: embed, 2 x (2 norms + 4 attn + router + 4 x 3 experts), norm, lm_head
+  constexpr ModelConfig mix = config_from_key("llama-d64-l2-h4-kv2-hd16-e4-k2-f128-v96-c128");
+  EXPECT_EQ(tensor_count(mix), 1 + 2 * (2 + 4 + 1 + 12) + 2);
+  // makemoe-tiny: 2 embeddings, 2 x (4 norm + 4 attn + wo bias + router + bias + 4 x 4 experts), 2 final, 2 head
+  constexpr ModelConfig mk = config_from_key("classic-d32-l2-h4-kv4-hd8-e4-k2-f128-v65-c16");
+  EXPECT_EQ(tensor_count(mk), 2 + 2 * (4 + 4 + 1 + 2 + 16) + 2 + 2);
+  // Parameters counted independently from the safetensors shapes of the fixtures.
+  EXPECT_EQ(total_params(mix), 96 * 64 * 2 + 64 + 2 * (2 * 64 + 64 * 64 * 2 + 32 * 64 * 2 + 4 * 64 + 4 * 3 * 128 * 64));
+  // Active: all but the embedding table, and 2 of 4 experts per layer.
+  EXPECT_EQ(active_params_per_token(mix), 96 * 64 + 64 + 2 * (2 * 64 + 64 * 64 * 2 + 32 * 64 * 2 + 4 * 64 + 2 * 3 * 128 * 64));
+}
+
+}  // namespace
+}  // namespace moe

@@ -1,0 +1,159 @@
+// The engine never allocates. This binary replaces malloc and friends (glibc allows it:
+// libstdc++'s operator new comes here too) with counting versions, converts models with
+// the real moe_convert, and counts every allocation from opening the .moe buffer through
+// long generations with sampling, window slides and expert-capacity re-encodes, error
+// paths included. Built without sanitizers: ASan brings its own malloc.
+#include <gtest/gtest.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "moe/engine.hpp"
+#include "moe/generate.hpp"
+#include "moe/model_file.hpp"
+#include "moe/sampler.hpp"
+#include "platform/mapped_file.hpp"
+
+namespace {
+std::atomic<long> g_allocations{0};
+std::atomic<bool> g_counting{false};
+void note_allocation() {
+  if (g_counting.load(std::memory_order_relaxed)) g_allocations.fetch_add(1, std::memory_order_relaxed);
+}
+}  // namespace
+
+extern "C" {
+void* __libc_malloc(size_t);
+void* __libc_calloc(size_t, size_t);
+void* __libc_realloc(void*, size_t);
+void* __libc_memalign(size_t, size_t);
+void __libc_free(void*);
+
+void* malloc(size_t n) {
+  note_allocation();
+  return __libc_malloc(n);
+}
+void* calloc(size_t n, size_t size) {
+  note_allocation();
+  return __libc_calloc(n, size);
+}
+void* realloc(void* p, size_t n) {
+  note_allocation();
+  return __libc_realloc(p, n);
+}
+void* memalign(size_t alignment, size_t n) {
+  note_allocation();
+  return __libc_memalign(alignment, n);
+}
+void* aligned_alloc(size_t alignment, size_t n) {
+  note_allocation();
+  return __libc_memalign(alignment, n);
+}
+int posix_memalign(void** out, size_t alignment, size_t n) {
+  note_allocation();
+  *out = __libc_memalign(alignment, n);
+  return *out ? 0 : ENOMEM;
+}
+void free(void* p) { __libc_free(p); }
+}
+
+namespace moe {
+namespace {
+
+constexpr ModelConfig kMixtral = config_from_key("llama-d64-l2-h4-kv2-hd16-e4-k2-f128-v96-c128");
+constexpr ModelConfig kMakemoe = config_from_key("classic-d32-l2-h4-kv4-hd8-e4-k2-f128-v65-c16");
+
+// Static storage, as on a microcontroller: constructing them allocates nothing either.
+Engine<kMixtral> g_mixtral;
+Engine<kMakemoe> g_makemoe;
+Engine<kMakemoe, kernels::Scalar> g_makemoe_scalar;
+
+std::filesystem::path convert_fixture(const char* fixture, const char* out_name, std::vector<const char*> extra = {}) {
+  const auto out = std::filesystem::temp_directory_path() / (std::string("moe_zero_alloc_") + std::to_string(getpid()) + out_name);
+  std::vector<const char*> argv = {MOE_CONVERT_PATH, nullptr, "-o", nullptr, "-q"};
+  const std::string in = std::string(MOE_SOURCE_DIR) + "/tests/fixtures/" + fixture;
+  const std::string out_s = out.string();
+  argv[1] = in.c_str();
+  argv[3] = out_s.c_str();
+  for (const char* e : extra) argv.push_back(e);
+  argv.push_back(nullptr);
+  const pid_t pid = fork();
+  if (pid == 0) {
+    execv(argv[0], const_cast<char* const*>(argv.data()));
+    _exit(127);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "moe_convert failed on " << fixture;
+  return out;
+}
+
+struct Counting {
+  Counting() {
+    g_allocations = 0;
+    g_counting = true;
+  }
+  ~Counting() { g_counting = false; }
+  long count() const { return g_allocations.load(); }
+};
+
+TEST(ZeroAllocation, TheCounterCounts) {
+  Counting c;
+  auto* v = new std::vector<int>(100);
+  void* p = std::malloc(10);
+  const long seen = c.count();
+  std::free(p);
+  delete v;
+  EXPECT_GE(seen, 3);  // the vector object, its buffer, the malloc
+}
+
+template <class EngineT>
+long allocations_over_a_generation(const std::filesystem::path& model, EngineT& engine, const std::vector<int32_t>& prompt,
+                                   int tokens, int rounds) {
+  MappedFile map;
+  EXPECT_TRUE(MappedFile::open(model.c_str(), map).ok());
+  std::filesystem::remove(model);
+  constexpr int V = EngineT::config.vocab_size;
+  Sampler<V> sampler(SamplingParams{0.8f, 20, 0.9f, 7});
+  Counting counting;
+  ModelFile file;
+  EXPECT_TRUE(ModelFile::open(map.data(), map.size(), file).ok());
+  EXPECT_TRUE(engine.load(file).ok());
+  long generated = 0;
+  for (int r = 0; r < rounds; ++r) {
+    engine.reset();
+    EXPECT_TRUE(engine.prefill(prompt.data(), static_cast<int>(prompt.size())).ok());
+    const Error stop = generate(engine, sampler, tokens, [&](int32_t) {
+      ++generated;
+      return true;
+    });
+    EXPECT_TRUE(stop.ok() || stop.code == ErrorCode::context_full) << stop.what();
+    // Error paths format their messages into the Error value, not onto the heap.
+    const int32_t bad = V + 5;
+    EXPECT_EQ(engine.prefill(&bad, 1).code, ErrorCode::bad_token);
+  }
+  EXPECT_GT(generated, 0);
+  return counting.count();
+}
+
+TEST(ZeroAllocation, LlamaFamilyWholeGeneration) {
+  const auto model = convert_fixture("mixtral-tiny-a", "mix.moe");
+  EXPECT_EQ(allocations_over_a_generation(model, g_mixtral, {1, 5, 9, 12}, 200, 5), 0);  // runs into context_full
+}
+
+TEST(ZeroAllocation, ClassicFamilyWithWindowSlidesAndCapacity) {
+  const auto model = convert_fixture("makemoe-tiny", "mk.moe");
+  EXPECT_EQ(allocations_over_a_generation(model, g_makemoe, {30, 27, 25, 17, 27, 10}, 1000, 2), 0);
+  const auto scalar = convert_fixture("makemoe-tiny", "mk0.moe", {"--capacity-factor", "0", "--experts", "fp16"});
+  EXPECT_EQ(allocations_over_a_generation(scalar, g_makemoe_scalar, {30, 27}, 1000, 2), 0);
+}
+
+}  // namespace
+}  // namespace moe
