@@ -18,7 +18,7 @@ struct QuantRecipe {
   DType attention = DType::f16;
   DType embeddings = DType::f16;
   // int8 columns per scale; 0: one scale per row. Measured (bench/quant_accuracy,
-  // bench_kernels): per row decodes ~1.5x faster than groups of 32 on AVX-512 at equal
+  // bench_kernels): per row decodes ~1.4x faster than groups of 32 on AVX-512 at equal
   // held-out loss, so it is the default.
   int group_size = 0;
 
