@@ -76,7 +76,7 @@ Conversion convert_checkpoint(const std::filesystem::path& dir, const ConvertOpt
 
   flatbuffers::FlatBufferBuilder fbb(1 << 20);
   std::map<std::string, std::pair<flatbuffers::Offset<flatbuffers::Vector<uint8_t>>, flatbuffers::Offset<flatbuffers::Vector<float>>>>
-      shared;  // one copy of a tensor stored twice (tied embeddings)
+      shared;  // source tensor + dtype -> its data and scales in the file
   std::map<int, ClassReport> classes;
   std::vector<flatbuffers::Offset<fb::Tensor>> tensors;
   size_t payload = 0;
@@ -86,41 +86,30 @@ Conversion convert_checkpoint(const std::filesystem::path& dir, const ConvertOpt
     const std::vector<std::string> names = ck.source_names(spec);
     const std::string name = names.size() == 1 ? names[0] : names[0] + " (+" + std::to_string(names.size() - 1) + " more, concatenated)";
     const DType dtype = recipe.dtype_for(spec.klass);
-    const int rows = spec.rows, cols = spec.is_matrix() ? spec.cols : spec.rows;
-    std::string key = names[0] + "|" + dtype_name(dtype);
-
-    uint32_t crc = 0;
-    int group = 0;
-    size_t bytes = 0;
-    auto found = shared.find(key);
-    flatbuffers::Offset<flatbuffers::Vector<uint8_t>> data_off;
-    flatbuffers::Offset<flatbuffers::Vector<float>> scales_off;
-    Quantized q = quantize(ck.load(spec), spec.is_matrix() ? rows : 1, cols, dtype, recipe.group_size, name);
+    const int rows = spec.is_matrix() ? spec.rows : 1, cols = spec.is_matrix() ? spec.cols : spec.rows;
+    const Quantized q = quantize(ck.load(spec), rows, cols, dtype, recipe.group_size, name);
     if (dtype == DType::i8 && recipe.group_size > 0 && q.group_size != recipe.group_size) ++ungrouped;
-    group = q.group_size;
-    bytes = q.data.size() + q.scales.size() * sizeof(float);
-    crc = crc32c(q.data.data(), q.data.size());
+    const size_t bytes = q.data.size() + q.scales.size() * sizeof(float);
+    uint32_t crc = crc32c(q.data.data(), q.data.size());
     if (!q.scales.empty()) crc = crc32c_update(crc, q.scales.data(), q.scales.size() * sizeof(float));
-    size_t stored_bytes = 0;
-    if (found != shared.end()) {
-      data_off = found->second.first;
-      scales_off = found->second.second;
-    } else {
+
+    // A source tensor already stored in this dtype (tied embeddings) is referenced, not copied.
+    auto [stored, first_use] = shared.try_emplace(names[0] + "|" + dtype_name(dtype));
+    if (first_use) {
       payload += bytes;
       if (payload > kMaxFileBytes)
         throw ConvertError("the converted model would exceed 2 GiB, the limit of the .moe format: use int8 or fp16 for more tensor classes");
       fbb.ForceVectorAlignment(q.data.size(), 1, kTensorAlignment);
-      data_off = fbb.CreateVector(q.data);
+      stored->second.first = fbb.CreateVector(q.data);
       if (!q.scales.empty()) {
         fbb.ForceVectorAlignment(q.scales.size(), sizeof(float), kTensorAlignment);
-        scales_off = fbb.CreateVector(q.scales);
+        stored->second.second = fbb.CreateVector(q.scales);
       }
-      shared.emplace(key, std::make_pair(data_off, scales_off));
-      stored_bytes = bytes;
     }
     const auto name_off = fbb.CreateString(name);
-    std::vector<uint32_t> shape = spec.is_matrix() ? std::vector<uint32_t>{static_cast<uint32_t>(rows), static_cast<uint32_t>(cols)}
-                                                   : std::vector<uint32_t>{static_cast<uint32_t>(rows)};
+    const std::vector<uint32_t> shape = spec.is_matrix()
+                                            ? std::vector<uint32_t>{static_cast<uint32_t>(spec.rows), static_cast<uint32_t>(spec.cols)}
+                                            : std::vector<uint32_t>{static_cast<uint32_t>(spec.rows)};
     const auto shape_off = fbb.CreateVector(shape);
     fb::TensorBuilder tb(fbb);
     tb.add_name(name_off);
@@ -129,9 +118,9 @@ Conversion convert_checkpoint(const std::filesystem::path& dir, const ConvertOpt
     tb.add_expert(static_cast<int16_t>(spec.expert));
     tb.add_dtype(static_cast<fb::DType>(dtype));
     tb.add_shape(shape_off);
-    tb.add_data(data_off);
-    if (!scales_off.IsNull()) tb.add_scales(scales_off);
-    tb.add_group_size(static_cast<uint32_t>(group));
+    tb.add_data(stored->second.first);
+    if (!stored->second.second.IsNull()) tb.add_scales(stored->second.second);
+    tb.add_group_size(static_cast<uint32_t>(q.group_size));
     tb.add_crc32c(crc);
     tensors.push_back(tb.Finish());
 
@@ -139,8 +128,10 @@ Conversion convert_checkpoint(const std::filesystem::path& dir, const ConvertOpt
     cr.klass = spec.klass;
     cr.dtype = dtype;
     cr.tensors += 1;
-    cr.bytes += stored_bytes;
-    cr.f32_bytes += stored_bytes ? static_cast<size_t>(spec.elements()) * 4 : 0;
+    if (first_use) {
+      cr.bytes += bytes;
+      cr.f32_bytes += static_cast<size_t>(spec.elements()) * 4;
+    }
   });
   if (ungrouped > 0)
     out.notes.push_back(std::to_string(ungrouped) + " int8 tensor(s) have a column count not divisible by --group-size " +

@@ -100,7 +100,7 @@ class Engine {
     const bool overflow = pos_ + n > T;
     if (overflow && !C.has_position_table()) {
       return Error::make(ErrorCode::context_full,
-                         "context is full: %d cached tokens + %d new exceed max_context %d (start a new sequence)", pos_, n, T);
+                         "context is full: %d cached tokens + %d more exceed max_context %d (reset() and start over)", pos_, n, T);
     }
     if (!overflow && rt_.capacity_factor == 0.) {  // the usual case: extend the KV cache
       std::memcpy(window_ + pos_, tokens, sizeof(int32_t) * static_cast<size_t>(n));
@@ -109,10 +109,10 @@ class Engine {
       return Error::none();
     }
     // Re-encode the window from position 0, keeping its last `total` tokens of
-    // (cached ++ new): after a slide of the classic position table, or always under
+    // (cached ++ incoming): after a slide of the classic position table, or always under
     // expert capacity (see the top of this file).
     const int total = pos_ + n < T ? pos_ + n : T;
-    const int fresh = n < total ? n : total;  // new tokens that stay in the window
+    const int fresh = n < total ? n : total;  // incoming tokens that stay in the window
     const int keep = total - fresh;           // cached tokens that stay
     std::memmove(window_, window_ + (pos_ - keep), sizeof(int32_t) * static_cast<size_t>(keep));
     std::memcpy(window_ + keep, tokens + (n - fresh), sizeof(int32_t) * static_cast<size_t>(fresh));
@@ -227,7 +227,7 @@ class Engine {
     }
   }
 
-  // A forward pass over a new window of `length` tokens begins: set the experts'
+  // A forward pass over a fresh window of `length` tokens begins: set the experts'
   // capacity for it (makeMoE: int(B*T*k/E * factor) with B = 1, in double precision as
   // Python computes it) and empty their loads.
   void start_window(int length) {
