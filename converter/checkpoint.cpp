@@ -115,6 +115,21 @@ void open_mixtral(Checkpoint& ck, const json& cfg, const std::filesystem::path& 
   ck.eos_token_id = token_id_field(cfg, "eos_token_id");
   if (ck.bos_token_id >= c.vocab_size) ck.bos_token_id = -1;
   if (ck.eos_token_id >= c.vocab_size) ck.eos_token_id = -1;
+
+  // moe_train's llama-family models carry a char tokenizer; a Hugging Face tokenizer
+  // (BPE, SentencePiece) is not read: such a model takes token ids.
+  const auto tok_path = ck.dir / "tokenizer.json";
+  if (std::filesystem::exists(tok_path)) {
+    const json tok = read_json(tok_path);
+    if (tok.is_object() && tok.value("type", "") == "char") {
+      ck.chars = read_char_tokenizer(tok_path);
+      if (static_cast<int>(ck.chars.size()) != c.vocab_size)
+        throw ConvertError("'" + tok_path.string() + "' has " + std::to_string(ck.chars.size()) +
+                           " characters, config.json says vocab_size " + std::to_string(c.vocab_size));
+    } else {
+      ck.notes.push_back("tokenizer.json is not a char tokenizer and is not read: the model takes token ids (moe_infer --ids)");
+    }
+  }
 }
 
 void open_makemoe(Checkpoint& ck, const json& cfg, const std::filesystem::path& file) {
@@ -169,7 +184,7 @@ std::string layer_prefix_makemoe(int l) { return "blocks." + std::to_string(l) +
 
 }  // namespace
 
-std::vector<std::string> Checkpoint::source_names(const TensorSpec& s) const {
+std::vector<std::string> checkpoint_tensor_names(const std::string& format, const ModelConfig& config, const TensorSpec& s, bool tied) {
   const std::string e = std::to_string(s.expert);
   if (format == "hf-mixtral") {
     const std::string p = layer_prefix_mixtral(s.layer);
@@ -189,7 +204,7 @@ std::vector<std::string> Checkpoint::source_names(const TensorSpec& s) const {
       case TensorRole::final_norm: return {"model.norm.weight"};
       case TensorRole::lm_head:
         // Tied embeddings: the output head is the embedding table.
-        return {store->has("lm_head.weight") ? "lm_head.weight" : "model.embed_tokens.weight"};
+        return {tied ? "model.embed_tokens.weight" : "lm_head.weight"};
       default: break;
     }
   } else {
@@ -302,6 +317,7 @@ Checkpoint open_checkpoint(const std::filesystem::path& dir, int max_context, do
   if (const char* why = config_problem(ck.config))
     throw ConvertError("'" + config_path.string() + "' describes an unsupported model (" + ConfigKey(ck.config).c_str() + "): " + why);
   ck.store = std::make_unique<TensorStore>(dir);
+  ck.tied_embeddings = ck.format == "hf-mixtral" && !ck.store->has("lm_head.weight");
   return ck;
 }
 

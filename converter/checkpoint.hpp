@@ -19,6 +19,13 @@
 
 namespace moe::convert {
 
+// The checkpoint tensor names that hold one tensor of the .moe layout, in row order
+// (makeMoE keeps one q/k/v matrix per head; they are concatenated). `format` is
+// "hf-mixtral" or "makemoe"; `tied` maps Mixtral's lm_head to the embedding table.
+// moe_convert reads by these names and moe_train writes by them.
+std::vector<std::string> checkpoint_tensor_names(const std::string& format, const ModelConfig& config, const TensorSpec& spec,
+                                                 bool tied = false);
+
 struct Checkpoint {
   std::filesystem::path dir;
   std::string format;  // "hf-mixtral" | "makemoe"
@@ -33,9 +40,11 @@ struct Checkpoint {
   std::vector<std::string> notes;  // things the user should know (defaults taken, tensors ignored)
   std::unique_ptr<TensorStore> store;
 
-  // The checkpoint tensor(s) that make up one tensor of the .moe layout, row-concatenated
-  // (makeMoE keeps one q/k/v matrix per head).
-  std::vector<std::string> source_names(const TensorSpec& spec) const;
+  bool tied_embeddings = false;  // Mixtral without lm_head.weight
+
+  std::vector<std::string> source_names(const TensorSpec& spec) const {
+    return checkpoint_tensor_names(format, config, spec, tied_embeddings);
+  }
   // That tensor as f32 [rows, cols]; throws naming the tensor when it is missing, has
   // another shape, an unsupported dtype, or a NaN/Inf.
   std::vector<float> load(const TensorSpec& spec) const;
