@@ -1,0 +1,174 @@
+#include "trainer/checkpoint_io.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "converter/atomic_file.hpp"
+#include "converter/checkpoint.hpp"
+#include "converter/convert_error.hpp"
+#include "converter/safetensors.hpp"
+#include "moe/crc32c.hpp"
+#include "moe/tokenizer.hpp"
+#include "trainer/data.hpp"
+
+namespace moe::train {
+
+using convert::ConvertError;
+using nlohmann::json;
+
+namespace {
+constexpr char kMagic[8] = {'M', 'O', 'E', 'T', 'R', 'A', 'I', 'N'};
+constexpr uint32_t kStateVersion = 1;
+
+std::vector<uint32_t> decode_vocab(const std::string& s) {
+  std::vector<uint32_t> out;
+  for (size_t at = 0; at < s.size();) {
+    uint32_t cp = 0;
+    const int n = utf8_decode(s.data() + at, s.size() - at, cp);
+    if (n == 0) throw ConvertError("training state: vocabulary is not valid UTF-8");
+    out.push_back(cp);
+    at += static_cast<size_t>(n);
+  }
+  return out;
+}
+}  // namespace
+
+void save_train_state(const std::filesystem::path& path, const TrainState& s) {
+  const std::string meta = json{{"config", s.config.to_json()}, {"vocab", vocab_utf8(s.vocab)}, {"step", s.step}, {"params", s.params.size()}}.dump();
+  std::string header(kMagic, sizeof kMagic);
+  auto put32 = [&](uint32_t v) { header.append(reinterpret_cast<const char*>(&v), 4); };
+  put32(kStateVersion);
+  put32(static_cast<uint32_t>(meta.size()));
+  header += meta;
+  uint32_t crc = crc32c(header.data(), header.size());
+  for (const auto* buf : {&s.params, &s.m, &s.v}) crc = crc32c_update(crc, buf->data(), buf->size() * sizeof(float));
+  convert::AtomicFile f(path);
+  f.write(header.data(), header.size());
+  for (const auto* buf : {&s.params, &s.m, &s.v}) f.write(buf->data(), buf->size() * sizeof(float));
+  f.write(&crc, sizeof crc);
+  f.commit();
+}
+
+TrainState load_train_state(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw ConvertError("cannot open training state '" + path.string() + "'");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  const std::string bytes = ss.str();
+  const std::string where = "training state '" + path.string() + "'";
+  if (bytes.size() < 20 || std::memcmp(bytes.data(), kMagic, sizeof kMagic) != 0) throw ConvertError(where + " is not a moe_train state file");
+  uint32_t version, meta_len;
+  std::memcpy(&version, bytes.data() + 8, 4);
+  std::memcpy(&meta_len, bytes.data() + 12, 4);
+  if (version != kStateVersion) throw ConvertError(where + " has version " + std::to_string(version) + ", this moe_train reads " + std::to_string(kStateVersion));
+  if (16ull + meta_len > bytes.size()) throw ConvertError(where + " is truncated");
+  json meta;
+  try {
+    meta = json::parse(bytes.begin() + 16, bytes.begin() + 16 + meta_len);
+  } catch (const json::exception& e) {
+    throw ConvertError(where + " is corrupt: " + e.what());
+  }
+  TrainState s;
+  s.config = TrainConfig::from_json(meta.at("config"));
+  s.vocab = decode_vocab(meta.at("vocab").get<std::string>());
+  s.step = meta.at("step").get<int>();
+  const size_t n = meta.at("params").get<size_t>();
+  const size_t need = 16 + meta_len + 3 * n * sizeof(float) + 4;
+  if (bytes.size() != need) throw ConvertError(where + " is truncated or padded: " + std::to_string(bytes.size()) + " bytes, expected " + std::to_string(need));
+  uint32_t stored;
+  std::memcpy(&stored, bytes.data() + need - 4, 4);
+  if (crc32c(bytes.data(), need - 4) != stored) throw ConvertError(where + " fails its checksum: the file is corrupt");
+  const char* p = bytes.data() + 16 + meta_len;
+  for (auto* buf : {&s.params, &s.m, &s.v}) {
+    buf->resize(n);
+    std::memcpy(buf->data(), p, n * sizeof(float));
+    p += n * sizeof(float);
+  }
+  if (static_cast<long>(n) != parameter_count(parameter_table(s.config)))
+    throw ConvertError(where + " holds " + std::to_string(n) + " parameters, its config needs " +
+                       std::to_string(parameter_count(parameter_table(s.config))));
+  return s;
+}
+
+void export_model(const std::filesystem::path& dir, const TrainConfig& c, const std::vector<uint32_t>& vocab,
+                  const std::vector<ParamInfo>& table, const std::vector<float>& params) {
+  const ModelConfig& m = c.model;
+  const bool classic = m.family == Family::classic;
+  const std::string format = classic ? "makemoe" : "hf-mixtral";
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) throw ConvertError("cannot create '" + dir.string() + "': " + ec.message());
+
+  std::vector<convert::SafetensorOut> tensors;
+  for (const ParamInfo& p : table) {
+    const float* data = params.data() + p.offset;
+    if (p.noise) {
+      if (!classic) continue;  // the Mixtral layout has no place for it: training-only
+      const std::string name = "blocks." + std::to_string(p.spec.layer) + ".smoe.router.noise_linear." + (p.spec.is_matrix() ? "weight" : "bias");
+      tensors.push_back(convert::f32_tensor(name, p.spec.is_matrix() ? std::vector<int64_t>{p.spec.rows, p.spec.cols} : std::vector<int64_t>{p.spec.rows}, data));
+      continue;
+    }
+    const std::vector<std::string> names = convert::checkpoint_tensor_names(format, m, p.spec);
+    const int parts = static_cast<int>(names.size());
+    const long part_rows = p.spec.rows / parts;
+    for (int i = 0; i < parts; ++i) {
+      const long cols = p.spec.is_matrix() ? p.spec.cols : 1;
+      const std::vector<int64_t> shape = p.spec.is_matrix() ? std::vector<int64_t>{part_rows, p.spec.cols} : std::vector<int64_t>{part_rows};
+      tensors.push_back(convert::f32_tensor(names[static_cast<size_t>(i)], shape, data + i * part_rows * cols));
+    }
+  }
+  std::sort(tensors.begin(), tensors.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
+  convert::write_safetensors(dir / "model.safetensors", tensors);
+
+  json config;
+  if (classic) {
+    config = {{"model_type", "makemoe"}, {"vocab_size", m.vocab_size}, {"n_embed", m.d_model}, {"n_head", m.n_heads},
+              {"n_layer", m.n_layers}, {"block_size", m.max_context}, {"num_experts", m.n_experts}, {"top_k", m.top_k},
+              {"expert_hidden", m.expert_hidden}, {"dropout", c.dropout},
+              {"attention_scale", c.attention_scale == AttentionScaleRule::inv_sqrt_model_dim ? "n_embed**-0.5" : "head_size**-0.5"},
+              {"layer_norm_eps", c.norm_eps}, {"capacity_factor", c.capacity_factor > 0 ? json(c.capacity_factor) : json(nullptr)}};
+  } else {
+    config = {{"architectures", {"MixtralForCausalLM"}}, {"model_type", "mixtral"}, {"hidden_size", m.d_model},
+              {"intermediate_size", m.expert_hidden}, {"num_hidden_layers", m.n_layers}, {"num_attention_heads", m.n_heads},
+              {"num_key_value_heads", m.n_kv_heads}, {"head_dim", m.head_dim}, {"num_local_experts", m.n_experts},
+              {"num_experts_per_tok", m.top_k}, {"vocab_size", m.vocab_size}, {"max_position_embeddings", m.max_context},
+              {"rms_norm_eps", c.norm_eps}, {"rope_theta", c.rope_theta},
+              {"rope_parameters", {{"rope_theta", c.rope_theta}, {"rope_type", "default"}}}, {"hidden_act", "silu"},
+              {"tie_word_embeddings", false}, {"attention_dropout", 0.0}, {"router_aux_loss_coef", c.aux_coef},
+              {"router_jitter_noise", 0.0}, {"output_router_logits", false}, {"sliding_window", nullptr},
+              {"initializer_range", 0.02}, {"use_cache", true}, {"bos_token_id", nullptr}, {"eos_token_id", nullptr},
+              {"pad_token_id", nullptr}, {"torch_dtype", "float32"}};
+  }
+  config["moe_train"] = {{"version", MOE_VERSION}, {"training", c.to_json()}};
+  convert::write_file_atomically(dir / "config.json", config.dump(2) + "\n");
+  if (!vocab.empty()) convert::write_file_atomically(dir / "tokenizer.json", json{{"type", "char"}, {"chars", vocab_utf8(vocab)}}.dump() + "\n");
+}
+
+template <class T>
+std::vector<uint32_t> import_model(const std::filesystem::path& dir, Model<T>& model) {
+  const convert::Checkpoint ck = convert::open_checkpoint(dir, 0, -1.);
+  if (!(ck.config == model.config().model))
+    throw ConvertError("checkpoint '" + dir.string() + "' has config " + ConfigKey(ck.config).c_str() + ", the model is " +
+                       ConfigKey(model.config().model).c_str());
+  for (const ParamInfo& p : model.table()) {
+    std::vector<float> v;
+    if (p.noise) {
+      const std::string name = "blocks." + std::to_string(p.spec.layer) + ".smoe.router.noise_linear." + (p.spec.is_matrix() ? "weight" : "bias");
+      if (!ck.store->has(name)) continue;
+      v = ck.store->read_f32(name);
+      if (static_cast<long>(v.size()) != p.size) throw ConvertError("tensor '" + name + "' has the wrong size");
+    } else {
+      v = ck.load(p.spec);
+    }
+    for (long i = 0; i < p.size; ++i) model.params[static_cast<size_t>(p.offset + i)] = static_cast<T>(v[static_cast<size_t>(i)]);
+  }
+  return ck.chars;
+}
+
+template std::vector<uint32_t> import_model<float>(const std::filesystem::path&, Model<float>&);
+template std::vector<uint32_t> import_model<double>(const std::filesystem::path&, Model<double>&);
+
+}  // namespace moe::train

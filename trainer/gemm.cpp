@@ -1,0 +1,149 @@
+#include "trainer/gemm.hpp"
+
+#include <algorithm>
+#include <vector>
+
+#include "moe/kernels/backend.hpp"
+
+namespace moe::train {
+
+template <class T>
+void gemm_reference(int M, int N, int K, const T* A, long a_row, long a_col, const T* B, long b_row, long b_col, T* C,
+                    long ldc, bool accumulate) {
+#pragma omp parallel for schedule(static)
+  for (int i = 0; i < M; ++i) {
+    for (int n = 0; n < N; ++n) {
+      T s = 0;
+      for (int k = 0; k < K; ++k) s += A[i * a_row + k * a_col] * B[k * b_row + n * b_col];
+      T& c = C[i * ldc + n];
+      c = accumulate ? c + s : s;
+    }
+  }
+}
+
+template void gemm_reference<float>(int, int, int, const float*, long, long, const float*, long, long, float*, long, bool);
+template void gemm_reference<double>(int, int, int, const double*, long, long, const double*, long, long, double*, long, bool);
+
+#if MOE_SIMD
+namespace {
+
+using kernels::simd::fbatch;
+constexpr int W = kernels::simd::W;
+constexpr int NR = 2 * W;  // panel width: two vectors (32 floats on AVX-512)
+constexpr int MR = 8;      // rows per tile: 16 accumulators of 32 registers
+
+// Bp[p][k][NR] = B[k][p*NR + j], zero beyond N: each micro-kernel step loads NR
+// consecutive floats.
+void pack_b(int N, int K, const float* B, long b_row, long b_col, float* Bp) {
+  const int panels = (N + NR - 1) / NR;
+#pragma omp parallel for schedule(static)
+  for (int p = 0; p < panels; ++p) {
+    float* dst = Bp + static_cast<long>(p) * K * NR;
+    const int n0 = p * NR, width = std::min(NR, N - n0);
+    if (b_col == 1) {  // rows of B are contiguous: copy row segments
+      for (int k = 0; k < K; ++k) {
+        const float* src = B + k * b_row + n0;
+        for (int j = 0; j < width; ++j) dst[k * NR + j] = src[j];
+        for (int j = width; j < NR; ++j) dst[k * NR + j] = 0.f;
+      }
+    } else {  // B is a transpose: read each source column (a row of the stored matrix) in order
+      for (int j = 0; j < NR; ++j) {
+        if (j < width) {
+          const float* src = B + (n0 + j) * b_col;
+          for (int k = 0; k < K; ++k) dst[k * NR + j] = src[k * b_row];
+        } else {
+          for (int k = 0; k < K; ++k) dst[k * NR + j] = 0.f;
+        }
+      }
+    }
+  }
+}
+
+// C[0..R, 0..cols) (+)= A[0..R, :] Bp-panel, R <= MR rows.
+template <int R>
+void micro_kernel(int K, const float* A, long a_row, long a_col, const float* Bp, float* C, long ldc, int cols, bool accumulate) {
+  fbatch c0[R], c1[R];
+  for (int r = 0; r < R; ++r) c0[r] = c1[r] = fbatch(0.f);
+  const float* a[R];
+  for (int r = 0; r < R; ++r) a[r] = A + r * a_row;
+  for (int k = 0; k < K; ++k) {
+    const fbatch b0 = fbatch::load_aligned(Bp + k * NR), b1 = fbatch::load_aligned(Bp + k * NR + W);
+    for (int r = 0; r < R; ++r) {
+      const fbatch av(a[r][k * a_col]);
+      c0[r] = xsimd::fma(av, b0, c0[r]);
+      c1[r] = xsimd::fma(av, b1, c1[r]);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    float* c = C + r * ldc;
+    if (cols == NR) {
+      if (accumulate) {
+        (fbatch::load_unaligned(c) + c0[r]).store_unaligned(c);
+        (fbatch::load_unaligned(c + W) + c1[r]).store_unaligned(c + W);
+      } else {
+        c0[r].store_unaligned(c);
+        c1[r].store_unaligned(c + W);
+      }
+    } else {
+      alignas(64) float tmp[NR];
+      c0[r].store_aligned(tmp);
+      c1[r].store_aligned(tmp + W);
+      for (int j = 0; j < cols; ++j) c[j] = accumulate ? c[j] + tmp[j] : tmp[j];
+    }
+  }
+}
+
+using MicroKernel = void (*)(int, const float*, long, long, const float*, float*, long, int, bool);
+constexpr MicroKernel kKernels[MR + 1] = {nullptr,          micro_kernel<1>, micro_kernel<2>, micro_kernel<3>, micro_kernel<4>,
+                                          micro_kernel<5>, micro_kernel<6>, micro_kernel<7>, micro_kernel<8>};
+
+struct AlignedFree {
+  void operator()(float* p) const { std::free(p); }
+};
+
+}  // namespace
+
+template <>
+void gemm<float>(int M, int N, int K, const float* A, long a_row, long a_col, const float* B, long b_row, long b_col, float* C,
+                 long ldc, bool accumulate) {
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0) {
+    if (!accumulate)
+      for (int i = 0; i < M; ++i) std::fill(C + i * ldc, C + i * ldc + N, 0.f);
+    return;
+  }
+  // Packing scratch, grown when needed (the trainer calls gemm from one thread).
+  static std::unique_ptr<float, AlignedFree> packed;
+  static size_t capacity = 0;
+  const int panels = (N + NR - 1) / NR;
+  const size_t need = static_cast<size_t>(panels) * static_cast<size_t>(K) * NR;
+  if (need > capacity) {
+    capacity = need;
+    packed.reset(static_cast<float*>(std::aligned_alloc(64, capacity * sizeof(float))));
+  }
+  pack_b(N, K, B, b_row, b_col, packed.get());
+  const int mblocks = (M + MR - 1) / MR;
+  const float* Bp = packed.get();
+#pragma omp parallel for schedule(static)
+  for (int tile = 0; tile < mblocks * panels; ++tile) {
+    const int mb = tile / panels, p = tile % panels;
+    const int i0 = mb * MR, rows = std::min(MR, M - i0), n0 = p * NR;
+    kKernels[rows](K, A + i0 * a_row, a_row, a_col, Bp + static_cast<long>(p) * K * NR, C + i0 * ldc + n0, ldc,
+                   std::min(NR, N - n0), accumulate);
+  }
+}
+#else
+template <>
+void gemm<float>(int M, int N, int K, const float* A, long a_row, long a_col, const float* B, long b_row, long b_col, float* C,
+                 long ldc, bool accumulate) {
+  gemm_reference(M, N, K, A, a_row, a_col, B, b_row, b_col, C, ldc, accumulate);
+}
+#endif
+
+template <>
+void gemm<double>(int M, int N, int K, const double* A, long a_row, long a_col, const double* B, long b_row, long b_col,
+                  double* C, long ldc, bool accumulate) {
+  gemm_reference(M, N, K, A, a_row, a_col, B, b_row, b_col, C, ldc, accumulate);
+}
+
+}  // namespace moe::train
