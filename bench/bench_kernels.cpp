@@ -109,6 +109,29 @@ BENCHMARK(BM_router_topk<kernels::Scalar>)->ArgsProduct({{4, 8, 64}, {1, 2, 8}})
 BENCHMARK(BM_router_topk<kernels::Simd>)->ArgsProduct({{4, 8, 64}, {1, 2, 8}});
 #endif
 
+#if MOE_SIMD
+// The machine's fp32 FMA peak: 12 independent register-resident accumulators (enough to
+// hide FMA latency on any current core), the yardstick for the GFLOP/s counters above.
+// Run with --benchmark_filter=fma_peak; threads 2 gives the two-core figure.
+void BM_fma_peak(benchmark::State& state) {
+  using kernels::simd::fbatch;
+  fbatch a0(1.f), a1(1.1f), a2(1.2f), a3(1.3f), a4(1.4f), a5(1.5f), a6(1.6f), a7(1.7f), a8(1.8f), a9(1.9f), a10(2.f), a11(2.1f);
+  const fbatch b(0.999999f), c(1e-7f);
+  constexpr int kInner = 1000;
+  for (auto _ : state) {
+    for (int i = 0; i < kInner; ++i) {
+      a0 = xsimd::fma(a0, b, c), a1 = xsimd::fma(a1, b, c), a2 = xsimd::fma(a2, b, c), a3 = xsimd::fma(a3, b, c);
+      a4 = xsimd::fma(a4, b, c), a5 = xsimd::fma(a5, b, c), a6 = xsimd::fma(a6, b, c), a7 = xsimd::fma(a7, b, c);
+      a8 = xsimd::fma(a8, b, c), a9 = xsimd::fma(a9, b, c), a10 = xsimd::fma(a10, b, c), a11 = xsimd::fma(a11, b, c);
+    }
+  }
+  benchmark::DoNotOptimize(a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7 + a8 + a9 + a10 + a11);
+  state.counters["GFLOP/s"] = benchmark::Counter(24.0 * kernels::simd::W * kInner * static_cast<double>(state.iterations()) / 1e9,
+                                                 benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_fma_peak)->Threads(1)->Threads(2)->UseRealTime();
+#endif
+
 }  // namespace
 
 BENCHMARK_MAIN();

@@ -5,7 +5,9 @@
 set(MOE_DEFAULT_CONFIGS
   "classic-d32-l2-h4-kv4-hd8-e4-k2-f128-v65-c16"    # tests/fixtures/makemoe-tiny
   "llama-d64-l2-h4-kv2-hd16-e4-k2-f128-v96-c128"    # tests/fixtures/mixtral-tiny-a
-  "classic-d128-l8-h8-kv8-hd16-e8-k2-f512-v65-c32"  # the makeMoE Shakespeare recipe (moe_train default)
+  "classic-d128-l8-h8-kv8-hd16-e8-k2-f512-v65-c32"  # moe_train --preset makemoe / quick (Shakespeare)
+  "llama-d128-l8-h8-kv4-hd16-e8-k2-f512-v65-c32"    # moe_train --preset mixtral (Shakespeare)
+  "classic-d32-l2-h4-kv4-hd8-e4-k2-f128-v65-c32"    # moe_train --preset tiny (Shakespeare)
 )
 set(MOE_EXTRA_CONFIGS "" CACHE STRING "Additional model config keys for moe_infer, ';'-separated")
 

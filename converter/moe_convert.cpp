@@ -26,8 +26,8 @@ int main(int argc, char** argv) {
   app.add_option("--max-context", options.max_context, "shorten the context (KV cache) of a llama-family model")
       ->check(CLI::PositiveNumber);
   app.add_option("--capacity-factor", options.capacity_factor,
-                 "makeMoE expert capacity to record (default: the checkpoint's; 0 = none, which lets the engine reuse its KV cache "
-                 "instead of re-encoding the window per token, at the cost of exactness against the reference)")
+                 "makeMoE expert capacity to record (default: the checkpoint's; 0 = none: the engine reuses its KV cache until the "
+                 "position table is full, but the model no longer computes what it was trained to)")
       ->check(CLI::NonNegativeNumber);
   app.add_flag("-q,--quiet", quiet, "print nothing but errors");
   try {

@@ -101,7 +101,7 @@ TEST(TrainerOps, NormGradients) {
 TEST(TrainerOps, AttentionRopeGradients) {
   std::mt19937 rng(3);
   // GQA: 4 query heads over 2 kv heads, with a dropout mask.
-  const AttentionShape s{2, 5, 4, 2, 6, 4 * 6, 2 * 6, 0.4f};
+  const AttentionShape s{2, 5, 4, 2, 6, 4 * 6, 2 * 6, 4 * 6, 0.4f};
   const int N = s.B * s.T;
   auto q = random_vec(N * s.q_stride, rng), k = random_vec(N * s.kv_stride, rng), v = random_vec(N * s.kv_stride, rng);
   auto R = random_vec(N * s.q_stride, rng);

@@ -1,6 +1,8 @@
 #include "trainer/gemm.hpp"
 
 #include <algorithm>
+#include <cstdlib>
+#include <memory>
 #include <vector>
 
 #include "moe/kernels/backend.hpp"
@@ -33,7 +35,7 @@ constexpr int NR = 2 * W;  // panel width: two vectors (32 floats on AVX-512)
 constexpr int MR = 8;      // rows per tile: 16 accumulators of 32 registers
 
 // Bp[p][k][NR] = B[k][p*NR + j], zero beyond N: each micro-kernel step loads NR
-// consecutive floats.
+// consecutive floats. (Runs inside gemm's caller thread team when large.)
 void pack_b(int N, int K, const float* B, long b_row, long b_col, float* Bp) {
   const int panels = (N + NR - 1) / NR;
 #pragma omp parallel for schedule(static)
@@ -59,15 +61,17 @@ void pack_b(int N, int K, const float* B, long b_row, long b_col, float* Bp) {
   }
 }
 
-// C[0..R, 0..cols) (+)= A[0..R, :] Bp-panel, R <= MR rows.
+// C[0..R, 0..cols) (+)= A[0..R, :] B-panel, R <= MR rows. The panel is NR floats per k
+// at stride `b_stride`: a packed panel (stride NR) or B itself when its rows are contiguous.
 template <int R>
-void micro_kernel(int K, const float* A, long a_row, long a_col, const float* Bp, float* C, long ldc, int cols, bool accumulate) {
+void micro_kernel(int K, const float* A, long a_row, long a_col, const float* Bp, long b_stride, float* C, long ldc, int cols,
+                  bool accumulate) {
   fbatch c0[R], c1[R];
   for (int r = 0; r < R; ++r) c0[r] = c1[r] = fbatch(0.f);
   const float* a[R];
   for (int r = 0; r < R; ++r) a[r] = A + r * a_row;
   for (int k = 0; k < K; ++k) {
-    const fbatch b0 = fbatch::load_aligned(Bp + k * NR), b1 = fbatch::load_aligned(Bp + k * NR + W);
+    const fbatch b0 = fbatch::load_unaligned(Bp + k * b_stride), b1 = fbatch::load_unaligned(Bp + k * b_stride + W);
     for (int r = 0; r < R; ++r) {
       const fbatch av(a[r][k * a_col]);
       c0[r] = xsimd::fma(av, b0, c0[r]);
@@ -93,7 +97,7 @@ void micro_kernel(int K, const float* A, long a_row, long a_col, const float* Bp
   }
 }
 
-using MicroKernel = void (*)(int, const float*, long, long, const float*, float*, long, int, bool);
+using MicroKernel = void (*)(int, const float*, long, long, const float*, long, float*, long, int, bool);
 constexpr MicroKernel kKernels[MR + 1] = {nullptr,          micro_kernel<1>, micro_kernel<2>, micro_kernel<3>, micro_kernel<4>,
                                           micro_kernel<5>, micro_kernel<6>, micro_kernel<7>, micro_kernel<8>};
 
@@ -112,24 +116,33 @@ void gemm<float>(int M, int N, int K, const float* A, long a_row, long a_col, co
       for (int i = 0; i < M; ++i) std::fill(C + i * ldc, C + i * ldc + N, 0.f);
     return;
   }
-  // Packing scratch, grown when needed (the trainer calls gemm from one thread).
-  static std::unique_ptr<float, AlignedFree> packed;
-  static size_t capacity = 0;
   const int panels = (N + NR - 1) / NR;
-  const size_t need = static_cast<size_t>(panels) * static_cast<size_t>(K) * NR;
+  // When B's rows are contiguous (the two backward products), its full panels are read
+  // in place and only a ragged last panel is packed; a transposed B (the forward product)
+  // is packed whole.
+  const bool direct = b_col == 1;
+  const int packed_panels = direct ? (N % NR != 0 ? 1 : 0) : panels;
+  const int first_packed = direct ? panels - packed_panels : 0;
+  // Packing scratch, grown when needed; one per thread (experts run their products
+  // concurrently, each on one thread).
+  thread_local std::unique_ptr<float, AlignedFree> packed;
+  thread_local size_t capacity = 0;
+  const size_t need = static_cast<size_t>(packed_panels) * static_cast<size_t>(K) * NR;
   if (need > capacity) {
     capacity = need;
     packed.reset(static_cast<float*>(std::aligned_alloc(64, capacity * sizeof(float))));
   }
-  pack_b(N, K, B, b_row, b_col, packed.get());
+  if (packed_panels > 0) pack_b(N - first_packed * NR, K, B + first_packed * NR * b_col, b_row, b_col, packed.get());
   const int mblocks = (M + MR - 1) / MR;
   const float* Bp = packed.get();
 #pragma omp parallel for schedule(static)
   for (int tile = 0; tile < mblocks * panels; ++tile) {
     const int mb = tile / panels, p = tile % panels;
     const int i0 = mb * MR, rows = std::min(MR, M - i0), n0 = p * NR;
-    kKernels[rows](K, A + i0 * a_row, a_row, a_col, Bp + static_cast<long>(p) * K * NR, C + i0 * ldc + n0, ldc,
-                   std::min(NR, N - n0), accumulate);
+    const bool in_place = p < first_packed;
+    const float* panel = in_place ? B + n0 : Bp + static_cast<long>(p - first_packed) * K * NR;
+    kKernels[rows](K, A + i0 * a_row, a_row, a_col, panel, in_place ? b_row : NR, C + i0 * ldc + n0, ldc, std::min(NR, N - n0),
+                   accumulate);
   }
 }
 #else

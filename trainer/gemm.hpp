@@ -6,7 +6,8 @@
 // just swapped strides.
 //
 // Every element of C is summed over k = 0..K-1 in one fixed order, whatever the thread
-// count: training is bit-identical with 1 or 2 threads.
+// count: training is bit-identical with 1 or 2 threads. Called inside a parallel region,
+// a product runs on the calling thread alone (nested regions are serial).
 #pragma once
 
 namespace moe::train {

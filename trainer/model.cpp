@@ -118,7 +118,7 @@ void Weights<T>::bind(T* base, const std::vector<ParamInfo>& table, const ModelC
 
 template <class T>
 struct Model<T>::LayerActs {
-  std::vector<T> ln1, ln1_mean, ln1_rstd, q, k, v, att, att_mask, atty, proj, proj_mask, xmid;
+  std::vector<T> ln1, ln1_mean, ln1_rstd, qkv /* [N, q|k|v] */, att, att_mask, atty, proj, proj_mask, xmid;
   std::vector<T> ln2, ln2_mean, ln2_rstd;
   // router: [N, E] unless noted
   std::vector<T> logits, noise_logits, noise_eps, noisy, probs, lse /* [N] */;
@@ -144,6 +144,10 @@ Model<T>::Model(const TrainConfig& config, int max_batch) : cfg_(config) {
   grads.assign(params.size(), T(0));
   w_.bind(params.data(), table_, m);
   g_.bind(grads.data(), table_, m);
+  // The layout keeps each layer's wq, wk, wv adjacent: one [q|k|v, d] matrix, one product.
+  for (const LayerWeights<T>& lw : w_.layers)
+    if (lw.wk != lw.wq + static_cast<long>(m.q_dim()) * m.d_model || lw.wv != lw.wk + static_cast<long>(m.kv_dim()) * m.d_model)
+      throw std::logic_error("parameter layout: wq, wk, wv must be adjacent");
 
   max_tokens_ = max_batch * m.max_context;
   const size_t N = static_cast<size_t>(max_tokens_), d = static_cast<size_t>(m.d_model), E = static_cast<size_t>(m.n_experts);
@@ -155,10 +159,8 @@ Model<T>::Model(const TrainConfig& config, int max_batch) : cfg_(config) {
   for (LayerActs& a : acts_) {
     for (auto* v : {&a.ln1, &a.proj, &a.proj_mask, &a.xmid, &a.ln2, &a.moe_out}) v->resize(N * d);
     for (auto* v : {&a.ln1_mean, &a.ln1_rstd, &a.ln2_mean, &a.ln2_rstd, &a.lse}) v->resize(N);
-    a.q.resize(N * QD);
+    a.qkv.resize(N * (QD + 2 * KVD));
     a.atty.resize(N * QD);
-    a.k.resize(N * KVD);
-    a.v.resize(N * KVD);
     a.att.resize(att);
     a.att_mask.resize(att);
     for (auto* v : {&a.logits, &a.noise_logits, &a.noise_eps, &a.noisy, &a.probs}) v->resize(N * E);
@@ -183,10 +185,8 @@ Model<T>::Model(const TrainConfig& config, int max_batch) : cfg_(config) {
   dlogits_.resize(logits_.size());
   token_losses_.resize(N);
   for (auto* v : {&dres_, &dln_, &dproj_}) v->resize(N * d);
-  dq_.resize(N * QD);
+  dqkv_.resize(N * (QD + 2 * KVD));
   datt_.resize(N * QD);
-  dk_.resize(N * KVD);
-  dv_.resize(N * KVD);
   d_slot_d_.resize(S * d);
   d_slot_in_.resize(S * d);
   d_slot_f_.resize(S * F);
@@ -259,7 +259,8 @@ double Model<T>::forward(const int32_t* inputs, const int32_t* targets, int B, i
       for (int i = 0; i < d; ++i) x[i] += w_.pos_emb[static_cast<long>(n % T_len) * d + i];
   }
 
-  const AttentionShape shape{B, T_len, m.n_heads, m.n_kv_heads, m.head_dim, m.q_dim(), m.kv_dim(),
+  const int qkv_dim = m.q_dim() + 2 * m.kv_dim();
+  const AttentionShape shape{B, T_len, m.n_heads, m.n_kv_heads, m.head_dim, qkv_dim, qkv_dim, m.q_dim(),
                              cfg_.attention_scale == AttentionScaleRule::inv_sqrt_model_dim ? 1.f / std::sqrt(static_cast<float>(d))
                                                                                             : 1.f / std::sqrt(static_cast<float>(m.head_dim))};
   const long att_size = static_cast<long>(B) * m.n_heads * T_len * T_len;
@@ -271,17 +272,17 @@ double Model<T>::forward(const int32_t* inputs, const int32_t* targets, int B, i
     // attention sub-block: x_mid = x + dropout(Wo attention(norm(x)))
     if (classic) layernorm_forward(a.ln1.data(), a.ln1_mean.data(), a.ln1_rstd.data(), x, lw.attn_norm, lw.attn_norm_b, N, d, T(cfg_.norm_eps));
     else rmsnorm_forward(a.ln1.data(), a.ln1_rstd.data(), x, lw.attn_norm, N, d, T(cfg_.norm_eps));
-    linear_forward(a.q.data(), a.ln1.data(), lw.wq, static_cast<const T*>(nullptr), N, d, m.q_dim());
-    linear_forward(a.k.data(), a.ln1.data(), lw.wk, static_cast<const T*>(nullptr), N, d, m.kv_dim());
-    linear_forward(a.v.data(), a.ln1.data(), lw.wv, static_cast<const T*>(nullptr), N, d, m.kv_dim());
+    T* q = a.qkv.data();
+    T* k = q + m.q_dim();
+    T* v = k + m.kv_dim();
+    linear_forward(q, a.ln1.data(), lw.wq, static_cast<const T*>(nullptr), N, d, qkv_dim);
     if (!classic) {
-      rope_forward(a.q.data(), N, T_len, m.n_heads, m.head_dim, m.q_dim(), cfg_.rope_theta, false);
-      rope_forward(a.k.data(), N, T_len, m.n_kv_heads, m.head_dim, m.kv_dim(), cfg_.rope_theta, false);
+      rope_forward(q, N, T_len, m.n_heads, m.head_dim, qkv_dim, cfg_.rope_theta, false);
+      rope_forward(k, N, T_len, m.n_kv_heads, m.head_dim, qkv_dim, cfg_.rope_theta, false);
     }
     const uint64_t site = (step * static_cast<uint64_t>(L) + static_cast<uint64_t>(l)) * 4;
     if (drop) dropout_mask(a.att_mask.data(), att_size, cfg_.dropout, CounterRng(cfg_.seed, Stream::dropout, site + 0));
-    attention_forward(a.atty.data(), a.att.data(), drop ? a.att_mask.data() : static_cast<const T*>(nullptr), a.q.data(), a.k.data(),
-                      a.v.data(), shape);
+    attention_forward(a.atty.data(), a.att.data(), drop ? a.att_mask.data() : static_cast<const T*>(nullptr), q, k, v, shape);
     linear_forward(a.proj.data(), a.atty.data(), lw.wo, classic ? static_cast<const T*>(lw.wo_b) : nullptr, N, m.q_dim(), d);
     if (drop) dropout_mask(a.proj_mask.data(), static_cast<long>(N) * d, cfg_.dropout, CounterRng(cfg_.seed, Stream::dropout, site + 1));
 #pragma omp parallel for schedule(static)
@@ -303,6 +304,16 @@ double Model<T>::forward(const int32_t* inputs, const int32_t* targets, int B, i
 }
 
 namespace {
+// Experts ordered by tokens received, most first: the order that balances threads best.
+std::vector<int> experts_by_load(const std::vector<int>& offset, int E) {
+  std::vector<int> order(static_cast<size_t>(E));
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int x, int y) {
+    return offset[static_cast<size_t>(x + 1)] - offset[static_cast<size_t>(x)] > offset[static_cast<size_t>(y + 1)] - offset[static_cast<size_t>(y)];
+  });
+  return order;
+}
+
 template <class T>
 T softplus(T x) {
   return x > T(20) ? x : std::log1p(std::exp(x));
@@ -401,7 +412,11 @@ void Model<T>::moe_forward(int l, int N, bool training, uint64_t step) {
 #pragma omp parallel for schedule(static)
   for (int s = 0; s < S; ++s)
     std::memcpy(a.xin.data() + static_cast<long>(s) * d, a.ln2.data() + static_cast<long>(a.slot_token[static_cast<size_t>(s)]) * d, sizeof(T) * static_cast<size_t>(d));
-  for (int e = 0; e < E; ++e) {
+  // Experts are independent: each runs its products on one thread, the largest first.
+  const std::vector<int> by_load = experts_by_load(a.expert_offset, E);
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int i = 0; i < E; ++i) {
+    const int e = by_load[static_cast<size_t>(i)];
     const int o = a.expert_offset[static_cast<size_t>(e)], rows = a.expert_offset[static_cast<size_t>(e + 1)] - o;
     if (rows == 0) continue;
     const ExpertWeights<T>& ew = lw.experts[static_cast<size_t>(e)];
@@ -512,7 +527,8 @@ void Model<T>::backward() {
   if (classic) layernorm_backward(dres_.data(), g_.final_norm, g_.final_norm_b, dln_.data(), xL, w_.final_norm, lnf_mean_.data(), lnf_rstd_.data(), N, d);
   else rmsnorm_backward(dres_.data(), g_.final_norm, dln_.data(), xL, w_.final_norm, lnf_rstd_.data(), N, d);
 
-  const AttentionShape shape{B_, T_len, m.n_heads, m.n_kv_heads, m.head_dim, m.q_dim(), m.kv_dim(),
+  const int qkv_dim = m.q_dim() + 2 * m.kv_dim();
+  const AttentionShape shape{B_, T_len, m.n_heads, m.n_kv_heads, m.head_dim, qkv_dim, qkv_dim, m.q_dim(),
                              cfg_.attention_scale == AttentionScaleRule::inv_sqrt_model_dim ? 1.f / std::sqrt(static_cast<float>(d))
                                                                                             : 1.f / std::sqrt(static_cast<float>(m.head_dim))};
   for (int l = L - 1; l >= 0; --l) {
@@ -528,15 +544,16 @@ void Model<T>::backward() {
 #pragma omp parallel for schedule(static)
     for (long i = 0; i < static_cast<long>(N) * d; ++i) dproj_[static_cast<size_t>(i)] = drop ? dres_[static_cast<size_t>(i)] * a.proj_mask[static_cast<size_t>(i)] : dres_[static_cast<size_t>(i)];
     linear_backward(datt_.data(), false, gw.wo, classic ? gw.wo_b : nullptr, dproj_.data(), a.atty.data(), lw.wo, N, m.q_dim(), d);
-    attention_backward(dq_.data(), dk_.data(), dv_.data(), datt_.data(), a.att.data(), drop ? a.att_mask.data() : static_cast<const T*>(nullptr),
-                       a.q.data(), a.k.data(), a.v.data(), shape);
+    const T* q = a.qkv.data();
+    T* dq = dqkv_.data();
+    attention_backward(dq, dq + m.q_dim(), dq + m.q_dim() + m.kv_dim(), datt_.data(), a.att.data(),
+                       drop ? a.att_mask.data() : static_cast<const T*>(nullptr), q, q + m.q_dim(), q + m.q_dim() + m.kv_dim(), shape);
     if (!classic) {
-      rope_backward(dq_.data(), N, T_len, m.n_heads, m.head_dim, m.q_dim(), cfg_.rope_theta);
-      rope_backward(dk_.data(), N, T_len, m.n_kv_heads, m.head_dim, m.kv_dim(), cfg_.rope_theta);
+      rope_backward(dq, N, T_len, m.n_heads, m.head_dim, qkv_dim, cfg_.rope_theta);
+      rope_backward(dq + m.q_dim(), N, T_len, m.n_kv_heads, m.head_dim, qkv_dim, cfg_.rope_theta);
     }
-    linear_backward(dln_.data(), false, gw.wq, static_cast<T*>(nullptr), dq_.data(), a.ln1.data(), lw.wq, N, d, m.q_dim());
-    linear_backward(dln_.data(), true, gw.wk, static_cast<T*>(nullptr), dk_.data(), a.ln1.data(), lw.wk, N, d, m.kv_dim());
-    linear_backward(dln_.data(), true, gw.wv, static_cast<T*>(nullptr), dv_.data(), a.ln1.data(), lw.wv, N, d, m.kv_dim());
+    // One product for wq|wk|wv (adjacent in both buffers).
+    linear_backward(dln_.data(), false, gw.wq, static_cast<T*>(nullptr), dq, a.ln1.data(), lw.wq, N, d, qkv_dim);
     if (classic) layernorm_backward(dres_.data(), gw.attn_norm, gw.attn_norm_b, dln_.data(), x, lw.attn_norm, a.ln1_mean.data(), a.ln1_rstd.data(), N, d);
     else rmsnorm_backward(dres_.data(), gw.attn_norm, dln_.data(), x, lw.attn_norm, a.ln1_rstd.data(), N, d);
   }
@@ -567,7 +584,6 @@ void Model<T>::moe_backward(int l, int N, T* dln2) {
   LayerActs& a = acts_[static_cast<size_t>(l)];
   const LayerWeights<T>& lw = w_.layers[static_cast<size_t>(l)];
   LayerWeights<T>& gw = g_.layers[static_cast<size_t>(l)];
-  const int S = a.expert_offset[static_cast<size_t>(E)];
   const T* dmoe = dres_.data();
 
   // Combine backward: d(expert output) = gate * dmoe; d gate = <dmoe, expert output>.
@@ -590,8 +606,11 @@ void Model<T>::moe_backward(int l, int N, T* dln2) {
     }
   }
 
-  // Experts.
-  for (int e = 0; e < E; ++e) {
+  // Experts, concurrently as in the forward pass.
+  const std::vector<int> by_load = experts_by_load(a.expert_offset, E);
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int i = 0; i < E; ++i) {
+    const int e = by_load[static_cast<size_t>(i)];
     const int o = a.expert_offset[static_cast<size_t>(e)], rows = a.expert_offset[static_cast<size_t>(e + 1)] - o;
     const ExpertWeights<T>& ew = lw.experts[static_cast<size_t>(e)];
     ExpertWeights<T>& eg = gw.experts[static_cast<size_t>(e)];
@@ -626,7 +645,6 @@ void Model<T>::moe_backward(int l, int N, T* dln2) {
       linear_backward(dxin, true, eg.w3, static_cast<T*>(nullptr), du, xin, ew.w3, rows, d, F);
     }
   }
-  (void)S;
 
   // Scatter the experts' input gradients back to their tokens.
 #pragma omp parallel for schedule(static)

@@ -115,7 +115,7 @@ class Model {
   std::vector<T> lnf_, lnf_mean_, lnf_rstd_, logits_, probs_;
   std::vector<double> token_losses_;
   // backward scratch
-  std::vector<T> dres_, dln_, dq_, dk_, dv_, datt_, dproj_, dlogits_;
+  std::vector<T> dres_, dln_, dqkv_, datt_, dproj_, dlogits_;
   std::vector<T> d_slot_d_, d_slot_f_, d_slot_f2_, d_slot_in_;
   std::vector<T> dgate_, dnoisy_, drouter_, dnoise_;
 };

@@ -10,6 +10,7 @@
 #include <omp.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -284,6 +285,13 @@ int main(int argc, char** argv) {
         std::fflush(stdout);
       }
       if (done % c.checkpoint_interval == 0 || done == c.steps) {
+        // A diverging update can leave infinite weights before the loss shows it: such a
+        // state must not replace the last good one.
+        if (!std::all_of(model.params.begin(), model.params.end(), [](float v) { return std::isfinite(v); })) {
+          std::fprintf(stderr, "moe_train: the weights became infinite or NaN at step %d: stopping. The last good state is %s (step %d); "
+                               "lower --lr or set --grad-clip, then --resume.\n", done, state_path.c_str(), last_saved);
+          return 1;
+        }
         save_train_state(state_path, TrainState{c, vocab, done, model.params, opt.m, opt.v});
         export_model(dir, c, vocab, model.table(), model.params);
         last_saved = done;

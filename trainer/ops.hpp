@@ -177,7 +177,8 @@ void rope_backward(T* dx, int N, int T_len, int n_heads, int head_dim, long stri
 
 struct AttentionShape {
   int B, T, H, KVH, hd;
-  long q_stride, kv_stride;  // row strides of q and of k/v
+  long q_stride, kv_stride;  // row strides of q and of k/v (one fused q|k|v buffer: equal)
+  long out_stride;           // row stride of the output (and its gradient)
   float scale;
 };
 
@@ -204,7 +205,7 @@ void attention_forward(T* out, T* att, const T* mask, const T* q, const T* k, co
         for (int u = 0; u <= t; ++u) z += (a[u] = std::exp(a[u] - m));
         for (int u = 0; u <= t; ++u) a[u] /= z;
         for (int u = t + 1; u < s.T; ++u) a[u] = 0;
-        T* o = out + static_cast<long>(b * s.T + t) * s.q_stride + h * s.hd;
+        T* o = out + static_cast<long>(b * s.T + t) * s.out_stride + h * s.hd;
         for (int i = 0; i < s.hd; ++i) o[i] = 0;
         for (int u = 0; u <= t; ++u) {
           const T p = mask ? a[u] * mask[a - att + u] : a[u];
@@ -235,7 +236,7 @@ void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* att, const 
         for (int t = 0; t < s.T; ++t) {
           const T* a = att + ((static_cast<long>(b) * s.H + h) * s.T + t) * s.T;
           const T* mk = mask ? mask + (a - att) : nullptr;
-          const T* dot_ = dout + static_cast<long>(b * s.T + t) * s.q_stride + h * s.hd;
+          const T* dot_ = dout + static_cast<long>(b * s.T + t) * s.out_stride + h * s.hd;
           const T* qt = q + static_cast<long>(b * s.T + t) * s.q_stride + h * s.hd;
           T sum = 0;
           for (int u = 0; u <= t; ++u) {

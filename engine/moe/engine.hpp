@@ -22,8 +22,8 @@
 // a window of T tokens each expert takes at most int(T*k/E*factor) tokens, earliest
 // first. That limit grows with T, so appending a token changes earlier tokens' states:
 // the KV cache cannot be reused, and every prefill/decode re-encodes the whole window,
-// as the reference does. Convert with --capacity-factor 0 to trade that exactness for
-// KV-cache speed.
+// as the reference does. (--capacity-factor 0 at conversion drops the rule; it helps only
+// within the first max_context tokens, after which the classic family re-encodes anyway.)
 #pragma once
 
 #include <cstdint>
