@@ -139,6 +139,11 @@ TEST(TrainerCli, ClearErrors) {
   std::ofstream(tmp / "other.txt", std::ios::binary) << text;
   expect(run({kTrain, "--data", (tmp / "other.txt").string(), "--out", (tmp / "run").string(), "--resume", "--steps", "20"}),
          "corpus character '\xc3\xa9' (U+00E9) at line");
+  // So does starting from a checkpoint's weights; with the corpus it knows, it trains on.
+  expect(run({kTrain, "--data", (tmp / "other.txt").string(), "--out", (tmp / "next").string(), "--preset", "tiny", "--init-from",
+              (tmp / "run").string()}),
+         "corpus character '\xc3\xa9' (U+00E9) at line");
+  EXPECT_EQ(run(train_args(tmp / "next", {"--init-from", (tmp / "run").string(), "--steps", "5"})).code, 0);
 }
 
 TEST(TrainerCli, DivergenceStopsAndKeepsTheLastGoodState) {

@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "converter/checkpoint.hpp"
 #include "converter/convert_error.hpp"
 #include "trainer/checkpoint_io.hpp"
 #include "trainer/data.hpp"
@@ -196,7 +197,13 @@ int main(int argc, char** argv) {
     if (ckpt_opt->count()) c.checkpoint_interval = o.checkpoint_interval;
     if (log_opt->count()) c.log_interval = o.log_interval;
 
-    const Corpus corpus = load_corpus(data, resume ? &vocab : nullptr);
+    // Continuing from weights (--resume, --init-from) keeps their vocabulary: the corpus
+    // must not bring characters the embedding table has no row for.
+    if (!resume && !init_from.empty()) {
+      vocab = convert::open_checkpoint(init_from).chars;
+      if (vocab.empty()) throw convert::ConvertError("--init-from '" + init_from + "' has no char tokenizer.json");
+    }
+    const Corpus corpus = load_corpus(data, vocab.empty() ? nullptr : &vocab);
     vocab = corpus.vocab;
     c.model.vocab_size = static_cast<int>(vocab.size());
     if (const std::string why = c.problem(); !why.empty()) throw convert::ConvertError("cannot train this config: " + why);

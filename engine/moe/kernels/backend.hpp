@@ -14,13 +14,14 @@
 
 #if !defined(MOE_FORCE_SCALAR) && (defined(__SSE2__) || defined(__ARM_NEON))
 #define MOE_SIMD 1
-// GCC 12 reports false -Wmaybe-uninitialized inside the AVX-512 intrinsics headers
-// (they build registers from deliberately undefined values). The warning state is
-// tied to source locations, so silencing it around the first inclusion of those
-// headers silences exactly them.
+// GCC 12 reports false -Wmaybe-uninitialized (-O2) and -Wuninitialized (-O1) inside the
+// AVX-512 intrinsics headers (they build registers from deliberately undefined values).
+// The warning state is tied to source locations, so silencing it around the first
+// inclusion of those headers silences exactly them.
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
 #if defined(__SSE2__)
 #include <immintrin.h>
