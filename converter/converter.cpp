@@ -8,6 +8,7 @@
 #include "moe/crc32c.hpp"
 #include "moe/model_file.hpp"
 #include "moe_model_generated.h"
+#include "tools/grouped.hpp"
 
 #ifndef MOE_VERSION
 #define MOE_VERSION "dev"
@@ -162,32 +163,24 @@ Conversion convert_checkpoint(const std::filesystem::path& dir, const ConvertOpt
 std::string format_report(const Conversion& c) {
   std::string s;
   char line[256];
-  auto grouped = [](size_t v) {
-    std::string digits = std::to_string(v), out;
-    for (size_t i = 0; i < digits.size(); ++i) {
-      if (i > 0 && (digits.size() - i) % 3 == 0) out += ',';
-      out += digits[i];
-    }
-    return out;
-  };
   const double total = static_cast<double>(c.bytes.size());
   std::snprintf(line, sizeof line, "%-22s %-6s %8s %14s %7s\n", "tensor class", "dtype", "tensors", "bytes", "share");
   s += line;
   size_t payload = 0, f32 = 0;
   for (const ClassReport& r : c.classes) {
     std::snprintf(line, sizeof line, "%-22s %-6s %8d %14s %6.1f%%\n", class_name(r.klass), dtype_name(r.dtype), r.tensors,
-                  grouped(r.bytes).c_str(), 100.0 * static_cast<double>(r.bytes) / total);
+                  tools::grouped(static_cast<long long>(r.bytes)).c_str(), 100.0 * static_cast<double>(r.bytes) / total);
     s += line;
     payload += r.bytes;
     f32 += r.f32_bytes;
   }
   const size_t other = c.bytes.size() - std::min(payload, c.bytes.size());
-  std::snprintf(line, sizeof line, "%-22s %-6s %8s %14s %6.1f%%\n", "metadata+alignment", "", "", grouped(other).c_str(),
+  std::snprintf(line, sizeof line, "%-22s %-6s %8s %14s %6.1f%%\n", "metadata+alignment", "", "", tools::grouped(static_cast<long long>(other)).c_str(),
                 100.0 * static_cast<double>(other) / total);
   s += line;
-  std::snprintf(line, sizeof line, "%-22s %-6s %8s %14s %6.1f%%\n", "total", "", "", grouped(c.bytes.size()).c_str(), 100.0);
+  std::snprintf(line, sizeof line, "%-22s %-6s %8s %14s %6.1f%%\n", "total", "", "", tools::grouped(static_cast<long long>(c.bytes.size())).c_str(), 100.0);
   s += line;
-  std::snprintf(line, sizeof line, "compression vs fp32 weights (%s bytes): %.2fx\n", grouped(f32).c_str(),
+  std::snprintf(line, sizeof line, "compression vs fp32 weights (%s bytes): %.2fx\n", tools::grouped(static_cast<long long>(f32)).c_str(),
                 static_cast<double>(f32) / total);
   s += line;
   return s;

@@ -8,6 +8,7 @@
 #include "converter/atomic_file.hpp"
 #include "converter/convert_error.hpp"
 #include "converter/converter.hpp"
+#include "tools/cli_support.hpp"
 #include "tools/compiled_models.hpp"
 
 int main(int argc, char** argv) {
@@ -30,12 +31,7 @@ int main(int argc, char** argv) {
                  "position table is full, but the model no longer computes what it was trained to)")
       ->check(CLI::NonNegativeNumber);
   app.add_flag("-q,--quiet", quiet, "print nothing but errors");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    const int code = app.exit(e);
-    return code == 0 ? 0 : 2;
-  }
+  if (const int code = moe::tools::parse_command_line(app, argc, argv); code >= 0) return code;
   try {
     options.recipe.experts = moe::convert::parse_dtype(experts, "--experts");
     options.recipe.attention = moe::convert::parse_dtype(attention, "--attention");

@@ -2,10 +2,7 @@
 // checkpoint that moe_convert and moe_infer take as is; --resume continues bit-exactly;
 // the thread count does not change results; bad input and a diverging run stop with a
 // clear message and keep the last good state.
-#include <fcntl.h>
 #include <gtest/gtest.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <fstream>
 #include <sstream>
@@ -17,36 +14,9 @@
 namespace moe {
 namespace {
 
-struct Result {
-  int code = -1;
-  std::string out, err;
-};
-
-std::string slurp(const std::filesystem::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-Result run(std::vector<std::string> args) {
-  test::TempDir tmp;
-  const auto out = tmp / "out", err = tmp / "err";
-  const pid_t pid = fork();
-  if (pid == 0) {
-    const int o = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644), e = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    dup2(o, 1);
-    dup2(e, 2);
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    execv(argv[0], argv.data());
-    _exit(127);
-  }
-  int status = 0;
-  waitpid(pid, &status, 0);
-  return Result{WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), slurp(out), slurp(err)};
-}
+using Result = test::ProgramResult;
+const auto run = test::run_program;
+const auto slurp = test::read_file;
 
 const std::string kTrain = MOE_TRAIN_PATH, kConvert = MOE_CONVERT_PATH, kInfer = MOE_INFER_PATH;
 const std::string kData = (test::source_dir() / "data" / "tinyshakespeare.txt").string();

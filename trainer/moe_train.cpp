@@ -23,21 +23,14 @@
 #include "trainer/model.hpp"
 #include "trainer/optimizer.hpp"
 #include "trainer/report.hpp"
+#include "tools/cli_support.hpp"
 
 namespace {
 
 using namespace moe;
 using namespace moe::train;
 using Clock = std::chrono::steady_clock;
-
-std::string grouped(long long v) {
-  std::string digits = std::to_string(v), out;
-  for (size_t i = 0; i < digits.size(); ++i) {
-    if (i > 0 && (digits.size() - i) % 3 == 0) out += ',';
-    out += digits[i];
-  }
-  return out;
-}
+using moe::tools::grouped;
 
 std::string duration(double seconds) {
   char buf[32];
@@ -133,12 +126,7 @@ int main(int argc, char** argv) {
   auto* eval_opt = app.add_option("--eval-interval", o.eval_interval, "evaluate every N steps");
   auto* ckpt_opt = app.add_option("--checkpoint-interval", o.checkpoint_interval, "save train_state.bin every N steps");
   auto* log_opt = app.add_option("--log-interval", o.log_interval, "print progress every N steps");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    const int code = app.exit(e);
-    return code == 0 ? 0 : 2;
-  }
+  if (const int code = moe::tools::parse_command_line(app, argc, argv); code >= 0) return code;
 
   try {
     const std::filesystem::path dir(out);

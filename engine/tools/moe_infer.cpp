@@ -16,6 +16,7 @@
 #include "moe/model_file.hpp"
 #include "moe/sampler.hpp"
 #include "platform/mapped_file.hpp"
+#include "tools/cli_support.hpp"
 #include "tools/compiled_models.hpp"
 
 namespace {
@@ -55,15 +56,6 @@ bool parse_ids(const std::string& text, std::vector<int32_t>& out, std::string& 
     at = comma + 1;
   }
   return true;
-}
-
-std::string grouped(long long v) {
-  std::string digits = std::to_string(v), out;
-  for (size_t i = 0; i < digits.size(); ++i) {
-    if (i > 0 && (digits.size() - i) % 3 == 0) out += ',';
-    out += digits[i];
-  }
-  return out;
 }
 
 template <moe::ModelConfig C>
@@ -130,9 +122,9 @@ struct Generate {
                    "engine RAM %s B | model %s B | active params/token %s of %s | kernels %s | config %s\n",
                    prompt.size(), prompt_s * 1e3, static_cast<double>(prompt.size()) / prompt_s, generated, gen_s * 1e3,
                    generated / gen_s, gen_s * 1e3 / (generated ? generated : 1),
-                   grouped(static_cast<long long>(sizeof(EngineT) + sizeof(*sampler))).c_str(),
-                   grouped(static_cast<long long>(file.size_bytes())).c_str(), grouped(EngineT::active_params()).c_str(),
-                   grouped(moe::total_params(C)).c_str(),
+                   moe::tools::grouped(static_cast<long long>(sizeof(EngineT) + sizeof(*sampler))).c_str(),
+                   moe::tools::grouped(static_cast<long long>(file.size_bytes())).c_str(), moe::tools::grouped(EngineT::active_params()).c_str(),
+                   moe::tools::grouped(moe::total_params(C)).c_str(),
 #if MOE_SIMD
                    moe::kernels::simd::arch_name(),
 #else
@@ -162,12 +154,7 @@ int main(int argc, char** argv) {
   app.add_flag("!--no-echo", o.echo, "do not print the prompt before the continuation");
   app.add_flag("!--no-verify", o.verify, "skip the CRC-32C check of the weights at load");
   app.add_flag("--list-configs", list, "print the model configs this build supports");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    const int code = app.exit(e);
-    return code == 0 ? 0 : 2;
-  }
+  if (const int code = moe::tools::parse_command_line(app, argc, argv); code >= 0) return code;
   if (list) {
     std::printf("%s\n", moe::tools::compiled_config_list("\n").c_str());
     return 0;

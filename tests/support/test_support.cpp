@@ -1,5 +1,9 @@
 #include "support/test_support.hpp"
 
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -71,6 +75,32 @@ void copy_dir(const std::filesystem::path& from, const std::filesystem::path& to
     std::filesystem::copy_file(entry.path(), dest, std::filesystem::copy_options::overwrite_existing);
     std::filesystem::permissions(dest, std::filesystem::perms::owner_write, std::filesystem::perm_options::add);
   }
+}
+
+std::string read_file(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+ProgramResult run_program(std::vector<std::string> args) {
+  TempDir tmp;
+  const auto out = tmp / "out", err = tmp / "err";
+  const pid_t pid = fork();
+  if (pid == 0) {
+    const int o = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644), e = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    dup2(o, 1);
+    dup2(e, 2);
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return ProgramResult{WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), read_file(out), read_file(err)};
 }
 
 std::string shakespeare_text() {

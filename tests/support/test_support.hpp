@@ -65,6 +65,14 @@ class TempDir {
 // Copies a fixture checkpoint into a fresh temp dir (for tests that modify it).
 void copy_dir(const std::filesystem::path& from, const std::filesystem::path& to);
 
+// Runs a program (argv[0] a path) and collects its exit code and output.
+struct ProgramResult {
+  int code = -1;  // exit status, or 128 + signal
+  std::string out, err;
+};
+ProgramResult run_program(std::vector<std::string> argv);
+std::string read_file(const std::filesystem::path& path);
+
 // The tiny Shakespeare corpus shipped with the project, and makeMoE's split.
 std::string shakespeare_text();
 std::string shakespeare_val_split();  // the last 10% of characters

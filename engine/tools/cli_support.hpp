@@ -1,0 +1,21 @@
+// Small pieces every command-line tool shares (moe_infer, moe_convert, moe_train).
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include "tools/grouped.hpp"
+
+namespace moe::tools {
+
+// Parses the command line. Returns -1 to go on, or the exit code: 0 after --help, 2 for
+// a usage error (CLI11 has printed the message).
+inline int parse_command_line(CLI::App& app, int argc, char** argv) {
+  try {
+    app.parse(argc, argv);
+    return -1;
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+}
+
+}  // namespace moe::tools
