@@ -1,4 +1,33 @@
 # Every dependency comes from a Debian 12 package (scripts/install-deps.sh installs them).
+# Host builds use their CMake packages. Cross builds cannot (with PACKAGE ONLY the host's
+# packages vanish): the header-only libraries become plain INTERFACE targets (the cross
+# compilers search /usr/include last, so their headers are found), GoogleTest is built
+# from Debian's sources, and flatc is the host's program.
+
+if(CMAKE_CROSSCOMPILING)
+  foreach(lib xsimd flatbuffers::flatbuffers nlohmann_json::nlohmann_json CLI11::CLI11)
+    string(MAKE_C_IDENTIFIER "moe_dep_${lib}" name)
+    add_library(${name} INTERFACE)
+    add_library(${lib} ALIAS ${name})
+  endforeach()
+  if(MOE_BARE_METAL)
+    # arm-none-eabi does not search /usr/include: give it the FlatBuffers headers alone
+    # (an -isystem of /usr/include would bring the host's libc headers).
+    set(include_dir ${CMAKE_BINARY_DIR}/cross-include)
+    file(MAKE_DIRECTORY ${include_dir})
+    file(CREATE_LINK /usr/include/flatbuffers ${include_dir}/flatbuffers SYMBOLIC)
+    target_include_directories(moe_dep_flatbuffers__flatbuffers SYSTEM INTERFACE ${include_dir})
+  endif()
+  find_program(MOE_FLATC flatc)
+  if(MOE_BUILD_TESTS)
+    set(INSTALL_GTEST OFF CACHE BOOL "" FORCE)
+    set(BUILD_GMOCK OFF CACHE BOOL "" FORCE)
+    add_subdirectory(/usr/src/googletest ${CMAKE_BINARY_DIR}/googletest EXCLUDE_FROM_ALL)
+    # googletest 1.12 defines the GTest::gtest and GTest::gtest_main aliases itself.
+    include(GoogleTest)
+  endif()
+  return()
+endif()
 
 # libxsimd-dev 8.1: its CMake target links -lxtl; give it the xtl target it expects.
 find_package(xtl CONFIG QUIET)

@@ -1,11 +1,10 @@
 // The engine never allocates. This binary replaces malloc and friends (glibc allows it:
-// libstdc++'s operator new comes here too) with counting versions, converts models with
-// the real moe_convert, and counts every allocation from opening the .moe buffer through
-// long generations with sampling, window slides and expert-capacity re-encodes, error
-// paths included. Built without sanitizers: ASan brings its own malloc.
+// libstdc++'s operator new comes here too) with counting versions, converts the fixtures
+// to .moe files, maps them, and counts every allocation from opening the mapped buffer
+// through long generations with sampling, window slides and expert-capacity re-encodes,
+// error paths included. Built without sanitizers: ASan brings its own malloc.
 #include <gtest/gtest.h>
 #include <stdlib.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -15,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include "converter/atomic_file.hpp"
+#include "converter/converter.hpp"
 #include "moe/engine.hpp"
 #include "moe/generate.hpp"
 #include "moe/model_file.hpp"
@@ -75,23 +76,15 @@ Engine<kMixtral> g_mixtral;
 Engine<kMakemoe> g_makemoe;
 Engine<kMakemoe, kernels::Scalar> g_makemoe_scalar;
 
-std::filesystem::path convert_fixture(const char* fixture, const char* out_name, std::vector<const char*> extra = {}) {
+// The fixture converted (moe_convert's library), written to a file that is then mapped.
+std::filesystem::path convert_fixture(const char* fixture, const char* out_name, double capacity_factor = -1.,
+                                      DType experts = DType::i8) {
   const auto out = std::filesystem::temp_directory_path() / (std::string("moe_zero_alloc_") + std::to_string(getpid()) + out_name);
-  std::vector<const char*> argv = {MOE_CONVERT_PATH, nullptr, "-o", nullptr, "-q"};
-  const std::string in = std::string(MOE_SOURCE_DIR) + "/tests/fixtures/" + fixture;
-  const std::string out_s = out.string();
-  argv[1] = in.c_str();
-  argv[3] = out_s.c_str();
-  for (const char* e : extra) argv.push_back(e);
-  argv.push_back(nullptr);
-  const pid_t pid = fork();
-  if (pid == 0) {
-    execv(argv[0], const_cast<char* const*>(argv.data()));
-    _exit(127);
-  }
-  int status = 0;
-  waitpid(pid, &status, 0);
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "moe_convert failed on " << fixture;
+  convert::ConvertOptions options;
+  options.capacity_factor = capacity_factor;
+  options.recipe.experts = experts;
+  const auto bytes = convert::convert_checkpoint(std::string(MOE_SOURCE_DIR) + "/tests/fixtures/" + fixture, options).bytes;
+  convert::write_file_atomically(out, bytes.data(), bytes.size());
   return out;
 }
 
@@ -151,7 +144,7 @@ TEST(ZeroAllocation, LlamaFamilyWholeGeneration) {
 TEST(ZeroAllocation, ClassicFamilyWithWindowSlidesAndCapacity) {
   const auto model = convert_fixture("makemoe-tiny", "mk.moe");
   EXPECT_EQ(allocations_over_a_generation(model, g_makemoe, {30, 27, 25, 17, 27, 10}, 1000, 2), 0);
-  const auto scalar = convert_fixture("makemoe-tiny", "mk0.moe", {"--capacity-factor", "0", "--experts", "fp16"});
+  const auto scalar = convert_fixture("makemoe-tiny", "mk0.moe", 0., DType::f16);
   EXPECT_EQ(allocations_over_a_generation(scalar, g_makemoe_scalar, {30, 27}, 1000, 2), 0);
 }
 

@@ -17,7 +17,7 @@ inline void silu_mul(Simd, float* gate, const float* up, int n) {
   using simd::fbatch, simd::W, simd::load;
   const fbatch one(1.f);
   int i = 0;
-  for (; i + W <= n; i += W) {
+  for (; i < simd::whole(n, W); i += W) {
     const fbatch g = load(gate + i);
     (g / (one + xsimd::exp(-g)) * load(up + i)).store_unaligned(gate + i);
   }

@@ -68,6 +68,11 @@ inline const char* arch_name() { return xsimd::default_arch::name(); }
 
 inline fbatch load(const float* p) { return fbatch::load_unaligned(p); }
 
+// Where the whole-vector part of n elements ends (a multiple of `step`). SIMD loops run
+// `for (i = 0; i < whole(n, W); i += W)`: GCC 12 on armv7 misreads the equivalent
+// `i + W <= n` form, once inlined with a known n, as a loop that may overflow.
+constexpr int whole(int n, int step) { return n - n % step; }
+
 // W int8 values -> W floats. xsimd 8.1's load_as<float>(int8*) converts lane by lane
 // (about 5x slower), so each target widens with its own instructions.
 inline fbatch load(const int8_t* p) {
@@ -97,7 +102,9 @@ inline fbatch load(const uint16_t* p) {
 #elif defined(__F16C__) && defined(__AVX__)
   static_assert(W == 8, "AVX build expects 8 float lanes");
   return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-#elif defined(__aarch64__)
+#elif defined(__aarch64__) || (defined(__ARM_NEON) && defined(__ARM_FP16_FORMAT_IEEE) && defined(__ARM_FP) && (__ARM_FP & 2))
+  // aarch64 always; armv7 with half-precision conversions (-mfpu=neon-vfpv4 or
+  // neon-fp16, and -mfp16-format=ieee).
   return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p)));
 #else
   alignas(64) float tmp[W];

@@ -32,13 +32,13 @@ template <class T>
 inline fbatch partial_dot(const T* w, const float* x, int n, float& tail) {
   fbatch a0(0.f), a1(0.f), a2(0.f), a3(0.f);
   int i = 0;
-  for (; i + 4 * W <= n; i += 4 * W) {
+  for (; i < simd::whole(n, 4 * W); i += 4 * W) {
     a0 = xsimd::fma(load(w + i), load(x + i), a0);
     a1 = xsimd::fma(load(w + i + W), load(x + i + W), a1);
     a2 = xsimd::fma(load(w + i + 2 * W), load(x + i + 2 * W), a2);
     a3 = xsimd::fma(load(w + i + 3 * W), load(x + i + 3 * W), a3);
   }
-  for (; i + W <= n; i += W) a0 = xsimd::fma(load(w + i), load(x + i), a0);
+  for (; i < simd::whole(n, W); i += W) a0 = xsimd::fma(load(w + i), load(x + i), a0);
   for (; i < n; ++i) tail += widen(w[i]) * x[i];
   return (a0 + a1) + (a2 + a3);
 }

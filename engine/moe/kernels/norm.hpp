@@ -32,12 +32,12 @@ inline void rmsnorm(Simd, const float* x, const float* w, int n, float eps, floa
   using simd::fbatch, simd::W, simd::load;
   fbatch acc(0.f);
   int i = 0;
-  for (; i + W <= n; i += W) acc = xsimd::fma(load(x + i), load(x + i), acc);
+  for (; i < simd::whole(n, W); i += W) acc = xsimd::fma(load(x + i), load(x + i), acc);
   float ss = xsimd::hadd(acc);
   for (; i < n; ++i) ss += x[i] * x[i];
   const float inv = 1.f / std::sqrt(ss / static_cast<float>(n) + eps);
   const fbatch vinv(inv);
-  for (i = 0; i + W <= n; i += W) (load(w + i) * (load(x + i) * vinv)).store_unaligned(out + i);
+  for (i = 0; i < simd::whole(n, W); i += W) (load(w + i) * (load(x + i) * vinv)).store_unaligned(out + i);
   for (; i < n; ++i) out[i] = w[i] * (x[i] * inv);
 }
 
@@ -45,13 +45,13 @@ inline void layernorm(Simd, const float* x, const float* w, const float* b, int 
   using simd::fbatch, simd::W, simd::load;
   fbatch acc(0.f);
   int i = 0;
-  for (; i + W <= n; i += W) acc += load(x + i);
+  for (; i < simd::whole(n, W); i += W) acc += load(x + i);
   float mean = xsimd::hadd(acc);
   for (; i < n; ++i) mean += x[i];
   mean /= static_cast<float>(n);
   const fbatch vmean(mean);
   acc = fbatch(0.f);
-  for (i = 0; i + W <= n; i += W) {
+  for (i = 0; i < simd::whole(n, W); i += W) {
     const fbatch d = load(x + i) - vmean;
     acc = xsimd::fma(d, d, acc);
   }
@@ -59,7 +59,7 @@ inline void layernorm(Simd, const float* x, const float* w, const float* b, int 
   for (; i < n; ++i) var += (x[i] - mean) * (x[i] - mean);
   const float inv = 1.f / std::sqrt(var / static_cast<float>(n) + eps);
   const fbatch vinv(inv);
-  for (i = 0; i + W <= n; i += W)
+  for (i = 0; i < simd::whole(n, W); i += W)
     xsimd::fma((load(x + i) - vmean) * vinv, load(w + i), load(b + i)).store_unaligned(out + i);
   for (; i < n; ++i) out[i] = (x[i] - mean) * inv * w[i] + b[i];
 }

@@ -41,7 +41,7 @@ inline void rope(Simd, float* x, int n_heads, int head_dim, const float* cos, co
   for (int h = 0; h < n_heads; ++h) {
     float* v = x + h * head_dim;
     int i = 0;
-    for (; i + W <= half; i += W) {
+    for (; i < simd::whole(half, W); i += W) {
       const fbatch a = load(v + i), b = load(v + i + half), c = load(cos + i), s = load(sin + i);
       xsimd::fms(a, c, b * s).store_unaligned(v + i);
       xsimd::fma(b, c, a * s).store_unaligned(v + i + half);

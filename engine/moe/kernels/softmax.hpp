@@ -26,13 +26,13 @@ inline void softmax(Simd, float* x, int n) {
   int i = 0;
   if (n >= W) {
     fbatch vm = load(x);
-    for (i = W; i + W <= n; i += W) vm = xsimd::max(vm, load(x + i));
+    for (i = W; i < simd::whole(n, W); i += W) vm = xsimd::max(vm, load(x + i));
     m = simd::hmax(vm);
   }
   for (; i < n; ++i) m = x[i] > m ? x[i] : m;
   const fbatch vmax(m);
   fbatch vsum(0.f);
-  for (i = 0; i + W <= n; i += W) {
+  for (i = 0; i < simd::whole(n, W); i += W) {
     const fbatch e = xsimd::exp(load(x + i) - vmax);
     e.store_unaligned(x + i);
     vsum += e;
@@ -44,7 +44,7 @@ inline void softmax(Simd, float* x, int n) {
   }
   const float inv = 1.f / sum;
   const fbatch vinv(inv);
-  for (i = 0; i + W <= n; i += W) (load(x + i) * vinv).store_unaligned(x + i);
+  for (i = 0; i < simd::whole(n, W); i += W) (load(x + i) * vinv).store_unaligned(x + i);
   for (; i < n; ++i) x[i] *= inv;
 }
 #endif

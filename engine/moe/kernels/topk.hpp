@@ -37,7 +37,7 @@ inline void topk(Simd, const float* x, int n, int k, int* idx, float* val) {
     // Mask earlier picks by comparing indices (x itself is never written).
     fbatch vmax(kNegInf);
     int i = 0;
-    for (; i + W <= n; i += W) {
+    for (; i < simd::whole(n, W); i += W) {
       fbatch v = load(x + i);
       const fbatch ids = lane_index + fbatch(static_cast<float>(i));
       for (int p = 0; p < j; ++p) v = xsimd::select(ids == fbatch(static_cast<float>(idx[p])), fbatch(kNegInf), v);
@@ -47,7 +47,7 @@ inline void topk(Simd, const float* x, int n, int k, int* idx, float* val) {
     for (; i < n; ++i)
       if (!taken(i, j) && x[i] > m) m = x[i];
     fbatch vfirst(static_cast<float>(n));
-    for (i = 0; i + W <= n; i += W) {
+    for (i = 0; i < simd::whole(n, W); i += W) {
       const fbatch ids = lane_index + fbatch(static_cast<float>(i));
       fbatch hit = xsimd::select(load(x + i) == fbatch(m), ids, fbatch(static_cast<float>(n)));
       for (int p = 0; p < j; ++p) hit = xsimd::select(ids == fbatch(static_cast<float>(idx[p])), fbatch(static_cast<float>(n)), hit);
