@@ -14,6 +14,7 @@ separate_arguments(MOE_ARCH_LIST UNIX_COMMAND "${MOE_ARCH_FLAGS}")
 
 add_library(moe_flags_nosan INTERFACE)
 target_compile_options(moe_flags_nosan INTERFACE ${MOE_WARNINGS} ${MOE_ARCH_LIST})
+target_link_options(moe_flags_nosan INTERFACE ${MOE_ARCH_LIST})  # bare metal: selects the hard-float multilib
 target_compile_definitions(moe_flags_nosan INTERFACE ${MOE_COMMON_DEFINITIONS})
 
 add_library(moe_flags INTERFACE)

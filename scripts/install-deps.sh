@@ -1,15 +1,25 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages moe-edge builds and tests with. Installs only what is
 # missing; uses sudo when not run as root.
+#   ./scripts/install-deps.sh          host build: compilers, libraries, test tools
+#   ./scripts/install-deps.sh cross    also the ARM toolchains and qemu (the ARM suites)
 set -euo pipefail
 
 packages=(
   build-essential cmake ninja-build
   libxsimd-dev xtl-dev                             # SIMD (xsimd 8.1)
   flatbuffers-compiler libflatbuffers-dev          # the .moe format (FlatBuffers 2.0.8)
-  libgtest-dev libbenchmark-dev                    # tests and benchmarks
+  libgtest-dev googletest libbenchmark-dev         # tests (and GoogleTest's sources, for ARM) and benchmarks
   nlohmann-json3-dev libcli11-dev                  # tools: JSON, command lines
 )
+if [ "${1:-}" = "cross" ]; then
+  packages+=(
+    g++-aarch64-linux-gnu g++-arm-linux-gnueabihf  # ARM Linux cross compilers
+    gcc-arm-none-eabi libnewlib-arm-none-eabi      # bare-metal Cortex-M
+    libstdc++-arm-none-eabi-newlib                 # (only a Recommends of the above: named here)
+    qemu-user qemu-system-arm                      # running ARM binaries and firmware
+  )
+fi
 
 missing=()
 for p in "${packages[@]}"; do

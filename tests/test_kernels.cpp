@@ -14,6 +14,7 @@
 #include "moe/kernels/activation.hpp"
 #include "moe/kernels/attention.hpp"
 #include "moe/kernels/linear.hpp"
+#include "moe/kernels/linear_q8.hpp"
 #include "moe/kernels/norm.hpp"
 #include "moe/kernels/rope.hpp"
 #include "moe/kernels/softmax.hpp"
@@ -248,6 +249,48 @@ TEST(ScalarKernels, SoftmaxTopkAttentionRopeMatchDefinitions) {
   }
 }
 
+// ---- int8 x int8 (the integer dot-product path) ------------------------------------------
+
+TEST(Int8Activations, QuantizationErrorIsAtMostHalfAStep) {
+  std::mt19937 rng(21);
+  const int n = 3, cols = 96;
+  auto x = random_vector(n * cols, rng, 3.f);
+  for (int i = 0; i < 32; ++i) x[static_cast<size_t>(32 + i)] = 0.f;  // an all-zero block
+  std::vector<int8_t> q(x.size());
+  std::vector<float> s(static_cast<size_t>(n * cols / kernels::kActBlock));
+  kernels::quantize_activations(x.data(), n, cols, q.data(), s.data());
+  EXPECT_EQ(s[1], 0.f);
+  for (size_t i = 0; i < x.size(); ++i) {
+    const float scale = s[i / kernels::kActBlock];
+    EXPECT_LE(std::fabs(q[i] * scale - x[i]), scale * 0.5f + 1e-6f) << i;
+  }
+}
+
+// linear_q8 equals the product of the dequantized operands: the integer sums are exact.
+TEST(Int8Activations, LinearQ8EqualsDequantizedProduct) {
+  std::mt19937 rng(22);
+  for (int group : {64, 32, 128}) {
+    const int rows = 9, cols = 128, n = 3;
+    TestMatrix t = make_matrix(rows, cols, DType::i8, group, rng);
+    ASSERT_TRUE(kernels::q8_eligible(t.m));
+    const auto x = random_vector(n * cols, rng);
+    std::vector<int8_t> q(x.size());
+    std::vector<float> s(static_cast<size_t>(n * cols / kernels::kActBlock)), y(static_cast<size_t>(n * rows));
+    kernels::quantize_activations(x.data(), n, cols, q.data(), s.data());
+    kernels::linear_q8(Scalar{}, t.m, q.data(), s.data(), n, y.data());
+    for (int tk = 0; tk < n; ++tk)
+      for (int r = 0; r < rows; ++r) {
+        double want = 0;
+        for (int c = 0; c < cols; ++c)
+          want += static_cast<double>(t.values[static_cast<size_t>(r * cols + c)]) * q[static_cast<size_t>(tk * cols + c)] *
+                  s[static_cast<size_t>((tk * cols + c) / kernels::kActBlock)];
+        EXPECT_NEAR(y[static_cast<size_t>(tk * rows + r)], want, 1e-5 * (1 + std::fabs(want))) << "group " << group;
+      }
+  }
+  TestMatrix odd = make_matrix(2, 48, DType::i8, 16, rng);
+  EXPECT_FALSE(kernels::q8_eligible(odd.m));  // 48 columns are not whole blocks
+}
+
 // ---- SIMD == scalar --------------------------------------------------------------------
 #if MOE_SIMD
 using kernels::Simd;
@@ -293,6 +336,23 @@ TEST(SimdEqualsScalar, Linear) {
     }
   }
 }
+
+#if defined(__ARM_FEATURE_DOTPROD)
+TEST(SimdEqualsScalar, LinearQ8BitExactWithDotprod) {
+  std::mt19937 rng(23);
+  for (int group : {256, 32, 64}) {
+    const int rows = 11, cols = 256, n = 4;
+    TestMatrix t = make_matrix(rows, cols, DType::i8, group, rng);
+    const auto x = random_vector(n * cols, rng);
+    std::vector<int8_t> q(x.size());
+    std::vector<float> s(static_cast<size_t>(n * cols / kernels::kActBlock)), a(static_cast<size_t>(n * rows)), b(a.size());
+    kernels::quantize_activations(x.data(), n, cols, q.data(), s.data());
+    kernels::linear_q8(Scalar{}, t.m, q.data(), s.data(), n, a.data());
+    kernels::linear_q8(Simd{}, t.m, q.data(), s.data(), n, b.data());
+    EXPECT_EQ(a, b) << "group " << group;
+  }
+}
+#endif
 
 TEST(SimdEqualsScalar, NormsSoftmaxActivation) {
   std::mt19937 rng(6);

@@ -3,11 +3,13 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <map>
 #include <string>
 #include <vector>
 
 #include "moe/config.hpp"
+#include "moe/format.hpp"
 #include "moe/model_layout.hpp"
 #include "moe/sampler.hpp"
 #include "moe/tokenizer.hpp"
@@ -134,6 +136,28 @@ TEST(CharTokenizer, EncodesDecodesAndNamesUnknownCharacters) {
   char buf[4];
   EXPECT_EQ(tok.decode(8, buf), 0);
   EXPECT_EQ(tok.decode(-1, buf), 0);
+}
+
+// ---- the engine's formatter (no libc printf: it would allocate on a microcontroller) -----
+
+TEST(Format, MatchesSnprintfOnWhatTheEngineUses) {
+  char got[128], want[128];
+  auto same = [&](int a, int b) {
+    EXPECT_EQ(a, b);
+    EXPECT_STREQ(got, want);
+  };
+  same(format(got, sizeof got, "%s-d%d-l%u %lu %x %X %02x %04X %08x %c %%", "llama", -42, 7u, 123456789ul, 0xbeefu, 0xbeefu, 5u, 10u,
+              0xdeadbeefu, 'z'),
+       std::snprintf(want, sizeof want, "%s-d%d-l%u %lu %x %X %02x %04X %08x %c %%", "llama", -42, 7u, 123456789ul, 0xbeefu, 0xbeefu, 5u, 10u,
+                     0xdeadbeefu, 'z'));
+  for (double v : {0.0, 1.0, -1.0, 0.5, 1e-5, 1.5e-4, 0.001, 3.14159265, 100.0, 99999.9, 123456.0, 1234567.0, 1e10, 6.02e23, -2.5e-7,
+                   10000.0, 1e6, 0.1, 2.9032})
+    same(format(got, sizeof got, "%g", v), std::snprintf(want, sizeof want, "%g", v));
+  same(format(got, sizeof got, "%g %g", NAN, -INFINITY), std::snprintf(want, sizeof want, "%g %g", NAN, -INFINITY));
+  // Truncation keeps a terminator and reports the full length, as snprintf.
+  const char* long_text = "truncated";
+  EXPECT_EQ(format(got, 5, "%s", long_text), 9);
+  EXPECT_STREQ(got, "trun");
 }
 
 // ---- config keys ------------------------------------------------------------------------

@@ -10,5 +10,6 @@ set(CMAKE_ASM_COMPILER arm-none-eabi-gcc)
 set(CMAKE_TRY_COMPILE_TARGET_TYPE STATIC_LIBRARY)
 set(MOE_ARCH_FLAGS "-mcpu=cortex-m4 -mthumb -mfpu=fpv4-sp-d16 -mfloat-abi=hard" CACHE STRING "target ISA flags")
 set(MOE_QEMU_MACHINE "mps2-an386" CACHE STRING "qemu-system-arm board the firmware runs on")
+set(MOE_FIRMWARE_LINKER_SCRIPT "mps2.ld" CACHE STRING "linker script in engine/firmware")
 # A fault would make qemu spin forever: every run is bounded.
 set(CMAKE_CROSSCOMPILING_EMULATOR "timeout;120;qemu-system-arm;-M;${MOE_QEMU_MACHINE};-nographic;-semihosting;-kernel")

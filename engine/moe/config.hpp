@@ -11,7 +11,8 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <cstdio>
+
+#include "moe/format.hpp"
 
 namespace moe {
 
@@ -117,7 +118,7 @@ consteval ModelConfig config_from_key(const char* key) {
 inline constexpr size_t kConfigKeyMax = 160;
 
 inline int format_config_key(const ModelConfig& c, char* buf, size_t n) {
-  return std::snprintf(buf, n, "%s-d%d-l%d-h%d-kv%d-hd%d-e%d-k%d-f%d-v%d-c%d",
+  return format(buf, n, "%s-d%d-l%d-h%d-kv%d-hd%d-e%d-k%d-f%d-v%d-c%d",
                        family_name(c.family), c.d_model, c.n_layers, c.n_heads, c.n_kv_heads,
                        c.head_dim, c.n_experts, c.top_k, c.expert_hidden, c.vocab_size,
                        c.max_context);

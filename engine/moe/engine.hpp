@@ -28,12 +28,14 @@
 
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "moe/config.hpp"
 #include "moe/error.hpp"
 #include "moe/kernels/activation.hpp"
 #include "moe/kernels/attention.hpp"
 #include "moe/kernels/linear.hpp"
+#include "moe/kernels/linear_q8.hpp"
 #include "moe/kernels/norm.hpp"
 #include "moe/kernels/rope.hpp"
 #include "moe/kernels/softmax.hpp"
@@ -253,6 +255,20 @@ class Engine {
     }
   }
 
+  // Every weight product of the engine. On targets with integer dot products (kInt8Dot)
+  // and for eligible int8 matrices, the activations are quantized into the engine's
+  // scratch and multiplied in int8; otherwise int8/f16 weights are widened to f32.
+  void linear(const Matrix& m, const float* x, int n, float* y) {
+    if constexpr (kernels::kInt8Dot && !std::is_same_v<K, kernels::Scalar>) {
+      if (kernels::q8_eligible(m)) {
+        kernels::quantize_activations(x, n, m.cols, act_q_, act_scale_);
+        kernels::linear_q8(K{}, m, act_q_, act_scale_, n, y);
+        return;
+      }
+    }
+    kernels::linear(K{}, m, x, n, y);
+  }
+
   void norm(const Vector& w, const Vector& b, const float* in, float* out) const {
     if constexpr (kClassic) kernels::layernorm(K{}, in, w.data, b.data, D, rt_.norm_eps, out);
     else kernels::rmsnorm(K{}, in, w.data, D, rt_.norm_eps, out);
@@ -264,9 +280,9 @@ class Engine {
     // Keys and values of the chunk go straight into their cache rows.
     float* keys = key_cache_[l][0];
     float* values = value_cache_[l][0];
-    kernels::linear(K{}, lw.wq, xn_[0], n, q_[0]);
-    kernels::linear(K{}, lw.wk, xn_[0], n, keys + static_cast<long>(p0) * KVD);
-    kernels::linear(K{}, lw.wv, xn_[0], n, values + static_cast<long>(p0) * KVD);
+    linear(lw.wq, xn_[0], n, q_[0]);
+    linear(lw.wk, xn_[0], n, keys + static_cast<long>(p0) * KVD);
+    linear(lw.wv, xn_[0], n, values + static_cast<long>(p0) * KVD);
     if constexpr (!kClassic) {
       for (int t = 0; t < n; ++t) {
         kernels::rope(K{}, q_[t], H, HD, rope_cos_[t], rope_sin_[t]);
@@ -282,7 +298,7 @@ class Engine {
                            rt_.attention_scale, scores_, attn_[t] + h * HD);
       }
     }
-    kernels::linear(K{}, lw.wo, attn_[0], n, delta_[0]);
+    linear(lw.wo, attn_[0], n, delta_[0]);
     for (int t = 0; t < n; ++t) {
       if constexpr (kClassic) kernels::add(delta_[t], lw.wo_bias.data, D);
       kernels::add(x_[t], delta_[t], D);
@@ -294,7 +310,7 @@ class Engine {
     for (int t = 0; t < n; ++t) norm(lw.ffn_norm, lw.ffn_norm_bias, x_[t], xn_[t]);
 
     // Route: each token picks top_k experts, weighted by a softmax over the k logits.
-    kernels::linear(K{}, lw.router, xn_[0], n, router_logits_[0]);
+    linear(lw.router, xn_[0], n, router_logits_[0]);
     for (int e = 0; e < E; ++e) expert_count_[e] = 0;
     for (int t = 0; t < n; ++t) {
       if constexpr (kClassic) kernels::add(router_logits_[t], lw.router_bias.data, E);
@@ -331,14 +347,14 @@ class Engine {
 
   // expert_out_[0, m) = expert(expert_in_[0, m)).
   void expert_ffn(const ExpertWeights& ew, int m) {
-    kernels::linear(K{}, ew.w1, expert_in_[0], m, hidden_[0]);
+    linear(ew.w1, expert_in_[0], m, hidden_[0]);
     if constexpr (kClassic) {
       for (int i = 0; i < m; ++i) kernels::bias_relu(hidden_[i], ew.b1.data, F);
     } else {
-      kernels::linear(K{}, ew.w3, expert_in_[0], m, up_[0]);
+      linear(ew.w3, expert_in_[0], m, up_[0]);
       for (int i = 0; i < m; ++i) kernels::silu_mul(K{}, hidden_[i], up_[i], F);
     }
-    kernels::linear(K{}, ew.w2, hidden_[0], m, expert_out_[0]);
+    linear(ew.w2, hidden_[0], m, expert_out_[0]);
     if constexpr (kClassic)
       for (int i = 0; i < m; ++i) kernels::add(expert_out_[i], ew.b2.data, D);
   }
@@ -346,7 +362,7 @@ class Engine {
   // Logits of chunk rows [t0, t0+rows) into out (rows x vocab).
   void output_head(int t0, int rows, float* out) {
     for (int t = t0; t < t0 + rows; ++t) norm(w_.final_norm, w_.final_norm_bias, x_[t], xn_[t]);
-    kernels::linear(K{}, w_.lm_head, xn_[t0], rows, out);
+    linear(w_.lm_head, xn_[t0], rows, out);
     if constexpr (kClassic)
       for (int r = 0; r < rows; ++r) kernels::add(out + static_cast<long>(r) * V, w_.lm_head_bias.data, V);
   }
@@ -380,6 +396,11 @@ class Engine {
   float up_[P][kUpRows] = {};
   float expert_out_[P][D] = {};
   float logits_[V] = {};
+  // Quantized activations for the int8 dot-product path (one element when unused).
+  static constexpr int kMaxCols = D > QD ? (D > F ? D : F) : (QD > F ? QD : F);
+  static constexpr int kActCols = kernels::kInt8Dot ? kMaxCols : 1;
+  int8_t act_q_[P * kActCols] = {};
+  float act_scale_[P * kActCols / kernels::kActBlock + 1] = {};
 };
 
 }  // namespace moe

@@ -3,7 +3,8 @@
 #pragma once
 
 #include <cstdarg>
-#include <cstdio>
+
+#include "moe/format.hpp"
 
 namespace moe {
 
@@ -38,7 +39,7 @@ struct [[nodiscard]] Error {
     e.code = code;
     va_list args;
     va_start(args, fmt);
-    std::vsnprintf(e.message, sizeof e.message, fmt, args);
+    vformat(e.message, sizeof e.message, fmt, args);
     va_end(args);
     return e;
   }

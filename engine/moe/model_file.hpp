@@ -127,8 +127,8 @@ inline Error check_config(const fb::Config* fc, ModelConfig& c, RuntimeParams& r
   rt.bos_token_id = fc->bos_token_id();
   rt.eos_token_id = fc->eos_token_id();
   if (rt.bos_token_id < -1 || rt.bos_token_id >= c.vocab_size || rt.eos_token_id < -1 || rt.eos_token_id >= c.vocab_size)
-    return Error::make(ErrorCode::corrupt, "bos/eos token id (%d/%d) outside the vocabulary of %d", rt.bos_token_id,
-                       rt.eos_token_id, c.vocab_size);
+    return Error::make(ErrorCode::corrupt, "bos/eos token id (%d/%d) outside the vocabulary of %d",
+                       static_cast<int>(rt.bos_token_id), static_cast<int>(rt.eos_token_id), c.vocab_size);
   return Error::none();
 }
 
@@ -139,11 +139,12 @@ inline Error check_tokenizer(const fb::Tokenizer* ft, const ModelConfig& c, Char
   const auto* chars = ft->chars();
   if (chars == nullptr || static_cast<int>(chars->size()) != c.vocab_size)
     return Error::make(ErrorCode::bad_tokenizer, "char tokenizer has %u characters, the config's vocabulary has %d",
-                       chars ? chars->size() : 0u, c.vocab_size);
+                       chars ? static_cast<unsigned>(chars->size()) : 0u, c.vocab_size);
   for (flatbuffers::uoffset_t i = 0; i < chars->size(); ++i) {
     const uint32_t cp = chars->Get(i);
     if (cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-      return Error::make(ErrorCode::bad_tokenizer, "tokenizer entry %u is not a Unicode code point (0x%X)", i, cp);
+      return Error::make(ErrorCode::bad_tokenizer, "tokenizer entry %u is not a Unicode code point (0x%X)",
+                         static_cast<unsigned>(i), static_cast<unsigned>(cp));
   }
   out = CharTokenizer(chars->data(), static_cast<int>(chars->size()));
   return Error::none();
@@ -151,61 +152,69 @@ inline Error check_tokenizer(const fb::Tokenizer* ft, const ModelConfig& c, Char
 
 inline Error check_tensor(const fb::Tensor* t, const TensorSpec& spec, int index, const uint8_t* base,
                           bool verify_checksums) {
-  char want[96];
-  describe_tensor(spec.role, spec.layer, spec.expert, want, sizeof want);
+  // The tensor's description, formatted only when there is an error to report.
+  char want_text[96];
+  auto want = [&] {
+    describe_tensor(spec.role, spec.layer, spec.expert, want_text, sizeof want_text);
+    return want_text;
+  };
   const char* name = t->name() ? t->name()->c_str() : "(unnamed)";
   if (static_cast<int>(t->role()) != static_cast<int>(spec.role) || t->layer() != spec.layer || t->expert() != spec.expert) {
     char got[96];
     describe_tensor(static_cast<TensorRole>(t->role()), t->layer(), t->expert(), got, sizeof got);
     return Error::make(ErrorCode::bad_tensor,
                        "tensor %d is '%s' (%s) but the layout of this config needs %s there: a tensor is missing or extra",
-                       index, name, got, want);
+                       index, name, got, want());
   }
   const auto dtype = t->dtype();
   if (dtype != fb::DType_F32 && dtype != fb::DType_F16 && dtype != fb::DType_I8)
-    return Error::make(ErrorCode::bad_tensor, "tensor '%s' (%s) has unknown dtype %d", name, want, static_cast<int>(dtype));
+    return Error::make(ErrorCode::bad_tensor, "tensor '%s' (%s) has unknown dtype %d", name, want(), static_cast<int>(dtype));
   if (spec.klass == TensorClass::f32_only && dtype != fb::DType_F32)
     return Error::make(ErrorCode::bad_tensor, "tensor '%s' (%s) must be f32 (norms, biases and routers are never quantized), found %s",
-                       name, want, dtype_name(static_cast<DType>(dtype)));
+                       name, want(), dtype_name(static_cast<DType>(dtype)));
   const auto* shape = t->shape();
   const uint32_t rows = static_cast<uint32_t>(spec.rows), cols = static_cast<uint32_t>(spec.cols);
   const bool shape_ok = shape != nullptr && (spec.is_matrix() ? shape->size() == 2 && shape->Get(0) == rows && shape->Get(1) == cols
                                                               : shape->size() == 1 && shape->Get(0) == rows);
   if (!shape_ok) {
     char found[48] = "none";
-    if (shape != nullptr && shape->size() == 1) std::snprintf(found, sizeof found, "[%u]", shape->Get(0));
-    if (shape != nullptr && shape->size() == 2) std::snprintf(found, sizeof found, "[%u, %u]", shape->Get(0), shape->Get(1));
-    if (shape != nullptr && shape->size() > 2) std::snprintf(found, sizeof found, "%u dimensions", shape->size());
+    if (shape != nullptr && shape->size() == 1) format(found, sizeof found, "[%u]", static_cast<unsigned>(shape->Get(0)));
+    if (shape != nullptr && shape->size() == 2) format(found, sizeof found, "[%u, %u]", static_cast<unsigned>(shape->Get(0)),
+                                                                     static_cast<unsigned>(shape->Get(1)));
+    if (shape != nullptr && shape->size() > 2) format(found, sizeof found, "%u dimensions", static_cast<unsigned>(shape->size()));
     if (spec.is_matrix())
-      return Error::make(ErrorCode::bad_tensor, "tensor '%s' (%s) has shape %s, the config needs [%u, %u]", name, want, found, rows, cols);
-    return Error::make(ErrorCode::bad_tensor, "tensor '%s' (%s) has shape %s, the config needs [%u]", name, want, found, rows);
+      return Error::make(ErrorCode::bad_tensor, "tensor '%s' (%s) has shape %s, the config needs [%u, %u]", name, want(), found,
+                         static_cast<unsigned>(rows), static_cast<unsigned>(cols));
+    return Error::make(ErrorCode::bad_tensor, "tensor '%s' (%s) has shape %s, the config needs [%u]", name, want(), found,
+                       static_cast<unsigned>(rows));
   }
   const auto* data = t->data();
   const unsigned long want_bytes = static_cast<unsigned long>(spec.elements()) * static_cast<unsigned long>(dtype_bytes(static_cast<DType>(dtype)));
   if (data == nullptr || data->size() != want_bytes)
-    return Error::make(ErrorCode::corrupt, "tensor '%s' (%s) holds %lu bytes, its shape and dtype need %lu", name, want,
+    return Error::make(ErrorCode::corrupt, "tensor '%s' (%s) holds %lu bytes, its shape and dtype need %lu", name, want(),
                        data ? static_cast<unsigned long>(data->size()) : 0ul, want_bytes);
   if ((data->data() - base) % static_cast<long>(kTensorAlignment) != 0)
-    return Error::make(ErrorCode::corrupt, "tensor '%s' (%s) data is not %lu-byte aligned in the file", name, want,
+    return Error::make(ErrorCode::corrupt, "tensor '%s' (%s) data is not %lu-byte aligned in the file", name, want(),
                        static_cast<unsigned long>(kTensorAlignment));
   const auto* scales = t->scales();
   if (dtype == fb::DType_I8) {
     const uint32_t g = t->group_size();
     if (g == 0 || cols % g != 0)
       return Error::make(ErrorCode::corrupt, "tensor '%s' (%s) has int8 group size %u, which does not divide its %u columns",
-                         name, want, g, cols);
+                         name, want(), static_cast<unsigned>(g), static_cast<unsigned>(cols));
     const unsigned long want_scales = static_cast<unsigned long>(rows) * (cols / g);
     if (scales == nullptr || scales->size() != want_scales)
-      return Error::make(ErrorCode::corrupt, "tensor '%s' (%s) has %lu int8 scales, needs %lu (%u rows x %u groups)", name, want,
-                         scales ? static_cast<unsigned long>(scales->size()) : 0ul, want_scales, rows, cols / g);
+      return Error::make(ErrorCode::corrupt, "tensor '%s' (%s) has %lu int8 scales, needs %lu (%u rows x %u groups)", name, want(),
+                         scales ? static_cast<unsigned long>(scales->size()) : 0ul, want_scales, static_cast<unsigned>(rows),
+                         static_cast<unsigned>(cols / g));
     for (flatbuffers::uoffset_t i = 0; i < scales->size(); ++i) {
       const float s = scales->Get(i);
       if (!(s > 0.f) || !std::isfinite(s))
         return Error::make(ErrorCode::bad_tensor, "tensor '%s' (%s) has int8 scale %g at row %u: scales must be finite and > 0",
-                           name, want, static_cast<double>(s), i / (cols / g));
+                           name, want(), static_cast<double>(s), static_cast<unsigned>(i / (cols / g)));
     }
   } else if (scales != nullptr && scales->size() != 0) {
-    return Error::make(ErrorCode::corrupt, "tensor '%s' (%s) is %s but carries int8 scales", name, want,
+    return Error::make(ErrorCode::corrupt, "tensor '%s' (%s) is %s but carries int8 scales", name, want(),
                        dtype_name(static_cast<DType>(dtype)));
   }
   if (verify_checksums) {
@@ -213,7 +222,7 @@ inline Error check_tensor(const fb::Tensor* t, const TensorSpec& spec, int index
     if (scales != nullptr) crc = crc32c_update(crc, scales->data(), scales->size() * sizeof(float));
     if (crc != t->crc32c())
       return Error::make(ErrorCode::corrupt, "tensor '%s' (%s) fails its checksum (CRC-32C %08x, file says %08x): the file is corrupt",
-                         name, want, crc, t->crc32c());
+                         name, want(), static_cast<unsigned>(crc), static_cast<unsigned>(t->crc32c()));
   }
   return Error::none();
 }
@@ -252,7 +261,7 @@ inline Error ModelFile::open(const void* data, size_t size, ModelFile& out, Open
   const fb::Model* model = fb::GetSizePrefixedModel(bytes);
   if (model->format_version() != kFormatVersion)
     return Error::make(ErrorCode::unsupported_version, "model file has format version %u, this engine reads version %u",
-                       model->format_version(), kFormatVersion);
+                       static_cast<unsigned>(model->format_version()), static_cast<unsigned>(kFormatVersion));
   ModelConfig config;
   RuntimeParams runtime;
   if (Error e = detail::check_config(model->config(), config, runtime)) return e;

@@ -104,9 +104,9 @@ constexpr int tensor_count(const ModelConfig& c) {
 
 // "wq of layer 3", "expert_w2 of layer 0, expert 5", "lm_head": for messages.
 inline int describe_tensor(TensorRole role, int layer, int expert, char* buf, size_t n) {
-  if (layer >= 0 && expert >= 0) return std::snprintf(buf, n, "%s of layer %d, expert %d", role_name(role), layer, expert);
-  if (layer >= 0) return std::snprintf(buf, n, "%s of layer %d", role_name(role), layer);
-  return std::snprintf(buf, n, "%s", role_name(role));
+  if (layer >= 0 && expert >= 0) return format(buf, n, "%s of layer %d, expert %d", role_name(role), layer, expert);
+  if (layer >= 0) return format(buf, n, "%s of layer %d", role_name(role), layer);
+  return format(buf, n, "%s", role_name(role));
 }
 
 // Parameters a token touches: attention, router and k of the n experts per layer,
