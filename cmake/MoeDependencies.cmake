@@ -40,7 +40,7 @@ find_package(xsimd 8.1 CONFIG REQUIRED)
 find_package(FlatBuffers 2.0.8 CONFIG REQUIRED)
 find_program(MOE_FLATC flatc)
 
-if(MOE_BUILD_TOOLS OR MOE_BUILD_TESTS)
+if(MOE_BUILD_TOOLS OR MOE_BUILD_TESTS OR MOE_FUZZ)
   find_package(nlohmann_json 3 CONFIG REQUIRED)
   find_package(CLI11 CONFIG REQUIRED)
 endif()

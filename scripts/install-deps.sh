@@ -3,6 +3,7 @@
 # missing; uses sudo when not run as root.
 #   ./scripts/install-deps.sh          host build: compilers, libraries, test tools
 #   ./scripts/install-deps.sh cross    also the ARM toolchains and qemu (the ARM suites)
+#   ./scripts/install-deps.sh fuzz     also clang and libFuzzer (the fuzz preset); both words may be given
 set -euo pipefail
 
 packages=(
@@ -12,14 +13,19 @@ packages=(
   libgtest-dev googletest libbenchmark-dev         # tests (and GoogleTest's sources, for ARM) and benchmarks
   nlohmann-json3-dev libcli11-dev                  # tools: JSON, command lines
 )
-if [ "${1:-}" = "cross" ]; then
-  packages+=(
+for what in "$@"; do
+  case "$what" in
+  cross) packages+=(
     g++-aarch64-linux-gnu g++-arm-linux-gnueabihf  # ARM Linux cross compilers
     gcc-arm-none-eabi libnewlib-arm-none-eabi      # bare-metal Cortex-M
     libstdc++-arm-none-eabi-newlib                 # (only a Recommends of the above: named here)
     qemu-user qemu-system-arm                      # running ARM binaries and firmware
   )
-fi
+  ;;
+  fuzz) packages+=(clang-14 libclang-rt-14-dev) ;;  # libFuzzer, ASan, UBSan runtimes
+  *) echo "install-deps: unknown group '$what' (cross, fuzz)" >&2; exit 2 ;;
+  esac
+done
 
 missing=()
 for p in "${packages[@]}"; do

@@ -2,6 +2,7 @@
 # The whole test suite, as CI runs it: install dependencies, then build and test
 #   release          host, optimised
 #   debug            host, AddressSanitizer + UndefinedBehaviorSanitizer
+#   fuzz             libFuzzer targets (clang), each run for MOE_FUZZ_SECONDS (default 60)
 #   aarch64, armv7   ARM Linux cross builds, suites under qemu-user
 #   aarch64-dotprod  the ARMv8.2 int8 dot-product kernels, under qemu-aarch64 -cpu max
 #   cortex-m4/m55    bare-metal firmware generating under qemu-system-arm, checked
@@ -14,13 +15,17 @@ cd "$(dirname "$0")/.."
 
 presets=("$@")
 if ((${#presets[@]} == 0)); then
-  presets=(release debug aarch64 armv7 aarch64-dotprod cortex-m4 cortex-m55)
+  presets=(release debug fuzz aarch64 armv7 aarch64-dotprod cortex-m4 cortex-m55)
 fi
-cross=""
+groups=()
 for p in "${presets[@]}"; do
-  [ "$p" = release ] || [ "$p" = debug ] || cross=cross
+  case "$p" in
+  release | debug) ;;
+  fuzz) groups+=(fuzz) ;;
+  *) [[ " ${groups[*]} " == *" cross "* ]] || groups+=(cross) ;;
+  esac
 done
-./scripts/install-deps.sh $cross
+./scripts/install-deps.sh "${groups[@]}"
 
 for preset in "${presets[@]}"; do
   echo "== $preset"
@@ -29,5 +34,9 @@ for preset in "${presets[@]}"; do
   esac
   cmake --preset "$preset" -DMOE_WERROR=ON >/dev/null
   cmake --build --preset "$preset"
-  ctest --preset "$preset"
+  if [ "$preset" = fuzz ]; then
+    fuzz/run.sh "${MOE_FUZZ_SECONDS:-60}"
+  else
+    ctest --preset "$preset"
+  fi
 done

@@ -2,7 +2,11 @@
 // and the happy path end to end (convert, then generate the reference continuation).
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
 #include <fstream>
+#include <random>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -123,6 +127,46 @@ TEST_F(Cli, LlamaContextFullStopsCleanly) {
   const Result r = run({kInfer, "-m", path("mix32.moe"), "--ids", ids, "-n", "20", "--temp", "0"});
   EXPECT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.err.find("stopped after 9 tokens: context is full"), std::string::npos) << r.err;
+}
+
+// moe_convert killed with SIGKILL at random moments, over a file it is replacing: the
+// destination is always the old complete file or the new complete one. Delays are drawn
+// around the measured conversion time, widened or narrowed until both outcomes occur, so
+// the loop cannot pass by only ever killing too early or too late.
+TEST_F(Cli, ConvertKilledAnywhereLeavesTheOldOrTheNewFile) {
+  const std::string src = test::fixture_dir("mixtral-tiny-a").string();
+  const auto started = std::chrono::steady_clock::now();
+  ASSERT_EQ(run({kConvert, src, "-o", path("new.moe"), "-q"}).code, 0);
+  const long convert_us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - started).count();
+  const std::string fresh = slurp(path("new.moe")), old = slurp(path("mix32.moe"));
+  ASSERT_NE(fresh, old);
+
+  const std::filesystem::path dir = *dir_ / "killed";
+  std::filesystem::create_directories(dir);
+  const std::string dest = (dir / "model.moe").string();
+  std::mt19937 rng(2026);
+  double range_us = 2.0 * static_cast<double>(convert_us);
+  int kept_old = 0, got_new = 0, killed = 0;
+  for (int i = 0; i < 150 && (kept_old < 8 || got_new < 8); ++i) {
+    std::filesystem::copy_file(path("mix32.moe"), dest, std::filesystem::copy_options::overwrite_existing);
+    const long delay = 1 + static_cast<long>(std::uniform_real_distribution<double>(0, range_us)(rng));
+    const Result r = test::run_program_killed_after({kConvert, src, "-o", dest, "-q"}, delay);
+    const std::string now = slurp(dest);
+    ASSERT_TRUE(now == old || now == fresh) << "after SIGKILL at " << delay << " us the destination is neither file (" << now.size() << " bytes)";
+    if (!r.killed()) {
+      ASSERT_EQ(r.code, 0) << r.err;
+    }
+    killed += r.killed();
+    (now == old ? kept_old : got_new) += 1;
+    if (kept_old > got_new + 4) range_us *= 1.5;
+    if (got_new > kept_old + 4) range_us /= 1.5;
+    for (const auto& e : std::filesystem::directory_iterator(dir))  // temp files a killed writer left: never the destination
+      if (e.path() != dest) std::filesystem::remove(e.path());
+  }
+  EXPECT_GT(kept_old, 0);
+  EXPECT_GT(got_new, 0);
+  EXPECT_GT(killed, 0);
+  std::printf("moe_convert SIGKILL loop: %d kept the old file, %d had the new one, %d runs killed\n", kept_old, got_new, killed);
 }
 
 }  // namespace

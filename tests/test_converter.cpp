@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "converter/atomic_file.hpp"
+#include "converter/checkpoint_writer.hpp"
 #include "converter/convert_error.hpp"
 #include "converter/quantize.hpp"
 #include "converter/safetensors.hpp"
@@ -290,6 +291,37 @@ TEST(Converter, MaxContextOverride) {
 }
 
 // ---- quantization -----------------------------------------------------------------------
+
+// The random-weight checkpoints behind the benchmarks and fuzz seeds: deterministic per
+// seed, in the layout of the config's family, readable by the converter, with matrix
+// entries of variance 1/cols.
+TEST(RandomCheckpoint, DeterministicConvertibleAndScaled) {
+  test::TempDir tmp;
+  const ModelConfig llama = config_from_key("llama-d32-l2-h4-kv2-hd8-e4-k2-f64-v50-c32");
+  convert::write_random_checkpoint(tmp / "a", llama, 5);
+  convert::write_random_checkpoint(tmp / "b", llama, 5);
+  convert::write_random_checkpoint(tmp / "c", llama, 6);
+  EXPECT_EQ(test::read_file(tmp / "a" / "model.safetensors"), test::read_file(tmp / "b" / "model.safetensors"));
+  EXPECT_NE(test::read_file(tmp / "a" / "model.safetensors"), test::read_file(tmp / "c" / "model.safetensors"));
+  const convert::Checkpoint ck = convert::open_checkpoint(tmp / "a");
+  EXPECT_EQ(ck.format, "hf-mixtral");
+  EXPECT_EQ(ck.config, llama);
+  double sum = 0, sum_sq = 0;
+  const std::vector<float> w = ck.store->read_f32("model.layers.1.block_sparse_moe.experts.2.w2.weight");  // [32, 64]
+  ASSERT_EQ(w.size(), 32u * 64u);
+  for (float v : w) sum += v, sum_sq += static_cast<double>(v) * v;
+  EXPECT_NEAR(sum / static_cast<double>(w.size()), 0.0, 0.01);
+  EXPECT_NEAR(sum_sq / static_cast<double>(w.size()), 1.0 / 64, 0.1 / 64);
+  EXPECT_NO_THROW(convert::convert_checkpoint(tmp / "a", convert::ConvertOptions{}));
+
+  const ModelConfig classic = config_from_key("classic-d16-l1-h2-kv2-hd8-e2-k1-f32-v4-c8");
+  convert::write_random_checkpoint(tmp / "k", classic, 1, {'a', 'b', 0xe9, 0x20ac});
+  const convert::Checkpoint kc = convert::open_checkpoint(tmp / "k");
+  EXPECT_EQ(kc.format, "makemoe");
+  EXPECT_EQ(kc.chars, (std::vector<uint32_t>{'a', 'b', 0xe9, 0x20ac}));
+  EXPECT_EQ(kc.capacity_factor, 0.);
+  EXPECT_THROW(convert::write_random_checkpoint(tmp / "x", classic, 1, {'a'}), convert::ConvertError);
+}
 
 TEST(Quantize, Int8ErrorIsAtMostHalfAStep) {
   std::vector<float> w(4 * 64);

@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <memory>
 #include <random>
 #include <string>
@@ -151,6 +152,22 @@ TEST_F(ModelFileTest, PayloadCorruptionFailsTheChecksum) {
   const_cast<uint8_t*>(t->data()->data())[7] ^= 0x10;
   expect_error(open(c.buf), ErrorCode::corrupt, "fails its checksum");
   EXPECT_TRUE(std::string(open(c.buf).what()).find(t->name()->c_str()) != std::string::npos);
+}
+
+// Every input the fuzzers found crashing (tests/fuzz_regressions/) now opens to a clear
+// error, without a sanitizer report (this suite also runs under ASan/UBSan).
+TEST_F(ModelFileTest, FuzzerFindingsAreRefusedCleanly) {
+  int files = 0;
+  for (const auto& e : std::filesystem::directory_iterator(test::source_dir() / "tests" / "fuzz_regressions")) {
+    if (e.path().extension() != ".moe") continue;
+    ++files;
+    const std::string bytes = test::read_file(e.path());
+    const Error err = open_bytes(bytes.data(), bytes.size());
+    EXPECT_FALSE(err.ok()) << e.path();
+    EXPECT_GT(std::strlen(err.what()), 10u) << e.path();
+    SCOPED_TRACE(e.path().string() + ": " + err.what());
+  }
+  EXPECT_GE(files, 1);
 }
 
 TEST_F(ModelFileTest, RandomBitFlipsNeverCrashOrYieldNaN) {

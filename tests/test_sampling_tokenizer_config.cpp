@@ -188,6 +188,14 @@ TEST(ConfigKey, ProblemsAreNamed) {
   c.n_kv_heads = 4;
   c.top_k = 0;
   EXPECT_STREQ(config_problem(c), "every dimension must be positive");
+  // Found by fuzz_model_file: heads x head_dim overflowed int before any check.
+  c = config_from_key("llama-d8-l2-h2-kv1-hd4-e3-k2-f16-v16-c8");
+  c.head_dim = 1073741828;
+  EXPECT_STREQ(config_problem(c), "a dimension is implausibly large");
+  c.head_dim = 4096;
+  c.n_heads = 2048;
+  c.n_kv_heads = 2048;
+  EXPECT_STREQ(config_problem(c), "a dimension is implausibly large");
 }
 
 TEST(ModelLayout, TensorCountsAndParameters) {

@@ -4,7 +4,10 @@
 // clear message and keep the last good state.
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <filesystem>
 #include <fstream>
+#include <random>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -71,6 +74,41 @@ TEST(TrainerCli, ResumeContinuesBitExactly) {
   EXPECT_EQ(loss_columns(tmp / "part" / "metrics.csv"), loss_columns(tmp / "full" / "metrics.csv"));
   EXPECT_EQ(slurp(tmp / "part" / "train_state.bin"), slurp(tmp / "full" / "train_state.bin"));
   EXPECT_EQ(slurp(tmp / "part" / "model.safetensors"), slurp(tmp / "full" / "model.safetensors"));
+}
+
+// SIGKILL at random moments, then --resume, until the run completes: the metrics.csv
+// losses and the final state equal an uninterrupted run's. Each kill lands anywhere —
+// mid-step, mid-checkpoint write — and the run continues from its last complete
+// checkpoint (a kill before the first one starts over).
+TEST(TrainerCli, KilledAnywhereResumesOntoTheSameTrajectory) {
+  test::TempDir tmp;
+  const std::vector<std::string> recipe = {"--steps", "60", "--checkpoint-interval", "10", "--eval-interval", "30"};
+  const auto started = std::chrono::steady_clock::now();
+  ASSERT_EQ(run(train_args(tmp / "full", recipe)).code, 0);
+  const long full_us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - started).count();
+
+  std::mt19937 rng(7);
+  for (int trial = 0; trial < 3; ++trial) {
+    const std::filesystem::path out = tmp / ("killed" + std::to_string(trial));
+    int kills = 0;
+    for (int attempt = 0;; ++attempt) {
+      ASSERT_LT(attempt, 12) << "the run never completed";
+      std::vector<std::string> args = train_args(out, recipe);
+      if (std::filesystem::exists(out / "train_state.bin")) args.push_back("--resume");
+      // Kill during the first attempts; then let it finish.
+      const long delay = attempt < 3 ? 1 + static_cast<long>(std::uniform_real_distribution<double>(0.1, 0.9)(rng) * full_us) : 0;
+      const Result r = delay ? test::run_program_killed_after(args, delay) : run(args);
+      if (r.killed()) {
+        ++kills;
+        continue;
+      }
+      ASSERT_EQ(r.code, 0) << r.err;
+      break;
+    }
+    EXPECT_EQ(loss_columns(out / "metrics.csv"), loss_columns(tmp / "full" / "metrics.csv")) << "trial " << trial << ", " << kills << " kills";
+    EXPECT_EQ(slurp(out / "train_state.bin"), slurp(tmp / "full" / "train_state.bin")) << "trial " << trial;
+    EXPECT_EQ(slurp(out / "model.safetensors"), slurp(tmp / "full" / "model.safetensors")) << "trial " << trial;
+  }
 }
 
 TEST(TrainerCli, ThreadCountDoesNotChangeResults) {

@@ -7,7 +7,12 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -146,6 +151,68 @@ TEST(ZeroAllocation, ClassicFamilyWithWindowSlidesAndCapacity) {
   EXPECT_EQ(allocations_over_a_generation(model, g_makemoe, {30, 27, 25, 17, 27, 10}, 1000, 2), 0);
   const auto scalar = convert_fixture("makemoe-tiny", "mk0.moe", 0., DType::f16);
   EXPECT_EQ(allocations_over_a_generation(scalar, g_makemoe_scalar, {30, 27}, 1000, 2), 0);
+}
+
+// Soak (ctest label `soak`; MOE_SOAK_TOKENS overrides the 1,000,000): a device that
+// generates without end. Sampling on; each time the llama model's context fills, the
+// engine is reset and re-prefilled with the last 32 tokens, as moe_infer-style loops do.
+// Asserted: zero heap allocations, every logit finite, every token inside the
+// vocabulary. Reported, not asserted: milliseconds per 10,000 tokens, first to last.
+TEST(Soak, MillionTokensAcrossContextWraps) {
+  const char* env = std::getenv("MOE_SOAK_TOKENS");
+  const long total = env ? std::atol(env) : 1'000'000;
+  const auto model = convert_fixture("mixtral-tiny-a", "soak.moe");
+  MappedFile map;
+  ASSERT_TRUE(MappedFile::open(model.c_str(), map).ok());
+  std::filesystem::remove(model);
+  constexpr int V = kMixtral.vocab_size;
+  constexpr int kKeep = 32;
+  static int32_t history[kMixtral.max_context];
+  std::vector<double> ms_per_block;
+  ms_per_block.reserve(static_cast<size_t>(total / 10'000 + 1));  // before counting starts
+
+  Counting counting;
+  ModelFile file;
+  ASSERT_TRUE(ModelFile::open(map.data(), map.size(), file).ok());
+  ASSERT_TRUE(g_mixtral.load(file).ok());
+  Sampler<V> sampler(SamplingParams{0.9f, 0, 0.95f, 11});
+  int32_t token = 1;
+  int used = 0;  // positions in the context
+  long generated = 0, wraps = 0, bad_logits = 0, bad_ids = 0;
+  ASSERT_TRUE(g_mixtral.prefill(&token, 1).ok());
+  history[used++] = token;
+  auto block_start = std::chrono::steady_clock::now();
+  while (generated < total) {
+    const float* logits = g_mixtral.logits();
+    for (int i = 0; i < V; ++i) bad_logits += !std::isfinite(logits[i]);
+    token = sampler.sample(logits);
+    bad_ids += token < 0 || token >= V;
+    if (++generated % 10'000 == 0) {
+      const auto now = std::chrono::steady_clock::now();
+      ms_per_block.push_back(std::chrono::duration<double, std::milli>(now - block_start).count());
+      block_start = now;
+    }
+    if (used == kMixtral.max_context) {  // wrap: keep the most recent tokens
+      g_mixtral.reset();
+      ASSERT_TRUE(g_mixtral.prefill(history + used - kKeep, kKeep).ok());
+      std::memmove(history, history + used - kKeep, kKeep * sizeof(int32_t));
+      used = kKeep;
+      ++wraps;
+    }
+    ASSERT_TRUE(g_mixtral.decode(token).ok());
+    history[used++] = token;
+  }
+  const long allocations = counting.count();
+  EXPECT_EQ(allocations, 0);
+  EXPECT_EQ(bad_logits, 0);
+  EXPECT_EQ(bad_ids, 0);
+  EXPECT_GT(wraps, total / kMixtral.max_context);
+  if (!ms_per_block.empty()) {
+    std::vector<double> sorted = ms_per_block;
+    std::sort(sorted.begin(), sorted.end());
+    std::printf("soak: %ld tokens, %ld context wraps, 0 allocations; ms per 10k tokens: first %.1f, last %.1f, min %.1f, median %.1f, max %.1f\n",
+                generated, wraps, ms_per_block.front(), ms_per_block.back(), sorted.front(), sorted[sorted.size() / 2], sorted.back());
+  }
 }
 
 }  // namespace

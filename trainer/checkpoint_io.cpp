@@ -8,6 +8,7 @@
 
 #include "converter/atomic_file.hpp"
 #include "converter/checkpoint.hpp"
+#include "converter/checkpoint_writer.hpp"
 #include "converter/convert_error.hpp"
 #include "converter/safetensors.hpp"
 #include "moe/crc32c.hpp"
@@ -20,6 +21,11 @@ using convert::ConvertError;
 using nlohmann::json;
 
 namespace {
+// makeMoE's noisy-top-k Linear: training-only, so the .moe layout has no role for it.
+std::string noise_tensor_name(const TensorSpec& spec) {
+  return "blocks." + std::to_string(spec.layer) + ".smoe.router.noise_linear." + (spec.is_matrix() ? "weight" : "bias");
+}
+
 constexpr char kMagic[8] = {'M', 'O', 'E', 'T', 'R', 'A', 'I', 'N'};
 constexpr uint32_t kStateVersion = 1;
 
@@ -37,7 +43,7 @@ std::vector<uint32_t> decode_vocab(const std::string& s) {
 }  // namespace
 
 void save_train_state(const std::filesystem::path& path, const TrainState& s) {
-  const std::string meta = json{{"config", s.config.to_json()}, {"vocab", vocab_utf8(s.vocab)}, {"step", s.step}, {"params", s.params.size()}}.dump();
+  const std::string meta = json{{"config", s.config.to_json()}, {"vocab", convert::chars_utf8(s.vocab)}, {"step", s.step}, {"params", s.params.size()}}.dump();
   std::string header(kMagic, sizeof kMagic);
   auto put32 = [&](uint32_t v) { header.append(reinterpret_cast<const char*>(&v), 4); };
   put32(kStateVersion);
@@ -96,55 +102,24 @@ TrainState load_train_state(const std::filesystem::path& path) {
 void export_model(const std::filesystem::path& dir, const TrainConfig& c, const std::vector<uint32_t>& vocab,
                   const std::vector<ParamInfo>& table, const std::vector<float>& params) {
   const ModelConfig& m = c.model;
-  const bool classic = m.family == Family::classic;
-  const std::string format = classic ? "makemoe" : "hf-mixtral";
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  if (ec) throw ConvertError("cannot create '" + dir.string() + "': " + ec.message());
-
   std::vector<convert::SafetensorOut> tensors;
   for (const ParamInfo& p : table) {
     const float* data = params.data() + p.offset;
-    if (p.noise) {
-      if (!classic) continue;  // the Mixtral layout has no place for it: training-only
-      const std::string name = "blocks." + std::to_string(p.spec.layer) + ".smoe.router.noise_linear." + (p.spec.is_matrix() ? "weight" : "bias");
-      tensors.push_back(convert::f32_tensor(name, p.spec.is_matrix() ? std::vector<int64_t>{p.spec.rows, p.spec.cols} : std::vector<int64_t>{p.spec.rows}, data));
-      continue;
-    }
-    const std::vector<std::string> names = convert::checkpoint_tensor_names(format, m, p.spec);
-    const int parts = static_cast<int>(names.size());
-    const long part_rows = p.spec.rows / parts;
-    for (int i = 0; i < parts; ++i) {
-      const long cols = p.spec.is_matrix() ? p.spec.cols : 1;
-      const std::vector<int64_t> shape = p.spec.is_matrix() ? std::vector<int64_t>{part_rows, p.spec.cols} : std::vector<int64_t>{part_rows};
-      tensors.push_back(convert::f32_tensor(names[static_cast<size_t>(i)], shape, data + i * part_rows * cols));
+    if (!p.noise) {
+      convert::append_checkpoint_tensor(m, p.spec, data, tensors);
+    } else if (m.family == Family::classic) {  // the Mixtral layout has no place for it: training-only
+      tensors.push_back(convert::f32_tensor(noise_tensor_name(p.spec),
+                                            p.spec.is_matrix() ? std::vector<int64_t>{p.spec.rows, p.spec.cols} : std::vector<int64_t>{p.spec.rows}, data));
     }
   }
-  std::sort(tensors.begin(), tensors.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
-  convert::write_safetensors(dir / "model.safetensors", tensors);
-
-  json config;
-  if (classic) {
-    config = {{"model_type", "makemoe"}, {"vocab_size", m.vocab_size}, {"n_embed", m.d_model}, {"n_head", m.n_heads},
-              {"n_layer", m.n_layers}, {"block_size", m.max_context}, {"num_experts", m.n_experts}, {"top_k", m.top_k},
-              {"expert_hidden", m.expert_hidden}, {"dropout", c.dropout},
-              {"attention_scale", c.attention_scale == AttentionScaleRule::inv_sqrt_model_dim ? "n_embed**-0.5" : "head_size**-0.5"},
-              {"layer_norm_eps", c.norm_eps}, {"capacity_factor", c.capacity_factor > 0 ? json(c.capacity_factor) : json(nullptr)}};
-  } else {
-    config = {{"architectures", {"MixtralForCausalLM"}}, {"model_type", "mixtral"}, {"hidden_size", m.d_model},
-              {"intermediate_size", m.expert_hidden}, {"num_hidden_layers", m.n_layers}, {"num_attention_heads", m.n_heads},
-              {"num_key_value_heads", m.n_kv_heads}, {"head_dim", m.head_dim}, {"num_local_experts", m.n_experts},
-              {"num_experts_per_tok", m.top_k}, {"vocab_size", m.vocab_size}, {"max_position_embeddings", m.max_context},
-              {"rms_norm_eps", c.norm_eps}, {"rope_theta", c.rope_theta},
-              {"rope_parameters", {{"rope_theta", c.rope_theta}, {"rope_type", "default"}}}, {"hidden_act", "silu"},
-              {"tie_word_embeddings", false}, {"attention_dropout", 0.0}, {"router_aux_loss_coef", c.aux_coef},
-              {"router_jitter_noise", 0.0}, {"output_router_logits", false}, {"sliding_window", nullptr},
-              {"initializer_range", 0.02}, {"use_cache", true}, {"bos_token_id", nullptr}, {"eos_token_id", nullptr},
-              {"pad_token_id", nullptr}, {"torch_dtype", "float32"}};
-  }
-  config["moe_train"] = {{"version", MOE_VERSION}, {"training", c.to_json()}};
-  convert::write_file_atomically(dir / "config.json", config.dump(2) + "\n");
-  if (!vocab.empty()) convert::write_file_atomically(dir / "tokenizer.json", json{{"type", "char"}, {"chars", vocab_utf8(vocab)}}.dump() + "\n");
+  convert::CheckpointHyper hyper;
+  hyper.norm_eps = c.norm_eps;
+  hyper.rope_theta = c.rope_theta;
+  hyper.attention_scale = c.attention_scale;
+  hyper.capacity_factor = c.capacity_factor;
+  hyper.dropout = c.dropout;
+  hyper.aux_coef = c.aux_coef;
+  convert::write_checkpoint(dir, m, hyper, std::move(tensors), vocab, json{{"moe_train", {{"version", MOE_VERSION}, {"training", c.to_json()}}}});
 }
 
 template <class T>
@@ -156,7 +131,7 @@ std::vector<uint32_t> import_model(const std::filesystem::path& dir, Model<T>& m
   for (const ParamInfo& p : model.table()) {
     std::vector<float> v;
     if (p.noise) {
-      const std::string name = "blocks." + std::to_string(p.spec.layer) + ".smoe.router.noise_linear." + (p.spec.is_matrix() ? "weight" : "bias");
+      const std::string name = noise_tensor_name(p.spec);
       if (!ck.store->has(name)) continue;
       v = ck.store->read_f32(name);
       if (static_cast<long>(v.size()) != p.size) throw ConvertError("tensor '" + name + "' has the wrong size");

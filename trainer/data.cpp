@@ -74,13 +74,4 @@ void sample_batch(const std::vector<int32_t>& data, const CounterRng& rng, uint6
   }
 }
 
-std::string vocab_utf8(const std::vector<uint32_t>& vocab) {
-  std::string s;
-  for (uint32_t cp : vocab) {
-    char buf[4];
-    s.append(buf, static_cast<size_t>(utf8_encode(cp, buf)));
-  }
-  return s;
-}
-
 }  // namespace moe::train

@@ -27,6 +27,5 @@ Corpus load_corpus(const std::filesystem::path& path, const std::vector<uint32_t
 void sample_batch(const std::vector<int32_t>& data, const CounterRng& rng, uint64_t first, int B, int T, int32_t* inputs,
                   int32_t* targets);
 
-std::string vocab_utf8(const std::vector<uint32_t>& vocab);  // the chars as one UTF-8 string
 
 }  // namespace moe::train

@@ -54,8 +54,10 @@ constexpr const char* config_problem(const ModelConfig& c) {
   if (c.family == Family::classic && c.n_kv_heads != c.n_heads)
     return "the classic family uses multi-head attention: n_kv_heads must equal n_heads";
   if (c.family == Family::llama && c.head_dim % 2 != 0) return "RoPE needs an even head_dim";
+  // Bounds keep every derived size (q_dim, rows x cols) far inside int and long.
   if (c.d_model > (1 << 20) || c.expert_hidden > (1 << 22) || c.vocab_size > (1 << 22) ||
-      c.max_context > (1 << 22) || c.n_layers > 4096 || c.n_experts > 4096 || c.n_heads > 4096)
+      c.max_context > (1 << 22) || c.n_layers > 4096 || c.n_experts > 4096 || c.n_heads > 4096 ||
+      c.head_dim > (1 << 16) || static_cast<long long>(c.n_heads) * c.head_dim > (1 << 22))
     return "a dimension is implausibly large";
   return nullptr;
 }

@@ -1,6 +1,9 @@
 #include "support/test_support.hpp"
 
 #include <fcntl.h>
+#include <csignal>
+#include <chrono>
+#include <thread>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -84,7 +87,9 @@ std::string read_file(const std::filesystem::path& path) {
   return ss.str();
 }
 
-ProgramResult run_program(std::vector<std::string> args) {
+ProgramResult run_program(std::vector<std::string> args) { return run_program_killed_after(std::move(args), 0); }
+
+ProgramResult run_program_killed_after(std::vector<std::string> args, long kill_after_us) {
   TempDir tmp;
   const auto out = tmp / "out", err = tmp / "err";
   const pid_t pid = fork();
@@ -99,7 +104,19 @@ ProgramResult run_program(std::vector<std::string> args) {
     _exit(127);
   }
   int status = 0;
-  waitpid(pid, &status, 0);
+  if (kill_after_us > 0) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(kill_after_us);
+    while (waitpid(pid, &status, WNOHANG) == 0) {
+      if (std::chrono::steady_clock::now() >= deadline) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+  } else {
+    waitpid(pid, &status, 0);
+  }
   return ProgramResult{WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), read_file(out), read_file(err)};
 }
 

@@ -66,11 +66,15 @@ class TempDir {
 void copy_dir(const std::filesystem::path& from, const std::filesystem::path& to);
 
 // Runs a program (argv[0] a path) and collects its exit code and output.
+// run_program_killed_after sends it SIGKILL after that many microseconds unless it has
+// ended by then (for the crash-safety tests).
 struct ProgramResult {
   int code = -1;  // exit status, or 128 + signal
   std::string out, err;
+  bool killed() const { return code == 128 + 9; }
 };
 ProgramResult run_program(std::vector<std::string> argv);
+ProgramResult run_program_killed_after(std::vector<std::string> argv, long kill_after_us);
 std::string read_file(const std::filesystem::path& path);
 
 // The tiny Shakespeare corpus shipped with the project, and makeMoE's split.
