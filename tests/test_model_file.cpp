@@ -216,6 +216,27 @@ TEST_F(ModelFileTest, EngineRefusesAnotherConfigNamingBoth) {
   expect_error(engine->prefill(&id, 1), ErrorCode::io, "no model loaded");
 }
 
+// Found by fuzz_model_file: a huge expert capacity factor overflowed int in the
+// capacity computation. Any factor >= E/k admits every routed choice, so a factor of
+// 1e300 must compute exactly what no capacity rule computes.
+TEST_F(ModelFileTest, HugeCapacityFactorMeansNoCapacityLimit) {
+  std::vector<float> logits[2];
+  const double factors[2] = {1e300, 0.};
+  for (int i = 0; i < 2; ++i) {
+    convert::ConvertOptions options;
+    options.capacity_factor = factors[i];
+    const test::AlignedBuffer b(convert::convert_checkpoint(test::fixture_dir("makemoe-tiny"), options).bytes);
+    ModelFile f;
+    ASSERT_TRUE(ModelFile::open(b.data(), b.size(), f).ok());
+    auto engine = std::make_unique<Engine<kMakemoe>>();
+    ASSERT_TRUE(engine->load(f).ok());
+    const int32_t prompt[] = {30, 27, 25, 17, 27, 10};
+    ASSERT_TRUE(engine->prefill(prompt, 6).ok());
+    logits[i].assign(engine->logits(), engine->logits() + kMakemoe.vocab_size);
+  }
+  EXPECT_EQ(logits[0], logits[1]);
+}
+
 TEST_F(ModelFileTest, EngineRejectsBadTokensAndKeepsItsState) {
   test::AlignedBuffer b(*good_);
   ModelFile f;

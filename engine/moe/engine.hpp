@@ -234,7 +234,10 @@ class Engine {
   // Python computes it) and empty their loads.
   void start_window(int length) {
     if (rt_.capacity_factor == 0.) return;
-    capacity_ = static_cast<int>(static_cast<double>(length * TOPK) / E * rt_.capacity_factor);
+    // Clamped to the window's routed choices (what any larger capacity admits anyway)
+    // before the cast: a huge factor from a file must not overflow int.
+    const double capacity = static_cast<double>(length * TOPK) / E * rt_.capacity_factor;
+    capacity_ = capacity >= static_cast<double>(length * TOPK) ? length * TOPK : static_cast<int>(capacity);
     for (int l = 0; l < L; ++l)
       for (int e = 0; e < E; ++e) expert_load_[l][e] = 0;
   }
