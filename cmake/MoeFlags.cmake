@@ -7,8 +7,11 @@
 set(MOE_COMMON_DEFINITIONS FLATBUFFERS_MAX_ALIGNMENT=64 MOE_VERSION="${PROJECT_VERSION}")
 set(MOE_WARNINGS -Wall -Wextra)
 if(MOE_WERROR)
-  # GCC 12 reports false -Wmaybe-uninitialized inside AVX-512 intrinsics headers.
-  list(APPEND MOE_WARNINGS -Werror -Wno-error=maybe-uninitialized)
+  list(APPEND MOE_WARNINGS -Werror)
+  if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
+    # GCC 12 reports false -Wmaybe-uninitialized inside AVX-512 intrinsics headers.
+    list(APPEND MOE_WARNINGS -Wno-error=maybe-uninitialized)
+  endif()
 endif()
 separate_arguments(MOE_ARCH_LIST UNIX_COMMAND "${MOE_ARCH_FLAGS}")
 
