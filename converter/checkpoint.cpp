@@ -298,12 +298,18 @@ Checkpoint open_checkpoint(const std::filesystem::path& dir, int max_context, do
   if (!cfg.is_object()) throw ConvertError("'" + config_path.string() + "' is not a JSON object");
   Checkpoint ck;
   ck.dir = dir;
-  const std::string type = cfg.value("model_type", std::string());
-  if (type == "mixtral") open_mixtral(ck, cfg, config_path);
-  else if (type == "makemoe") open_makemoe(ck, cfg, config_path);
-  else
-    throw ConvertError("unsupported architecture: model_type '" + type + "' in '" + config_path.string() +
-                       "' (moe_convert reads 'mixtral' and 'makemoe')");
+  // The field readers check the values they use; a field of another JSON type than
+  // expected (e.g. "hidden_act": 3) surfaces here as nlohmann's type_error.
+  try {
+    const std::string type = cfg.value("model_type", std::string());
+    if (type == "mixtral") open_mixtral(ck, cfg, config_path);
+    else if (type == "makemoe") open_makemoe(ck, cfg, config_path);
+    else
+      throw ConvertError("unsupported architecture: model_type '" + type + "' in '" + config_path.string() +
+                         "' (moe_convert reads 'mixtral' and 'makemoe')");
+  } catch (const json::exception& e) {
+    throw ConvertError("'" + config_path.string() + "' (or its tokenizer.json) has a field of the wrong type: " + e.what());
+  }
   if (max_context > 0) {
     if (max_context > ck.config.max_context)
       throw ConvertError("--max-context " + std::to_string(max_context) + " exceeds the model's context of " +

@@ -39,8 +39,11 @@ Quantized quantize(const std::vector<float>& w, int rows, int cols, DType dtype,
           float amax = 0.f;
           for (int i = 0; i < g; ++i) amax = std::fmax(amax, std::fabs(src[i]));
           // An all-zero group gets scale 1 (its values are 0 anyway): scales stay > 0,
-          // which the loader checks.
-          const float scale = amax > 0.f ? amax / 127.f : 1.f;
+          // which the loader checks. So does a group of denormals so small that
+          // amax / 127 underflows to 0 (found by fuzz_checkpoint: 0 / 0 gave NaN);
+          // all its values round to 0 at scale 1 too.
+          const float tight = amax / 127.f;
+          const float scale = tight > 0.f ? tight : 1.f;
           q.scales[static_cast<size_t>(r) * static_cast<size_t>(cols / g) + static_cast<size_t>(g0 / g)] = scale;
           for (int i = 0; i < g; ++i) {
             const float v = std::nearbyint(src[i] / scale);

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <csignal>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 
 #include "converter/atomic_file.hpp"
@@ -265,6 +266,17 @@ TEST(Converter, UnsupportedArchitecturesAndOptions) {
   expect_refusal(ck.write(), "'hidden_size' must be a positive integer, found 0");
 }
 
+// Found by fuzz_checkpoint: a field of the wrong JSON type escaped as nlohmann's
+// type_error instead of a ConvertError naming the file.
+TEST(Converter, FieldsOfTheWrongJsonTypeAreNamed) {
+  EditableCheckpoint ck("makemoe-tiny");
+  ck.config["model_type"] = 16;
+  expect_refusal(ck.write(), "has a field of the wrong type");
+  EditableCheckpoint mix("mixtral-tiny-a");
+  mix.config["hidden_act"] = 3;
+  expect_refusal(mix.write(), "has a field of the wrong type");
+}
+
 TEST(Converter, BadDirectoriesAndFiles) {
   test::TempDir tmp;
   expect_refusal(tmp / "nope", "is not a checkpoint directory");
@@ -337,6 +349,19 @@ TEST(Quantize, Int8ErrorIsAtMostHalfAStep) {
       EXPECT_LE(std::fabs(convert::dequantized(q, 64, static_cast<long>(i)) - w[i]), scale * 0.5f + 1e-7f);
     }
   }
+}
+
+// Found by fuzz_checkpoint: a row of the smallest denormals made amax / 127 underflow
+// to 0, and 0 / 0 produced NaN in the int8 cast.
+TEST(Quantize, DenormalRowsGetAPositiveScaleAndZeros) {
+  const float tiny = std::numeric_limits<float>::denorm_min();
+  const std::vector<float> w = {tiny, -tiny, 0.f, tiny, 1.f, -0.5f, 0.25f, 0.f};
+  const convert::Quantized q = convert::quantize(w, 2, 4, DType::i8, 0, "w");
+  ASSERT_EQ(q.scales.size(), 2u);
+  EXPECT_EQ(q.scales[0], 1.f);
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(convert::dequantized(q, 4, i), 0.f);
+  EXPECT_FLOAT_EQ(q.scales[1], 1.f / 127.f);
+  EXPECT_FLOAT_EQ(convert::dequantized(q, 4, 4), 1.f);
 }
 
 TEST(Quantize, Fp16OverflowIsRefused) {
