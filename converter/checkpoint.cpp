@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "converter/checkpoint_writer.hpp"
 #include "converter/convert_error.hpp"
 #include "moe/tokenizer.hpp"
 
@@ -51,15 +52,7 @@ std::vector<uint32_t> read_char_tokenizer(const std::filesystem::path& path) {
   const json tok = read_json(path);
   if (!tok.is_object() || tok.value("type", "") != "char" || !tok.contains("chars") || !tok["chars"].is_string())
     throw ConvertError("'" + path.string() + "' is not a char tokenizer ({\"type\": \"char\", \"chars\": \"...\"})");
-  const std::string chars = tok["chars"].get<std::string>();
-  std::vector<uint32_t> out;
-  for (size_t at = 0; at < chars.size();) {
-    uint32_t cp = 0;
-    const int n = utf8_decode(chars.data() + at, chars.size() - at, cp);
-    if (n == 0) throw ConvertError("'" + path.string() + "': chars is not valid UTF-8");
-    out.push_back(cp);
-    at += static_cast<size_t>(n);
-  }
+  const std::vector<uint32_t> out = chars_from_utf8(tok["chars"].get<std::string>(), "'" + path.string() + "': chars");
   std::set<uint32_t> unique(out.begin(), out.end());
   if (unique.size() != out.size()) throw ConvertError("'" + path.string() + "': chars lists a character twice");
   return out;

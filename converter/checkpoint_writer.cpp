@@ -21,6 +21,18 @@ std::string chars_utf8(const std::vector<uint32_t>& chars) {
   return s;
 }
 
+std::vector<uint32_t> chars_from_utf8(const std::string& text, const std::string& what) {
+  std::vector<uint32_t> out;
+  for (size_t at = 0; at < text.size();) {
+    uint32_t cp = 0;
+    const int n = utf8_decode(text.data() + at, text.size() - at, cp);
+    if (n == 0) throw ConvertError(what + " is not valid UTF-8");
+    out.push_back(cp);
+    at += static_cast<size_t>(n);
+  }
+  return out;
+}
+
 const char* checkpoint_format_for(const ModelConfig& config) {
   return config.family == Family::classic ? "makemoe" : "hf-mixtral";
 }

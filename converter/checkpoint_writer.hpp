@@ -27,8 +27,10 @@ struct CheckpointHyper {
   double aux_coef = 0.02;
 };
 
-// A char vocabulary as one UTF-8 string (tokenizer.json's "chars").
+// A char vocabulary as one UTF-8 string (tokenizer.json's "chars"), and back; the
+// reverse throws ConvertError("<what> is not valid UTF-8").
 std::string chars_utf8(const std::vector<uint32_t>& chars);
+std::vector<uint32_t> chars_from_utf8(const std::string& text, const std::string& what);
 
 // "makemoe" for the classic family, "hf-mixtral" for llama.
 const char* checkpoint_format_for(const ModelConfig& config);

@@ -9,7 +9,6 @@
 
 #include "converter/checkpoint_writer.hpp"
 #include "converter/convert_error.hpp"
-#include "moe/tokenizer.hpp"
 #include "tools/cli_support.hpp"
 
 int main(int argc, char** argv) {
@@ -32,15 +31,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
-    std::vector<uint32_t> vocab;
-    for (size_t at = 0; at < chars.size();) {
-      uint32_t cp = 0;
-      const int n = moe::utf8_decode(chars.data() + at, chars.size() - at, cp);
-      if (n == 0) throw moe::convert::ConvertError("--chars is not valid UTF-8");
-      vocab.push_back(cp);
-      at += static_cast<size_t>(n);
-    }
-    moe::convert::write_random_checkpoint(out, config, seed, vocab);
+    moe::convert::write_random_checkpoint(out, config, seed, moe::convert::chars_from_utf8(chars, "--chars"));
     std::printf("%s: random %s checkpoint of %s (seed %llu)\n", out.c_str(), moe::convert::checkpoint_format_for(config), key.c_str(),
                 static_cast<unsigned long long>(seed));
     return 0;

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "converter/checkpoint_writer.hpp"
 #include "fuzz_support.hpp"
 #include "moe/tokenizer.hpp"
 
@@ -17,16 +18,7 @@ namespace {
 
 std::vector<uint32_t> fixture_chars() {
   std::ifstream in(MOE_SOURCE_DIR "/tests/fixtures/makemoe-tiny/tokenizer.json");
-  const std::string chars = nlohmann::json::parse(in).at("chars").get<std::string>();
-  std::vector<uint32_t> out;
-  for (size_t at = 0; at < chars.size();) {
-    uint32_t cp = 0;
-    const int n = moe::utf8_decode(chars.data() + at, chars.size() - at, cp);
-    if (n == 0) moe::fuzz::invariant_broken("fixture tokenizer is not UTF-8");
-    out.push_back(cp);
-    at += static_cast<size_t>(n);
-  }
-  return out;
+  return moe::convert::chars_from_utf8(nlohmann::json::parse(in).at("chars").get<std::string>(), "the fixture's tokenizer");
 }
 
 void check(const moe::CharTokenizer& tok, const char* text, size_t len) {

@@ -1,6 +1,5 @@
 #include "trainer/checkpoint_io.hpp"
 
-#include <algorithm>
 #include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -12,7 +11,6 @@
 #include "converter/convert_error.hpp"
 #include "converter/safetensors.hpp"
 #include "moe/crc32c.hpp"
-#include "moe/tokenizer.hpp"
 #include "trainer/data.hpp"
 
 namespace moe::train {
@@ -29,17 +27,6 @@ std::string noise_tensor_name(const TensorSpec& spec) {
 constexpr char kMagic[8] = {'M', 'O', 'E', 'T', 'R', 'A', 'I', 'N'};
 constexpr uint32_t kStateVersion = 1;
 
-std::vector<uint32_t> decode_vocab(const std::string& s) {
-  std::vector<uint32_t> out;
-  for (size_t at = 0; at < s.size();) {
-    uint32_t cp = 0;
-    const int n = utf8_decode(s.data() + at, s.size() - at, cp);
-    if (n == 0) throw ConvertError("training state: vocabulary is not valid UTF-8");
-    out.push_back(cp);
-    at += static_cast<size_t>(n);
-  }
-  return out;
-}
 }  // namespace
 
 void save_train_state(const std::filesystem::path& path, const TrainState& s) {
@@ -79,7 +66,7 @@ TrainState load_train_state(const std::filesystem::path& path) {
   }
   TrainState s;
   s.config = TrainConfig::from_json(meta.at("config"));
-  s.vocab = decode_vocab(meta.at("vocab").get<std::string>());
+  s.vocab = convert::chars_from_utf8(meta.at("vocab").get<std::string>(), "training state: vocabulary");
   s.step = meta.at("step").get<int>();
   const size_t n = meta.at("params").get<size_t>();
   const size_t need = 16 + meta_len + 3 * n * sizeof(float) + 4;
