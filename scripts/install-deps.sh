@@ -12,6 +12,7 @@ packages=(
   flatbuffers-compiler libflatbuffers-dev          # the .moe format (FlatBuffers 2.0.8)
   libgtest-dev googletest libbenchmark-dev         # tests (and GoogleTest's sources, for ARM) and benchmarks
   nlohmann-json3-dev libcli11-dev                  # tools: JSON, command lines
+  libyaml-cpp-dev                                  # moe_merge: YAML recipes
 )
 for what in "$@"; do
   case "$what" in

@@ -109,6 +109,18 @@ void export_model(const std::filesystem::path& dir, const TrainConfig& c, const 
   convert::write_checkpoint(dir, m, hyper, std::move(tensors), vocab, json{{"moe_train", {{"version", MOE_VERSION}, {"training", c.to_json()}}}});
 }
 
+TrainConfig inference_config(const convert::Checkpoint& ck) {
+  TrainConfig tc;
+  tc.model = ck.config;
+  tc.norm_eps = ck.norm_eps;
+  tc.rope_theta = ck.rope_theta;
+  tc.attention_scale = ck.attention_scale;
+  tc.capacity_factor = ck.capacity_factor;
+  tc.router_noise = false;
+  tc.dropout = 0;
+  return tc;
+}
+
 template <class T>
 std::vector<uint32_t> import_model(const std::filesystem::path& dir, Model<T>& model) {
   const convert::Checkpoint ck = convert::open_checkpoint(dir, 0, -1.);

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <vector>
 
+#include "converter/checkpoint.hpp"
 #include "trainer/model.hpp"
 #include "trainer/train_config.hpp"
 
@@ -28,6 +29,10 @@ TrainState load_train_state(const std::filesystem::path& path);  // throws Conve
 // Writes config.json, model.safetensors and tokenizer.json into `dir` (created if needed).
 void export_model(const std::filesystem::path& dir, const TrainConfig& config, const std::vector<uint32_t>& vocab,
                   const std::vector<ParamInfo>& table, const std::vector<float>& params);
+
+// The TrainConfig that runs a checkpoint's forward pass as the engine would (no dropout,
+// no router noise; its expert capacity). For evaluation and moe_merge's routers.
+TrainConfig inference_config(const convert::Checkpoint& checkpoint);
 
 // Reads a checkpoint directory (either layout) into a model of the same config; the
 // router noise Linear is read when the checkpoint has it (makeMoE), else left as is.

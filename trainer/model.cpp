@@ -748,6 +748,16 @@ void Model<T>::moe_backward(int l, int N, T* dln2) {
 
 template struct Weights<float>;
 template struct Weights<double>;
+template <class T>
+const T* Model<T>::moe_input(int l) const {
+  return acts_[static_cast<size_t>(l)].ln2.data();
+}
+
+template <class T>
+int Model<T>::first_choice(int l, int n) const {
+  return acts_[static_cast<size_t>(l)].order[static_cast<size_t>(n) * static_cast<size_t>(cfg_.model.n_experts)];
+}
+
 template class Model<float>;
 template class Model<double>;
 

@@ -86,6 +86,13 @@ class Model {
 
   const T* logits() const { return logits_.data(); }  // [B*T, vocab] of the last forward
   const ForwardStats& stats() const { return stats_; }
+  // The residual stream entering layer l (l = n_layers: after the last layer) for the
+  // last forward: [B*T, d_model] rows. moe_merge builds routers from it.
+  const T* residual(int l) const { return resid_.data() + static_cast<long>(l) * max_tokens_ * cfg_.model.d_model; }
+  // Layer l's router input (the normalised residual after attention, [B*T, d_model]) and
+  // token n's first-choice expert there, for the last forward.
+  const T* moe_input(int l) const;
+  int first_choice(int l, int n) const;
 
   // Gradient checks hold the router's choices fixed: after one forward records them,
   // later forwards reuse the recorded expert order of every token.
