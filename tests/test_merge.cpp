@@ -154,6 +154,13 @@ TEST(MergeRecipe, SettingsFollowFiltersAndInterpolateOverDepth) {
   EXPECT_DOUBLE_EQ(*s.at(layer_tensor(TensorRole::attn_norm, 3), 5), 0.25);  // no filter matches: the catch-all
   const Setting only_attention = Setting::parse(json::parse(R"([{"filter": "wq", "value": 1}])"), "t");
   EXPECT_FALSE(only_attention.at(layer_tensor(TensorRole::wk, 0), 2).has_value());
+  const Setting ranges = Setting::parse(json::parse(R"([{"layers": [0, 2], "value": 0.1}, {"filter": "mlp", "layers": [2, 4], "value": 0.2},
+                                                        {"value": 0.9}])"), "t");
+  EXPECT_DOUBLE_EQ(*ranges.at(layer_tensor(TensorRole::wq, 1), 4), 0.1);
+  EXPECT_DOUBLE_EQ(*ranges.at(layer_tensor(TensorRole::wq, 2), 4), 0.9);  // layer 2 is outside [0, 2); not mlp
+  EXPECT_DOUBLE_EQ(*ranges.at(layer_tensor(TensorRole::expert_w2, 3, 0), 4), 0.2);
+  EXPECT_DOUBLE_EQ(*ranges.at(TensorSpec{TensorRole::lm_head, -1, -1, 4, 4, TensorClass::embedding}, 4), 0.9);  // global: no layer
+  EXPECT_THROW(Setting::parse(json::parse(R"([{"layers": [3, 1], "value": 1}])"), "t"), ConvertError);
   const Setting depth = Setting::parse(json::parse("[0, 1]"), "weight");
   EXPECT_DOUBLE_EQ(*depth.at(TensorSpec{TensorRole::token_embedding, -1, -1, 4, 4, TensorClass::embedding}, 4), 0.0);
   EXPECT_DOUBLE_EQ(*depth.at(TensorSpec{TensorRole::lm_head, -1, -1, 4, 4, TensorClass::embedding}, 4), 1.0);

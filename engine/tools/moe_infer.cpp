@@ -2,6 +2,7 @@
 //
 //   moe_infer --model m.moe --prompt "ROMEO:" -n 200 --temp 0.8 --top-p 0.9 --seed 1
 //   moe_infer --model tiny.moe --ids 1,2,3 -n 24 --temp 0
+//   moe_infer --model m.moe --bench [--bench-prompt 64 --bench-tokens 128 --bench-reps 5] [--json out.json]
 //
 // Streams tokens to stdout as they are generated; prints a stats line to stderr.
 #include <CLI/CLI.hpp>
@@ -16,6 +17,7 @@
 #include "moe/model_file.hpp"
 #include "moe/sampler.hpp"
 #include "platform/mapped_file.hpp"
+#include "tools/bench.hpp"
 #include "tools/cli_support.hpp"
 #include "tools/compiled_models.hpp"
 
@@ -30,6 +32,9 @@ struct Options {
   bool stats = true;
   bool echo = true;
   bool verify = true;
+  bool bench = false;
+  std::string json;  // --bench results as JSON: a path, or "-" for stdout
+  moe::tools::BenchOptions bench_options;
 };
 
 using Clock = std::chrono::steady_clock;
@@ -60,6 +65,45 @@ bool parse_ids(const std::string& text, std::vector<int32_t>& out, std::string& 
 
 template <moe::ModelConfig C>
 struct Generate {
+  static int bench(moe::Engine<C>& engine, const moe::ModelFile& file, const Options& o) {
+    const moe::tools::BenchOptions& b = o.bench_options;
+    if (C.family == moe::Family::llama && b.prompt + b.tokens > C.max_context)
+      return std::fprintf(stderr, "moe_infer: --bench-prompt %d + --bench-tokens %d exceed the model's context of %d tokens\n", b.prompt,
+                          b.tokens, C.max_context), 2;
+    moe::tools::BenchResult r;
+    if (moe::Error e = moe::tools::run_bench(engine, file, b, r)) return std::fprintf(stderr, "moe_infer: %s\n", e.what()), 1;
+    const char* kernels =
+#if MOE_SIMD
+        moe::kernels::simd::arch_name();
+#else
+        "scalar";
+#endif
+    std::printf("config %s | kernels %s | threads 1 | model %s B | weights read per token %s B\n", moe::ConfigKey(C).c_str(), kernels,
+                moe::tools::grouped(static_cast<long long>(file.size_bytes())).c_str(),
+                moe::tools::grouped(static_cast<long long>(r.bytes_per_token)).c_str());
+    std::printf("pp%d: %.0f tok/s (min %.0f, max %.0f) | tg%d: %.0f tok/s (min %.0f, max %.0f) | median of %d\n", b.prompt, r.prefill_tok_s,
+                r.prefill_min, r.prefill_max, b.tokens, r.decode_tok_s, r.decode_min, r.decode_max, b.reps);
+    std::printf("read bandwidth (probe, 1 thread) %.1f GB/s | decode moves %.1f GB/s of weights: %.0f%% of the roofline\n", b.bandwidth / 1e9,
+                r.bytes_per_token * r.decode_tok_s / 1e9, 100 * r.roofline_fraction);
+    if (!o.json.empty()) {
+      char buf[1024];
+      std::snprintf(buf, sizeof buf,
+                    "{\"config\": \"%s\", \"kernels\": \"%s\", \"threads\": 1, \"model_bytes\": %zu, \"weight_bytes_per_token\": %.0f, "
+                    "\"prompt_tokens\": %d, \"generated_tokens\": %d, \"reps\": %d, \"prefill_tok_s\": %.1f, \"decode_tok_s\": %.1f, "
+                    "\"prefill_tok_s_min\": %.1f, \"decode_tok_s_min\": %.1f, \"read_bandwidth_gb_s\": %.2f, \"roofline_fraction\": %.4f}\n",
+                    moe::ConfigKey(C).c_str(), kernels, file.size_bytes(), r.bytes_per_token, b.prompt, b.tokens, b.reps, r.prefill_tok_s,
+                    r.decode_tok_s, r.prefill_min, r.decode_min, b.bandwidth / 1e9, r.roofline_fraction);
+      if (o.json == "-") {
+        std::fputs(buf, stdout);
+      } else {
+        std::FILE* f = std::fopen(o.json.c_str(), "w");
+        if (f == nullptr || std::fputs(buf, f) < 0 || std::fclose(f) != 0)
+          return std::fprintf(stderr, "moe_infer: cannot write '%s'\n", o.json.c_str()), 1;
+      }
+    }
+    return 0;
+  }
+
   static int run(const moe::ModelFile& file, const Options& o) {
     using EngineT = moe::Engine<C>;
     // The engine and sampler are large (KV cache): allocated once here, before any
@@ -67,6 +111,7 @@ struct Generate {
     auto engine = std::make_unique<EngineT>();
     auto sampler = std::make_unique<moe::Sampler<C.vocab_size>>(o.sampling);
     if (moe::Error e = engine->load(file)) return std::fprintf(stderr, "moe_infer: %s\n", e.what()), 1;
+    if (o.bench) return bench(*engine, file, o);
 
     const moe::CharTokenizer& tok = file.tokenizer();
     std::vector<int32_t> prompt;
@@ -154,13 +199,19 @@ int main(int argc, char** argv) {
   app.add_flag("!--no-echo", o.echo, "do not print the prompt before the continuation");
   app.add_flag("!--no-verify", o.verify, "skip the CRC-32C check of the weights at load");
   app.add_flag("--list-configs", list, "print the model configs this build supports");
+  app.add_flag("--bench", o.bench, "measure prefill and decode tokens/s (token ids; no prompt needed) and the bandwidth roofline");
+  app.add_option("--bench-prompt", o.bench_options.prompt, "--bench: prompt tokens (pp)")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--bench-tokens", o.bench_options.tokens, "--bench: tokens generated after the prompt (tg)")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--bench-reps", o.bench_options.reps, "--bench: repetitions (medians are reported)")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--json", o.json, "--bench: also write the results as JSON to this file ('-': stdout)");
   if (const int code = moe::tools::parse_command_line(app, argc, argv); code >= 0) return code;
   if (list) {
     std::printf("%s\n", moe::tools::compiled_config_list("\n").c_str());
     return 0;
   }
   if (o.model.empty()) return std::fprintf(stderr, "moe_infer: --model is required (see --help)\n"), 2;
-  if (o.prompt.empty() && o.ids.empty())
+  if (o.bench) o.bench_options.bandwidth = moe::tools::read_bandwidth_probe();
+  if (o.prompt.empty() && o.ids.empty() && !o.bench)
     return std::fprintf(stderr, "moe_infer: give a prompt: --prompt TEXT or --ids 1,2,3\n"), 2;
   if (moe::Error e = o.sampling.check()) return std::fprintf(stderr, "moe_infer: %s\n", e.what()), 2;
 

@@ -43,6 +43,7 @@ std::optional<double> Setting::at(const TensorSpec& spec, int n_layers) const {
     depth = 1;
   for (const Rule& rule : rules) {
     if (!filter_matches(rule.filter, spec)) continue;
+    if (rule.first_layer >= 0 && (spec.layer < rule.first_layer || spec.layer >= rule.end_layer)) continue;
     const auto& v = rule.values;
     if (v.size() == 1) return v[0];
     const double x = depth * static_cast<double>(v.size() - 1);
@@ -72,10 +73,20 @@ Setting Setting::parse(const json& j, const std::string& what) {
   if (j.is_array() && !j.empty() && std::all_of(j.begin(), j.end(), [](const json& e) { return e.is_object(); })) {
     for (const json& rule : j) {
       for (const auto& [key, value] : rule.items())
-        if (key != "filter" && key != "value") throw ConvertError(what + ": unknown key '" + key + "' in a rule (filter, value)");
+        if (key != "filter" && key != "value" && key != "layers")
+          throw ConvertError(what + ": unknown key '" + key + "' in a rule (filter, layers, value)");
       if (!rule.contains("value")) throw ConvertError(what + ": every rule needs a value");
       if (rule.contains("filter") && !rule["filter"].is_string()) throw ConvertError(what + ": a filter must be a string");
-      s.rules.push_back(Rule{rule.value("filter", ""), numbers(rule["value"], what)});
+      Rule parsed{rule.value("filter", ""), numbers(rule["value"], what)};
+      if (rule.contains("layers")) {
+        const json& l = rule["layers"];
+        if (!l.is_array() || l.size() != 2 || !l[0].is_number_integer() || !l[1].is_number_integer() || l[0].get<int>() < 0 ||
+            l[1].get<int>() <= l[0].get<int>())
+          throw ConvertError(what + ": layers must be [first, end) with 0 <= first < end");
+        parsed.first_layer = l[0].get<int>();
+        parsed.end_layer = l[1].get<int>();
+      }
+      s.rules.push_back(std::move(parsed));
     }
     return s;
   }

@@ -36,6 +36,7 @@ namespace moe::merge {
 //   [0, 0.5, 1]                             a gradient: anchors spread evenly over depth,
 //                                           linearly interpolated between them
 //   [{filter: self_attn, value: ...}, {value: 0.5}]   the first rule that matches
+//   [{layers: [0, 4], value: 0.2}, {value: 0.8}]       a rule for layers [0, 4) only
 // Filters: self_attn (or attention), mlp (experts and router), experts, router, norm,
 // embed, lm_head, or any part of a tensor role name (wq, expert_w2, ...).
 // Depth: layer l of L is at l / (L - 1); embeddings at 0; the final norm and lm_head at 1.
@@ -43,6 +44,7 @@ struct Setting {
   struct Rule {
     std::string filter;  // empty: matches every tensor
     std::vector<double> values;
+    int first_layer = -1, end_layer = -1;  // -1: any tensor; else layers [first, end) only
   };
   std::vector<Rule> rules;  // empty: not given
 
