@@ -10,6 +10,12 @@ set(MOE_DEFAULT_CONFIGS
   "classic-d32-l2-h4-kv4-hd8-e4-k2-f128-v65-c32"    # moe_train --preset tiny (Shakespeare)
 )
 set(MOE_EXTRA_CONFIGS "" CACHE STRING "Additional model config keys for moe_infer, ';'-separated")
+# A board that runs one model needs one config: MOE_ONLY_CONFIGS replaces the defaults
+# (the smallest moe_infer; the test suites need the defaults).
+set(MOE_ONLY_CONFIGS "" CACHE STRING "Build moe_infer for exactly these config keys (replaces the defaults), ';'-separated")
+if(MOE_ONLY_CONFIGS)
+  set(MOE_DEFAULT_CONFIGS ${MOE_ONLY_CONFIGS})
+endif()
 
 set(MOE_CONFIG_KEY_REGEX "^(classic|llama)-d[0-9]+-l[0-9]+-h[0-9]+-kv[0-9]+-hd[0-9]+-e[0-9]+-k[0-9]+-f[0-9]+-v[0-9]+-c[0-9]+$")
 set(MOE_CONFIGS ${MOE_DEFAULT_CONFIGS} ${MOE_EXTRA_CONFIGS})

@@ -2,6 +2,8 @@
 // and the happy path end to end (convert, then generate the reference continuation).
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -78,6 +80,27 @@ TEST_F(Cli, InferGreedyMatchesTheReferenceContinuation) {
   EXPECT_EQ(r.out, want + "\n");
   EXPECT_NE(r.err.find("[moe_infer] prompt 7 tok"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("active params/token 129,856 of 234,304"), std::string::npos) << r.err;
+}
+
+TEST_F(Cli, BenchReportsThroughputAndTheWeightsEachTokenReads) {
+  const std::string json_path = path("bench.json");
+  const Result r = run({kInfer, "--model", path("mix32.moe"), "--bench", "--bench-prompt", "16", "--bench-tokens", "32", "--bench-reps", "2",
+                        "--bench-probe-mib", "32", "--json", json_path});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("pp16: "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("tg32: "), std::string::npos) << r.out;
+  const nlohmann::json j = nlohmann::json::parse(slurp(json_path));
+  EXPECT_EQ(j["config"], "llama-d64-l2-h4-kv2-hd16-e4-k2-f128-v96-c128");
+  EXPECT_GT(j["decode_tok_s"].get<double>(), 0);
+  EXPECT_GT(j["prefill_tok_s"].get<double>(), 0);
+  EXPECT_GT(j["read_bandwidth_gb_s"].get<double>(), 0);
+  // fp32, d 64, kv dim 32, 4 experts of hidden 128, top-2, vocab 96: one embedding row,
+  // then per layer two norms, q/k/v/o, the router and 2 of the 4 experts' three matrices,
+  // then the final norm and lm_head.
+  const long f = 4, per_layer = 2 * 64 * f + (64 * 64 + 2 * 32 * 64 + 64 * 64) * f + 4 * 64 * f + 2 * 3 * 128 * 64 * f;
+  EXPECT_EQ(j["weight_bytes_per_token"].get<long>(), 64 * f + 2 * per_layer + 64 * f + 96 * 64 * f);
+  expect_failure(run({kInfer, "--model", path("mix32.moe"), "--bench", "--bench-prompt", "100", "--bench-tokens", "100"}), 2,
+                 "exceed the model's context of 128 tokens");
 }
 
 TEST_F(Cli, InferTextIsReproducibleBySeed) {

@@ -203,6 +203,9 @@ int main(int argc, char** argv) {
   app.add_option("--bench-prompt", o.bench_options.prompt, "--bench: prompt tokens (pp)")->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--bench-tokens", o.bench_options.tokens, "--bench: tokens generated after the prompt (tg)")->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--bench-reps", o.bench_options.reps, "--bench: repetitions (medians are reported)")->check(CLI::PositiveNumber)->capture_default_str();
+  int probe_mib = 512;
+  app.add_option("--bench-probe-mib", probe_mib, "--bench: size of the bandwidth probe's buffer (far beyond the caches)")
+      ->check(CLI::Range(1, 1 << 16))->capture_default_str();
   app.add_option("--json", o.json, "--bench: also write the results as JSON to this file ('-': stdout)");
   if (const int code = moe::tools::parse_command_line(app, argc, argv); code >= 0) return code;
   if (list) {
@@ -210,7 +213,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (o.model.empty()) return std::fprintf(stderr, "moe_infer: --model is required (see --help)\n"), 2;
-  if (o.bench) o.bench_options.bandwidth = moe::tools::read_bandwidth_probe();
+  if (o.bench) o.bench_options.bandwidth = moe::tools::read_bandwidth_probe(static_cast<size_t>(probe_mib) << 20);
   if (o.prompt.empty() && o.ids.empty() && !o.bench)
     return std::fprintf(stderr, "moe_infer: give a prompt: --prompt TEXT or --ids 1,2,3\n"), 2;
   if (moe::Error e = o.sampling.check()) return std::fprintf(stderr, "moe_infer: %s\n", e.what()), 2;

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# End-to-end latency of three llama-family models with deterministic random weights, for
+# fp32, fp16 and int8 weights: prefill (pp64) and decode (tg128 after a 64-token prompt)
+# tokens/s with `moe_infer --bench`, which also probes the read bandwidth and prints each
+# result's fraction of the bandwidth roofline. Nothing large is committed: the
+# checkpoints come from moe_random_checkpoint.
+#   bench/bench_e2e.sh [OUT_DIR]     (default out/bench-e2e; results.jsonl and results.md there)
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+out=${1:-$root/out/bench-e2e}
+mkdir -p "$out"
+declare -A models=(
+  [tiny-a]=llama-d64-l2-h4-kv2-hd16-e4-k2-f128-v96-c256    # mixtral-tiny-a's dims (context 256: 64 + 128 tokens)
+  [bench-s]=llama-d256-l8-h8-kv4-hd32-e8-k2-f512-v65-c512
+  [bench-m]=llama-d512-l8-h8-kv4-hd64-e8-k2-f1408-v256-c1024
+)
+order=(tiny-a bench-s bench-m)
+build=$root/build/bench-e2e
+configs=$(IFS=';'; for m in "${order[@]}"; do printf '%s;' "${models[$m]}"; done)
+cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMOE_BUILD_TESTS=OFF -DMOE_BUILD_BENCH=OFF -DMOE_BUILD_TRAINER=OFF \
+  -DMOE_EXTRA_CONFIGS="${configs%;}" >/dev/null
+cmake --build "$build" --target moe_infer moe_convert moe_random_checkpoint
+
+declare -A recipes=(
+  [f32]="--experts fp32 --attention fp32 --embeddings fp32"
+  [f16]="--experts fp16 --attention fp16 --embeddings fp16"
+  [int8]="--experts int8 --attention int8 --embeddings int8"
+)
+: > "$out/results.jsonl"
+for m in "${order[@]}"; do
+  [ -f "$out/$m/model.safetensors" ] || "$build/converter/moe_random_checkpoint" --config "${models[$m]}" --out "$out/$m" --seed 1
+  for r in f32 f16 int8; do
+    # shellcheck disable=SC2086
+    "$build/converter/moe_convert" "$out/$m" -o "$out/$m-$r.moe" ${recipes[$r]} -q
+    echo "== $m $r"
+    "$build/engine/moe_infer" -m "$out/$m-$r.moe" --bench --bench-prompt 64 --bench-tokens 128 --bench-reps "${MOE_BENCH_REPS:-5}" \
+      --json "$out/$m-$r.json"
+    sed "s/^{/{\"model\": \"$m\", \"weights\": \"$r\", /" "$out/$m-$r.json" >> "$out/results.jsonl"
+  done
+done
+
+{
+  echo "| model | weights | pp64 tok/s | tg128 tok/s | weight bytes/token | roofline |"
+  echo "|---|---|---:|---:|---:|---:|"
+  sed -E 's/.*"model": "([^"]*)", "weights": "([^"]*)".*"weight_bytes_per_token": ([0-9]+).*"prefill_tok_s": ([0-9]+)[.0-9]*, "decode_tok_s": ([0-9]+)[.0-9]*,.*"roofline_fraction": ([0-9.]+).*/| \1 | \2 | \4 | \5 | \3 | \6 |/' "$out/results.jsonl"
+} | tee "$out/results.md"
