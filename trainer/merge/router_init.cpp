@@ -51,6 +51,23 @@ std::vector<size_t> window_starts(size_t n, size_t T, size_t max_windows) {
   return starts;
 }
 
+// Runs the model over windows of the context length covering `ids` (at most
+// `max_windows`, spread evenly), kBatch windows per forward pass; after each pass calls
+// on_batch(tokens) with the number of tokens it ran (the model's activations hold them).
+template <class OnBatch>
+void run_windows(train::Model<float>& model, const std::vector<int32_t>& ids, size_t T, size_t max_windows, OnBatch&& on_batch) {
+  const std::vector<size_t> starts = window_starts(ids.size(), T, max_windows);
+  const int len = static_cast<int>(std::min(T, ids.size()));  // all windows of a prompt have one length
+  std::vector<int32_t> batch(static_cast<size_t>(kBatch) * static_cast<size_t>(len));
+  for (size_t w0 = 0; w0 < starts.size(); w0 += kBatch) {
+    const int B = static_cast<int>(std::min<size_t>(kBatch, starts.size() - w0));
+    for (int b = 0; b < B; ++b)
+      std::copy_n(ids.begin() + static_cast<long>(starts[w0 + static_cast<size_t>(b)]), len, batch.begin() + static_cast<long>(b) * len);
+    model.forward(batch.data(), nullptr, B, len, false, 0);
+    on_batch(static_cast<size_t>(B) * static_cast<size_t>(len));
+  }
+}
+
 using Prompts = std::vector<std::string>;
 
 // Mean over prompts of (mean over a prompt's tokens of the residual entering each layer):
@@ -65,22 +82,14 @@ std::vector<double> mean_hidden(train::Model<float>& model, const convert::Check
     if (ids.empty()) throw ConvertError(name + " is empty");
     std::vector<double> sum(L * d, 0.0);
     long tokens = 0;
-    // Windows of one prompt have one length: run them kBatch at a time.
-    const std::vector<size_t> starts = window_starts(ids.size(), T, kMaxWindowsPerPrompt);
-    const int len = static_cast<int>(std::min(T, ids.size()));
-    std::vector<int32_t> batch(static_cast<size_t>(kBatch) * static_cast<size_t>(len));
-    for (size_t w0 = 0; w0 < starts.size(); w0 += kBatch) {
-      const int B = static_cast<int>(std::min<size_t>(kBatch, starts.size() - w0));
-      for (int b = 0; b < B; ++b)
-        std::copy_n(ids.begin() + static_cast<long>(starts[w0 + static_cast<size_t>(b)]), len, batch.begin() + static_cast<long>(b) * len);
-      model.forward(batch.data(), nullptr, B, len, false, 0);
+    run_windows(model, ids, T, kMaxWindowsPerPrompt, [&](size_t n) {
       for (size_t l = 0; l < L; ++l) {
         const float* h = model.residual(static_cast<int>(l));
-        for (long t = 0; t < static_cast<long>(B) * len; ++t)
-          for (size_t i = 0; i < d; ++i) sum[l * d + i] += h[static_cast<size_t>(t) * d + i];
+        for (size_t t = 0; t < n; ++t)
+          for (size_t i = 0; i < d; ++i) sum[l * d + i] += h[t * d + i];
       }
-      tokens += static_cast<long>(B) * len;
-    }
+      tokens += static_cast<long>(n);
+    });
     for (size_t i = 0; i < total.size(); ++i) total[i] += sum[i] / static_cast<double>(tokens);
   }
   for (double& v : total) v /= static_cast<double>(prompts.size());
@@ -126,19 +135,11 @@ RouterSamples router_inputs(train::Model<float>& model, const convert::Checkpoin
     for (size_t p = 0; p < r.experts[e].positive.size(); ++p) {
       const std::vector<int32_t> ids = encode(base, r.experts[e].positive[p], what + "[" + std::to_string(p) + "]");
       if (ids.empty()) throw ConvertError(what + "[" + std::to_string(p) + "] is empty");
-      const std::vector<size_t> starts = window_starts(ids.size(), T, kClassifierWindowsPerPrompt);
-      const int len = static_cast<int>(std::min(T, ids.size()));
-      std::vector<int32_t> batch(static_cast<size_t>(kBatch) * static_cast<size_t>(len));
-      for (size_t w0 = 0; w0 < starts.size(); w0 += kBatch) {
-        const int B = static_cast<int>(std::min<size_t>(kBatch, starts.size() - w0));
-        for (int b = 0; b < B; ++b)
-          std::copy_n(ids.begin() + static_cast<long>(starts[w0 + static_cast<size_t>(b)]), len, batch.begin() + static_cast<long>(b) * len);
-        model.forward(batch.data(), nullptr, B, len, false, 0);
-        const size_t n = static_cast<size_t>(B) * static_cast<size_t>(len);
+      run_windows(model, ids, T, kClassifierWindowsPerPrompt, [&](size_t n) {
         const float* x = model.moe_input(layer);
         s.X.insert(s.X.end(), x, x + n * d);
         s.labels.insert(s.labels.end(), n, static_cast<int>(e));
-      }
+      });
     }
   }
   return s;
