@@ -1,7 +1,8 @@
 // Kernel benchmarks: each SIMD kernel next to its scalar reference in the same run, so
 // the ratio is measured on the same machine at the same moment.
 //   ./build/release/bench/bench_kernels --benchmark_filter=linear
-// Counters: weight_GB/s = weight bytes streamed per second; GFLOP/s = 2*rows*cols*tokens.
+// Counters: weight_GB/s = weight bytes streamed per second; GFLOP/s = 2*rows*cols*tokens;
+// attention: kv_GB/s = cached keys and values read per second.
 #include <benchmark/benchmark.h>
 
 #include <random>
@@ -53,9 +54,12 @@ void linear(benchmark::State& state, DType dtype, int group) {
 }
 
 // Shapes: Shakespeare model expert (512x128, 128x512), mixtral-tiny-a expert (128x64),
-// a larger expert (1408x512); 1 token (decode) and 16 (a prefill chunk).
+// bench-s (bench_e2e.sh) expert (512x256, 256x512) and attention (256x256, 128x256),
+// bench-m expert (1408x512, 512x1408) and attention (512x512, 256x512); 1 token (decode)
+// and 16 (a prefill chunk).
 void shapes(benchmark::internal::Benchmark* b) {
-  for (auto rc : std::vector<std::pair<int, int>>{{128, 64}, {512, 128}, {128, 512}, {1408, 512}})
+  for (auto rc : std::vector<std::pair<int, int>>{{128, 64}, {512, 128}, {128, 512}, {512, 256}, {256, 512}, {256, 256}, {128, 256},
+                                                  {1408, 512}, {512, 1408}, {512, 512}})
     for (int tokens : {1, 16}) b->Args({rc.first, rc.second, tokens});
 }
 
@@ -85,6 +89,10 @@ void BM_attention(benchmark::State& state) {
     benchmark::DoNotOptimize(out.data());
   }
   state.SetItemsProcessed(state.iterations() * n_pos);
+  // Keys and values of the head read once per call; a dot product and an axpy per position.
+  state.counters["kv_GB/s"] = benchmark::Counter(2.0 * n_pos * head_dim * sizeof(float) * static_cast<double>(state.iterations()) / 1e9,
+                                                 benchmark::Counter::kIsRate);
+  state.counters["GFLOP/s"] = benchmark::Counter(4.0 * n_pos * head_dim * static_cast<double>(state.iterations()) / 1e9, benchmark::Counter::kIsRate);
 }
 BENCHMARK(BM_attention<kernels::Scalar>)->ArgsProduct({{32, 128, 1024}, {16, 64}});
 #if MOE_SIMD
@@ -103,6 +111,7 @@ void BM_router_topk(benchmark::State& state) {
     kernels::topk(K{}, logits.data(), experts, k, idx, val);
     benchmark::DoNotOptimize(idx);
   }
+  state.SetItemsProcessed(state.iterations());  // tokens routed
 }
 BENCHMARK(BM_router_topk<kernels::Scalar>)->ArgsProduct({{4, 8, 64}, {1, 2, 8}});
 #if MOE_SIMD
