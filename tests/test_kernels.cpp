@@ -322,14 +322,14 @@ TEST(SimdEqualsScalar, Linear) {
       for (int group : {cols, 16, 32}) {
         if (dtype != DType::i8 && group != cols) continue;
         if (cols % group != 0) continue;
-        for (int n : {1, 3}) {
-          const int rows = 7;
+        for (int n : {1, 3})
+        for (int rows : {7, 37}) {  // 37: whole blocks of W rows (one-token path) and a remainder
           TestMatrix t = make_matrix(rows, cols, dtype, group, rng);
           const std::vector<float> x = random_vector(n * cols, rng);
           std::vector<float> a(static_cast<size_t>(n * rows)), b(a.size());
           kernels::linear(Scalar{}, t.m, x.data(), n, a.data());
           kernels::linear(Simd{}, t.m, x.data(), n, b.data());
-          SCOPED_TRACE(::testing::Message() << dtype_name(dtype) << " cols " << cols << " group " << group << " tokens " << n);
+          SCOPED_TRACE(::testing::Message() << dtype_name(dtype) << " rows " << rows << " cols " << cols << " group " << group << " tokens " << n);
           expect_close(b, a, 2e-6 * std::sqrt(static_cast<double>(cols)), 1.0, "linear");
         }
       }

@@ -2,6 +2,8 @@
 // One `linear` for both backends; only the dot products differ.
 #pragma once
 
+#include <type_traits>
+
 #include "moe/kernels/backend.hpp"
 #include "moe/tensor.hpp"
 
@@ -82,12 +84,12 @@ inline float dot_i8(Simd, const int8_t* w, const float* scales, int group, const
 
 // ---- the kernel -----------------------------------------------------------------------
 
-// y[t] = W x[t] for n_tokens rows: x is [n_tokens, cols], y is [n_tokens, rows], both
-// contiguous. Weights are read once per call: each row meets every token while it is
-// in cache, which is what makes prefill cheaper per token than decode.
+// y[t] = W x[t] for rows [r0, r1) of W: x is [n_tokens, cols], y is [n_tokens, rows],
+// both contiguous. Weights are read once per call: each row meets every token while it
+// is in cache, which is what makes prefill cheaper per token than decode.
 template <class K>
-inline void linear(K k, const Matrix& m, const float* x, int n_tokens, float* y) {
-  for (int r = 0; r < m.rows; ++r) {
+inline void linear_rows(K k, const Matrix& m, const float* x, int n_tokens, float* y, int r0, int r1) {
+  for (int r = r0; r < r1; ++r) {
     const long row = static_cast<long>(r) * m.cols;
     for (int t = 0; t < n_tokens; ++t) {
       const float* xt = x + static_cast<long>(t) * m.cols;
@@ -103,6 +105,57 @@ inline void linear(K k, const Matrix& m, const float* x, int n_tokens, float* y)
       y[static_cast<long>(t) * m.rows + r] = v;
     }
   }
+}
+
+#if MOE_SIMD
+namespace simd {
+// Lane j = the horizontal sum of rows[j]. xsimd 8.1's AVX-512 haddp returns the lanes as
+// 0 1 4 5 2 3 6 7 | 8 9 12 13 10 11 14 15 (measured; its AVX2 and NEON versions are in
+// order): the permutation is its own inverse, so applying it again restores the order.
+inline fbatch hadd_rows(const fbatch* rows) {
+#if defined(__AVX512F__)
+  static_assert(W == 16, "AVX-512 build expects 16 float lanes");
+  return _mm512_permutexvar_ps(_mm512_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15), xsimd::haddp(rows));
+#else
+  return xsimd::haddp(rows);
+#endif
+}
+
+// Decode (one token), f32/f16/per-row i8: W rows at a time, their W horizontal sums
+// done together by one haddp instead of one hadd per row -- with short rows (d 64) the
+// per-row reduction cost as much as the row's products.
+inline void linear_one_token(const Matrix& m, const float* x, float* y) {
+  const int blocked = whole(m.rows, W);
+  for (int r = 0; r < blocked; r += W) {
+    fbatch sums[W];
+    alignas(64) float tails[W];
+    for (int j = 0; j < W; ++j) {
+      const long row = static_cast<long>(r + j) * m.cols;
+      tails[j] = 0.f;
+      switch (m.dtype) {
+        case DType::f32: sums[j] = partial_dot(m.f32() + row, x, m.cols, tails[j]); break;
+        case DType::f16: sums[j] = partial_dot(m.f16() + row, x, m.cols, tails[j]); break;
+        default:
+          sums[j] = partial_dot(m.i8() + row, x, m.cols, tails[j]) * fbatch(m.scales[r + j]);
+          tails[j] *= m.scales[r + j];
+          break;
+      }
+    }
+    (hadd_rows(sums) + fbatch::load_aligned(tails)).store_unaligned(y + r);
+  }
+  linear_rows(Simd{}, m, x, 1, y, blocked, m.rows);
+}
+}  // namespace simd
+#endif
+
+template <class K>
+inline void linear(K k, const Matrix& m, const float* x, int n_tokens, float* y) {
+#if MOE_SIMD
+  if constexpr (std::is_same_v<K, Simd>) {
+    if (n_tokens == 1 && (m.dtype != DType::i8 || m.group_size == m.cols)) return simd::linear_one_token(m, x, y);
+  }
+#endif
+  linear_rows(k, m, x, n_tokens, y, 0, m.rows);
 }
 
 }  // namespace moe::kernels
