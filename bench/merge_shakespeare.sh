@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Model merging on tiny Shakespeare, end to end: the numbers in README's "Merging
 # models" section come from this script.
-#   bench/merge_shakespeare.sh [RUN_DIR]      (default runs/merge; ~17 min on 2 cores)
+#   bench/merge_shakespeare.sh [RUN_DIR]      (default runs/merge; base ~2 min, ~1 min per fine-tune, 4 min for the rest)
 #
 # 1. Split data/tinyshakespeare.txt into four quarters (roughly: different plays); the last
 #    10% of each quarter is held out from every model.

@@ -1,7 +1,6 @@
 #include "trainer/merge/merge.hpp"
 
 #include <algorithm>
-#include <cstdio>
 #include <map>
 
 #include "converter/checkpoint_writer.hpp"
@@ -79,6 +78,9 @@ std::string tensor_name(const TensorSpec& s) {
   return buf;
 }
 
+// What config.json records of the merge: the recipe as given.
+nlohmann::json provenance(const MergeRecipe& r) { return {{"moe_merge", {{"version", MOE_VERSION}, {"recipe", r.source}}}}; }
+
 double setting_or(const Setting& own, const Setting& shared, const TensorSpec& spec, int layers, double fallback) {
   if (auto v = own.at(spec, layers)) return *v;
   if (auto v = shared.at(spec, layers)) return *v;
@@ -124,7 +126,7 @@ MergeResult run_merge(const MergeRecipe& r, const std::filesystem::path& out) {
       convert::append_checkpoint_tensor(oc, spec, v.data(), tensors);
     });
     convert::write_checkpoint(out, oc, hyper_of(*first), std::move(tensors), first->chars,
-                              {{"moe_merge", {{"version", MOE_VERSION}, {"recipe", r.source}}}});
+                              provenance(r));
     return result;
   }
 
@@ -167,7 +169,7 @@ MergeResult run_merge(const MergeRecipe& r, const std::filesystem::path& out) {
     convert::CheckpointHyper h = hyper_of(base);
     h.capacity_factor = 0;  // an assembled mixture has no training-time token dropping
     result.notes.push_back("expert capacity: none (the base's capacity factor is a training setting)");
-    convert::write_checkpoint(out, oc, h, std::move(tensors), base.chars, {{"moe_merge", {{"version", MOE_VERSION}, {"recipe", r.source}}}});
+    convert::write_checkpoint(out, oc, h, std::move(tensors), base.chars, provenance(r));
     return result;
   }
 
@@ -242,7 +244,7 @@ MergeResult run_merge(const MergeRecipe& r, const std::filesystem::path& out) {
     result.notes.push_back("slerp: " + std::to_string(parallel_fallbacks) + " nearly parallel tensor(s) were interpolated linearly");
   if (task_vectors && contributors.empty()) result.notes.push_back("every model is the base: the output is the base");
   convert::write_checkpoint(out, oc, hyper_of(*first), std::move(tensors), first->chars,
-                            {{"moe_merge", {{"version", MOE_VERSION}, {"recipe", r.source}}}});
+                            provenance(r));
   return result;
 }
 
