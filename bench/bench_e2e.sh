@@ -2,7 +2,8 @@
 # End-to-end latency of three llama-family models with deterministic random weights, for
 # fp32, fp16 and int8 weights: prefill (pp64) and decode (tg128 after a 64-token prompt)
 # tokens/s with `moe_infer --bench`, which also probes the read bandwidth and prints each
-# result's fraction of the bandwidth roofline. Nothing large is committed: the
+# result's fraction of the bandwidth roofline (the probe runs on as many threads as the
+# result). 1 and 2 threads (MOE_BENCH_THREADS="1 2"). Nothing large is committed: the
 # checkpoints come from moe_random_checkpoint.
 #   bench/bench_e2e.sh [OUT_DIR]     (default out/bench-e2e; results.jsonl and results.md there)
 set -euo pipefail
@@ -32,15 +33,17 @@ for m in "${order[@]}"; do
   for r in f32 f16 int8; do
     # shellcheck disable=SC2086
     "$build/converter/moe_convert" "$out/$m" -o "$out/$m-$r.moe" ${recipes[$r]} -q
-    echo "== $m $r"
-    "$build/engine/moe_infer" -m "$out/$m-$r.moe" --bench --bench-prompt 64 --bench-tokens 128 --bench-reps "${MOE_BENCH_REPS:-5}" \
-      --json "$out/$m-$r.json"
-    sed "s/^{/{\"model\": \"$m\", \"weights\": \"$r\", /" "$out/$m-$r.json" >> "$out/results.jsonl"
+    for t in ${MOE_BENCH_THREADS:-1 2}; do
+      echo "== $m $r, $t thread(s)"
+      "$build/engine/moe_infer" -m "$out/$m-$r.moe" --bench --bench-prompt 64 --bench-tokens 128 --bench-reps "${MOE_BENCH_REPS:-5}" \
+        --threads "$t" --json "$out/$m-$r-t$t.json"
+      sed "s/^{/{\"model\": \"$m\", \"weights\": \"$r\", /" "$out/$m-$r-t$t.json" >> "$out/results.jsonl"
+    done
   done
 done
 
 {
-  echo "| model | weights | pp64 tok/s | tg128 tok/s | weight bytes/token | roofline |"
-  echo "|---|---|---:|---:|---:|---:|"
-  sed -E 's/.*"model": "([^"]*)", "weights": "([^"]*)".*"weight_bytes_per_token": ([0-9]+).*"prefill_tok_s": ([0-9]+)[.0-9]*, "decode_tok_s": ([0-9]+)[.0-9]*,.*"roofline_fraction": ([0-9.]+).*/| \1 | \2 | \4 | \5 | \3 | \6 |/' "$out/results.jsonl"
+  echo "| model | weights | threads | pp64 tok/s | tg128 tok/s | weight bytes/token | roofline |"
+  echo "|---|---|---:|---:|---:|---:|---:|"
+  sed -E 's/.*"model": "([^"]*)", "weights": "([^"]*)".*"threads": ([0-9]+).*"weight_bytes_per_token": ([0-9]+).*"prefill_tok_s": ([0-9]+)[.0-9]*, "decode_tok_s": ([0-9]+)[.0-9]*,.*"roofline_fraction": ([0-9.]+).*/| \1 | \2 | \3 | \5 | \6 | \4 | \7 |/' "$out/results.jsonl"
 } | tee "$out/results.md"

@@ -10,6 +10,7 @@
 
 #include "moe/kernels/attention.hpp"
 #include "moe/kernels/linear.hpp"
+#include "moe/kernels/linear_q8.hpp"
 #include "moe/kernels/topk.hpp"
 
 namespace {
@@ -53,6 +54,27 @@ void linear(benchmark::State& state, DType dtype, int group) {
                                                  benchmark::Counter::kIsRate);
 }
 
+// int8 weights x int8 activations (the path the engine takes where kInt8Dot), with the
+// activation quantization it pays per product included.
+template <class K>
+void linear_q8(benchmark::State& state, int group) {
+  const int rows = static_cast<int>(state.range(0)), cols = static_cast<int>(state.range(1)), tokens = static_cast<int>(state.range(2));
+  Weights w(rows, cols, DType::i8, group);
+  std::vector<float> x(static_cast<size_t>(tokens) * cols, 0.5f), y(static_cast<size_t>(tokens) * rows);
+  std::vector<int8_t> q(x.size());
+  std::vector<float> qs(x.size() / kernels::kActBlock);
+  for (auto _ : state) {
+    kernels::quantize_activations(K{}, x.data(), tokens, cols, q.data(), qs.data());
+    kernels::linear_q8(K{}, w.m, q.data(), qs.data(), tokens, y.data());
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  state.counters["weight_GB/s"] =
+      benchmark::Counter(static_cast<double>(w.bytes()) * static_cast<double>(state.iterations()) / 1e9, benchmark::Counter::kIsRate);
+  state.counters["GFLOP/s"] = benchmark::Counter(2.0 * rows * cols * tokens * static_cast<double>(state.iterations()) / 1e9,
+                                                 benchmark::Counter::kIsRate);
+}
+
 // Shapes: Shakespeare model expert (512x128, 128x512), mixtral-tiny-a expert (128x64),
 // bench-s (bench_e2e.sh) expert (512x256, 256x512) and attention (256x256, 128x256),
 // bench-m expert (1408x512, 512x1408) and attention (512x512, 256x512); 1 token (decode)
@@ -77,6 +99,16 @@ MOE_LINEAR_BENCH(Simd, f16, f16, 0)
 MOE_LINEAR_BENCH(Simd, i8_row, i8, 0)
 MOE_LINEAR_BENCH(Simd, i8_g32, i8, 32)
 MOE_LINEAR_BENCH(Simd, i8_g64, i8, 64)
+#endif
+
+#define MOE_LINEAR_Q8_BENCH(K, name, group)                                                      \
+  void BM_linear_##name##_##K(benchmark::State& s) { linear_q8<kernels::K>(s, group); } \
+  BENCHMARK(BM_linear_##name##_##K)->Apply(shapes);
+
+MOE_LINEAR_Q8_BENCH(Scalar, i8_row_q8act, 0)
+#if MOE_SIMD
+MOE_LINEAR_Q8_BENCH(Simd, i8_row_q8act, 0)
+MOE_LINEAR_Q8_BENCH(Simd, i8_g32_q8act, 32)
 #endif
 
 template <class K>

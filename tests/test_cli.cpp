@@ -85,7 +85,7 @@ TEST_F(Cli, InferGreedyMatchesTheReferenceContinuation) {
 TEST_F(Cli, BenchReportsThroughputAndTheWeightsEachTokenReads) {
   const std::string json_path = path("bench.json");
   const Result r = run({kInfer, "--model", path("mix32.moe"), "--bench", "--bench-prompt", "16", "--bench-tokens", "32", "--bench-reps", "2",
-                        "--bench-probe-mib", "32", "--json", json_path});
+                        "--bench-probe-mib", "32", "--json", json_path, "--threads", "2"});
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.out.find("pp16: "), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("tg32: "), std::string::npos) << r.out;
@@ -94,6 +94,7 @@ TEST_F(Cli, BenchReportsThroughputAndTheWeightsEachTokenReads) {
   EXPECT_GT(j["decode_tok_s"].get<double>(), 0);
   EXPECT_GT(j["prefill_tok_s"].get<double>(), 0);
   EXPECT_GT(j["read_bandwidth_gb_s"].get<double>(), 0);
+  EXPECT_EQ(j["threads"], 2);
   // fp32, d 64, kv dim 32, 4 experts of hidden 128, top-2, vocab 96: one embedding row,
   // then per layer two norms, q/k/v/o, the router and 2 of the 4 experts' three matrices,
   // then the final norm and lm_head.
@@ -104,12 +105,14 @@ TEST_F(Cli, BenchReportsThroughputAndTheWeightsEachTokenReads) {
 }
 
 TEST_F(Cli, InferTextIsReproducibleBySeed) {
-  auto gen = [&](const char* seed) {
-    return run({kInfer, "-m", path("tiny.moe"), "-p", "ROMEO:", "-n", "60", "--temp", "0.8", "--top-p", "0.9", "--seed", seed, "--no-stats"});
+  auto gen = [&](const char* seed, const char* threads = "1") {
+    return run({kInfer, "-m", path("tiny.moe"), "-p", "ROMEO:", "-n", "60", "--temp", "0.8", "--top-p", "0.9", "--seed", seed, "--no-stats",
+                "--threads", threads});
   };
-  const Result a = gen("1"), b = gen("1"), c = gen("2");
+  const Result a = gen("1"), b = gen("1"), c = gen("2"), d = gen("1", "3");
   ASSERT_EQ(a.code, 0) << a.err;
   EXPECT_EQ(a.out, b.out);
+  EXPECT_EQ(a.out, d.out);  // worker threads change where rows are computed, not what
   EXPECT_NE(a.out, c.out);
   EXPECT_EQ(a.out.rfind("ROMEO:", 0), 0u);
   EXPECT_GE(a.out.size(), 6u + 60u);

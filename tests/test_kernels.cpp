@@ -258,7 +258,7 @@ TEST(Int8Activations, QuantizationErrorIsAtMostHalfAStep) {
   for (int i = 0; i < 32; ++i) x[static_cast<size_t>(32 + i)] = 0.f;  // an all-zero block
   std::vector<int8_t> q(x.size());
   std::vector<float> s(static_cast<size_t>(n * cols / kernels::kActBlock));
-  kernels::quantize_activations(x.data(), n, cols, q.data(), s.data());
+  kernels::quantize_activations(Scalar{}, x.data(), n, cols, q.data(), s.data());
   EXPECT_EQ(s[1], 0.f);
   for (size_t i = 0; i < x.size(); ++i) {
     const float scale = s[i / kernels::kActBlock];
@@ -276,7 +276,7 @@ TEST(Int8Activations, LinearQ8EqualsDequantizedProduct) {
     const auto x = random_vector(n * cols, rng);
     std::vector<int8_t> q(x.size());
     std::vector<float> s(static_cast<size_t>(n * cols / kernels::kActBlock)), y(static_cast<size_t>(n * rows));
-    kernels::quantize_activations(x.data(), n, cols, q.data(), s.data());
+    kernels::quantize_activations(Scalar{}, x.data(), n, cols, q.data(), s.data());
     kernels::linear_q8(Scalar{}, t.m, q.data(), s.data(), n, y.data());
     for (int tk = 0; tk < n; ++tk)
       for (int r = 0; r < rows; ++r) {
@@ -337,22 +337,58 @@ TEST(SimdEqualsScalar, Linear) {
   }
 }
 
-#if defined(__ARM_FEATURE_DOTPROD)
-TEST(SimdEqualsScalar, LinearQ8BitExactWithDotprod) {
-  std::mt19937 rng(23);
-  for (int group : {256, 32, 64}) {
-    const int rows = 11, cols = 256, n = 4;
-    TestMatrix t = make_matrix(rows, cols, DType::i8, group, rng);
-    const auto x = random_vector(n * cols, rng);
-    std::vector<int8_t> q(x.size());
-    std::vector<float> s(static_cast<size_t>(n * cols / kernels::kActBlock)), a(static_cast<size_t>(n * rows)), b(a.size());
-    kernels::quantize_activations(x.data(), n, cols, q.data(), s.data());
-    kernels::linear_q8(Scalar{}, t.m, q.data(), s.data(), n, a.data());
-    kernels::linear_q8(Simd{}, t.m, q.data(), s.data(), n, b.data());
-    EXPECT_EQ(a, b) << "group " << group;
-  }
+TEST(SimdEqualsScalar, QuantizeActivationsSameBytes) {
+  std::mt19937 rng(24);
+  const int n = 3, cols = 160;
+  auto x = random_vector(n * cols, rng, 2.f);
+  for (int i = 0; i < 32; ++i) x[static_cast<size_t>(64 + i)] = 0.f;  // an all-zero block
+  // Block 0: amax 127 makes the step exactly 1, so these land on ties: half to even.
+  for (int i = 0; i < 32; ++i) x[static_cast<size_t>(i)] = 0.f;
+  x[0] = 127.f;
+  x[1] = 2.5f;
+  x[2] = -3.5f;
+  x[3] = 0.5f;
+  std::vector<int8_t> a(x.size()), b(x.size());
+  std::vector<float> sa(static_cast<size_t>(n * cols / kernels::kActBlock)), sb(sa.size());
+  kernels::quantize_activations(Scalar{}, x.data(), n, cols, a.data(), sa.data());
+  kernels::quantize_activations(Simd{}, x.data(), n, cols, b.data(), sb.data());
+  EXPECT_EQ(a[1], 2);
+  EXPECT_EQ(a[2], -4);
+  EXPECT_EQ(a[3], 0);
+  EXPECT_EQ(a, b);
+  EXPECT_EQ(sa, sb);
 }
+
+// The integer dot-product kernels against the scalar reference: bit for bit with ARM
+// dotprod (same operations in the same order), to float rounding on x86 (8 lanes per
+// block stay separate until scaled). Rows 37 = whole blocks of W rows and a remainder;
+// 96 and 160 columns end in a lone 32-column block; weights include -128.
+TEST(SimdEqualsScalar, LinearQ8) {
+  if (!kernels::kInt8Dot) GTEST_SKIP() << "this target has no integer dot products";
+  std::mt19937 rng(23);
+  for (int cols : {96, 160, 256})
+    for (int group : {cols, 32, 64}) {
+      if (cols % group != 0) continue;
+      for (int rows : {11, 37})
+        for (int n : {1, 4}) {
+          TestMatrix t = make_matrix(rows, cols, DType::i8, group, rng);
+          t.storage[0] = 0x80;  // -128
+          t.storage[static_cast<size_t>(cols + 5)] = 0x80;
+          const auto x = random_vector(n * cols, rng);
+          std::vector<int8_t> q(x.size());
+          std::vector<float> s(static_cast<size_t>(n * cols / kernels::kActBlock)), a(static_cast<size_t>(n * rows)), b(a.size());
+          kernels::quantize_activations(Scalar{}, x.data(), n, cols, q.data(), s.data());
+          kernels::linear_q8(Scalar{}, t.m, q.data(), s.data(), n, a.data());
+          kernels::linear_q8(Simd{}, t.m, q.data(), s.data(), n, b.data());
+          SCOPED_TRACE(::testing::Message() << "rows " << rows << " cols " << cols << " group " << group << " tokens " << n);
+#if defined(__ARM_FEATURE_DOTPROD)
+          EXPECT_EQ(a, b);
+#else
+          expect_close(b, a, 1e-6 * std::sqrt(static_cast<double>(cols)), 1.0, "linear_q8");
 #endif
+        }
+    }
+}
 
 TEST(SimdEqualsScalar, NormsSoftmaxActivation) {
   std::mt19937 rng(6);

@@ -26,6 +26,7 @@
 #include "moe/model_file.hpp"
 #include "moe/sampler.hpp"
 #include "platform/mapped_file.hpp"
+#include "platform/thread_pool.hpp"
 
 namespace {
 std::atomic<long> g_allocations{0};
@@ -144,6 +145,16 @@ long allocations_over_a_generation(const std::filesystem::path& model, EngineT& 
 TEST(ZeroAllocation, LlamaFamilyWholeGeneration) {
   const auto model = convert_fixture("mixtral-tiny-a", "mix.moe");
   EXPECT_EQ(allocations_over_a_generation(model, g_mixtral, {1, 5, 9, 12}, 200, 5), 0);  // runs into context_full
+}
+
+// Worker threads are started with the pool, before counting; handing every product's
+// rows to them (however small) allocates nothing, in prefill or decode.
+TEST(ZeroAllocation, LlamaFamilyWithWorkerThreads) {
+  const auto model = convert_fixture("mixtral-tiny-a", "mixw.moe");
+  platform::ThreadPool pool(3);
+  g_mixtral.set_workers(pool.workers(), 0);
+  EXPECT_EQ(allocations_over_a_generation(model, g_mixtral, {1, 5, 9, 12}, 200, 3), 0);
+  g_mixtral.set_workers(Workers{});
 }
 
 TEST(ZeroAllocation, ClassicFamilyWithWindowSlidesAndCapacity) {

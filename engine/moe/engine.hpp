@@ -43,6 +43,7 @@
 #include "moe/model_file.hpp"
 #include "moe/model_layout.hpp"
 #include "moe/tensor.hpp"
+#include "moe/workers.hpp"
 
 namespace moe {
 
@@ -82,6 +83,16 @@ class Engine {
     loaded_ = true;
     reset();
     return Error::none();
+  }
+
+  // Splits each weight product of at least `min_macs_per_worker` multiply-adds per
+  // worker across these workers from now on (the Workers must outlive the engine's use
+  // of them); Workers{} returns to one core. Results do not change: every output row is
+  // computed the same way by whichever thread owns it. The default threshold keeps
+  // products too small to repay the hand-over (about a microsecond) on one core.
+  void set_workers(const Workers& w, long min_macs_per_worker = 16384) {
+    workers_ = w;
+    min_macs_per_worker_ = min_macs_per_worker;
   }
 
   // Forgets the sequence: the next prefill starts at position 0.
@@ -258,18 +269,56 @@ class Engine {
     }
   }
 
+  // The input of one or more weight products: x [n, cols]. Where the target multiplies
+  // int8 by int8, the first eligible int8 matrix quantizes it into the engine's scratch,
+  // and the products after it that read the same input (q, k and v; an expert's gate and
+  // up) reuse those bytes.
+  struct Input {
+    const float* x;
+    int n, cols;
+    bool quantized = false;
+  };
+
   // Every weight product of the engine. On targets with integer dot products (kInt8Dot)
-  // and for eligible int8 matrices, the activations are quantized into the engine's
-  // scratch and multiplied in int8; otherwise int8/f16 weights are widened to f32.
-  void linear(const Matrix& m, const float* x, int n, float* y) {
+  // eligible int8 matrices multiply quantized activations; otherwise int8/f16 weights are
+  // widened to f32. With workers, a large product is split into row ranges of whole SIMD
+  // blocks, one per worker.
+  void linear(const Matrix& m, Input& in, float* y) {
+    Product p{this, &m, &in, y, false};
     if constexpr (kernels::kInt8Dot && !std::is_same_v<K, kernels::Scalar>) {
       if (kernels::q8_eligible(m)) {
-        kernels::quantize_activations(x, n, m.cols, act_q_, act_scale_);
-        kernels::linear_q8(K{}, m, act_q_, act_scale_, n, y);
-        return;
+        if (!in.quantized) kernels::quantize_activations(K{}, in.x, in.n, in.cols, act_q_, act_scale_);
+        in.quantized = true;
+        p.q8 = true;
       }
     }
-    kernels::linear(K{}, m, x, n, y);
+    if (workers_.parts > 1 && static_cast<long>(m.rows) * m.cols * in.n >= min_macs_per_worker_ * workers_.parts) {
+      workers_.run(workers_.pool, &Engine::product_part, &p);
+    } else {
+      product_part(&p, 0, 1);
+    }
+  }
+
+  struct Product {
+    Engine* engine;
+    const Matrix* m;
+    const Input* in;
+    float* y;
+    bool q8;
+  };
+  static void product_part(void* ctx, int part, int parts) {
+    const Product& p = *static_cast<const Product*>(ctx);
+    constexpr int kRowBlock = 16;  // a multiple of every target's float lanes
+    const int blocks = (p.m->rows + kRowBlock - 1) / kRowBlock;
+    const int r0 = blocks * part / parts * kRowBlock, r1 = part + 1 == parts ? p.m->rows : blocks * (part + 1) / parts * kRowBlock;
+    if (r0 >= r1) return;
+    if (p.q8) kernels::linear_q8(K{}, *p.m, p.engine->act_q_, p.engine->act_scale_, p.in->n, p.y, r0, r1);
+    else kernels::linear(K{}, *p.m, p.in->x, p.in->n, p.y, r0, r1);
+  }
+
+  void linear(const Matrix& m, const float* x, int n, float* y) {
+    Input in{x, n, m.cols};
+    linear(m, in, y);
   }
 
   void norm(const Vector& w, const Vector& b, const float* in, float* out) const {
@@ -283,9 +332,10 @@ class Engine {
     // Keys and values of the chunk go straight into their cache rows.
     float* keys = key_cache_[l][0];
     float* values = value_cache_[l][0];
-    linear(lw.wq, xn_[0], n, q_[0]);
-    linear(lw.wk, xn_[0], n, keys + static_cast<long>(p0) * KVD);
-    linear(lw.wv, xn_[0], n, values + static_cast<long>(p0) * KVD);
+    Input in{xn_[0], n, D};
+    linear(lw.wq, in, q_[0]);
+    linear(lw.wk, in, keys + static_cast<long>(p0) * KVD);
+    linear(lw.wv, in, values + static_cast<long>(p0) * KVD);
     if constexpr (!kClassic) {
       for (int t = 0; t < n; ++t) {
         kernels::rope(K{}, q_[t], H, HD, rope_cos_[t], rope_sin_[t]);
@@ -350,11 +400,12 @@ class Engine {
 
   // expert_out_[0, m) = expert(expert_in_[0, m)).
   void expert_ffn(const ExpertWeights& ew, int m) {
-    linear(ew.w1, expert_in_[0], m, hidden_[0]);
+    Input in{expert_in_[0], m, D};
+    linear(ew.w1, in, hidden_[0]);
     if constexpr (kClassic) {
       for (int i = 0; i < m; ++i) kernels::bias_relu(hidden_[i], ew.b1.data, F);
     } else {
-      linear(ew.w3, expert_in_[0], m, up_[0]);
+      linear(ew.w3, in, up_[0]);
       for (int i = 0; i < m; ++i) kernels::silu_mul(K{}, hidden_[i], up_[i], F);
     }
     linear(ew.w2, hidden_[0], m, expert_out_[0]);
@@ -374,6 +425,8 @@ class Engine {
   Weights w_{};
   RuntimeParams rt_{};
   bool loaded_ = false;
+  Workers workers_{};
+  long min_macs_per_worker_ = 0;
   int pos_ = 0;                       // tokens in the cache
   int32_t window_[T] = {};            // those tokens (the classic family re-encodes them)
   float key_cache_[L][T][KVD] = {};   // roped keys (llama)

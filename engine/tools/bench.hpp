@@ -15,6 +15,7 @@
 #include "moe/generate.hpp"
 #include "moe/model_file.hpp"
 #include "moe/sampler.hpp"
+#include "platform/thread_pool.hpp"
 
 namespace moe::tools {
 
@@ -36,23 +37,37 @@ inline double active_weight_bytes_per_token(const ModelFile& file) {
   return bytes;
 }
 
-// Read bandwidth of this core: sums a buffer far larger than the caches, best of `reps`
-// passes (bytes per second).
-inline double read_bandwidth_probe(size_t bytes = size_t{512} << 20, int reps = 5) {
-  const size_t n = bytes / sizeof(uint64_t);
+// Read bandwidth of the pool's cores: each thread sums its share of a buffer far larger
+// than the caches; best of `reps` passes (bytes per second).
+inline double read_bandwidth_probe(platform::ThreadPool& pool, size_t bytes = size_t{512} << 20, int reps = 5) {
+  struct Probe {
+    const uint64_t* buf;
+    size_t n;
+    uint64_t sums[256];
+    static void part(void* ctx, int part, int parts) {
+      auto& p = *static_cast<Probe*>(ctx);
+      const size_t begin = p.n / 8 * static_cast<size_t>(part) / static_cast<size_t>(parts) * 8;
+      const size_t end = p.n / 8 * static_cast<size_t>(part + 1) / static_cast<size_t>(parts) * 8;
+      uint64_t acc[8] = {};  // independent sums: integer adds vectorise
+      for (size_t i = begin; i < end; i += 8)
+        for (int j = 0; j < 8; ++j) acc[j] += p.buf[i + static_cast<size_t>(j)];
+      uint64_t total = 0;
+      for (uint64_t a : acc) total += a;
+      p.sums[part] = total;
+    }
+  };
+  const size_t n = bytes / sizeof(uint64_t) / 8 * 8;
   std::unique_ptr<uint64_t[]> buf(new uint64_t[n]);
   for (size_t i = 0; i < n; ++i) buf[i] = i * 0x9e3779b97f4a7c15ull;  // touch every page
+  Probe probe{buf.get(), n, {}};
+  const Workers w = pool.workers();
   double best = 0;
   volatile uint64_t sink = 0;
   for (int r = 0; r < reps; ++r) {
     const auto t0 = std::chrono::steady_clock::now();
-    uint64_t acc[8] = {};  // independent sums: integer adds vectorise
-    for (size_t i = 0; i + 8 <= n; i += 8)
-      for (int j = 0; j < 8; ++j) acc[j] += buf[i + static_cast<size_t>(j)];
+    w.run(w.pool, &Probe::part, &probe);
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    uint64_t total = 0;
-    for (uint64_t a : acc) total += a;
-    sink = sink + total;
+    for (int i = 0; i < w.parts; ++i) sink = sink + probe.sums[i];
     best = std::max(best, static_cast<double>(n * sizeof(uint64_t)) / s);
   }
   return best;

@@ -3,6 +3,7 @@
 //   moe_infer --model m.moe --prompt "ROMEO:" -n 200 --temp 0.8 --top-p 0.9 --seed 1
 //   moe_infer --model tiny.moe --ids 1,2,3 -n 24 --temp 0
 //   moe_infer --model m.moe --bench [--bench-prompt 64 --bench-tokens 128 --bench-reps 5] [--json out.json]
+//   moe_infer ... --threads 2      (weight products split across 2 cores)
 //
 // Streams tokens to stdout as they are generated; prints a stats line to stderr.
 #include <CLI/CLI.hpp>
@@ -17,6 +18,7 @@
 #include "moe/model_file.hpp"
 #include "moe/sampler.hpp"
 #include "platform/mapped_file.hpp"
+#include "platform/thread_pool.hpp"
 #include "tools/bench.hpp"
 #include "tools/cli_support.hpp"
 #include "tools/compiled_models.hpp"
@@ -32,7 +34,9 @@ struct Options {
   bool stats = true;
   bool echo = true;
   bool verify = true;
+  int threads = 1;
   bool bench = false;
+  int bench_probe_mib = 512;
   std::string json;  // --bench results as JSON: a path, or "-" for stdout
   moe::tools::BenchOptions bench_options;
 };
@@ -65,8 +69,9 @@ bool parse_ids(const std::string& text, std::vector<int32_t>& out, std::string& 
 
 template <moe::ModelConfig C>
 struct Generate {
-  static int bench(moe::Engine<C>& engine, const moe::ModelFile& file, const Options& o) {
-    const moe::tools::BenchOptions& b = o.bench_options;
+  static int bench(moe::Engine<C>& engine, const moe::ModelFile& file, const Options& o, moe::platform::ThreadPool& pool) {
+    moe::tools::BenchOptions b = o.bench_options;
+    b.bandwidth = moe::tools::read_bandwidth_probe(pool, static_cast<size_t>(o.bench_probe_mib) << 20);
     if (C.family == moe::Family::llama && b.prompt + b.tokens > C.max_context)
       return std::fprintf(stderr, "moe_infer: --bench-prompt %d + --bench-tokens %d exceed the model's context of %d tokens\n", b.prompt,
                           b.tokens, C.max_context), 2;
@@ -78,20 +83,21 @@ struct Generate {
 #else
         "scalar";
 #endif
-    std::printf("config %s | kernels %s | threads 1 | model %s B | weights read per token %s B\n", moe::ConfigKey(C).c_str(), kernels,
+    std::printf("config %s | kernels %s | threads %d | model %s B | weights read per token %s B\n", moe::ConfigKey(C).c_str(), kernels, o.threads,
                 moe::tools::grouped(static_cast<long long>(file.size_bytes())).c_str(),
                 moe::tools::grouped(static_cast<long long>(r.bytes_per_token)).c_str());
     std::printf("pp%d: %.0f tok/s (min %.0f, max %.0f) | tg%d: %.0f tok/s (min %.0f, max %.0f) | median of %d\n", b.prompt, r.prefill_tok_s,
                 r.prefill_min, r.prefill_max, b.tokens, r.decode_tok_s, r.decode_min, r.decode_max, b.reps);
-    std::printf("read bandwidth (probe, 1 thread) %.1f GB/s | decode moves %.1f GB/s of weights: %.0f%% of the roofline\n", b.bandwidth / 1e9,
+    std::printf("read bandwidth (probe, %d thread%s) %.1f GB/s | decode moves %.1f GB/s of weights: %.0f%% of the roofline\n", o.threads,
+                o.threads == 1 ? "" : "s", b.bandwidth / 1e9,
                 r.bytes_per_token * r.decode_tok_s / 1e9, 100 * r.roofline_fraction);
     if (!o.json.empty()) {
       char buf[1024];
       std::snprintf(buf, sizeof buf,
-                    "{\"config\": \"%s\", \"kernels\": \"%s\", \"threads\": 1, \"model_bytes\": %zu, \"weight_bytes_per_token\": %.0f, "
+                    "{\"config\": \"%s\", \"kernels\": \"%s\", \"threads\": %d, \"model_bytes\": %zu, \"weight_bytes_per_token\": %.0f, "
                     "\"prompt_tokens\": %d, \"generated_tokens\": %d, \"reps\": %d, \"prefill_tok_s\": %.1f, \"decode_tok_s\": %.1f, "
                     "\"prefill_tok_s_min\": %.1f, \"decode_tok_s_min\": %.1f, \"read_bandwidth_gb_s\": %.2f, \"roofline_fraction\": %.4f}\n",
-                    moe::ConfigKey(C).c_str(), kernels, file.size_bytes(), r.bytes_per_token, b.prompt, b.tokens, b.reps, r.prefill_tok_s,
+                    moe::ConfigKey(C).c_str(), kernels, o.threads, file.size_bytes(), r.bytes_per_token, b.prompt, b.tokens, b.reps, r.prefill_tok_s,
                     r.decode_tok_s, r.prefill_min, r.decode_min, b.bandwidth / 1e9, r.roofline_fraction);
       if (o.json == "-") {
         std::fputs(buf, stdout);
@@ -107,11 +113,13 @@ struct Generate {
   static int run(const moe::ModelFile& file, const Options& o) {
     using EngineT = moe::Engine<C>;
     // The engine and sampler are large (KV cache): allocated once here, before any
-    // token; nothing is allocated while generating.
+    // token, as are the worker threads; nothing is allocated while generating.
+    moe::platform::ThreadPool pool(o.threads);
     auto engine = std::make_unique<EngineT>();
+    engine->set_workers(pool.workers());
     auto sampler = std::make_unique<moe::Sampler<C.vocab_size>>(o.sampling);
     if (moe::Error e = engine->load(file)) return std::fprintf(stderr, "moe_infer: %s\n", e.what()), 1;
-    if (o.bench) return bench(*engine, file, o);
+    if (o.bench) return bench(*engine, file, o, pool);
 
     const moe::CharTokenizer& tok = file.tokenizer();
     std::vector<int32_t> prompt;
@@ -164,7 +172,7 @@ struct Generate {
     if (o.stats) {
       std::fprintf(stderr,
                    "[moe_infer] prompt %zu tok: %.3f ms (%.0f tok/s) | generation %d tok: %.3f ms (%.0f tok/s, %.4f ms/tok) | "
-                   "engine RAM %s B | model %s B | active params/token %s of %s | kernels %s | config %s\n",
+                   "engine RAM %s B | model %s B | active params/token %s of %s | kernels %s | threads %d | config %s\n",
                    prompt.size(), prompt_s * 1e3, static_cast<double>(prompt.size()) / prompt_s, generated, gen_s * 1e3,
                    generated / gen_s, gen_s * 1e3 / (generated ? generated : 1),
                    moe::tools::grouped(static_cast<long long>(sizeof(EngineT) + sizeof(*sampler))).c_str(),
@@ -175,7 +183,7 @@ struct Generate {
 #else
                    "scalar",
 #endif
-                   moe::ConfigKey(C).c_str());
+                   o.threads, moe::ConfigKey(C).c_str());
     }
     return 0;
   }
@@ -195,6 +203,8 @@ int main(int argc, char** argv) {
   app.add_option("-k,--top-k", o.sampling.top_k, "keep the k most likely tokens; 0 = off")->capture_default_str();
   app.add_option("--top-p", o.sampling.top_p, "nucleus sampling threshold; 1 = off")->capture_default_str();
   app.add_option("-s,--seed", o.sampling.seed, "random seed: the same seed gives the same text")->capture_default_str();
+  app.add_option("--threads", o.threads, "cores that share each weight product (threads started once, at load)")
+      ->check(CLI::Range(1, 256))->capture_default_str();
   app.add_flag("!--no-stats", o.stats, "do not print the stats line");
   app.add_flag("!--no-echo", o.echo, "do not print the prompt before the continuation");
   app.add_flag("!--no-verify", o.verify, "skip the CRC-32C check of the weights at load");
@@ -203,8 +213,7 @@ int main(int argc, char** argv) {
   app.add_option("--bench-prompt", o.bench_options.prompt, "--bench: prompt tokens (pp)")->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--bench-tokens", o.bench_options.tokens, "--bench: tokens generated after the prompt (tg)")->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--bench-reps", o.bench_options.reps, "--bench: repetitions (medians are reported)")->check(CLI::PositiveNumber)->capture_default_str();
-  int probe_mib = 512;
-  app.add_option("--bench-probe-mib", probe_mib, "--bench: size of the bandwidth probe's buffer (far beyond the caches)")
+  app.add_option("--bench-probe-mib", o.bench_probe_mib, "--bench: size of the bandwidth probe's buffer (far beyond the caches)")
       ->check(CLI::Range(1, 1 << 16))->capture_default_str();
   app.add_option("--json", o.json, "--bench: also write the results as JSON to this file ('-': stdout)");
   if (const int code = moe::tools::parse_command_line(app, argc, argv); code >= 0) return code;
@@ -213,7 +222,6 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (o.model.empty()) return std::fprintf(stderr, "moe_infer: --model is required (see --help)\n"), 2;
-  if (o.bench) o.bench_options.bandwidth = moe::tools::read_bandwidth_probe(static_cast<size_t>(probe_mib) << 20);
   if (o.prompt.empty() && o.ids.empty() && !o.bench)
     return std::fprintf(stderr, "moe_infer: give a prompt: --prompt TEXT or --ids 1,2,3\n"), 2;
   if (moe::Error e = o.sampling.check()) return std::fprintf(stderr, "moe_infer: %s\n", e.what()), 2;

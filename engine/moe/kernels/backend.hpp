@@ -113,6 +113,18 @@ inline fbatch load(const uint16_t* p) {
 #endif
 }
 
+// Lane j = the horizontal sum of rows[j]. xsimd 8.1's AVX-512 haddp returns the lanes as
+// 0 1 4 5 2 3 6 7 | 8 9 12 13 10 11 14 15 (measured; its AVX2 and NEON versions are in
+// order): the permutation is its own inverse, so applying it again restores the order.
+inline fbatch hadd_rows(const fbatch* rows) {
+#if defined(__AVX512F__)
+  static_assert(W == 16, "AVX-512 build expects 16 float lanes");
+  return _mm512_permutexvar_ps(_mm512_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15), xsimd::haddp(rows));
+#else
+  return xsimd::haddp(rows);
+#endif
+}
+
 // Largest lane (xsimd 8.1 has no hmax).
 inline float hmax(const fbatch& b) {
   alignas(64) float tmp[W];

@@ -109,24 +109,12 @@ inline void linear_rows(K k, const Matrix& m, const float* x, int n_tokens, floa
 
 #if MOE_SIMD
 namespace simd {
-// Lane j = the horizontal sum of rows[j]. xsimd 8.1's AVX-512 haddp returns the lanes as
-// 0 1 4 5 2 3 6 7 | 8 9 12 13 10 11 14 15 (measured; its AVX2 and NEON versions are in
-// order): the permutation is its own inverse, so applying it again restores the order.
-inline fbatch hadd_rows(const fbatch* rows) {
-#if defined(__AVX512F__)
-  static_assert(W == 16, "AVX-512 build expects 16 float lanes");
-  return _mm512_permutexvar_ps(_mm512_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15), xsimd::haddp(rows));
-#else
-  return xsimd::haddp(rows);
-#endif
-}
-
 // Decode (one token), f32/f16/per-row i8: W rows at a time, their W horizontal sums
 // done together by one haddp instead of one hadd per row -- with short rows (d 64) the
 // per-row reduction cost as much as the row's products.
-inline void linear_one_token(const Matrix& m, const float* x, float* y) {
-  const int blocked = whole(m.rows, W);
-  for (int r = 0; r < blocked; r += W) {
+inline void linear_one_token(const Matrix& m, const float* x, float* y, int r0, int r1) {
+  const int blocked = r0 + whole(r1 - r0, W);
+  for (int r = r0; r < blocked; r += W) {
     fbatch sums[W];
     alignas(64) float tails[W];
     for (int j = 0; j < W; ++j) {
@@ -143,19 +131,25 @@ inline void linear_one_token(const Matrix& m, const float* x, float* y) {
     }
     (hadd_rows(sums) + fbatch::load_aligned(tails)).store_unaligned(y + r);
   }
-  linear_rows(Simd{}, m, x, 1, y, blocked, m.rows);
+  linear_rows(Simd{}, m, x, 1, y, blocked, r1);
 }
 }  // namespace simd
 #endif
 
+// Rows [r0, r1) of y = W x (a worker's share of a product; see engine.hpp).
 template <class K>
-inline void linear(K k, const Matrix& m, const float* x, int n_tokens, float* y) {
+inline void linear(K k, const Matrix& m, const float* x, int n_tokens, float* y, int r0, int r1) {
 #if MOE_SIMD
   if constexpr (std::is_same_v<K, Simd>) {
-    if (n_tokens == 1 && (m.dtype != DType::i8 || m.group_size == m.cols)) return simd::linear_one_token(m, x, y);
+    if (n_tokens == 1 && (m.dtype != DType::i8 || m.group_size == m.cols)) return simd::linear_one_token(m, x, y, r0, r1);
   }
 #endif
-  linear_rows(k, m, x, n_tokens, y, 0, m.rows);
+  linear_rows(k, m, x, n_tokens, y, r0, r1);
+}
+
+template <class K>
+inline void linear(K k, const Matrix& m, const float* x, int n_tokens, float* y) {
+  linear(k, m, x, n_tokens, y, 0, m.rows);
 }
 
 }  // namespace moe::kernels

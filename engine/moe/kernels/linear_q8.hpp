@@ -1,12 +1,14 @@
 // y = W x with int8 weights AND int8 activations: the integer dot products of ARMv8.2
-// (vdotq_s32) and, later, x86 VNNI. Activations are quantized per block of 32 columns
-// (x ~ q * s, s = max|x| / 127, as llama.cpp's Q8_0), so a block's sum is an exact int32
-// and the float work is one multiply-add per 32 products.
+// (vdotq_s32), x86 AVX-512 VNNI / AVX-VNNI (vpdpbusd) and AVX2 (vpmaddubsw).
+// Activations are quantized per block of 32 columns (x ~ q * s, s = max|x| / 127, as
+// llama.cpp's Q8_0), so a block's sum is an exact int32 and the float work is one
+// multiply-add per block.
 //
 // A matrix is eligible when its columns are whole blocks and its weight groups hold
-// whole blocks (one scale per row, or groups that are multiples of 32). The scalar
-// reference and the SIMD kernels do the same float operations in the same order, so
-// they agree bit for bit.
+// whole blocks (one scale per row, or groups that are multiples of 32). On ARM the
+// scalar reference and the SIMD kernel do the same float operations in the same order,
+// so they agree bit for bit; the x86 kernel keeps 8 lanes per block in float, so it
+// agrees to rounding (the integer parts are exact everywhere).
 //
 // Used when the target has integer dot products (compile time: kInt8Dot); elsewhere
 // int8 weights are widened to f32 against f32 activations (linear.hpp).
@@ -14,6 +16,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #include "moe/kernels/backend.hpp"
 #include "moe/tensor.hpp"
@@ -22,7 +25,7 @@ namespace moe::kernels {
 
 inline constexpr int kActBlock = 32;
 
-#if MOE_SIMD && defined(__ARM_FEATURE_DOTPROD)
+#if MOE_SIMD && (defined(__ARM_FEATURE_DOTPROD) || defined(__AVX2__))
 inline constexpr bool kInt8Dot = true;
 #else
 inline constexpr bool kInt8Dot = false;
@@ -32,9 +35,9 @@ inline bool q8_eligible(const Matrix& m) {
   return m.dtype == DType::i8 && m.cols % kActBlock == 0 && (m.group_size == m.cols || m.group_size % kActBlock == 0);
 }
 
-// x [n, cols] -> q [n, cols] int8 and scales [n, cols/32]. One implementation: it runs
-// once per product, not per weight.
-inline void quantize_activations(const float* x, int n, int cols, int8_t* q, float* scales) {
+// x [n, cols] -> q [n, cols] int8 and scales [n, cols/32]. Runs once per product (per
+// input, where several matrices share one), not per weight.
+inline void quantize_activations(Scalar, const float* x, int n, int cols, int8_t* q, float* scales) {
   const int blocks = cols / kActBlock;
   for (int t = 0; t < n; ++t)
     for (int b = 0; b < blocks; ++b) {
@@ -49,6 +52,28 @@ inline void quantize_activations(const float* x, int n, int cols, int8_t* q, flo
     }
 }
 
+#if MOE_SIMD
+// The same operations (one multiply, round half to even), so the same bytes; with 64
+// columns per matrix the scalar loop cost as much as the product it fed.
+inline void quantize_activations(Simd, const float* x, int n, int cols, int8_t* q, float* scales) {
+#if defined(__AVX512F__)
+  const int blocks = cols / kActBlock;
+  for (int t = 0; t < n; ++t)
+    for (int b = 0; b < blocks; ++b) {
+      const long at = static_cast<long>(t) * cols + b * kActBlock;
+      const __m512 lo = _mm512_loadu_ps(x + at), hi = _mm512_loadu_ps(x + at + 16);
+      const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(lo), _mm512_abs_ps(hi)));
+      const __m512 inv = _mm512_set1_ps(amax > 0.f ? 127.f / amax : 0.f);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(q + at), _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(lo, inv))));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(q + at + 16), _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(hi, inv))));
+      scales[t * blocks + b] = amax / 127.f;
+    }
+#else
+  quantize_activations(Scalar{}, x, n, cols, q, scales);
+#endif
+}
+#endif
+
 // Sum over one block of 32 int8 products (exact).
 inline int32_t block_dot_q8(Scalar, const int8_t* w, const int8_t* x) {
   int32_t s = 0;
@@ -62,14 +87,81 @@ inline int32_t block_dot_q8(Simd, const int8_t* w, const int8_t* x) {
   acc = vdotq_s32(acc, vld1q_s8(w + 16), vld1q_s8(x + 16));
   return vaddvq_s32(acc);
 }
+#elif MOE_SIMD && defined(__AVX2__)
+namespace simd {
+// The 32 products of one block, summed in pairs of 4 into 8 int32 lanes. The x86
+// instructions multiply unsigned by signed bytes, so |w| meets x with w's sign moved
+// onto it: exact, since |x| <= 127 (quantize_activations) and |w| <= 128 keep even
+// vpmaddubsw's int16 pair sums in range (2 * 128 * 127 = 32512).
+inline __m256i block_lanes_q8(const int8_t* w, const int8_t* x) {
+  const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
+  const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x));
+  const __m256i u = _mm256_abs_epi8(wv), s = _mm256_sign_epi8(xv, wv);
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+  return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
+#elif defined(__AVXVNNI__)
+  return _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), u, s);
+#else
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+#endif
+}
+
+inline int32_t hsum(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+  return _mm_cvtsi128_si32(s);
+}
+
+// One row against one token's activations, per-row weight scale not applied: lanes
+// whose sum is the row's dot product. Blocks stay in their own lanes until scaled by
+// their activation scale, two blocks per AVX-512 vector.
+inline fbatch row_dot_q8(const int8_t* w, const int8_t* x, const float* xs, int cols) {
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512DQ__)
+  static_assert(W == 16, "AVX-512 build expects 16 float lanes");
+  const __m512i zero = _mm512_setzero_si512();
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+  int c = 0;
+  for (; c < whole(cols, 128); c += 128) {  // two independent chains
+    const __m512i w0 = _mm512_loadu_si512(w + c), w1 = _mm512_loadu_si512(w + c + 64);
+    const __m512i x0 = _mm512_loadu_si512(x + c), x1 = _mm512_loadu_si512(x + c + 64);
+    const __m512i d0 = _mm512_dpbusd_epi32(zero, _mm512_abs_epi8(w0), _mm512_mask_sub_epi8(x0, _mm512_movepi8_mask(w0), zero, x0));
+    const __m512i d1 = _mm512_dpbusd_epi32(zero, _mm512_abs_epi8(w1), _mm512_mask_sub_epi8(x1, _mm512_movepi8_mask(w1), zero, x1));
+    const float* s = xs + c / 32;
+    acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d0), _mm512_insertf32x8(_mm512_set1_ps(s[0]), _mm256_set1_ps(s[1]), 1), acc0);
+    acc1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d1), _mm512_insertf32x8(_mm512_set1_ps(s[2]), _mm256_set1_ps(s[3]), 1), acc1);
+  }
+  __m256 tail = _mm256_setzero_ps();
+  for (; c < cols; c += 32)
+    tail = _mm256_fmadd_ps(_mm256_cvtepi32_ps(block_lanes_q8(w + c, x + c)), _mm256_set1_ps(xs[c / 32]), tail);
+  return _mm512_add_ps(_mm512_add_ps(acc0, acc1), _mm512_zextps256_ps512(tail));
+#else
+  static_assert(W == 8, "AVX2 build expects 8 float lanes");
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  int c = 0;
+  for (; c < whole(cols, 64); c += 64) {
+    acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(block_lanes_q8(w + c, x + c)), _mm256_set1_ps(xs[c / 32]), acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(block_lanes_q8(w + c + 32, x + c + 32)), _mm256_set1_ps(xs[c / 32 + 1]), acc1);
+  }
+  if (c < cols) acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(block_lanes_q8(w + c, x + c)), _mm256_set1_ps(xs[c / 32]), acc0);
+  return _mm256_add_ps(acc0, acc1);
+#endif
+}
+}  // namespace simd
+
+inline int32_t block_dot_q8(Simd, const int8_t* w, const int8_t* x) { return simd::hsum(simd::block_lanes_q8(w, x)); }
+#elif MOE_SIMD
+// No integer dot products (kInt8Dot is false, so the engine never comes here): the
+// reference, so that code written for either tag still compiles.
+inline int32_t block_dot_q8(Simd, const int8_t* w, const int8_t* x) { return block_dot_q8(Scalar{}, w, x); }
 #endif
 
 // y[t][r] = sum over weight groups g of ws[r][g] * (sum over blocks b in g of
-// isum(r, t, b) * xs[t][b]).
+// isum(r, t, b) * xs[t][b]), for rows [r0, r1).
 template <class K>
-inline void linear_q8(K k, const Matrix& m, const int8_t* xq, const float* xs, int n_tokens, float* y) {
+inline void linear_q8_rows(K k, const Matrix& m, const int8_t* xq, const float* xs, int n_tokens, float* y, int r0, int r1) {
   const int blocks = m.cols / kActBlock, per_group = m.group_size / kActBlock, groups = m.groups_per_row();
-  for (int r = 0; r < m.rows; ++r) {
+  for (int r = r0; r < r1; ++r) {
     const int8_t* wr = m.i8() + static_cast<long>(r) * m.cols;
     const float* ws = m.scales + static_cast<long>(r) * groups;
     for (int t = 0; t < n_tokens; ++t) {
@@ -85,6 +177,37 @@ inline void linear_q8(K k, const Matrix& m, const int8_t* xq, const float* xs, i
       y[static_cast<long>(t) * m.rows + r] = total;
     }
   }
+}
+
+template <class K>
+inline void linear_q8(K k, const Matrix& m, const int8_t* xq, const float* xs, int n_tokens, float* y, int r0, int r1) {
+#if MOE_SIMD && defined(__AVX2__) && !defined(__ARM_FEATURE_DOTPROD)
+  // x86, one scale per row (the converter's default): W rows at a time, their W sums
+  // finished by one haddp; each row block meets every token while it is in L1.
+  if constexpr (std::is_same_v<K, Simd>) {
+    if (m.group_size == m.cols) {
+      using simd::fbatch, simd::W;
+      const int blocks = m.cols / kActBlock, end = r0 + simd::whole(r1 - r0, W);
+      for (int r = r0; r < end; r += W) {
+        const fbatch row_scales = fbatch::load_unaligned(m.scales + r);
+        for (int t = 0; t < n_tokens; ++t) {
+          fbatch sums[W];
+          for (int j = 0; j < W; ++j)
+            sums[j] = simd::row_dot_q8(m.i8() + static_cast<long>(r + j) * m.cols, xq + static_cast<long>(t) * m.cols,
+                                       xs + static_cast<long>(t) * blocks, m.cols);
+          (simd::hadd_rows(sums) * row_scales).store_unaligned(y + static_cast<long>(t) * m.rows + r);
+        }
+      }
+      r0 = end;
+    }
+  }
+#endif
+  linear_q8_rows(k, m, xq, xs, n_tokens, y, r0, r1);
+}
+
+template <class K>
+inline void linear_q8(K k, const Matrix& m, const int8_t* xq, const float* xs, int n_tokens, float* y) {
+  linear_q8(k, m, xq, xs, n_tokens, y, 0, m.rows);
 }
 
 }  // namespace moe::kernels

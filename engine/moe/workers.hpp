@@ -1,0 +1,18 @@
+// The engine's seam for multi-core boards. The core never creates threads: a platform
+// that has them hands the engine a Workers (engine/platform/thread_pool.hpp on Linux),
+// and each large weight product is split by rows across them. Bare metal has none, and
+// the engine runs every product on the calling core.
+#pragma once
+
+namespace moe {
+
+struct Workers {
+  // A task is run as task(ctx, part, parts) for every part in [0, parts), part 0 on the
+  // calling thread; `run` returns when all parts are done. It must not allocate.
+  using Task = void (*)(void* ctx, int part, int parts);
+  void* pool = nullptr;
+  void (*run)(void* pool, Task task, void* ctx) = nullptr;
+  int parts = 1;  // threads, the caller included
+};
+
+}  // namespace moe

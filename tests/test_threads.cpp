@@ -1,0 +1,99 @@
+// The static thread pool and the engine's row split: every part of every task runs
+// exactly once, across sleeps; and an engine with 2 or 3 workers computes the very same
+// logits, bit for bit, as with one (each output row is computed the same way whichever
+// thread owns it), for f32 and int8 weights, by prefill and by decode.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "moe/engine.hpp"
+#include "platform/thread_pool.hpp"
+#include "support/test_support.hpp"
+
+namespace moe {
+namespace {
+
+struct Tally {
+  std::atomic<int> runs[8] = {};
+  std::atomic<int> wrong_parts{0};
+  int expected_parts = 0;
+  static void task(void* ctx, int part, int parts) {
+    auto& t = *static_cast<Tally*>(ctx);
+    if (parts != t.expected_parts || part < 0 || part >= parts) t.wrong_parts.fetch_add(1);
+    else t.runs[part].fetch_add(1);
+  }
+};
+
+TEST(ThreadPool, EveryPartRunsOncePerTask) {
+  for (int threads : {1, 2, 3}) {
+    platform::ThreadPool pool(threads);
+    const Workers w = pool.workers();
+    ASSERT_EQ(w.parts, threads);
+    Tally tally;
+    tally.expected_parts = threads;
+    constexpr int kTasks = 20000;
+    for (int i = 0; i < kTasks; ++i) {
+      w.run(w.pool, &Tally::task, &tally);
+      // run() returns only when every part is done: the counts are exact here.
+      for (int p = 0; p < threads; ++p) ASSERT_EQ(tally.runs[p].load(), i + 1) << "threads " << threads << " part " << p;
+    }
+    EXPECT_EQ(tally.wrong_parts.load(), 0);
+  }
+}
+
+TEST(ThreadPool, WakesWorkersThatFellAsleep) {
+  platform::ThreadPool pool(3);
+  const Workers w = pool.workers();
+  Tally tally;
+  tally.expected_parts = 3;
+  for (int i = 0; i < 3; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));  // past the spin: workers wait in the kernel
+    w.run(w.pool, &Tally::task, &tally);
+  }
+  for (int p = 0; p < 3; ++p) EXPECT_EQ(tally.runs[p].load(), 3);
+}
+
+constexpr ModelConfig kMixtral = config_from_key("llama-d64-l2-h4-kv2-hd16-e4-k2-f128-v96-c128");
+
+void expect_same_logits_with_workers(const test::AlignedBuffer& buf) {
+  using EngineT = Engine<kMixtral>;
+  constexpr int V = kMixtral.vocab_size;
+  ModelFile file;
+  ASSERT_TRUE(ModelFile::open(buf.data(), buf.size(), file).ok());
+  const std::vector<int32_t> prompt = {1, 5, 9, 12, 40, 3, 77, 20, 21, 60, 2, 8, 13, 50, 33, 7, 90, 11, 4};
+  auto logits_of = [&](EngineT& engine) {
+    std::vector<float> out(prompt.size() * V);
+    EXPECT_TRUE(engine.prefill(prompt.data(), static_cast<int>(prompt.size()), out.data()).ok());
+    for (int32_t t : {6, 66, 16}) {  // decode: one-token products
+      EXPECT_TRUE(engine.decode(t).ok());
+      out.insert(out.end(), engine.logits(), engine.logits() + V);
+    }
+    return out;
+  };
+  auto one = std::make_unique<EngineT>();
+  ASSERT_TRUE(one->load(file).ok());
+  const std::vector<float> want = logits_of(*one);
+  for (int threads : {2, 3}) {
+    platform::ThreadPool pool(threads);
+    auto engine = std::make_unique<EngineT>();
+    ASSERT_TRUE(engine->load(file).ok());
+    engine->set_workers(pool.workers(), 0);  // split every product, however small
+    EXPECT_EQ(logits_of(*engine), want) << threads << " threads";
+  }
+}
+
+TEST(EngineWorkers, SplitProductsGiveIdenticalLogitsF32) {
+  expect_same_logits_with_workers(test::convert_fixture("mixtral-tiny-a", test::fp32_recipe()));
+}
+
+TEST(EngineWorkers, SplitProductsGiveIdenticalLogitsInt8) {
+  for (int group : {0, 32})  // one scale per row; groups of 32 columns
+    expect_same_logits_with_workers(test::convert_fixture("mixtral-tiny-a", test::recipe(DType::i8, DType::i8, DType::i8, group)));
+}
+
+}  // namespace
+}  // namespace moe
