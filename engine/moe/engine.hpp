@@ -270,52 +270,74 @@ class Engine {
   }
 
   // The input of one or more weight products: x [n, cols]. Where the target multiplies
-  // int8 by int8, the first eligible int8 matrix quantizes it into the engine's scratch,
-  // and the products after it that read the same input (q, k and v; an expert's gate and
-  // up) reuse those bytes.
+  // int8 by int8, it is quantized once into the engine's scratch for every eligible
+  // int8 matrix that reads it.
   struct Input {
     const float* x;
     int n, cols;
     bool quantized = false;
   };
 
-  // Every weight product of the engine. On targets with integer dot products (kInt8Dot)
-  // eligible int8 matrices multiply quantized activations; otherwise int8/f16 weights are
-  // widened to f32. With workers, a large product is split into row ranges of whole SIMD
-  // blocks, one per worker.
-  void linear(const Matrix& m, Input& in, float* y) {
-    Product p{this, &m, &in, y, false};
-    if constexpr (kernels::kInt8Dot && !std::is_same_v<K, kernels::Scalar>) {
-      if (kernels::q8_eligible(m)) {
-        if (!in.quantized) kernels::quantize_activations(K{}, in.x, in.n, in.cols, act_q_, act_scale_);
-        in.quantized = true;
-        p.q8 = true;
-      }
-    }
-    if (workers_.parts > 1 && static_cast<long>(m.rows) * m.cols * in.n >= min_macs_per_worker_ * workers_.parts) {
-      workers_.run(workers_.pool, &Engine::product_part, &p);
-    } else {
-      product_part(&p, 0, 1);
-    }
-  }
-
-  struct Product {
+  // Up to three products that read one input (q, k and v; an expert's gate and up),
+  // run as one task: with workers, each takes its share of every matrix's rows (ranges
+  // of whole SIMD blocks), so one hand-over serves all of them. `swiglu`: outputs 0 and
+  // 1 are an expert's gate and up, and each worker finishes its own rows with
+  // silu(gate) * up while they are in cache (the fused SwiGLU).
+  struct Products {
     Engine* engine;
-    const Matrix* m;
-    const Input* in;
-    float* y;
-    bool q8;
+    Input* in;
+    int count;
+    const Matrix* m[3];
+    float* y[3];
+    bool q8[3];
+    bool swiglu;
   };
-  static void product_part(void* ctx, int part, int parts) {
-    const Product& p = *static_cast<const Product*>(ctx);
-    constexpr int kRowBlock = 16;  // a multiple of every target's float lanes
-    const int blocks = (p.m->rows + kRowBlock - 1) / kRowBlock;
-    const int r0 = blocks * part / parts * kRowBlock, r1 = part + 1 == parts ? p.m->rows : blocks * (part + 1) / parts * kRowBlock;
-    if (r0 >= r1) return;
-    if (p.q8) kernels::linear_q8(K{}, *p.m, p.engine->act_q_, p.engine->act_scale_, p.in->n, p.y, r0, r1);
-    else kernels::linear(K{}, *p.m, p.in->x, p.in->n, p.y, r0, r1);
+
+  // Every weight product of the engine goes through here. On targets with integer dot
+  // products (kInt8Dot) eligible int8 matrices multiply quantized activations; otherwise
+  // int8/f16 weights are widened to f32. Products too small to repay a hand-over (about
+  // a microsecond; min_macs_per_worker_) stay on the calling core.
+  void run_products(Products& p) {
+    Input& in = *p.in;
+    long macs = 0;
+    for (int i = 0; i < p.count; ++i) {
+      p.q8[i] = false;
+      if constexpr (kernels::kInt8Dot && !std::is_same_v<K, kernels::Scalar>) {
+        if (kernels::q8_eligible(*p.m[i])) {
+          if (!in.quantized) kernels::quantize_activations(K{}, in.x, in.n, in.cols, act_q_, act_scale_);
+          in.quantized = true;
+          p.q8[i] = true;
+        }
+      }
+      macs += static_cast<long>(p.m[i]->rows) * p.m[i]->cols * in.n;
+    }
+    if (workers_.parts > 1 && macs >= min_macs_per_worker_ * workers_.parts) workers_.run(workers_.pool, &Engine::products_part, &p);
+    else products_part(&p, 0, 1);
   }
 
+  [[gnu::noinline]] static void products_part(void* ctx, int part, int parts) {
+    const Products& p = *static_cast<const Products*>(ctx);
+    constexpr int kRowBlock = 16;  // a multiple of every target's float lanes
+    int r0 = 0, r1 = 0;
+    for (int i = 0; i < p.count; ++i) {
+      const Matrix& m = *p.m[i];
+      const int blocks = (m.rows + kRowBlock - 1) / kRowBlock;
+      r0 = blocks * part / parts * kRowBlock;
+      r1 = part + 1 == parts ? m.rows : blocks * (part + 1) / parts * kRowBlock;
+      if (r0 >= r1) continue;
+      if (p.q8[i]) kernels::linear_q8(K{}, m, p.engine->act_q_, p.engine->act_scale_, p.in->n, p.y[i], r0, r1);
+      else kernels::linear(K{}, m, p.in->x, p.in->n, p.y[i], r0, r1);
+    }
+    if (p.swiglu && r0 < r1) {  // gate and up have the same rows, so the same share
+      for (int t = 0; t < p.in->n; ++t)
+        kernels::silu_mul(K{}, p.y[0] + static_cast<long>(t) * F + r0, p.y[1] + static_cast<long>(t) * F + r0, r1 - r0);
+    }
+  }
+
+  void linear(const Matrix& m, Input& in, float* y) {
+    Products p{this, &in, 1, {&m}, {y}, {}, false};
+    run_products(p);
+  }
   void linear(const Matrix& m, const float* x, int n, float* y) {
     Input in{x, n, m.cols};
     linear(m, in, y);
@@ -333,9 +355,8 @@ class Engine {
     float* keys = key_cache_[l][0];
     float* values = value_cache_[l][0];
     Input in{xn_[0], n, D};
-    linear(lw.wq, in, q_[0]);
-    linear(lw.wk, in, keys + static_cast<long>(p0) * KVD);
-    linear(lw.wv, in, values + static_cast<long>(p0) * KVD);
+    Products qkv{this, &in, 3, {&lw.wq, &lw.wk, &lw.wv}, {q_[0], keys + static_cast<long>(p0) * KVD, values + static_cast<long>(p0) * KVD}, {}, false};
+    run_products(qkv);
     if constexpr (!kClassic) {
       for (int t = 0; t < n; ++t) {
         kernels::rope(K{}, q_[t], H, HD, rope_cos_[t], rope_sin_[t]);
@@ -401,12 +422,12 @@ class Engine {
   // expert_out_[0, m) = expert(expert_in_[0, m)).
   void expert_ffn(const ExpertWeights& ew, int m) {
     Input in{expert_in_[0], m, D};
-    linear(ew.w1, in, hidden_[0]);
     if constexpr (kClassic) {
+      linear(ew.w1, in, hidden_[0]);
       for (int i = 0; i < m; ++i) kernels::bias_relu(hidden_[i], ew.b1.data, F);
     } else {
-      linear(ew.w3, in, up_[0]);
-      for (int i = 0; i < m; ++i) kernels::silu_mul(K{}, hidden_[i], up_[i], F);
+      Products gate_up{this, &in, 2, {&ew.w1, &ew.w3}, {hidden_[0], up_[0]}, {}, true};
+      run_products(gate_up);
     }
     linear(ew.w2, hidden_[0], m, expert_out_[0]);
     if constexpr (kClassic)
