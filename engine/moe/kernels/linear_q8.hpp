@@ -147,6 +147,50 @@ inline fbatch row_dot_q8(const int8_t* w, const int8_t* x, const float* xs, int 
   return _mm256_add_ps(acc0, acc1);
 #endif
 }
+
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512DQ__)
+// Prefill: one row against NT tokens, the row's bytes loaded and their |w| and sign
+// mask made once for all NT (row_dot_q8's lanes, per token).
+template <int NT>
+inline void row_dot_q8_tokens(const int8_t* w, const int8_t* x, const float* xs, int cols, fbatch* out) {
+  const int blocks = cols / 32;
+  const __m512i zero = _mm512_setzero_si512();
+  __m512 acc[NT];
+  for (int k = 0; k < NT; ++k) acc[k] = _mm512_setzero_ps();
+  int c = 0;
+  for (; c < whole(cols, 64); c += 64) {
+    const __m512i wv = _mm512_loadu_si512(w + c);
+    const __m512i u = _mm512_abs_epi8(wv);
+    const __mmask64 negative = _mm512_movepi8_mask(wv);
+    for (int k = 0; k < NT; ++k) {
+      const __m512i xv = _mm512_loadu_si512(x + static_cast<long>(k) * cols + c);
+      const __m512i d = _mm512_dpbusd_epi32(zero, u, _mm512_mask_sub_epi8(xv, negative, zero, xv));
+      const float* s = xs + static_cast<long>(k) * blocks + c / 32;
+      acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_insertf32x8(_mm512_set1_ps(s[0]), _mm256_set1_ps(s[1]), 1), acc[k]);
+    }
+  }
+  for (int k = 0; k < NT; ++k) {
+    if (c < cols) {  // a lone block of 32
+      const __m256 lanes = _mm256_cvtepi32_ps(block_lanes_q8(w + c, x + static_cast<long>(k) * cols + c));
+      acc[k] = _mm512_add_ps(acc[k], _mm512_zextps256_ps512(_mm256_mul_ps(lanes, _mm256_set1_ps(xs[static_cast<long>(k) * blocks + c / 32]))));
+    }
+    out[k] = acc[k];
+  }
+}
+
+// Rows [r, r + W) for tokens [t, t + NT) of y = W x, finished by one haddp per token.
+template <int NT>
+inline void q8_token_group(const Matrix& m, const int8_t* xq, const float* xs, int r, int t, const fbatch& row_scales, float* y) {
+  const int blocks = m.cols / 32;
+  fbatch sums[NT][W], one_row[NT];
+  for (int j = 0; j < W; ++j) {
+    row_dot_q8_tokens<NT>(m.i8() + static_cast<long>(r + j) * m.cols, xq + static_cast<long>(t) * m.cols, xs + static_cast<long>(t) * blocks,
+                          m.cols, one_row);
+    for (int k = 0; k < NT; ++k) sums[k][j] = one_row[k];
+  }
+  for (int k = 0; k < NT; ++k) (hadd_rows(sums[k]) * row_scales).store_unaligned(y + static_cast<long>(t + k) * m.rows + r);
+}
+#endif
 }  // namespace simd
 
 inline int32_t block_dot_q8(Simd, const int8_t* w, const int8_t* x) { return simd::hsum(simd::block_lanes_q8(w, x)); }
@@ -190,7 +234,14 @@ inline void linear_q8(K k, const Matrix& m, const int8_t* xq, const float* xs, i
       const int blocks = m.cols / kActBlock, end = r0 + simd::whole(r1 - r0, W);
       for (int r = r0; r < end; r += W) {
         const fbatch row_scales = fbatch::load_unaligned(m.scales + r);
-        for (int t = 0; t < n_tokens; ++t) {
+        int t = 0;
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512DQ__)
+        // Prefill: tokens in groups of 8, then 4 (an expert's share of a 16-token chunk
+        // is often 2-6), sharing each row's loads; measured 1.25x (4) and 1.1x more (8).
+        for (; t + 8 <= n_tokens; t += 8) simd::q8_token_group<8>(m, xq, xs, r, t, row_scales, y);
+        for (; t + 4 <= n_tokens; t += 4) simd::q8_token_group<4>(m, xq, xs, r, t, row_scales, y);
+#endif
+        for (; t < n_tokens; ++t) {
           fbatch sums[W];
           for (int j = 0; j < W; ++j)
             sums[j] = simd::row_dot_q8(m.i8() + static_cast<long>(r + j) * m.cols, xq + static_cast<long>(t) * m.cols,
