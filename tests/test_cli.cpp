@@ -131,10 +131,33 @@ TEST_F(Cli, InferRefusesBadInput) {
   expect_failure(run({kInfer, "-m", path("mix32.moe"), "--ids", "1,200"}), 1, "token id 200 at index 1 is outside the vocabulary [0, 96)");
   expect_failure(run({kInfer, "-m", path("tiny.moe"), "-p", "A", "--temp", "-1"}), 2, "temperature must be a finite number >= 0");
   expect_failure(run({kInfer, "-m", path("tiny.moe"), "-p", "A", "--top-p", "0"}), 2, "top-p must be in (0, 1]");
+  // Usage errors (tools/arg_parser.hpp).
+  expect_failure(run({kInfer, "-m", path("tiny.moe"), "-p", "A", "--bogus"}), 2, "unknown option --bogus");
+  expect_failure(run({kInfer, "-m", path("tiny.moe"), "-p", "A", "-n", "-1"}), 2, "-n: '-1' is not in [0, ");
+  expect_failure(run({kInfer, "-m", path("tiny.moe"), "-p", "A", "--threads=0"}), 2, "--threads: '0' is not in [1, 256]");
+  expect_failure(run({kInfer, "-m", path("tiny.moe"), "-p", "A", "--temp", "warm"}), 2, "--temp: 'warm' is not a number");
+  expect_failure(run({kInfer, "-m", path("mix32.moe"), "-p", "A", "--ids", "1"}), 2, "--prompt and --ids cannot be given together");
+  expect_failure(run({kInfer, "-m", path("tiny.moe"), "-p"}), 2, "-p needs a value");
+  expect_failure(run({kInfer, "-m", path("tiny.moe"), "-p", "A", "extra"}), 2, "unexpected argument 'extra'");
   // A truncated copy of a model.
   const std::string bytes = slurp(path("tiny.moe"));
   std::ofstream(path("cut.moe"), std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size() / 2));
   expect_failure(run({kInfer, "-m", path("cut.moe"), "-p", "A"}), 1, "model file is truncated");
+}
+
+TEST_F(Cli, InferHelpListsEveryOptionWithItsDefault) {
+  const Result r = run({kInfer, "--help"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  for (const char* option : {"--model", "--prompt", "--ids", "--tokens", "--temp", "--top-k", "--top-p", "--seed", "--threads", "--no-stats",
+                             "--no-echo", "--no-verify", "--list-configs", "--bench", "--bench-prompt", "--bench-tokens", "--bench-reps",
+                             "--bench-probe-mib", "--json"})
+    EXPECT_NE(r.out.find(option), std::string::npos) << option;
+  EXPECT_NE(r.out.find("tokens to generate [200]"), std::string::npos) << r.out;
+  // --name=value is the same as --name value.
+  const Result a = run({kInfer, "-m", path("mix32.moe"), "--ids", "1,2", "-n", "5", "--temp", "0", "--no-stats"});
+  const Result b = run({kInfer, "--model=" + path("mix32.moe"), "--ids=1,2", "--tokens=5", "--temp=0", "--no-stats"});
+  ASSERT_EQ(a.code, 0) << a.err;
+  EXPECT_EQ(a.out, b.out);
 }
 
 TEST_F(Cli, UnknownConfigNamesTheCMakeFlag) {

@@ -1,4 +1,5 @@
-// Small pieces every command-line tool shares (moe_infer, moe_convert, moe_train).
+// Small pieces the host command-line tools share (moe_convert, moe_train, moe_merge;
+// moe_infer parses with tools/arg_parser.hpp).
 #pragma once
 
 #include <CLI/CLI.hpp>

@@ -6,7 +6,6 @@
 //   moe_infer ... --threads 2      (weight products split across 2 cores)
 //
 // Streams tokens to stdout as they are generated; prints a stats line to stderr.
-#include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
 #include <memory>
@@ -20,7 +19,8 @@
 #include "platform/mapped_file.hpp"
 #include "platform/thread_pool.hpp"
 #include "tools/bench.hpp"
-#include "tools/cli_support.hpp"
+#include "tools/arg_parser.hpp"
+#include "tools/grouped.hpp"
 #include "tools/compiled_models.hpp"
 
 namespace {
@@ -197,31 +197,30 @@ struct Generate {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"moe_infer: generate from a .moe Mixture-of-Experts model"};
+  moe::tools::ArgParser args("moe_infer", "generate from a .moe Mixture-of-Experts model");
   Options o;
   bool list = false;
-  app.add_option("-m,--model", o.model, "model file (.moe, from moe_convert)");
-  auto* prompt_opt = app.add_option("-p,--prompt", o.prompt, "prompt text (char-tokenizer models)");
-  app.add_option("--ids", o.ids, "prompt as comma-separated token ids (token-id models)")->excludes(prompt_opt);
-  app.add_option("-n,--tokens", o.n_tokens, "tokens to generate")->check(CLI::NonNegativeNumber)->capture_default_str();
-  app.add_option("-t,--temp", o.sampling.temperature, "sampling temperature; 0 = greedy")->capture_default_str();
-  app.add_option("-k,--top-k", o.sampling.top_k, "keep the k most likely tokens; 0 = off")->capture_default_str();
-  app.add_option("--top-p", o.sampling.top_p, "nucleus sampling threshold; 1 = off")->capture_default_str();
-  app.add_option("-s,--seed", o.sampling.seed, "random seed: the same seed gives the same text")->capture_default_str();
-  app.add_option("--threads", o.threads, "cores that share each weight product (threads started once, at load)")
-      ->check(CLI::Range(1, 256))->capture_default_str();
-  app.add_flag("!--no-stats", o.stats, "do not print the stats line");
-  app.add_flag("!--no-echo", o.echo, "do not print the prompt before the continuation");
-  app.add_flag("!--no-verify", o.verify, "skip the CRC-32C check of the weights at load");
-  app.add_flag("--list-configs", list, "print the model configs this build supports");
-  app.add_flag("--bench", o.bench, "measure prefill and decode tokens/s (token ids; no prompt needed) and the bandwidth roofline");
-  app.add_option("--bench-prompt", o.bench_options.prompt, "--bench: prompt tokens (pp)")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--bench-tokens", o.bench_options.tokens, "--bench: tokens generated after the prompt (tg)")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--bench-reps", o.bench_options.reps, "--bench: repetitions (medians are reported)")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--bench-probe-mib", o.bench_probe_mib, "--bench: size of the bandwidth probe's buffer (far beyond the caches)")
-      ->check(CLI::Range(1, 1 << 16))->capture_default_str();
-  app.add_option("--json", o.json, "--bench: also write the results as JSON to this file ('-': stdout)");
-  if (const int code = moe::tools::parse_command_line(app, argc, argv); code >= 0) return code;
+  args.option("-m,--model", o.model, "model file (.moe, from moe_convert)");
+  args.option("-p,--prompt", o.prompt, "prompt text (char-tokenizer models)");
+  args.option("--ids", o.ids, "prompt as comma-separated token ids (token-id models)");
+  args.excludes("--prompt", "--ids");
+  args.option("-n,--tokens", o.n_tokens, "tokens to generate", 0, 1 << 30);
+  args.option("-t,--temp", o.sampling.temperature, "sampling temperature; 0 = greedy");
+  args.option("-k,--top-k", o.sampling.top_k, "keep the k most likely tokens; 0 = off", -(1 << 30), 1 << 30);
+  args.option("--top-p", o.sampling.top_p, "nucleus sampling threshold; 1 = off");
+  args.option("-s,--seed", o.sampling.seed, "random seed: the same seed gives the same text");
+  args.option("--threads", o.threads, "cores that share each weight product (threads started once, at load)", 1, 256);
+  args.flag("--no-stats", o.stats, false, "do not print the stats line");
+  args.flag("--no-echo", o.echo, false, "do not print the prompt before the continuation");
+  args.flag("--no-verify", o.verify, false, "skip the CRC-32C check of the weights at load");
+  args.flag("--list-configs", list, true, "print the model configs this build supports");
+  args.flag("--bench", o.bench, true, "measure prefill and decode tokens/s (token ids; no prompt needed) and the bandwidth roofline");
+  args.option("--bench-prompt", o.bench_options.prompt, "--bench: prompt tokens (pp)", 1, 1 << 30);
+  args.option("--bench-tokens", o.bench_options.tokens, "--bench: tokens generated after the prompt (tg)", 1, 1 << 30);
+  args.option("--bench-reps", o.bench_options.reps, "--bench: repetitions (medians are reported)", 1, 1 << 20);
+  args.option("--bench-probe-mib", o.bench_probe_mib, "--bench: size of the bandwidth probe's buffer (far beyond the caches)", 1, 1 << 16);
+  args.option("--json", o.json, "--bench: also write the results as JSON to this file ('-': stdout)");
+  if (const int code = args.parse(argc, argv); code >= 0) return code;
   if (list) {
     std::printf("%s\n", moe::tools::compiled_config_list("\n").c_str());
     return 0;
