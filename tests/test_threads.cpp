@@ -1,7 +1,7 @@
-// The static thread pool and the engine's row split: every part of every task runs
-// exactly once, across sleeps; and an engine with 2 or 3 workers computes the very same
-// logits, bit for bit, as with one (each output row is computed the same way whichever
-// thread owns it), for f32 and int8 weights, by prefill and by decode.
+// The static thread pool and the engine's use of it: every part of every task runs
+// exactly once, across sleeps; and an engine with 2 workers (decode runs the 2 chosen
+// experts side by side; prefill splits rows) or 3 (rows split everywhere) computes the
+// very same logits, bit for bit, as with one, for f32 and int8 weights.
 #include <gtest/gtest.h>
 
 #include <atomic>

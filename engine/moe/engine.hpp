@@ -291,27 +291,30 @@ class Engine {
     float* y[3];
     bool q8[3];
     bool swiglu;
+    int8_t* act_q;     // where the input is quantized (kInt8Dot): the engine's scratch,
+    float* act_scale;  // or an expert slot's when experts run side by side
   };
 
   // Every weight product of the engine goes through here. On targets with integer dot
   // products (kInt8Dot) eligible int8 matrices multiply quantized activations; otherwise
   // int8/f16 weights are widened to f32. Products too small to repay a hand-over (about
   // a microsecond; min_macs_per_worker_) stay on the calling core.
-  void run_products(Products& p) {
+  void run_products(Products& p, bool may_split = true) {
     Input& in = *p.in;
     long macs = 0;
     for (int i = 0; i < p.count; ++i) {
       p.q8[i] = false;
       if constexpr (kernels::kInt8Dot && !std::is_same_v<K, kernels::Scalar>) {
         if (kernels::q8_eligible(*p.m[i])) {
-          if (!in.quantized) kernels::quantize_activations(K{}, in.x, in.n, in.cols, act_q_, act_scale_);
+          if (!in.quantized) kernels::quantize_activations(K{}, in.x, in.n, in.cols, p.act_q, p.act_scale);
           in.quantized = true;
           p.q8[i] = true;
         }
       }
       macs += static_cast<long>(p.m[i]->rows) * p.m[i]->cols * in.n;
     }
-    if (workers_.parts > 1 && macs >= min_macs_per_worker_ * workers_.parts) workers_.run(workers_.pool, &Engine::products_part, &p);
+    if (may_split && workers_.parts > 1 && macs >= min_macs_per_worker_ * workers_.parts)
+      workers_.run(workers_.pool, &Engine::products_part, &p);
     else products_part(&p, 0, 1);
   }
 
@@ -325,7 +328,7 @@ class Engine {
       r0 = blocks * part / parts * kRowBlock;
       r1 = part + 1 == parts ? m.rows : blocks * (part + 1) / parts * kRowBlock;
       if (r0 >= r1) continue;
-      if (p.q8[i]) kernels::linear_q8(K{}, m, p.engine->act_q_, p.engine->act_scale_, p.in->n, p.y[i], r0, r1);
+      if (p.q8[i]) kernels::linear_q8(K{}, m, p.act_q, p.act_scale, p.in->n, p.y[i], r0, r1);
       else kernels::linear(K{}, m, p.in->x, p.in->n, p.y[i], r0, r1);
     }
     if (p.swiglu && r0 < r1) {  // gate and up have the same rows, so the same share
@@ -335,7 +338,7 @@ class Engine {
   }
 
   void linear(const Matrix& m, Input& in, float* y) {
-    Products p{this, &in, 1, {&m}, {y}, {}, false};
+    Products p{this, &in, 1, {&m}, {y}, {}, false, act_q_, act_scale_};
     run_products(p);
   }
   void linear(const Matrix& m, const float* x, int n, float* y) {
@@ -355,7 +358,8 @@ class Engine {
     float* keys = key_cache_[l][0];
     float* values = value_cache_[l][0];
     Input in{xn_[0], n, D};
-    Products qkv{this, &in, 3, {&lw.wq, &lw.wk, &lw.wv}, {q_[0], keys + static_cast<long>(p0) * KVD, values + static_cast<long>(p0) * KVD}, {}, false};
+    Products qkv{this, &in, 3, {&lw.wq, &lw.wk, &lw.wv}, {q_[0], keys + static_cast<long>(p0) * KVD, values + static_cast<long>(p0) * KVD},
+                 {}, false, act_q_, act_scale_};
     run_products(qkv);
     if constexpr (!kClassic) {
       for (int t = 0; t < n; ++t) {
@@ -409,29 +413,64 @@ class Engine {
     // Experts in index order (the references' order), each on the tokens routed to it.
     for (int t = 0; t < n; ++t)
       for (int i = 0; i < D; ++i) delta_[t][i] = 0.f;
-    for (int e = 0; e < E; ++e) {
-      const int m = expert_count_[e];
-      if (m == 0) continue;
-      for (int i = 0; i < m; ++i) std::memcpy(expert_in_[i], xn_[expert_token_[e][i]], sizeof(float) * D);
-      expert_ffn(lw.experts[e], m);
-      for (int i = 0; i < m; ++i) kernels::axpy(delta_[expert_token_[e][i]], expert_gate_[e][i], expert_out_[i], D);
+    if (n == 1 && experts_side_by_side()) {
+      // Decode with workers that divide top_k: each worker runs whole experts (gate, up,
+      // down: one hand-over per layer instead of one per product), into its own slots;
+      // their outputs are summed here in index order, as below.
+      SideBySide task{this, &lw, {}, 0};
+      for (int e = 0; e < E; ++e)
+        if (expert_count_[e] > 0) task.active[task.count++] = e;
+      workers_.run(workers_.pool, &Engine::experts_part, &task);
+      for (int j = 0; j < task.count; ++j) kernels::axpy(delta_[0], expert_gate_[task.active[j]][0], slot_out_[j], D);
+    } else {
+      for (int e = 0; e < E; ++e) {
+        const int m = expert_count_[e];
+        if (m == 0) continue;
+        for (int i = 0; i < m; ++i) std::memcpy(expert_in_[i], xn_[expert_token_[e][i]], sizeof(float) * D);
+        expert_ffn(lw.experts[e], expert_in_[0], m, hidden_[0], up_[0], expert_out_[0], act_q_, act_scale_, true);
+        for (int i = 0; i < m; ++i) kernels::axpy(delta_[expert_token_[e][i]], expert_gate_[e][i], expert_out_[i], D);
+      }
     }
     for (int t = 0; t < n; ++t) kernels::add(x_[t], delta_[t], D);
   }
 
-  // expert_out_[0, m) = expert(expert_in_[0, m)).
-  void expert_ffn(const ExpertWeights& ew, int m) {
-    Input in{expert_in_[0], m, D};
+  // An expert of mixtral-tiny-a's size (3 x 64 x 128) measured slower side by side than
+  // on one core: each expert must be worth several hand-overs.
+  bool experts_side_by_side() const {
+    return workers_.parts > 1 && TOPK % workers_.parts == 0 && 3L * D * F >= 8 * min_macs_per_worker_;
+  }
+  struct SideBySide {
+    Engine* engine;
+    const LayerWeights* lw;
+    int active[TOPK];  // the experts the token chose (fewer under capacity), in index order
+    int count;
+  };
+  static void experts_part(void* ctx, int part, int parts) {
+    const SideBySide& task = *static_cast<const SideBySide*>(ctx);
+    Engine& e = *task.engine;
+    for (int j = part; j < task.count; j += parts)
+      e.expert_ffn(task.lw->experts[task.active[j]], e.xn_[0], 1, e.slot_hidden_[j], e.slot_up_[j], e.slot_out_[j], e.slot_act_q_[j],
+                   e.slot_act_scale_[j], false);
+  }
+
+  // out [m, D] = expert(in [m, D]), with the given scratch; may_split: its products may
+  // be split across the workers.
+  void expert_ffn(const ExpertWeights& ew, const float* in_rows, int m, float* hidden, float* up, float* out, int8_t* act_q,
+                  float* act_scale, bool may_split) {
+    Input in{in_rows, m, D};
     if constexpr (kClassic) {
-      linear(ew.w1, in, hidden_[0]);
-      for (int i = 0; i < m; ++i) kernels::bias_relu(hidden_[i], ew.b1.data, F);
+      Products up_proj{this, &in, 1, {&ew.w1}, {hidden}, {}, false, act_q, act_scale};
+      run_products(up_proj, may_split);
+      for (int i = 0; i < m; ++i) kernels::bias_relu(hidden + static_cast<long>(i) * F, ew.b1.data, F);
     } else {
-      Products gate_up{this, &in, 2, {&ew.w1, &ew.w3}, {hidden_[0], up_[0]}, {}, true};
-      run_products(gate_up);
+      Products gate_up{this, &in, 2, {&ew.w1, &ew.w3}, {hidden, up}, {}, true, act_q, act_scale};
+      run_products(gate_up, may_split);
     }
-    linear(ew.w2, hidden_[0], m, expert_out_[0]);
+    Input mid{hidden, m, F};
+    Products down{this, &mid, 1, {&ew.w2}, {out}, {}, false, act_q, act_scale};
+    run_products(down, may_split);
     if constexpr (kClassic)
-      for (int i = 0; i < m; ++i) kernels::add(expert_out_[i], ew.b2.data, D);
+      for (int i = 0; i < m; ++i) kernels::add(out + static_cast<long>(i) * D, ew.b2.data, D);
   }
 
   // Logits of chunk rows [t0, t0+rows) into out (rows x vocab).
@@ -473,11 +512,17 @@ class Engine {
   float up_[P][kUpRows] = {};
   float expert_out_[P][D] = {};
   float logits_[V] = {};
+  // One token's expert evaluations side by side (experts_side_by_side): a slot each.
+  float slot_hidden_[TOPK][F] = {};
+  float slot_up_[TOPK][kUpRows] = {};
+  float slot_out_[TOPK][D] = {};
   // Quantized activations for the int8 dot-product path (one element when unused).
   static constexpr int kMaxCols = D > QD ? (D > F ? D : F) : (QD > F ? QD : F);
   static constexpr int kActCols = kernels::kInt8Dot ? kMaxCols : 1;
   int8_t act_q_[P * kActCols] = {};
   float act_scale_[P * kActCols / kernels::kActBlock + 1] = {};
+  int8_t slot_act_q_[TOPK][kActCols] = {};
+  float slot_act_scale_[TOPK][kActCols / kernels::kActBlock + 1] = {};
 };
 
 }  // namespace moe
