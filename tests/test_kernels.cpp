@@ -315,6 +315,18 @@ TEST(SimdEqualsScalar, WidenedLoadsAreExact) {
   }
 }
 
+TEST(SimdEqualsScalar, HaddRowsPutsRowJInLaneJ) {
+  using kernels::simd::fbatch, kernels::simd::W;
+  alignas(64) float lane[W];
+  fbatch rows[W];
+  for (int j = 0; j < W; ++j) {
+    for (int i = 0; i < W; ++i) lane[i] = static_cast<float>(j * 1000 + i * (j + 1));  // distinct sums, exact in float
+    rows[j] = fbatch::load_aligned(lane);
+  }
+  kernels::simd::hadd_rows(rows).store_aligned(lane);
+  for (int j = 0; j < W; ++j) EXPECT_EQ(lane[j], static_cast<float>(j * 1000 * W + (j + 1) * W * (W - 1) / 2)) << "lane " << j;
+}
+
 TEST(SimdEqualsScalar, Linear) {
   std::mt19937 rng(5);
   for (DType dtype : {DType::f32, DType::f16, DType::i8}) {
