@@ -5,7 +5,7 @@
 # result's fraction of the bandwidth roofline (the probe runs on as many threads as the
 # result). 1 and 2 threads (MOE_BENCH_THREADS="1 2"). Nothing large is committed: the
 # checkpoints come from moe_random_checkpoint.
-#   bench/bench_e2e.sh [OUT_DIR]     (default out/bench-e2e; results.jsonl and results.md there)
+#   bench/bench_e2e.sh [OUT_DIR]     (default out/bench-e2e; results.jsonl and results.md there; ~6 min)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 out=${1:-$root/out/bench-e2e}
@@ -33,13 +33,21 @@ for m in "${order[@]}"; do
   for r in f32 f16 int8; do
     # shellcheck disable=SC2086
     "$build/converter/moe_convert" "$out/$m" -o "$out/$m-$r.moe" ${recipes[$r]} -q
-    for t in ${MOE_BENCH_THREADS:-1 2}; do
-      echo "== $m $r, $t thread(s)"
-      reps=${MOE_BENCH_REPS:-5}
-      [ "$m" = tiny-a ] && reps=$((reps * 10))  # a tiny-a run lasts ~2 ms: scheduler noise needs more of them
-      "$build/engine/moe_infer" -m "$out/$m-$r.moe" --bench --bench-prompt 64 --bench-tokens 128 --bench-reps "$reps" \
-        --threads "$t" --json "$out/$m-$r-t$t.json"
-      sed "s/^{/{\"model\": \"$m\", \"weights\": \"$r\", /" "$out/$m-$r-t$t.json" >> "$out/results.jsonl"
+  done
+done
+# MOE_BENCH_RUNS sweeps (default 3): this machine's load changes over minutes, so each
+# figure is the median over sweeps spread across the whole run, of medians over reps.
+for ((run = 1; run <= ${MOE_BENCH_RUNS:-3}; ++run)); do
+  for m in "${order[@]}"; do
+    for r in f32 f16 int8; do
+      for t in ${MOE_BENCH_THREADS:-1 2}; do
+        echo "== sweep $run: $m $r, $t thread(s)"
+        reps=${MOE_BENCH_REPS:-5}
+        [ "$m" = tiny-a ] && reps=$((reps * 10))  # a tiny-a run lasts ~2 ms: scheduler noise needs more of them
+        "$build/engine/moe_infer" -m "$out/$m-$r.moe" --bench --bench-prompt 64 --bench-tokens 128 --bench-reps "$reps" \
+          --threads "$t" --json "$out/$m-$r-t$t.json"
+        sed "s/^{/{\"model\": \"$m\", \"weights\": \"$r\", /" "$out/$m-$r-t$t.json" >> "$out/results.jsonl"
+      done
     done
   done
 done
@@ -47,5 +55,15 @@ done
 {
   echo "| model | weights | threads | pp64 tok/s | tg128 tok/s | weight bytes/token | roofline |"
   echo "|---|---|---:|---:|---:|---:|---:|"
-  sed -E 's/.*"model": "([^"]*)", "weights": "([^"]*)".*"threads": ([0-9]+).*"weight_bytes_per_token": ([0-9]+).*"prefill_tok_s": ([0-9]+)[.0-9]*, "decode_tok_s": ([0-9]+)[.0-9]*,.*"roofline_fraction": ([0-9.]+).*/| \1 | \2 | \3 | \5 | \6 | \4 | \7 |/' "$out/results.jsonl"
+  sed -E 's/.*"model": "([^"]*)", "weights": "([^"]*)".*"threads": ([0-9]+).*"weight_bytes_per_token": ([0-9]+).*"prefill_tok_s": ([0-9.]+), "decode_tok_s": ([0-9.]+),.*"roofline_fraction": ([0-9.]+).*/\1 \2 \3 \4 \5 \6 \7/' "$out/results.jsonl" |
+    awk '
+      function median(list,  a, n, i, j, t) {
+        n = split(list, a, " ")
+        for (i = 2; i <= n; ++i) for (j = i; j > 1 && a[j - 1] + 0 > a[j] + 0; --j) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
+        return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+      }
+      { key = $1 " | " $2 " | " $3; if (!(key in pp)) { order[++count] = key; bytes[key] = $4 }
+        pp[key] = pp[key] " " $5; tg[key] = tg[key] " " $6; roof[key] = roof[key] " " $7 }
+      END { for (i = 1; i <= count; ++i) { k = order[i]
+              printf "| %s | %.0f | %.0f | %s | %.0f%% |\n", k, median(pp[k]), median(tg[k]), bytes[k], 100 * median(roof[k]) } }'
 } | tee "$out/results.md"
