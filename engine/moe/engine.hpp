@@ -367,19 +367,35 @@ class Engine {
         kernels::rope(K{}, keys + static_cast<long>(p0 + t) * KVD, KVH, HD, rope_cos_[t], rope_sin_[t]);
       }
     }
-    // Token t sees positions [0, p0 + t]: causal within the chunk.
-    constexpr int group = H / KVH;
-    for (int t = 0; t < n; ++t) {
-      for (int h = 0; h < H; ++h) {
-        const int kv = h / group;
-        kernels::attention(K{}, q_[t] + h * HD, keys + kv * HD, values + kv * HD, p0 + t + 1, HD, KVD,
-                           rt_.attention_scale, scores_, attn_[t] + h * HD);
-      }
-    }
+    // Heads are independent: with workers, each takes a share of them.
+    Heads heads{this, l, p0, n};
+    const long macs = 2L * H * HD * n * (p0 + n);
+    if (workers_.parts > 1 && macs >= min_macs_per_worker_ * workers_.parts) workers_.run(workers_.pool, &Engine::heads_part, &heads);
+    else heads_part(&heads, 0, 1);
     linear(lw.wo, attn_[0], n, delta_[0]);
     for (int t = 0; t < n; ++t) {
       if constexpr (kClassic) kernels::add(delta_[t], lw.wo_bias.data, D);
       kernels::add(x_[t], delta_[t], D);
+    }
+  }
+
+  struct Heads {
+    Engine* engine;
+    int l, p0, n;
+  };
+  // Token t sees positions [0, p0 + t]: causal within the chunk. Each head has its own
+  // scores scratch, so workers can take heads side by side.
+  static void heads_part(void* ctx, int part, int parts) {
+    const Heads& a = *static_cast<const Heads*>(ctx);
+    Engine& e = *a.engine;
+    constexpr int group = H / KVH;
+    const float* keys = e.key_cache_[a.l][0];
+    const float* values = e.value_cache_[a.l][0];
+    for (int h = H * part / parts; h < H * (part + 1) / parts; ++h) {
+      const int kv = h / group;
+      for (int t = 0; t < a.n; ++t)
+        kernels::attention(K{}, e.q_[t] + h * HD, keys + kv * HD, values + kv * HD, a.p0 + t + 1, HD, KVD, e.rt_.attention_scale, e.scores_[h],
+                           e.attn_[t] + h * HD);
     }
   }
 
@@ -498,7 +514,7 @@ class Engine {
   float q_[P][QD] = {};
   float attn_[P][QD] = {};    // attention output, before Wo
   float delta_[P][D] = {};    // what a sub-block adds to the residual
-  float scores_[T] = {};
+  float scores_[H][T] = {};  // attention weights, one row per head
   float rope_cos_[P][kRopeHalf] = {};
   float rope_sin_[P][kRopeHalf] = {};
   float router_logits_[P][E] = {};
