@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <memory>
 #include <random>
+#include <type_traits>
 
 #include "moe/engine.hpp"
 #include "moe/generate.hpp"
@@ -145,6 +146,39 @@ INSTANTIATE_TEST_SUITE_P(Recipes, Quantized, ::testing::ValuesIn(kCases), [](con
   for (const char* p = info.param.name; *p; ++p) name += std::isalnum(static_cast<unsigned char>(*p)) ? *p : '_';
   return name;
 });
+
+// With int8 activations off, an int8 model computes what a target without integer dot
+// products computes (int8 weights widened against f32 activations): the scalar engine's
+// logits up to float rounding. With them on (where the target has integer dot
+// products), the activations' rounding shows.
+TEST(Int8Activations, OffReproducesTheWideningNumerics) {
+  const test::AlignedBuffer buf = test::convert_fixture("mixtral-tiny-a", test::recipe(DType::i8, DType::i8, DType::i8, 0));
+  ModelFile file;
+  ASSERT_TRUE(ModelFile::open(buf.data(), buf.size(), file).ok());
+  auto scalar = std::make_unique<Engine<kMixtral, kernels::Scalar>>();
+  auto best = std::make_unique<Engine<kMixtral>>();
+  ASSERT_TRUE(scalar->load(file).ok());
+  ASSERT_TRUE(best->load(file).ok());
+  const std::vector<int32_t> prompt = {1, 5, 9, 12, 40, 3, 77, 20, 21, 60, 2, 8, 13, 50, 33, 7, 90, 11, 4};
+  const int n = static_cast<int>(prompt.size()), V = kMixtral.vocab_size;
+  std::vector<float> want(prompt.size() * V), got(want.size());
+  ASSERT_TRUE(scalar->prefill(prompt.data(), n, want.data()).ok());
+  auto max_error = [&](bool int8_activations) {
+    best->set_int8_activations(int8_activations);
+    best->reset();
+    EXPECT_TRUE(best->prefill(prompt.data(), n, got.data()).ok());
+    double worst = 0, scale = 0;
+    for (size_t i = 0; i < want.size(); ++i) {
+      worst = std::max(worst, std::fabs(static_cast<double>(got[i]) - want[i]));
+      scale = std::max(scale, std::fabs(static_cast<double>(want[i])));
+    }
+    return worst / scale;
+  };
+  EXPECT_LT(max_error(false), 1e-5);
+  if (kernels::kInt8Dot && !std::is_same_v<kernels::Best, kernels::Scalar>) {
+    EXPECT_GT(max_error(true), 1e-4);
+  }
+}
 
 }  // namespace
 }  // namespace moe

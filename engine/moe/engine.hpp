@@ -95,6 +95,13 @@ class Engine {
     min_macs_per_worker_ = min_macs_per_worker;
   }
 
+  // Where the target multiplies int8 by int8 (kInt8Dot), int8 matrices quantize their
+  // input to int8 (the default: faster, judged by held-out loss like the weights'
+  // quantization). Off: they widen their weights to f32 against f32 activations, the
+  // numerics of targets without integer dot products (Cortex-M, armv7), so a host can
+  // reproduce such a board's tokens exactly (the firmware test does).
+  void set_int8_activations(bool on) { int8_activations_ = on; }
+
   // Forgets the sequence: the next prefill starts at position 0.
   void reset() { pos_ = 0; }
 
@@ -305,7 +312,7 @@ class Engine {
     for (int i = 0; i < p.count; ++i) {
       p.q8[i] = false;
       if constexpr (kernels::kInt8Dot && !std::is_same_v<K, kernels::Scalar>) {
-        if (kernels::q8_eligible(*p.m[i])) {
+        if (int8_activations_ && kernels::q8_eligible(*p.m[i])) {
           if (!in.quantized) kernels::quantize_activations(K{}, in.x, in.n, in.cols, p.act_q, p.act_scale);
           in.quantized = true;
           p.q8[i] = true;
@@ -503,6 +510,7 @@ class Engine {
   bool loaded_ = false;
   Workers workers_{};
   long min_macs_per_worker_ = 0;
+  bool int8_activations_ = true;
   int pos_ = 0;                       // tokens in the cache
   int32_t window_[T] = {};            // those tokens (the classic family re-encodes them)
   float key_cache_[L][T][KVD] = {};   // roped keys (llama)

@@ -40,6 +40,7 @@ struct Options {
   bool echo = true;
   bool verify = true;
   int threads = 1;
+  bool int8_activations = true;
   bool bench = false;
   int bench_probe_mib = 512;
   std::string json;  // --bench results as JSON: a path, or "-" for stdout
@@ -122,6 +123,7 @@ struct Generate {
     moe::platform::ThreadPool pool(o.threads);
     auto engine = std::make_unique<EngineT>();
     engine->set_workers(pool.workers());
+    engine->set_int8_activations(o.int8_activations);
     auto sampler = std::make_unique<moe::Sampler<C.vocab_size>>(o.sampling);
     if (moe::Error e = engine->load(file)) return std::fprintf(stderr, "moe_infer: %s\n", e.what()), 1;
     if (o.bench) return bench(*engine, file, o, pool);
@@ -210,6 +212,8 @@ int main(int argc, char** argv) {
   args.option("--top-p", o.sampling.top_p, "nucleus sampling threshold; 1 = off");
   args.option("-s,--seed", o.sampling.seed, "random seed: the same seed gives the same text");
   args.option("--threads", o.threads, "cores that share each weight product (threads started once, at load)", 1, 256);
+  args.flag("--f32-activations", o.int8_activations, false,
+            "int8 weights meet f32 activations (as on targets without int8 dot products) instead of int8 ones");
   args.flag("--no-stats", o.stats, false, "do not print the stats line");
   args.flag("--no-echo", o.echo, false, "do not print the prompt before the continuation");
   args.flag("--no-verify", o.verify, false, "skip the CRC-32C check of the weights at load");
