@@ -21,16 +21,15 @@ constexpr int kPauses = 2048;
 constexpr int kYields = 4096;
 }
 
-ThreadPool::ThreadPool(int threads) : parts_(threads < 1 ? 1 : threads) {
-  threads_.reserve(static_cast<size_t>(parts_ - 1));
-  for (int part = 1; part < parts_; ++part) threads_.emplace_back([this, part] { worker_loop(part); });
+ThreadPool::ThreadPool(int threads) : parts_(threads < 1 ? 1 : threads > kMaxThreads ? kMaxThreads : threads) {
+  for (int part = 1; part < parts_; ++part) threads_[part - 1] = std::thread([this, part] { worker_loop(part); });
 }
 
 ThreadPool::~ThreadPool() {
   stop_.store(true, std::memory_order_relaxed);
   generation_.fetch_add(1, std::memory_order_release);
   generation_.notify_all();
-  for (std::thread& t : threads_) t.join();
+  for (int i = 0; i + 1 < parts_; ++i) threads_[i].join();
 }
 
 void ThreadPool::run(void* pool, Workers::Task task, void* ctx) {

@@ -9,7 +9,6 @@
 
 #include <atomic>
 #include <thread>
-#include <vector>
 
 #include "moe/workers.hpp"
 
@@ -17,7 +16,9 @@ namespace moe::platform {
 
 class ThreadPool {
  public:
-  // `threads` counts the calling thread: ThreadPool(2) starts one worker.
+  static constexpr int kMaxThreads = 256;
+  // `threads` counts the calling thread: ThreadPool(2) starts one worker (at most
+  // kMaxThreads in all).
   explicit ThreadPool(int threads);
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
@@ -31,7 +32,7 @@ class ThreadPool {
   void worker_loop(int part);
 
   int parts_;
-  std::vector<std::thread> threads_;
+  std::thread threads_[kMaxThreads - 1];  // [0, parts_ - 1) started
   Workers::Task task_ = nullptr;
   void* ctx_ = nullptr;
   std::atomic<int> generation_{0};  // bumped once per task (and at shutdown)
