@@ -38,6 +38,13 @@ struct Weights {
   size_t bytes() const { return data.size() + scales.size() * sizeof(float); }
 };
 
+// Weight bytes streamed and multiply-adds per second, for y = W x over `tokens` tokens.
+void linear_counters(benchmark::State& state, const Weights& w, int tokens) {
+  const double n = static_cast<double>(state.iterations());
+  state.counters["weight_GB/s"] = benchmark::Counter(static_cast<double>(w.bytes()) * n / 1e9, benchmark::Counter::kIsRate);
+  state.counters["GFLOP/s"] = benchmark::Counter(2.0 * w.m.rows * w.m.cols * tokens * n / 1e9, benchmark::Counter::kIsRate);
+}
+
 template <class K>
 void linear(benchmark::State& state, DType dtype, int group) {
   const int rows = static_cast<int>(state.range(0)), cols = static_cast<int>(state.range(1)), tokens = static_cast<int>(state.range(2));
@@ -48,10 +55,7 @@ void linear(benchmark::State& state, DType dtype, int group) {
     benchmark::DoNotOptimize(y.data());
     benchmark::ClobberMemory();
   }
-  state.counters["weight_GB/s"] =
-      benchmark::Counter(static_cast<double>(w.bytes()) * static_cast<double>(state.iterations()) / 1e9, benchmark::Counter::kIsRate);
-  state.counters["GFLOP/s"] = benchmark::Counter(2.0 * rows * cols * tokens * static_cast<double>(state.iterations()) / 1e9,
-                                                 benchmark::Counter::kIsRate);
+  linear_counters(state, w, tokens);
 }
 
 // int8 weights x int8 activations (the path the engine takes where kInt8Dot), with the
@@ -69,10 +73,7 @@ void linear_q8(benchmark::State& state, int group) {
     benchmark::DoNotOptimize(y.data());
     benchmark::ClobberMemory();
   }
-  state.counters["weight_GB/s"] =
-      benchmark::Counter(static_cast<double>(w.bytes()) * static_cast<double>(state.iterations()) / 1e9, benchmark::Counter::kIsRate);
-  state.counters["GFLOP/s"] = benchmark::Counter(2.0 * rows * cols * tokens * static_cast<double>(state.iterations()) / 1e9,
-                                                 benchmark::Counter::kIsRate);
+  linear_counters(state, w, tokens);
 }
 
 // Shapes: Shakespeare model expert (512x128, 128x512), mixtral-tiny-a expert (128x64),
