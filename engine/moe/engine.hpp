@@ -277,7 +277,7 @@ class Engine {
   }
 
   // The input of one or more weight products: x [n, cols]. Where the target multiplies
-  // int8 by int8, it is quantized once into the engine's scratch for every eligible
+  // int8 by int8, it is quantized once (into the products' act_q) for every eligible
   // int8 matrix that reads it.
   struct Input {
     const float* x;
@@ -291,7 +291,6 @@ class Engine {
   // 1 are an expert's gate and up, and each worker finishes its own rows with
   // silu(gate) * up while they are in cache (the fused SwiGLU).
   struct Products {
-    Engine* engine;
     Input* in;
     int count;
     const Matrix* m[3];
@@ -320,9 +319,15 @@ class Engine {
       }
       macs += static_cast<long>(p.m[i]->rows) * p.m[i]->cols * in.n;
     }
-    if (may_split && workers_.parts > 1 && macs >= min_macs_per_worker_ * workers_.parts)
-      workers_.run(workers_.pool, &Engine::products_part, &p);
+    if (may_split) share(&Engine::products_part, &p, macs);
     else products_part(&p, 0, 1);
+  }
+
+  // Runs task over the workers when the work (multiply-adds) repays a hand-over per
+  // worker, else on this core as its only part.
+  void share(Workers::Task task, void* ctx, long macs) {
+    if (workers_.parts > 1 && macs >= min_macs_per_worker_ * workers_.parts) workers_.run(workers_.pool, task, ctx);
+    else task(ctx, 0, 1);
   }
 
   [[gnu::noinline]] static void products_part(void* ctx, int part, int parts) {
@@ -345,7 +350,7 @@ class Engine {
   }
 
   void linear(const Matrix& m, Input& in, float* y) {
-    Products p{this, &in, 1, {&m}, {y}, {}, false, act_q_, act_scale_};
+    Products p{&in, 1, {&m}, {y}, {}, false, act_q_, act_scale_};
     run_products(p);
   }
   void linear(const Matrix& m, const float* x, int n, float* y) {
@@ -365,7 +370,7 @@ class Engine {
     float* keys = key_cache_[l][0];
     float* values = value_cache_[l][0];
     Input in{xn_[0], n, D};
-    Products qkv{this, &in, 3, {&lw.wq, &lw.wk, &lw.wv}, {q_[0], keys + static_cast<long>(p0) * KVD, values + static_cast<long>(p0) * KVD},
+    Products qkv{&in, 3, {&lw.wq, &lw.wk, &lw.wv}, {q_[0], keys + static_cast<long>(p0) * KVD, values + static_cast<long>(p0) * KVD},
                  {}, false, act_q_, act_scale_};
     run_products(qkv);
     if constexpr (!kClassic) {
@@ -376,9 +381,7 @@ class Engine {
     }
     // Heads are independent: with workers, each takes a share of them.
     Heads heads{this, l, p0, n};
-    const long macs = 2L * H * HD * n * (p0 + n);
-    if (workers_.parts > 1 && macs >= min_macs_per_worker_ * workers_.parts) workers_.run(workers_.pool, &Engine::heads_part, &heads);
-    else heads_part(&heads, 0, 1);
+    share(&Engine::heads_part, &heads, 2L * H * HD * n * (p0 + n));
     linear(lw.wo, attn_[0], n, delta_[0]);
     for (int t = 0; t < n; ++t) {
       if constexpr (kClassic) kernels::add(delta_[t], lw.wo_bias.data, D);
@@ -482,15 +485,15 @@ class Engine {
                   float* act_scale, bool may_split) {
     Input in{in_rows, m, D};
     if constexpr (kClassic) {
-      Products up_proj{this, &in, 1, {&ew.w1}, {hidden}, {}, false, act_q, act_scale};
+      Products up_proj{&in, 1, {&ew.w1}, {hidden}, {}, false, act_q, act_scale};
       run_products(up_proj, may_split);
       for (int i = 0; i < m; ++i) kernels::bias_relu(hidden + static_cast<long>(i) * F, ew.b1.data, F);
     } else {
-      Products gate_up{this, &in, 2, {&ew.w1, &ew.w3}, {hidden, up}, {}, true, act_q, act_scale};
+      Products gate_up{&in, 2, {&ew.w1, &ew.w3}, {hidden, up}, {}, true, act_q, act_scale};
       run_products(gate_up, may_split);
     }
     Input mid{hidden, m, F};
-    Products down{this, &mid, 1, {&ew.w2}, {out}, {}, false, act_q, act_scale};
+    Products down{&mid, 1, {&ew.w2}, {out}, {}, false, act_q, act_scale};
     run_products(down, may_split);
     if constexpr (kClassic)
       for (int i = 0; i < m; ++i) kernels::add(out + static_cast<long>(i) * D, ew.b2.data, D);
