@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A/B of two moe_infer builds on bench_e2e.sh's models: the two binaries alternate, round
-# after round, so both see the same machine load (this machine is shared and noisy), and
+# after round and first/second in turn, so both see the same machine load (this machine
+# is shared and noisy), and
 # the table gives each side's median over rounds and their ratio.
 #   bench/ab_e2e.sh OLD_MOE_INFER NEW_MOE_INFER [ROUNDS=5] [MODELS_DIR=out/bench-e2e] [extra moe_infer flags...]
 # Models: MODELS_DIR/<model>-<weights>.moe as bench_e2e.sh leaves them; AB_MODELS picks
@@ -16,7 +17,10 @@ trap 'rm -rf "$tmp"' EXIT
 field() { sed -E "s/.*\"$1\": ([0-9.]+).*/\\1/" "$2"; }
 for ((r = 0; r < rounds; ++r)); do
   for m in $models; do
-    for side in old new; do
+    # Odd rounds run new first: whichever binary runs second in a pair measured up to
+    # 15% slower on this machine, whichever it was.
+    sides="old new"; ((r % 2)) && sides="new old"
+    for side in $sides; do
       bin=$old; [ $side = new ] && bin=$new
       reps=3; [[ $m == tiny-a* ]] && reps=41  # a tiny-a run lasts ~2 ms: scheduler noise needs more of them
       "$bin" -m "$dir/$m.moe" --bench --bench-prompt 64 --bench-tokens 128 --bench-reps $reps --bench-probe-mib 64 --json "$tmp/j" "$@" >/dev/null

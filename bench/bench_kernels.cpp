@@ -5,6 +5,7 @@
 // attention: kv_GB/s = cached keys and values read per second.
 #include <benchmark/benchmark.h>
 
+#include <chrono>
 #include <random>
 #include <vector>
 
@@ -110,6 +111,69 @@ MOE_LINEAR_Q8_BENCH(Scalar, i8_row_q8act, 0)
 #if MOE_SIMD
 MOE_LINEAR_Q8_BENCH(Simd, i8_row_q8act, 0)
 MOE_LINEAR_Q8_BENCH(Simd, i8_g32_q8act, 32)
+#endif
+
+#if MOE_SIMD
+// Decode from memory: 256 MiB of matrices of one shape (far beyond the caches), one
+// decode product per matrix, the rows' blocks read in order (one stream: the kernel
+// before the two-stream order) or as the kernels read them (block i of each half of the
+// rows together: two streams). The two orders alternate matrix by matrix, so both see
+// the same machine load; counters give each one's GB/s and their ratio.
+//   ./build/release/bench/bench_kernels --benchmark_filter=decode_from_memory
+void decode_from_memory(benchmark::State& state, DType dtype, bool q8) {
+  using kernels::simd::W;
+  const int rows = static_cast<int>(state.range(0)), cols = static_cast<int>(state.range(1));
+  const size_t one = static_cast<size_t>(rows) * cols * dtype_bytes(dtype);
+  std::vector<Weights> set;
+  for (size_t total = 0; total < (size_t{256} << 20); total += one) set.emplace_back(rows, cols, dtype, 0);
+  std::vector<float> x(static_cast<size_t>(cols), 0.5f), y(static_cast<size_t>(rows)), qs(static_cast<size_t>(cols) / kernels::kActBlock + 1);
+  std::vector<int8_t> q(static_cast<size_t>(cols));
+  if (q8) kernels::quantize_activations(kernels::Simd{}, x.data(), 1, cols, q.data(), qs.data());
+  double seconds[2] = {0, 0}, bytes[2] = {0, 0};
+  size_t next = 0;
+  for (auto _ : state) {
+    for (int order = 0; order < 2; ++order) {
+      const Matrix& m = set[next++ % set.size()].m;
+      const auto t0 = std::chrono::steady_clock::now();
+      if (order == 1) {  // two streams: the kernels as the engine calls them
+        if (q8) kernels::linear_q8(kernels::Simd{}, m, q.data(), qs.data(), 1, y.data());
+        else kernels::linear(kernels::Simd{}, m, x.data(), 1, y.data());
+      } else {
+        for (int r = 0; r + W <= rows; r += W) {
+#if defined(__AVX2__) && !defined(__ARM_FEATURE_DOTPROD)
+          if (q8) {
+            kernels::simd::q8_one_token_blocks<1>(m, q.data(), qs.data(), &r, y.data());
+            continue;
+          }
+#endif
+          if (dtype == DType::f32) kernels::simd::one_token_blocks<1>(m, m.f32(), x.data(), y.data(), &r);
+          else if (dtype == DType::f16) kernels::simd::one_token_blocks<1>(m, m.f16(), x.data(), y.data(), &r);
+          else kernels::simd::one_token_blocks<1>(m, m.i8(), x.data(), y.data(), &r);
+        }
+      }
+      benchmark::DoNotOptimize(y.data());
+      benchmark::ClobberMemory();
+      seconds[order] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      bytes[order] += static_cast<double>(one);
+    }
+  }
+  state.counters["one_stream_GB/s"] = bytes[0] / seconds[0] / 1e9;
+  state.counters["two_streams_GB/s"] = bytes[1] / seconds[1] / 1e9;
+  state.counters["two/one"] = (bytes[1] / seconds[1]) / (bytes[0] / seconds[0]);
+}
+// bench-s expert (512x256) and attention (256x256) in f32 and f16; bench-m expert
+// (1408x512, 512x1408) and bench-s expert in int8, through the int8 x int8 kernel on x86.
+void BM_decode_from_memory_f32(benchmark::State& s) { decode_from_memory(s, DType::f32, false); }
+void BM_decode_from_memory_f16(benchmark::State& s) { decode_from_memory(s, DType::f16, false); }
+#if defined(__AVX2__) && !defined(__ARM_FEATURE_DOTPROD)
+constexpr bool kX86Q8 = kernels::kInt8Dot;  // the int8 x int8 kernel with the two-stream order
+#else
+constexpr bool kX86Q8 = false;  // elsewhere int8 weights are compared through the widening kernel
+#endif
+void BM_decode_from_memory_i8(benchmark::State& s) { decode_from_memory(s, DType::i8, kX86Q8); }
+BENCHMARK(BM_decode_from_memory_f32)->Args({512, 256})->Args({256, 256})->MinTime(2.0);
+BENCHMARK(BM_decode_from_memory_f16)->Args({512, 256})->MinTime(2.0);
+BENCHMARK(BM_decode_from_memory_i8)->Args({1408, 512})->Args({512, 1408})->Args({512, 256})->MinTime(2.0);
 #endif
 
 template <class K>

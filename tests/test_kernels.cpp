@@ -335,7 +335,7 @@ TEST(SimdEqualsScalar, Linear) {
         if (dtype != DType::i8 && group != cols) continue;
         if (cols % group != 0) continue;
         for (int n : {1, 3})
-        for (int rows : {7, 37}) {  // 37: whole blocks of W rows (one-token path) and a remainder
+        for (int rows : {7, 37, 53}) {  // whole blocks of W rows (one-token path: pairs of blocks, a lone one) and a remainder
           TestMatrix t = make_matrix(rows, cols, dtype, group, rng);
           const std::vector<float> x = random_vector(n * cols, rng);
           std::vector<float> a(static_cast<size_t>(n * rows)), b(a.size());
@@ -344,6 +344,36 @@ TEST(SimdEqualsScalar, Linear) {
           SCOPED_TRACE(::testing::Message() << dtype_name(dtype) << " rows " << rows << " cols " << cols << " group " << group << " tokens " << n);
           expect_close(b, a, 2e-6 * std::sqrt(static_cast<double>(cols)), 1.0, "linear");
         }
+      }
+    }
+  }
+}
+
+// Decode reads blocks of rows in pairs (two memory streams); which block a row is paired
+// with depends on the row range (a worker's share), so each row's arithmetic must not:
+// any split of the rows gives the same bits as the whole product.
+TEST(SimdKernels, RowResultsDoNotDependOnTheRowRange) {
+  std::mt19937 rng(31);
+  const int rows = 200, cols = 160;  // 160: a 128-column step and a lone 32-column block
+  for (DType dtype : {DType::f32, DType::f16, DType::i8}) {
+    TestMatrix t = make_matrix(rows, cols, dtype, cols, rng);
+    const std::vector<float> x = random_vector(cols, rng);
+    std::vector<int8_t> q(static_cast<size_t>(cols));
+    std::vector<float> s(static_cast<size_t>(cols / kernels::kActBlock));
+    kernels::quantize_activations(Simd{}, x.data(), 1, cols, q.data(), s.data());
+    std::vector<float> whole(static_cast<size_t>(rows)), whole_q8(whole.size());
+    kernels::linear(Simd{}, t.m, x.data(), 1, whole.data());
+    if (dtype == DType::i8) kernels::linear_q8(Simd{}, t.m, q.data(), s.data(), 1, whole_q8.data());
+    for (int split : {16, 48, 64, 112, 176}) {  // multiples of 16, as the engine's worker shares
+      std::vector<float> parts(whole.size()), parts_q8(whole.size());
+      kernels::linear(Simd{}, t.m, x.data(), 1, parts.data(), 0, split);
+      kernels::linear(Simd{}, t.m, x.data(), 1, parts.data(), split, rows);
+      SCOPED_TRACE(::testing::Message() << dtype_name(dtype) << " split at row " << split);
+      EXPECT_EQ(parts, whole);
+      if (dtype == DType::i8) {
+        kernels::linear_q8(Simd{}, t.m, q.data(), s.data(), 1, parts_q8.data(), 0, split);
+        kernels::linear_q8(Simd{}, t.m, q.data(), s.data(), 1, parts_q8.data(), split, rows);
+        EXPECT_EQ(parts_q8, whole_q8);
       }
     }
   }
@@ -373,7 +403,7 @@ TEST(SimdEqualsScalar, QuantizeActivationsSameBytes) {
 
 // The integer dot-product kernels against the scalar reference: bit for bit with ARM
 // dotprod (same operations in the same order), to float rounding on x86 (8 lanes per
-// block stay separate until scaled). Rows 37 = whole blocks of W rows and a remainder;
+// block stay separate until scaled). Rows 37 and 53 = whole blocks of W rows and a remainder;
 // 96 and 160 columns end in a lone 32-column block; weights include -128.
 TEST(SimdEqualsScalar, LinearQ8) {
   if (!kernels::kInt8Dot) GTEST_SKIP() << "this target has no integer dot products";
@@ -381,7 +411,7 @@ TEST(SimdEqualsScalar, LinearQ8) {
   for (int cols : {96, 160, 256})
     for (int group : {cols, 32, 64}) {
       if (cols % group != 0) continue;
-      for (int rows : {11, 37})
+      for (int rows : {11, 37, 53})  // 53: on AVX-512, a pair of 16-row blocks read as two streams, a lone block, 5 rows
         for (int n : {1, 4, 6, 13}) {  // the prefill path groups tokens by 8 and 4: 13 = 8 + 4 + 1
           TestMatrix t = make_matrix(rows, cols, DType::i8, group, rng);
           t.storage[0] = 0x80;  // -128

@@ -37,6 +37,10 @@
 #define MOE_SIMD 0
 #endif
 
+// Fully unrolls a loop over a template's small constant count (rows or accumulators
+// kept in registers): without it GCC -O2 keeps such arrays in memory (measured 0.6x).
+#define MOE_UNROLL _Pragma("GCC unroll 8")
+
 namespace moe::kernels {
 
 struct Scalar {

@@ -113,44 +113,94 @@ inline int32_t hsum(__m256i v) {
   return _mm_cvtsi128_si32(s);
 }
 
-// One row against one token's activations, per-row weight scale not applied: lanes
-// whose sum is the row's dot product. Blocks stay in their own lanes until scaled by
-// their activation scale, two blocks per AVX-512 vector.
-inline fbatch row_dot_q8(const int8_t* w, const int8_t* x, const float* xs, int cols) {
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512DQ__)
+// The 16 int32 lanes of one 64-column chunk: block_lanes_q8 for two blocks at once.
+inline __m512i chunk_lanes_q8(const int8_t* w, __m512i x) {
+  const __m512i zero = _mm512_setzero_si512(), wv = _mm512_loadu_si512(w);
+  return _mm512_dpbusd_epi32(zero, _mm512_abs_epi8(wv), _mm512_mask_sub_epi8(x, _mm512_movepi8_mask(wv), zero, x));
+}
+#endif
+
+// R rows against one token's activations, per-row weight scales not applied: for each
+// row, lanes whose sum is its dot product. Blocks stay in their own lanes until scaled by
+// their activation scale, two blocks per AVX-512 vector. Each row gets the same
+// operations in the same order whatever R is.
+template <int R>
+[[gnu::always_inline]] inline void row_dots_q8(const int8_t* const* w, const int8_t* x, const float* xs, int cols, fbatch* out) {
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512DQ__)
   static_assert(W == 16, "AVX-512 build expects 16 float lanes");
-  const __m512i zero = _mm512_setzero_si512();
-  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
-  int c = 0;
-  for (; c < whole(cols, 128); c += 128) {  // two independent chains
-    const __m512i w0 = _mm512_loadu_si512(w + c), w1 = _mm512_loadu_si512(w + c + 64);
-    const __m512i x0 = _mm512_loadu_si512(x + c), x1 = _mm512_loadu_si512(x + c + 64);
-    const __m512i d0 = _mm512_dpbusd_epi32(zero, _mm512_abs_epi8(w0), _mm512_mask_sub_epi8(x0, _mm512_movepi8_mask(w0), zero, x0));
-    const __m512i d1 = _mm512_dpbusd_epi32(zero, _mm512_abs_epi8(w1), _mm512_mask_sub_epi8(x1, _mm512_movepi8_mask(w1), zero, x1));
-    const float* s = xs + c / 32;
-    acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d0), _mm512_insertf32x8(_mm512_set1_ps(s[0]), _mm256_set1_ps(s[1]), 1), acc0);
-    acc1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d1), _mm512_insertf32x8(_mm512_set1_ps(s[2]), _mm256_set1_ps(s[3]), 1), acc1);
+  __m512 acc0[R], acc1[R];  // two independent chains per row
+  __m256 tail[R];
+  MOE_UNROLL for (int r = 0; r < R; ++r) {
+    acc0[r] = acc1[r] = _mm512_setzero_ps();
+    tail[r] = _mm256_setzero_ps();
   }
-  __m256 tail = _mm256_setzero_ps();
+  int c = 0;
+  for (; c < whole(cols, 128); c += 128) {
+    const __m512i x0 = _mm512_loadu_si512(x + c), x1 = _mm512_loadu_si512(x + c + 64);
+    const float* s = xs + c / 32;
+    const __m512 s0 = _mm512_insertf32x8(_mm512_set1_ps(s[0]), _mm256_set1_ps(s[1]), 1);
+    const __m512 s1 = _mm512_insertf32x8(_mm512_set1_ps(s[2]), _mm256_set1_ps(s[3]), 1);
+    MOE_UNROLL for (int r = 0; r < R; ++r) {
+      acc0[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(chunk_lanes_q8(w[r] + c, x0)), s0, acc0[r]);
+      acc1[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(chunk_lanes_q8(w[r] + c + 64, x1)), s1, acc1[r]);
+    }
+  }
   for (; c < cols; c += 32)
-    tail = _mm256_fmadd_ps(_mm256_cvtepi32_ps(block_lanes_q8(w + c, x + c)), _mm256_set1_ps(xs[c / 32]), tail);
-  return _mm512_add_ps(_mm512_add_ps(acc0, acc1), _mm512_zextps256_ps512(tail));
+    MOE_UNROLL for (int r = 0; r < R; ++r)
+      tail[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(block_lanes_q8(w[r] + c, x + c)), _mm256_set1_ps(xs[c / 32]), tail[r]);
+  MOE_UNROLL for (int r = 0; r < R; ++r) out[r] = _mm512_add_ps(_mm512_add_ps(acc0[r], acc1[r]), _mm512_zextps256_ps512(tail[r]));
 #else
   static_assert(W == 8, "AVX2 build expects 8 float lanes");
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  __m256 acc0[R], acc1[R];
+  MOE_UNROLL for (int r = 0; r < R; ++r) acc0[r] = acc1[r] = _mm256_setzero_ps();
   int c = 0;
   for (; c < whole(cols, 64); c += 64) {
-    acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(block_lanes_q8(w + c, x + c)), _mm256_set1_ps(xs[c / 32]), acc0);
-    acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(block_lanes_q8(w + c + 32, x + c + 32)), _mm256_set1_ps(xs[c / 32 + 1]), acc1);
+    const __m256 s0 = _mm256_set1_ps(xs[c / 32]), s1 = _mm256_set1_ps(xs[c / 32 + 1]);
+    MOE_UNROLL for (int r = 0; r < R; ++r) {
+      acc0[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(block_lanes_q8(w[r] + c, x + c)), s0, acc0[r]);
+      acc1[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(block_lanes_q8(w[r] + c + 32, x + c + 32)), s1, acc1[r]);
+    }
   }
-  if (c < cols) acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(block_lanes_q8(w + c, x + c)), _mm256_set1_ps(xs[c / 32]), acc0);
-  return _mm256_add_ps(acc0, acc1);
+  if (c < cols)
+    MOE_UNROLL for (int r = 0; r < R; ++r) acc0[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(block_lanes_q8(w[r] + c, x + c)), _mm256_set1_ps(xs[c / 32]), acc0[r]);
+  MOE_UNROLL for (int r = 0; r < R; ++r) out[r] = _mm256_add_ps(acc0[r], acc1[r]);
 #endif
+}
+
+// Decode: the W rows of each of R blocks, finished by one haddp per block.
+template <int R>
+inline void q8_one_token_blocks(const Matrix& m, const int8_t* xq, const float* xs, const int* block_rows, float* y) {
+  fbatch sums[R][W];
+  for (int j = 0; j < W; ++j) {
+    const int8_t* rows[R];
+    fbatch out[R];
+    for (int b = 0; b < R; ++b) rows[b] = m.i8() + static_cast<long>(block_rows[b] + j) * m.cols;
+    row_dots_q8<R>(rows, xq, xs, m.cols, out);
+    for (int b = 0; b < R; ++b) sums[b][j] = out[b];
+  }
+  for (int b = 0; b < R; ++b) (hadd_rows(sums[b]) * fbatch::load_unaligned(m.scales + block_rows[b])).store_unaligned(y + block_rows[b]);
+}
+
+// Decode, rows [r0, end) in whole blocks of W: block i of the first half goes with block
+// i of the second half, so the memory reads two sequential streams at once (a single
+// stream of rows measured 12-30% slower on this project's machine; bench/README.md). A
+// lone last block runs by itself.
+inline void q8_one_token_two_streams(const Matrix& m, const int8_t* xq, const float* xs, int r0, int end, float* y) {
+  const int blocks = (end - r0) / W, half = blocks / 2;
+  for (int i = 0; i < half; ++i) {
+    const int pair[2] = {r0 + i * W, r0 + (half + i) * W};
+    q8_one_token_blocks<2>(m, xq, xs, pair, y);
+  }
+  if (blocks % 2 != 0) {
+    const int lone = r0 + 2 * half * W;
+    q8_one_token_blocks<1>(m, xq, xs, &lone, y);
+  }
 }
 
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512DQ__)
 // Prefill: one row against NT tokens, the row's bytes loaded and their |w| and sign
-// mask made once for all NT (row_dot_q8's lanes, per token).
+// mask made once for all NT (row_dots_q8's lanes, per token).
 template <int NT>
 inline void row_dot_q8_tokens(const int8_t* w, const int8_t* x, const float* xs, int cols, fbatch* out) {
   const int blocks = cols / 32;
@@ -232,22 +282,21 @@ inline void linear_q8(K k, const Matrix& m, const int8_t* xq, const float* xs, i
     if (m.group_size == m.cols) {
       using simd::fbatch, simd::W;
       const int blocks = m.cols / kActBlock, end = r0 + simd::whole(r1 - r0, W);
+      if (n_tokens == 1) {
+        simd::q8_one_token_two_streams(m, xq, xs, r0, end, y);
+        return linear_q8_rows(k, m, xq, xs, n_tokens, y, end, r1);
+      }
       for (int r = r0; r < end; r += W) {
-        const fbatch row_scales = fbatch::load_unaligned(m.scales + r);
         int t = 0;
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512DQ__)
+        const fbatch row_scales = fbatch::load_unaligned(m.scales + r);
         // Prefill: tokens in groups of 8, then 4 (an expert's share of a 16-token chunk
         // is often 2-6), sharing each row's loads; measured 1.25x (4) and 1.1x more (8).
         for (; t + 8 <= n_tokens; t += 8) simd::q8_token_group<8>(m, xq, xs, r, t, row_scales, y);
         for (; t + 4 <= n_tokens; t += 4) simd::q8_token_group<4>(m, xq, xs, r, t, row_scales, y);
 #endif
-        for (; t < n_tokens; ++t) {
-          fbatch sums[W];
-          for (int j = 0; j < W; ++j)
-            sums[j] = simd::row_dot_q8(m.i8() + static_cast<long>(r + j) * m.cols, xq + static_cast<long>(t) * m.cols,
-                                       xs + static_cast<long>(t) * blocks, m.cols);
-          (simd::hadd_rows(sums) * row_scales).store_unaligned(y + static_cast<long>(t) * m.rows + r);
-        }
+        for (; t < n_tokens; ++t)
+          simd::q8_one_token_blocks<1>(m, xq + static_cast<long>(t) * m.cols, xs + static_cast<long>(t) * blocks, &r, y + static_cast<long>(t) * m.rows);
       }
       r0 = end;
     }
