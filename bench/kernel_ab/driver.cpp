@@ -1,0 +1,79 @@
+// Two builds of the decode kernels, alternated token by token over the weights one
+// decode token of a llama MoE streams (4 attention matrices and 2 of 8 experts' 3
+// matrices per layer, 8 layers, experts drawn at random per token), so that both see
+// the same machine load; each token runs both builds, in alternating order.
+//   driver D F QD KVD DTYPE TOKENS      (DTYPE 0 f32, 1 f16, 2 int8)
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <vector>
+
+void kernels_old(const void*, const float*, int, int, int, const float*, const int8_t*, const float*, float*);
+void kernels_new(const void*, const float*, int, int, int, const float*, const int8_t*, const float*, float*);
+
+namespace {
+struct Weights {
+  std::vector<uint8_t> bytes;
+  std::vector<float> scales;
+  int rows, cols;
+};
+double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 7) {
+    std::fprintf(stderr, "usage: %s D F QD KVD DTYPE TOKENS\n", argv[0]);
+    return 2;
+  }
+  const int D = std::atoi(argv[1]), F = std::atoi(argv[2]), QD = std::atoi(argv[3]), KVD = std::atoi(argv[4]);
+  const int dtype = std::atoi(argv[5]), tokens = std::atoi(argv[6]);
+  constexpr int L = 8, E = 8;
+  const int elem = dtype == 0 ? 4 : dtype == 1 ? 2 : 1;
+  std::mt19937 rng(1);
+  auto make = [&](int rows, int cols) {
+    Weights w{std::vector<uint8_t>(static_cast<size_t>(rows) * cols * elem), std::vector<float>(static_cast<size_t>(rows), 0.01f), rows, cols};
+    for (size_t i = 0; i < w.bytes.size(); ++i)  // int8: random; f32/f16: small finite values
+      w.bytes[i] = dtype == 2 ? static_cast<uint8_t>(rng()) : (i % elem == static_cast<size_t>(elem - 1) ? 0x3c : 0);
+    return w;
+  };
+  std::vector<Weights> attention, experts;
+  for (int l = 0; l < L; ++l) {
+    attention.push_back(make(QD, D));
+    attention.push_back(make(KVD, D));
+    attention.push_back(make(KVD, D));
+    attention.push_back(make(D, QD));
+    for (int e = 0; e < E; ++e) {
+      experts.push_back(make(F, D));
+      experts.push_back(make(F, D));
+      experts.push_back(make(D, F));
+    }
+  }
+  const int widest = std::max({D, F, QD});
+  std::vector<float> x(static_cast<size_t>(widest), 0.1f), y(static_cast<size_t>(widest)), xs(static_cast<size_t>(widest / 32 + 1), 0.01f);
+  std::vector<int8_t> xq(static_cast<size_t>(widest), 3);
+  double seconds[2] = {0, 0}, bytes = 0;
+  for (int t = 0; t < tokens; ++t)
+    for (int turn = 0; turn < 2; ++turn) {
+      const int side = (t + turn) % 2;  // 0 old, 1 new
+      std::mt19937 pick(static_cast<unsigned>(t));
+      const double t0 = now();
+      for (int l = 0; l < L; ++l) {
+        std::vector<const Weights*> product;
+        for (int i = 0; i < 4; ++i) product.push_back(&attention[static_cast<size_t>(4 * l + i)]);
+        const int e0 = static_cast<int>(pick() % E), e1 = (e0 + 1 + static_cast<int>(pick() % (E - 1))) % E;
+        for (int e : {e0, e1})
+          for (int k = 0; k < 3; ++k) product.push_back(&experts[static_cast<size_t>((l * E + e) * 3 + k)]);
+        for (const Weights* w : product) {
+          (side ? kernels_new : kernels_old)(w->bytes.data(), w->scales.data(), dtype, w->rows, w->cols, x.data(), xq.data(), xs.data(), y.data());
+          if (side == 0) bytes += static_cast<double>(w->bytes.size());
+        }
+      }
+      seconds[side] += now() - t0;
+    }
+  std::printf("d %d ffn %d %s: old %.0f tok/s (%.1f GB/s), new %.0f tok/s (%.1f GB/s), new/old %.3f\n", D, F,
+              dtype == 0 ? "f32" : dtype == 1 ? "f16" : "int8", tokens / seconds[0], bytes / seconds[0] / 1e9, tokens / seconds[1],
+              bytes / seconds[1] / 1e9, seconds[0] / seconds[1]);
+}
