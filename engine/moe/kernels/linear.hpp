@@ -152,20 +152,9 @@ inline void one_token_blocks(const Matrix& m, const T* w, const float* x, float*
   for (int b = 0; b < R; ++b) (hadd_rows(sums[b]) + fbatch::load_aligned(tails[b])).store_unaligned(y + block_rows[b]);
 }
 
-// Block i of the first half of the rows goes with block i of the second half, so the
-// memory reads two sequential streams at once: a single stream of rows measured 12-30%
-// slower than two far-apart streams on this project's machine (bench/README.md).
 template <class T>
 inline void one_token_two_streams(const Matrix& m, const T* w, const float* x, float* y, int r0, int end) {
-  const int blocks = (end - r0) / W, half = blocks / 2;
-  for (int i = 0; i < half; ++i) {
-    const int pair[2] = {r0 + i * W, r0 + (half + i) * W};
-    one_token_blocks<2>(m, w, x, y, pair);
-  }
-  if (blocks % 2 != 0) {
-    const int lone = r0 + 2 * half * W;
-    one_token_blocks<1>(m, w, x, y, &lone);
-  }
+  two_stream_blocks(r0, end, [&](auto blocks, const int* first_rows) { one_token_blocks<decltype(blocks)::value>(m, w, x, y, first_rows); });
 }
 
 inline void linear_one_token(const Matrix& m, const float* x, float* y, int r0, int r1) {

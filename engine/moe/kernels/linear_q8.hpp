@@ -182,20 +182,9 @@ inline void q8_one_token_blocks(const Matrix& m, const int8_t* xq, const float* 
   for (int b = 0; b < R; ++b) (hadd_rows(sums[b]) * fbatch::load_unaligned(m.scales + block_rows[b])).store_unaligned(y + block_rows[b]);
 }
 
-// Decode, rows [r0, end) in whole blocks of W: block i of the first half goes with block
-// i of the second half, so the memory reads two sequential streams at once (a single
-// stream of rows measured 12-30% slower on this project's machine; bench/README.md). A
-// lone last block runs by itself.
+// Decode, rows [r0, end) in whole blocks of W, as two memory streams (two_stream_blocks).
 inline void q8_one_token_two_streams(const Matrix& m, const int8_t* xq, const float* xs, int r0, int end, float* y) {
-  const int blocks = (end - r0) / W, half = blocks / 2;
-  for (int i = 0; i < half; ++i) {
-    const int pair[2] = {r0 + i * W, r0 + (half + i) * W};
-    q8_one_token_blocks<2>(m, xq, xs, pair, y);
-  }
-  if (blocks % 2 != 0) {
-    const int lone = r0 + 2 * half * W;
-    q8_one_token_blocks<1>(m, xq, xs, &lone, y);
-  }
+  two_stream_blocks(r0, end, [&](auto blocks, const int* first_rows) { q8_one_token_blocks<decltype(blocks)::value>(m, xq, xs, first_rows, y); });
 }
 
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512DQ__)
