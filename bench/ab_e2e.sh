@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # A/B of two moe_infer builds on bench_e2e.sh's models: the two binaries alternate, round
 # after round and first/second in turn, so both see the same machine load (this machine
-# is shared and noisy), and
-# the table gives each side's median over rounds and their ratio.
+# is shared and noisy), and the table gives each side's median over rounds and their
+# ratio.
 #   bench/ab_e2e.sh OLD_MOE_INFER NEW_MOE_INFER [ROUNDS=5] [MODELS_DIR=out/bench-e2e] [extra moe_infer flags...]
 # Models: MODELS_DIR/<model>-<weights>.moe as bench_e2e.sh leaves them; AB_MODELS picks
 # which (default: every tiny-a/bench-s/bench-m f32/f16/int8 file found).

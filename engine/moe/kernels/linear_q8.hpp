@@ -266,7 +266,8 @@ template <class K>
 inline void linear_q8(K k, const Matrix& m, const int8_t* xq, const float* xs, int n_tokens, float* y, int r0, int r1) {
 #if MOE_SIMD && defined(__AVX2__) && !defined(__ARM_FEATURE_DOTPROD)
   // x86, one scale per row (the converter's default): W rows at a time, their W sums
-  // finished by one haddp; each row block meets every token while it is in L1.
+  // finished by one haddp. Decode reads the rows as two streams (two_stream_blocks);
+  // prefill has each row block meet every token while it is in L1.
   if constexpr (std::is_same_v<K, Simd>) {
     if (m.group_size == m.cols) {
       using simd::fbatch, simd::W;
