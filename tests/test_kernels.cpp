@@ -229,22 +229,22 @@ TEST(ScalarKernels, SoftmaxTopkAttentionRopeMatchDefinitions) {
       EXPECT_NEAR(q[static_cast<size_t>(h * hd + i)], a * std::cos(angle) - b * std::sin(angle), 1e-5);
       EXPECT_NEAR(q[static_cast<size_t>(h * hd + i + hd / 2)], b * std::cos(angle) + a * std::sin(angle), 1e-5);
     }
-  // attention over 6 positions with an interleaved row stride
-  const int n_pos = 6, stride = 3 * hd;
-  auto keys = random_vector(n_pos * stride, rng), values = random_vector(n_pos * stride, rng), query = random_vector(hd, rng);
+  // attention over 6 positions
+  const int n_pos = 6;
+  auto keys = random_vector(n_pos * hd, rng), values = random_vector(n_pos * hd, rng), query = random_vector(hd, rng);
   std::vector<float> scores(static_cast<size_t>(n_pos)), out(static_cast<size_t>(hd));
-  kernels::attention(Scalar{}, query.data(), keys.data() + hd, values.data() + hd, n_pos, hd, stride, 0.3f, scores.data(), out.data());
+  kernels::attention(Scalar{}, query.data(), keys.data(), values.data(), n_pos, hd, 0.3f, scores.data(), out.data());
   std::vector<double> p(static_cast<size_t>(n_pos));
   double total = 0;
   for (int t = 0; t < n_pos; ++t) {
     double s = 0;
-    for (int i = 0; i < hd; ++i) s += static_cast<double>(query[static_cast<size_t>(i)]) * keys[static_cast<size_t>(t * stride + hd + i)];
+    for (int i = 0; i < hd; ++i) s += static_cast<double>(query[static_cast<size_t>(i)]) * keys[static_cast<size_t>(t * hd + i)];
     p[static_cast<size_t>(t)] = std::exp(0.3 * s);
     total += p[static_cast<size_t>(t)];
   }
   for (int i = 0; i < hd; ++i) {
     double want = 0;
-    for (int t = 0; t < n_pos; ++t) want += p[static_cast<size_t>(t)] / total * values[static_cast<size_t>(t * stride + hd + i)];
+    for (int t = 0; t < n_pos; ++t) want += p[static_cast<size_t>(t)] / total * values[static_cast<size_t>(t * hd + i)];
     EXPECT_NEAR(out[static_cast<size_t>(i)], want, 1e-5);
   }
 }
@@ -468,14 +468,13 @@ TEST(SimdEqualsScalar, RopeAndAttention) {
     kernels::rope(Scalar{}, a.data(), 3, hd, cosv.data(), sinv.data());
     kernels::rope(Simd{}, s.data(), 3, hd, cosv.data(), sinv.data());
     expect_close(s, a, 1e-6, 1.0, "rope");
-    for (int n_pos : {1, 2, 5, 16, 17, 100}) {
-      const int stride = 2 * hd;
-      const auto keys = random_vector(n_pos * stride, rng), values = random_vector(n_pos * stride, rng);
+    for (int n_pos : {1, 2, 5, 7, 8, 9, 16, 17, 100}) {
+      const auto keys = random_vector(n_pos * hd, rng), values = random_vector(n_pos * hd, rng);
       const auto query = random_vector(hd, rng);
       std::vector<float> sa(static_cast<size_t>(n_pos)), ss(static_cast<size_t>(n_pos)), oa(static_cast<size_t>(hd)), os(static_cast<size_t>(hd));
       const float scale = 1.f / std::sqrt(static_cast<float>(hd));
-      kernels::attention(Scalar{}, query.data(), keys.data(), values.data(), n_pos, hd, stride, scale, sa.data(), oa.data());
-      kernels::attention(Simd{}, query.data(), keys.data(), values.data(), n_pos, hd, stride, scale, ss.data(), os.data());
+      kernels::attention(Scalar{}, query.data(), keys.data(), values.data(), n_pos, hd, scale, sa.data(), oa.data());
+      kernels::attention(Simd{}, query.data(), keys.data(), values.data(), n_pos, hd, scale, ss.data(), os.data());
       expect_close(os, oa, 1e-5, 1.0, "attention");
     }
   }

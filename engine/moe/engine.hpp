@@ -366,17 +366,22 @@ class Engine {
   void attention_block(int l, int p0, int n) {
     const LayerWeights& lw = w_.layers[l];
     for (int t = 0; t < n; ++t) norm(lw.attn_norm, lw.attn_norm_bias, x_[t], xn_[t]);
-    // Keys and values of the chunk go straight into their cache rows.
-    float* keys = key_cache_[l][0];
-    float* values = value_cache_[l][0];
+    // The chunk's keys wait in attn_ (QD >= KVD; the heads write it later), its values
+    // in new_values_, until they go to the cache.
     Input in{xn_[0], n, D};
-    Products qkv{&in, 3, {&lw.wq, &lw.wk, &lw.wv}, {q_[0], keys + static_cast<long>(p0) * KVD, values + static_cast<long>(p0) * KVD},
-                 {}, false, act_q_, act_scale_};
+    Products qkv{&in, 3, {&lw.wq, &lw.wk, &lw.wv}, {q_[0], attn_[0], new_values_[0]}, {}, false, act_q_, act_scale_};
     run_products(qkv);
-    if constexpr (!kClassic) {
-      for (int t = 0; t < n; ++t) {
+    // Each kv head's positions are contiguous in the cache: attention walks one stream per
+    // head (bench_kernels' BM_attention; rows interleaving the kv heads made it strided).
+    for (int t = 0; t < n; ++t) {
+      float* keys = attn_[0] + static_cast<long>(t) * KVD;  // the product's rows are KVD long
+      if constexpr (!kClassic) {
         kernels::rope(K{}, q_[t], H, HD, rope_cos_[t], rope_sin_[t]);
-        kernels::rope(K{}, keys + static_cast<long>(p0 + t) * KVD, KVH, HD, rope_cos_[t], rope_sin_[t]);
+        kernels::rope(K{}, keys, KVH, HD, rope_cos_[t], rope_sin_[t]);
+      }
+      for (int kv = 0; kv < KVH; ++kv) {
+        std::memcpy(key_cache_[l][kv][p0 + t], keys + kv * HD, sizeof(float) * HD);
+        std::memcpy(value_cache_[l][kv][p0 + t], new_values_[t] + kv * HD, sizeof(float) * HD);
       }
     }
     // Heads are independent: with workers, each takes a share of them.
@@ -399,12 +404,10 @@ class Engine {
     const Heads& a = *static_cast<const Heads*>(ctx);
     Engine& e = *a.engine;
     constexpr int group = H / KVH;
-    const float* keys = e.key_cache_[a.l][0];
-    const float* values = e.value_cache_[a.l][0];
     for (int h = H * part / parts; h < H * (part + 1) / parts; ++h) {
       const int kv = h / group;
       for (int t = 0; t < a.n; ++t)
-        kernels::attention(K{}, e.q_[t] + h * HD, keys + kv * HD, values + kv * HD, a.p0 + t + 1, HD, KVD, e.rt_.attention_scale, e.scores_[h],
+        kernels::attention(K{}, e.q_[t] + h * HD, e.key_cache_[a.l][kv][0], e.value_cache_[a.l][kv][0], a.p0 + t + 1, HD, e.rt_.attention_scale, e.scores_[h],
                            e.attn_[t] + h * HD);
     }
   }
@@ -516,14 +519,15 @@ class Engine {
   bool int8_activations_ = true;
   int pos_ = 0;                       // tokens in the cache
   int32_t window_[T] = {};            // those tokens (the classic family re-encodes them)
-  float key_cache_[L][T][KVD] = {};   // roped keys (llama)
-  float value_cache_[L][T][KVD] = {};
+  float key_cache_[L][KVH][T][HD] = {};    // roped keys (llama); each kv head's positions contiguous
+  float value_cache_[L][KVH][T][HD] = {};
 
   // Activations of one chunk of up to P tokens.
   float x_[P][D] = {};        // residual stream
   float xn_[P][D] = {};       // normalised input of the current sub-block
   float q_[P][QD] = {};
-  float attn_[P][QD] = {};    // attention output, before Wo
+  float new_values_[P][KVD] = {};  // the chunk's values on their way to the cache
+  float attn_[P][QD] = {};    // attention output, before Wo (first, the chunk's new keys)
   float delta_[P][D] = {};    // what a sub-block adds to the residual
   float scores_[H][T] = {};  // attention weights, one row per head
   float rope_cos_[P][kRopeHalf] = {};
