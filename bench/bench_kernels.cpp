@@ -191,9 +191,9 @@ void BM_attention(benchmark::State& state) {
                                                  benchmark::Counter::kIsRate);
   state.counters["GFLOP/s"] = benchmark::Counter(4.0 * n_pos * head_dim * static_cast<double>(state.iterations()) / 1e9, benchmark::Counter::kIsRate);
 }
-BENCHMARK(BM_attention<kernels::Scalar>)->ArgsProduct({{32, 128, 1024}, {16, 32, 64}});
+BENCHMARK(BM_attention<kernels::Scalar>)->ArgsProduct({{32, 100, 128, 1024}, {16, 32, 64}});
 #if MOE_SIMD
-BENCHMARK(BM_attention<kernels::Simd>)->ArgsProduct({{32, 128, 1024}, {16, 32, 64}});
+BENCHMARK(BM_attention<kernels::Simd>)->ArgsProduct({{32, 100, 128, 1024}, {16, 32, 64}});
 #endif
 
 template <class K>
