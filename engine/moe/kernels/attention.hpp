@@ -46,6 +46,10 @@ template <int S>
   for (int t = 0; t < blocked; t += W) {
     fbatch sums[W];
     MOE_UNROLL for (int j = 0; j < W; ++j) sums[j] = key_dot(t + j);
+    // The same positions' values, for the weighted sum below: fetched while the scores
+    // are computed, not when that loop waits on them.
+    const char* v = reinterpret_cast<const char*>(values + static_cast<long>(t) * HD);
+    for (int b = 0; b < W * HD * 4; b += 64) __builtin_prefetch(v + b);
     (hadd_rows(sums) * fbatch(scale)).store_unaligned(scores + t);
   }
   if (rest > 0) {  // the last positions through one hadd_rows too, padded with zeros
