@@ -368,13 +368,14 @@ class Engine {
     for (int t = 0; t < n; ++t) norm(lw.attn_norm, lw.attn_norm_bias, x_[t], xn_[t]);
     // The chunk's keys wait in attn_ (QD >= KVD; the heads write it later), its values
     // in new_values_, until they go to the cache.
+    float* const new_keys = attn_[0];  // n rows of KVD floats: a product's output is row-major
     Input in{xn_[0], n, D};
-    Products qkv{&in, 3, {&lw.wq, &lw.wk, &lw.wv}, {q_[0], attn_[0], new_values_[0]}, {}, false, act_q_, act_scale_};
+    Products qkv{&in, 3, {&lw.wq, &lw.wk, &lw.wv}, {q_[0], new_keys, new_values_[0]}, {}, false, act_q_, act_scale_};
     run_products(qkv);
     // Each kv head's positions are contiguous in the cache: attention walks one stream per
     // head (bench_kernels' BM_attention; rows interleaving the kv heads made it strided).
     for (int t = 0; t < n; ++t) {
-      float* keys = attn_[0] + static_cast<long>(t) * KVD;  // the product's rows are KVD long
+      float* keys = new_keys + static_cast<long>(t) * KVD;
       if constexpr (!kClassic) {
         kernels::rope(K{}, q_[t], H, HD, rope_cos_[t], rope_sin_[t]);
         kernels::rope(K{}, keys, KVH, HD, rope_cos_[t], rope_sin_[t]);

@@ -1,8 +1,6 @@
 // One query head attending over the cached keys and values of its kv head.
 #pragma once
 
-#include <type_traits>
-
 #include "moe/kernels/activation.hpp"
 #include "moe/kernels/linear.hpp"
 #include "moe/kernels/softmax.hpp"
