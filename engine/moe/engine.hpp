@@ -528,7 +528,7 @@ class Engine {
   float xn_[P][D] = {};       // normalised input of the current sub-block
   float q_[P][QD] = {};
   float new_values_[P][KVD] = {};  // the chunk's values on their way to the cache
-  float attn_[P][QD] = {};    // attention output, before Wo (first, the chunk's new keys)
+  float attn_[P][QD] = {};    // attention output, before Wo (before that, the chunk's keys on their way to the cache)
   float delta_[P][D] = {};    // what a sub-block adds to the residual
   float scores_[H][T] = {};  // attention weights, one row per head
   float rope_cos_[P][kRopeHalf] = {};
