@@ -116,9 +116,10 @@ MOE_LINEAR_Q8_BENCH(Simd, i8_g32_q8act, 32)
 #if MOE_SIMD
 // Decode from memory: 256 MiB of matrices of one shape (far beyond the caches), one
 // decode product per matrix, the rows' blocks read in order (one stream: the kernel
-// before the two-stream order) or as the kernels read them (block i of each half of the
-// rows together: two streams). The two orders alternate matrix by matrix, so both see
-// the same machine load; counters give each one's GB/s and their ratio.
+// before the multi-stream order) or as the kernels read them (block i of each quarter of
+// the rows together for f32 with AVX-512, four streams; of each half otherwise, two). The
+// two orders alternate matrix by matrix, so both see the same machine load; counters give
+// each one's GB/s and their ratio.
 //   ./build/release/bench/bench_kernels --benchmark_filter=decode_from_memory
 void decode_from_memory(benchmark::State& state, DType dtype, bool q8) {
   using kernels::simd::W;
@@ -135,7 +136,7 @@ void decode_from_memory(benchmark::State& state, DType dtype, bool q8) {
     for (int order = 0; order < 2; ++order) {
       const Matrix& m = set[next++ % set.size()].m;
       const auto t0 = std::chrono::steady_clock::now();
-      if (order == 1) {  // two streams: the kernels as the engine calls them
+      if (order == 1) {  // streams: the kernels as the engine calls them
         if (q8) kernels::linear_q8(kernels::Simd{}, m, q.data(), qs.data(), 1, y.data());
         else kernels::linear(kernels::Simd{}, m, x.data(), 1, y.data());
       } else {
@@ -158,8 +159,8 @@ void decode_from_memory(benchmark::State& state, DType dtype, bool q8) {
     }
   }
   state.counters["one_stream_GB/s"] = bytes[0] / seconds[0] / 1e9;
-  state.counters["two_streams_GB/s"] = bytes[1] / seconds[1] / 1e9;
-  state.counters["two/one"] = (bytes[1] / seconds[1]) / (bytes[0] / seconds[0]);
+  state.counters["streams_GB/s"] = bytes[1] / seconds[1] / 1e9;
+  state.counters["streams/one"] = (bytes[1] / seconds[1]) / (bytes[0] / seconds[0]);
 }
 // bench-s expert (512x256) and attention (256x256) in f32 and f16; bench-m expert
 // (1408x512, 512x1408) and bench-s expert in int8, through the int8 x int8 kernel on x86.

@@ -335,7 +335,10 @@ TEST(SimdEqualsScalar, Linear) {
         if (dtype != DType::i8 && group != cols) continue;
         if (cols % group != 0) continue;
         for (int n : {1, 3})
-        for (int rows : {7, 37, 53}) {  // whole blocks of W rows (one-token path: pairs of blocks, a lone one) and a remainder
+        // Whole blocks of W rows and a remainder; the one-token path reads blocks in fours
+        // (f32 with AVX-512: four memory streams), then pairs, then a lone one: 119 = 7
+        // blocks of 16 + 7 rows on AVX-512 (a four, a pair, a lone block).
+        for (int rows : {7, 37, 53, 119}) {
           TestMatrix t = make_matrix(rows, cols, dtype, group, rng);
           const std::vector<float> x = random_vector(n * cols, rng);
           std::vector<float> a(static_cast<size_t>(n * rows)), b(a.size());
@@ -349,8 +352,8 @@ TEST(SimdEqualsScalar, Linear) {
   }
 }
 
-// Decode reads blocks of rows in pairs (two memory streams); which block a row is paired
-// with depends on the row range (a worker's share), so each row's arithmetic must not:
+// Decode reads blocks of rows in fours or pairs (memory streams); which blocks a row is
+// read beside depends on the row range (a worker's share), so each row's arithmetic must not:
 // any split of the rows gives the same bits as the whole product.
 TEST(SimdKernels, RowResultsDoNotDependOnTheRowRange) {
   std::mt19937 rng(31);

@@ -148,22 +148,22 @@ inline fbatch load(const uint16_t* p) {
 #endif
 }
 
-// Decode reads rows [r0, end) (whole blocks of W) as two memory streams: block i of the
-// first half goes through the kernel together with block i of the second half, a lone
-// last block by itself (a single stream of rows measured 1.1-1.35x slower end to end on
-// this project's machine; bench/README.md). blocks(std::integral_constant<int, R>,
-// const int* first_rows) runs R blocks at once.
-template <class Blocks>
-inline void two_stream_blocks(int r0, int end, Blocks&& blocks) {
-  const int count = (end - r0) / W, half = count / 2;
-  for (int i = 0; i < half; ++i) {
-    const int pair[2] = {r0 + i * W, r0 + (half + i) * W};
-    blocks(std::integral_constant<int, 2>{}, pair);
+// Decode reads rows [r0, end) (whole blocks of W) as S memory streams: block i of each of
+// S equal parts of the rows goes through the kernel together with block i of the others;
+// the blocks left over go the same way in pairs, then a lone one by itself. A single
+// stream of rows measured 1.1-1.35x slower end to end on this project's machine, and the
+// f32 kernel with AVX-512 gains again from four (linear.hpp; bench/README.md).
+// blocks(std::integral_constant<int, R>, const int* first_rows) runs R blocks at once.
+template <int S, class Blocks>
+inline void stream_blocks(int r0, int end, Blocks&& blocks) {
+  static_assert(S == 1 || S == 2 || S == 4, "stream_blocks: 1, 2 or 4 streams");
+  const int count = (end - r0) / W, part = count / S;
+  for (int i = 0; i < part; ++i) {
+    int first_rows[S];
+    MOE_UNROLL for (int s = 0; s < S; ++s) first_rows[s] = r0 + (s * part + i) * W;
+    blocks(std::integral_constant<int, S>{}, static_cast<const int*>(first_rows));
   }
-  if (count % 2 != 0) {
-    const int lone = r0 + 2 * half * W;
-    blocks(std::integral_constant<int, 1>{}, &lone);
-  }
+  if constexpr (S > 1) stream_blocks<S / 2>(r0 + S * part * W, end, blocks);
 }
 
 // Largest lane (xsimd 8.1 has no hmax).

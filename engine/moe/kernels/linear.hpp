@@ -152,17 +152,29 @@ inline void one_token_blocks(const Matrix& m, const T* w, const float* x, float*
   for (int b = 0; b < R; ++b) (hadd_rows(sums[b]) + fbatch::load_aligned(tails[b])).store_unaligned(y + block_rows[b]);
 }
 
+// f32 weights with AVX-512 as four streams: bench-s f32 decode 1.06-1.19x over two in
+// four end-to-end A/B runs (bench/README.md); the 32 registers hold four rows' 16
+// accumulators. Two elsewhere: f16 measured 0.95-1.02x (not worth the code), with 16
+// vector registers (AVX2, ARMv7) the accumulators would spill, and AArch64 is unmeasured.
 template <class T>
-inline void one_token_two_streams(const Matrix& m, const T* w, const float* x, float* y, int r0, int end) {
-  two_stream_blocks(r0, end, [&](auto blocks, const int* first_rows) { one_token_blocks<decltype(blocks)::value>(m, w, x, y, first_rows); });
+inline constexpr int kDecodeStreams =
+#if defined(__AVX512F__)
+    std::is_same_v<T, float> ? 4 : 2;
+#else
+    2;
+#endif
+
+template <class T>
+inline void one_token_streams(const Matrix& m, const T* w, const float* x, float* y, int r0, int end) {
+  stream_blocks<kDecodeStreams<T>>(r0, end, [&](auto blocks, const int* first_rows) { one_token_blocks<decltype(blocks)::value>(m, w, x, y, first_rows); });
 }
 
 inline void linear_one_token(const Matrix& m, const float* x, float* y, int r0, int r1) {
   const int blocked = r0 + whole(r1 - r0, W);
   switch (m.dtype) {
-    case DType::f32: one_token_two_streams(m, m.f32(), x, y, r0, blocked); break;
-    case DType::f16: one_token_two_streams(m, m.f16(), x, y, r0, blocked); break;
-    default: one_token_two_streams(m, m.i8(), x, y, r0, blocked); break;
+    case DType::f32: one_token_streams(m, m.f32(), x, y, r0, blocked); break;
+    case DType::f16: one_token_streams(m, m.f16(), x, y, r0, blocked); break;
+    default: one_token_streams(m, m.i8(), x, y, r0, blocked); break;
   }
   linear_rows(Simd{}, m, x, 1, y, blocked, r1);
 }

@@ -182,9 +182,11 @@ inline void q8_one_token_blocks(const Matrix& m, const int8_t* xq, const float* 
   for (int b = 0; b < R; ++b) (hadd_rows(sums[b]) * fbatch::load_unaligned(m.scales + block_rows[b])).store_unaligned(y + block_rows[b]);
 }
 
-// Decode, rows [r0, end) in whole blocks of W, as two memory streams (two_stream_blocks).
-inline void q8_one_token_two_streams(const Matrix& m, const int8_t* xq, const float* xs, int r0, int end, float* y) {
-  two_stream_blocks(r0, end, [&](auto blocks, const int* first_rows) { q8_one_token_blocks<decltype(blocks)::value>(m, xq, xs, first_rows, y); });
+// Decode, rows [r0, end) in whole blocks of W, as two memory streams (stream_blocks):
+// four measured 0.83-1.02x of two on bench-m end to end, though 1.03-1.08x in
+// kernel_ab.sh's heap buffers (bench/README.md).
+inline void q8_one_token_streams(const Matrix& m, const int8_t* xq, const float* xs, int r0, int end, float* y) {
+  stream_blocks<2>(r0, end, [&](auto blocks, const int* first_rows) { q8_one_token_blocks<decltype(blocks)::value>(m, xq, xs, first_rows, y); });
 }
 
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512DQ__)
@@ -266,14 +268,14 @@ template <class K>
 inline void linear_q8(K k, const Matrix& m, const int8_t* xq, const float* xs, int n_tokens, float* y, int r0, int r1) {
 #if MOE_SIMD && defined(__AVX2__) && !defined(__ARM_FEATURE_DOTPROD)
   // x86, one scale per row (the converter's default): W rows at a time, their W sums
-  // finished by one haddp. Decode reads the rows as two streams (two_stream_blocks);
+  // finished by one haddp. Decode reads the rows as two streams (stream_blocks);
   // prefill has each row block meet every token while it is in L1.
   if constexpr (std::is_same_v<K, Simd>) {
     if (m.group_size == m.cols) {
       using simd::fbatch, simd::W;
       const int blocks = m.cols / kActBlock, end = r0 + simd::whole(r1 - r0, W);
       if (n_tokens == 1) {
-        simd::q8_one_token_two_streams(m, xq, xs, r0, end, y);
+        simd::q8_one_token_streams(m, xq, xs, r0, end, y);
         return linear_q8_rows(k, m, xq, xs, n_tokens, y, end, r1);
       }
       for (int r = r0; r < end; r += W) {
