@@ -143,7 +143,7 @@ void decode_from_memory(benchmark::State& state, DType dtype, bool q8) {
         for (int r = 0; r + W <= rows; r += W) {
 #if defined(__AVX2__) && !defined(__ARM_FEATURE_DOTPROD)
           if (q8) {
-            kernels::simd::q8_one_token_blocks<1>(m, q.data(), qs.data(), &r, y.data());
+            kernels::simd::q8_one_token_blocks<1>(m, q.data(), qs.data(), kernels::simd::row_offset_q8(q.data(), qs.data(), cols), &r, y.data());
             continue;
           }
 #endif

@@ -7,8 +7,9 @@
 // A matrix is eligible when its columns are whole blocks and its weight groups hold
 // whole blocks (one scale per row, or groups that are multiples of 32). On ARM the
 // scalar reference and the SIMD kernel do the same float operations in the same order,
-// so they agree bit for bit; the x86 kernel keeps 8 lanes per block in float, so it
-// agrees to rounding (the integer parts are exact everywhere).
+// so they agree bit for bit; the x86 kernel keeps 8 lanes per block in float (and with
+// AVX-512 takes an offset off at the end: offset_weights), so it agrees to rounding (the
+// integer parts are exact everywhere).
 //
 // Used when the target has integer dot products (compile time: kInt8Dot); elsewhere
 // int8 weights are widened to f32 against f32 activations (linear.hpp).
@@ -114,17 +115,37 @@ inline int32_t hsum(__m256i v) {
 }
 
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512DQ__)
-// The 16 int32 lanes of one 64-column chunk: block_lanes_q8 for two blocks at once.
-inline __m512i chunk_lanes_q8(const int8_t* w, __m512i x) {
-  const __m512i zero = _mm512_setzero_si512(), wv = _mm512_loadu_si512(w);
-  return _mm512_dpbusd_epi32(zero, _mm512_abs_epi8(wv), _mm512_mask_sub_epi8(x, _mm512_movepi8_mask(wv), zero, x));
+// AVX-512 takes w + 128 instead of moving w's sign onto x: flipping the top bit makes w
+// an unsigned byte, one instruction instead of block_lanes_q8's three per chunk and
+// token. Each lane then holds its dot product plus 128 * (its four x), exact in int32;
+// that offset depends on x alone, so once scaled it is one number per token and product
+// (row_offset_q8), taken from each row's sum at the end: the kernel 0.95-1.31x in cache,
+// the most on the largest matrices (bench/README.md).
+inline __m512i offset_weights(const int8_t* w) { return _mm512_xor_si512(_mm512_loadu_si512(w), _mm512_set1_epi8(-128)); }
+
+// The 16 int32 lanes of one 64-column chunk, 128 * x included: two blocks at once.
+inline __m512i chunk_lanes_q8(const int8_t* w, __m512i x) { return _mm512_dpbusd_epi32(_mm512_setzero_si512(), offset_weights(w), x); }
+
+// Scales for a 64-column chunk: block c/32's in the low 8 lanes, the next block's above.
+inline __m512 chunk_scales(const float* s) { return _mm512_insertf32x8(_mm512_set1_ps(s[0]), _mm256_set1_ps(s[1]), 1); }
+
+// What offset_weights adds to the scaled sum of every row of a product over one token's
+// activations: 128 * x over the whole 64-column chunks, scaled as the rows' chunks are.
+inline float row_offset_q8(const int8_t* x, const float* xs, int cols) {
+  __m512 k = _mm512_setzero_ps();
+  for (int c = 0; c < whole(cols, 64); c += 64)
+    k = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(-128), _mm512_loadu_si512(x + c))),
+                        chunk_scales(xs + c / 32), k);
+  return _mm512_reduce_add_ps(k);
 }
+#else
+inline float row_offset_q8(const int8_t*, const float*, int) { return 0.f; }  // AVX2: w's sign moves onto x, no offset
 #endif
 
 // R rows against one token's activations, per-row weight scales not applied: for each
-// row, lanes whose sum is its dot product. Blocks stay in their own lanes until scaled by
-// their activation scale, two blocks per AVX-512 vector. Each row gets the same
-// operations in the same order whatever R is.
+// row, lanes whose sum is its dot product plus row_offset_q8. Blocks stay in their own
+// lanes until scaled by their activation scale, two blocks per AVX-512 vector. Each row
+// gets the same operations in the same order whatever R is.
 template <int R>
 [[gnu::always_inline]] inline void row_dots_q8(const int8_t* const* w, const int8_t* x, const float* xs, int cols, fbatch* out) {
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512DQ__)
@@ -138,15 +159,19 @@ template <int R>
   int c = 0;
   for (; c < whole(cols, 128); c += 128) {
     const __m512i x0 = _mm512_loadu_si512(x + c), x1 = _mm512_loadu_si512(x + c + 64);
-    const float* s = xs + c / 32;
-    const __m512 s0 = _mm512_insertf32x8(_mm512_set1_ps(s[0]), _mm256_set1_ps(s[1]), 1);
-    const __m512 s1 = _mm512_insertf32x8(_mm512_set1_ps(s[2]), _mm256_set1_ps(s[3]), 1);
+    const __m512 s0 = chunk_scales(xs + c / 32), s1 = chunk_scales(xs + c / 32 + 2);
     MOE_UNROLL for (int r = 0; r < R; ++r) {
       acc0[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(chunk_lanes_q8(w[r] + c, x0)), s0, acc0[r]);
       acc1[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(chunk_lanes_q8(w[r] + c + 64, x1)), s1, acc1[r]);
     }
   }
-  for (; c < cols; c += 32)
+  if (c + 64 <= cols) {  // a last whole chunk: offset like the others (row_offset_q8 counts it)
+    const __m512i x0 = _mm512_loadu_si512(x + c);
+    const __m512 s0 = chunk_scales(xs + c / 32);
+    MOE_UNROLL for (int r = 0; r < R; ++r) acc0[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(chunk_lanes_q8(w[r] + c, x0)), s0, acc0[r]);
+    c += 64;
+  }
+  for (; c < cols; c += 32)  // a lone block of 32: exact lanes, no offset
     MOE_UNROLL for (int r = 0; r < R; ++r)
       tail[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(block_lanes_q8(w[r] + c, x + c)), _mm256_set1_ps(xs[c / 32]), tail[r]);
   MOE_UNROLL for (int r = 0; r < R; ++r) out[r] = _mm512_add_ps(_mm512_add_ps(acc0[r], acc1[r]), _mm512_zextps256_ps512(tail[r]));
@@ -168,9 +193,10 @@ template <int R>
 #endif
 }
 
-// Decode: the W rows of each of R blocks, finished by one haddp per block.
+// Decode: the W rows of each of R blocks, finished by one haddp per block. `offset`:
+// row_offset_q8 of this token.
 template <int R>
-inline void q8_one_token_blocks(const Matrix& m, const int8_t* xq, const float* xs, const int* block_rows, float* y) {
+inline void q8_one_token_blocks(const Matrix& m, const int8_t* xq, const float* xs, float offset, const int* block_rows, float* y) {
   fbatch sums[R][W];
   for (int j = 0; j < W; ++j) {
     const int8_t* rows[R];
@@ -179,35 +205,32 @@ inline void q8_one_token_blocks(const Matrix& m, const int8_t* xq, const float* 
     row_dots_q8<R>(rows, xq, xs, m.cols, out);
     for (int b = 0; b < R; ++b) sums[b][j] = out[b];
   }
-  for (int b = 0; b < R; ++b) (hadd_rows(sums[b]) * fbatch::load_unaligned(m.scales + block_rows[b])).store_unaligned(y + block_rows[b]);
+  for (int b = 0; b < R; ++b)
+    ((hadd_rows(sums[b]) - fbatch(offset)) * fbatch::load_unaligned(m.scales + block_rows[b])).store_unaligned(y + block_rows[b]);
 }
 
 // Decode, rows [r0, end) in whole blocks of W, as two memory streams (stream_blocks):
 // four measured 0.83-1.02x of two on bench-m end to end, though 1.03-1.08x in
 // kernel_ab.sh's heap buffers (bench/README.md).
 inline void q8_one_token_streams(const Matrix& m, const int8_t* xq, const float* xs, int r0, int end, float* y) {
-  stream_blocks<2>(r0, end, [&](auto blocks, const int* first_rows) { q8_one_token_blocks<decltype(blocks)::value>(m, xq, xs, first_rows, y); });
+  const float offset = row_offset_q8(xq, xs, m.cols);
+  stream_blocks<2>(r0, end, [&](auto blocks, const int* first_rows) { q8_one_token_blocks<decltype(blocks)::value>(m, xq, xs, offset, first_rows, y); });
 }
 
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512DQ__)
-// Prefill: one row against NT tokens, the row's bytes loaded and their |w| and sign
-// mask made once for all NT (row_dots_q8's lanes, per token).
+// Prefill: one row against NT tokens, the row's bytes loaded and offset once for all NT
+// (row_dots_q8's lanes, per token, row_offset_q8 included).
 template <int NT>
 inline void row_dot_q8_tokens(const int8_t* w, const int8_t* x, const float* xs, int cols, fbatch* out) {
   const int blocks = cols / 32;
-  const __m512i zero = _mm512_setzero_si512();
   __m512 acc[NT];
   for (int k = 0; k < NT; ++k) acc[k] = _mm512_setzero_ps();
   int c = 0;
   for (; c < whole(cols, 64); c += 64) {
-    const __m512i wv = _mm512_loadu_si512(w + c);
-    const __m512i u = _mm512_abs_epi8(wv);
-    const __mmask64 negative = _mm512_movepi8_mask(wv);
+    const __m512i u = offset_weights(w + c);
     for (int k = 0; k < NT; ++k) {
-      const __m512i xv = _mm512_loadu_si512(x + static_cast<long>(k) * cols + c);
-      const __m512i d = _mm512_dpbusd_epi32(zero, u, _mm512_mask_sub_epi8(xv, negative, zero, xv));
-      const float* s = xs + static_cast<long>(k) * blocks + c / 32;
-      acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_insertf32x8(_mm512_set1_ps(s[0]), _mm256_set1_ps(s[1]), 1), acc[k]);
+      const __m512i d = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, _mm512_loadu_si512(x + static_cast<long>(k) * cols + c));
+      acc[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), chunk_scales(xs + static_cast<long>(k) * blocks + c / 32), acc[k]);
     }
   }
   for (int k = 0; k < NT; ++k) {
@@ -219,9 +242,11 @@ inline void row_dot_q8_tokens(const int8_t* w, const int8_t* x, const float* xs,
   }
 }
 
-// Rows [r, r + W) for tokens [t, t + NT) of y = W x, finished by one haddp per token.
+// Rows [r, r + W) for tokens [t, t + NT) of y = W x, finished by one haddp per token;
+// offsets[k]: row_offset_q8 of token t + k.
 template <int NT>
-inline void q8_token_group(const Matrix& m, const int8_t* xq, const float* xs, int r, int t, const fbatch& row_scales, float* y) {
+inline void q8_token_group(const Matrix& m, const int8_t* xq, const float* xs, const float* offsets, int r, int t, const fbatch& row_scales,
+                           float* y) {
   const int blocks = m.cols / 32;
   fbatch sums[NT][W], one_row[NT];
   for (int j = 0; j < W; ++j) {
@@ -229,7 +254,8 @@ inline void q8_token_group(const Matrix& m, const int8_t* xq, const float* xs, i
                           m.cols, one_row);
     for (int k = 0; k < NT; ++k) sums[k][j] = one_row[k];
   }
-  for (int k = 0; k < NT; ++k) (hadd_rows(sums[k]) * row_scales).store_unaligned(y + static_cast<long>(t + k) * m.rows + r);
+  for (int k = 0; k < NT; ++k)
+    ((hadd_rows(sums[k]) - fbatch(offsets[k])) * row_scales).store_unaligned(y + static_cast<long>(t + k) * m.rows + r);
 }
 #endif
 }  // namespace simd
@@ -278,17 +304,26 @@ inline void linear_q8(K k, const Matrix& m, const int8_t* xq, const float* xs, i
         simd::q8_one_token_streams(m, xq, xs, r0, end, y);
         return linear_q8_rows(k, m, xq, xs, n_tokens, y, end, r1);
       }
-      for (int r = r0; r < end; r += W) {
-        int t = 0;
+      // Prefill, up to 64 tokens at a time (the offsets' room): each row block meets
+      // every token while it is in L1.
+      constexpr int kTokens = 64;
+      for (int t0 = 0; t0 < n_tokens; t0 += kTokens) {
+        const int t1 = n_tokens - t0 < kTokens ? n_tokens : t0 + kTokens;
+        float offsets[kTokens];
+        for (int t = t0; t < t1; ++t) offsets[t - t0] = simd::row_offset_q8(xq + static_cast<long>(t) * m.cols, xs + static_cast<long>(t) * blocks, m.cols);
+        for (int r = r0; r < end; r += W) {
+          int t = t0;
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512DQ__)
-        const fbatch row_scales = fbatch::load_unaligned(m.scales + r);
-        // Prefill: tokens in groups of 8, then 4 (an expert's share of a 16-token chunk
-        // is often 2-6), sharing each row's loads; measured 1.25x (4) and 1.1x more (8).
-        for (; t + 8 <= n_tokens; t += 8) simd::q8_token_group<8>(m, xq, xs, r, t, row_scales, y);
-        for (; t + 4 <= n_tokens; t += 4) simd::q8_token_group<4>(m, xq, xs, r, t, row_scales, y);
+          const fbatch row_scales = fbatch::load_unaligned(m.scales + r);
+          // Tokens in groups of 8, then 4 (an expert's share of a 16-token chunk is often
+          // 2-6), sharing each row's loads; measured 1.25x (4) and 1.1x more (8).
+          for (; t + 8 <= t1; t += 8) simd::q8_token_group<8>(m, xq, xs, offsets + (t - t0), r, t, row_scales, y);
+          for (; t + 4 <= t1; t += 4) simd::q8_token_group<4>(m, xq, xs, offsets + (t - t0), r, t, row_scales, y);
 #endif
-        for (; t < n_tokens; ++t)
-          simd::q8_one_token_blocks<1>(m, xq + static_cast<long>(t) * m.cols, xs + static_cast<long>(t) * blocks, &r, y + static_cast<long>(t) * m.rows);
+          for (; t < t1; ++t)
+            simd::q8_one_token_blocks<1>(m, xq + static_cast<long>(t) * m.cols, xs + static_cast<long>(t) * blocks, offsets[t - t0], &r,
+                                         y + static_cast<long>(t) * m.rows);
+        }
       }
       r0 = end;
     }
