@@ -418,7 +418,7 @@ TEST(SimdEqualsScalar, LinearQ8) {
     for (int group : {cols, 32, 64}) {
       if (cols % group != 0) continue;
       for (int rows : {11, 37, 53})  // 53: on AVX-512, a pair of 16-row blocks read as two streams, a lone block, 5 rows
-        for (int n : {1, 4, 6, 13}) {  // the prefill path groups tokens by 8 and 4: 13 = 8 + 4 + 1
+        for (int n : {1, 4, 6, 13, 70}) {  // prefill groups tokens by 8 and 4 (13 = 8 + 4 + 1) within 64 at a time (70)
           TestMatrix t = make_matrix(rows, cols, DType::i8, group, rng);
           t.storage[0] = 0x80;  // -128
           t.storage[static_cast<size_t>(cols + 5)] = 0x80;
