@@ -26,13 +26,13 @@ struct Model {
 };
 
 Model* load(const char* fixture, DType experts, double capacity_factor = -1.) {
-  convert::ConvertOptions o;
+  converter::ConvertOptions o;
   o.recipe.experts = experts;
   o.recipe.attention = experts == DType::f32 ? DType::f32 : DType::f16;
   o.recipe.embeddings = o.recipe.attention;
   o.capacity_factor = capacity_factor;
   auto* m = new Model;
-  const auto bytes = convert::convert_checkpoint(std::string(MOE_SOURCE_DIR) + "/tests/fixtures/" + fixture, o).bytes;
+  const auto bytes = converter::convert_checkpoint(std::string(MOE_SOURCE_DIR) + "/tests/fixtures/" + fixture, o).bytes;
   m->storage.resize(bytes.size() + 64);
   auto* aligned = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(m->storage.data()) + 63) / 64 * 64);
   std::copy(bytes.begin(), bytes.end(), aligned);

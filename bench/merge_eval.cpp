@@ -18,7 +18,7 @@
 
 #include "converter/checkpoint.hpp"
 #include "converter/checkpoint_writer.hpp"
-#include "converter/convert_error.hpp"
+#include "converter/input_error.hpp"
 #include "trainer/checkpoint_io.hpp"
 #include "trainer/model.hpp"
 
@@ -39,9 +39,9 @@ struct TextResult {
   std::vector<double> window_majority;     // [expert] share of windows whose most chosen expert it is
 };
 
-TextResult evaluate(train::Model<float>& model, const convert::Checkpoint& ck, const std::string& text, int batch) {
+TextResult evaluate(train::Model<float>& model, const converter::Checkpoint& ck, const std::string& text, int batch) {
   const ModelConfig& c = ck.config;
-  const std::vector<uint32_t> cps = convert::chars_from_utf8(text, "text");
+  const std::vector<uint32_t> cps = converter::chars_from_utf8(text, "text");
   std::vector<int32_t> ids;
   TextResult r;
   for (uint32_t cp : cps) {
@@ -51,7 +51,7 @@ TextResult evaluate(train::Model<float>& model, const convert::Checkpoint& ck, c
   }
   const int T = c.max_context;
   const long windows = (static_cast<long>(ids.size()) - 1) / T;
-  if (windows < 1) throw convert::ConvertError("a text is shorter than one context window");
+  if (windows < 1) throw InputError("a text is shorter than one context window");
   std::vector<int32_t> in(static_cast<size_t>(batch * T)), tg(in.size());
   const size_t E = static_cast<size_t>(c.n_experts);
   std::vector<double> routed(E, 0.0), majority(E, 0.0);
@@ -102,7 +102,7 @@ int main(int argc, char** argv) {
     for (const std::string& t : texts) {
       const auto [name, path] = named(t);
       std::ifstream f(path, std::ios::binary);
-      if (!f) throw convert::ConvertError("cannot read '" + path + "'");
+      if (!f) throw InputError("cannot read '" + path + "'");
       text_bodies.emplace_back(name, std::string(std::istreambuf_iterator<char>(f), {}));
     }
     std::printf("| model | config |");
@@ -113,7 +113,7 @@ int main(int argc, char** argv) {
     std::vector<std::string> routing_lines;
     for (const std::string& m : models) {
       const auto [name, dir] = named(m);
-      const convert::Checkpoint ck = convert::open_checkpoint(dir);
+      const converter::Checkpoint ck = converter::open_checkpoint(dir);
       train::Model<float> model(train::inference_config(ck), 16);
       train::import_model(dir, model);
       std::printf("| %s | %s |", name.c_str(), ConfigKey(ck.config).c_str());
@@ -152,7 +152,7 @@ int main(int argc, char** argv) {
     }
     for (const std::string& b : routing_lines) std::printf("%s", b.c_str());
     return 0;
-  } catch (const convert::ConvertError& e) {
+  } catch (const InputError& e) {
     std::fprintf(stderr, "merge_eval: %s\n", e.what());
     return 1;
   }

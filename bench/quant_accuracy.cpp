@@ -39,9 +39,9 @@ struct Loaded {
   std::unique_ptr<uint8_t[], void (*)(void*)> aligned{nullptr, std::free};
   ModelFile file;
   Loaded(const std::string& dir, const Recipe& r) {
-    convert::ConvertOptions o;
+    converter::ConvertOptions o;
     o.recipe = {r.experts, r.attention, r.embeddings, r.group};
-    bytes = convert::convert_checkpoint(dir, o).bytes;
+    bytes = converter::convert_checkpoint(dir, o).bytes;
     aligned.reset(static_cast<uint8_t*>(std::aligned_alloc(64, (bytes.size() + 63) / 64 * 64)));
     std::copy(bytes.begin(), bytes.end(), aligned.get());
     if (ModelFile::open(aligned.get(), bytes.size(), file)) std::abort();

@@ -8,9 +8,9 @@
 #include <cstring>
 #include <vector>
 
-#include "converter/convert_error.hpp"
+#include "converter/input_error.hpp"
 
-namespace moe::convert {
+namespace moe::converter {
 namespace {
 std::string errno_text(int err) { return std::strerror(err); }
 }  // namespace
@@ -19,14 +19,14 @@ AtomicFile::AtomicFile(std::filesystem::path destination) : dest_(std::move(dest
   const std::filesystem::path dir = dest_.has_parent_path() ? dest_.parent_path() : std::filesystem::path(".");
   std::error_code ec;
   if (!std::filesystem::is_directory(dir, ec))
-    throw ConvertError("cannot write '" + dest_.string() + "': directory '" + dir.string() + "' does not exist");
+    throw InputError("cannot write '" + dest_.string() + "': directory '" + dir.string() + "' does not exist");
   std::string name = std::string(".") + dest_.filename().string();
   name += ".tmp.XXXXXX";
   std::string pattern = (dir / name).string();
   std::vector<char> buf(pattern.begin(), pattern.end());
   buf.push_back('\0');
   fd_ = mkstemp(buf.data());
-  if (fd_ < 0) throw ConvertError("cannot create a temporary file in '" + dir.string() + "': " + errno_text(errno));
+  if (fd_ < 0) throw InputError("cannot create a temporary file in '" + dir.string() + "': " + errno_text(errno));
   temp_ = buf.data();
   fchmod(fd_, 0644);
 }
@@ -42,7 +42,7 @@ void AtomicFile::write(const void* data, size_t n) {
     const ssize_t w = ::write(fd_, p, n);
     if (w < 0) {
       if (errno == EINTR) continue;
-      throw ConvertError("cannot write '" + dest_.string() + "': " + errno_text(errno) + " (nothing was replaced)");
+      throw InputError("cannot write '" + dest_.string() + "': " + errno_text(errno) + " (nothing was replaced)");
     }
     p += w;
     n -= static_cast<size_t>(w);
@@ -51,14 +51,14 @@ void AtomicFile::write(const void* data, size_t n) {
 
 void AtomicFile::commit() {
   if (fsync(fd_) != 0)
-    throw ConvertError("cannot write '" + dest_.string() + "': fsync failed: " + errno_text(errno) + " (nothing was replaced)");
+    throw InputError("cannot write '" + dest_.string() + "': fsync failed: " + errno_text(errno) + " (nothing was replaced)");
   if (close(fd_) != 0) {
     fd_ = -1;
-    throw ConvertError("cannot write '" + dest_.string() + "': " + errno_text(errno) + " (nothing was replaced)");
+    throw InputError("cannot write '" + dest_.string() + "': " + errno_text(errno) + " (nothing was replaced)");
   }
   fd_ = -1;
   if (std::rename(temp_.c_str(), dest_.c_str()) != 0)
-    throw ConvertError("cannot rename '" + temp_.string() + "' to '" + dest_.string() + "': " + errno_text(errno));
+    throw InputError("cannot rename '" + temp_.string() + "' to '" + dest_.string() + "': " + errno_text(errno));
   committed_ = true;
   // Make the rename itself durable.
   const std::filesystem::path dir = dest_.has_parent_path() ? dest_.parent_path() : std::filesystem::path(".");
@@ -79,4 +79,4 @@ void write_file_atomically(const std::filesystem::path& destination, const std::
   write_file_atomically(destination, text.data(), text.size());
 }
 
-}  // namespace moe::convert
+}  // namespace moe::converter

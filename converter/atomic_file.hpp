@@ -7,7 +7,7 @@
 #include <filesystem>
 #include <string>
 
-namespace moe::convert {
+namespace moe::converter {
 
 class AtomicFile {
  public:
@@ -16,7 +16,7 @@ class AtomicFile {
   AtomicFile(const AtomicFile&) = delete;
   AtomicFile& operator=(const AtomicFile&) = delete;
 
-  void write(const void* data, size_t n);  // throws ConvertError (ENOSPC included)
+  void write(const void* data, size_t n);  // throws InputError (ENOSPC included)
   void commit();                           // fsync + rename + fsync(dir)
   const std::filesystem::path& temp_path() const { return temp_; }
 
@@ -30,4 +30,4 @@ class AtomicFile {
 void write_file_atomically(const std::filesystem::path& destination, const void* data, size_t n);
 void write_file_atomically(const std::filesystem::path& destination, const std::string& text);
 
-}  // namespace moe::convert
+}  // namespace moe::converter

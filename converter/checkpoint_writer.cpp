@@ -4,60 +4,42 @@
 #include <cmath>
 
 #include "converter/atomic_file.hpp"
-#include "converter/checkpoint.hpp"
-#include "converter/convert_error.hpp"
-#include "moe/tokenizer.hpp"
+#include "converter/input_error.hpp"
 
-namespace moe::convert {
+namespace moe::converter {
 
 using nlohmann::json;
 
-std::string chars_utf8(const std::vector<uint32_t>& chars) {
-  std::string s;
-  for (uint32_t cp : chars) {
-    char buf[4];
-    s.append(buf, static_cast<size_t>(utf8_encode(cp, buf)));
+json checkpoint_config_json(const ModelConfig& m, const ModelConstants& k, const RecipeRecord& recipe) {
+  const CheckpointLayout& l = layout_for(m.family);
+  json j = {{"model_type", l.model_type}};
+  const std::pair<const char*, int> dims[] = {{l.d_model, m.d_model},         {l.n_layers, m.n_layers},     {l.n_heads, m.n_heads},
+                                              {l.n_kv_heads, m.n_kv_heads},   {l.head_dim, m.head_dim},     {l.n_experts, m.n_experts},
+                                              {l.top_k, m.top_k},             {l.expert_hidden, m.expert_hidden},
+                                              {l.vocab_size, m.vocab_size},   {l.max_context, m.max_context}};
+  for (const auto& [key, value] : dims)
+    if (key != nullptr) j[key] = value;
+  j[l.norm_eps] = k.norm_eps;
+  if (l.rope_theta != nullptr) {
+    j[l.rope_theta] = k.rope_theta;
+    j["rope_parameters"] = {{l.rope_theta, k.rope_theta}, {"rope_type", "default"}};
   }
-  return s;
-}
-
-std::vector<uint32_t> chars_from_utf8(const std::string& text, const std::string& what) {
-  std::vector<uint32_t> out;
-  for (size_t at = 0; at < text.size();) {
-    uint32_t cp = 0;
-    const int n = utf8_decode(text.data() + at, text.size() - at, cp);
-    if (n == 0) throw ConvertError(what + " is not valid UTF-8");
-    out.push_back(cp);
-    at += static_cast<size_t>(n);
+  if (l.attention_scale != nullptr) j[l.attention_scale] = attention_scale_name(k.attention_scale);
+  if (l.capacity_factor != nullptr) j[l.capacity_factor] = k.capacity_factor > 0 ? json(k.capacity_factor) : json(nullptr);
+  const auto token = [](int32_t id) { return id >= 0 ? json(id) : json(nullptr); };
+  if (&l == &makemoe_layout()) {
+    j["dropout"] = recipe.dropout;
+  } else {  // what transformers' MixtralConfig needs to load it
+    j.update({{"architectures", {"MixtralForCausalLM"}}, {"hidden_act", "silu"}, {"tie_word_embeddings", false}, {"attention_dropout", 0.0},
+              {"router_aux_loss_coef", recipe.router_aux_loss_coef}, {"router_jitter_noise", 0.0}, {"output_router_logits", false},
+              {"sliding_window", nullptr}, {"initializer_range", 0.02}, {"use_cache", true}, {"bos_token_id", token(k.bos_token_id)},
+              {"eos_token_id", token(k.eos_token_id)}, {"pad_token_id", nullptr}, {"torch_dtype", "float32"}});
   }
-  return out;
-}
-
-const char* checkpoint_format_for(const ModelConfig& config) {
-  return config.family == Family::classic ? "makemoe" : "hf-mixtral";
-}
-
-json checkpoint_config_json(const ModelConfig& m, const CheckpointHyper& h) {
-  if (m.family == Family::classic)
-    return {{"model_type", "makemoe"}, {"vocab_size", m.vocab_size}, {"n_embed", m.d_model}, {"n_head", m.n_heads},
-            {"n_layer", m.n_layers}, {"block_size", m.max_context}, {"num_experts", m.n_experts}, {"top_k", m.top_k},
-            {"expert_hidden", m.expert_hidden}, {"dropout", h.dropout},
-            {"attention_scale", h.attention_scale == AttentionScaleRule::inv_sqrt_model_dim ? "n_embed**-0.5" : "head_size**-0.5"},
-            {"layer_norm_eps", h.norm_eps}, {"capacity_factor", h.capacity_factor > 0 ? json(h.capacity_factor) : json(nullptr)}};
-  return {{"architectures", {"MixtralForCausalLM"}}, {"model_type", "mixtral"}, {"hidden_size", m.d_model},
-          {"intermediate_size", m.expert_hidden}, {"num_hidden_layers", m.n_layers}, {"num_attention_heads", m.n_heads},
-          {"num_key_value_heads", m.n_kv_heads}, {"head_dim", m.head_dim}, {"num_local_experts", m.n_experts},
-          {"num_experts_per_tok", m.top_k}, {"vocab_size", m.vocab_size}, {"max_position_embeddings", m.max_context},
-          {"rms_norm_eps", h.norm_eps}, {"rope_theta", h.rope_theta},
-          {"rope_parameters", {{"rope_theta", h.rope_theta}, {"rope_type", "default"}}}, {"hidden_act", "silu"},
-          {"tie_word_embeddings", false}, {"attention_dropout", 0.0}, {"router_aux_loss_coef", h.aux_coef},
-          {"router_jitter_noise", 0.0}, {"output_router_logits", false}, {"sliding_window", nullptr},
-          {"initializer_range", 0.02}, {"use_cache", true}, {"bos_token_id", nullptr}, {"eos_token_id", nullptr},
-          {"pad_token_id", nullptr}, {"torch_dtype", "float32"}};
+  return j;
 }
 
 void append_checkpoint_tensor(const ModelConfig& config, const TensorSpec& spec, const float* data, std::vector<SafetensorOut>& out) {
-  const std::vector<std::string> names = checkpoint_tensor_names(checkpoint_format_for(config), config, spec);
+  const std::vector<std::string> names = tensor_names(layout_for(config.family), config, spec);
   const int64_t parts = static_cast<int64_t>(names.size());
   const int64_t part_rows = spec.rows / parts;
   const int64_t cols = spec.is_matrix() ? spec.cols : 1;
@@ -67,14 +49,14 @@ void append_checkpoint_tensor(const ModelConfig& config, const TensorSpec& spec,
   }
 }
 
-void write_checkpoint(const std::filesystem::path& dir, const ModelConfig& config, const CheckpointHyper& hyper,
-                      std::vector<SafetensorOut> tensors, const std::vector<uint32_t>& chars, const json& extra) {
+void write_checkpoint(const std::filesystem::path& dir, const ModelConfig& config, const ModelConstants& constants,
+                      std::vector<SafetensorOut> tensors, const std::vector<uint32_t>& chars, const json& extra, const RecipeRecord& recipe) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
-  if (ec) throw ConvertError("cannot create '" + dir.string() + "': " + ec.message());
+  if (ec) throw InputError("cannot create '" + dir.string() + "': " + ec.message());
   std::sort(tensors.begin(), tensors.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
   write_safetensors(dir / "model.safetensors", tensors);
-  json cfg = checkpoint_config_json(config, hyper);
+  json cfg = checkpoint_config_json(config, constants, recipe);
   cfg.update(extra);
   write_file_atomically(dir / "config.json", cfg.dump(2) + "\n");
   if (!chars.empty()) write_file_atomically(dir / "tokenizer.json", json{{"type", "char"}, {"chars", chars_utf8(chars)}}.dump() + "\n");
@@ -96,7 +78,7 @@ struct SplitMix64 {
 
 void write_random_checkpoint(const std::filesystem::path& dir, const ModelConfig& config, uint64_t seed, const std::vector<uint32_t>& chars) {
   if (!chars.empty() && static_cast<int>(chars.size()) != config.vocab_size)
-    throw ConvertError("random checkpoint: " + std::to_string(chars.size()) + " characters for vocab_size " + std::to_string(config.vocab_size));
+    throw InputError("random checkpoint: " + std::to_string(chars.size()) + " characters for vocab_size " + std::to_string(config.vocab_size));
   SplitMix64 rng{seed};
   std::vector<SafetensorOut> tensors;
   std::vector<float> values;
@@ -108,9 +90,10 @@ void write_random_checkpoint(const std::filesystem::path& dir, const ModelConfig
     for (float& v : values) v = norm_weight ? 1.f : a * rng.uniform_pm1();
     append_checkpoint_tensor(config, s, values.data(), tensors);
   });
-  CheckpointHyper hyper;
-  hyper.capacity_factor = 0.;  // random weights: no makeMoE capacity rule
-  write_checkpoint(dir, config, hyper, std::move(tensors), chars, json{{"moe_random_checkpoint", {{"seed", seed}}}});
+  // The default constants, and RoPE's base as a Mixtral config without rope_theta has it.
+  ModelConstants constants;
+  if (config.family == Family::llama) constants.rope_theta = hf_mixtral_layout().absent.rope_theta;
+  write_checkpoint(dir, config, constants, std::move(tensors), chars, json{{"moe_random_checkpoint", {{"seed", seed}}}});
 }
 
-}  // namespace moe::convert
+}  // namespace moe::converter

@@ -3,7 +3,7 @@
 #include <cstdio>
 #include <map>
 
-#include "converter/convert_error.hpp"
+#include "converter/input_error.hpp"
 #include "converter/quantize.hpp"
 #include "moe/crc32c.hpp"
 #include "moe/model_file.hpp"
@@ -14,7 +14,7 @@
 #define MOE_VERSION "dev"
 #endif
 
-namespace moe::convert {
+namespace moe::converter {
 
 DType QuantRecipe::dtype_for(TensorClass c) const {
   switch (c) {
@@ -39,7 +39,7 @@ DType parse_dtype(const std::string& text, const char* option) {
   if (text == "int8" || text == "i8") return DType::i8;
   if (text == "fp16" || text == "f16") return DType::f16;
   if (text == "fp32" || text == "f32") return DType::f32;
-  throw ConvertError(std::string(option) + ": '" + text + "' is not one of int8, fp16, fp32");
+  throw InputError(std::string(option) + ": '" + text + "' is not one of int8, fp16, fp32");
 }
 
 namespace {
@@ -59,13 +59,13 @@ Conversion convert_checkpoint(const std::filesystem::path& dir, const ConvertOpt
   const Checkpoint ck = open_checkpoint(dir, options.max_context, options.capacity_factor);
   const ModelConfig& cfg = ck.config;
   const QuantRecipe& recipe = options.recipe;
-  if (recipe.group_size < 0) throw ConvertError("--group-size must be >= 0 (0: one scale per row)");
+  if (recipe.group_size < 0) throw InputError("--group-size must be >= 0 (0: one scale per row)");
 
   Conversion out;
   out.config = cfg;
-  out.source_format = ck.format;
+  out.source_format = ck.layout->name;
   out.recipe = recipe.describe();
-  out.capacity_factor = ck.capacity_factor;
+  out.capacity_factor = ck.constants.capacity_factor;
   out.notes = ck.notes;
   const std::vector<std::string> unused = ck.unused_tensors();
   if (!unused.empty()) {
@@ -99,7 +99,7 @@ Conversion convert_checkpoint(const std::filesystem::path& dir, const ConvertOpt
     if (first_use) {
       payload += bytes;
       if (payload > kMaxFileBytes)
-        throw ConvertError("the converted model would exceed 2 GiB, the limit of the .moe format: use int8 or fp16 for more tensor classes");
+        throw InputError("the converted model would exceed 2 GiB, the limit of the .moe format: use int8 or fp16 for more tensor classes");
       fbb.ForceVectorAlignment(q.data.size(), 1, kTensorAlignment);
       stored->second.first = fbb.CreateVector(q.data);
       if (!q.scales.empty()) {
@@ -144,14 +144,15 @@ Conversion convert_checkpoint(const std::filesystem::path& dir, const ConvertOpt
   tok.add_kind(ck.chars.empty() ? fb::TokenizerKind_None : fb::TokenizerKind_Char);
   if (!ck.chars.empty()) tok.add_chars(chars_off);
   const auto tok_off = tok.Finish();
-  const auto prov_off = fb::CreateProvenanceDirect(fbb, provenance_source(dir).c_str(), ck.format.c_str(), MOE_VERSION,
+  const auto prov_off = fb::CreateProvenanceDirect(fbb, provenance_source(dir).c_str(), ck.layout->name, MOE_VERSION,
                                                    recipe.describe().c_str());
   const auto cfg_off = fb::CreateConfig(
       fbb, static_cast<fb::Family>(cfg.family), static_cast<uint32_t>(cfg.d_model), static_cast<uint32_t>(cfg.n_layers),
       static_cast<uint32_t>(cfg.n_heads), static_cast<uint32_t>(cfg.n_kv_heads), static_cast<uint32_t>(cfg.head_dim),
       static_cast<uint32_t>(cfg.n_experts), static_cast<uint32_t>(cfg.top_k), static_cast<uint32_t>(cfg.expert_hidden),
-      static_cast<uint32_t>(cfg.vocab_size), static_cast<uint32_t>(cfg.max_context), ck.rope_theta, ck.norm_eps,
-      static_cast<fb::AttentionScale>(ck.attention_scale), ck.bos_token_id, ck.eos_token_id, ck.capacity_factor);
+      static_cast<uint32_t>(cfg.vocab_size), static_cast<uint32_t>(cfg.max_context), ck.constants.rope_theta,
+      ck.constants.norm_eps, static_cast<fb::AttentionScale>(ck.constants.attention_scale), ck.constants.bos_token_id,
+      ck.constants.eos_token_id, ck.constants.capacity_factor);
   const auto model = fb::CreateModel(fbb, kFormatVersion, cfg_off, tok_off, prov_off, tensors_off);
   fb::FinishSizePrefixedModelBuffer(fbb, model);
 
@@ -186,4 +187,4 @@ std::string format_report(const Conversion& c) {
   return s;
 }
 
-}  // namespace moe::convert
+}  // namespace moe::converter

@@ -10,7 +10,7 @@
 #include "moe/model_layout.hpp"
 #include "moe/tensor.hpp"
 
-namespace moe::convert {
+namespace moe::converter {
 
 // Which dtype each tensor class is stored in. Norms, biases and routers are always f32.
 struct QuantRecipe {
@@ -26,7 +26,7 @@ struct QuantRecipe {
   std::string describe() const;  // "experts=i8/g32 attention=f16 embeddings=f16"
 };
 
-// "int8" | "i8" | "fp16" | "f16" | "fp32" | "f32"; throws ConvertError otherwise.
+// "int8" | "i8" | "fp16" | "f16" | "fp32" | "f32"; throws InputError otherwise.
 DType parse_dtype(const std::string& text, const char* option);
 
 struct ConvertOptions {
@@ -58,4 +58,4 @@ Conversion convert_checkpoint(const std::filesystem::path& dir, const ConvertOpt
 // The table moe_convert prints: class, dtype, bytes, share of the file; total vs fp32.
 std::string format_report(const Conversion& c);
 
-}  // namespace moe::convert
+}  // namespace moe::converter

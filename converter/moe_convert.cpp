@@ -6,7 +6,7 @@
 #include <cstdio>
 
 #include "converter/atomic_file.hpp"
-#include "converter/convert_error.hpp"
+#include "converter/input_error.hpp"
 #include "converter/converter.hpp"
 #include "tools/cli_support.hpp"
 #include "tools/compiled_models.hpp"
@@ -14,7 +14,7 @@
 int main(int argc, char** argv) {
   CLI::App app{"moe_convert: convert a Hugging Face Mixtral or makeMoE checkpoint directory to a .moe model"};
   std::string input, output, experts = "int8", attention = "fp16", embeddings = "fp16";
-  moe::convert::ConvertOptions options;
+  moe::converter::ConvertOptions options;
   bool quiet = false;
   app.add_option("checkpoint", input, "checkpoint directory (config.json + model.safetensors)")->required();
   app.add_option("-o,--output", output, "output .moe file (written atomically)")->required();
@@ -33,11 +33,11 @@ int main(int argc, char** argv) {
   app.add_flag("-q,--quiet", quiet, "print nothing but errors");
   if (const int code = moe::tools::parse_command_line(app, argc, argv); code >= 0) return code;
   try {
-    options.recipe.experts = moe::convert::parse_dtype(experts, "--experts");
-    options.recipe.attention = moe::convert::parse_dtype(attention, "--attention");
-    options.recipe.embeddings = moe::convert::parse_dtype(embeddings, "--embeddings");
-    const moe::convert::Conversion c = moe::convert::convert_checkpoint(input, options);
-    moe::convert::write_file_atomically(output, c.bytes.data(), c.bytes.size());
+    options.recipe.experts = moe::converter::parse_dtype(experts, "--experts");
+    options.recipe.attention = moe::converter::parse_dtype(attention, "--attention");
+    options.recipe.embeddings = moe::converter::parse_dtype(embeddings, "--embeddings");
+    const moe::converter::Conversion c = moe::converter::convert_checkpoint(input, options);
+    moe::converter::write_file_atomically(output, c.bytes.data(), c.bytes.size());
     if (!quiet) {
       const moe::ConfigKey key(c.config);
       std::printf("%s (%s) -> %s\n", input.c_str(), c.source_format.c_str(), output.c_str());
@@ -47,13 +47,13 @@ int main(int argc, char** argv) {
       if (c.capacity_factor > 0.)
         std::printf("expert capacity factor %g: each token re-encodes its window, exactly as makeMoE computes it\n", c.capacity_factor);
       std::printf("\n");
-      std::fputs(moe::convert::format_report(c).c_str(), stdout);
+      std::fputs(moe::converter::format_report(c).c_str(), stdout);
       for (const std::string& note : c.notes) std::printf("note: %s\n", note.c_str());
       if (!moe::tools::is_compiled(c.config))
         std::fputs(moe::tools::missing_config_message("note", output.c_str(), c.config).c_str(), stdout);
     }
     return 0;
-  } catch (const moe::convert::ConvertError& e) {
+  } catch (const moe::InputError& e) {
     std::fprintf(stderr, "moe_convert: %s\n", e.what());
     return 1;
   } catch (const std::exception& e) {

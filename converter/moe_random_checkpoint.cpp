@@ -8,7 +8,7 @@
 #include <cstdio>
 
 #include "converter/checkpoint_writer.hpp"
-#include "converter/convert_error.hpp"
+#include "converter/input_error.hpp"
 #include "tools/cli_support.hpp"
 
 int main(int argc, char** argv) {
@@ -31,11 +31,11 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
-    moe::convert::write_random_checkpoint(out, config, seed, moe::convert::chars_from_utf8(chars, "--chars"));
-    std::printf("%s: random %s checkpoint of %s (seed %llu)\n", out.c_str(), moe::convert::checkpoint_format_for(config), key.c_str(),
+    moe::converter::write_random_checkpoint(out, config, seed, moe::converter::chars_from_utf8(chars, "--chars"));
+    std::printf("%s: random %s checkpoint of %s (seed %llu)\n", out.c_str(), moe::converter::layout_for(config.family).name, key.c_str(),
                 static_cast<unsigned long long>(seed));
     return 0;
-  } catch (const moe::convert::ConvertError& e) {
+  } catch (const moe::InputError& e) {
     std::fprintf(stderr, "moe_random_checkpoint: %s\n", e.what());
     return 1;
   }

@@ -3,10 +3,10 @@
 #include <cmath>
 #include <cstring>
 
-#include "converter/convert_error.hpp"
+#include "converter/input_error.hpp"
 #include "moe/fp16.hpp"
 
-namespace moe::convert {
+namespace moe::converter {
 
 Quantized quantize(const std::vector<float>& w, int rows, int cols, DType dtype, int group_size, const std::string& name) {
   Quantized q;
@@ -21,7 +21,7 @@ Quantized quantize(const std::vector<float>& w, int rows, int cols, DType dtype,
       q.data.resize(n * 2);
       for (size_t i = 0; i < n; ++i) {
         if (std::fabs(w[i]) > 65504.f)
-          throw ConvertError("tensor '" + name + "' has value " + std::to_string(w[i]) + " outside the fp16 range (|x| <= 65504): store it as f32 or int8");
+          throw InputError("tensor '" + name + "' has value " + std::to_string(w[i]) + " outside the fp16 range (|x| <= 65504): store it as f32 or int8");
         const uint16_t h = float_to_half(w[i]);
         q.data[2 * i] = static_cast<uint8_t>(h & 0xff);
         q.data[2 * i + 1] = static_cast<uint8_t>(h >> 8);
@@ -77,4 +77,4 @@ float dequantized(const Quantized& q, int cols, long i) {
   return 0.f;
 }
 
-}  // namespace moe::convert
+}  // namespace moe::converter

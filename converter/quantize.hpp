@@ -8,7 +8,7 @@
 
 #include "moe/tensor.hpp"
 
-namespace moe::convert {
+namespace moe::converter {
 
 struct Quantized {
   DType dtype = DType::f32;
@@ -24,4 +24,4 @@ Quantized quantize(const std::vector<float>& w, int rows, int cols, DType dtype,
 // The value the engine will compute with for element i (tests and error reports).
 float dequantized(const Quantized& q, int cols, long i);
 
-}  // namespace moe::convert
+}  // namespace moe::converter

@@ -5,10 +5,10 @@
 #include <nlohmann/json.hpp>
 
 #include "converter/atomic_file.hpp"
-#include "converter/convert_error.hpp"
+#include "converter/input_error.hpp"
 #include "moe/fp16.hpp"
 
-namespace moe::convert {
+namespace moe::converter {
 
 using nlohmann::json;
 
@@ -36,22 +36,22 @@ SafetensorsFile::SafetensorsFile(const std::filesystem::path& path) {
   std::string where = std::string("'");
   where += path.string();
   where += "'";
-  if (Error e = MappedFile::open(path.c_str(), map_)) throw ConvertError(e.what());
+  if (Error e = MappedFile::open(path.c_str(), map_)) throw InputError(e.what());
   const auto* bytes = static_cast<const uint8_t*>(map_.data());
   const size_t size = map_.size();
-  if (size < 8) throw ConvertError(where + " is not a safetensors file: only " + std::to_string(size) + " bytes");
+  if (size < 8) throw InputError(where + " is not a safetensors file: only " + std::to_string(size) + " bytes");
   uint64_t header_len = 0;
   for (int i = 7; i >= 0; --i) header_len = header_len << 8 | bytes[i];
   if (header_len > size - 8 || header_len > (100u << 20))
-    throw ConvertError(where + " is not a safetensors file or is truncated: header length " + std::to_string(header_len) +
+    throw InputError(where + " is not a safetensors file or is truncated: header length " + std::to_string(header_len) +
                        " does not fit in " + std::to_string(size) + " bytes");
   json header;
   try {
     header = json::parse(bytes + 8, bytes + 8 + header_len);
   } catch (const json::exception& e) {
-    throw ConvertError(where + " has a malformed safetensors header: " + e.what());
+    throw InputError(where + " has a malformed safetensors header: " + e.what());
   }
-  if (!header.is_object()) throw ConvertError(where + " has a malformed safetensors header: not a JSON object");
+  if (!header.is_object()) throw InputError(where + " has a malformed safetensors header: not a JSON object");
   const uint8_t* data_start = bytes + 8 + header_len;
   const size_t data_size = size - 8 - header_len;
   for (const auto& [name, entry] : header.items()) {
@@ -60,29 +60,29 @@ SafetensorsFile::SafetensorsFile(const std::filesystem::path& path) {
     if (!entry.is_object() || !entry.contains("dtype") || !entry.contains("shape") || !entry.contains("data_offsets") ||
         !entry["dtype"].is_string() || !entry["shape"].is_array() || !entry["data_offsets"].is_array() ||
         entry["data_offsets"].size() != 2)
-      throw ConvertError(what + " has a malformed header entry");
+      throw InputError(what + " has a malformed header entry");
     SafetensorInfo info;
     info.name = name;
     info.file = path;
     info.dtype = entry["dtype"].get<std::string>();
     int64_t elements = 1;
     for (const auto& d : entry["shape"]) {
-      if (!d.is_number_unsigned()) throw ConvertError(what + " has a malformed shape");
+      if (!d.is_number_unsigned()) throw InputError(what + " has a malformed shape");
       const uint64_t v = d.get<uint64_t>();
       if (v > (1ull << 40) || (v > 0 && static_cast<uint64_t>(elements) > (1ull << 40) / v))
-        throw ConvertError(what + " has an implausibly large shape");
+        throw InputError(what + " has an implausibly large shape");
       info.shape.push_back(static_cast<int64_t>(v));
       elements *= static_cast<int64_t>(v);
     }
     const auto& off = entry["data_offsets"];
-    if (!off[0].is_number_unsigned() || !off[1].is_number_unsigned()) throw ConvertError(what + " has malformed data_offsets");
+    if (!off[0].is_number_unsigned() || !off[1].is_number_unsigned()) throw InputError(what + " has malformed data_offsets");
     const uint64_t begin = off[0].get<uint64_t>(), end = off[1].get<uint64_t>();
     if (begin > end || end > data_size)
-      throw ConvertError(what + " lies outside the file (offsets " + std::to_string(begin) + ".." + std::to_string(end) +
+      throw InputError(what + " lies outside the file (offsets " + std::to_string(begin) + ".." + std::to_string(end) +
                          ", data section " + std::to_string(data_size) + " bytes): the file is truncated or corrupt");
     const int esize = safetensors_dtype_size(info.dtype);
     if (esize != 0 && static_cast<uint64_t>(elements) * static_cast<uint64_t>(esize) != end - begin)
-      throw ConvertError(what + " has " + std::to_string(end - begin) + " bytes, but shape " + info.shape_text() + " of " +
+      throw InputError(what + " has " + std::to_string(end - begin) + " bytes, but shape " + info.shape_text() + " of " +
                          info.dtype + " needs " + std::to_string(elements * esize));
     info.data = data_start + begin;
     info.bytes = end - begin;
@@ -101,42 +101,42 @@ TensorStore::TensorStore(const std::filesystem::path& dir) {
       std::ifstream in(index_path);
       index = json::parse(in);
     } catch (const json::exception& e) {
-      throw ConvertError("cannot read '" + index_path.string() + "': " + e.what());
+      throw InputError("cannot read '" + index_path.string() + "': " + e.what());
     }
     if (!index.contains("weight_map") || !index["weight_map"].is_object())
-      throw ConvertError("'" + index_path.string() + "' has no weight_map object");
+      throw InputError("'" + index_path.string() + "' has no weight_map object");
     std::map<std::string, bool> seen;
     for (const auto& [name, file] : index["weight_map"].items()) {
-      if (!file.is_string()) throw ConvertError("'" + index_path.string() + "': weight_map entry '" + name + "' is not a file name");
+      if (!file.is_string()) throw InputError("'" + index_path.string() + "': weight_map entry '" + name + "' is not a file name");
       const std::string f = file.get<std::string>();
       if (f.find('/') != std::string::npos || f.find("..") != std::string::npos)
-        throw ConvertError("'" + index_path.string() + "': shard name '" + f + "' must be a plain file name");
+        throw InputError("'" + index_path.string() + "': shard name '" + f + "' must be a plain file name");
       weight_map[name] = f;
       if (!seen[f]) shards.push_back(dir / f), seen[f] = true;
     }
   } else if (std::filesystem::exists(single)) {
     shards.push_back(single);
   } else {
-    throw ConvertError("no model.safetensors or model.safetensors.index.json in '" + dir.string() + "'");
+    throw InputError("no model.safetensors or model.safetensors.index.json in '" + dir.string() + "'");
   }
   for (const auto& shard : shards) {
-    if (!std::filesystem::exists(shard)) throw ConvertError("shard '" + shard.string() + "' named by the index is missing");
+    if (!std::filesystem::exists(shard)) throw InputError("shard '" + shard.string() + "' named by the index is missing");
     files_.push_back(std::make_unique<SafetensorsFile>(shard));
     for (const auto& [name, info] : files_.back()->tensors()) {
       if (index_.count(name))
-        throw ConvertError("tensor '" + name + "' appears in both '" + index_.at(name)->file.string() + "' and '" + shard.string() + "'");
+        throw InputError("tensor '" + name + "' appears in both '" + index_.at(name)->file.string() + "' and '" + shard.string() + "'");
       index_[name] = &info;
     }
   }
   for (const auto& [name, file] : weight_map) {
     if (!index_.count(name))
-      throw ConvertError("the index says tensor '" + name + "' is in '" + file + "', but that shard does not hold it");
+      throw InputError("the index says tensor '" + name + "' is in '" + file + "', but that shard does not hold it");
   }
 }
 
 const SafetensorInfo& TensorStore::info(const std::string& name) const {
   auto it = index_.find(name);
-  if (it == index_.end()) throw ConvertError("missing tensor '" + name + "'");
+  if (it == index_.end()) throw InputError("missing tensor '" + name + "'");
   return *it->second;
 }
 
@@ -158,7 +158,7 @@ std::vector<float> TensorStore::read_f32(const std::string& name) const {
     for (size_t i = 0; i < n; ++i)
       out[i] = f32_from_bits(static_cast<uint32_t>(t.data[2 * i] | t.data[2 * i + 1] << 8) << 16);
   } else {
-    throw ConvertError("tensor '" + name + "' has dtype " + t.dtype + "; moe_convert reads F32, F16 and BF16");
+    throw InputError("tensor '" + name + "' has dtype " + t.dtype + "; moe_convert reads F32, F16 and BF16");
   }
   return out;
 }
@@ -199,4 +199,4 @@ void write_safetensors(const std::filesystem::path& path, const std::vector<Safe
   write_file_atomically(path, bytes.data(), bytes.size());
 }
 
-}  // namespace moe::convert
+}  // namespace moe::converter

@@ -13,7 +13,7 @@
 
 #include "platform/mapped_file.hpp"
 
-namespace moe::convert {
+namespace moe::converter {
 
 struct SafetensorInfo {
   std::string name;
@@ -30,7 +30,7 @@ struct SafetensorInfo {
 // One .safetensors file, mapped read-only.
 class SafetensorsFile {
  public:
-  explicit SafetensorsFile(const std::filesystem::path& path);  // throws ConvertError
+  explicit SafetensorsFile(const std::filesystem::path& path);  // throws InputError
   const std::map<std::string, SafetensorInfo>& tensors() const { return tensors_; }
 
  private:
@@ -42,7 +42,7 @@ class SafetensorsFile {
 // model.safetensors.index.json.
 class TensorStore {
  public:
-  explicit TensorStore(const std::filesystem::path& dir);  // throws ConvertError
+  explicit TensorStore(const std::filesystem::path& dir);  // throws InputError
   bool has(const std::string& name) const { return index_.count(name) != 0; }
   const SafetensorInfo& info(const std::string& name) const;  // throws when missing
   std::vector<std::string> names() const;
@@ -74,4 +74,4 @@ void write_safetensors(const std::filesystem::path& path, const std::vector<Safe
 
 int safetensors_dtype_size(const std::string& dtype);  // 0 for unknown dtypes
 
-}  // namespace moe::convert
+}  // namespace moe::converter

@@ -2,7 +2,7 @@
 // tokenizer.json and the safetensors header and data. The input is the three files
 // joined by kSeparator (fuzz/make_seeds.sh writes seeds so); each is written to a
 // private directory and the real moe_convert path runs on it.
-// Invariants: the only failure is a ConvertError (a clear message), and whatever the
+// Invariants: the only failure is a InputError (a clear message), and whatever the
 // converter writes, the .moe verifier accepts.
 #include <unistd.h>
 
@@ -13,7 +13,7 @@
 #include <string>
 #include <string_view>
 
-#include "converter/convert_error.hpp"
+#include "converter/input_error.hpp"
 #include "converter/converter.hpp"
 #include "fuzz_support.hpp"
 #include "moe/model_file.hpp"
@@ -54,12 +54,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   put(dir / "tokenizer.json", part[1], present[1] && !part[1].empty());
   put(dir / "model.safetensors", part[2], present[2]);
 
-  moe::convert::ConvertOptions options;
+  moe::converter::ConvertOptions options;
   options.recipe.group_size = (size & 1) ? 4 : 0;  // both int8 scale layouts
-  moe::convert::Conversion c;
+  moe::converter::Conversion c;
   try {
-    c = moe::convert::convert_checkpoint(dir, options);
-  } catch (const moe::convert::ConvertError&) {
+    c = moe::converter::convert_checkpoint(dir, options);
+  } catch (const moe::InputError&) {
     return 0;  // refused with a message: the expected outcome for most inputs
   }
   const moe::fuzz::AlignedCopy moe_file(c.bytes.data(), c.bytes.size());

@@ -18,7 +18,7 @@ namespace {
 
 std::vector<uint32_t> fixture_chars() {
   std::ifstream in(MOE_SOURCE_DIR "/tests/fixtures/makemoe-tiny/tokenizer.json");
-  return moe::convert::chars_from_utf8(nlohmann::json::parse(in).at("chars").get<std::string>(), "the fixture's tokenizer");
+  return moe::converter::chars_from_utf8(nlohmann::json::parse(in).at("chars").get<std::string>(), "the fixture's tokenizer");
 }
 
 void check(const moe::CharTokenizer& tok, const char* text, size_t len) {

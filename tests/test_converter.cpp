@@ -15,7 +15,7 @@
 
 #include "converter/atomic_file.hpp"
 #include "converter/checkpoint_writer.hpp"
-#include "converter/convert_error.hpp"
+#include "converter/input_error.hpp"
 #include "converter/quantize.hpp"
 #include "converter/safetensors.hpp"
 #include "support/test_support.hpp"
@@ -23,54 +23,53 @@
 namespace moe {
 namespace {
 
-using convert::ConvertError;
 using nlohmann::json;
 
 // An editable copy of a fixture checkpoint: config, tokenizer and tensors (as F32).
 struct EditableCheckpoint {
   test::TempDir tmp;
   json config;
-  std::vector<convert::SafetensorOut> tensors;
+  std::vector<converter::SafetensorOut> tensors;
 
   explicit EditableCheckpoint(const std::string& fixture) {
     test::copy_dir(test::fixture_dir(fixture), tmp.path());
     std::ifstream in(tmp / "config.json");
     config = json::parse(in);
-    const convert::TensorStore store(test::fixture_dir(fixture));
+    const converter::TensorStore store(test::fixture_dir(fixture));
     for (const auto& name : store.names()) {
       const auto& info = store.info(name);
       const std::vector<float> v = store.read_f32(name);
-      tensors.push_back(convert::f32_tensor(name, info.shape, v.data()));
+      tensors.push_back(converter::f32_tensor(name, info.shape, v.data()));
     }
   }
-  convert::SafetensorOut& tensor(const std::string& name) {
+  converter::SafetensorOut& tensor(const std::string& name) {
     for (auto& t : tensors)
       if (t.name == name) return t;
     throw std::runtime_error("no tensor " + name);
   }
   void remove(const std::string& name) {
-    std::erase_if(tensors, [&](const convert::SafetensorOut& t) { return t.name == name; });
+    std::erase_if(tensors, [&](const converter::SafetensorOut& t) { return t.name == name; });
   }
   float* values(const std::string& name) { return reinterpret_cast<float*>(tensor(name).data.data()); }
   const std::filesystem::path& write() {
-    convert::write_file_atomically(tmp / "config.json", config.dump(2));
-    convert::write_safetensors(tmp / "model.safetensors", tensors);
+    converter::write_file_atomically(tmp / "config.json", config.dump(2));
+    converter::write_safetensors(tmp / "model.safetensors", tensors);
     return tmp.path();
   }
 };
 
-convert::Conversion convert_fp32(const std::filesystem::path& dir, int max_context = 0) {
-  convert::ConvertOptions o;
+converter::Conversion convert_fp32(const std::filesystem::path& dir, int max_context = 0) {
+  converter::ConvertOptions o;
   o.recipe = test::fp32_recipe();
   o.max_context = max_context;
-  return convert::convert_checkpoint(dir, o);
+  return converter::convert_checkpoint(dir, o);
 }
 
 void expect_refusal(const std::filesystem::path& dir, const std::string& text) {
   try {
     (void)convert_fp32(dir);
     FAIL() << "conversion succeeded, expected: " << text;
-  } catch (const ConvertError& e) {
+  } catch (const InputError& e) {
     EXPECT_NE(std::string(e.what()).find(text), std::string::npos) << "message: " << e.what();
   }
 }
@@ -78,7 +77,7 @@ void expect_refusal(const std::filesystem::path& dir, const std::string& text) {
 struct Opened {
   test::AlignedBuffer buf;
   ModelFile file;
-  explicit Opened(const convert::Conversion& c) : buf(c.bytes) {
+  explicit Opened(const converter::Conversion& c) : buf(c.bytes) {
     const Error e = ModelFile::open(buf.data(), buf.size(), file);
     EXPECT_TRUE(e.ok()) << e.what();
   }
@@ -116,7 +115,7 @@ TEST(Converter, ReadsF16AndBf16Tensors) {
       t.dtype = dtype;
       t.data = half;
     }
-    const convert::Conversion c = convert_fp32(ck.write());
+    const converter::Conversion c = convert_fp32(ck.write());
     Opened o(c);
     EXPECT_EQ(o.f32(0), expected["model.embed_tokens.weight"]);
     EXPECT_EQ(o.f32(2), expected["model.layers.0.self_attn.q_proj.weight"]);
@@ -127,16 +126,16 @@ TEST(Converter, ShardedCheckpointEqualsSingleFile) {
   EditableCheckpoint ck("mixtral-tiny-a");
   const auto single = convert_fp32(test::fixture_dir("mixtral-tiny-a"));
   std::filesystem::remove(ck.tmp / "model.safetensors");
-  std::vector<convert::SafetensorOut> a, b;
+  std::vector<converter::SafetensorOut> a, b;
   json index = {{"metadata", {{"total_size", 0}}}, {"weight_map", json::object()}};
   for (size_t i = 0; i < ck.tensors.size(); ++i) {
     const bool first = i % 2 == 0;
     (first ? a : b).push_back(ck.tensors[i]);
     index["weight_map"][ck.tensors[i].name] = first ? "model-00001-of-00002.safetensors" : "model-00002-of-00002.safetensors";
   }
-  convert::write_safetensors(ck.tmp / "model-00001-of-00002.safetensors", a);
-  convert::write_safetensors(ck.tmp / "model-00002-of-00002.safetensors", b);
-  convert::write_file_atomically(ck.tmp / "model.safetensors.index.json", index.dump());
+  converter::write_safetensors(ck.tmp / "model-00001-of-00002.safetensors", a);
+  converter::write_safetensors(ck.tmp / "model-00002-of-00002.safetensors", b);
+  converter::write_file_atomically(ck.tmp / "model.safetensors.index.json", index.dump());
   const auto sharded = convert_fp32(ck.tmp.path());
   Opened x(single), y(sharded);
   ASSERT_EQ(x.file.model().tensors()->size(), y.file.model().tensors()->size());
@@ -150,16 +149,16 @@ TEST(Converter, ShardedCheckpointEqualsSingleFile) {
 
 TEST(Converter, RopeThetaNestedOrTopLevel) {
   Opened nested(convert_fp32(test::fixture_dir("mixtral-tiny-a")));
-  EXPECT_EQ(nested.file.runtime().rope_theta, 10000.f);
+  EXPECT_EQ(nested.file.constants().rope_theta, 10000.f);
   EditableCheckpoint ck("mixtral-tiny-a");
   ck.config.erase("rope_parameters");
   ck.config["rope_theta"] = 500000.0;
   Opened top(convert_fp32(ck.write()));
-  EXPECT_EQ(top.file.runtime().rope_theta, 500000.f);
+  EXPECT_EQ(top.file.constants().rope_theta, 500000.f);
   ck.config.erase("rope_theta");
   const auto c = convert_fp32(ck.write());
   Opened absent(c);
-  EXPECT_EQ(absent.file.runtime().rope_theta, 1e6f);
+  EXPECT_EQ(absent.file.constants().rope_theta, 1e6f);
   ASSERT_FALSE(c.notes.empty());
   EXPECT_NE(c.notes[0].find("default 1e6"), std::string::npos);
 }
@@ -177,7 +176,7 @@ TEST(Converter, TiedEmbeddingsShareOneCopy) {
 
 TEST(Converter, MakemoeHeadsAreConcatenatedInOrder) {
   Opened o(convert_fp32(test::fixture_dir("makemoe-tiny")));
-  const convert::TensorStore store(test::fixture_dir("makemoe-tiny"));
+  const converter::TensorStore store(test::fixture_dir("makemoe-tiny"));
   // Canonical order: token emb, position emb, attn_norm, attn_norm_bias, wq, ...
   const std::vector<float> wq = o.f32(4);
   for (int h = 0; h < 4; ++h) {
@@ -190,22 +189,22 @@ TEST(Converter, MakemoeHeadsAreConcatenatedInOrder) {
 
 TEST(Converter, MakemoeCapacityFactor) {
   const auto c = convert_fp32(test::fixture_dir("makemoe-tiny"));
-  EXPECT_EQ(Opened(c).file.runtime().capacity_factor, 1.0);  // makeMoE's default when config.json omits it
+  EXPECT_EQ(Opened(c).file.constants().capacity_factor, 1.0);  // makeMoE's default when config.json omits it
   bool noted = false;
   for (const auto& n : c.notes) noted = noted || n.find("capacity_factor") != std::string::npos;
   EXPECT_TRUE(noted);
   EditableCheckpoint ck("makemoe-tiny");
   ck.config["capacity_factor"] = 1.25;
-  EXPECT_EQ(Opened(convert_fp32(ck.write())).file.runtime().capacity_factor, 1.25);
+  EXPECT_EQ(Opened(convert_fp32(ck.write())).file.constants().capacity_factor, 1.25);
   ck.config["capacity_factor"] = nullptr;
-  EXPECT_EQ(Opened(convert_fp32(ck.write())).file.runtime().capacity_factor, 0.0);
+  EXPECT_EQ(Opened(convert_fp32(ck.write())).file.constants().capacity_factor, 0.0);
   ck.config["capacity_factor"] = "lots";
   expect_refusal(ck.write(), "capacity_factor must be a number >= 0 or null");
 }
 
 TEST(Converter, MakemoeTokenizer) {
   EditableCheckpoint ck("makemoe-tiny");
-  convert::write_file_atomically(ck.tmp / "tokenizer.json", std::string(R"({"type": "char", "chars": "abc"})"));
+  converter::write_file_atomically(ck.tmp / "tokenizer.json", std::string(R"({"type": "char", "chars": "abc"})"));
   expect_refusal(ck.write(), "has 3 characters, config.json says vocab_size 65");
   std::filesystem::remove(ck.tmp / "tokenizer.json");
   const auto c = convert_fp32(ck.write());
@@ -267,7 +266,7 @@ TEST(Converter, UnsupportedArchitecturesAndOptions) {
 }
 
 // Found by fuzz_checkpoint: a field of the wrong JSON type escaped as nlohmann's
-// type_error instead of a ConvertError naming the file.
+// type_error instead of a InputError naming the file.
 TEST(Converter, FieldsOfTheWrongJsonTypeAreNamed) {
   EditableCheckpoint ck("makemoe-tiny");
   ck.config["model_type"] = 16;
@@ -281,7 +280,7 @@ TEST(Converter, BadDirectoriesAndFiles) {
   test::TempDir tmp;
   expect_refusal(tmp / "nope", "is not a checkpoint directory");
   expect_refusal(tmp.path(), "no config.json in");
-  convert::write_file_atomically(tmp / "config.json", std::string("{not json"));
+  converter::write_file_atomically(tmp / "config.json", std::string("{not json"));
   expect_refusal(tmp.path(), "is not valid JSON");
   EditableCheckpoint ck("mixtral-tiny-a");
   ck.write();
@@ -297,7 +296,7 @@ TEST(Converter, MaxContextOverride) {
   try {
     (void)convert_fp32(test::fixture_dir("mixtral-tiny-a"), 256);
     FAIL();
-  } catch (const ConvertError& e) {
+  } catch (const InputError& e) {
     EXPECT_NE(std::string(e.what()).find("exceeds the model's context of 128"), std::string::npos);
   }
 }
@@ -310,13 +309,13 @@ TEST(Converter, MaxContextOverride) {
 TEST(RandomCheckpoint, DeterministicConvertibleAndScaled) {
   test::TempDir tmp;
   const ModelConfig llama = config_from_key("llama-d32-l2-h4-kv2-hd8-e4-k2-f64-v50-c32");
-  convert::write_random_checkpoint(tmp / "a", llama, 5);
-  convert::write_random_checkpoint(tmp / "b", llama, 5);
-  convert::write_random_checkpoint(tmp / "c", llama, 6);
+  converter::write_random_checkpoint(tmp / "a", llama, 5);
+  converter::write_random_checkpoint(tmp / "b", llama, 5);
+  converter::write_random_checkpoint(tmp / "c", llama, 6);
   EXPECT_EQ(test::read_file(tmp / "a" / "model.safetensors"), test::read_file(tmp / "b" / "model.safetensors"));
   EXPECT_NE(test::read_file(tmp / "a" / "model.safetensors"), test::read_file(tmp / "c" / "model.safetensors"));
-  const convert::Checkpoint ck = convert::open_checkpoint(tmp / "a");
-  EXPECT_EQ(ck.format, "hf-mixtral");
+  const converter::Checkpoint ck = converter::open_checkpoint(tmp / "a");
+  EXPECT_STREQ(ck.layout->name, "hf-mixtral");
   EXPECT_EQ(ck.config, llama);
   double sum = 0, sum_sq = 0;
   const std::vector<float> w = ck.store->read_f32("model.layers.1.block_sparse_moe.experts.2.w2.weight");  // [32, 64]
@@ -324,15 +323,15 @@ TEST(RandomCheckpoint, DeterministicConvertibleAndScaled) {
   for (float v : w) sum += v, sum_sq += static_cast<double>(v) * v;
   EXPECT_NEAR(sum / static_cast<double>(w.size()), 0.0, 0.01);
   EXPECT_NEAR(sum_sq / static_cast<double>(w.size()), 1.0 / 64, 0.1 / 64);
-  EXPECT_NO_THROW(convert::convert_checkpoint(tmp / "a", convert::ConvertOptions{}));
+  EXPECT_NO_THROW(converter::convert_checkpoint(tmp / "a", converter::ConvertOptions{}));
 
   const ModelConfig classic = config_from_key("classic-d16-l1-h2-kv2-hd8-e2-k1-f32-v4-c8");
-  convert::write_random_checkpoint(tmp / "k", classic, 1, {'a', 'b', 0xe9, 0x20ac});
-  const convert::Checkpoint kc = convert::open_checkpoint(tmp / "k");
-  EXPECT_EQ(kc.format, "makemoe");
+  converter::write_random_checkpoint(tmp / "k", classic, 1, {'a', 'b', 0xe9, 0x20ac});
+  const converter::Checkpoint kc = converter::open_checkpoint(tmp / "k");
+  EXPECT_STREQ(kc.layout->name, "makemoe");
   EXPECT_EQ(kc.chars, (std::vector<uint32_t>{'a', 'b', 0xe9, 0x20ac}));
-  EXPECT_EQ(kc.capacity_factor, 0.);
-  EXPECT_THROW(convert::write_random_checkpoint(tmp / "x", classic, 1, {'a'}), convert::ConvertError);
+  EXPECT_EQ(kc.constants.capacity_factor, 0.);
+  EXPECT_THROW(converter::write_random_checkpoint(tmp / "x", classic, 1, {'a'}), InputError);
 }
 
 TEST(Quantize, Int8ErrorIsAtMostHalfAStep) {
@@ -340,13 +339,13 @@ TEST(Quantize, Int8ErrorIsAtMostHalfAStep) {
   for (size_t i = 0; i < w.size(); ++i) w[i] = std::sin(static_cast<float>(i) * 0.37f) * (1 + static_cast<float>(i % 7));
   for (int row = 0; row < 64; ++row) w[static_cast<size_t>(3 * 64 + row)] = 0.f;  // an all-zero row
   for (int group : {0, 16, 32, 64, 48}) {
-    const convert::Quantized q = convert::quantize(w, 4, 64, DType::i8, group, "w");
+    const converter::Quantized q = converter::quantize(w, 4, 64, DType::i8, group, "w");
     const int g = (group > 0 && 64 % group == 0) ? group : 64;
     EXPECT_EQ(q.group_size, g);
     for (size_t i = 0; i < w.size(); ++i) {
       const float scale = q.scales[i / 64 * (64 / static_cast<size_t>(g)) + (i % 64) / static_cast<size_t>(g)];
       EXPECT_GT(scale, 0.f);
-      EXPECT_LE(std::fabs(convert::dequantized(q, 64, static_cast<long>(i)) - w[i]), scale * 0.5f + 1e-7f);
+      EXPECT_LE(std::fabs(converter::dequantized(q, 64, static_cast<long>(i)) - w[i]), scale * 0.5f + 1e-7f);
     }
   }
 }
@@ -356,17 +355,17 @@ TEST(Quantize, Int8ErrorIsAtMostHalfAStep) {
 TEST(Quantize, DenormalRowsGetAPositiveScaleAndZeros) {
   const float tiny = std::numeric_limits<float>::denorm_min();
   const std::vector<float> w = {tiny, -tiny, 0.f, tiny, 1.f, -0.5f, 0.25f, 0.f};
-  const convert::Quantized q = convert::quantize(w, 2, 4, DType::i8, 0, "w");
+  const converter::Quantized q = converter::quantize(w, 2, 4, DType::i8, 0, "w");
   ASSERT_EQ(q.scales.size(), 2u);
   EXPECT_EQ(q.scales[0], 1.f);
-  for (int i = 0; i < 4; ++i) EXPECT_EQ(convert::dequantized(q, 4, i), 0.f);
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(converter::dequantized(q, 4, i), 0.f);
   EXPECT_FLOAT_EQ(q.scales[1], 1.f / 127.f);
-  EXPECT_FLOAT_EQ(convert::dequantized(q, 4, 4), 1.f);
+  EXPECT_FLOAT_EQ(converter::dequantized(q, 4, 4), 1.f);
 }
 
 TEST(Quantize, Fp16OverflowIsRefused) {
   const std::vector<float> w = {1.f, 70000.f};
-  EXPECT_THROW((void)convert::quantize(w, 1, 2, DType::f16, 0, "big"), ConvertError);
+  EXPECT_THROW((void)converter::quantize(w, 1, 2, DType::f16, 0, "big"), InputError);
 }
 
 // ---- crash-safe writes ---------------------------------------------------------------
@@ -374,20 +373,20 @@ TEST(Quantize, Fp16OverflowIsRefused) {
 TEST(AtomicWrite, FailedConversionKeepsTheOldFile) {
   test::TempDir tmp;
   const auto dest = tmp / "model.moe";
-  convert::write_file_atomically(dest, std::string("old model"));
+  converter::write_file_atomically(dest, std::string("old model"));
   EditableCheckpoint ck("mixtral-tiny-a");
   ck.remove("model.norm.weight");
   expect_refusal(ck.write(), "missing tensor 'model.norm.weight'");
   std::ifstream in(dest);
   std::string content((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   EXPECT_EQ(content, "old model");
-  EXPECT_THROW(convert::write_file_atomically(tmp / "no-such-dir" / "m.moe", std::string("x")), ConvertError);
+  EXPECT_THROW(converter::write_file_atomically(tmp / "no-such-dir" / "m.moe", std::string("x")), InputError);
 }
 
 TEST(AtomicWrite, FullDiskLeavesOldFileAndNoTemp) {
   test::TempDir tmp;
   const auto dest = tmp / "model.moe";
-  convert::write_file_atomically(dest, std::string("old model"));
+  converter::write_file_atomically(dest, std::string("old model"));
   // A child process with a 4 KB file-size limit: writes fail with EFBIG, as on a full disk.
   const pid_t pid = fork();
   ASSERT_GE(pid, 0);
@@ -397,8 +396,8 @@ TEST(AtomicWrite, FullDiskLeavesOldFileAndNoTemp) {
     setrlimit(RLIMIT_FSIZE, &lim);
     const std::vector<char> big(100000, 'x');
     try {
-      convert::write_file_atomically(dest, big.data(), big.size());
-    } catch (const ConvertError& e) {
+      converter::write_file_atomically(dest, big.data(), big.size());
+    } catch (const InputError& e) {
       _exit(std::string(e.what()).find("nothing was replaced") != std::string::npos ? 42 : 1);
     }
     _exit(0);

@@ -8,7 +8,7 @@
 
 #include "converter/checkpoint.hpp"
 #include "converter/checkpoint_writer.hpp"
-#include "converter/convert_error.hpp"
+#include "converter/input_error.hpp"
 #include "converter/converter.hpp"
 #include "support/test_support.hpp"
 #include "trainer/checkpoint_io.hpp"
@@ -19,7 +19,6 @@ namespace {
 
 using namespace moe;
 using namespace moe::merge;
-using convert::ConvertError;
 using nlohmann::json;
 
 // ---------------------------------------------------------------- arithmetic
@@ -160,7 +159,7 @@ TEST(MergeRecipe, SettingsFollowFiltersAndInterpolateOverDepth) {
   EXPECT_DOUBLE_EQ(*ranges.at(layer_tensor(TensorRole::wq, 2), 4), 0.9);  // layer 2 is outside [0, 2); not mlp
   EXPECT_DOUBLE_EQ(*ranges.at(layer_tensor(TensorRole::expert_w2, 3, 0), 4), 0.2);
   EXPECT_DOUBLE_EQ(*ranges.at(TensorSpec{TensorRole::lm_head, -1, -1, 4, 4, TensorClass::embedding}, 4), 0.9);  // global: no layer
-  EXPECT_THROW(Setting::parse(json::parse(R"([{"layers": [3, 1], "value": 1}])"), "t"), ConvertError);
+  EXPECT_THROW(Setting::parse(json::parse(R"([{"layers": [3, 1], "value": 1}])"), "t"), InputError);
   const Setting depth = Setting::parse(json::parse("[0, 1]"), "weight");
   EXPECT_DOUBLE_EQ(*depth.at(TensorSpec{TensorRole::token_embedding, -1, -1, 4, 4, TensorClass::embedding}, 4), 0.0);
   EXPECT_DOUBLE_EQ(*depth.at(TensorSpec{TensorRole::lm_head, -1, -1, 4, 4, TensorClass::embedding}, 4), 1.0);
@@ -210,7 +209,7 @@ TEST(MergeRecipe, MistakesAreNamed) {
   const auto message = [](const std::string& yaml) {
     try {
       parse_recipe(yaml_to_json(yaml, "test"));
-    } catch (const ConvertError& e) {
+    } catch (const InputError& e) {
       return std::string(e.what());
     }
     return std::string("accepted");
@@ -233,16 +232,16 @@ const std::vector<uint32_t> kChars = {'\n', ' ', 'a', 'b', 'c', 'd', 'e', 'f', '
 std::filesystem::path random_model(const test::TempDir& tmp, const std::string& name, uint64_t seed, ModelConfig c = kClassic,
                                    std::vector<uint32_t> chars = kChars) {
   const std::filesystem::path dir = tmp / name;
-  convert::write_random_checkpoint(dir, c, seed, chars);
+  converter::write_random_checkpoint(dir, c, seed, chars);
   return dir;
 }
 
-std::vector<float> load(const std::filesystem::path& dir, const TensorSpec& spec) { return convert::open_checkpoint(dir).load(spec); }
+std::vector<float> load(const std::filesystem::path& dir, const TensorSpec& spec) { return converter::open_checkpoint(dir).load(spec); }
 
 std::string merge_error(const MergeRecipe& r, const std::filesystem::path& out) {
   try {
     run_merge(r, out);
-  } catch (const ConvertError& e) {
+  } catch (const InputError& e) {
     return e.what();
   }
   return "accepted";
@@ -258,7 +257,7 @@ TEST(Merge, LinearSlerpAndTaskVectorsMatchTheArithmeticOnEveryTensor) {
   run_merge(parse_recipe({{"merge_method", "slerp"}, {"base_model", a}, {"models", {a, b}}, {"parameters", {{"t", 1}}}}), tmp / "slerp1");
   run_merge(parse_recipe({{"merge_method", "task_arithmetic"}, {"base_model", base}, {"models", {a, b}}, {"parameters", {{"weight", 0.5}}}}),
             tmp / "ta");
-  const convert::Checkpoint out = convert::open_checkpoint(tmp / "linear");
+  const converter::Checkpoint out = converter::open_checkpoint(tmp / "linear");
   EXPECT_EQ(out.config, kClassic);
   EXPECT_EQ(out.chars, kChars);
   int tensors = 0;
@@ -275,8 +274,8 @@ TEST(Merge, LinearSlerpAndTaskVectorsMatchTheArithmeticOnEveryTensor) {
   });
   EXPECT_EQ(tensors, tensor_count(kClassic));
   // The output is a checkpoint like any other.
-  convert::ConvertOptions o;
-  EXPECT_FALSE(convert::convert_checkpoint(tmp / "linear", o).bytes.empty());
+  converter::ConvertOptions o;
+  EXPECT_FALSE(converter::convert_checkpoint(tmp / "linear", o).bytes.empty());
 }
 
 TEST(Merge, DareIsSeededAndTiesDropsDisagreeingDeltas) {
@@ -310,7 +309,7 @@ TEST(Merge, PassthroughStacksTheSlicesLayers) {
         {"sources": [{"model": ")" + b.string() + R"(", "layer_range": [1, 3]}]}]})")),
                                   tmp / "deep");
   EXPECT_EQ(r.config.n_layers, 4);
-  const convert::Checkpoint out = convert::open_checkpoint(tmp / "deep");
+  const converter::Checkpoint out = converter::open_checkpoint(tmp / "deep");
   EXPECT_EQ(out.config.n_layers, 4);
   const auto spec = [](TensorRole role, int layer) { return TensorSpec{role, layer, -1, kClassic.q_dim(), kClassic.d_model, TensorClass::attention}; };
   EXPECT_EQ(out.load(spec(TensorRole::wq, 1)), load(a, spec(TensorRole::wq, 1)));
@@ -338,9 +337,9 @@ TEST(Merge, FrankenMoeTakesDonorFfnsAndRoutesByMeanHiddenState) {
   want.n_experts = 2;
   want.top_k = 1;
   EXPECT_EQ(result.config, want);
-  const convert::Checkpoint out = convert::open_checkpoint(tmp / "moe");
+  const converter::Checkpoint out = converter::open_checkpoint(tmp / "moe");
   EXPECT_EQ(out.config, want);
-  EXPECT_EQ(out.capacity_factor, 0.);
+  EXPECT_EQ(out.constants.capacity_factor, 0.);
   for (int l = 0; l < 3; ++l) {
     const TensorSpec w1{TensorRole::expert_w1, l, 0, dense.expert_hidden, dense.d_model, TensorClass::expert};
     TensorSpec w2_out{TensorRole::expert_w2, l, 1, dense.d_model, dense.expert_hidden, TensorClass::expert}, w2_in = w2_out;
@@ -384,7 +383,7 @@ TEST(Merge, ClassifierRouterSendsEachPromptToItsExpert) {
   run_merge(parse_recipe({{"merge_method", "moe"}, {"base_model", base}, {"experts_per_token", 1}, {"gate_mode", "classifier"},
                           {"experts", {{{"source_model", d1}, {"positive_prompts", {p1}}}, {{"source_model", d2}, {"positive_prompts", {p2}}}}}}),
             tmp / "moe");
-  const convert::Checkpoint ck = convert::open_checkpoint(tmp / "moe");
+  const converter::Checkpoint ck = converter::open_checkpoint(tmp / "moe");
   train::Model<float> model(train::inference_config(ck), 1);
   train::import_model(tmp / "moe", model);
   const std::string prompts[2] = {p1, p2};

@@ -24,7 +24,7 @@ class ModelFileTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     good_ = new std::vector<uint8_t>(
-        convert::convert_checkpoint(test::fixture_dir("mixtral-tiny-a"), convert::ConvertOptions{}).bytes);
+        converter::convert_checkpoint(test::fixture_dir("mixtral-tiny-a"), converter::ConvertOptions{}).bytes);
   }
   static void TearDownTestSuite() { delete good_; }
 
@@ -223,9 +223,9 @@ TEST_F(ModelFileTest, HugeCapacityFactorMeansNoCapacityLimit) {
   std::vector<float> logits[2];
   const double factors[2] = {1e300, 0.};
   for (int i = 0; i < 2; ++i) {
-    convert::ConvertOptions options;
+    converter::ConvertOptions options;
     options.capacity_factor = factors[i];
-    const test::AlignedBuffer b(convert::convert_checkpoint(test::fixture_dir("makemoe-tiny"), options).bytes);
+    const test::AlignedBuffer b(converter::convert_checkpoint(test::fixture_dir("makemoe-tiny"), options).bytes);
     ModelFile f;
     ASSERT_TRUE(ModelFile::open(b.data(), b.size(), f).ok());
     auto engine = std::make_unique<Engine<kMakemoe>>();

@@ -38,11 +38,11 @@ struct RandomCheckpoint {
   }
   const std::vector<float>& w(const std::string& name) const { return t.at(name).second; }
   void write(const nlohmann::json& config, const std::string& tokenizer = "") {
-    std::vector<convert::SafetensorOut> out;
-    for (auto& [name, sv] : t) out.push_back(convert::f32_tensor(name, sv.first, sv.second.data()));
-    convert::write_safetensors(dir / "model.safetensors", out);
-    convert::write_file_atomically(dir / "config.json", config.dump());
-    if (!tokenizer.empty()) convert::write_file_atomically(dir / "tokenizer.json", tokenizer);
+    std::vector<converter::SafetensorOut> out;
+    for (auto& [name, sv] : t) out.push_back(converter::f32_tensor(name, sv.first, sv.second.data()));
+    converter::write_safetensors(dir / "model.safetensors", out);
+    converter::write_file_atomically(dir / "config.json", config.dump());
+    if (!tokenizer.empty()) converter::write_file_atomically(dir / "tokenizer.json", tokenizer);
   }
 };
 
@@ -195,9 +195,9 @@ void check_llama_variant(int explicit_head_dim) {
   if (explicit_head_dim) cfg["head_dim"] = explicit_head_dim;
   ck.write(cfg);
 
-  convert::ConvertOptions o;
+  converter::ConvertOptions o;
   o.recipe = test::fp32_recipe();
-  const test::AlignedBuffer buf(convert::convert_checkpoint(ck.dir.path(), o).bytes);
+  const test::AlignedBuffer buf(converter::convert_checkpoint(ck.dir.path(), o).bytes);
   ModelFile file;
   ASSERT_TRUE(ModelFile::open(buf.data(), buf.size(), file).ok());
   auto engine = std::make_unique<Engine<C>>();
@@ -339,9 +339,9 @@ void check_classic_variant(double capacity_factor) {
             {"block_size", m.block}, {"num_experts", m.experts}, {"top_k", m.k}, {"expert_hidden", m.ffn},
             {"capacity_factor", capacity_factor}},
            nlohmann::json({{"type", "char"}, {"chars", chars}}).dump());
-  convert::ConvertOptions o;
+  converter::ConvertOptions o;
   o.recipe = test::fp32_recipe();
-  const test::AlignedBuffer buf(convert::convert_checkpoint(ck.dir.path(), o).bytes);
+  const test::AlignedBuffer buf(converter::convert_checkpoint(ck.dir.path(), o).bytes);
   ModelFile file;
   ASSERT_TRUE(ModelFile::open(buf.data(), buf.size(), file).ok());
   auto engine = std::make_unique<Engine<C>>();

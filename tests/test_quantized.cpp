@@ -33,7 +33,7 @@ struct Loaded {
   ModelFile file;
   std::unique_ptr<Engine<C>> engine = std::make_unique<Engine<C>>();
 
-  Loaded(const char* fixture, const convert::QuantRecipe& recipe) : buf(test::convert_fixture(fixture, recipe)) {
+  Loaded(const char* fixture, const converter::QuantRecipe& recipe) : buf(test::convert_fixture(fixture, recipe)) {
     EXPECT_TRUE(ModelFile::open(buf.data(), buf.size(), file).ok());
     EXPECT_TRUE(engine->load(file).ok());
   }
@@ -80,7 +80,7 @@ void report(const char* what, const tools::Agreement& a, double greedy, double l
 }
 
 template <ModelConfig C>
-void check_recipe(const char* fixture, const char* name, const convert::QuantRecipe& recipe, const Bounds& bounds) {
+void check_recipe(const char* fixture, const char* name, const converter::QuantRecipe& recipe, const Bounds& bounds) {
   SCOPED_TRACE(::testing::Message() << fixture << " " << name);
   Loaded<C> fp32(fixture, test::fp32_recipe());
   Loaded<C> q(fixture, recipe);
@@ -121,7 +121,7 @@ void check_recipe(const char* fixture, const char* name, const convert::QuantRec
 // mixtral-tiny-a: its random weights give nearly flat logits, so argmax ties flip easily.
 struct RecipeCase {
   const char* name;
-  convert::QuantRecipe recipe;
+  converter::QuantRecipe recipe;
   Bounds mixtral, makemoe;
 };
 
@@ -129,7 +129,7 @@ const RecipeCase kCases[] = {
     {"experts f16", test::recipe(DType::f16), {0.002, 0.995, 0.95, 0}, {0.002, 0.995, 0.95, 0.0005}},
     {"experts i8/g32", test::recipe(DType::i8, DType::f32, DType::f32, 32), {0.005, 0.96, 0.75, 0}, {0.005, 0.97, 0.8, 0.002}},
     {"experts i8/row", test::recipe(DType::i8, DType::f32, DType::f32, 0), {0.005, 0.95, 0.7, 0}, {0.005, 0.97, 0.85, 0.002}},
-    {"default (i8/row, f16 attn+emb)", convert::QuantRecipe{}, {0.005, 0.95, 0.7, 0}, {0.005, 0.97, 0.85, 0.002}},
+    {"default (i8/row, f16 attn+emb)", converter::QuantRecipe{}, {0.005, 0.95, 0.7, 0}, {0.005, 0.97, 0.85, 0.002}},
     {"all i8/g32", test::recipe(DType::i8, DType::i8, DType::i8, 32), {0.01, 0.93, 0.55, 0}, {0.01, 0.95, 0.75, 0.005}},
 };
 

@@ -84,7 +84,7 @@ class ReferenceTest : public ::testing::Test {
       // makeMoE's expert capacity a position's logits depend on the window's length,
       // so only the last position (window = the whole prompt) has a reference row.
       if (n <= C.max_context) {
-        const bool capacity = file.runtime().capacity_factor > 0.;
+        const bool capacity = file.constants().capacity_factor > 0.;
         engine->reset();
         for (int i = 0; i < n; ++i) {
           ASSERT_TRUE(engine->decode(rc.input_ids[i]).ok());
@@ -116,13 +116,13 @@ TYPED_TEST(ReferenceTest, MakemoeTinyMatchesPyTorchIncludingWindowSlides) {
 // moe_convert records. Without it the model computes something else: proof that the
 // capacity rule is what the match above rests on, not an accident.
 TEST(ReferenceCapacity, MakemoeWithoutCapacityDiffersFromReference) {
-  convert::ConvertOptions options;
+  converter::ConvertOptions options;
   options.recipe = test::fp32_recipe();
   options.capacity_factor = 0.;
-  const test::AlignedBuffer buf(convert::convert_checkpoint(test::fixture_dir("makemoe-tiny"), options).bytes);
+  const test::AlignedBuffer buf(converter::convert_checkpoint(test::fixture_dir("makemoe-tiny"), options).bytes);
   ModelFile file;
   ASSERT_TRUE(ModelFile::open(buf.data(), buf.size(), file).ok());
-  EXPECT_EQ(file.runtime().capacity_factor, 0.);
+  EXPECT_EQ(file.constants().capacity_factor, 0.);
   auto engine = std::make_unique<Engine<kMakemoe>>();
   ASSERT_TRUE(engine->load(file).ok());
   const auto cases = test::load_reference("makemoe-tiny");
@@ -137,10 +137,10 @@ TEST(ReferenceCapacity, MakemoeWithoutCapacityDiffersFromReference) {
 // Without capacity the KV cache is exact: decoding token by token gives the same
 // logits as one prefill, at every position (and across window slides).
 TEST(ReferenceCapacity, KvCacheDecodeEqualsPrefillWithoutCapacity) {
-  convert::ConvertOptions options;
+  converter::ConvertOptions options;
   options.recipe = test::fp32_recipe();
   options.capacity_factor = 0.;
-  const test::AlignedBuffer buf(convert::convert_checkpoint(test::fixture_dir("makemoe-tiny"), options).bytes);
+  const test::AlignedBuffer buf(converter::convert_checkpoint(test::fixture_dir("makemoe-tiny"), options).bytes);
   ModelFile file;
   ASSERT_TRUE(ModelFile::open(buf.data(), buf.size(), file).ok());
   auto a = std::make_unique<Engine<kMakemoe>>();

@@ -174,9 +174,9 @@ TrainConfig tiny_config(Family family) {
   TrainConfig c;
   c.model = family == Family::classic ? config_from_key("classic-d8-l2-h2-kv2-hd4-e4-k2-f12-v11-c6")
                                       : config_from_key("llama-d8-l2-h4-kv2-hd2-e4-k2-f12-v11-c6");
-  c.attention_scale = family == Family::classic ? AttentionScaleRule::inv_sqrt_model_dim : AttentionScaleRule::inv_sqrt_head_dim;
+  c.constants.attention_scale = family == Family::classic ? AttentionScaleRule::inv_sqrt_model_dim : AttentionScaleRule::inv_sqrt_head_dim;
   c.router_noise = true;
-  c.capacity_factor = 0.75;  // 2*6*2/4*0.75 = 4 slots per expert of 6 expected: some choices dropped
+  c.constants.capacity_factor = 0.75;  // 2*6*2/4*0.75 = 4 slots per expert of 6 expected: some choices dropped
   c.dropout = 0.2f;
   c.z_loss_coef = 0.01f;
   c.batch = 2;
@@ -217,7 +217,7 @@ TEST(TrainerModel, DenseGatingAndTop1Gradients) {
     TrainConfig c = tiny_config(Family::classic);
     c.model.top_k = k;
     c.router_noise = k == 1;
-    c.capacity_factor = k == 1 ? 1.0 : 0.0;
+    c.constants.capacity_factor = k == 1 ? 1.0 : 0.0;
     Model<double> model(c, 2);
     model.init_params(9);
     std::vector<int32_t> in(12), tg(12);
@@ -239,7 +239,8 @@ TEST(TrainerModel, DenseGatingAndTop1Gradients) {
 TEST(TrainerModel, MakemoeForwardLossEqualsPyTorch) {
   TrainConfig c;
   c.model = config_from_key("classic-d32-l2-h4-kv4-hd8-e4-k2-f128-v65-c16");
-  c.capacity_factor = 1.0;  // makeMoE's default, as the fixture was made
+  c.constants.attention_scale = AttentionScaleRule::inv_sqrt_model_dim;  // makeMoE's, as the fixture was made
+  c.constants.capacity_factor = 1.0;
   c.batch = 1;
   Model<float> model(c, 1);
   import_model(test::fixture_dir("makemoe-tiny"), model);
@@ -283,9 +284,9 @@ void check_export_roundtrip(TrainConfig c) {
   for (int i = 0; i < C.vocab_size; ++i) vocab.push_back(static_cast<uint32_t>('!' + i));
   export_model(dir.path(), c, vocab, model.table(), model.params);
 
-  convert::ConvertOptions o;
+  converter::ConvertOptions o;
   o.recipe = test::fp32_recipe();
-  const test::AlignedBuffer buf(convert::convert_checkpoint(dir.path(), o).bytes);
+  const test::AlignedBuffer buf(converter::convert_checkpoint(dir.path(), o).bytes);
   ModelFile file;
   ASSERT_TRUE(ModelFile::open(buf.data(), buf.size(), file).ok());
   EXPECT_EQ(file.tokenizer().size(), C.vocab_size);
@@ -309,7 +310,7 @@ void check_export_roundtrip(TrainConfig c) {
 TEST(TrainerExport, ClassicRoundTripsThroughConverterAndEngine) {
   TrainConfig c = tiny_config(Family::classic);
   c.model = config_from_key("classic-d32-l2-h4-kv4-hd8-e4-k2-f128-v65-c16");
-  c.capacity_factor = 1.0;
+  c.constants.capacity_factor = 1.0;
   check_export_roundtrip<config_from_key("classic-d32-l2-h4-kv4-hd8-e4-k2-f128-v65-c16")>(c);
 }
 
@@ -317,7 +318,7 @@ TEST(TrainerExport, LlamaRoundTripsThroughConverterAndEngine) {
   TrainConfig c = tiny_config(Family::llama);
   c.model = config_from_key("llama-d64-l2-h4-kv2-hd16-e4-k2-f128-v96-c128");
   c.router_noise = false;
-  c.capacity_factor = 0.;  // the engine runs Mixtral without capacity
+  c.constants.capacity_factor = 0.;  // the engine runs Mixtral without capacity
   check_export_roundtrip<config_from_key("llama-d64-l2-h4-kv2-hd16-e4-k2-f128-v96-c128")>(c);
 }
 

@@ -86,11 +86,11 @@ Engine<kMakemoe, kernels::Scalar> g_makemoe_scalar;
 std::filesystem::path convert_fixture(const char* fixture, const char* out_name, double capacity_factor = -1.,
                                       DType experts = DType::i8) {
   const auto out = std::filesystem::temp_directory_path() / (std::string("moe_zero_alloc_") + std::to_string(getpid()) + out_name);
-  convert::ConvertOptions options;
+  converter::ConvertOptions options;
   options.capacity_factor = capacity_factor;
   options.recipe.experts = experts;
-  const auto bytes = convert::convert_checkpoint(std::string(MOE_SOURCE_DIR) + "/tests/fixtures/" + fixture, options).bytes;
-  convert::write_file_atomically(out, bytes.data(), bytes.size());
+  const auto bytes = converter::convert_checkpoint(std::string(MOE_SOURCE_DIR) + "/tests/fixtures/" + fixture, options).bytes;
+  converter::write_file_atomically(out, bytes.data(), bytes.size());
   return out;
 }
 

@@ -24,7 +24,7 @@ struct TrainState {
 };
 
 void save_train_state(const std::filesystem::path& path, const TrainState& state);
-TrainState load_train_state(const std::filesystem::path& path);  // throws ConvertError, naming what is wrong
+TrainState load_train_state(const std::filesystem::path& path);  // throws InputError, naming what is wrong
 
 // Writes config.json, model.safetensors and tokenizer.json into `dir` (created if needed).
 void export_model(const std::filesystem::path& dir, const TrainConfig& config, const std::vector<uint32_t>& vocab,
@@ -32,7 +32,7 @@ void export_model(const std::filesystem::path& dir, const TrainConfig& config, c
 
 // The TrainConfig that runs a checkpoint's forward pass as the engine would (no dropout,
 // no router noise; its expert capacity). For evaluation and moe_merge's routers.
-TrainConfig inference_config(const convert::Checkpoint& checkpoint);
+TrainConfig inference_config(const converter::Checkpoint& checkpoint);
 
 // Reads a checkpoint directory (either layout) into a model of the same config; the
 // router noise Linear is read when the checkpoint has it (makeMoE), else left as is.

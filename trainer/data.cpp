@@ -5,16 +5,15 @@
 #include <set>
 #include <sstream>
 
-#include "converter/convert_error.hpp"
+#include "converter/input_error.hpp"
 #include "moe/tokenizer.hpp"
 
 namespace moe::train {
 
-using convert::ConvertError;
 
 Corpus load_corpus(const std::filesystem::path& path, const std::vector<uint32_t>* fixed_vocab) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw ConvertError("cannot open corpus '" + path.string() + "': " + (std::filesystem::exists(path) ? "not readable" : "no such file"));
+  if (!in) throw InputError("cannot open corpus '" + path.string() + "': " + (std::filesystem::exists(path) ? "not readable" : "no such file"));
   std::stringstream ss;
   ss << in.rdbuf();
   const std::string text = ss.str();
@@ -25,13 +24,13 @@ Corpus load_corpus(const std::filesystem::path& path, const std::vector<uint32_t
     uint32_t cp = 0;
     const int n = utf8_decode(text.data() + at, text.size() - at, cp);
     if (n == 0)
-      throw ConvertError("corpus '" + path.string() + "' is not valid UTF-8 at line " + std::to_string(line) + ", column " + std::to_string(col));
+      throw InputError("corpus '" + path.string() + "' is not valid UTF-8 at line " + std::to_string(line) + ", column " + std::to_string(col));
     cps.push_back(cp);
     at += static_cast<size_t>(n);
     if (cp == '\n') ++line, col = 1;
     else ++col;
   }
-  if (cps.size() < 1000) throw ConvertError("corpus '" + path.string() + "' has only " + std::to_string(cps.size()) + " characters (need at least 1000)");
+  if (cps.size() < 1000) throw InputError("corpus '" + path.string() + "' has only " + std::to_string(cps.size()) + " characters (need at least 1000)");
 
   Corpus c;
   if (fixed_vocab) {
@@ -49,7 +48,7 @@ Corpus load_corpus(const std::filesystem::path& path, const std::vector<uint32_t
       utf8_encode(cps[i], shown);
       char code[16];
       std::snprintf(code, sizeof code, "U+%04X", cps[i]);
-      throw ConvertError("corpus character '" + std::string(cps[i] >= 0x20 ? shown : "?") + "' (" + code + ") at line " +
+      throw InputError("corpus character '" + std::string(cps[i] >= 0x20 ? shown : "?") + "' (" + code + ") at line " +
                          std::to_string(line) + ", column " + std::to_string(col) + " is not in the vocabulary of " +
                          std::to_string(c.vocab.size()) + " characters");
     }

@@ -18,7 +18,7 @@ struct Corpus {
 };
 
 // Reads a UTF-8 text file. With `fixed_vocab` the ids follow it, and a character outside
-// it is an error naming the character, its line and column. Throws ConvertError.
+// it is an error naming the character, its line and column. Throws InputError.
 Corpus load_corpus(const std::filesystem::path& path, const std::vector<uint32_t>* fixed_vocab = nullptr);
 
 // B windows of T+1 tokens from `data` (inputs = first T, targets = last T), offsets drawn

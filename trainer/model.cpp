@@ -261,8 +261,7 @@ double Model<T>::forward(const int32_t* inputs, const int32_t* targets, int B, i
 
   const int qkv_dim = m.q_dim() + 2 * m.kv_dim();
   const AttentionShape shape{B, T_len, m.n_heads, m.n_kv_heads, m.head_dim, qkv_dim, qkv_dim, m.q_dim(),
-                             cfg_.attention_scale == AttentionScaleRule::inv_sqrt_model_dim ? 1.f / std::sqrt(static_cast<float>(d))
-                                                                                            : 1.f / std::sqrt(static_cast<float>(m.head_dim))};
+                             attention_factor(m, cfg_.constants.attention_scale)};
   const long att_size = static_cast<long>(B) * m.n_heads * T_len * T_len;
   for (int l = 0; l < L; ++l) {
     LayerActs& a = acts_[static_cast<size_t>(l)];
@@ -270,15 +269,15 @@ double Model<T>::forward(const int32_t* inputs, const int32_t* targets, int B, i
     const T* x = resid_.data() + static_cast<long>(l) * max_tokens_ * d;
     T* x_next = resid_.data() + static_cast<long>(l + 1) * max_tokens_ * d;
     // attention sub-block: x_mid = x + dropout(Wo attention(norm(x)))
-    if (classic) layernorm_forward(a.ln1.data(), a.ln1_mean.data(), a.ln1_rstd.data(), x, lw.attn_norm, lw.attn_norm_b, N, d, T(cfg_.norm_eps));
-    else rmsnorm_forward(a.ln1.data(), a.ln1_rstd.data(), x, lw.attn_norm, N, d, T(cfg_.norm_eps));
+    if (classic) layernorm_forward(a.ln1.data(), a.ln1_mean.data(), a.ln1_rstd.data(), x, lw.attn_norm, lw.attn_norm_b, N, d, T(cfg_.constants.norm_eps));
+    else rmsnorm_forward(a.ln1.data(), a.ln1_rstd.data(), x, lw.attn_norm, N, d, T(cfg_.constants.norm_eps));
     T* q = a.qkv.data();
     T* k = q + m.q_dim();
     T* v = k + m.kv_dim();
     linear_forward(q, a.ln1.data(), lw.wq, static_cast<const T*>(nullptr), N, d, qkv_dim);
     if (!classic) {
-      rope_forward(q, N, T_len, m.n_heads, m.head_dim, qkv_dim, cfg_.rope_theta, false);
-      rope_forward(k, N, T_len, m.n_kv_heads, m.head_dim, qkv_dim, cfg_.rope_theta, false);
+      rope_forward(q, N, T_len, m.n_heads, m.head_dim, qkv_dim, cfg_.constants.rope_theta, false);
+      rope_forward(k, N, T_len, m.n_kv_heads, m.head_dim, qkv_dim, cfg_.constants.rope_theta, false);
     }
     const uint64_t site = (step * static_cast<uint64_t>(L) + static_cast<uint64_t>(l)) * 4;
     if (drop) dropout_mask(a.att_mask.data(), att_size, cfg_.dropout, CounterRng(cfg_.seed, Stream::dropout, site + 0));
@@ -288,16 +287,16 @@ double Model<T>::forward(const int32_t* inputs, const int32_t* targets, int B, i
 #pragma omp parallel for schedule(static)
     for (long i = 0; i < static_cast<long>(N) * d; ++i) a.xmid[static_cast<size_t>(i)] = x[i] + (drop ? a.proj[static_cast<size_t>(i)] * a.proj_mask[static_cast<size_t>(i)] : a.proj[static_cast<size_t>(i)]);
     // MoE sub-block: x_next = x_mid + moe(norm(x_mid))
-    if (classic) layernorm_forward(a.ln2.data(), a.ln2_mean.data(), a.ln2_rstd.data(), a.xmid.data(), lw.ffn_norm, lw.ffn_norm_b, N, d, T(cfg_.norm_eps));
-    else rmsnorm_forward(a.ln2.data(), a.ln2_rstd.data(), a.xmid.data(), lw.ffn_norm, N, d, T(cfg_.norm_eps));
+    if (classic) layernorm_forward(a.ln2.data(), a.ln2_mean.data(), a.ln2_rstd.data(), a.xmid.data(), lw.ffn_norm, lw.ffn_norm_b, N, d, T(cfg_.constants.norm_eps));
+    else rmsnorm_forward(a.ln2.data(), a.ln2_rstd.data(), a.xmid.data(), lw.ffn_norm, N, d, T(cfg_.constants.norm_eps));
     moe_forward(l, N, training, step);
 #pragma omp parallel for schedule(static)
     for (long i = 0; i < static_cast<long>(N) * d; ++i) x_next[i] = a.xmid[static_cast<size_t>(i)] + a.moe_out[static_cast<size_t>(i)];
   }
 
   const T* xL = resid_.data() + static_cast<long>(L) * max_tokens_ * d;
-  if (classic) layernorm_forward(lnf_.data(), lnf_mean_.data(), lnf_rstd_.data(), xL, w_.final_norm, w_.final_norm_b, N, d, T(cfg_.norm_eps));
-  else rmsnorm_forward(lnf_.data(), lnf_rstd_.data(), xL, w_.final_norm, N, d, T(cfg_.norm_eps));
+  if (classic) layernorm_forward(lnf_.data(), lnf_mean_.data(), lnf_rstd_.data(), xL, w_.final_norm, w_.final_norm_b, N, d, T(cfg_.constants.norm_eps));
+  else rmsnorm_forward(lnf_.data(), lnf_rstd_.data(), xL, w_.final_norm, N, d, T(cfg_.constants.norm_eps));
   linear_forward(logits_.data(), lnf_.data(), w_.lm_head, classic ? static_cast<const T*>(w_.lm_head_b) : nullptr, N, d, V);
   stats_.ce = targets ? crossentropy_forward(probs_.data(), token_losses_.data(), logits_.data(), targets, N, V) : 0.0;
   return targets ? stats_.total() : 0.0;
@@ -385,7 +384,7 @@ void Model<T>::moe_forward(int l, int N, bool training, uint64_t step) {
   }
 
   // Capacity (makeMoE): each expert takes its first int(N*k/E*factor) tokens, in order.
-  const int capacity = cfg_.capacity_factor > 0 ? static_cast<int>(static_cast<double>(N * K) / E * cfg_.capacity_factor) : N * K;
+  const int capacity = cfg_.constants.capacity_factor > 0 ? static_cast<int>(static_cast<double>(N * K) / E * cfg_.constants.capacity_factor) : N * K;
   std::vector<long>& routed = stats_.routed[static_cast<size_t>(l)];
   std::vector<long>& kept = stats_.kept[static_cast<size_t>(l)];
   std::fill(routed.begin(), routed.end(), 0);
@@ -529,8 +528,7 @@ void Model<T>::backward() {
 
   const int qkv_dim = m.q_dim() + 2 * m.kv_dim();
   const AttentionShape shape{B_, T_len, m.n_heads, m.n_kv_heads, m.head_dim, qkv_dim, qkv_dim, m.q_dim(),
-                             cfg_.attention_scale == AttentionScaleRule::inv_sqrt_model_dim ? 1.f / std::sqrt(static_cast<float>(d))
-                                                                                            : 1.f / std::sqrt(static_cast<float>(m.head_dim))};
+                             attention_factor(m, cfg_.constants.attention_scale)};
   for (int l = L - 1; l >= 0; --l) {
     LayerActs& a = acts_[static_cast<size_t>(l)];
     const LayerWeights<T>& lw = w_.layers[static_cast<size_t>(l)];
@@ -549,8 +547,8 @@ void Model<T>::backward() {
     attention_backward(dq, dq + m.q_dim(), dq + m.q_dim() + m.kv_dim(), datt_.data(), a.att.data(),
                        drop ? a.att_mask.data() : static_cast<const T*>(nullptr), q, q + m.q_dim(), q + m.q_dim() + m.kv_dim(), shape);
     if (!classic) {
-      rope_backward(dq, N, T_len, m.n_heads, m.head_dim, qkv_dim, cfg_.rope_theta);
-      rope_backward(dq + m.q_dim(), N, T_len, m.n_kv_heads, m.head_dim, qkv_dim, cfg_.rope_theta);
+      rope_backward(dq, N, T_len, m.n_heads, m.head_dim, qkv_dim, cfg_.constants.rope_theta);
+      rope_backward(dq + m.q_dim(), N, T_len, m.n_kv_heads, m.head_dim, qkv_dim, cfg_.constants.rope_theta);
     }
     // One product for wq|wk|wv (adjacent in both buffers).
     linear_backward(dln_.data(), false, gw.wq, static_cast<T*>(nullptr), dq, a.ln1.data(), lw.wq, N, d, qkv_dim);

@@ -17,7 +17,7 @@
 #include <filesystem>
 
 #include "converter/checkpoint.hpp"
-#include "converter/convert_error.hpp"
+#include "converter/input_error.hpp"
 #include "trainer/checkpoint_io.hpp"
 #include "trainer/data.hpp"
 #include "trainer/model.hpp"
@@ -107,7 +107,7 @@ int main(int argc, char** argv) {
       app.add_option("--batch", o.batch, "sequences per step"),
       app.add_option("--dropout", o.dropout, "dropout probability"),
       app.add_option("--router-noise", o.router_noise, "noisy top-k gating during training (true/false)"),
-      app.add_option("--capacity-factor", o.capacity_factor, "expert capacity = tokens*k/E * factor; 0 = unlimited"),
+      app.add_option("--capacity-factor", o.constants.capacity_factor, "expert capacity = tokens*k/E * factor; 0 = unlimited"),
       app.add_option("--aux-loss", aux, "load balancing: none | switch | cv"),
       app.add_option("--aux-coef", o.aux_coef, "load-balancing loss coefficient"),
       app.add_option("--z-loss", o.z_loss_coef, "router z-loss coefficient (0 = off)"),
@@ -137,7 +137,7 @@ int main(int argc, char** argv) {
     if (resume) {
       for (CLI::Option* f : model_flags)
         if (f->count() > 0)
-          throw convert::ConvertError(f->get_name() + " cannot change on --resume: the run continues with the settings it was started with");
+          throw InputError(f->get_name() + " cannot change on --resume: the run continues with the settings it was started with");
       state = load_train_state(state_path);
       c = state.config;
       vocab = state.vocab;
@@ -145,9 +145,9 @@ int main(int argc, char** argv) {
       c = preset(preset_name);
       auto given = [&](const char* name) { return app.get_option(name)->count() > 0; };
       if (given("--family")) {
-        if (family != "classic" && family != "llama") throw convert::ConvertError("--family must be classic or llama");
+        if (family != "classic" && family != "llama") throw InputError("--family must be classic or llama");
         c.model.family = family == "classic" ? Family::classic : Family::llama;
-        c.attention_scale = c.model.family == Family::classic ? AttentionScaleRule::inv_sqrt_model_dim : AttentionScaleRule::inv_sqrt_head_dim;
+        c.constants.attention_scale = c.model.family == Family::classic ? AttentionScaleRule::inv_sqrt_model_dim : AttentionScaleRule::inv_sqrt_head_dim;
       }
       if (given("--d-model")) c.model.d_model = d, c.model.expert_hidden = 4 * d;
       if (given("--layers")) c.model.n_layers = layers;
@@ -155,7 +155,7 @@ int main(int argc, char** argv) {
       if (given("--kv-heads")) c.model.n_kv_heads = kv_heads;
       else if (c.model.family == Family::classic || c.model.n_heads % c.model.n_kv_heads != 0) c.model.n_kv_heads = c.model.n_heads;
       if (c.model.n_heads > 0 && c.model.d_model % c.model.n_heads != 0)
-        throw convert::ConvertError("--d-model " + std::to_string(c.model.d_model) + " is not divisible by --heads " + std::to_string(c.model.n_heads));
+        throw InputError("--d-model " + std::to_string(c.model.d_model) + " is not divisible by --heads " + std::to_string(c.model.n_heads));
       c.model.head_dim = c.model.n_heads > 0 ? c.model.d_model / c.model.n_heads : 0;
       if (given("--experts")) c.model.n_experts = experts;
       if (given("--top-k")) c.model.top_k = top_k;
@@ -164,16 +164,16 @@ int main(int argc, char** argv) {
       if (given("--batch")) c.batch = o.batch;
       if (given("--dropout")) c.dropout = o.dropout;
       if (given("--router-noise")) c.router_noise = o.router_noise;
-      if (given("--capacity-factor")) c.capacity_factor = o.capacity_factor;
+      if (given("--capacity-factor")) c.constants.capacity_factor = o.constants.capacity_factor;
       if (given("--aux-loss")) c.aux_loss = aux == "switch" ? AuxLoss::switch_transformer : aux == "cv" ? AuxLoss::cv_squared : aux == "none" ? AuxLoss::none
-                                                : throw convert::ConvertError("--aux-loss must be none, switch or cv");
+                                                : throw InputError("--aux-loss must be none, switch or cv");
       if (given("--aux-coef")) c.aux_coef = o.aux_coef;
       if (given("--z-loss")) c.z_loss_coef = o.z_loss_coef;
       if (given("--lr")) c.lr = o.lr;
       if (given("--min-lr")) c.min_lr = o.min_lr;
       if (given("--warmup")) c.warmup = o.warmup;
       if (given("--schedule")) c.schedule = schedule == "cosine" ? Schedule::cosine : schedule == "constant" ? Schedule::constant
-                                            : throw convert::ConvertError("--schedule must be constant or cosine");
+                                            : throw InputError("--schedule must be constant or cosine");
       if (given("--weight-decay")) c.weight_decay = o.weight_decay;
       if (given("--decay-everything")) c.decay_everything = o.decay_everything;
       if (given("--grad-clip")) c.grad_clip = o.grad_clip;
@@ -188,15 +188,15 @@ int main(int argc, char** argv) {
     // Continuing from weights (--resume, --init-from) keeps their vocabulary: the corpus
     // must not bring characters the embedding table has no row for.
     if (!resume && !init_from.empty()) {
-      vocab = convert::open_checkpoint(init_from).chars;
-      if (vocab.empty()) throw convert::ConvertError("--init-from '" + init_from + "' has no char tokenizer.json");
+      vocab = converter::open_checkpoint(init_from).chars;
+      if (vocab.empty()) throw InputError("--init-from '" + init_from + "' has no char tokenizer.json");
     }
     const Corpus corpus = load_corpus(data, vocab.empty() ? nullptr : &vocab);
     vocab = corpus.vocab;
     c.model.vocab_size = static_cast<int>(vocab.size());
-    if (const std::string why = c.problem(); !why.empty()) throw convert::ConvertError("cannot train this config: " + why);
+    if (const std::string why = c.problem(); !why.empty()) throw InputError("cannot train this config: " + why);
     if (static_cast<long>(corpus.val.size()) <= c.model.max_context + 1)
-      throw convert::ConvertError("the validation split (" + std::to_string(corpus.val.size()) + " characters) is shorter than one block");
+      throw InputError("the validation split (" + std::to_string(corpus.val.size()) + " characters) is shorter than one block");
     std::filesystem::create_directories(dir);
     omp_set_num_threads(threads);
 
@@ -298,7 +298,7 @@ int main(int argc, char** argv) {
                 duration(std::chrono::duration<double>(Clock::now() - t_run).count()).c_str(), dir.c_str(), dir.c_str(),
                 (dir / "loss.svg").c_str());
     return 0;
-  } catch (const convert::ConvertError& e) {
+  } catch (const InputError& e) {
     std::fprintf(stderr, "moe_train: %s\n", e.what());
     return 1;
   } catch (const std::exception& e) {

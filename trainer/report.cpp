@@ -6,7 +6,7 @@
 #include <sstream>
 
 #include "converter/atomic_file.hpp"
-#include "converter/convert_error.hpp"
+#include "converter/input_error.hpp"
 
 namespace moe::train {
 
@@ -22,14 +22,14 @@ CsvLog::CsvLog(std::filesystem::path path, const std::string& header, int resume
       if (step <= resume_step) kept += line + "\n";
     }
   }
-  convert::write_file_atomically(path_, kept);
+  converter::write_file_atomically(path_, kept);
 }
 
 void CsvLog::row(const std::string& line) {
   std::ofstream out(path_, std::ios::app);
   out << line << "\n";
   out.flush();
-  if (!out) throw convert::ConvertError("cannot append to '" + path_.string() + "'");
+  if (!out) throw InputError("cannot append to '" + path_.string() + "'");
 }
 
 std::vector<CurvePoint> read_csv_column(const std::filesystem::path& path, int column) {
@@ -101,7 +101,7 @@ void write_loss_svg(const std::filesystem::path& path, const std::string& title,
       << "<line x1=\"" << lx << "\" x2=\"" << lx + 24 << "\" y1=\"" << ly + 36 << "\" y2=\"" << ly + 36 << "\" stroke=\"#d94801\" stroke-width=\"2\"/><text x=\""
       << lx + 30 << "\" y=\"" << ly + 40 << "\">validation</text>\n"
       << "</svg>\n";
-  convert::write_file_atomically(path, svg.str());
+  converter::write_file_atomically(path, svg.str());
 }
 
 }  // namespace moe::train

@@ -1,10 +1,9 @@
 #include "trainer/train_config.hpp"
 
-#include "converter/convert_error.hpp"
+#include "converter/input_error.hpp"
 
 namespace moe::train {
 
-using convert::ConvertError;
 using nlohmann::json;
 
 std::string TrainConfig::problem() const {
@@ -15,7 +14,7 @@ std::string TrainConfig::problem() const {
   if (batch <= 0) return "batch must be positive";
   if (steps < 0) return "steps must be >= 0";
   if (!(dropout >= 0.f && dropout < 1.f)) return "dropout must be in [0, 1)";
-  if (!(capacity_factor >= 0.)) return "capacity factor must be >= 0";
+  if (!(constants.capacity_factor >= 0.)) return "capacity factor must be >= 0";
   if (!(lr > 0.f)) return "learning rate must be positive";
   if (aux_loss == AuxLoss::cv_squared && m.top_k == m.n_experts)
     return "the CV^2 load loss needs top_k < n_experts (with dense gating every expert is always selected)";
@@ -30,21 +29,21 @@ AuxLoss aux_from(const std::string& s) {
   if (s == "none") return AuxLoss::none;
   if (s == "switch") return AuxLoss::switch_transformer;
   if (s == "cv") return AuxLoss::cv_squared;
-  throw ConvertError("unknown aux loss '" + s + "' (none, switch, cv)");
+  throw InputError("unknown aux loss '" + s + "' (none, switch, cv)");
 }
 }  // namespace
 
 json TrainConfig::to_json() const {
   return json{{"model", ConfigKey(model).c_str()},
               {"router_noise", router_noise},
-              {"capacity_factor", capacity_factor},
+              {"capacity_factor", constants.capacity_factor},
               {"dropout", dropout},
               {"aux_loss", aux_name(aux_loss)},
               {"aux_coef", aux_coef},
               {"z_loss_coef", z_loss_coef},
-              {"norm_eps", norm_eps},
-              {"rope_theta", rope_theta},
-              {"attention_scale", attention_scale == AttentionScaleRule::inv_sqrt_model_dim ? "n_embed**-0.5" : "head_size**-0.5"},
+              {"norm_eps", constants.norm_eps},
+              {"rope_theta", constants.rope_theta},
+              {"attention_scale", attention_scale_name(constants.attention_scale)},
               {"batch", batch},
               {"steps", steps},
               {"lr", lr},
@@ -68,17 +67,18 @@ TrainConfig TrainConfig::from_json(const json& j) {
   try {
     TrainConfig c;
     const std::string key = j.at("model").get<std::string>();
-    if (!try_parse_config_key(key.c_str(), c.model)) throw ConvertError("malformed model key '" + key + "'");
+    if (!try_parse_config_key(key.c_str(), c.model)) throw InputError("malformed model key '" + key + "'");
     c.router_noise = j.at("router_noise").get<bool>();
-    c.capacity_factor = j.at("capacity_factor").get<double>();
+    c.constants.capacity_factor = j.at("capacity_factor").get<double>();
     c.dropout = j.at("dropout").get<float>();
     c.aux_loss = aux_from(j.at("aux_loss").get<std::string>());
     c.aux_coef = j.at("aux_coef").get<float>();
     c.z_loss_coef = j.at("z_loss_coef").get<float>();
-    c.norm_eps = j.at("norm_eps").get<float>();
-    c.rope_theta = j.at("rope_theta").get<float>();
-    c.attention_scale = j.at("attention_scale").get<std::string>() == "n_embed**-0.5" ? AttentionScaleRule::inv_sqrt_model_dim
-                                                                                      : AttentionScaleRule::inv_sqrt_head_dim;
+    c.constants.norm_eps = j.at("norm_eps").get<float>();
+    c.constants.rope_theta = j.at("rope_theta").get<float>();
+    const std::string scale = j.at("attention_scale").get<std::string>();
+    if (!parse_attention_scale(scale.c_str(), c.constants.attention_scale))
+      throw InputError("malformed training config: attention_scale '" + scale + "'");
     c.batch = j.at("batch").get<int>();
     c.steps = j.at("steps").get<int>();
     c.lr = j.at("lr").get<float>();
@@ -98,7 +98,7 @@ TrainConfig TrainConfig::from_json(const json& j) {
     c.log_interval = j.at("log_interval").get<int>();
     return c;
   } catch (const json::exception& e) {
-    throw ConvertError(std::string("malformed training config: ") + e.what());
+    throw InputError(std::string("malformed training config: ") + e.what());
   }
 }
 
@@ -108,6 +108,9 @@ TrainConfig preset(const std::string& name) {
   TrainConfig c;
   // vocab_size is set from the corpus.
   c.model = config_from_key("classic-d128-l8-h8-kv8-hd16-e8-k2-f512-v1-c32");
+  // makeMoE's: its Head scales by C**-0.5 (C = n_embed) and SparseMoE has capacity 1.0.
+  c.constants.attention_scale = AttentionScaleRule::inv_sqrt_model_dim;
+  c.constants.capacity_factor = 1.0;
   if (name == "makemoe") return c;
   if (name == "quick") {
     c.steps = 1500;
@@ -124,31 +127,31 @@ TrainConfig preset(const std::string& name) {
   if (name == "switch") {
     c.model.top_k = 1;
     c.router_noise = false;
-    c.capacity_factor = 1.25;
+    c.constants.capacity_factor = 1.25;
     c.aux_loss = AuxLoss::switch_transformer;
     return c;
   }
   if (name == "gshard") {
     c.router_noise = false;
-    c.capacity_factor = 2.0;
+    c.constants.capacity_factor = 2.0;
     c.aux_loss = AuxLoss::switch_transformer;
     return c;
   }
   if (name == "dense") {
     c.model.top_k = c.model.n_experts;
     c.router_noise = false;
-    c.capacity_factor = 0.;
+    c.constants.capacity_factor = 0.;
     return c;
   }
   if (name == "mixtral") {
     c.model = config_from_key("llama-d128-l8-h8-kv4-hd16-e8-k2-f512-v1-c32");
-    c.attention_scale = AttentionScaleRule::inv_sqrt_head_dim;
+    c.constants.attention_scale = AttentionScaleRule::inv_sqrt_head_dim;
     c.router_noise = false;
-    c.capacity_factor = 0.;
+    c.constants.capacity_factor = 0.;
     c.aux_loss = AuxLoss::switch_transformer;
     return c;
   }
-  throw ConvertError("unknown preset '" + name + "' (" + preset_names() + ")");
+  throw InputError("unknown preset '" + name + "' (" + preset_names() + ")");
 }
 
 }  // namespace moe::train

@@ -10,7 +10,6 @@
 #include <nlohmann/json.hpp>
 
 #include "moe/config.hpp"
-#include "moe/model_file.hpp"
 
 namespace moe::train {
 
@@ -23,16 +22,13 @@ enum class Schedule : uint8_t { constant, cosine };
 
 struct TrainConfig {
   ModelConfig model{};  // vocab_size comes from the corpus; max_context is the block size
+  ModelConstants constants{};  // capacity_factor is the recipe's (makeMoE: 1.0; 0: no limit)
   // ---- the MoE recipe
   bool router_noise = true;     // noisy top-k gating (training only)
-  double capacity_factor = 1.0; // 0: no capacity limit
   float dropout = 0.1f;
   AuxLoss aux_loss = AuxLoss::none;
   float aux_coef = 0.01f;
   float z_loss_coef = 0.f;      // router z-loss (ST-MoE); 0: off
-  float norm_eps = 1e-5f;
-  float rope_theta = 10000.f;
-  AttentionScaleRule attention_scale = AttentionScaleRule::inv_sqrt_model_dim;
   // ---- optimisation (AdamW, PyTorch semantics)
   int batch = 16;
   int steps = 5000;
@@ -54,7 +50,7 @@ struct TrainConfig {
   // Why this config cannot train, or "" when it can.
   std::string problem() const;
   nlohmann::json to_json() const;
-  static TrainConfig from_json(const nlohmann::json& j);  // throws ConvertError on malformed input
+  static TrainConfig from_json(const nlohmann::json& j);  // throws InputError on malformed input
 };
 
 // Presets:
@@ -67,7 +63,7 @@ struct TrainConfig {
 //   gshard   top-2 with the Switch-style balancing loss, capacity 2.0
 //   dense    soft gating over all experts (k = E), no capacity, no noise
 //   mixtral  the llama family (RMSNorm, RoPE, GQA 8/4, SwiGLU experts), same scale as makemoe
-TrainConfig preset(const std::string& name);  // throws ConvertError for an unknown name
+TrainConfig preset(const std::string& name);  // throws InputError for an unknown name
 const char* preset_names();                   // "makemoe, quick, tiny, ..."
 
 }  // namespace moe::train

@@ -9,6 +9,7 @@
 // every mismatch message, so a user can copy one from an error straight into a build.
 #pragma once
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 
@@ -41,6 +42,51 @@ struct ModelConfig {
 
   constexpr bool operator==(const ModelConfig&) const = default;
 };
+
+// How attention scores are scaled before the softmax. Values match moe.fb.AttentionScale.
+enum class AttentionScaleRule : uint8_t {
+  inv_sqrt_head_dim = 0,   // 1/sqrt(head_dim): every Hugging Face family
+  inv_sqrt_model_dim = 1,  // 1/sqrt(d_model): makeMoE's Head (C**-0.5 with C = n_embed)
+};
+
+// The rule as makeMoE's config.json and moe_train's training record spell it.
+constexpr const char* attention_scale_name(AttentionScaleRule r) {
+  return r == AttentionScaleRule::inv_sqrt_model_dim ? "n_embed**-0.5" : "head_size**-0.5";
+}
+constexpr bool parse_attention_scale(const char* text, AttentionScaleRule& out) {
+  constexpr AttentionScaleRule rules[] = {AttentionScaleRule::inv_sqrt_head_dim, AttentionScaleRule::inv_sqrt_model_dim};
+  for (AttentionScaleRule r : rules) {
+    const char* a = attention_scale_name(r);
+    const char* b = text;
+    while (*a != '\0' && *a == *b) ++a, ++b;
+    if (*a == '\0' && *b == '\0') {
+      out = r;
+      return true;
+    }
+  }
+  return false;
+}
+
+// The constants a model carries besides its dimensions: what the .moe file stores,
+// what the converter reads from config.json, what the trainer trains with and what the
+// checkpoint writer records. Declared once, with one set of defaults; a checkpoint
+// layout that defaults otherwise for an absent key says so in its description
+// (converter/checkpoint_layout.hpp), and a training preset that differs sets its value.
+struct ModelConstants {
+  float norm_eps = 1e-5f;       // LayerNorm / RMSNorm epsilon
+  float rope_theta = 10000.f;   // RoPE base (llama family; unused by classic)
+  AttentionScaleRule attention_scale = AttentionScaleRule::inv_sqrt_head_dim;
+  double capacity_factor = 0.;  // > 0: makeMoE expert capacity (schema/moe_model.fbs); 0: none
+  int32_t bos_token_id = -1;    // -1: none
+  int32_t eos_token_id = -1;    // -1: none
+
+  constexpr bool operator==(const ModelConstants&) const = default;
+};
+
+// The factor attention scores are multiplied by, from the rule.
+inline float attention_factor(const ModelConfig& c, AttentionScaleRule rule) {
+  return 1.f / std::sqrt(static_cast<float>(rule == AttentionScaleRule::inv_sqrt_model_dim ? c.d_model : c.head_dim));
+}
 
 // Why a config cannot be built, or nullptr when it can. Used by the engine's
 // static_asserts (through is_valid) and by the file loader at run time.

@@ -18,7 +18,7 @@
 // RoPE models were not trained past max_context, and a silent shift would change the
 // numbers the caller compared against.
 //
-// Expert capacity (makeMoE; RuntimeParams::capacity_factor > 0): in a forward pass over
+// Expert capacity (makeMoE; ModelConstants::capacity_factor > 0): in a forward pass over
 // a window of T tokens each expert takes at most int(T*k/E*factor) tokens, earliest
 // first. That limit grows with T, so appending a token changes earlier tokens' states:
 // the KV cache cannot be reused, and every prefill/decode re-encodes the whole window,
@@ -79,7 +79,8 @@ class Engine {
                          ConfigKey(file.config()).c_str(), ConfigKey(C).c_str());
     }
     bind(file);
-    rt_ = file.runtime();
+    rt_ = file.constants();
+    attention_factor_ = attention_factor(C, rt_.attention_scale);
     loaded_ = true;
     reset();
     return Error::none();
@@ -146,7 +147,7 @@ class Engine {
   const float* logits() const { return logits_; }
   int position() const { return pos_; }  // tokens in the KV cache
   bool loaded() const { return loaded_; }
-  const RuntimeParams& runtime() const { return rt_; }
+  const ModelConstants& constants() const { return rt_; }
 
   static constexpr long active_params() { return active_params_per_token(C); }
 
@@ -408,7 +409,7 @@ class Engine {
     for (int h = H * part / parts; h < H * (part + 1) / parts; ++h) {
       const int kv = h / group;
       for (int t = 0; t < a.n; ++t)
-        kernels::attention(K{}, e.q_[t] + h * HD, e.key_cache_[a.l][kv][0], e.value_cache_[a.l][kv][0], a.p0 + t + 1, HD, e.rt_.attention_scale, e.scores_[h],
+        kernels::attention(K{}, e.q_[t] + h * HD, e.key_cache_[a.l][kv][0], e.value_cache_[a.l][kv][0], a.p0 + t + 1, HD, e.attention_factor_, e.scores_[h],
                            e.attn_[t] + h * HD);
     }
   }
@@ -513,7 +514,8 @@ class Engine {
 
   // ---- state ----------------------------------------------------------------------
   Weights w_{};
-  RuntimeParams rt_{};
+  ModelConstants rt_{};
+  float attention_factor_ = 1.f;  // from rt_.attention_scale
   bool loaded_ = false;
   Workers workers_{};
   long min_macs_per_worker_ = 0;

@@ -32,18 +32,9 @@ static_assert(static_cast<int>(fb::DType_I8) == static_cast<int>(DType::i8) &&
               "schema/moe_model.fbs DType and moe::DType must agree");
 static_assert(static_cast<int>(fb::Family_Llama) == static_cast<int>(Family::llama),
               "schema/moe_model.fbs Family and moe::Family must agree");
-
-enum class AttentionScaleRule : uint8_t { inv_sqrt_head_dim = 0, inv_sqrt_model_dim = 1 };
-
-// The constants a model carries besides its dimensions.
-struct RuntimeParams {
-  float rope_theta = 10000.f;
-  float norm_eps = 1e-5f;
-  float attention_scale = 1.f;  // the factor itself, from the file's rule
-  int32_t bos_token_id = -1;
-  int32_t eos_token_id = -1;
-  double capacity_factor = 0.;  // > 0: makeMoE expert capacity (see the schema)
-};
+static_assert(static_cast<int>(fb::AttentionScale_InvSqrtModelDim) == static_cast<int>(AttentionScaleRule::inv_sqrt_model_dim) &&
+                  static_cast<int>(fb::AttentionScale_MAX) == static_cast<int>(AttentionScaleRule::inv_sqrt_model_dim),
+              "schema/moe_model.fbs AttentionScale and moe::AttentionScaleRule must agree");
 
 struct OpenOptions {
   // CRC-32C over every weight byte: about 1 ms per MB. Leave on unless the bytes were
@@ -59,7 +50,7 @@ class ModelFile {
 
   const fb::Model& model() const { return *model_; }
   const ModelConfig& config() const { return config_; }
-  const RuntimeParams& runtime() const { return runtime_; }
+  const ModelConstants& constants() const { return constants_; }
   const CharTokenizer& tokenizer() const { return tokenizer_; }
   size_t size_bytes() const { return size_; }
 
@@ -85,13 +76,13 @@ class ModelFile {
   const fb::Model* model_ = nullptr;
   size_t size_ = 0;
   ModelConfig config_{};
-  RuntimeParams runtime_{};
+  ModelConstants constants_{};
   CharTokenizer tokenizer_{};
 };
 
 namespace detail {
 
-inline Error check_config(const fb::Config* fc, ModelConfig& c, RuntimeParams& rt) {
+inline Error check_config(const fb::Config* fc, ModelConfig& c, ModelConstants& rt) {
   if (fc == nullptr) return Error::make(ErrorCode::corrupt, "model file has no config table");
   if (fc->family() != fb::Family_Classic && fc->family() != fb::Family_Llama)
     return Error::make(ErrorCode::corrupt, "unknown model family %d in config", static_cast<int>(fc->family()));
@@ -116,11 +107,9 @@ inline Error check_config(const fb::Config* fc, ModelConfig& c, RuntimeParams& r
   rt.rope_theta = fc->rope_theta();
   if (c.family == Family::llama && !(rt.rope_theta > 1.f && std::isfinite(rt.rope_theta)))
     return Error::make(ErrorCode::corrupt, "invalid rope_theta %g in config (expected a finite value > 1)", static_cast<double>(rt.rope_theta));
-  switch (fc->attention_scale()) {
-    case fb::AttentionScale_InvSqrtHeadDim: rt.attention_scale = 1.f / std::sqrt(static_cast<float>(c.head_dim)); break;
-    case fb::AttentionScale_InvSqrtModelDim: rt.attention_scale = 1.f / std::sqrt(static_cast<float>(c.d_model)); break;
-    default: return Error::make(ErrorCode::corrupt, "unknown attention scale rule %d in config", static_cast<int>(fc->attention_scale()));
-  }
+  if (fc->attention_scale() > fb::AttentionScale_MAX)
+    return Error::make(ErrorCode::corrupt, "unknown attention scale rule %d in config", static_cast<int>(fc->attention_scale()));
+  rt.attention_scale = static_cast<AttentionScaleRule>(fc->attention_scale());
   rt.capacity_factor = fc->capacity_factor();
   if (!(rt.capacity_factor >= 0.) || !std::isfinite(rt.capacity_factor))
     return Error::make(ErrorCode::corrupt, "invalid capacity_factor %g in config (expected a finite value >= 0)", rt.capacity_factor);
@@ -263,8 +252,8 @@ inline Error ModelFile::open(const void* data, size_t size, ModelFile& out, Open
     return Error::make(ErrorCode::unsupported_version, "model file has format version %u, this engine reads version %u",
                        static_cast<unsigned>(model->format_version()), static_cast<unsigned>(kFormatVersion));
   ModelConfig config;
-  RuntimeParams runtime;
-  if (Error e = detail::check_config(model->config(), config, runtime)) return e;
+  ModelConstants constants;
+  if (Error e = detail::check_config(model->config(), config, constants)) return e;
   CharTokenizer tokenizer;
   if (Error e = detail::check_tokenizer(model->tokenizer(), config, tokenizer)) return e;
 
@@ -294,7 +283,7 @@ inline Error ModelFile::open(const void* data, size_t size, ModelFile& out, Open
   out.model_ = model;
   out.size_ = size;
   out.config_ = config;
-  out.runtime_ = runtime;
+  out.constants_ = constants;
   out.tokenizer_ = tokenizer;
   return Error::none();
 }

@@ -158,7 +158,7 @@ struct Generate {
     const double prompt_s = seconds_since(t_prompt);
 
     int generated = 0;
-    const int32_t eos = engine->runtime().eos_token_id;
+    const int32_t eos = engine->constants().eos_token_id;
     const auto t_gen = Clock::now();
     const moe::Error stop = moe::generate(*engine, *sampler, o.n_tokens, [&](int32_t id) {
       ++generated;

@@ -43,10 +43,10 @@ AlignedBuffer::AlignedBuffer(const void* data, size_t n) : size_(n) {
   if (n) std::memcpy(ptr_.get(), data, n);
 }
 
-convert::QuantRecipe fp32_recipe() { return recipe(DType::f32); }
+converter::QuantRecipe fp32_recipe() { return recipe(DType::f32); }
 
-convert::QuantRecipe recipe(DType experts, DType attention, DType embeddings, int group) {
-  convert::QuantRecipe r;
+converter::QuantRecipe recipe(DType experts, DType attention, DType embeddings, int group) {
+  converter::QuantRecipe r;
   r.experts = experts;
   r.attention = attention;
   r.embeddings = embeddings;
@@ -54,10 +54,10 @@ convert::QuantRecipe recipe(DType experts, DType attention, DType embeddings, in
   return r;
 }
 
-AlignedBuffer convert_fixture(const std::string& fixture, const convert::QuantRecipe& recipe) {
-  convert::ConvertOptions options;
+AlignedBuffer convert_fixture(const std::string& fixture, const converter::QuantRecipe& recipe) {
+  converter::ConvertOptions options;
   options.recipe = recipe;
-  return AlignedBuffer(convert::convert_checkpoint(fixture_dir(fixture), options).bytes);
+  return AlignedBuffer(converter::convert_checkpoint(fixture_dir(fixture), options).bytes);
 }
 
 TempDir::TempDir() {

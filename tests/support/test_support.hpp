@@ -44,11 +44,11 @@ class AlignedBuffer {
   size_t size_ = 0;
 };
 
-convert::QuantRecipe fp32_recipe();
-convert::QuantRecipe recipe(DType experts, DType attention = DType::f32, DType embeddings = DType::f32, int group = 32);
+converter::QuantRecipe fp32_recipe();
+converter::QuantRecipe recipe(DType experts, DType attention = DType::f32, DType embeddings = DType::f32, int group = 32);
 
 // moe_convert's library on a fixture, in-process.
-AlignedBuffer convert_fixture(const std::string& fixture, const convert::QuantRecipe& recipe);
+AlignedBuffer convert_fixture(const std::string& fixture, const converter::QuantRecipe& recipe);
 
 // A fresh directory under the system temp dir, removed with the object.
 class TempDir {

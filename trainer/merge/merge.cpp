@@ -4,13 +4,12 @@
 #include <map>
 
 #include "converter/checkpoint_writer.hpp"
-#include "converter/convert_error.hpp"
+#include "converter/input_error.hpp"
 #include "trainer/merge/merge_math.hpp"
 
 namespace moe::merge {
 
-using convert::Checkpoint;
-using convert::ConvertError;
+using converter::Checkpoint;
 
 std::string first_difference(const ModelConfig& a, const ModelConfig& b, const std::vector<std::string>& dims) {
   const std::pair<const char*, int ModelConfig::*> fields[] = {
@@ -41,8 +40,8 @@ class Sources {
     const std::string key = p.lexically_normal().string();
     auto it = open_.find(key);
     if (it == open_.end()) {
-      if (!std::filesystem::is_directory(p)) throw ConvertError("model '" + p.string() + "' is not a directory");
-      it = open_.emplace(key, convert::open_checkpoint(p)).first;
+      if (!std::filesystem::is_directory(p)) throw InputError("model '" + p.string() + "' is not a directory");
+      it = open_.emplace(key, converter::open_checkpoint(p)).first;
     }
     return it->second;
   }
@@ -55,21 +54,12 @@ class Sources {
 void require_compatible(const Checkpoint& a, const Checkpoint& b, const std::vector<std::string>& dims, const std::string& why) {
   const std::string diff = first_difference(a.config, b.config, dims);
   if (!diff.empty())
-    throw ConvertError("cannot merge '" + b.dir.string() + "' with '" + a.dir.string() + "' (" + why + "): they differ in " + diff + " (" +
+    throw InputError("cannot merge '" + b.dir.string() + "' with '" + a.dir.string() + "' (" + why + "): they differ in " + diff + " (" +
                        ConfigKey(b.config).c_str() + " vs " + ConfigKey(a.config).c_str() + ")");
   const bool needs_vocab = std::find(dims.begin(), dims.end(), "vocab_size") != dims.end();
   if (needs_vocab && a.chars != b.chars)
-    throw ConvertError("cannot merge '" + b.dir.string() + "' with '" + a.dir.string() +
+    throw InputError("cannot merge '" + b.dir.string() + "' with '" + a.dir.string() +
                        "': their tokenizer.json vocabularies differ (the same token id means a different character)");
-}
-
-convert::CheckpointHyper hyper_of(const Checkpoint& c) {
-  convert::CheckpointHyper h;
-  h.norm_eps = c.norm_eps;
-  h.rope_theta = c.rope_theta;
-  h.attention_scale = c.attention_scale;
-  h.capacity_factor = c.capacity_factor;
-  return h;
 }
 
 std::string tensor_name(const TensorSpec& s) {
@@ -92,7 +82,7 @@ double setting_or(const Setting& own, const Setting& shared, const TensorSpec& s
 MergeResult run_merge(const MergeRecipe& r, const std::filesystem::path& out) {
   Sources sources;
   MergeResult result;
-  std::vector<convert::SafetensorOut> tensors;
+  std::vector<converter::SafetensorOut> tensors;
   const Checkpoint* first = nullptr;  // vocabulary and hyperparameters of the output
   ModelConfig& oc = result.config;
 
@@ -108,13 +98,13 @@ MergeResult run_merge(const MergeRecipe& r, const std::filesystem::path& out) {
       dims.erase(std::find(dims.begin(), dims.end(), "n_layers"));
       require_compatible(*first, ck, dims, "passthrough stacks layers of models of one shape");
       if (s.end > ck.config.n_layers)
-        throw ConvertError("slices[" + std::to_string(i) + "].layer_range [" + std::to_string(s.begin) + ", " + std::to_string(s.end) +
+        throw InputError("slices[" + std::to_string(i) + "].layer_range [" + std::to_string(s.begin) + ", " + std::to_string(s.end) +
                            ") goes past the " + std::to_string(ck.config.n_layers) + " layers of '" + s.model.string() + "'");
       for (int l = s.begin; l < s.end; ++l) layer_source.push_back({&ck, l});
     }
     oc = first->config;
     oc.n_layers = static_cast<int>(layer_source.size());
-    if (const char* why = config_problem(oc)) throw ConvertError(std::string("the stacked model is not a valid config: ") + why);
+    if (const char* why = config_problem(oc)) throw InputError(std::string("the stacked model is not a valid config: ") + why);
     for_each_tensor_spec(oc, [&](const TensorSpec& spec) {
       TensorSpec from = spec;
       const Checkpoint* ck = first;
@@ -123,10 +113,9 @@ MergeResult run_merge(const MergeRecipe& r, const std::filesystem::path& out) {
         from.layer = layer_source[static_cast<size_t>(spec.layer)].begin;
       }
       const std::vector<float> v = ck->load(from);
-      convert::append_checkpoint_tensor(oc, spec, v.data(), tensors);
+      converter::append_checkpoint_tensor(oc, spec, v.data(), tensors);
     });
-    convert::write_checkpoint(out, oc, hyper_of(*first), std::move(tensors), first->chars,
-                              provenance(r));
+    converter::write_checkpoint(out, oc, first->constants, std::move(tensors), first->chars, provenance(r));
     return result;
   }
 
@@ -139,14 +128,14 @@ MergeResult run_merge(const MergeRecipe& r, const std::filesystem::path& out) {
       const Checkpoint& d = sources.get(r.experts[i].model);
       require_compatible(base, d, {"family", "d_model", "n_layers", "expert_hidden"}, "its FFNs become the base's experts");
       if (r.experts[i].expert >= d.config.n_experts)
-        throw ConvertError("experts[" + std::to_string(i) + "].expert is " + std::to_string(r.experts[i].expert) + " but '" +
+        throw InputError("experts[" + std::to_string(i) + "].expert is " + std::to_string(r.experts[i].expert) + " but '" +
                            d.dir.string() + "' has " + std::to_string(d.config.n_experts) + " expert(s) per layer");
       donors.push_back(&d);
     }
     oc = base.config;
     oc.n_experts = static_cast<int>(r.experts.size());
     oc.top_k = r.experts_per_token;
-    if (const char* why = config_problem(oc)) throw ConvertError(std::string("the mixture is not a valid config: ") + why);
+    if (const char* why = config_problem(oc)) throw InputError(std::string("the mixture is not a valid config: ") + why);
     // Every tensor but the router: the base's, or donor i's FFN for expert i.
     const TensorSource tensor = [&](const TensorSpec& spec) {
       if (spec.expert < 0) return base.load(spec);
@@ -164,12 +153,12 @@ MergeResult run_merge(const MergeRecipe& r, const std::filesystem::path& out) {
         v.assign(router.bias.begin() + spec.layer * oc.n_experts, router.bias.begin() + (spec.layer + 1) * oc.n_experts);
       else
         v = tensor(spec);
-      convert::append_checkpoint_tensor(oc, spec, v.data(), tensors);
+      converter::append_checkpoint_tensor(oc, spec, v.data(), tensors);
     });
-    convert::CheckpointHyper h = hyper_of(base);
+    ModelConstants h = base.constants;
     h.capacity_factor = 0;  // an assembled mixture has no training-time token dropping
     result.notes.push_back("expert capacity: none (the base's capacity factor is a training setting)");
-    convert::write_checkpoint(out, oc, h, std::move(tensors), base.chars, provenance(r));
+    converter::write_checkpoint(out, oc, h, std::move(tensors), base.chars, provenance(r));
     return result;
   }
 
@@ -212,7 +201,7 @@ MergeResult run_merge(const MergeRecipe& r, const std::filesystem::path& out) {
     std::vector<float> merged(static_cast<size_t>(n));
     if (r.method == MergeMethod::slerp) {
       const auto t = r.t.at(spec, L);
-      if (!t) throw ConvertError("parameters.t has no rule for " + tensor_name(spec) + ": add a rule without a filter");
+      if (!t) throw InputError("parameters.t has no rule for " + tensor_name(spec) + ": add a rule without a filter");
       const std::vector<float> a = base->load(spec), b = slerp_to->load(spec);
       parallel_fallbacks += slerp(a.data(), b.data(), n, *t, merged.data());
     } else {
@@ -227,7 +216,7 @@ MergeResult run_merge(const MergeRecipe& r, const std::filesystem::path& out) {
         weights.push_back(setting_or(r.models[i].weight, r.weight, spec, L, 1.0));
         densities.push_back(setting_or(r.models[i].density, r.density, spec, L, 1.0));
         if (densities.back() < 0 || densities.back() > 1)
-          throw ConvertError("density " + std::to_string(densities.back()) + " for " + tensor_name(spec) + " is outside [0, 1]");
+          throw InputError("density " + std::to_string(densities.back()) + " for " + tensor_name(spec) + " is outside [0, 1]");
       }
       if (task_vectors) {
         const std::vector<float> b = base->load(spec);
@@ -237,14 +226,13 @@ MergeResult run_merge(const MergeRecipe& r, const std::filesystem::path& out) {
         linear(ptrs, weights, r.normalize.value_or(true), n, merged.data());
       }
     }
-    convert::append_checkpoint_tensor(oc, spec, merged.data(), tensors);
+    converter::append_checkpoint_tensor(oc, spec, merged.data(), tensors);
     ++index;
   });
   if (parallel_fallbacks > 0)
     result.notes.push_back("slerp: " + std::to_string(parallel_fallbacks) + " nearly parallel tensor(s) were interpolated linearly");
   if (task_vectors && contributors.empty()) result.notes.push_back("every model is the base: the output is the base");
-  convert::write_checkpoint(out, oc, hyper_of(*first), std::move(tensors), first->chars,
-                            provenance(r));
+  converter::write_checkpoint(out, oc, first->constants, std::move(tensors), first->chars, provenance(r));
   return result;
 }
 

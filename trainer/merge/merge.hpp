@@ -19,7 +19,7 @@ struct MergeResult {
 };
 
 // Merges and writes config.json, model.safetensors (and tokenizer.json) into `out`, each
-// file atomically. Throws ConvertError before writing anything when the inputs do not fit.
+// file atomically. Throws InputError before writing anything when the inputs do not fit.
 MergeResult run_merge(const MergeRecipe& recipe, const std::filesystem::path& out);
 
 // The frankenMoE router, per layer one row per expert: weight [layers][experts][d_model],
@@ -37,7 +37,7 @@ struct RouterInit {
 };
 // `tensor` gives every other tensor of the mixture (config `mixture`), for the classifier.
 using TensorSource = std::function<std::vector<float>(const TensorSpec&)>;
-RouterInit router_init(const convert::Checkpoint& base, const MergeRecipe& recipe, const ModelConfig& mixture, const TensorSource& tensor);
+RouterInit router_init(const converter::Checkpoint& base, const MergeRecipe& recipe, const ModelConfig& mixture, const TensorSource& tensor);
 
 // Which dimension of b differs from a's, as "d_model: 64 vs 128", or "" when none of
 // `dims` does. dims: names as in ModelConfig ("d_model", "n_layers", ...; "family").

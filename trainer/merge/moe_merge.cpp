@@ -11,7 +11,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 
-#include "converter/convert_error.hpp"
+#include "converter/input_error.hpp"
 #include "tools/cli_support.hpp"
 #include "trainer/merge/merge.hpp"
 
@@ -23,11 +23,11 @@ using nlohmann::json;
 json slice_json(const std::string& arg) {
   const size_t b = arg.rfind(':');
   const size_t a = b == std::string::npos || b == 0 ? std::string::npos : arg.rfind(':', b - 1);
-  if (a == std::string::npos) throw moe::convert::ConvertError("--slice '" + arg + "' is not MODEL:FIRST:END");
+  if (a == std::string::npos) throw moe::InputError("--slice '" + arg + "' is not MODEL:FIRST:END");
   try {
     return {{"sources", {{{"model", arg.substr(0, a)}, {"layer_range", {std::stoi(arg.substr(a + 1, b - a - 1)), std::stoi(arg.substr(b + 1))}}}}}};
   } catch (const std::logic_error&) {
-    throw moe::convert::ConvertError("--slice '" + arg + "': FIRST and END must be layer numbers");
+    throw moe::InputError("--slice '" + arg + "': FIRST and END must be layer numbers");
   }
 }
 
@@ -71,15 +71,15 @@ int main(int argc, char** argv) {
       recipe = moe::merge::load_recipe(config);
       if (app.get_option("--seed")->count()) recipe.seed = seed;
     } else {
-      if (!method_opt->count()) throw moe::convert::ConvertError("give --config RECIPE or --method (see --help)");
+      if (!method_opt->count()) throw moe::InputError("give --config RECIPE or --method (see --help)");
       json j = {{"merge_method", method}, {"parameters", {{"seed", seed}, {"lambda", lambda}}}};
       if (!base.empty()) j["base_model"] = base;
       if (no_normalize) j["parameters"]["normalize"] = false;
       if (app.get_option("--t")->count()) j["parameters"]["t"] = t;
       if (!weights.empty() && weights.size() != models.size())
-        throw moe::convert::ConvertError("give one --weight per --model (" + std::to_string(models.size()) + ")");
+        throw moe::InputError("give one --weight per --model (" + std::to_string(models.size()) + ")");
       if (densities.size() > 1 && densities.size() != models.size())
-        throw moe::convert::ConvertError("give one --density, or one per --model (" + std::to_string(models.size()) + ")");
+        throw moe::InputError("give one --density, or one per --model (" + std::to_string(models.size()) + ")");
       if (densities.size() == 1) j["parameters"]["density"] = densities[0];
       for (size_t i = 0; i < models.size(); ++i) {
         json m = {{"model", models[i]}, {"parameters", json::object()}};
@@ -90,7 +90,7 @@ int main(int argc, char** argv) {
       for (const std::string& s : slices) j["slices"].push_back(slice_json(s));
       if (!experts.empty()) {
         if (!prompts.empty() && prompts.size() != experts.size())
-          throw moe::convert::ConvertError("give one --prompts file per --expert (" + std::to_string(experts.size()) + ")");
+          throw moe::InputError("give one --prompts file per --expert (" + std::to_string(experts.size()) + ")");
         j["gate_mode"] = gate_mode;
         j["experts_per_token"] = experts_per_token;
         for (size_t i = 0; i < experts.size(); ++i) {
@@ -105,7 +105,7 @@ int main(int argc, char** argv) {
     std::printf("%s: %s merge -> %s\n", out.c_str(), moe::merge::method_name(recipe.method), moe::ConfigKey(result.config).c_str());
     for (const std::string& note : result.notes) std::printf("  note: %s\n", note.c_str());
     return 0;
-  } catch (const moe::convert::ConvertError& e) {
+  } catch (const moe::InputError& e) {
     std::fprintf(stderr, "moe_merge: %s\n", e.what());
     return 1;
   }

@@ -10,11 +10,10 @@
 #include <set>
 #include <sstream>
 
-#include "converter/convert_error.hpp"
+#include "converter/input_error.hpp"
 
 namespace moe::merge {
 
-using convert::ConvertError;
 using nlohmann::json;
 
 // ---- Settings
@@ -63,7 +62,7 @@ std::vector<double> numbers(const json& j, const std::string& what) {
     for (const json& e : j) v.push_back(e.get<double>());
     return v;
   }
-  throw ConvertError(what + " must be a number or a non-empty list of numbers (a gradient over depth)");
+  throw InputError(what + " must be a number or a non-empty list of numbers (a gradient over depth)");
 }
 
 }  // namespace
@@ -74,15 +73,15 @@ Setting Setting::parse(const json& j, const std::string& what) {
     for (const json& rule : j) {
       for (const auto& [key, value] : rule.items())
         if (key != "filter" && key != "value" && key != "layers")
-          throw ConvertError(what + ": unknown key '" + key + "' in a rule (filter, layers, value)");
-      if (!rule.contains("value")) throw ConvertError(what + ": every rule needs a value");
-      if (rule.contains("filter") && !rule["filter"].is_string()) throw ConvertError(what + ": a filter must be a string");
+          throw InputError(what + ": unknown key '" + key + "' in a rule (filter, layers, value)");
+      if (!rule.contains("value")) throw InputError(what + ": every rule needs a value");
+      if (rule.contains("filter") && !rule["filter"].is_string()) throw InputError(what + ": a filter must be a string");
       Rule parsed{rule.value("filter", ""), numbers(rule["value"], what)};
       if (rule.contains("layers")) {
         const json& l = rule["layers"];
         if (!l.is_array() || l.size() != 2 || !l[0].is_number_integer() || !l[1].is_number_integer() || l[0].get<int>() < 0 ||
             l[1].get<int>() <= l[0].get<int>())
-          throw ConvertError(what + ": layers must be [first, end) with 0 <= first < end");
+          throw InputError(what + ": layers must be [first, end) with 0 <= first < end");
         parsed.first_layer = l[0].get<int>();
         parsed.end_layer = l[1].get<int>();
       }
@@ -155,7 +154,7 @@ json yaml_to_json(const std::string& text, const std::string& what) {
   try {
     return yaml_node_to_json(YAML::Load(text));
   } catch (const YAML::Exception& e) {
-    throw ConvertError(what + " is not valid YAML: " + e.what());
+    throw InputError(what + " is not valid YAML: " + e.what());
   }
 }
 
@@ -188,28 +187,28 @@ const char* gate_mode_name(GateMode g) {
 namespace {
 
 void only_keys(const json& j, const std::string& where, std::initializer_list<const char*> allowed) {
-  if (!j.is_object()) throw ConvertError(where + " must be a mapping");
+  if (!j.is_object()) throw InputError(where + " must be a mapping");
   for (const auto& [key, value] : j.items()) {
     if (std::none_of(allowed.begin(), allowed.end(), [&](const char* a) { return key == a; }))
-      throw ConvertError(where + ": unknown key '" + key + "'");
+      throw InputError(where + ": unknown key '" + key + "'");
   }
 }
 
 std::string text(const json& j, const std::string& what) {
-  if (!j.is_string()) throw ConvertError(what + " must be a string");
+  if (!j.is_string()) throw InputError(what + " must be a string");
   return j.get<std::string>();
 }
 
 std::vector<std::string> strings(const json& j, const std::string& what) {
   if (j.is_string()) return {j.get<std::string>()};
   if (!j.is_array() || std::any_of(j.begin(), j.end(), [](const json& e) { return !e.is_string(); }))
-    throw ConvertError(what + " must be a list of strings");
+    throw InputError(what + " must be a list of strings");
   return j.get<std::vector<std::string>>();
 }
 
 std::string read_text_file(const std::filesystem::path& p, const std::string& what) {
   std::ifstream in(p, std::ios::binary);
-  if (!in) throw ConvertError(what + " '" + p.string() + "' cannot be read");
+  if (!in) throw InputError(what + " '" + p.string() + "' cannot be read");
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
@@ -227,7 +226,7 @@ MergeRecipe parse_recipe(const json& j) {
   std::string method;
   if (j.contains("merge_method")) method = text(j["merge_method"], "merge_method");
   else if (j.contains("experts")) method = "moe";  // a mergekit-moe file
-  else throw ConvertError("the recipe has no merge_method (linear, slerp, task_arithmetic, ties, dare_linear, dare_ties, passthrough, moe)");
+  else throw InputError("the recipe has no merge_method (linear, slerp, task_arithmetic, ties, dare_linear, dare_ties, passthrough, moe)");
   const std::pair<const char*, MergeMethod> methods[] = {
       {"linear", MergeMethod::linear}, {"slerp", MergeMethod::slerp}, {"task_arithmetic", MergeMethod::task_arithmetic},
       {"ties", MergeMethod::ties}, {"dare_linear", MergeMethod::dare_linear}, {"dare_ties", MergeMethod::dare_ties},
@@ -236,11 +235,11 @@ MergeRecipe parse_recipe(const json& j) {
   for (const auto& [name, m] : methods)
     if (method == name) r.method = m, known = true;
   if (!known)
-    throw ConvertError("unknown merge_method '" + method + "' (linear, slerp, task_arithmetic, ties, dare_linear, dare_ties, passthrough, moe)");
+    throw InputError("unknown merge_method '" + method + "' (linear, slerp, task_arithmetic, ties, dare_linear, dare_ties, passthrough, moe)");
 
   if (j.contains("base_model")) r.base = text(j["base_model"], "base_model");
   const auto seed = [](const json& v, const char* what) {
-    if (!v.is_number_integer() || v.get<long long>() < 0) throw ConvertError(std::string(what) + " must be a non-negative integer");
+    if (!v.is_number_integer() || v.get<long long>() < 0) throw InputError(std::string(what) + " must be a non-negative integer");
     return v.get<uint64_t>();
   };
   if (j.contains("seed")) r.seed = seed(j["seed"], "seed");
@@ -251,17 +250,17 @@ MergeRecipe parse_recipe(const json& j) {
     if (p.contains("weight")) r.weight = Setting::parse(p["weight"], "parameters.weight");
     if (p.contains("density")) r.density = Setting::parse(p["density"], "parameters.density");
     if (p.contains("normalize")) {
-      if (!p["normalize"].is_boolean()) throw ConvertError("parameters.normalize must be true or false");
+      if (!p["normalize"].is_boolean()) throw InputError("parameters.normalize must be true or false");
       r.normalize = p["normalize"].get<bool>();
     }
     if (p.contains("lambda")) {
-      if (!p["lambda"].is_number()) throw ConvertError("parameters.lambda must be a number");
+      if (!p["lambda"].is_number()) throw InputError("parameters.lambda must be a number");
       r.lambda = p["lambda"].get<double>();
     }
     if (p.contains("seed")) r.seed = seed(p["seed"], "parameters.seed");
   }
   if (j.contains("models")) {
-    if (!j["models"].is_array()) throw ConvertError("models must be a list");
+    if (!j["models"].is_array()) throw InputError("models must be a list");
     for (const json& m : j["models"]) {
       const std::string where = "models[" + std::to_string(r.models.size()) + "]";
       RecipeModel rm;
@@ -269,7 +268,7 @@ MergeRecipe parse_recipe(const json& j) {
         rm.path = m.get<std::string>();
       } else {
         only_keys(m, where, {"model", "parameters"});
-        if (!m.contains("model")) throw ConvertError(where + " has no model");
+        if (!m.contains("model")) throw InputError(where + " has no model");
         rm.path = text(m["model"], where + ".model");
         if (m.contains("parameters")) {
           const json& p = m["parameters"];
@@ -282,23 +281,23 @@ MergeRecipe parse_recipe(const json& j) {
     }
   }
   if (j.contains("slices")) {
-    if (!j["slices"].is_array()) throw ConvertError("slices must be a list");
+    if (!j["slices"].is_array()) throw InputError("slices must be a list");
     for (const json& s : j["slices"]) {
       const std::string where = "slices[" + std::to_string(r.slices.size()) + "]";
       only_keys(s, where, {"sources"});
       if (!s.contains("sources") || !s["sources"].is_array() || s["sources"].size() != 1)
-        throw ConvertError(where + " must have exactly one source (passthrough stacks layer ranges)");
+        throw InputError(where + " must have exactly one source (passthrough stacks layer ranges)");
       const json& src = s["sources"][0];
       only_keys(src, where + ".sources[0]", {"model", "layer_range"});
       RecipeSlice sl;
-      if (!src.contains("model")) throw ConvertError(where + ".sources[0] has no model");
+      if (!src.contains("model")) throw InputError(where + ".sources[0] has no model");
       sl.model = text(src["model"], where + ".model");
       const json& range = src.contains("layer_range") ? src["layer_range"] : json();
       if (!range.is_array() || range.size() != 2 || !range[0].is_number_integer() || !range[1].is_number_integer())
-        throw ConvertError(where + ".layer_range must be [first, end) as two integers");
+        throw InputError(where + ".layer_range must be [first, end) as two integers");
       sl.begin = range[0].get<int>();
       sl.end = range[1].get<int>();
-      if (sl.begin < 0 || sl.end <= sl.begin) throw ConvertError(where + ".layer_range [" + std::to_string(sl.begin) + ", " +
+      if (sl.begin < 0 || sl.end <= sl.begin) throw InputError(where + ".layer_range [" + std::to_string(sl.begin) + ", " +
                                                                    std::to_string(sl.end) + ") is empty or negative");
       r.slices.push_back(sl);
     }
@@ -308,23 +307,23 @@ MergeRecipe parse_recipe(const json& j) {
     bool found = false;
     for (GateMode m : {GateMode::hidden, GateMode::cheap_embed, GateMode::random, GateMode::classifier})
       if (g == gate_mode_name(m)) r.gate_mode = m, found = true;
-    if (!found) throw ConvertError("gate_mode must be hidden, cheap_embed, random or classifier (not '" + g + "')");
+    if (!found) throw InputError("gate_mode must be hidden, cheap_embed, random or classifier (not '" + g + "')");
   }
   if (j.contains("experts_per_token")) {
     if (!j["experts_per_token"].is_number_integer() || j["experts_per_token"].get<int>() < 1)
-      throw ConvertError("experts_per_token must be a positive integer");
+      throw InputError("experts_per_token must be a positive integer");
     r.experts_per_token = j["experts_per_token"].get<int>();
   }
   if (j.contains("experts")) {
-    if (!j["experts"].is_array()) throw ConvertError("experts must be a list");
+    if (!j["experts"].is_array()) throw InputError("experts must be a list");
     for (const json& e : j["experts"]) {
       const std::string where = "experts[" + std::to_string(r.experts.size()) + "]";
       only_keys(e, where, {"source_model", "positive_prompts", "negative_prompts", "positive_prompts_file", "negative_prompts_file", "expert"});
       RecipeExpert x;
-      if (!e.contains("source_model")) throw ConvertError(where + " has no source_model");
+      if (!e.contains("source_model")) throw InputError(where + " has no source_model");
       x.model = text(e["source_model"], where + ".source_model");
       if (e.contains("expert")) {
-        if (!e["expert"].is_number_integer() || e["expert"].get<int>() < 0) throw ConvertError(where + ".expert must be a non-negative integer");
+        if (!e["expert"].is_number_integer() || e["expert"].get<int>() < 0) throw InputError(where + ".expert must be a non-negative integer");
         x.expert = e["expert"].get<int>();
       }
       if (e.contains("positive_prompts")) x.positive = strings(e["positive_prompts"], where + ".positive_prompts");
@@ -340,7 +339,7 @@ MergeRecipe parse_recipe(const json& j) {
 
   // What each method needs.
   const auto need = [&](bool ok, const std::string& why) {
-    if (!ok) throw ConvertError(std::string(method_name(r.method)) + " needs " + why);
+    if (!ok) throw InputError(std::string(method_name(r.method)) + " needs " + why);
   };
   switch (r.method) {
     case MergeMethod::linear:
@@ -383,17 +382,17 @@ MergeRecipe load_recipe(const std::filesystem::path& file) {
     try {
       j = json::parse(body);
     } catch (const json::exception& e) {
-      throw ConvertError("recipe '" + file.string() + "' is not valid JSON: " + e.what());
+      throw InputError("recipe '" + file.string() + "' is not valid JSON: " + e.what());
     }
   } else {
     j = yaml_to_json(body, "recipe '" + file.string() + "'");
   }
   try {
     return parse_recipe(j);
-  } catch (const ConvertError& e) {
-    throw ConvertError("recipe '" + file.string() + "': " + e.what());
+  } catch (const InputError& e) {
+    throw InputError("recipe '" + file.string() + "': " + e.what());
   } catch (const json::exception& e) {
-    throw ConvertError("recipe '" + file.string() + "': " + e.what());
+    throw InputError("recipe '" + file.string() + "': " + e.what());
   }
 }
 

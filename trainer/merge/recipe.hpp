@@ -50,7 +50,7 @@ struct Setting {
 
   bool given() const { return !rules.empty(); }
   std::optional<double> at(const TensorSpec& spec, int n_layers) const;
-  static Setting parse(const nlohmann::json& j, const std::string& what);  // throws ConvertError
+  static Setting parse(const nlohmann::json& j, const std::string& what);  // throws InputError
   static Setting constant(double v) { return Setting{{Rule{"", {v}}}}; }
 };
 
@@ -94,7 +94,7 @@ struct MergeRecipe {
   nlohmann::json source;       // the recipe as given, recorded in the output's config.json
 };
 
-// Reads a .yaml/.yml or .json recipe file (throws ConvertError naming the file and key).
+// Reads a .yaml/.yml or .json recipe file (throws InputError naming the file and key).
 MergeRecipe load_recipe(const std::filesystem::path& file);
 // Builds a recipe from its JSON form (the command-line flags produce the same form).
 MergeRecipe parse_recipe(const nlohmann::json& j);

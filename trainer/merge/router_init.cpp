@@ -4,7 +4,7 @@
 #include <cmath>
 
 #include "converter/checkpoint_writer.hpp"
-#include "converter/convert_error.hpp"
+#include "converter/input_error.hpp"
 #include "trainer/checkpoint_io.hpp"
 #include "trainer/merge/merge.hpp"
 #include "trainer/merge/merge_math.hpp"
@@ -12,7 +12,6 @@
 
 namespace moe::merge {
 
-using convert::ConvertError;
 
 namespace {
 
@@ -24,8 +23,8 @@ constexpr int kBatch = 16;  // windows per forward pass
 constexpr size_t kClassifierWindowsPerPrompt = 64;
 constexpr int kClassifierSteps = 200;
 
-std::vector<int32_t> encode(const convert::Checkpoint& base, const std::string& prompt, const std::string& what) {
-  const std::vector<uint32_t> cps = convert::chars_from_utf8(prompt, what);
+std::vector<int32_t> encode(const converter::Checkpoint& base, const std::string& prompt, const std::string& what) {
+  const std::vector<uint32_t> cps = converter::chars_from_utf8(prompt, what);
   std::vector<int32_t> ids;
   ids.reserve(cps.size());
   for (size_t i = 0; i < cps.size(); ++i) {
@@ -33,7 +32,7 @@ std::vector<int32_t> encode(const convert::Checkpoint& base, const std::string& 
     if (it == base.chars.end()) {
       char buf[64];
       std::snprintf(buf, sizeof buf, "U+%04X", static_cast<unsigned>(cps[i]));
-      throw ConvertError(what + ": character " + buf + " (position " + std::to_string(i) + ") is not in the base model's vocabulary");
+      throw InputError(what + ": character " + buf + " (position " + std::to_string(i) + ") is not in the base model's vocabulary");
     }
     ids.push_back(static_cast<int32_t>(it - base.chars.begin()));
   }
@@ -72,14 +71,14 @@ using Prompts = std::vector<std::string>;
 
 // Mean over prompts of (mean over a prompt's tokens of the residual entering each layer):
 // [layers][d].
-std::vector<double> mean_hidden(train::Model<float>& model, const convert::Checkpoint& base, const Prompts& prompts, const std::string& what) {
+std::vector<double> mean_hidden(train::Model<float>& model, const converter::Checkpoint& base, const Prompts& prompts, const std::string& what) {
   const ModelConfig& c = base.config;
   const size_t d = static_cast<size_t>(c.d_model), L = static_cast<size_t>(c.n_layers), T = static_cast<size_t>(c.max_context);
   std::vector<double> total(L * d, 0.0);
   for (size_t p = 0; p < prompts.size(); ++p) {
     const std::string name = what + "[" + std::to_string(p) + "]";
     const std::vector<int32_t> ids = encode(base, prompts[p], name);
-    if (ids.empty()) throw ConvertError(name + " is empty");
+    if (ids.empty()) throw InputError(name + " is empty");
     std::vector<double> sum(L * d, 0.0);
     long tokens = 0;
     run_windows(model, ids, T, kMaxWindowsPerPrompt, [&](size_t n) {
@@ -96,12 +95,12 @@ std::vector<double> mean_hidden(train::Model<float>& model, const convert::Check
   return total;
 }
 
-std::vector<double> mean_embedding(const convert::Checkpoint& base, const std::vector<float>& table, const Prompts& prompts, const std::string& what) {
+std::vector<double> mean_embedding(const converter::Checkpoint& base, const std::vector<float>& table, const Prompts& prompts, const std::string& what) {
   const size_t d = static_cast<size_t>(base.config.d_model);
   std::vector<double> total(d, 0.0);
   for (size_t p = 0; p < prompts.size(); ++p) {
     const std::vector<int32_t> ids = encode(base, prompts[p], what + "[" + std::to_string(p) + "]");
-    if (ids.empty()) throw ConvertError(what + "[" + std::to_string(p) + "] is empty");
+    if (ids.empty()) throw InputError(what + "[" + std::to_string(p) + "] is empty");
     for (int32_t id : ids)
       for (size_t i = 0; i < d; ++i) total[i] += table[static_cast<size_t>(id) * d + i] / static_cast<double>(ids.size());
   }
@@ -126,7 +125,7 @@ struct RouterSamples {
   std::vector<int> labels;
 };
 
-RouterSamples router_inputs(train::Model<float>& model, const convert::Checkpoint& base, const MergeRecipe& r, int layer) {
+RouterSamples router_inputs(train::Model<float>& model, const converter::Checkpoint& base, const MergeRecipe& r, int layer) {
   const ModelConfig& c = base.config;
   const size_t d = static_cast<size_t>(c.d_model), T = static_cast<size_t>(c.max_context);
   RouterSamples s;
@@ -134,7 +133,7 @@ RouterSamples router_inputs(train::Model<float>& model, const convert::Checkpoin
     const std::string what = "experts[" + std::to_string(e) + "].positive_prompts";
     for (size_t p = 0; p < r.experts[e].positive.size(); ++p) {
       const std::vector<int32_t> ids = encode(base, r.experts[e].positive[p], what + "[" + std::to_string(p) + "]");
-      if (ids.empty()) throw ConvertError(what + "[" + std::to_string(p) + "] is empty");
+      if (ids.empty()) throw InputError(what + "[" + std::to_string(p) + "] is empty");
       run_windows(model, ids, T, kClassifierWindowsPerPrompt, [&](size_t n) {
         const float* x = model.moe_input(layer);
         s.X.insert(s.X.end(), x, x + n * d);
@@ -191,7 +190,7 @@ void fit_router(const std::vector<float>& X, const std::vector<int>& labels, siz
 
 }  // namespace
 
-RouterInit router_init(const convert::Checkpoint& base, const MergeRecipe& r, const ModelConfig& mixture, const TensorSource& tensor) {
+RouterInit router_init(const converter::Checkpoint& base, const MergeRecipe& r, const ModelConfig& mixture, const TensorSource& tensor) {
   const ModelConfig& c = base.config;
   const size_t d = static_cast<size_t>(c.d_model), L = static_cast<size_t>(c.n_layers), E = r.experts.size();
   RouterInit out;
@@ -212,7 +211,7 @@ RouterInit router_init(const convert::Checkpoint& base, const MergeRecipe& r, co
     return out;
   }
   if (base.chars.empty())
-    throw ConvertError("gate_mode " + std::string(gate_mode_name(r.gate_mode)) + " needs prompts as text, but '" + base.dir.string() +
+    throw InputError("gate_mode " + std::string(gate_mode_name(r.gate_mode)) + " needs prompts as text, but '" + base.dir.string() +
                        "' has no char tokenizer.json: use gate_mode random");
 
   if (r.gate_mode == GateMode::cheap_embed) {
@@ -236,7 +235,7 @@ RouterInit router_init(const convert::Checkpoint& base, const MergeRecipe& r, co
     // FFNs, layer l+1 sees a different residual stream than the base's.
     train::TrainConfig tc = train::inference_config(base);
     tc.model = mixture;
-    tc.capacity_factor = 0;
+    tc.constants.capacity_factor = 0;
     train::Model<float> model(tc, kBatch);
     for (const train::ParamInfo& p : model.table()) {
       if (p.spec.role == TensorRole::router || p.spec.role == TensorRole::router_bias) continue;  // zero until fitted
