@@ -67,50 +67,12 @@ void Weights<T>::bind(T* base, const std::vector<ParamInfo>& table, const ModelC
   for (auto& l : layers) l.experts.assign(static_cast<size_t>(c.n_experts), ExpertWeights<T>{});
   for (const ParamInfo& p : table) {
     T* at = base + p.offset;
-    const TensorSpec& s = p.spec;
-    if (s.layer < 0) {
-      switch (s.role) {
-        case TensorRole::token_embedding: tok_emb = at; break;
-        case TensorRole::position_embedding: pos_emb = at; break;
-        case TensorRole::final_norm: final_norm = at; break;
-        case TensorRole::final_norm_bias: final_norm_b = at; break;
-        case TensorRole::lm_head: lm_head = at; break;
-        case TensorRole::lm_head_bias: lm_head_b = at; break;
-        default: break;
-      }
-      continue;
-    }
-    LayerWeights<T>& lw = layers[static_cast<size_t>(s.layer)];
     if (p.noise) {
-      (s.is_matrix() ? lw.noise_w : lw.noise_b) = at;
+      LayerWeights<T>& lw = layers[static_cast<size_t>(p.spec.layer)];
+      (p.spec.is_matrix() ? lw.noise_w : lw.noise_b) = at;
       continue;
     }
-    if (s.expert >= 0) {
-      ExpertWeights<T>& ew = lw.experts[static_cast<size_t>(s.expert)];
-      switch (s.role) {
-        case TensorRole::expert_w1: ew.w1 = at; break;
-        case TensorRole::expert_b1: ew.b1 = at; break;
-        case TensorRole::expert_w2: ew.w2 = at; break;
-        case TensorRole::expert_b2: ew.b2 = at; break;
-        case TensorRole::expert_w3: ew.w3 = at; break;
-        default: break;
-      }
-      continue;
-    }
-    switch (s.role) {
-      case TensorRole::attn_norm: lw.attn_norm = at; break;
-      case TensorRole::attn_norm_bias: lw.attn_norm_b = at; break;
-      case TensorRole::wq: lw.wq = at; break;
-      case TensorRole::wk: lw.wk = at; break;
-      case TensorRole::wv: lw.wv = at; break;
-      case TensorRole::wo: lw.wo = at; break;
-      case TensorRole::wo_bias: lw.wo_b = at; break;
-      case TensorRole::ffn_norm: lw.ffn_norm = at; break;
-      case TensorRole::ffn_norm_bias: lw.ffn_norm_b = at; break;
-      case TensorRole::router: lw.router = at; break;
-      case TensorRole::router_bias: lw.router_b = at; break;
-      default: break;
-    }
+    with_weight_slot(*this, p.spec, [&](T*& slot) { slot = at; });
   }
 }
 
@@ -252,11 +214,11 @@ double Model<T>::forward(const int32_t* inputs, const int32_t* targets, int B, i
   T* x0 = resid_.data();
 #pragma omp parallel for schedule(static)
   for (int n = 0; n < N; ++n) {
-    const T* te = w_.tok_emb + static_cast<long>(inputs[n]) * d;
+    const T* te = w_.token_embedding + static_cast<long>(inputs[n]) * d;
     T* x = x0 + static_cast<long>(n) * d;
     for (int i = 0; i < d; ++i) x[i] = te[i];
     if (classic)
-      for (int i = 0; i < d; ++i) x[i] += w_.pos_emb[static_cast<long>(n % T_len) * d + i];
+      for (int i = 0; i < d; ++i) x[i] += w_.position_embedding[static_cast<long>(n % T_len) * d + i];
   }
 
   const int qkv_dim = m.q_dim() + 2 * m.kv_dim();
@@ -269,7 +231,7 @@ double Model<T>::forward(const int32_t* inputs, const int32_t* targets, int B, i
     const T* x = resid_.data() + static_cast<long>(l) * max_tokens_ * d;
     T* x_next = resid_.data() + static_cast<long>(l + 1) * max_tokens_ * d;
     // attention sub-block: x_mid = x + dropout(Wo attention(norm(x)))
-    if (classic) layernorm_forward(a.ln1.data(), a.ln1_mean.data(), a.ln1_rstd.data(), x, lw.attn_norm, lw.attn_norm_b, N, d, T(cfg_.constants.norm_eps));
+    if (classic) layernorm_forward(a.ln1.data(), a.ln1_mean.data(), a.ln1_rstd.data(), x, lw.attn_norm, lw.attn_norm_bias, N, d, T(cfg_.constants.norm_eps));
     else rmsnorm_forward(a.ln1.data(), a.ln1_rstd.data(), x, lw.attn_norm, N, d, T(cfg_.constants.norm_eps));
     T* q = a.qkv.data();
     T* k = q + m.q_dim();
@@ -282,12 +244,12 @@ double Model<T>::forward(const int32_t* inputs, const int32_t* targets, int B, i
     const uint64_t site = (step * static_cast<uint64_t>(L) + static_cast<uint64_t>(l)) * 4;
     if (drop) dropout_mask(a.att_mask.data(), att_size, cfg_.dropout, CounterRng(cfg_.seed, Stream::dropout, site + 0));
     attention_forward(a.atty.data(), a.att.data(), drop ? a.att_mask.data() : static_cast<const T*>(nullptr), q, k, v, shape);
-    linear_forward(a.proj.data(), a.atty.data(), lw.wo, classic ? static_cast<const T*>(lw.wo_b) : nullptr, N, m.q_dim(), d);
+    linear_forward(a.proj.data(), a.atty.data(), lw.wo, classic ? static_cast<const T*>(lw.wo_bias) : nullptr, N, m.q_dim(), d);
     if (drop) dropout_mask(a.proj_mask.data(), static_cast<long>(N) * d, cfg_.dropout, CounterRng(cfg_.seed, Stream::dropout, site + 1));
 #pragma omp parallel for schedule(static)
     for (long i = 0; i < static_cast<long>(N) * d; ++i) a.xmid[static_cast<size_t>(i)] = x[i] + (drop ? a.proj[static_cast<size_t>(i)] * a.proj_mask[static_cast<size_t>(i)] : a.proj[static_cast<size_t>(i)]);
     // MoE sub-block: x_next = x_mid + moe(norm(x_mid))
-    if (classic) layernorm_forward(a.ln2.data(), a.ln2_mean.data(), a.ln2_rstd.data(), a.xmid.data(), lw.ffn_norm, lw.ffn_norm_b, N, d, T(cfg_.constants.norm_eps));
+    if (classic) layernorm_forward(a.ln2.data(), a.ln2_mean.data(), a.ln2_rstd.data(), a.xmid.data(), lw.ffn_norm, lw.ffn_norm_bias, N, d, T(cfg_.constants.norm_eps));
     else rmsnorm_forward(a.ln2.data(), a.ln2_rstd.data(), a.xmid.data(), lw.ffn_norm, N, d, T(cfg_.constants.norm_eps));
     moe_forward(l, N, training, step);
 #pragma omp parallel for schedule(static)
@@ -295,9 +257,9 @@ double Model<T>::forward(const int32_t* inputs, const int32_t* targets, int B, i
   }
 
   const T* xL = resid_.data() + static_cast<long>(L) * max_tokens_ * d;
-  if (classic) layernorm_forward(lnf_.data(), lnf_mean_.data(), lnf_rstd_.data(), xL, w_.final_norm, w_.final_norm_b, N, d, T(cfg_.constants.norm_eps));
+  if (classic) layernorm_forward(lnf_.data(), lnf_mean_.data(), lnf_rstd_.data(), xL, w_.final_norm, w_.final_norm_bias, N, d, T(cfg_.constants.norm_eps));
   else rmsnorm_forward(lnf_.data(), lnf_rstd_.data(), xL, w_.final_norm, N, d, T(cfg_.constants.norm_eps));
-  linear_forward(logits_.data(), lnf_.data(), w_.lm_head, classic ? static_cast<const T*>(w_.lm_head_b) : nullptr, N, d, V);
+  linear_forward(logits_.data(), lnf_.data(), w_.lm_head, classic ? static_cast<const T*>(w_.lm_head_bias) : nullptr, N, d, V);
   stats_.ce = targets ? crossentropy_forward(probs_.data(), token_losses_.data(), logits_.data(), targets, N, V) : 0.0;
   return targets ? stats_.total() : 0.0;
 }
@@ -352,7 +314,7 @@ void Model<T>::moe_forward(int l, int N, bool training, uint64_t step) {
   const LayerWeights<T>& lw = w_.layers[static_cast<size_t>(l)];
 
   // Router logits, with Gaussian noise scaled by softplus(noise Linear) when training.
-  linear_forward(a.logits.data(), a.ln2.data(), lw.router, classic ? static_cast<const T*>(lw.router_b) : nullptr, N, d, E);
+  linear_forward(a.logits.data(), a.ln2.data(), lw.router, classic ? static_cast<const T*>(lw.router_bias) : nullptr, N, d, E);
   a.noisy_forward = training && cfg_.router_noise;
   if (a.noisy_forward) {
     linear_forward(a.noise_logits.data(), a.ln2.data(), lw.noise_w, lw.noise_b, N, d, E);
@@ -520,10 +482,10 @@ void Model<T>::backward() {
   if (targets_ == nullptr) throw std::logic_error("backward needs a forward with targets");
 
   crossentropy_backward(dlogits_.data(), probs_.data(), targets_, N, V);
-  linear_backward(dln_.data(), false, g_.lm_head, classic ? g_.lm_head_b : nullptr, dlogits_.data(), lnf_.data(), w_.lm_head, N, d, V);
+  linear_backward(dln_.data(), false, g_.lm_head, classic ? g_.lm_head_bias : nullptr, dlogits_.data(), lnf_.data(), w_.lm_head, N, d, V);
   std::fill(dres_.begin(), dres_.begin() + static_cast<long>(N) * d, T(0));
   const T* xL = resid_.data() + static_cast<long>(L) * max_tokens_ * d;
-  if (classic) layernorm_backward(dres_.data(), g_.final_norm, g_.final_norm_b, dln_.data(), xL, w_.final_norm, lnf_mean_.data(), lnf_rstd_.data(), N, d);
+  if (classic) layernorm_backward(dres_.data(), g_.final_norm, g_.final_norm_bias, dln_.data(), xL, w_.final_norm, lnf_mean_.data(), lnf_rstd_.data(), N, d);
   else rmsnorm_backward(dres_.data(), g_.final_norm, dln_.data(), xL, w_.final_norm, lnf_rstd_.data(), N, d);
 
   const int qkv_dim = m.q_dim() + 2 * m.kv_dim();
@@ -536,12 +498,12 @@ void Model<T>::backward() {
     const T* x = resid_.data() + static_cast<long>(l) * max_tokens_ * d;
     // x_next = x_mid + moe(norm2(x_mid)): dres is d x_next
     moe_backward(l, N, dln_.data());
-    if (classic) layernorm_backward(dres_.data(), gw.ffn_norm, gw.ffn_norm_b, dln_.data(), a.xmid.data(), lw.ffn_norm, a.ln2_mean.data(), a.ln2_rstd.data(), N, d);
+    if (classic) layernorm_backward(dres_.data(), gw.ffn_norm, gw.ffn_norm_bias, dln_.data(), a.xmid.data(), lw.ffn_norm, a.ln2_mean.data(), a.ln2_rstd.data(), N, d);
     else rmsnorm_backward(dres_.data(), gw.ffn_norm, dln_.data(), a.xmid.data(), lw.ffn_norm, a.ln2_rstd.data(), N, d);
     // dres is now d x_mid; x_mid = x + dropout(Wo attention(norm1(x)))
 #pragma omp parallel for schedule(static)
     for (long i = 0; i < static_cast<long>(N) * d; ++i) dproj_[static_cast<size_t>(i)] = drop ? dres_[static_cast<size_t>(i)] * a.proj_mask[static_cast<size_t>(i)] : dres_[static_cast<size_t>(i)];
-    linear_backward(datt_.data(), false, gw.wo, classic ? gw.wo_b : nullptr, dproj_.data(), a.atty.data(), lw.wo, N, m.q_dim(), d);
+    linear_backward(datt_.data(), false, gw.wo, classic ? gw.wo_bias : nullptr, dproj_.data(), a.atty.data(), lw.wo, N, m.q_dim(), d);
     const T* q = a.qkv.data();
     T* dq = dqkv_.data();
     attention_backward(dq, dq + m.q_dim(), dq + m.q_dim() + m.kv_dim(), datt_.data(), a.att.data(),
@@ -552,23 +514,23 @@ void Model<T>::backward() {
     }
     // One product for wq|wk|wv (adjacent in both buffers).
     linear_backward(dln_.data(), false, gw.wq, static_cast<T*>(nullptr), dq, a.ln1.data(), lw.wq, N, d, qkv_dim);
-    if (classic) layernorm_backward(dres_.data(), gw.attn_norm, gw.attn_norm_b, dln_.data(), x, lw.attn_norm, a.ln1_mean.data(), a.ln1_rstd.data(), N, d);
+    if (classic) layernorm_backward(dres_.data(), gw.attn_norm, gw.attn_norm_bias, dln_.data(), x, lw.attn_norm, a.ln1_mean.data(), a.ln1_rstd.data(), N, d);
     else rmsnorm_backward(dres_.data(), gw.attn_norm, dln_.data(), x, lw.attn_norm, a.ln1_rstd.data(), N, d);
   }
 
   // Embeddings: token rows accumulate (a token may appear many times), positions sum over the batch.
-  std::fill(g_.tok_emb, g_.tok_emb + static_cast<long>(V) * d, T(0));
+  std::fill(g_.token_embedding, g_.token_embedding + static_cast<long>(V) * d, T(0));
   for (int n = 0; n < N; ++n) {
-    T* row = g_.tok_emb + static_cast<long>(inputs_[n]) * d;
+    T* row = g_.token_embedding + static_cast<long>(inputs_[n]) * d;
     const T* g = dres_.data() + static_cast<long>(n) * d;
     for (int i = 0; i < d; ++i) row[i] += g[i];
   }
   if (classic) {
-    std::fill(g_.pos_emb, g_.pos_emb + static_cast<long>(m.max_context) * d, T(0));
+    std::fill(g_.position_embedding, g_.position_embedding + static_cast<long>(m.max_context) * d, T(0));
 #pragma omp parallel for schedule(static)
     for (int t = 0; t < T_len; ++t)
       for (int b = 0; b < B_; ++b)
-        for (int i = 0; i < d; ++i) g_.pos_emb[static_cast<long>(t) * d + i] += dres_[static_cast<size_t>((b * T_len + t) * d + i)];
+        for (int i = 0; i < d; ++i) g_.position_embedding[static_cast<long>(t) * d + i] += dres_[static_cast<size_t>((b * T_len + t) * d + i)];
   }
 }
 
@@ -733,7 +695,7 @@ void Model<T>::moe_backward(int l, int N, T* dln2) {
       for (int e = 0; e < E; ++e) drouter_[static_cast<size_t>(t * E + e)] += c * lse * std::exp(lg[e] - lse);
     }
   }
-  linear_backward(dln2, true, gw.router, classic ? gw.router_b : nullptr, drouter_.data(), a.ln2.data(), lw.router, N, d, E);
+  linear_backward(dln2, true, gw.router, classic ? gw.router_bias : nullptr, drouter_.data(), a.ln2.data(), lw.router, N, d, E);
   if (cfg_.router_noise) {
     if (a.noisy_forward) {
       linear_backward(dln2, true, gw.noise_w, gw.noise_b, dnoise_.data(), a.ln2.data(), lw.noise_w, N, d, E);

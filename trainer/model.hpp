@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "moe/model_layout.hpp"
+#include "moe/weight_slots.hpp"
 #include "trainer/train_config.hpp"
 
 namespace moe::train {
@@ -32,20 +33,16 @@ long parameter_count(const std::vector<ParamInfo>& table);
 long decayed_prefix(const std::vector<ParamInfo>& table, bool decay_everything);
 
 template <class T>
-struct ExpertWeights {
-  T *w1 = nullptr, *b1 = nullptr, *w2 = nullptr, *b2 = nullptr, *w3 = nullptr;
-};
+using ExpertWeights = ExpertSlots<T*, T*>;
 template <class T>
-struct LayerWeights {
-  T *attn_norm = nullptr, *attn_norm_b = nullptr, *wq = nullptr, *wk = nullptr, *wv = nullptr, *wo = nullptr, *wo_b = nullptr;
-  T *ffn_norm = nullptr, *ffn_norm_b = nullptr, *router = nullptr, *router_b = nullptr, *noise_w = nullptr, *noise_b = nullptr;
+struct LayerWeights : LayerSlots<T*, T*> {
+  T *noise_w = nullptr, *noise_b = nullptr;  // the router's noise Linear (noisy gating): training only
   std::vector<ExpertWeights<T>> experts;
 };
 // Named pointers into a flat buffer laid out by parameter_table (used for the
 // parameters and, with the same layout, for their gradients).
 template <class T>
-struct Weights {
-  T *tok_emb = nullptr, *pos_emb = nullptr, *final_norm = nullptr, *final_norm_b = nullptr, *lm_head = nullptr, *lm_head_b = nullptr;
+struct Weights : GlobalSlots<T*, T*> {
   std::vector<LayerWeights<T>> layers;
   void bind(T* base, const std::vector<ParamInfo>& table, const ModelConfig& c);
 };

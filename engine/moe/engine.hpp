@@ -43,6 +43,7 @@
 #include "moe/model_file.hpp"
 #include "moe/model_layout.hpp"
 #include "moe/tensor.hpp"
+#include "moe/weight_slots.hpp"
 #include "moe/workers.hpp"
 
 namespace moe {
@@ -159,71 +160,23 @@ class Engine {
   static constexpr int kRopeHalf = kClassic ? 1 : HD / 2;  // arrays of unused parts keep one element
   static constexpr int kUpRows = C.gated_experts() ? F : 1;
 
-  struct ExpertWeights {
-    Matrix w1, w2, w3;  // llama: w1 gate, w3 up, w2 down; classic: w1 up, w2 down
-    Vector b1, b2;      // classic only
-  };
-  struct LayerWeights {
-    Vector attn_norm, attn_norm_bias;
-    Matrix wq, wk, wv, wo;
-    Vector wo_bias;
-    Vector ffn_norm, ffn_norm_bias;
-    Matrix router;
-    Vector router_bias;
+  using ExpertWeights = ExpertSlots<Matrix, Vector>;
+  struct LayerWeights : LayerSlots<Matrix, Vector> {
     ExpertWeights experts[E];
   };
-  struct Weights {
-    Matrix token_embedding, position_embedding;
+  struct Weights : GlobalSlots<Matrix, Vector> {
     LayerWeights layers[L];
-    Vector final_norm, final_norm_bias;
-    Matrix lm_head;
-    Vector lm_head_bias;
   };
 
   // File tensors in canonical order -> views. ModelFile::open checked every one.
   void bind(const ModelFile& file) {
-    int i = 0;
+    int at = 0;
     for_each_tensor_spec(C, [&](const TensorSpec& s) {
-      const int at = i++;
-      if (s.layer < 0) {
-        switch (s.role) {
-          case TensorRole::token_embedding: w_.token_embedding = file.matrix(at); break;
-          case TensorRole::position_embedding: w_.position_embedding = file.matrix(at); break;
-          case TensorRole::final_norm: w_.final_norm = file.vector(at); break;
-          case TensorRole::final_norm_bias: w_.final_norm_bias = file.vector(at); break;
-          case TensorRole::lm_head: w_.lm_head = file.matrix(at); break;
-          case TensorRole::lm_head_bias: w_.lm_head_bias = file.vector(at); break;
-          default: break;
-        }
-        return;
-      }
-      LayerWeights& lw = w_.layers[s.layer];
-      if (s.expert >= 0) {
-        ExpertWeights& ew = lw.experts[s.expert];
-        switch (s.role) {
-          case TensorRole::expert_w1: ew.w1 = file.matrix(at); break;
-          case TensorRole::expert_b1: ew.b1 = file.vector(at); break;
-          case TensorRole::expert_w2: ew.w2 = file.matrix(at); break;
-          case TensorRole::expert_b2: ew.b2 = file.vector(at); break;
-          case TensorRole::expert_w3: ew.w3 = file.matrix(at); break;
-          default: break;
-        }
-        return;
-      }
-      switch (s.role) {
-        case TensorRole::attn_norm: lw.attn_norm = file.vector(at); break;
-        case TensorRole::attn_norm_bias: lw.attn_norm_bias = file.vector(at); break;
-        case TensorRole::wq: lw.wq = file.matrix(at); break;
-        case TensorRole::wk: lw.wk = file.matrix(at); break;
-        case TensorRole::wv: lw.wv = file.matrix(at); break;
-        case TensorRole::wo: lw.wo = file.matrix(at); break;
-        case TensorRole::wo_bias: lw.wo_bias = file.vector(at); break;
-        case TensorRole::ffn_norm: lw.ffn_norm = file.vector(at); break;
-        case TensorRole::ffn_norm_bias: lw.ffn_norm_bias = file.vector(at); break;
-        case TensorRole::router: lw.router = file.matrix(at); break;
-        case TensorRole::router_bias: lw.router_bias = file.vector(at); break;
-        default: break;
-      }
+      with_weight_slot(w_, s, [&](auto& slot) {
+        if constexpr (std::is_same_v<std::remove_reference_t<decltype(slot)>, Matrix>) slot = file.matrix(at);
+        else slot = file.vector(at);
+      });
+      ++at;
     });
   }
 
