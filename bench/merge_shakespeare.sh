@@ -95,5 +95,5 @@ cmake -S "$root" -B "$root/build/merge" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMO
 cmake --build "$root/build/merge" --target moe_infer
 for m in merged-*.moe; do
   echo "== $m"
-  "$root/build/merge/engine/moe_infer" -m "$m" -p "ROMEO:" -n 120 -s 1
+  "$root/build/merge/tools/moe_infer" -m "$m" -p "ROMEO:" -n 120 -s 1
 done | tee generations.txt

@@ -8,7 +8,7 @@
 #include "moe/crc32c.hpp"
 #include "moe/model_file.hpp"
 #include "moe_model_generated.h"
-#include "tools/grouped.hpp"
+#include "tools/number_format.hpp"
 
 #ifndef MOE_VERSION
 #define MOE_VERSION "dev"

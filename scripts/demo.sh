@@ -17,4 +17,4 @@ cmake --build --preset release --target moe_train moe_convert moe_infer
 echo
 ./build/release/converter/moe_convert out/shakespeare -o out/shakespeare.moe --experts int8
 echo
-./build/release/engine/moe_infer --model out/shakespeare.moe --prompt "$prompt" -n 200 --temp 0.8 --top-p 0.9 --seed 1
+./build/release/tools/moe_infer --model out/shakespeare.moe --prompt "$prompt" -n 200 --temp 0.8 --top-p 0.9 --seed 1

@@ -30,7 +30,7 @@ done
 for preset in "${presets[@]}"; do
   echo "== $preset"
   case "$preset" in cortex-*)  # the firmware's model is converted by the host build
-    [ -x build/release/engine/moe_infer ] || { cmake --preset release >/dev/null && cmake --build --preset release --target moe_convert moe_infer; } ;;
+    [ -x build/release/tools/moe_infer ] || { cmake --preset release >/dev/null && cmake --build --preset release --target moe_convert moe_infer; } ;;
   esac
   cmake --preset "$preset" -DMOE_WERROR=ON >/dev/null
   cmake --build --preset "$preset"

@@ -4,7 +4,7 @@
 
 #include <CLI/CLI.hpp>
 
-#include "tools/grouped.hpp"
+#include "tools/number_format.hpp"
 
 namespace moe::tools {
 

@@ -20,7 +20,7 @@
 #include "platform/thread_pool.hpp"
 #include "tools/bench.hpp"
 #include "tools/arg_parser.hpp"
-#include "tools/grouped.hpp"
+#include "tools/number_format.hpp"
 #include "tools/compiled_models.hpp"
 
 namespace {
