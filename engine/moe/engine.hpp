@@ -44,7 +44,7 @@
 #include "moe/model_layout.hpp"
 #include "moe/tensor.hpp"
 #include "moe/weight_slots.hpp"
-#include "moe/workers.hpp"
+#include "moe/work_split.hpp"
 
 namespace moe {
 
@@ -92,10 +92,7 @@ class Engine {
   // of them); Workers{} returns to one core. Results do not change: every output row is
   // computed the same way by whichever thread owns it. The default threshold keeps
   // products too small to repay the hand-over (about a microsecond) on one core.
-  void set_workers(const Workers& w, long min_macs_per_worker = 16384) {
-    workers_ = w;
-    min_macs_per_worker_ = min_macs_per_worker;
-  }
+  void set_workers(const Workers& w, long min_macs_per_worker = 16384) { split_ = WorkSplit{w, min_macs_per_worker}; }
 
   // Where the target multiplies int8 by int8 (kInt8Dot), int8 matrices quantize their
   // input to int8 (the default: faster, judged by held-out loss like the weights'
@@ -230,86 +227,11 @@ class Engine {
     }
   }
 
-  // The input of one or more weight products: x [n, cols]. Where the target multiplies
-  // int8 by int8, it is quantized once (into the products' act_q) for every eligible
-  // int8 matrix that reads it.
-  struct Input {
-    const float* x;
-    int n, cols;
-    bool quantized = false;
-  };
-
-  // Up to three products that read one input (q, k and v; an expert's gate and up),
-  // run as one task: with workers, each takes its share of every matrix's rows (ranges
-  // of whole SIMD blocks), so one hand-over serves all of them. `swiglu`: outputs 0 and
-  // 1 are an expert's gate and up, and each worker finishes its own rows with
-  // silu(gate) * up while they are in cache (the fused SwiGLU).
-  struct Products {
-    Input* in;
-    int count;
-    const Matrix* m[3];
-    float* y[3];
-    bool q8[3];
-    bool swiglu;
-    int8_t* act_q;     // where the input is quantized (kInt8Dot): the engine's scratch,
-    float* act_scale;  // or an expert slot's when experts run side by side
-  };
-
-  // Every weight product of the engine goes through here. On targets with integer dot
-  // products (kInt8Dot) eligible int8 matrices multiply quantized activations; otherwise
-  // int8/f16 weights are widened to f32. Products too small to repay a hand-over (about
-  // a microsecond; min_macs_per_worker_) stay on the calling core.
-  void run_products(Products& p, bool may_split = true) {
-    Input& in = *p.in;
-    long macs = 0;
-    for (int i = 0; i < p.count; ++i) {
-      p.q8[i] = false;
-      if constexpr (kernels::kInt8Dot && !std::is_same_v<K, kernels::Scalar>) {
-        if (int8_activations_ && kernels::q8_eligible(*p.m[i])) {
-          if (!in.quantized) kernels::quantize_activations(K{}, in.x, in.n, in.cols, p.act_q, p.act_scale);
-          in.quantized = true;
-          p.q8[i] = true;
-        }
-      }
-      macs += static_cast<long>(p.m[i]->rows) * p.m[i]->cols * in.n;
-    }
-    if (may_split) share(&Engine::products_part, &p, macs);
-    else products_part(&p, 0, 1);
-  }
-
-  // Runs task over the workers when the work (multiply-adds) repays a hand-over per
-  // worker, else on this core as its only part.
-  void share(Workers::Task task, void* ctx, long macs) {
-    if (workers_.parts > 1 && macs >= min_macs_per_worker_ * workers_.parts) workers_.run(workers_.pool, task, ctx);
-    else task(ctx, 0, 1);
-  }
-
-  [[gnu::noinline]] static void products_part(void* ctx, int part, int parts) {
-    const Products& p = *static_cast<const Products*>(ctx);
-    constexpr int kRowBlock = 16;  // a multiple of every target's float lanes
-    int r0 = 0, r1 = 0;
-    for (int i = 0; i < p.count; ++i) {
-      const Matrix& m = *p.m[i];
-      const int blocks = (m.rows + kRowBlock - 1) / kRowBlock;
-      r0 = blocks * part / parts * kRowBlock;
-      r1 = part + 1 == parts ? m.rows : blocks * (part + 1) / parts * kRowBlock;
-      if (r0 >= r1) continue;
-      if (p.q8[i]) kernels::linear_q8(K{}, m, p.act_q, p.act_scale, p.in->n, p.y[i], r0, r1);
-      else kernels::linear(K{}, m, p.in->x, p.in->n, p.y[i], r0, r1);
-    }
-    if (p.swiglu && r0 < r1) {  // gate and up have the same rows, so the same share
-      for (int t = 0; t < p.in->n; ++t)
-        kernels::silu_mul(K{}, p.y[0] + static_cast<long>(t) * F + r0, p.y[1] + static_cast<long>(t) * F + r0, r1 - r0);
-    }
-  }
-
-  void linear(const Matrix& m, Input& in, float* y) {
+  void run_products(Products& p, bool may_split = true) { moe::run_products<K>(split_, p, int8_activations_, may_split); }
+  void linear(const Matrix& m, const float* x, int n, float* y) {
+    ProductInput in{x, n, m.cols};
     Products p{&in, 1, {&m}, {y}, {}, false, act_q_, act_scale_};
     run_products(p);
-  }
-  void linear(const Matrix& m, const float* x, int n, float* y) {
-    Input in{x, n, m.cols};
-    linear(m, in, y);
   }
 
   void norm(const Vector& w, const Vector& b, const float* in, float* out) const {
@@ -323,7 +245,7 @@ class Engine {
     // The chunk's keys wait in attn_ (QD >= KVD; the heads write it later), its values
     // in new_values_, until they go to the cache.
     float* const new_keys = attn_[0];  // n rows of KVD floats: a product's output is row-major
-    Input in{xn_[0], n, D};
+    ProductInput in{xn_[0], n, D};
     Products qkv{&in, 3, {&lw.wq, &lw.wk, &lw.wv}, {q_[0], new_keys, new_values_[0]}, {}, false, act_q_, act_scale_};
     run_products(qkv);
     // Each kv head's positions are contiguous in the cache: attention walks one stream per
@@ -341,7 +263,7 @@ class Engine {
     }
     // Heads are independent: with workers, each takes a share of them.
     Heads heads{this, l, p0, n};
-    share(&Engine::heads_part, &heads, 2L * H * HD * n * (p0 + n));
+    split_.share(&Engine::heads_part, &heads, 2L * H * HD * n * (p0 + n));
     linear(lw.wo, attn_[0], n, delta_[0]);
     for (int t = 0; t < n; ++t) {
       if constexpr (kClassic) kernels::add(delta_[t], lw.wo_bias.data, D);
@@ -404,7 +326,7 @@ class Engine {
       SideBySide task{this, &lw, {}, 0};
       for (int e = 0; e < E; ++e)
         if (expert_count_[e] > 0) task.active[task.count++] = e;
-      workers_.run(workers_.pool, &Engine::experts_part, &task);
+      split_.workers.run(split_.workers.pool, &Engine::experts_part, &task);
       for (int j = 0; j < task.count; ++j) kernels::axpy(delta_[0], expert_gate_[task.active[j]][0], slot_out_[j], D);
     } else {
       for (int e = 0; e < E; ++e) {
@@ -421,7 +343,7 @@ class Engine {
   // An expert of mixtral-tiny-a's size (3 x 64 x 128) measured slower side by side than
   // on one core: each expert must be worth several hand-overs.
   bool experts_side_by_side() const {
-    return workers_.parts > 1 && TOPK % workers_.parts == 0 && 3L * D * F >= 8 * min_macs_per_worker_;
+    return split_.workers.parts > 1 && TOPK % split_.workers.parts == 0 && 3L * D * F >= 8 * split_.min_macs_per_worker;
   }
   struct SideBySide {
     Engine* engine;
@@ -441,7 +363,7 @@ class Engine {
   // be split across the workers.
   void expert_ffn(const ExpertWeights& ew, const float* in_rows, int m, float* hidden, float* up, float* out, int8_t* act_q,
                   float* act_scale, bool may_split) {
-    Input in{in_rows, m, D};
+    ProductInput in{in_rows, m, D};
     if constexpr (kClassic) {
       Products up_proj{&in, 1, {&ew.w1}, {hidden}, {}, false, act_q, act_scale};
       run_products(up_proj, may_split);
@@ -450,7 +372,7 @@ class Engine {
       Products gate_up{&in, 2, {&ew.w1, &ew.w3}, {hidden, up}, {}, true, act_q, act_scale};
       run_products(gate_up, may_split);
     }
-    Input mid{hidden, m, F};
+    ProductInput mid{hidden, m, F};
     Products down{&mid, 1, {&ew.w2}, {out}, {}, false, act_q, act_scale};
     run_products(down, may_split);
     if constexpr (kClassic)
@@ -470,8 +392,7 @@ class Engine {
   ModelConstants rt_{};
   float attention_factor_ = 1.f;  // from rt_.attention_scale
   bool loaded_ = false;
-  Workers workers_{};
-  long min_macs_per_worker_ = 0;
+  WorkSplit split_{};
   bool int8_activations_ = true;
   int pos_ = 0;                       // tokens in the cache
   int32_t window_[T] = {};            // those tokens (the classic family re-encodes them)
