@@ -141,7 +141,7 @@ void decode_from_memory(benchmark::State& state, DType dtype, bool q8) {
         else kernels::linear(kernels::Simd{}, m, x.data(), 1, y.data());
       } else {
         for (int r = 0; r + W <= rows; r += W) {
-#if defined(__AVX2__) && !defined(__ARM_FEATURE_DOTPROD)
+#if MOE_Q8_X86
           if (q8) {
             kernels::simd::q8_one_token_blocks<1>(m, q.data(), qs.data(), kernels::simd::row_offset_q8(q.data(), qs.data(), cols), &r, y.data());
             continue;
@@ -166,7 +166,7 @@ void decode_from_memory(benchmark::State& state, DType dtype, bool q8) {
 // (1408x512, 512x1408) and bench-s expert in int8, through the int8 x int8 kernel on x86.
 void BM_decode_from_memory_f32(benchmark::State& s) { decode_from_memory(s, DType::f32, false); }
 void BM_decode_from_memory_f16(benchmark::State& s) { decode_from_memory(s, DType::f16, false); }
-#if defined(__AVX2__) && !defined(__ARM_FEATURE_DOTPROD)
+#if MOE_Q8_X86
 constexpr bool kX86Q8 = kernels::kInt8Dot;  // the int8 x int8 kernel with the two-stream order
 #else
 constexpr bool kX86Q8 = false;  // elsewhere int8 weights are compared through the widening kernel

@@ -1,0 +1,120 @@
+// int8 x int8 products on x86 (AVX2 and up): the parts both instruction sets share,
+// and the row kernels of the one this build targets (linear_q8_avx512.hpp with AVX-512
+// VNNI, else linear_q8_avx2.hpp). The x86 kernel keeps 8 lanes per block in float, so
+// it agrees with the scalar reference to rounding (the integer parts are exact).
+#pragma once
+
+namespace moe::kernels::simd {
+
+// The 32 products of one block, summed in pairs of 4 into 8 int32 lanes. The x86
+// instructions multiply unsigned by signed bytes, so |w| meets x with w's sign moved
+// onto it: exact, since |x| <= 127 (quantize_activations) and |w| <= 128 keep even
+// vpmaddubsw's int16 pair sums in range (2 * 128 * 127 = 32512).
+inline __m256i block_lanes_q8(const int8_t* w, const int8_t* x) {
+  const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
+  const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x));
+  const __m256i u = _mm256_abs_epi8(wv), s = _mm256_sign_epi8(xv, wv);
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+  return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
+#elif defined(__AVXVNNI__)
+  return _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), u, s);
+#else
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+#endif
+}
+
+inline int32_t hsum(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+  return _mm_cvtsi128_si32(s);
+}
+
+}  // namespace moe::kernels::simd
+
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512DQ__)
+#include "moe/kernels/linear_q8_avx512.hpp"
+#else
+#include "moe/kernels/linear_q8_avx2.hpp"
+#endif
+
+namespace moe::kernels {
+
+inline int32_t block_dot_q8(Simd, const int8_t* w, const int8_t* x) { return simd::hsum(simd::block_lanes_q8(w, x)); }
+
+// Quantizing: the same operations as the scalar reference (one multiply, round half to
+// even), so the same bytes; AVX-512F, VNNI or not, does 32 columns per step.
+inline void quantize_activations(Simd, const float* x, int n, int cols, int8_t* q, float* scales) {
+#if defined(__AVX512F__)
+  const int blocks = cols / kActBlock;
+  for (int t = 0; t < n; ++t)
+    for (int b = 0; b < blocks; ++b) {
+      const long at = static_cast<long>(t) * cols + b * kActBlock;
+      const __m512 lo = _mm512_loadu_ps(x + at), hi = _mm512_loadu_ps(x + at + 16);
+      const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(lo), _mm512_abs_ps(hi)));
+      const __m512 inv = _mm512_set1_ps(amax > 0.f ? 127.f / amax : 0.f);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(q + at), _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(lo, inv))));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(q + at + 16), _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(hi, inv))));
+      scales[t * blocks + b] = amax / 127.f;
+    }
+#else
+  quantize_activations(Scalar{}, x, n, cols, q, scales);
+#endif
+}
+
+namespace simd {
+
+// Decode: the W rows of each of R blocks, finished by one haddp per block. `offset`:
+// row_offset_q8 of this token.
+template <int R>
+inline void q8_one_token_blocks(const Matrix& m, const int8_t* xq, const float* xs, float offset, const int* block_rows, float* y) {
+  fbatch sums[R][W];
+  for (int j = 0; j < W; ++j) {
+    const int8_t* rows[R];
+    fbatch out[R];
+    for (int b = 0; b < R; ++b) rows[b] = m.i8() + static_cast<long>(block_rows[b] + j) * m.cols;
+    row_dots_q8<R>(rows, xq, xs, m.cols, out);
+    for (int b = 0; b < R; ++b) sums[b][j] = out[b];
+  }
+  for (int b = 0; b < R; ++b)
+    ((hadd_rows(sums[b]) - fbatch(offset)) * fbatch::load_unaligned(m.scales + block_rows[b])).store_unaligned(y + block_rows[b]);
+}
+
+// Decode, rows [r0, end) in whole blocks of W, as two memory streams (stream_blocks):
+// four measured 0.83-1.02x of two on bench-m end to end, though 1.03-1.08x in
+// kernel_ab.sh's heap buffers (bench/README.md).
+inline void q8_one_token_streams(const Matrix& m, const int8_t* xq, const float* xs, int r0, int end, float* y) {
+  const float offset = row_offset_q8(xq, xs, m.cols);
+  stream_blocks<2>(r0, end, [&](auto blocks, const int* first_rows) { q8_one_token_blocks<decltype(blocks)::value>(m, xq, xs, offset, first_rows, y); });
+}
+
+// One scale per row (the converter's default): rows [r0, r1) in whole blocks of W, their
+// W sums finished by one haddp. Decode reads the rows as two streams (stream_blocks);
+// prefill has each row block meet every token while it is in L1. Returns the first row
+// it left to the reference (the rows after the last whole block), or r0 with groups.
+inline int linear_q8_blocks(const Matrix& m, const int8_t* xq, const float* xs, int n_tokens, float* y, int r0, int r1) {
+  if (m.group_size != m.cols) return r0;
+  const int blocks = m.cols / kActBlock, end = r0 + whole(r1 - r0, W);
+  if (n_tokens == 1) {
+    q8_one_token_streams(m, xq, xs, r0, end, y);
+    return end;
+  }
+  // Prefill, up to 64 tokens at a time (the offsets' room): each row block meets
+  // every token while it is in L1.
+  constexpr int kTokens = 64;
+  for (int t0 = 0; t0 < n_tokens; t0 += kTokens) {
+    const int t1 = n_tokens - t0 < kTokens ? n_tokens : t0 + kTokens;
+    float offsets[kTokens];
+    for (int t = t0; t < t1; ++t) offsets[t - t0] = row_offset_q8(xq + static_cast<long>(t) * m.cols, xs + static_cast<long>(t) * blocks, m.cols);
+    for (int r = r0; r < end; r += W) {
+      int t = q8_token_groups(m, xq, xs, offsets, r, t0, t1, y);  // what the ISA takes in groups
+      for (; t < t1; ++t)
+        q8_one_token_blocks<1>(m, xq + static_cast<long>(t) * m.cols, xs + static_cast<long>(t) * blocks, offsets[t - t0], &r,
+                               y + static_cast<long>(t) * m.rows);
+    }
+  }
+  return end;
+}
+
+}  // namespace simd
+}  // namespace moe::kernels
