@@ -17,9 +17,8 @@ struct QuantRecipe {
   DType experts = DType::i8;
   DType attention = DType::f16;
   DType embeddings = DType::f16;
-  // int8 columns per scale; 0: one scale per row. Measured (bench/quant_accuracy,
-  // bench_kernels): per row decodes ~1.4x faster than groups of 32 on AVX-512 at equal
-  // held-out loss, so it is the default.
+  // int8 columns per scale; 0: one scale per row, the default: it decodes faster than
+  // groups of 32 at equal held-out loss (bench/README.md, "Design decisions").
   int group_size = 0;
 
   DType dtype_for(TensorClass c) const;

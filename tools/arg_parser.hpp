@@ -1,6 +1,6 @@
 // moe_infer's command line, without CLI11. moe_infer is the one tool that ships to
-// boards, and CLI11 was 248 KB of a 433 KB one-config build (the performance issue's
-// target is 200 KB); the host tools (moe_convert, moe_train, moe_merge) keep CLI11.
+// boards, and CLI11 was over half of its binary (bench/README.md, "Binary size"); the
+// host tools (moe_convert, moe_train, moe_merge) keep CLI11.
 // Each option is declared once, with its help text; --help prints the table.
 //   ArgParser args("moe_infer", "generate from a .moe model");
 //   args.option("-m,--model", o.model, "model file");

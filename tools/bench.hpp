@@ -39,8 +39,8 @@ inline double active_weight_bytes_per_token(const ModelFile& file) {
 }
 
 // Read bandwidth of the pool's cores: each thread sums its share of a buffer far larger
-// than the caches as four far-apart streams (one sequential stream reads ~20% less on
-// the machine in bench/README.md); best of `reps` passes (bytes per second).
+// than the caches as four far-apart streams (one sequential stream reads less: bench/
+// README.md); best of `reps` passes (bytes per second).
 inline double read_bandwidth_probe(platform::ThreadPool& pool, size_t bytes = size_t{512} << 20, int reps = 5) {
   struct Probe {
     const float* buf;

@@ -26,8 +26,8 @@
 namespace {
 // moe_infer runs where memory is plentiful: prefill chunks of 64 tokens read each
 // weight once per 64 prompt tokens instead of once per 16 (the engine's default, sized
-// for microcontrollers), for 4x the activation scratch (~1.8 MB for bench-m).
-// Measured: bench-m int8 pp64 +13% (bench/README.md).
+// for microcontrollers), for 4x the activation scratch (bench/README.md, "Design
+// decisions").
 constexpr int host_prefill_chunk(const moe::ModelConfig& c) { return c.max_context < 64 ? c.max_context : 64; }
 
 struct Options {

@@ -340,8 +340,8 @@ class Engine {
     for (int t = 0; t < n; ++t) kernels::add(x_[t], delta_[t], D);
   }
 
-  // An expert of mixtral-tiny-a's size (3 x 64 x 128) measured slower side by side than
-  // on one core: each expert must be worth several hand-overs.
+  // Each expert must be worth several hand-overs: small ones run faster on one core
+  // (bench/README.md, "Design decisions").
   bool experts_side_by_side() const {
     return split_.workers.parts > 1 && TOPK % split_.workers.parts == 0 && 3L * D * F >= 8 * split_.min_macs_per_worker;
   }

@@ -13,8 +13,8 @@ namespace moe::platform {
 
 namespace {
 // Waiting, in three steps: pause instructions (tens of microseconds: the next product
-// is usually that close; 256 pauses instead of 2048 measured ~5% slower 2-thread decode,
-// the worker entering sched_yield between products), then yielding the core (when
+// is usually that close; fewer pauses let the worker reach sched_yield between
+// products: bench/README.md, "Design decisions"), then yielding the core (when
 // there are more threads than cores, a spinning thread would hold up the one doing the
 // work), then sleeping in the kernel.
 constexpr int kPauses = 2048;

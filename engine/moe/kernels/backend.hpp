@@ -39,7 +39,7 @@
 #endif
 
 // Fully unrolls a loop over a template's small constant count (rows or accumulators
-// kept in registers): without it GCC -O2 keeps such arrays in memory (measured 0.6x).
+// kept in registers): without it GCC -O2 keeps such arrays in memory.
 #define MOE_UNROLL _Pragma("GCC unroll 8")
 
 namespace moe::kernels {
@@ -120,7 +120,7 @@ inline fbatch load(const uint16_t* p) {
 
 // Lane j = the horizontal sum of rows[j]: W rows reduced together, halving their count
 // at each step. On AVX-512 it is written here to be inlined: xsimd 8.1's haddp stayed an
-// out-of-line call (6-8% of tiny-a's decode in perf) and returns its lanes permuted.
+// out-of-line call and returns its lanes permuted.
 [[gnu::always_inline]] inline fbatch hadd_rows(const fbatch* rows) {
 #if defined(__AVX512F__)
   static_assert(W == 16, "AVX-512 build expects 16 float lanes");
@@ -150,9 +150,8 @@ inline fbatch load(const uint16_t* p) {
 
 // Decode reads rows [r0, end) (whole blocks of W) as S memory streams: block i of each of
 // S equal parts of the rows goes through the kernel together with block i of the others;
-// the blocks left over go the same way in pairs, then a lone one by itself. A single
-// stream of rows measured 1.1-1.35x slower end to end on this project's machine, and the
-// f32 kernel with AVX-512 gains again from four (linear.hpp; bench/README.md).
+// the blocks left over go the same way in pairs, then a lone one by itself: one stream
+// of rows leaves read bandwidth unused (bench/README.md, "Design decisions").
 // blocks(std::integral_constant<int, R>, const int* first_rows) runs R blocks at once.
 template <int S, class Blocks>
 inline void stream_blocks(int r0, int end, Blocks&& blocks) {

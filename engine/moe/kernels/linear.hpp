@@ -29,8 +29,7 @@ inline float dot_i8(Scalar, const int8_t* w, const float* scales, int group, con
 #if MOE_SIMD
 namespace simd {
 // Partial sums of w[r][i]*x[i] for R rows as batches; each row's n % W leftover products
-// go to its `tail`. Four accumulators per row hide FMA latency (1 -> 4 measured 2.7x on
-// AVX2). Every row gets the same operations in the same order whatever R is, so a row's
+// go to its `tail`. Four accumulators per row hide FMA latency. Every row gets the same operations in the same order whatever R is, so a row's
 // result does not depend on which rows it was read beside.
 template <int R, class T>
 [[gnu::always_inline]] inline void partial_dots(const T* const* w, const float* x, int n, fbatch* out, float* tail) {
@@ -152,10 +151,10 @@ inline void one_token_blocks(const Matrix& m, const T* w, const float* x, float*
   for (int b = 0; b < R; ++b) (hadd_rows(sums[b]) + fbatch::load_aligned(tails[b])).store_unaligned(y + block_rows[b]);
 }
 
-// f32 weights with AVX-512 as four streams: bench-s f32 decode 1.06-1.19x over two in
-// four end-to-end A/B runs (bench/README.md); the 32 registers hold four rows' 16
-// accumulators. Two elsewhere: f16 measured 0.95-1.02x (not worth the code), with 16
-// vector registers (AVX2, ARMv7) the accumulators would spill, and AArch64 is unmeasured.
+// f32 weights with AVX-512 as four streams: the 32 registers hold four rows' 16
+// accumulators. Two elsewhere: f16 did not gain enough to repay the code, with 16 vector
+// registers (AVX2, ARMv7) the accumulators would spill, and AArch64 is unmeasured
+// (bench/README.md, "Design decisions").
 template <class T>
 inline constexpr int kDecodeStreams =
 #if defined(__AVX512F__)

@@ -10,8 +10,8 @@ namespace moe::kernels::simd {
 // an unsigned byte, one instruction instead of block_lanes_q8's three per chunk and
 // token. Each lane then holds its dot product plus 128 * (its four x), exact in int32;
 // that offset depends on x alone, so once scaled it is one number per token and product
-// (row_offset_q8), taken from each row's sum at the end: the kernel 0.95-1.31x in cache,
-// the most on the largest matrices (bench/README.md).
+// (row_offset_q8), taken from each row's sum at the end (bench/README.md, "Design
+// decisions").
 inline __m512i offset_weights(const int8_t* w) { return _mm512_xor_si512(_mm512_loadu_si512(w), _mm512_set1_epi8(-128)); }
 
 // The 16 int32 lanes of one 64-column chunk, 128 * x included: two blocks at once.

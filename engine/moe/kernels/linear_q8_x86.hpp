@@ -80,9 +80,8 @@ inline void q8_one_token_blocks(const Matrix& m, const int8_t* xq, const float* 
     ((hadd_rows(sums[b]) - fbatch(offset)) * fbatch::load_unaligned(m.scales + block_rows[b])).store_unaligned(y + block_rows[b]);
 }
 
-// Decode, rows [r0, end) in whole blocks of W, as two memory streams (stream_blocks):
-// four measured 0.83-1.02x of two on bench-m end to end, though 1.03-1.08x in
-// kernel_ab.sh's heap buffers (bench/README.md).
+// Decode, rows [r0, end) in whole blocks of W, as two memory streams (stream_blocks;
+// why not four: bench/README.md, "Design decisions").
 inline void q8_one_token_streams(const Matrix& m, const int8_t* xq, const float* xs, int r0, int end, float* y) {
   const float offset = row_offset_q8(xq, xs, m.cols);
   stream_blocks<2>(r0, end, [&](auto blocks, const int* first_rows) { q8_one_token_blocks<decltype(blocks)::value>(m, xq, xs, offset, first_rows, y); });
