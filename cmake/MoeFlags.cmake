@@ -3,8 +3,7 @@
 #   moe_flags_nosan     the same without sanitizers (for the allocation-counting test,
 #                       which replaces malloc and cannot coexist with ASan's)
 
-# force_align: 64 in the schema needs this in every translation unit (FlatBuffers asserts otherwise).
-set(MOE_COMMON_DEFINITIONS FLATBUFFERS_MAX_ALIGNMENT=64 MOE_VERSION="${PROJECT_VERSION}")
+set(MOE_COMMON_DEFINITIONS MOE_VERSION="${PROJECT_VERSION}")  # FLATBUFFERS_MAX_ALIGNMENT: schema/CMakeLists.txt
 set(MOE_WARNINGS -Wall -Wextra)
 if(MOE_WERROR)
   list(APPEND MOE_WARNINGS -Werror)
