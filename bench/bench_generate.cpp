@@ -82,7 +82,7 @@ void prefill(benchmark::State& state, const char* fixture, DType experts) {
 #define MOE_DECODE(name, C, K, fixture, dtype, cap, n)                                                 \
   void BM_decode_##name(benchmark::State& s) { decode<C, kernels::K>(s, fixture, DType::dtype, cap); } \
   BENCHMARK(BM_decode_##name)->Arg(n)->Unit(benchmark::kMicrosecond);
-#define MOE_PREFILL(name, C, K, fixture, dtype, n)                                                 \
+#define MOE_PREFILL(name, C, K, fixture, dtype, n)                                                  \
   void BM_prefill_##name(benchmark::State& s) { prefill<C, kernels::K>(s, fixture, DType::dtype); } \
   BENCHMARK(BM_prefill_##name)->Arg(n)->Unit(benchmark::kMicrosecond);
 

@@ -42,13 +42,16 @@ struct Weights {
 // Weight bytes streamed and multiply-adds per second, for y = W x over `tokens` tokens.
 void linear_counters(benchmark::State& state, const Weights& w, int tokens) {
   const double n = static_cast<double>(state.iterations());
-  state.counters["weight_GB/s"] = benchmark::Counter(static_cast<double>(w.bytes()) * n / 1e9, benchmark::Counter::kIsRate);
-  state.counters["GFLOP/s"] = benchmark::Counter(2.0 * w.m.rows * w.m.cols * tokens * n / 1e9, benchmark::Counter::kIsRate);
+  state.counters["weight_GB/s"] =
+      benchmark::Counter(static_cast<double>(w.bytes()) * n / 1e9, benchmark::Counter::kIsRate);
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(2.0 * w.m.rows * w.m.cols * tokens * n / 1e9, benchmark::Counter::kIsRate);
 }
 
 template <class K>
 void linear(benchmark::State& state, DType dtype, int group) {
-  const int rows = static_cast<int>(state.range(0)), cols = static_cast<int>(state.range(1)), tokens = static_cast<int>(state.range(2));
+  const int rows = static_cast<int>(state.range(0)), cols = static_cast<int>(state.range(1)),
+            tokens = static_cast<int>(state.range(2));
   Weights w(rows, cols, dtype, group);
   std::vector<float> x(static_cast<size_t>(tokens) * cols, 0.5f), y(static_cast<size_t>(tokens) * rows);
   for (auto _ : state) {
@@ -63,7 +66,8 @@ void linear(benchmark::State& state, DType dtype, int group) {
 // activation quantization it pays per product included.
 template <class K>
 void linear_q8(benchmark::State& state, int group) {
-  const int rows = static_cast<int>(state.range(0)), cols = static_cast<int>(state.range(1)), tokens = static_cast<int>(state.range(2));
+  const int rows = static_cast<int>(state.range(0)), cols = static_cast<int>(state.range(1)),
+            tokens = static_cast<int>(state.range(2));
   Weights w(rows, cols, DType::i8, group);
   std::vector<float> x(static_cast<size_t>(tokens) * cols, 0.5f), y(static_cast<size_t>(tokens) * rows);
   std::vector<int8_t> q(x.size());
@@ -82,12 +86,20 @@ void linear_q8(benchmark::State& state, int group) {
 // bench-m expert (1408x512, 512x1408) and attention (512x512, 256x512); 1 token (decode)
 // and 16 (a prefill chunk).
 void shapes(benchmark::internal::Benchmark* b) {
-  for (auto rc : std::vector<std::pair<int, int>>{{128, 64}, {512, 128}, {128, 512}, {512, 256}, {256, 512}, {256, 256}, {128, 256},
-                                                  {1408, 512}, {512, 1408}, {512, 512}})
+  for (auto rc : std::vector<std::pair<int, int>>{{128, 64},
+                                                  {512, 128},
+                                                  {128, 512},
+                                                  {512, 256},
+                                                  {256, 512},
+                                                  {256, 256},
+                                                  {128, 256},
+                                                  {1408, 512},
+                                                  {512, 1408},
+                                                  {512, 512}})
     for (int tokens : {1, 16}) b->Args({rc.first, rc.second, tokens});
 }
 
-#define MOE_LINEAR_BENCH(K, name, dtype, group)                                                      \
+#define MOE_LINEAR_BENCH(K, name, dtype, group)                                                    \
   void BM_linear_##name##_##K(benchmark::State& s) { linear<kernels::K>(s, DType::dtype, group); } \
   BENCHMARK(BM_linear_##name##_##K)->Apply(shapes);
 
@@ -103,7 +115,7 @@ MOE_LINEAR_BENCH(Simd, i8_g32, i8, 32)
 MOE_LINEAR_BENCH(Simd, i8_g64, i8, 64)
 #endif
 
-#define MOE_LINEAR_Q8_BENCH(K, name, group)                                                      \
+#define MOE_LINEAR_Q8_BENCH(K, name, group)                                             \
   void BM_linear_##name##_##K(benchmark::State& s) { linear_q8<kernels::K>(s, group); } \
   BENCHMARK(BM_linear_##name##_##K)->Apply(shapes);
 
@@ -127,7 +139,8 @@ void decode_from_memory(benchmark::State& state, DType dtype, bool q8) {
   const size_t one = static_cast<size_t>(rows) * cols * dtype_bytes(dtype);
   std::vector<Weights> set;
   for (size_t total = 0; total < (size_t{256} << 20); total += one) set.emplace_back(rows, cols, dtype, 0);
-  std::vector<float> x(static_cast<size_t>(cols), 0.5f), y(static_cast<size_t>(rows)), qs(static_cast<size_t>(cols) / kernels::kActBlock + 1);
+  std::vector<float> x(static_cast<size_t>(cols), 0.5f), y(static_cast<size_t>(rows)),
+      qs(static_cast<size_t>(cols) / kernels::kActBlock + 1);
   std::vector<int8_t> q(static_cast<size_t>(cols));
   if (q8) kernels::quantize_activations(kernels::Simd{}, x.data(), 1, cols, q.data(), qs.data());
   double seconds[2] = {0, 0}, bytes[2] = {0, 0};
@@ -143,7 +156,8 @@ void decode_from_memory(benchmark::State& state, DType dtype, bool q8) {
         for (int r = 0; r + W <= rows; r += W) {
 #if MOE_Q8_X86
           if (q8) {
-            kernels::simd::q8_one_token_blocks<1>(m, q.data(), qs.data(), kernels::simd::row_offset_q8(q.data(), qs.data(), cols), &r, y.data());
+            kernels::simd::q8_one_token_blocks<1>(
+                m, q.data(), qs.data(), kernels::simd::row_offset_q8(q.data(), qs.data(), cols), &r, y.data());
             continue;
           }
 #endif
@@ -180,7 +194,8 @@ BENCHMARK(BM_decode_from_memory_i8)->Args({1408, 512})->Args({512, 1408})->Args(
 template <class K>
 void BM_attention(benchmark::State& state) {
   const int n_pos = static_cast<int>(state.range(0)), head_dim = static_cast<int>(state.range(1));
-  std::vector<float> keys(static_cast<size_t>(n_pos) * head_dim, 0.01f), values(keys.size(), 0.02f), q(static_cast<size_t>(head_dim), 0.1f);
+  std::vector<float> keys(static_cast<size_t>(n_pos) * head_dim, 0.01f), values(keys.size(), 0.02f),
+      q(static_cast<size_t>(head_dim), 0.1f);
   std::vector<float> scores(static_cast<size_t>(n_pos)), out(static_cast<size_t>(head_dim));
   for (auto _ : state) {
     kernels::attention(K{}, q.data(), keys.data(), values.data(), n_pos, head_dim, 0.125f, scores.data(), out.data());
@@ -188,9 +203,11 @@ void BM_attention(benchmark::State& state) {
   }
   state.SetItemsProcessed(state.iterations() * n_pos);
   // Keys and values of the head read once per call; a dot product and an axpy per position.
-  state.counters["kv_GB/s"] = benchmark::Counter(2.0 * n_pos * head_dim * sizeof(float) * static_cast<double>(state.iterations()) / 1e9,
+  state.counters["kv_GB/s"] =
+      benchmark::Counter(2.0 * n_pos * head_dim * sizeof(float) * static_cast<double>(state.iterations()) / 1e9,
+                         benchmark::Counter::kIsRate);
+  state.counters["GFLOP/s"] = benchmark::Counter(4.0 * n_pos * head_dim * static_cast<double>(state.iterations()) / 1e9,
                                                  benchmark::Counter::kIsRate);
-  state.counters["GFLOP/s"] = benchmark::Counter(4.0 * n_pos * head_dim * static_cast<double>(state.iterations()) / 1e9, benchmark::Counter::kIsRate);
 }
 BENCHMARK(BM_attention<kernels::Scalar>)->ArgsProduct({{32, 100, 128, 1024}, {16, 32, 64}});
 #if MOE_SIMD
@@ -222,7 +239,8 @@ BENCHMARK(BM_router_topk<kernels::Simd>)->ArgsProduct({{4, 8, 64}, {1, 2, 8}});
 // Run with --benchmark_filter=fma_peak; threads 2 gives the two-core figure.
 void BM_fma_peak(benchmark::State& state) {
   using kernels::simd::fbatch;
-  fbatch a0(1.f), a1(1.1f), a2(1.2f), a3(1.3f), a4(1.4f), a5(1.5f), a6(1.6f), a7(1.7f), a8(1.8f), a9(1.9f), a10(2.f), a11(2.1f);
+  fbatch a0(1.f), a1(1.1f), a2(1.2f), a3(1.3f), a4(1.4f), a5(1.5f), a6(1.6f), a7(1.7f), a8(1.8f), a9(1.9f), a10(2.f),
+      a11(2.1f);
   const fbatch b(0.999999f), c(1e-7f);
   constexpr int kInner = 1000;
   for (auto _ : state) {
@@ -233,8 +251,8 @@ void BM_fma_peak(benchmark::State& state) {
     }
   }
   benchmark::DoNotOptimize(a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7 + a8 + a9 + a10 + a11);
-  state.counters["GFLOP/s"] = benchmark::Counter(24.0 * kernels::simd::W * kInner * static_cast<double>(state.iterations()) / 1e9,
-                                                 benchmark::Counter::kIsRate);
+  state.counters["GFLOP/s"] = benchmark::Counter(
+      24.0 * kernels::simd::W * kInner * static_cast<double>(state.iterations()) / 1e9, benchmark::Counter::kIsRate);
 }
 BENCHMARK(BM_fma_peak)->Threads(1)->Threads(2)->UseRealTime();
 #endif

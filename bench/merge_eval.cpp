@@ -122,7 +122,8 @@ int main(int argc, char** argv) {
       for (const auto& [tname, body] : text_bodies) {
         results.push_back(evaluate(model, ck, body, 16));
         if (results.back().skipped > 0)
-          std::fprintf(stderr, "merge_eval: %s: %ld characters of %s are not in the vocabulary (skipped)\n", name.c_str(), results.back().skipped, tname.c_str());
+          std::fprintf(stderr, "merge_eval: %s: %ld characters of %s are not in the vocabulary (skipped)\n",
+                       name.c_str(), results.back().skipped, tname.c_str());
         std::printf(" %.4f |", results.back().loss);
         mean += results.back().loss / static_cast<double>(text_bodies.size());
       }

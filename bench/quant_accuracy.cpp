@@ -67,7 +67,8 @@ void sweep(const std::string& dir, int loss_windows) {
     std::stringstream ss;
     ss << in.rdbuf();
     const std::string text = ss.str();
-    val = tools::encode_lenient(ref.file.tokenizer(), text.substr(static_cast<size_t>(0.9 * static_cast<double>(text.size()))));
+    val = tools::encode_lenient(ref.file.tokenizer(),
+                                text.substr(static_cast<size_t>(0.9 * static_cast<double>(text.size()))));
   }
   for (const Recipe& r : kRecipes) {
     Loaded q(dir, r);

@@ -51,7 +51,8 @@ void AtomicFile::write(const void* data, size_t n) {
 
 void AtomicFile::commit() {
   if (fsync(fd_) != 0)
-    throw InputError("cannot write '" + dest_.string() + "': fsync failed: " + errno_text(errno) + " (nothing was replaced)");
+    throw InputError("cannot write '" + dest_.string() + "': fsync failed: " + errno_text(errno) +
+                     " (nothing was replaced)");
   if (close(fd_) != 0) {
     fd_ = -1;
     throw InputError("cannot write '" + dest_.string() + "': " + errno_text(errno) + " (nothing was replaced)");

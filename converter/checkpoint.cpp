@@ -39,7 +39,8 @@ int int_field(const json& cfg, const char* key, const std::filesystem::path& fil
 
 float float_field(const json& cfg, const char* key, const std::filesystem::path& file, float fallback) {
   if (!cfg.contains(key) || cfg[key].is_null()) return fallback;
-  if (!cfg[key].is_number()) throw InputError("'" + file.string() + "': '" + key + "' must be a number, found " + cfg[key].dump());
+  if (!cfg[key].is_number())
+    throw InputError("'" + file.string() + "': '" + key + "' must be a number, found " + cfg[key].dump());
   return cfg[key].get<float>();
 }
 
@@ -81,8 +82,9 @@ void open_mixtral(Checkpoint& ck, const json& cfg, const std::filesystem::path& 
   c.n_heads = int_field(cfg, k.n_heads, file);
   c.n_kv_heads = int_field(cfg, k.n_kv_heads, file, c.n_heads);
   if (c.d_model % c.n_heads != 0 && !(cfg.contains(k.head_dim) && cfg[k.head_dim].is_number_integer()))
-    throw InputError("'" + file.string() + "': " + k.d_model + " " + std::to_string(c.d_model) + " is not divisible by " + k.n_heads + " " +
-                     std::to_string(c.n_heads) + " and " + k.head_dim + " is not given");
+    throw InputError("'" + file.string() + "': " + k.d_model + " " + std::to_string(c.d_model) +
+                     " is not divisible by " + k.n_heads + " " + std::to_string(c.n_heads) + " and " + k.head_dim +
+                     " is not given");
   c.head_dim = int_field(cfg, k.head_dim, file, c.d_model / c.n_heads);
   c.n_experts = int_field(cfg, k.n_experts, file);
   c.top_k = int_field(cfg, k.top_k, file);
@@ -104,13 +106,15 @@ void open_mixtral(Checkpoint& ck, const json& cfg, const std::filesystem::path& 
   else if (cfg.contains(k.rope_theta)) m.rope_theta = float_field(cfg, k.rope_theta, file, 0.f);
   else {
     m.rope_theta = k.absent.rope_theta;
-    ck.notes.push_back("config.json gives no rope_theta: using MixtralConfig's default " + compact_number(m.rope_theta));
+    ck.notes.push_back("config.json gives no rope_theta: using MixtralConfig's default " +
+                       compact_number(m.rope_theta));
   }
   if (!(m.rope_theta > 1.f) || !std::isfinite(m.rope_theta))
     throw InputError("'" + file.string() + "': rope_theta must be a finite number > 1");
 
   const std::string act = cfg.value("hidden_act", std::string("silu"));
-  if (act != "silu") throw InputError("'" + file.string() + "': hidden_act '" + act + "' is not supported (Mixtral experts use silu)");
+  if (act != "silu")
+    throw InputError("'" + file.string() + "': hidden_act '" + act + "' is not supported (Mixtral experts use silu)");
   if (cfg.contains("sliding_window") && cfg["sliding_window"].is_number_integer() &&
       cfg["sliding_window"].get<long long>() < c.max_context)
     throw InputError("'" + file.string() + "': sliding_window " + cfg["sliding_window"].dump() +
@@ -133,9 +137,10 @@ void open_mixtral(Checkpoint& ck, const json& cfg, const std::filesystem::path& 
       ck.chars = read_char_tokenizer(tok_path);
       if (static_cast<int>(ck.chars.size()) != c.vocab_size)
         throw InputError("'" + tok_path.string() + "' has " + std::to_string(ck.chars.size()) +
-                           " characters, config.json says vocab_size " + std::to_string(c.vocab_size));
+                         " characters, config.json says vocab_size " + std::to_string(c.vocab_size));
     } else {
-      ck.notes.push_back("tokenizer.json is not a char tokenizer and is not read: the model takes token ids (moe_infer --ids)");
+      ck.notes.push_back(
+          "tokenizer.json is not a char tokenizer and is not read: the model takes token ids (moe_infer --ids)");
     }
   }
 }
@@ -150,8 +155,8 @@ void open_makemoe(Checkpoint& ck, const json& cfg, const std::filesystem::path& 
   c.n_heads = int_field(cfg, k.n_heads, file);
   c.n_kv_heads = c.n_heads;
   if (c.d_model % c.n_heads != 0)
-    throw InputError("'" + file.string() + "': " + k.d_model + " " + std::to_string(c.d_model) + " is not divisible by " + k.n_heads + " " +
-                     std::to_string(c.n_heads));
+    throw InputError("'" + file.string() + "': " + k.d_model + " " + std::to_string(c.d_model) +
+                     " is not divisible by " + k.n_heads + " " + std::to_string(c.n_heads));
   c.head_dim = c.d_model / c.n_heads;
   c.n_experts = int_field(cfg, k.n_experts, file);
   c.top_k = int_field(cfg, k.top_k, file);
@@ -169,21 +174,23 @@ void open_makemoe(Checkpoint& ck, const json& cfg, const std::filesystem::path& 
   // with capacity_factor = 1.0 unless the model was built with another value.
   if (!cfg.contains(k.capacity_factor)) {
     m.capacity_factor = k.absent.capacity_factor;
-    ck.notes.push_back("config.json gives no capacity_factor: using makeMoE's default 1.0 (expert capacity int(T*k/E) per window)");
+    ck.notes.push_back(
+        "config.json gives no capacity_factor: using makeMoE's default 1.0 (expert capacity int(T*k/E) per window)");
   } else if (cfg[k.capacity_factor].is_null()) {
     m.capacity_factor = 0.;
   } else if (cfg[k.capacity_factor].is_number() && cfg[k.capacity_factor].get<double>() >= 0.) {
     m.capacity_factor = cfg[k.capacity_factor].get<double>();
   } else {
-    throw InputError("'" + file.string() + "': capacity_factor must be a number >= 0 or null, found " + cfg[k.capacity_factor].dump());
+    throw InputError("'" + file.string() + "': capacity_factor must be a number >= 0 or null, found " +
+                     cfg[k.capacity_factor].dump());
   }
 
   const auto tok_path = ck.dir / "tokenizer.json";
   if (std::filesystem::exists(tok_path)) {
     ck.chars = read_char_tokenizer(tok_path);
     if (static_cast<int>(ck.chars.size()) != c.vocab_size)
-      throw InputError("'" + tok_path.string() + "' has " + std::to_string(ck.chars.size()) + " characters, config.json says vocab_size " +
-                         std::to_string(c.vocab_size));
+      throw InputError("'" + tok_path.string() + "' has " + std::to_string(ck.chars.size()) +
+                       " characters, config.json says vocab_size " + std::to_string(c.vocab_size));
   } else {
     ck.notes.push_back("no tokenizer.json: the model takes token ids (moe_infer --ids)");
   }
@@ -204,21 +211,23 @@ std::vector<float> Checkpoint::load(const TensorSpec& spec) const {
       throw InputError("missing tensor '" + name + "' (" + what + ") in '" + dir.string() + "'");
     }
     const SafetensorInfo& info = store->info(name);
-    const std::vector<int64_t> want = spec.is_matrix() ? std::vector<int64_t>{part_rows, spec.cols} : std::vector<int64_t>{part_rows};
+    const std::vector<int64_t> want =
+        spec.is_matrix() ? std::vector<int64_t>{part_rows, spec.cols} : std::vector<int64_t>{part_rows};
     if (info.shape != want) {
       std::string w = "[";
       for (size_t i = 0; i < want.size(); ++i) w += (i ? ", " : "") + std::to_string(want[i]);
-      throw InputError("tensor '" + name + "' has shape " + info.shape_text() + ", expected " + w + "] from config.json (" +
-                         ConfigKey(config).c_str() + ")");
+      throw InputError("tensor '" + name + "' has shape " + info.shape_text() + ", expected " + w +
+                       "] from config.json (" + ConfigKey(config).c_str() + ")");
     }
     std::vector<float> v = store->read_f32(name);
     for (size_t i = 0; i < v.size(); ++i) {
       if (!std::isfinite(v[i])) {
         const int64_t cols = spec.is_matrix() ? spec.cols : 1;
-        throw InputError("tensor '" + name + "' has a " + (std::isnan(v[i]) ? "NaN" : "infinite value") + " at element " +
-                           std::to_string(i) + (spec.is_matrix() ? " (row " + std::to_string(static_cast<int64_t>(i) / cols) + ", column " +
-                                                                       std::to_string(static_cast<int64_t>(i) % cols) + ")"
-                                                                 : std::string()));
+        throw InputError("tensor '" + name + "' has a " + (std::isnan(v[i]) ? "NaN" : "infinite value") +
+                         " at element " + std::to_string(i) +
+                         (spec.is_matrix() ? " (row " + std::to_string(static_cast<int64_t>(i) / cols) + ", column " +
+                                                 std::to_string(static_cast<int64_t>(i) % cols) + ")"
+                                           : std::string()));
       }
     }
     out.insert(out.end(), v.begin(), v.end());
@@ -254,23 +263,25 @@ Checkpoint open_checkpoint(const std::filesystem::path& dir, int max_context, do
     if (ck.layout == &hf_mixtral_layout()) open_mixtral(ck, cfg, config_path);
     else if (ck.layout == &makemoe_layout()) open_makemoe(ck, cfg, config_path);
     else
-      throw InputError("unsupported architecture: model_type '" + type + "' in '" + config_path.string() + "' (moe_convert reads " +
-                       supported_model_types() + ")");
+      throw InputError("unsupported architecture: model_type '" + type + "' in '" + config_path.string() +
+                       "' (moe_convert reads " + supported_model_types() + ")");
   } catch (const json::exception& e) {
-    throw InputError("'" + config_path.string() + "' (or its tokenizer.json) has a field of the wrong type: " + e.what());
+    throw InputError("'" + config_path.string() +
+                     "' (or its tokenizer.json) has a field of the wrong type: " + e.what());
   }
   if (max_context > 0) {
     if (max_context > ck.config.max_context)
       throw InputError("--max-context " + std::to_string(max_context) + " exceeds the model's context of " +
-                         std::to_string(ck.config.max_context));
+                       std::to_string(ck.config.max_context));
     if (ck.config.family == Family::classic && max_context != ck.config.max_context)
       throw InputError("--max-context cannot change a makeMoE model's context: its position table has block_size = " +
-                         std::to_string(ck.config.max_context) + " rows");
+                       std::to_string(ck.config.max_context) + " rows");
     ck.config.max_context = max_context;
   }
   if (capacity_factor >= 0.) ck.constants.capacity_factor = capacity_factor;
   if (const char* why = config_problem(ck.config))
-    throw InputError("'" + config_path.string() + "' describes an unsupported model (" + ConfigKey(ck.config).c_str() + "): " + why);
+    throw InputError("'" + config_path.string() + "' describes an unsupported model (" + ConfigKey(ck.config).c_str() +
+                     "): " + why);
   ck.store = std::make_unique<TensorStore>(dir);
   ck.tied_embeddings = ck.layout == &hf_mixtral_layout() && !ck.store->has("lm_head.weight");
   return ck;

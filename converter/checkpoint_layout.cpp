@@ -52,7 +52,7 @@ const CheckpointLayout& makemoe_layout() {
     l.rope_theta = nullptr;  // learned positions
     l.attention_scale = "attention_scale";
     l.capacity_factor = "capacity_factor";
-    l.absent.rope_theta = 0.f;  // no RoPE
+    l.absent.rope_theta = 0.f;                                          // no RoPE
     l.absent.attention_scale = AttentionScaleRule::inv_sqrt_model_dim;  // makeMoE's Head: C**-0.5
     l.absent.capacity_factor = 1.0;  // makeMoE's SparseMoE applies capacity 1.0 in every forward pass
     l.expert_hidden_per_d_model = 4;
@@ -61,7 +61,9 @@ const CheckpointLayout& makemoe_layout() {
   return layout;
 }
 
-const CheckpointLayout& layout_for(Family family) { return family == Family::classic ? makemoe_layout() : hf_mixtral_layout(); }
+const CheckpointLayout& layout_for(Family family) {
+  return family == Family::classic ? makemoe_layout() : hf_mixtral_layout();
+}
 
 const CheckpointLayout* layout_for_model_type(const std::string& model_type) {
   for (const CheckpointLayout* l : {&hf_mixtral_layout(), &makemoe_layout()})
@@ -71,7 +73,8 @@ const CheckpointLayout* layout_for_model_type(const std::string& model_type) {
 
 const char* supported_model_types() { return "'mixtral' and 'makemoe'"; }
 
-std::vector<std::string> tensor_names(const CheckpointLayout& layout, const ModelConfig& config, const TensorSpec& s, bool tied) {
+std::vector<std::string> tensor_names(const CheckpointLayout& layout, const ModelConfig& config, const TensorSpec& s,
+                                      bool tied) {
   const std::string e = std::to_string(s.expert);
   if (&layout == &hf_mixtral_layout()) {
     const std::string p = "model.layers." + std::to_string(s.layer) + ".";
@@ -99,7 +102,8 @@ std::vector<std::string> tensor_names(const CheckpointLayout& layout, const Mode
     const std::string ex = p + "smoe.experts." + e + ".net.";
     auto per_head = [&](const char* which) {
       std::vector<std::string> names;
-      for (int h = 0; h < config.n_heads; ++h) names.push_back(p + "sa.heads." + std::to_string(h) + "." + which + ".weight");
+      for (int h = 0; h < config.n_heads; ++h)
+        names.push_back(p + "sa.heads." + std::to_string(h) + "." + which + ".weight");
       return names;
     };
     switch (s.role) {

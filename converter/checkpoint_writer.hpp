@@ -19,12 +19,13 @@ namespace moe::converter {
 
 // What config.json records of the training recipe (moe_train), beside the model.
 struct RecipeRecord {
-  double dropout = 0.;                // makemoe: "dropout"
+  double dropout = 0.;                 // makemoe: "dropout"
   double router_aux_loss_coef = 0.02;  // hf-mixtral: "router_aux_loss_coef"
 };
 
 // config.json of the family's layout (layout_for).
-nlohmann::json checkpoint_config_json(const ModelConfig& config, const ModelConstants& constants, const RecipeRecord& recipe = {});
+nlohmann::json checkpoint_config_json(const ModelConfig& config, const ModelConstants& constants,
+                                      const RecipeRecord& recipe = {});
 
 // Appends one tensor of the .moe layout under its checkpoint name(s): makeMoE's
 // per-head q/k/v matrices are split back into their parts.

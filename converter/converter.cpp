@@ -72,11 +72,13 @@ Conversion convert_checkpoint(const std::filesystem::path& dir, const ConvertOpt
     std::string list;
     for (size_t i = 0; i < unused.size() && i < 4; ++i) list += (i ? ", " : "") + unused[i];
     if (unused.size() > 4) list += ", ...";
-    out.notes.push_back("ignored " + std::to_string(unused.size()) + " checkpoint tensor(s) not used for inference: " + list);
+    out.notes.push_back("ignored " + std::to_string(unused.size()) +
+                        " checkpoint tensor(s) not used for inference: " + list);
   }
 
   flatbuffers::FlatBufferBuilder fbb(1 << 20);
-  std::map<std::string, std::pair<flatbuffers::Offset<flatbuffers::Vector<uint8_t>>, flatbuffers::Offset<flatbuffers::Vector<float>>>>
+  std::map<std::string, std::pair<flatbuffers::Offset<flatbuffers::Vector<uint8_t>>,
+                                  flatbuffers::Offset<flatbuffers::Vector<float>>>>
       shared;  // source tensor + dtype -> its data and scales in the file
   std::map<int, ClassReport> classes;
   std::vector<flatbuffers::Offset<fb::Tensor>> tensors;
@@ -85,7 +87,8 @@ Conversion convert_checkpoint(const std::filesystem::path& dir, const ConvertOpt
 
   for_each_tensor_spec(cfg, [&](const TensorSpec& spec) {
     const std::vector<std::string> names = ck.source_names(spec);
-    const std::string name = names.size() == 1 ? names[0] : names[0] + " (+" + std::to_string(names.size() - 1) + " more, concatenated)";
+    const std::string name =
+        names.size() == 1 ? names[0] : names[0] + " (+" + std::to_string(names.size() - 1) + " more, concatenated)";
     const DType dtype = recipe.dtype_for(spec.klass);
     const int rows = spec.is_matrix() ? spec.rows : 1, cols = spec.is_matrix() ? spec.cols : spec.rows;
     const Quantized q = quantize(ck.load(spec), rows, cols, dtype, recipe.group_size, name);
@@ -99,7 +102,9 @@ Conversion convert_checkpoint(const std::filesystem::path& dir, const ConvertOpt
     if (first_use) {
       payload += bytes;
       if (payload > kMaxFileBytes)
-        throw InputError("the converted model would exceed 2 GiB, the limit of the .moe format: use int8 or fp16 for more tensor classes");
+        throw InputError(
+            "the converted model would exceed 2 GiB, the limit of the .moe format: use int8 or fp16 for more tensor "
+            "classes");
       fbb.ForceVectorAlignment(q.data.size(), 1, kTensorAlignment);
       stored->second.first = fbb.CreateVector(q.data);
       if (!q.scales.empty()) {
@@ -108,9 +113,9 @@ Conversion convert_checkpoint(const std::filesystem::path& dir, const ConvertOpt
       }
     }
     const auto name_off = fbb.CreateString(name);
-    const std::vector<uint32_t> shape = spec.is_matrix()
-                                            ? std::vector<uint32_t>{static_cast<uint32_t>(spec.rows), static_cast<uint32_t>(spec.cols)}
-                                            : std::vector<uint32_t>{static_cast<uint32_t>(spec.rows)};
+    const std::vector<uint32_t> shape =
+        spec.is_matrix() ? std::vector<uint32_t>{static_cast<uint32_t>(spec.rows), static_cast<uint32_t>(spec.cols)}
+                         : std::vector<uint32_t>{static_cast<uint32_t>(spec.rows)};
     const auto shape_off = fbb.CreateVector(shape);
     fb::TensorBuilder tb(fbb);
     tb.add_name(name_off);
@@ -135,11 +140,13 @@ Conversion convert_checkpoint(const std::filesystem::path& dir, const ConvertOpt
     }
   });
   if (ungrouped > 0)
-    out.notes.push_back(std::to_string(ungrouped) + " int8 tensor(s) have a column count not divisible by --group-size " +
+    out.notes.push_back(std::to_string(ungrouped) +
+                        " int8 tensor(s) have a column count not divisible by --group-size " +
                         std::to_string(recipe.group_size) + ": they use one scale per row");
 
   const auto tensors_off = fbb.CreateVector(tensors);
-  const auto chars_off = ck.chars.empty() ? flatbuffers::Offset<flatbuffers::Vector<uint32_t>>() : fbb.CreateVector(ck.chars);
+  const auto chars_off =
+      ck.chars.empty() ? flatbuffers::Offset<flatbuffers::Vector<uint32_t>>() : fbb.CreateVector(ck.chars);
   fb::TokenizerBuilder tok(fbb);
   tok.add_kind(ck.chars.empty() ? fb::TokenizerKind_None : fb::TokenizerKind_Char);
   if (!ck.chars.empty()) tok.add_chars(chars_off);
@@ -169,20 +176,22 @@ std::string format_report(const Conversion& c) {
   s += line;
   size_t payload = 0, f32 = 0;
   for (const ClassReport& r : c.classes) {
-    std::snprintf(line, sizeof line, "%-22s %-6s %8d %14s %6.1f%%\n", class_name(r.klass), dtype_name(r.dtype), r.tensors,
-                  tools::grouped(static_cast<long long>(r.bytes)).c_str(), 100.0 * static_cast<double>(r.bytes) / total);
+    std::snprintf(line, sizeof line, "%-22s %-6s %8d %14s %6.1f%%\n", class_name(r.klass), dtype_name(r.dtype),
+                  r.tensors, tools::grouped(static_cast<long long>(r.bytes)).c_str(),
+                  100.0 * static_cast<double>(r.bytes) / total);
     s += line;
     payload += r.bytes;
     f32 += r.f32_bytes;
   }
   const size_t other = c.bytes.size() - std::min(payload, c.bytes.size());
-  std::snprintf(line, sizeof line, "%-22s %-6s %8s %14s %6.1f%%\n", "metadata+alignment", "", "", tools::grouped(static_cast<long long>(other)).c_str(),
-                100.0 * static_cast<double>(other) / total);
+  std::snprintf(line, sizeof line, "%-22s %-6s %8s %14s %6.1f%%\n", "metadata+alignment", "", "",
+                tools::grouped(static_cast<long long>(other)).c_str(), 100.0 * static_cast<double>(other) / total);
   s += line;
-  std::snprintf(line, sizeof line, "%-22s %-6s %8s %14s %6.1f%%\n", "total", "", "", tools::grouped(static_cast<long long>(c.bytes.size())).c_str(), 100.0);
+  std::snprintf(line, sizeof line, "%-22s %-6s %8s %14s %6.1f%%\n", "total", "", "",
+                tools::grouped(static_cast<long long>(c.bytes.size())).c_str(), 100.0);
   s += line;
-  std::snprintf(line, sizeof line, "compression vs fp32 weights (%s bytes): %.2fx\n", tools::grouped(static_cast<long long>(f32)).c_str(),
-                static_cast<double>(f32) / total);
+  std::snprintf(line, sizeof line, "compression vs fp32 weights (%s bytes): %.2fx\n",
+                tools::grouped(static_cast<long long>(f32)).c_str(), static_cast<double>(f32) / total);
   s += line;
   return s;
 }

@@ -30,7 +30,7 @@ DType parse_dtype(const std::string& text, const char* option);
 
 struct ConvertOptions {
   QuantRecipe recipe;
-  int max_context = 0;          // > 0: override the checkpoint's context length
+  int max_context = 0;           // > 0: override the checkpoint's context length
   double capacity_factor = -1.;  // >= 0: override the checkpoint's expert capacity (0: none)
 };
 

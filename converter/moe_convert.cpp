@@ -20,14 +20,16 @@ int main(int argc, char** argv) {
   app.add_option("-o,--output", output, "output .moe file (written atomically)")->required();
   app.add_option("--experts", experts, "expert weights: int8 | fp16 | fp32")->capture_default_str();
   app.add_option("--attention", attention, "attention projections: int8 | fp16 | fp32")->capture_default_str();
-  app.add_option("--embeddings", embeddings, "token/position embeddings and lm_head: int8 | fp16 | fp32")->capture_default_str();
+  app.add_option("--embeddings", embeddings, "token/position embeddings and lm_head: int8 | fp16 | fp32")
+      ->capture_default_str();
   app.add_option("--group-size", options.recipe.group_size, "int8: columns per scale (0 = one scale per row)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   app.add_option("--max-context", options.max_context, "shorten the context (KV cache) of a llama-family model")
       ->check(CLI::PositiveNumber);
   app.add_option("--capacity-factor", options.capacity_factor,
-                 "makeMoE expert capacity to record (default: the checkpoint's; 0 = none: the engine reuses its KV cache until the "
+                 "makeMoE expert capacity to record (default: the checkpoint's; 0 = none: the engine reuses its KV "
+                 "cache until the "
                  "position table is full, but the model no longer computes what it was trained to)")
       ->check(CLI::NonNegativeNumber);
   app.add_flag("-q,--quiet", quiet, "print nothing but errors");
@@ -45,7 +47,8 @@ int main(int argc, char** argv) {
                   moe::tools::is_compiled(c.config) ? "" : "  (not compiled into moe_infer: see below)");
       std::printf("recipe  %s (norms, biases, router: f32)\n", c.recipe.c_str());
       if (c.capacity_factor > 0.)
-        std::printf("expert capacity factor %g: each token re-encodes its window, exactly as makeMoE computes it\n", c.capacity_factor);
+        std::printf("expert capacity factor %g: each token re-encodes its window, exactly as makeMoE computes it\n",
+                    c.capacity_factor);
       std::printf("\n");
       std::fputs(moe::converter::format_report(c).c_str(), stdout);
       for (const std::string& note : c.notes) std::printf("note: %s\n", note.c_str());

@@ -8,7 +8,8 @@
 
 namespace moe::converter {
 
-Quantized quantize(const std::vector<float>& w, int rows, int cols, DType dtype, int group_size, const std::string& name) {
+Quantized quantize(const std::vector<float>& w, int rows, int cols, DType dtype, int group_size,
+                   const std::string& name) {
   Quantized q;
   q.dtype = dtype;
   const size_t n = w.size();
@@ -21,7 +22,8 @@ Quantized quantize(const std::vector<float>& w, int rows, int cols, DType dtype,
       q.data.resize(n * 2);
       for (size_t i = 0; i < n; ++i) {
         if (std::fabs(w[i]) > 65504.f)
-          throw InputError("tensor '" + name + "' has value " + std::to_string(w[i]) + " outside the fp16 range (|x| <= 65504): store it as f32 or int8");
+          throw InputError("tensor '" + name + "' has value " + std::to_string(w[i]) +
+                           " outside the fp16 range (|x| <= 65504): store it as f32 or int8");
         const uint16_t h = float_to_half(w[i]);
         q.data[2 * i] = static_cast<uint8_t>(h & 0xff);
         q.data[2 * i + 1] = static_cast<uint8_t>(h >> 8);
@@ -67,7 +69,8 @@ float dequantized(const Quantized& q, int cols, long i) {
       return v;
     }
     case DType::f16:
-      return half_to_float(static_cast<uint16_t>(q.data[2 * static_cast<size_t>(i)] | q.data[2 * static_cast<size_t>(i) + 1] << 8));
+      return half_to_float(
+          static_cast<uint16_t>(q.data[2 * static_cast<size_t>(i)] | q.data[2 * static_cast<size_t>(i) + 1] << 8));
     case DType::i8: {
       const long row = i / cols, col = i % cols;
       return static_cast<float>(static_cast<int8_t>(q.data[static_cast<size_t>(i)])) *

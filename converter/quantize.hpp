@@ -12,14 +12,15 @@ namespace moe::converter {
 
 struct Quantized {
   DType dtype = DType::f32;
-  std::vector<uint8_t> data;   // little-endian elements
-  std::vector<float> scales;   // i8 only
-  int group_size = 0;          // i8 only
+  std::vector<uint8_t> data;  // little-endian elements
+  std::vector<float> scales;  // i8 only
+  int group_size = 0;         // i8 only
 };
 
 // `group_size` 0 or one that does not divide cols: one scale per row. `name` is for
 // messages (f16 overflow).
-Quantized quantize(const std::vector<float>& w, int rows, int cols, DType dtype, int group_size, const std::string& name);
+Quantized quantize(const std::vector<float>& w, int rows, int cols, DType dtype, int group_size,
+                   const std::string& name);
 
 // The value the engine will compute with for element i (tests and error reports).
 float dequantized(const Quantized& q, int cols, long i);

@@ -44,7 +44,7 @@ SafetensorsFile::SafetensorsFile(const std::filesystem::path& path) {
   for (int i = 7; i >= 0; --i) header_len = header_len << 8 | bytes[i];
   if (header_len > size - 8 || header_len > (100u << 20))
     throw InputError(where + " is not a safetensors file or is truncated: header length " + std::to_string(header_len) +
-                       " does not fit in " + std::to_string(size) + " bytes");
+                     " does not fit in " + std::to_string(size) + " bytes");
   json header;
   try {
     header = json::parse(bytes + 8, bytes + 8 + header_len);
@@ -75,15 +75,16 @@ SafetensorsFile::SafetensorsFile(const std::filesystem::path& path) {
       elements *= static_cast<int64_t>(v);
     }
     const auto& off = entry["data_offsets"];
-    if (!off[0].is_number_unsigned() || !off[1].is_number_unsigned()) throw InputError(what + " has malformed data_offsets");
+    if (!off[0].is_number_unsigned() || !off[1].is_number_unsigned())
+      throw InputError(what + " has malformed data_offsets");
     const uint64_t begin = off[0].get<uint64_t>(), end = off[1].get<uint64_t>();
     if (begin > end || end > data_size)
       throw InputError(what + " lies outside the file (offsets " + std::to_string(begin) + ".." + std::to_string(end) +
-                         ", data section " + std::to_string(data_size) + " bytes): the file is truncated or corrupt");
+                       ", data section " + std::to_string(data_size) + " bytes): the file is truncated or corrupt");
     const int esize = safetensors_dtype_size(info.dtype);
     if (esize != 0 && static_cast<uint64_t>(elements) * static_cast<uint64_t>(esize) != end - begin)
-      throw InputError(what + " has " + std::to_string(end - begin) + " bytes, but shape " + info.shape_text() + " of " +
-                         info.dtype + " needs " + std::to_string(elements * esize));
+      throw InputError(what + " has " + std::to_string(end - begin) + " bytes, but shape " + info.shape_text() +
+                       " of " + info.dtype + " needs " + std::to_string(elements * esize));
     info.data = data_start + begin;
     info.bytes = end - begin;
     tensors_.emplace(name, std::move(info));
@@ -107,7 +108,8 @@ TensorStore::TensorStore(const std::filesystem::path& dir) {
       throw InputError("'" + index_path.string() + "' has no weight_map object");
     std::map<std::string, bool> seen;
     for (const auto& [name, file] : index["weight_map"].items()) {
-      if (!file.is_string()) throw InputError("'" + index_path.string() + "': weight_map entry '" + name + "' is not a file name");
+      if (!file.is_string())
+        throw InputError("'" + index_path.string() + "': weight_map entry '" + name + "' is not a file name");
       const std::string f = file.get<std::string>();
       if (f.find('/') != std::string::npos || f.find("..") != std::string::npos)
         throw InputError("'" + index_path.string() + "': shard name '" + f + "' must be a plain file name");
@@ -120,11 +122,13 @@ TensorStore::TensorStore(const std::filesystem::path& dir) {
     throw InputError("no model.safetensors or model.safetensors.index.json in '" + dir.string() + "'");
   }
   for (const auto& shard : shards) {
-    if (!std::filesystem::exists(shard)) throw InputError("shard '" + shard.string() + "' named by the index is missing");
+    if (!std::filesystem::exists(shard))
+      throw InputError("shard '" + shard.string() + "' named by the index is missing");
     files_.push_back(std::make_unique<SafetensorsFile>(shard));
     for (const auto& [name, info] : files_.back()->tensors()) {
       if (index_.count(name))
-        throw InputError("tensor '" + name + "' appears in both '" + index_.at(name)->file.string() + "' and '" + shard.string() + "'");
+        throw InputError("tensor '" + name + "' appears in both '" + index_.at(name)->file.string() + "' and '" +
+                         shard.string() + "'");
       index_[name] = &info;
     }
   }
@@ -153,7 +157,8 @@ std::vector<float> TensorStore::read_f32(const std::string& name) const {
   if (t.dtype == "F32") {
     std::memcpy(out.data(), t.data, n * 4);
   } else if (t.dtype == "F16") {
-    for (size_t i = 0; i < n; ++i) out[i] = half_to_float(static_cast<uint16_t>(t.data[2 * i] | t.data[2 * i + 1] << 8));
+    for (size_t i = 0; i < n; ++i)
+      out[i] = half_to_float(static_cast<uint16_t>(t.data[2 * i] | t.data[2 * i + 1] << 8));
   } else if (t.dtype == "BF16") {
     for (size_t i = 0; i < n; ++i)
       out[i] = f32_from_bits(static_cast<uint32_t>(t.data[2 * i] | t.data[2 * i + 1] << 8) << 16);

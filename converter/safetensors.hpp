@@ -17,7 +17,7 @@ namespace moe::converter {
 
 struct SafetensorInfo {
   std::string name;
-  std::string dtype;             // "F32", "F16", "BF16", ... as the file says
+  std::string dtype;  // "F32", "F16", "BF16", ... as the file says
   std::vector<int64_t> shape;
   const uint8_t* data = nullptr;  // into the mapped file
   size_t bytes = 0;

@@ -18,7 +18,8 @@ namespace {
 
 std::vector<uint32_t> fixture_chars() {
   std::ifstream in(MOE_SOURCE_DIR "/tests/fixtures/makemoe-tiny/tokenizer.json");
-  return moe::converter::chars_from_utf8(nlohmann::json::parse(in).at("chars").get<std::string>(), "the fixture's tokenizer");
+  return moe::converter::chars_from_utf8(nlohmann::json::parse(in).at("chars").get<std::string>(),
+                                         "the fixture's tokenizer");
 }
 
 void check(const moe::CharTokenizer& tok, const char* text, size_t len) {
@@ -31,7 +32,8 @@ void check(const moe::CharTokenizer& tok, const char* text, size_t len) {
     char buf[4];
     back.append(buf, static_cast<size_t>(tok.decode(ids[i], buf)));
   }
-  if (back.size() != len || std::memcmp(back.data(), text, len) != 0) moe::fuzz::invariant_broken("decode(encode(text)) != text");
+  if (back.size() != len || std::memcmp(back.data(), text, len) != 0)
+    moe::fuzz::invariant_broken("decode(encode(text)) != text");
 }
 
 }  // namespace

@@ -28,9 +28,10 @@ class Cli : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     dir_ = new test::TempDir;
-    ASSERT_EQ(run({kConvert, test::fixture_dir("makemoe-tiny").string(), "-o", (*dir_ / "tiny.moe").string(), "-q"}).code, 0);
-    ASSERT_EQ(run({kConvert, test::fixture_dir("mixtral-tiny-a").string(), "-o", (*dir_ / "mix32.moe").string(), "--experts",
-                   "fp32", "--attention", "fp32", "--embeddings", "fp32", "-q"})
+    ASSERT_EQ(
+        run({kConvert, test::fixture_dir("makemoe-tiny").string(), "-o", (*dir_ / "tiny.moe").string(), "-q"}).code, 0);
+    ASSERT_EQ(run({kConvert, test::fixture_dir("mixtral-tiny-a").string(), "-o", (*dir_ / "mix32.moe").string(),
+                   "--experts", "fp32", "--attention", "fp32", "--embeddings", "fp32", "-q"})
                   .code,
               0);
   }
@@ -48,16 +49,18 @@ void expect_failure(const Result& r, int code, const std::string& text) {
 TEST_F(Cli, ConvertPrintsTheReport) {
   const Result r = run({kConvert, test::fixture_dir("makemoe-tiny").string(), "-o", path("r.moe")});
   ASSERT_EQ(r.code, 0) << r.err;
-  for (const char* want : {"config  classic-d32-l2-h4-kv4-hd8-e4-k2-f128-v65-c16", "recipe  experts=i8/row attention=f16 embeddings=f16",
-                           "experts", "compression vs fp32 weights", "expert capacity factor 1", "noise_linear"})
+  for (const char* want :
+       {"config  classic-d32-l2-h4-kv4-hd8-e4-k2-f128-v65-c16", "recipe  experts=i8/row attention=f16 embeddings=f16",
+        "experts", "compression vs fp32 weights", "expert capacity factor 1", "noise_linear"})
     EXPECT_NE(r.out.find(want), std::string::npos) << want << "\n" << r.out;
 }
 
 TEST_F(Cli, ConvertRefusesBadInput) {
   expect_failure(run({kConvert}), 2, "checkpoint is required");
-  expect_failure(run({kConvert, "/no/such/dir", "-o", path("x.moe")}), 1, "'/no/such/dir' is not a checkpoint directory");
-  expect_failure(run({kConvert, test::fixture_dir("makemoe-tiny").string(), "-o", path("x.moe"), "--experts", "int4"}), 1,
-                 "--experts: 'int4' is not one of int8, fp16, fp32");
+  expect_failure(run({kConvert, "/no/such/dir", "-o", path("x.moe")}), 1,
+                 "'/no/such/dir' is not a checkpoint directory");
+  expect_failure(run({kConvert, test::fixture_dir("makemoe-tiny").string(), "-o", path("x.moe"), "--experts", "int4"}),
+                 1, "--experts: 'int4' is not one of int8, fp16, fp32");
   expect_failure(run({kConvert, test::fixture_dir("makemoe-tiny").string(), "-o", "/no/such/dir/x.moe"}), 1,
                  "directory '/no/such/dir' does not exist");
 }
@@ -75,7 +78,8 @@ TEST_F(Cli, InferGreedyMatchesTheReferenceContinuation) {
     want += ',';
     want += std::to_string(id);
   }
-  const Result r = run({kInfer, "--model", path("mix32.moe"), "--ids", ids, "-n", std::to_string(rc.greedy.size()), "--temp", "0"});
+  const Result r =
+      run({kInfer, "--model", path("mix32.moe"), "--ids", ids, "-n", std::to_string(rc.greedy.size()), "--temp", "0"});
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(r.out, want + "\n");
   EXPECT_NE(r.err.find("[moe_infer] prompt 7 tok"), std::string::npos) << r.err;
@@ -84,8 +88,8 @@ TEST_F(Cli, InferGreedyMatchesTheReferenceContinuation) {
 
 TEST_F(Cli, BenchReportsThroughputAndTheWeightsEachTokenReads) {
   const std::string json_path = path("bench.json");
-  const Result r = run({kInfer, "--model", path("mix32.moe"), "--bench", "--bench-prompt", "16", "--bench-tokens", "32", "--bench-reps", "2",
-                        "--bench-probe-mib", "32", "--json", json_path, "--threads", "2"});
+  const Result r = run({kInfer, "--model", path("mix32.moe"), "--bench", "--bench-prompt", "16", "--bench-tokens", "32",
+                        "--bench-reps", "2", "--bench-probe-mib", "32", "--json", json_path, "--threads", "2"});
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.out.find("pp16: "), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("tg32: "), std::string::npos) << r.out;
@@ -100,14 +104,15 @@ TEST_F(Cli, BenchReportsThroughputAndTheWeightsEachTokenReads) {
   // then the final norm and lm_head.
   const long f = 4, per_layer = 2 * 64 * f + (64 * 64 + 2 * 32 * 64 + 64 * 64) * f + 4 * 64 * f + 2 * 3 * 128 * 64 * f;
   EXPECT_EQ(j["weight_bytes_per_token"].get<long>(), 64 * f + 2 * per_layer + 64 * f + 96 * 64 * f);
-  expect_failure(run({kInfer, "--model", path("mix32.moe"), "--bench", "--bench-prompt", "100", "--bench-tokens", "100"}), 2,
-                 "exceed the model's context of 128 tokens");
+  expect_failure(
+      run({kInfer, "--model", path("mix32.moe"), "--bench", "--bench-prompt", "100", "--bench-tokens", "100"}), 2,
+      "exceed the model's context of 128 tokens");
 }
 
 TEST_F(Cli, InferTextIsReproducibleBySeed) {
   auto gen = [&](const char* seed, const char* threads = "1") {
-    return run({kInfer, "-m", path("tiny.moe"), "-p", "ROMEO:", "-n", "60", "--temp", "0.8", "--top-p", "0.9", "--seed", seed, "--no-stats",
-                "--threads", threads});
+    return run({kInfer, "-m", path("tiny.moe"), "-p", "ROMEO:", "-n", "60", "--temp", "0.8", "--top-p", "0.9", "--seed",
+                seed, "--no-stats", "--threads", threads});
   };
   const Result a = gen("1"), b = gen("1"), c = gen("2"), d = gen("1", "3");
   ASSERT_EQ(a.code, 0) << a.err;
@@ -122,21 +127,29 @@ TEST_F(Cli, InferTextIsReproducibleBySeed) {
 TEST_F(Cli, InferRefusesBadInput) {
   expect_failure(run({kInfer, "-p", "x"}), 2, "--model is required");
   expect_failure(run({kInfer, "-m", path("tiny.moe")}), 2, "give a prompt");
-  expect_failure(run({kInfer, "-m", path("nope.moe"), "-p", "x"}), 1, "cannot open '" + path("nope.moe") + "': No such file or directory");
-  expect_failure(run({kInfer, "-m", (test::fixture_dir("makemoe-tiny") / "config.json").string(), "-p", "x"}), 1, "not a .moe file");
+  expect_failure(run({kInfer, "-m", path("nope.moe"), "-p", "x"}), 1,
+                 "cannot open '" + path("nope.moe") + "': No such file or directory");
+  expect_failure(run({kInfer, "-m", (test::fixture_dir("makemoe-tiny") / "config.json").string(), "-p", "x"}), 1,
+                 "not a .moe file");
   expect_failure(run({kInfer, "-m", path("tiny.moe"), "-p", "ROMEO: \xc3\xa9"}), 2,
                  "prompt character '\xc3\xa9' (U+00E9) at byte 7 is not in the model's vocabulary of 65 characters");
-  expect_failure(run({kInfer, "-m", path("mix32.moe"), "-p", "hello"}), 2, "this model has no tokenizer: give the prompt as token ids");
+  expect_failure(run({kInfer, "-m", path("mix32.moe"), "-p", "hello"}), 2,
+                 "this model has no tokenizer: give the prompt as token ids");
   expect_failure(run({kInfer, "-m", path("mix32.moe"), "--ids", "1,x,3"}), 2, "--ids: 'x' is not a token id");
-  expect_failure(run({kInfer, "-m", path("mix32.moe"), "--ids", "1,200"}), 1, "token id 200 at index 1 is outside the vocabulary [0, 96)");
-  expect_failure(run({kInfer, "-m", path("tiny.moe"), "-p", "A", "--temp", "-1"}), 2, "temperature must be a finite number >= 0");
+  expect_failure(run({kInfer, "-m", path("mix32.moe"), "--ids", "1,200"}), 1,
+                 "token id 200 at index 1 is outside the vocabulary [0, 96)");
+  expect_failure(run({kInfer, "-m", path("tiny.moe"), "-p", "A", "--temp", "-1"}), 2,
+                 "temperature must be a finite number >= 0");
   expect_failure(run({kInfer, "-m", path("tiny.moe"), "-p", "A", "--top-p", "0"}), 2, "top-p must be in (0, 1]");
   // Usage errors (tools/arg_parser.hpp).
   expect_failure(run({kInfer, "-m", path("tiny.moe"), "-p", "A", "--bogus"}), 2, "unknown option --bogus");
   expect_failure(run({kInfer, "-m", path("tiny.moe"), "-p", "A", "-n", "-1"}), 2, "-n: '-1' is not in [0, ");
-  expect_failure(run({kInfer, "-m", path("tiny.moe"), "-p", "A", "--threads=0"}), 2, "--threads: '0' is not in [1, 256]");
-  expect_failure(run({kInfer, "-m", path("tiny.moe"), "-p", "A", "--temp", "warm"}), 2, "--temp: 'warm' is not a number");
-  expect_failure(run({kInfer, "-m", path("mix32.moe"), "-p", "A", "--ids", "1"}), 2, "--prompt and --ids cannot be given together");
+  expect_failure(run({kInfer, "-m", path("tiny.moe"), "-p", "A", "--threads=0"}), 2,
+                 "--threads: '0' is not in [1, 256]");
+  expect_failure(run({kInfer, "-m", path("tiny.moe"), "-p", "A", "--temp", "warm"}), 2,
+                 "--temp: 'warm' is not a number");
+  expect_failure(run({kInfer, "-m", path("mix32.moe"), "-p", "A", "--ids", "1"}), 2,
+                 "--prompt and --ids cannot be given together");
   expect_failure(run({kInfer, "-m", path("tiny.moe"), "-p"}), 2, "-p needs a value");
   expect_failure(run({kInfer, "-m", path("tiny.moe"), "-p", "A", "extra"}), 2, "unexpected argument 'extra'");
   // A truncated copy of a model.
@@ -148,9 +161,9 @@ TEST_F(Cli, InferRefusesBadInput) {
 TEST_F(Cli, InferHelpListsEveryOptionWithItsDefault) {
   const Result r = run({kInfer, "--help"});
   ASSERT_EQ(r.code, 0) << r.err;
-  for (const char* option : {"--model", "--prompt", "--ids", "--tokens", "--temp", "--top-k", "--top-p", "--seed", "--threads", "--no-stats",
-                             "--no-echo", "--no-verify", "--list-configs", "--bench", "--bench-prompt", "--bench-tokens", "--bench-reps",
-                             "--bench-probe-mib", "--json"})
+  for (const char* option : {"--model", "--prompt", "--ids", "--tokens", "--temp", "--top-k", "--top-p", "--seed",
+                             "--threads", "--no-stats", "--no-echo", "--no-verify", "--list-configs", "--bench",
+                             "--bench-prompt", "--bench-tokens", "--bench-reps", "--bench-probe-mib", "--json"})
     EXPECT_NE(r.out.find(option), std::string::npos) << option;
   EXPECT_NE(r.out.find("tokens to generate [200]"), std::string::npos) << r.out;
   // --name=value is the same as --name value.
@@ -161,10 +174,16 @@ TEST_F(Cli, InferHelpListsEveryOptionWithItsDefault) {
 }
 
 TEST_F(Cli, UnknownConfigNamesTheCMakeFlag) {
-  ASSERT_EQ(run({kConvert, test::fixture_dir("mixtral-tiny-a").string(), "-o", path("c64.moe"), "--max-context", "64", "-q"}).code, 0);
+  ASSERT_EQ(
+      run({kConvert, test::fixture_dir("mixtral-tiny-a").string(), "-o", path("c64.moe"), "--max-context", "64", "-q"})
+          .code,
+      0);
   const Result r = run({kInfer, "-m", path("c64.moe"), "--ids", "1,2"});
-  expect_failure(r, 1, "needs model config llama-d64-l2-h4-kv2-hd16-e4-k2-f128-v96-c64, which this build does not include");
-  EXPECT_NE(r.err.find("cmake -B build -DMOE_EXTRA_CONFIGS=\"llama-d64-l2-h4-kv2-hd16-e4-k2-f128-v96-c64\""), std::string::npos) << r.err;
+  expect_failure(r, 1,
+                 "needs model config llama-d64-l2-h4-kv2-hd16-e4-k2-f128-v96-c64, which this build does not include");
+  EXPECT_NE(r.err.find("cmake -B build -DMOE_EXTRA_CONFIGS=\"llama-d64-l2-h4-kv2-hd16-e4-k2-f128-v96-c64\""),
+            std::string::npos)
+      << r.err;
   const Result list = run({kInfer, "--list-configs"});
   EXPECT_EQ(list.code, 0);
   EXPECT_NE(list.out.find("classic-d32-l2-h4-kv4-hd8-e4-k2-f128-v65-c16\n"), std::string::npos);
@@ -186,7 +205,8 @@ TEST_F(Cli, ConvertKilledAnywhereLeavesTheOldOrTheNewFile) {
   const std::string src = test::fixture_dir("mixtral-tiny-a").string();
   const auto started = std::chrono::steady_clock::now();
   ASSERT_EQ(run({kConvert, src, "-o", path("new.moe"), "-q"}).code, 0);
-  const long convert_us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - started).count();
+  const long convert_us =
+      std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - started).count();
   const std::string fresh = slurp(path("new.moe")), old = slurp(path("mix32.moe"));
   ASSERT_NE(fresh, old);
 
@@ -201,7 +221,8 @@ TEST_F(Cli, ConvertKilledAnywhereLeavesTheOldOrTheNewFile) {
     const long delay = 1 + static_cast<long>(std::uniform_real_distribution<double>(0, range_us)(rng));
     const Result r = test::run_program_killed_after({kConvert, src, "-o", dest, "-q"}, delay);
     const std::string now = slurp(dest);
-    ASSERT_TRUE(now == old || now == fresh) << "after SIGKILL at " << delay << " us the destination is neither file (" << now.size() << " bytes)";
+    ASSERT_TRUE(now == old || now == fresh)
+        << "after SIGKILL at " << delay << " us the destination is neither file (" << now.size() << " bytes)";
     if (!r.killed()) {
       ASSERT_EQ(r.code, 0) << r.err;
     }
@@ -209,13 +230,15 @@ TEST_F(Cli, ConvertKilledAnywhereLeavesTheOldOrTheNewFile) {
     (now == old ? kept_old : got_new) += 1;
     if (kept_old > got_new + 4) range_us *= 1.5;
     if (got_new > kept_old + 4) range_us /= 1.5;
-    for (const auto& e : std::filesystem::directory_iterator(dir))  // temp files a killed writer left: never the destination
+    for (const auto& e :
+         std::filesystem::directory_iterator(dir))  // temp files a killed writer left: never the destination
       if (e.path() != dest) std::filesystem::remove(e.path());
   }
   EXPECT_GT(kept_old, 0);
   EXPECT_GT(got_new, 0);
   EXPECT_GT(killed, 0);
-  std::printf("moe_convert SIGKILL loop: %d kept the old file, %d had the new one, %d runs killed\n", kept_old, got_new, killed);
+  std::printf("moe_convert SIGKILL loop: %d kept the old file, %d had the new one, %d runs killed\n", kept_old, got_new,
+              killed);
 }
 
 }  // namespace

@@ -131,7 +131,8 @@ TEST(Converter, ShardedCheckpointEqualsSingleFile) {
   for (size_t i = 0; i < ck.tensors.size(); ++i) {
     const bool first = i % 2 == 0;
     (first ? a : b).push_back(ck.tensors[i]);
-    index["weight_map"][ck.tensors[i].name] = first ? "model-00001-of-00002.safetensors" : "model-00002-of-00002.safetensors";
+    index["weight_map"][ck.tensors[i].name] =
+        first ? "model-00001-of-00002.safetensors" : "model-00002-of-00002.safetensors";
   }
   converter::write_safetensors(ck.tmp / "model-00001-of-00002.safetensors", a);
   converter::write_safetensors(ck.tmp / "model-00002-of-00002.safetensors", b);
@@ -144,7 +145,8 @@ TEST(Converter, ShardedCheckpointEqualsSingleFile) {
   }
   // An index naming a shard that is gone is refused by name.
   std::filesystem::remove(ck.tmp / "model-00002-of-00002.safetensors");
-  expect_refusal(ck.tmp.path(), "shard '" + (ck.tmp / "model-00002-of-00002.safetensors").string() + "' named by the index is missing");
+  expect_refusal(ck.tmp.path(), "shard '" + (ck.tmp / "model-00002-of-00002.safetensors").string() +
+                                    "' named by the index is missing");
 }
 
 TEST(Converter, RopeThetaNestedOrTopLevel) {
@@ -216,7 +218,9 @@ TEST(Converter, MakemoeTokenizer) {
 TEST(Converter, MissingTensorIsNamed) {
   EditableCheckpoint ck("mixtral-tiny-a");
   ck.remove("model.layers.1.block_sparse_moe.experts.2.w3.weight");
-  expect_refusal(ck.write(), "missing tensor 'model.layers.1.block_sparse_moe.experts.2.w3.weight' (expert_w3 of layer 1, expert 2)");
+  expect_refusal(
+      ck.write(),
+      "missing tensor 'model.layers.1.block_sparse_moe.experts.2.w3.weight' (expert_w3 of layer 1, expert 2)");
 }
 
 TEST(Converter, WrongShapeNamesExpectedAndFound) {
@@ -238,7 +242,9 @@ TEST(Converter, UnsupportedDtypeIsRefused) {
 TEST(Converter, NanAndInfAreRefusedWithTheirPlace) {
   EditableCheckpoint ck("mixtral-tiny-a");
   ck.values("model.layers.0.block_sparse_moe.experts.1.w2.weight")[2 * 128 + 5] = NAN;
-  expect_refusal(ck.write(), "tensor 'model.layers.0.block_sparse_moe.experts.1.w2.weight' has a NaN at element 261 (row 2, column 5)");
+  expect_refusal(
+      ck.write(),
+      "tensor 'model.layers.0.block_sparse_moe.experts.1.w2.weight' has a NaN at element 261 (row 2, column 5)");
   ck.values("model.layers.0.block_sparse_moe.experts.1.w2.weight")[2 * 128 + 5] = 0.f;
   ck.values("model.norm.weight")[3] = -INFINITY;
   expect_refusal(ck.write(), "tensor 'model.norm.weight' has a infinite value at element 3");
@@ -336,7 +342,8 @@ TEST(RandomCheckpoint, DeterministicConvertibleAndScaled) {
 
 TEST(Quantize, Int8ErrorIsAtMostHalfAStep) {
   std::vector<float> w(4 * 64);
-  for (size_t i = 0; i < w.size(); ++i) w[i] = std::sin(static_cast<float>(i) * 0.37f) * (1 + static_cast<float>(i % 7));
+  for (size_t i = 0; i < w.size(); ++i)
+    w[i] = std::sin(static_cast<float>(i) * 0.37f) * (1 + static_cast<float>(i % 7));
   for (int row = 0; row < 64; ++row) w[static_cast<size_t>(3 * 64 + row)] = 0.f;  // an all-zero row
   for (int group : {0, 16, 32, 64, 48}) {
     const converter::Quantized q = converter::quantize(w, 4, 64, DType::i8, group, "w");

@@ -35,7 +35,8 @@ std::vector<float> random_vector(int n, std::mt19937& rng, float scale = 1.f) {
 }
 
 // |a - b| <= tol * (scale + |b|): relative to the magnitudes that went into the result.
-void expect_close(const std::vector<float>& got, const std::vector<float>& want, double tol, double scale, const char* what) {
+void expect_close(const std::vector<float>& got, const std::vector<float>& want, double tol, double scale,
+                  const char* what) {
   ASSERT_EQ(got.size(), want.size());
   for (size_t i = 0; i < got.size(); ++i)
     ASSERT_LE(std::fabs(static_cast<double>(got[i]) - want[i]), tol * (scale + std::fabs(static_cast<double>(want[i]))))
@@ -126,7 +127,8 @@ TEST(Fp16, FloatToHalfRoundsToNearestEven) {
     }
     // The result is the nearest half; on a tie, the even one.
     const double v = half_to_float(h);
-    const double next_up = half_to_float(static_cast<uint16_t>(h + 1)), next_down = (h & 0x7fff) ? half_to_float(static_cast<uint16_t>(h - 1)) : -v;
+    const double next_up = half_to_float(static_cast<uint16_t>(h + 1)),
+                 next_down = (h & 0x7fff) ? half_to_float(static_cast<uint16_t>(h - 1)) : -v;
     const double err = std::fabs(v - f);
     ASSERT_LE(err, std::fabs(next_up - f)) << f;
     ASSERT_LE(err, std::fabs(next_down - f) + 1e-300) << f;
@@ -150,7 +152,8 @@ TEST(Crc32c, KnownVectorsAndIncrementalUpdate) {
   std::vector<uint8_t> data(1000);
   for (auto& b : data) b = static_cast<uint8_t>(rng());
   for (size_t split : {0u, 1u, 7u, 8u, 9u, 500u, 999u, 1000u})
-    EXPECT_EQ(crc32c_update(crc32c(data.data(), split), data.data() + split, data.size() - split), crc32c(data.data(), data.size()));
+    EXPECT_EQ(crc32c_update(crc32c(data.data(), split), data.data() + split, data.size() - split),
+              crc32c(data.data(), data.size()));
 }
 
 // ---- scalar references against double precision ---------------------------------------
@@ -169,8 +172,10 @@ TEST(ScalarKernels, LinearMatchesDoublePrecision) {
         for (int r = 0; r < rows; ++r) {
           double s = 0;
           for (int c = 0; c < cols; ++c) {
-            s += static_cast<double>(t.values[static_cast<size_t>(r * cols + c)]) * x[static_cast<size_t>(tk * cols + c)];
-            scale = std::max(scale, std::fabs(static_cast<double>(t.values[static_cast<size_t>(r * cols + c)]) * x[static_cast<size_t>(tk * cols + c)]));
+            s += static_cast<double>(t.values[static_cast<size_t>(r * cols + c)]) *
+                 x[static_cast<size_t>(tk * cols + c)];
+            scale = std::max(scale, std::fabs(static_cast<double>(t.values[static_cast<size_t>(r * cols + c)]) *
+                                              x[static_cast<size_t>(tk * cols + c)]));
           }
           want[static_cast<size_t>(tk * rows + r)] = static_cast<float>(s);
         }
@@ -190,11 +195,15 @@ TEST(ScalarKernels, NormsMatchDoublePrecision) {
     for (float v : x) var += (v - mean) * (v - mean);
     var /= n;
     kernels::rmsnorm(Scalar{}, x.data(), w.data(), n, 1e-5f, out.data());
-    for (int i = 0; i < n; ++i) want[static_cast<size_t>(i)] = static_cast<float>(x[static_cast<size_t>(i)] / std::sqrt(ss / n + 1e-5) * w[static_cast<size_t>(i)]);
+    for (int i = 0; i < n; ++i)
+      want[static_cast<size_t>(i)] =
+          static_cast<float>(x[static_cast<size_t>(i)] / std::sqrt(ss / n + 1e-5) * w[static_cast<size_t>(i)]);
     expect_close(out, want, 1e-5, 1.0, "rmsnorm");
     kernels::layernorm(Scalar{}, x.data(), w.data(), b.data(), n, 1e-5f, out.data());
     for (int i = 0; i < n; ++i)
-      want[static_cast<size_t>(i)] = static_cast<float>((x[static_cast<size_t>(i)] - mean) / std::sqrt(var + 1e-5) * w[static_cast<size_t>(i)] + b[static_cast<size_t>(i)]);
+      want[static_cast<size_t>(i)] =
+          static_cast<float>((x[static_cast<size_t>(i)] - mean) / std::sqrt(var + 1e-5) * w[static_cast<size_t>(i)] +
+                             b[static_cast<size_t>(i)]);
     expect_close(out, want, 1e-5, 1.0, "layernorm");
   }
 }
@@ -238,7 +247,8 @@ TEST(ScalarKernels, SoftmaxTopkAttentionRopeMatchDefinitions) {
   double total = 0;
   for (int t = 0; t < n_pos; ++t) {
     double s = 0;
-    for (int i = 0; i < hd; ++i) s += static_cast<double>(query[static_cast<size_t>(i)]) * keys[static_cast<size_t>(t * hd + i)];
+    for (int i = 0; i < hd; ++i)
+      s += static_cast<double>(query[static_cast<size_t>(i)]) * keys[static_cast<size_t>(t * hd + i)];
     p[static_cast<size_t>(t)] = std::exp(0.3 * s);
     total += p[static_cast<size_t>(t)];
   }
@@ -282,8 +292,8 @@ TEST(Int8Activations, LinearQ8EqualsDequantizedProduct) {
       for (int r = 0; r < rows; ++r) {
         double want = 0;
         for (int c = 0; c < cols; ++c)
-          want += static_cast<double>(t.values[static_cast<size_t>(r * cols + c)]) * q[static_cast<size_t>(tk * cols + c)] *
-                  s[static_cast<size_t>((tk * cols + c) / kernels::kActBlock)];
+          want += static_cast<double>(t.values[static_cast<size_t>(r * cols + c)]) *
+                  q[static_cast<size_t>(tk * cols + c)] * s[static_cast<size_t>((tk * cols + c) / kernels::kActBlock)];
         EXPECT_NEAR(y[static_cast<size_t>(tk * rows + r)], want, 1e-5 * (1 + std::fabs(want))) << "group " << group;
       }
   }
@@ -324,7 +334,8 @@ TEST(SimdEqualsScalar, HaddRowsPutsRowJInLaneJ) {
     rows[j] = fbatch::load_aligned(lane);
   }
   kernels::simd::hadd_rows(rows).store_aligned(lane);
-  for (int j = 0; j < W; ++j) EXPECT_EQ(lane[j], static_cast<float>(j * 1000 * W + (j + 1) * W * (W - 1) / 2)) << "lane " << j;
+  for (int j = 0; j < W; ++j)
+    EXPECT_EQ(lane[j], static_cast<float>(j * 1000 * W + (j + 1) * W * (W - 1) / 2)) << "lane " << j;
 }
 
 TEST(SimdEqualsScalar, Linear) {
@@ -335,18 +346,19 @@ TEST(SimdEqualsScalar, Linear) {
         if (dtype != DType::i8 && group != cols) continue;
         if (cols % group != 0) continue;
         for (int n : {1, 3})
-        // Whole blocks of W rows and a remainder; the one-token path reads blocks in fours
-        // (f32 with AVX-512: four memory streams), then pairs, then a lone one: 119 = 7
-        // blocks of 16 + 7 rows on AVX-512 (a four, a pair, a lone block).
-        for (int rows : {7, 37, 53, 119}) {
-          TestMatrix t = make_matrix(rows, cols, dtype, group, rng);
-          const std::vector<float> x = random_vector(n * cols, rng);
-          std::vector<float> a(static_cast<size_t>(n * rows)), b(a.size());
-          kernels::linear(Scalar{}, t.m, x.data(), n, a.data());
-          kernels::linear(Simd{}, t.m, x.data(), n, b.data());
-          SCOPED_TRACE(::testing::Message() << dtype_name(dtype) << " rows " << rows << " cols " << cols << " group " << group << " tokens " << n);
-          expect_close(b, a, 2e-6 * std::sqrt(static_cast<double>(cols)), 1.0, "linear");
-        }
+          // Whole blocks of W rows and a remainder; the one-token path reads blocks in fours
+          // (f32 with AVX-512: four memory streams), then pairs, then a lone one: 119 = 7
+          // blocks of 16 + 7 rows on AVX-512 (a four, a pair, a lone block).
+          for (int rows : {7, 37, 53, 119}) {
+            TestMatrix t = make_matrix(rows, cols, dtype, group, rng);
+            const std::vector<float> x = random_vector(n * cols, rng);
+            std::vector<float> a(static_cast<size_t>(n * rows)), b(a.size());
+            kernels::linear(Scalar{}, t.m, x.data(), n, a.data());
+            kernels::linear(Simd{}, t.m, x.data(), n, b.data());
+            SCOPED_TRACE(::testing::Message() << dtype_name(dtype) << " rows " << rows << " cols " << cols << " group "
+                                              << group << " tokens " << n);
+            expect_close(b, a, 2e-6 * std::sqrt(static_cast<double>(cols)), 1.0, "linear");
+          }
       }
     }
   }
@@ -414,36 +426,39 @@ TEST(SimdEqualsScalar, LinearQ8) {
   if (!kernels::kInt8Dot) GTEST_SKIP() << "this target has no integer dot products";
   std::mt19937 rng(23);
   for (bool one_sign : {false, true})
-  for (int cols : {96, 160, 192, 256})
-    for (int group : {cols, 32, 64}) {
-      if (cols % group != 0) continue;
-      for (int rows : {11, 37, 53})  // 53: on AVX-512, a pair of 16-row blocks read as two streams, a lone block, 5 rows
-        for (int n : {1, 4, 6, 13, 70}) {  // prefill groups tokens by 8 and 4 (13 = 8 + 4 + 1) within 64 at a time (70)
-          TestMatrix t = make_matrix(rows, cols, DType::i8, group, rng);
-          t.storage[0] = 0x80;  // -128
-          t.storage[static_cast<size_t>(cols + 5)] = 0x80;
-          auto x = random_vector(n * cols, rng);
-          if (one_sign)
-            for (float& v : x) v = std::fabs(v);
-          std::vector<int8_t> q(x.size());
-          std::vector<float> s(static_cast<size_t>(n * cols / kernels::kActBlock)), a(static_cast<size_t>(n * rows)), b(a.size());
-          kernels::quantize_activations(Scalar{}, x.data(), n, cols, q.data(), s.data());
-          kernels::linear_q8(Scalar{}, t.m, q.data(), s.data(), n, a.data());
-          kernels::linear_q8(Simd{}, t.m, q.data(), s.data(), n, b.data());
-          SCOPED_TRACE(::testing::Message() << "rows " << rows << " cols " << cols << " group " << group << " tokens " << n
-                                            << (one_sign ? " x >= 0" : ""));
+    for (int cols : {96, 160, 192, 256})
+      for (int group : {cols, 32, 64}) {
+        if (cols % group != 0) continue;
+        for (int rows :
+             {11, 37, 53})  // 53: on AVX-512, a pair of 16-row blocks read as two streams, a lone block, 5 rows
+          for (int n :
+               {1, 4, 6, 13, 70}) {  // prefill groups tokens by 8 and 4 (13 = 8 + 4 + 1) within 64 at a time (70)
+            TestMatrix t = make_matrix(rows, cols, DType::i8, group, rng);
+            t.storage[0] = 0x80;  // -128
+            t.storage[static_cast<size_t>(cols + 5)] = 0x80;
+            auto x = random_vector(n * cols, rng);
+            if (one_sign)
+              for (float& v : x) v = std::fabs(v);
+            std::vector<int8_t> q(x.size());
+            std::vector<float> s(static_cast<size_t>(n * cols / kernels::kActBlock)), a(static_cast<size_t>(n * rows)),
+                b(a.size());
+            kernels::quantize_activations(Scalar{}, x.data(), n, cols, q.data(), s.data());
+            kernels::linear_q8(Scalar{}, t.m, q.data(), s.data(), n, a.data());
+            kernels::linear_q8(Simd{}, t.m, q.data(), s.data(), n, b.data());
+            SCOPED_TRACE(::testing::Message() << "rows " << rows << " cols " << cols << " group " << group << " tokens "
+                                              << n << (one_sign ? " x >= 0" : ""));
 #if defined(__ARM_FEATURE_DOTPROD)
-          EXPECT_EQ(a, b);
+            EXPECT_EQ(a, b);
 #else
-          // With AVX-512 the float sums also carry 128 * x (taken off at the end), and for
-          // activations of one sign those offsets add up: about 10x the rounding of mixed
-          // signs, 1e-4 of the result at most -- still far below the error of the int8
-          // activations themselves (half a step of 1/127 of each block's largest).
-          const double tol = (one_sign ? 1e-5 : 1e-6) * std::sqrt(static_cast<double>(cols));
-          expect_close(b, a, tol, 1.0, "linear_q8");
+            // With AVX-512 the float sums also carry 128 * x (taken off at the end), and for
+            // activations of one sign those offsets add up: about 10x the rounding of mixed
+            // signs, 1e-4 of the result at most -- still far below the error of the int8
+            // activations themselves (half a step of 1/127 of each block's largest).
+            const double tol = (one_sign ? 1e-5 : 1e-6) * std::sqrt(static_cast<double>(cols));
+            expect_close(b, a, tol, 1.0, "linear_q8");
 #endif
-        }
-    }
+          }
+      }
 }
 
 TEST(SimdEqualsScalar, NormsSoftmaxActivation) {
@@ -485,7 +500,8 @@ TEST(SimdEqualsScalar, RopeAndAttention) {
     for (int n_pos : {1, 2, 5, 7, 8, 9, 16, 17, 100}) {
       const auto keys = random_vector(n_pos * hd, rng), values = random_vector(n_pos * hd, rng);
       const auto query = random_vector(hd, rng);
-      std::vector<float> sa(static_cast<size_t>(n_pos)), ss(static_cast<size_t>(n_pos)), oa(static_cast<size_t>(hd)), os(static_cast<size_t>(hd));
+      std::vector<float> sa(static_cast<size_t>(n_pos)), ss(static_cast<size_t>(n_pos)), oa(static_cast<size_t>(hd)),
+          os(static_cast<size_t>(hd));
       const float scale = 1.f / std::sqrt(static_cast<float>(hd));
       kernels::attention(Scalar{}, query.data(), keys.data(), values.data(), n_pos, hd, scale, sa.data(), oa.data());
       kernels::attention(Simd{}, query.data(), keys.data(), values.data(), n_pos, hd, scale, ss.data(), os.data());
@@ -510,7 +526,8 @@ TEST(SimdEqualsScalar, TopkIncludingTies) {
         // And the scalar result is the stable descending order.
         std::vector<int> order(static_cast<size_t>(n));
         std::iota(order.begin(), order.end(), 0);
-        std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return x[static_cast<size_t>(a)] > x[static_cast<size_t>(b)]; });
+        std::stable_sort(order.begin(), order.end(),
+                         [&](int a, int b) { return x[static_cast<size_t>(a)] > x[static_cast<size_t>(b)]; });
         ASSERT_EQ(std::vector<int>(ia, ia + k), std::vector<int>(order.begin(), order.begin() + k));
       }
     }

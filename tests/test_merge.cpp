@@ -54,7 +54,8 @@ TEST(MergeMath, SlerpOfParallelTensorsIsLinear) {
   const std::vector<float> a = {1, 2, 3}, b = {2, 4, 6};
   std::vector<float> out(3);
   EXPECT_TRUE(slerp(a.data(), b.data(), 3, 0.25, out.data()));
-  for (int i = 0; i < 3; ++i) EXPECT_FLOAT_EQ(out[static_cast<size_t>(i)], 0.75f * a[static_cast<size_t>(i)] + 0.25f * b[static_cast<size_t>(i)]);
+  for (int i = 0; i < 3; ++i)
+    EXPECT_FLOAT_EQ(out[static_cast<size_t>(i)], 0.75f * a[static_cast<size_t>(i)] + 0.25f * b[static_cast<size_t>(i)]);
 }
 
 TEST(MergeMath, TrimKeepsTheLargestMagnitudes) {
@@ -82,9 +83,9 @@ TEST(MergeMath, TiesElectsTheSignAndAveragesOnlyTheAgreeingDeltas) {
   EXPECT_EQ(out, (std::vector<float>{1 + 1.5f, 1 + 4, 1 - 5, 1 + 0.5f}));
 
   // Trimmed to density 0.5 (2 of 4 entries per model, by magnitude; equal magnitudes keep the lower index):
-  //   m1 deltas (1, -2, 3, .5) -> (0, -2, 3, 0); m2 (-1, -1, 1, .5) -> (-1, -1, 0, 0); m3 (2, 4, -5, -1) -> (0, 4, -5, 0)
-  //   entry 0: sum -1 -> -, only m2 -> -1; entry 1: sum 1 -> +, only m3 -> 4; entry 2: sum -2 -> -, -5;
-  //   entry 3: every delta trimmed -> 0.
+  //   m1 deltas (1, -2, 3, .5) -> (0, -2, 3, 0); m2 (-1, -1, 1, .5) -> (-1, -1, 0, 0); m3 (2, 4, -5, -1) -> (0, 4, -5,
+  //   0) entry 0: sum -1 -> -, only m2 -> -1; entry 1: sum 1 -> +, only m3 -> 4; entry 2: sum -2 -> -, -5; entry 3:
+  //   every delta trimmed -> 0.
   o.sparsify = Sparsify::magnitude;
   merge_task_vectors(base.data(), {m1.data(), m2.data(), m3.data()}, {1, 1, 1}, {0.5, 0.5, 0.5}, 4, o, out.data());
   EXPECT_EQ(out, (std::vector<float>{1 - 1, 1 + 4, 1 - 5, 1 + 0}));
@@ -118,13 +119,15 @@ TEST(MergeMath, DareKeepsTheExpectedValueAndDropsTheRightShare) {
       mean[static_cast<size_t>(i)] += d[static_cast<size_t>(i)] / static_cast<double>(seeds);
       if (d[static_cast<size_t>(i)] != 0) {
         ++kept;
-        EXPECT_FLOAT_EQ(d[static_cast<size_t>(i)], static_cast<float>(delta[static_cast<size_t>(i)] / density));  // rescaled survivor
+        EXPECT_FLOAT_EQ(d[static_cast<size_t>(i)],
+                        static_cast<float>(delta[static_cast<size_t>(i)] / density));  // rescaled survivor
       }
     }
   }
   for (int i = 0; i < n; ++i) {
     // Each draw is x/p with probability p, else 0: standard deviation |x| sqrt((1-p)/p); 4 sigma of the mean.
-    const double x = delta[static_cast<size_t>(i)], sigma = std::fabs(x) * std::sqrt((1 - density) / density) / std::sqrt(seeds);
+    const double x = delta[static_cast<size_t>(i)],
+                 sigma = std::fabs(x) * std::sqrt((1 - density) / density) / std::sqrt(seeds);
     EXPECT_NEAR(mean[static_cast<size_t>(i)], x, 4 * sigma) << "entry " << i;
   }
   const double share = static_cast<double>(kept) / (static_cast<double>(n) * seeds);
@@ -140,25 +143,32 @@ TEST(MergeMath, DareKeepsTheExpectedValueAndDropsTheRightShare) {
 
 // ---------------------------------------------------------------- settings and recipes
 
-TensorSpec layer_tensor(TensorRole role, int layer, int expert = -1) { return TensorSpec{role, layer, expert, 4, 4, TensorClass::attention}; }
+TensorSpec layer_tensor(TensorRole role, int layer, int expert = -1) {
+  return TensorSpec{role, layer, expert, 4, 4, TensorClass::attention};
+}
 
 TEST(MergeRecipe, SettingsFollowFiltersAndInterpolateOverDepth) {
   const Setting s = Setting::parse(json::parse(R"([{"filter": "self_attn", "value": [0, 1]},
-                                                   {"filter": "mlp", "value": [0, 0.5, 1]}, {"value": 0.25}])"), "t");
+                                                   {"filter": "mlp", "value": [0, 0.5, 1]}, {"value": 0.25}])"),
+                                   "t");
   EXPECT_DOUBLE_EQ(*s.at(layer_tensor(TensorRole::wq, 0), 5), 0.0);
-  EXPECT_DOUBLE_EQ(*s.at(layer_tensor(TensorRole::wk, 2), 5), 0.5);   // layer 2 of 5 is halfway
+  EXPECT_DOUBLE_EQ(*s.at(layer_tensor(TensorRole::wk, 2), 5), 0.5);  // layer 2 of 5 is halfway
   EXPECT_DOUBLE_EQ(*s.at(layer_tensor(TensorRole::wo, 4), 5), 1.0);
-  EXPECT_DOUBLE_EQ(*s.at(layer_tensor(TensorRole::expert_w1, 1, 3), 5), 0.25);  // a quarter of the way: first segment, halfway
+  EXPECT_DOUBLE_EQ(*s.at(layer_tensor(TensorRole::expert_w1, 1, 3), 5),
+                   0.25);  // a quarter of the way: first segment, halfway
   EXPECT_DOUBLE_EQ(*s.at(layer_tensor(TensorRole::router, 3), 5), 0.75);
   EXPECT_DOUBLE_EQ(*s.at(layer_tensor(TensorRole::attn_norm, 3), 5), 0.25);  // no filter matches: the catch-all
   const Setting only_attention = Setting::parse(json::parse(R"([{"filter": "wq", "value": 1}])"), "t");
   EXPECT_FALSE(only_attention.at(layer_tensor(TensorRole::wk, 0), 2).has_value());
-  const Setting ranges = Setting::parse(json::parse(R"([{"layers": [0, 2], "value": 0.1}, {"filter": "mlp", "layers": [2, 4], "value": 0.2},
-                                                        {"value": 0.9}])"), "t");
+  const Setting ranges = Setting::parse(
+      json::parse(R"([{"layers": [0, 2], "value": 0.1}, {"filter": "mlp", "layers": [2, 4], "value": 0.2},
+                                                        {"value": 0.9}])"),
+      "t");
   EXPECT_DOUBLE_EQ(*ranges.at(layer_tensor(TensorRole::wq, 1), 4), 0.1);
   EXPECT_DOUBLE_EQ(*ranges.at(layer_tensor(TensorRole::wq, 2), 4), 0.9);  // layer 2 is outside [0, 2); not mlp
   EXPECT_DOUBLE_EQ(*ranges.at(layer_tensor(TensorRole::expert_w2, 3, 0), 4), 0.2);
-  EXPECT_DOUBLE_EQ(*ranges.at(TensorSpec{TensorRole::lm_head, -1, -1, 4, 4, TensorClass::embedding}, 4), 0.9);  // global: no layer
+  EXPECT_DOUBLE_EQ(*ranges.at(TensorSpec{TensorRole::lm_head, -1, -1, 4, 4, TensorClass::embedding}, 4),
+                   0.9);  // global: no layer
   EXPECT_THROW(Setting::parse(json::parse(R"([{"layers": [3, 1], "value": 1}])"), "t"), InputError);
   const Setting depth = Setting::parse(json::parse("[0, 1]"), "weight");
   EXPECT_DOUBLE_EQ(*depth.at(TensorSpec{TensorRole::token_embedding, -1, -1, 4, 4, TensorClass::embedding}, 4), 0.0);
@@ -215,12 +225,16 @@ TEST(MergeRecipe, MistakesAreNamed) {
     return std::string("accepted");
   };
   EXPECT_NE(message("merge_method: average\nmodels: [a]").find("unknown merge_method 'average'"), std::string::npos);
-  EXPECT_NE(message("merge_method: linear\nmodels: [a]\nparamters: {}").find("unknown key 'paramters'"), std::string::npos);
+  EXPECT_NE(message("merge_method: linear\nmodels: [a]\nparamters: {}").find("unknown key 'paramters'"),
+            std::string::npos);
   EXPECT_NE(message("merge_method: slerp\nbase_model: a\nmodels: [b]").find("parameters.t"), std::string::npos);
   EXPECT_NE(message("merge_method: ties\nmodels: [a, b]").find("base_model"), std::string::npos);
-  EXPECT_NE(message("merge_method: linear\nmodels: [a]\nparameters: {weight: '0.5'}").find("must be a number"), std::string::npos);
-  EXPECT_NE(message("merge_method: passthrough\nslices: [{sources: [{model: a, layer_range: [4, 2]}]}]").find("empty"), std::string::npos);
-  EXPECT_NE(message("base_model: a\nexperts: [{source_model: b}, {source_model: c}]").find("positive_prompts"), std::string::npos);
+  EXPECT_NE(message("merge_method: linear\nmodels: [a]\nparameters: {weight: '0.5'}").find("must be a number"),
+            std::string::npos);
+  EXPECT_NE(message("merge_method: passthrough\nslices: [{sources: [{model: a, layer_range: [4, 2]}]}]").find("empty"),
+            std::string::npos);
+  EXPECT_NE(message("base_model: a\nexperts: [{source_model: b}, {source_model: c}]").find("positive_prompts"),
+            std::string::npos);
   EXPECT_NE(message("merge_method: [").find("not valid YAML"), std::string::npos);
 }
 
@@ -229,14 +243,16 @@ TEST(MergeRecipe, MistakesAreNamed) {
 constexpr ModelConfig kClassic = config_from_key("classic-d16-l3-h2-kv2-hd8-e2-k1-f32-v12-c8");
 const std::vector<uint32_t> kChars = {'\n', ' ', 'a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j'};
 
-std::filesystem::path random_model(const test::TempDir& tmp, const std::string& name, uint64_t seed, ModelConfig c = kClassic,
-                                   std::vector<uint32_t> chars = kChars) {
+std::filesystem::path random_model(const test::TempDir& tmp, const std::string& name, uint64_t seed,
+                                   ModelConfig c = kClassic, std::vector<uint32_t> chars = kChars) {
   const std::filesystem::path dir = tmp / name;
   converter::write_random_checkpoint(dir, c, seed, chars);
   return dir;
 }
 
-std::vector<float> load(const std::filesystem::path& dir, const TensorSpec& spec) { return converter::open_checkpoint(dir).load(spec); }
+std::vector<float> load(const std::filesystem::path& dir, const TensorSpec& spec) {
+  return converter::open_checkpoint(dir).load(spec);
+}
 
 std::string merge_error(const MergeRecipe& r, const std::filesystem::path& out) {
   try {
@@ -250,12 +266,20 @@ std::string merge_error(const MergeRecipe& r, const std::filesystem::path& out) 
 TEST(Merge, LinearSlerpAndTaskVectorsMatchTheArithmeticOnEveryTensor) {
   test::TempDir tmp;
   const auto a = random_model(tmp, "a", 1), b = random_model(tmp, "b", 2), base = random_model(tmp, "base", 3);
-  run_merge(parse_recipe({{"merge_method", "linear"}, {"models", {{{"model", a}, {"parameters", {{"weight", 1}}}},
-                                                                  {{"model", b}, {"parameters", {{"weight", 3}}}}}}}),
+  run_merge(parse_recipe(
+                {{"merge_method", "linear"},
+                 {"models",
+                  {{{"model", a}, {"parameters", {{"weight", 1}}}}, {{"model", b}, {"parameters", {{"weight", 3}}}}}}}),
             tmp / "linear");
-  run_merge(parse_recipe({{"merge_method", "slerp"}, {"base_model", a}, {"models", {b}}, {"parameters", {{"t", 0}}}}), tmp / "slerp0");
-  run_merge(parse_recipe({{"merge_method", "slerp"}, {"base_model", a}, {"models", {a, b}}, {"parameters", {{"t", 1}}}}), tmp / "slerp1");
-  run_merge(parse_recipe({{"merge_method", "task_arithmetic"}, {"base_model", base}, {"models", {a, b}}, {"parameters", {{"weight", 0.5}}}}),
+  run_merge(parse_recipe({{"merge_method", "slerp"}, {"base_model", a}, {"models", {b}}, {"parameters", {{"t", 0}}}}),
+            tmp / "slerp0");
+  run_merge(
+      parse_recipe({{"merge_method", "slerp"}, {"base_model", a}, {"models", {a, b}}, {"parameters", {{"t", 1}}}}),
+      tmp / "slerp1");
+  run_merge(parse_recipe({{"merge_method", "task_arithmetic"},
+                          {"base_model", base},
+                          {"models", {a, b}},
+                          {"parameters", {{"weight", 0.5}}}}),
             tmp / "ta");
   const converter::Checkpoint out = converter::open_checkpoint(tmp / "linear");
   EXPECT_EQ(out.config, kClassic);
@@ -263,7 +287,8 @@ TEST(Merge, LinearSlerpAndTaskVectorsMatchTheArithmeticOnEveryTensor) {
   int tensors = 0;
   for_each_tensor_spec(kClassic, [&](const TensorSpec& spec) {
     const std::vector<float> x = load(a, spec), y = load(b, spec), z = load(base, spec);
-    const std::vector<float> lin = out.load(spec), s0 = load(tmp / "slerp0", spec), s1 = load(tmp / "slerp1", spec), ta = load(tmp / "ta", spec);
+    const std::vector<float> lin = out.load(spec), s0 = load(tmp / "slerp0", spec), s1 = load(tmp / "slerp1", spec),
+                             ta = load(tmp / "ta", spec);
     for (size_t i = 0; i < x.size(); ++i) {
       ASSERT_NEAR(lin[i], (x[i] + 3 * y[i]) / 4, 1e-6) << spec.layer;
       ASSERT_EQ(s0[i], x[i]);
@@ -282,7 +307,10 @@ TEST(Merge, DareIsSeededAndTiesDropsDisagreeingDeltas) {
   test::TempDir tmp;
   const auto base = random_model(tmp, "base", 1), a = random_model(tmp, "a", 2), b = random_model(tmp, "b", 3);
   const auto recipe = [&](const char* method, uint64_t seed) {
-    return parse_recipe({{"merge_method", method}, {"base_model", base}, {"models", {a, b}}, {"parameters", {{"density", 0.5}, {"seed", seed}}}});
+    return parse_recipe({{"merge_method", method},
+                         {"base_model", base},
+                         {"models", {a, b}},
+                         {"parameters", {{"density", 0.5}, {"seed", seed}}}});
   };
   run_merge(recipe("dare_ties", 5), tmp / "d5");
   run_merge(recipe("dare_ties", 5), tmp / "d5again");
@@ -295,7 +323,8 @@ TEST(Merge, DareIsSeededAndTiesDropsDisagreeingDeltas) {
   // Every merged delta is one of the sources' deltas or their mean, and agrees in sign with their sum.
   for (size_t i = 0; i < z.size(); ++i) {
     const float dx = x[i] - z[i], dy = y[i] - z[i], dt = t[i] - z[i];
-    const bool is_x = std::fabs(dt - dx) < 1e-6f, is_y = std::fabs(dt - dy) < 1e-6f, is_mean = std::fabs(dt - (dx + dy) / 2) < 1e-6f;
+    const bool is_x = std::fabs(dt - dx) < 1e-6f, is_y = std::fabs(dt - dy) < 1e-6f,
+               is_mean = std::fabs(dt - (dx + dy) / 2) < 1e-6f;
     ASSERT_TRUE(dt == 0 || is_x || is_y || is_mean) << i;
     ASSERT_TRUE(dt == 0 || (dt > 0) == (dx + dy >= 0) || !is_mean) << i;
   }
@@ -311,13 +340,17 @@ TEST(Merge, PassthroughStacksTheSlicesLayers) {
   EXPECT_EQ(r.config.n_layers, 4);
   const converter::Checkpoint out = converter::open_checkpoint(tmp / "deep");
   EXPECT_EQ(out.config.n_layers, 4);
-  const auto spec = [](TensorRole role, int layer) { return TensorSpec{role, layer, -1, kClassic.q_dim(), kClassic.d_model, TensorClass::attention}; };
+  const auto spec = [](TensorRole role, int layer) {
+    return TensorSpec{role, layer, -1, kClassic.q_dim(), kClassic.d_model, TensorClass::attention};
+  };
   EXPECT_EQ(out.load(spec(TensorRole::wq, 1)), load(a, spec(TensorRole::wq, 1)));
   EXPECT_EQ(out.load(spec(TensorRole::wq, 2)), load(b, spec(TensorRole::wq, 1)));
   EXPECT_EQ(out.load(spec(TensorRole::wq, 3)), load(b, spec(TensorRole::wq, 2)));
-  const TensorSpec emb{TensorRole::token_embedding, -1, -1, kClassic.vocab_size, kClassic.d_model, TensorClass::embedding};
+  const TensorSpec emb{TensorRole::token_embedding, -1, -1, kClassic.vocab_size, kClassic.d_model,
+                       TensorClass::embedding};
   EXPECT_EQ(out.load(emb), load(a, emb));
-  EXPECT_NE(merge_error(parse_recipe({{"merge_method", "passthrough"}, {"slices", {{{"sources", {{{"model", a}, {"layer_range", {2, 4}}}}}}}}}),
+  EXPECT_NE(merge_error(parse_recipe({{"merge_method", "passthrough"},
+                                      {"slices", {{{"sources", {{{"model", a}, {"layer_range", {2, 4}}}}}}}}}),
                         tmp / "bad")
                 .find("goes past the 3 layers"),
             std::string::npos);
@@ -329,9 +362,12 @@ TEST(Merge, FrankenMoeTakesDonorFfnsAndRoutesByMeanHiddenState) {
   const auto base = random_model(tmp, "base", 1, dense), d1 = random_model(tmp, "d1", 2, dense);
   const auto moe_donor = random_model(tmp, "d2", 3, kClassic);  // an MoE donor: its expert 1 is taken
   const std::string p1 = "abcabcab\nabc", p2 = "jihgf jihg";
-  const MergeRecipe r = parse_recipe({{"merge_method", "moe"}, {"base_model", base}, {"experts_per_token", 1},
-                                      {"experts", {{{"source_model", d1}, {"positive_prompts", {p1}}},
-                                                   {{"source_model", moe_donor}, {"expert", 1}, {"positive_prompts", {p2}}}}}});
+  const MergeRecipe r = parse_recipe({{"merge_method", "moe"},
+                                      {"base_model", base},
+                                      {"experts_per_token", 1},
+                                      {"experts",
+                                       {{{"source_model", d1}, {"positive_prompts", {p1}}},
+                                        {{"source_model", moe_donor}, {"expert", 1}, {"positive_prompts", {p2}}}}}});
   const MergeResult result = run_merge(r, tmp / "moe");
   ModelConfig want = dense;
   want.n_experts = 2;
@@ -342,7 +378,8 @@ TEST(Merge, FrankenMoeTakesDonorFfnsAndRoutesByMeanHiddenState) {
   EXPECT_EQ(out.constants.capacity_factor, 0.);
   for (int l = 0; l < 3; ++l) {
     const TensorSpec w1{TensorRole::expert_w1, l, 0, dense.expert_hidden, dense.d_model, TensorClass::expert};
-    TensorSpec w2_out{TensorRole::expert_w2, l, 1, dense.d_model, dense.expert_hidden, TensorClass::expert}, w2_in = w2_out;
+    TensorSpec w2_out{TensorRole::expert_w2, l, 1, dense.d_model, dense.expert_hidden, TensorClass::expert},
+        w2_in = w2_out;
     w2_in.expert = 1;
     EXPECT_EQ(out.load(w1), load(d1, w1));
     EXPECT_EQ(out.load(w2_out), load(moe_donor, w2_in));
@@ -352,14 +389,18 @@ TEST(Merge, FrankenMoeTakesDonorFfnsAndRoutesByMeanHiddenState) {
   // Layer 0's input is the embeddings: its router row for an expert is the normalised mean
   // of token + position embeddings over that expert's prompt (one window: 8 tokens, then
   // the last 8 -- windows of the context length covering the prompt).
-  const std::vector<float> tok = load(base, TensorSpec{TensorRole::token_embedding, -1, -1, 12, 16, TensorClass::embedding});
-  const std::vector<float> pos = load(base, TensorSpec{TensorRole::position_embedding, -1, -1, 8, 16, TensorClass::embedding});
+  const std::vector<float> tok =
+      load(base, TensorSpec{TensorRole::token_embedding, -1, -1, 12, 16, TensorClass::embedding});
+  const std::vector<float> pos =
+      load(base, TensorSpec{TensorRole::position_embedding, -1, -1, 8, 16, TensorClass::embedding});
   const std::vector<float> router = out.load(TensorSpec{TensorRole::router, 0, -1, 2, 16, TensorClass::f32_only});
   const std::string prompts[2] = {p1, p2};
   for (int e = 0; e < 2; ++e) {
     const std::string& p = prompts[e];
     std::vector<int> ids;
-    for (char ch : p) ids.push_back(static_cast<int>(std::find(kChars.begin(), kChars.end(), static_cast<uint32_t>(ch)) - kChars.begin()));
+    for (char ch : p)
+      ids.push_back(
+          static_cast<int>(std::find(kChars.begin(), kChars.end(), static_cast<uint32_t>(ch)) - kChars.begin()));
     std::vector<size_t> starts = {0};
     if (ids.size() > 8) starts.push_back(ids.size() - 8);
     std::vector<double> mean(16, 0.0);
@@ -368,9 +409,11 @@ TEST(Merge, FrankenMoeTakesDonorFfnsAndRoutesByMeanHiddenState) {
         for (size_t i = 0; i < 16; ++i) mean[i] += tok[static_cast<size_t>(ids[s + t]) * 16 + i] + pos[t * 16 + i];
     double norm = 0;
     for (double v : mean) norm += v * v;
-    for (size_t i = 0; i < 16; ++i) EXPECT_NEAR(router[static_cast<size_t>(e) * 16 + i], mean[i] / std::sqrt(norm), 1e-5) << e << " " << i;
+    for (size_t i = 0; i < 16; ++i)
+      EXPECT_NEAR(router[static_cast<size_t>(e) * 16 + i], mean[i] / std::sqrt(norm), 1e-5) << e << " " << i;
   }
-  EXPECT_EQ(out.load(TensorSpec{TensorRole::router_bias, 2, -1, 2, 0, TensorClass::f32_only}), std::vector<float>(2, 0.f));
+  EXPECT_EQ(out.load(TensorSpec{TensorRole::router_bias, 2, -1, 2, 0, TensorClass::f32_only}),
+            std::vector<float>(2, 0.f));
 }
 
 // The classifier router learns which expert's prompts a token comes from: on prompts of
@@ -378,10 +421,16 @@ TEST(Merge, FrankenMoeTakesDonorFfnsAndRoutesByMeanHiddenState) {
 TEST(Merge, ClassifierRouterSendsEachPromptToItsExpert) {
   test::TempDir tmp;
   constexpr ModelConfig dense = config_from_key("classic-d16-l3-h2-kv2-hd8-e1-k1-f32-v12-c8");
-  const auto base = random_model(tmp, "base", 1, dense), d1 = random_model(tmp, "d1", 2, dense), d2 = random_model(tmp, "d2", 3, dense);
+  const auto base = random_model(tmp, "base", 1, dense), d1 = random_model(tmp, "d1", 2, dense),
+             d2 = random_model(tmp, "d2", 3, dense);
   const std::string p1 = "abcabcbacbbaccabacbabcab", p2 = "hijjihjihhijjjihhiijhjih";
-  run_merge(parse_recipe({{"merge_method", "moe"}, {"base_model", base}, {"experts_per_token", 1}, {"gate_mode", "classifier"},
-                          {"experts", {{{"source_model", d1}, {"positive_prompts", {p1}}}, {{"source_model", d2}, {"positive_prompts", {p2}}}}}}),
+  run_merge(parse_recipe({{"merge_method", "moe"},
+                          {"base_model", base},
+                          {"experts_per_token", 1},
+                          {"gate_mode", "classifier"},
+                          {"experts",
+                           {{{"source_model", d1}, {"positive_prompts", {p1}}},
+                            {{"source_model", d2}, {"positive_prompts", {p2}}}}}}),
             tmp / "moe");
   const converter::Checkpoint ck = converter::open_checkpoint(tmp / "moe");
   train::Model<float> model(train::inference_config(ck), 1);
@@ -390,10 +439,12 @@ TEST(Merge, ClassifierRouterSendsEachPromptToItsExpert) {
   for (int e = 0; e < 2; ++e) {
     std::vector<int32_t> ids;
     for (size_t i = 0; i < 8; ++i)
-      ids.push_back(static_cast<int32_t>(std::find(kChars.begin(), kChars.end(), static_cast<uint32_t>(prompts[e][i])) - kChars.begin()));
+      ids.push_back(static_cast<int32_t>(std::find(kChars.begin(), kChars.end(), static_cast<uint32_t>(prompts[e][i])) -
+                                         kChars.begin()));
     model.forward(ids.data(), nullptr, 1, 8, false, 0);
     for (int l = 0; l < 3; ++l)
-      for (int t = 0; t < 8; ++t) EXPECT_EQ(model.first_choice(l, t), e) << "prompt " << e << " layer " << l << " token " << t;
+      for (int t = 0; t < 8; ++t)
+        EXPECT_EQ(model.first_choice(l, t), e) << "prompt " << e << " layer " << l << " token " << t;
   }
 }
 
@@ -409,12 +460,15 @@ TEST(Merge, MismatchesAreRefusedNamingTheDimension) {
   EXPECT_NE(wide.find("d_model: 16 vs 32"), std::string::npos) << wide;
   const std::string vocab = merge_error(parse_recipe({{"merge_method", "linear"}, {"models", {a, c}}}), tmp / "out");
   EXPECT_NE(vocab.find("vocabularies differ"), std::string::npos) << vocab;
-  const std::string expert = merge_error(
-      parse_recipe({{"merge_method", "moe"}, {"base_model", a}, {"gate_mode", "random"}, {"experts_per_token", 1},
-                    {"experts", {{{"source_model", a}, {"expert", 2}}}}}),
-      tmp / "out");
+  const std::string expert = merge_error(parse_recipe({{"merge_method", "moe"},
+                                                       {"base_model", a},
+                                                       {"gate_mode", "random"},
+                                                       {"experts_per_token", 1},
+                                                       {"experts", {{{"source_model", a}, {"expert", 2}}}}}),
+                                         tmp / "out");
   EXPECT_NE(expert.find("has 2 expert(s)"), std::string::npos) << expert;
-  const std::string missing = merge_error(parse_recipe({{"merge_method", "linear"}, {"models", {(tmp / "nope").string()}}}), tmp / "out");
+  const std::string missing =
+      merge_error(parse_recipe({{"merge_method", "linear"}, {"models", {(tmp / "nope").string()}}}), tmp / "out");
   EXPECT_NE(missing.find("is not a directory"), std::string::npos) << missing;
   EXPECT_FALSE(std::filesystem::exists(tmp / "out"));  // nothing written
 }
@@ -427,18 +481,20 @@ TEST(MergeCli, YamlRecipeAndFlagsGiveTheSameModel) {
     f << "merge_method: slerp\nbase_model: " << a.string() << "\nmodels:\n  - model: " << b.string()
       << "\nparameters:\n  t:\n    - filter: self_attn\n      value: [0, 1]\n    - value: 0.3\n";
   }
-  const auto r1 = test::run_program({MOE_MERGE_PATH, "--config", (tmp / "recipe.yaml").string(), "--out", (tmp / "m1").string()});
+  const auto r1 =
+      test::run_program({MOE_MERGE_PATH, "--config", (tmp / "recipe.yaml").string(), "--out", (tmp / "m1").string()});
   ASSERT_EQ(r1.code, 0) << r1.err;
   EXPECT_NE(r1.out.find("slerp merge -> classic-d16-l3"), std::string::npos) << r1.out;
-  const auto r2 = test::run_program({MOE_MERGE_PATH, "--method", "slerp", "--base", a.string(), "--model", b.string(), "--t", "0.3",
-                                     "--out", (tmp / "m2").string()});
+  const auto r2 = test::run_program({MOE_MERGE_PATH, "--method", "slerp", "--base", a.string(), "--model", b.string(),
+                                     "--t", "0.3", "--out", (tmp / "m2").string()});
   ASSERT_EQ(r2.code, 0) << r2.err;
   // Same t outside attention; attention follows the gradient (layer 1 of 3 at t 0.5), so the files differ there only.
   const TensorSpec w1{TensorRole::expert_w1, 1, 0, kClassic.expert_hidden, kClassic.d_model, TensorClass::expert};
   const TensorSpec wq{TensorRole::wq, 1, -1, kClassic.q_dim(), kClassic.d_model, TensorClass::attention};
   EXPECT_EQ(load(tmp / "m1", w1), load(tmp / "m2", w1));
   EXPECT_NE(load(tmp / "m1", wq), load(tmp / "m2", wq));
-  const auto bad = test::run_program({MOE_MERGE_PATH, "--method", "ties", "--model", a.string(), "--out", (tmp / "m3").string()});
+  const auto bad =
+      test::run_program({MOE_MERGE_PATH, "--method", "ties", "--model", a.string(), "--out", (tmp / "m3").string()});
   EXPECT_EQ(bad.code, 1);
   EXPECT_NE(bad.err.find("ties needs a base_model"), std::string::npos) << bad.err;
 }

@@ -32,7 +32,8 @@ class ModelFileTest : public ::testing::Test {
   struct Copy {
     test::AlignedBuffer buf;
     fb::Model* model;
-    explicit Copy(const std::vector<uint8_t>& bytes) : buf(bytes), model(const_cast<fb::Model*>(fb::GetSizePrefixedModel(buf.data()))) {}
+    explicit Copy(const std::vector<uint8_t>& bytes)
+        : buf(bytes), model(const_cast<fb::Model*>(fb::GetSizePrefixedModel(buf.data()))) {}
     // Generated tables derive privately from flatbuffers::Table, at the same address.
     template <class T, class Table>
     T* field(const Table* table, flatbuffers::voffset_t vt) {
@@ -40,7 +41,9 @@ class ModelFileTest : public ::testing::Test {
       EXPECT_NE(p, nullptr) << "field not stored";
       return reinterpret_cast<T*>(p);
     }
-    fb::Tensor* tensor(int i) { return const_cast<fb::Tensor*>(model->tensors()->Get(static_cast<flatbuffers::uoffset_t>(i))); }
+    fb::Tensor* tensor(int i) {
+      return const_cast<fb::Tensor*>(model->tensors()->Get(static_cast<flatbuffers::uoffset_t>(i)));
+    }
   };
 
   static Error open(const test::AlignedBuffer& b) {
@@ -92,7 +95,8 @@ TEST_F(ModelFileTest, TrailingBytes) {
 TEST_F(ModelFileTest, WrongIdentifier) {
   std::vector<uint8_t> bytes = *good_;
   std::memset(bytes.data() + 8, 0, 4);
-  expect_error(open_bytes(bytes.data(), bytes.size()), ErrorCode::not_a_model, "identifier is '....' (00 00 00 00), expected 'MOE1'");
+  expect_error(open_bytes(bytes.data(), bytes.size()), ErrorCode::not_a_model,
+               "identifier is '....' (00 00 00 00), expected 'MOE1'");
   const char text[] = "{\"model_type\": \"mixtral\", \"hidden_size\": 64}";
   expect_error(open_bytes(text, sizeof text), ErrorCode::not_a_model, "not a .moe file");
 }
@@ -189,9 +193,11 @@ TEST_F(ModelFileTest, RandomBitFlipsNeverCrashOrYieldNaN) {
     if (engine->load(f)) continue;  // e.g. a dimension changed into another valid config
     const int32_t ids[] = {1, 2, 3, 4};
     ASSERT_TRUE(engine->prefill(ids, 4).ok());
-    for (int v = 0; v < kMixtral.vocab_size; ++v) ASSERT_TRUE(std::isfinite(engine->logits()[v])) << "flip at byte " << byte;
+    for (int v = 0; v < kMixtral.vocab_size; ++v)
+      ASSERT_TRUE(std::isfinite(engine->logits()[v])) << "flip at byte " << byte;
   }
-  std::printf("  300 random bit flips: %d refused at load, %d loaded (in names, padding or still-valid metadata)\n", refused, loaded);
+  std::printf("  300 random bit flips: %d refused at load, %d loaded (in names, padding or still-valid metadata)\n",
+              refused, loaded);
   EXPECT_GT(refused, 250);  // the weights are nearly all of the file, and every weight byte is checksummed
 }
 
@@ -247,7 +253,8 @@ TEST_F(ModelFileTest, EngineRejectsBadTokensAndKeepsItsState) {
   ASSERT_TRUE(engine->prefill(ok_ids, 2).ok());
   std::vector<float> before(engine->logits(), engine->logits() + kMixtral.vocab_size);
   const int32_t bad[] = {7, 96};
-  expect_error(engine->prefill(bad, 2), ErrorCode::bad_token, "token id 96 at index 1 is outside the vocabulary [0, 96)");
+  expect_error(engine->prefill(bad, 2), ErrorCode::bad_token,
+               "token id 96 at index 1 is outside the vocabulary [0, 96)");
   EXPECT_EQ(engine->position(), 2);
   EXPECT_EQ(std::vector<float>(engine->logits(), engine->logits() + kMixtral.vocab_size), before);
   // llama family: a full context stops with a clear status and changes nothing.

@@ -97,7 +97,8 @@ void check_recipe(const char* fixture, const char* name, const converter::QuantR
   }
   const tools::Agreement a = tools::compare_logits(*q.engine, *fp32.engine, seqs);
   std::vector<std::vector<int32_t>> prompts;
-  for (const auto& seq : seqs) prompts.emplace_back(seq.begin(), seq.begin() + std::min<long>(8, static_cast<long>(seq.size())));
+  for (const auto& seq : seqs)
+    prompts.emplace_back(seq.begin(), seq.begin() + std::min<long>(8, static_cast<long>(seq.size())));
   const double greedy = greedy_agreement(*q.engine, *fp32.engine, prompts);
   double loss = 0, loss32 = 0;
   if (C.family == Family::classic) {
@@ -127,8 +128,14 @@ struct RecipeCase {
 
 const RecipeCase kCases[] = {
     {"experts f16", test::recipe(DType::f16), {0.002, 0.995, 0.95, 0}, {0.002, 0.995, 0.95, 0.0005}},
-    {"experts i8/g32", test::recipe(DType::i8, DType::f32, DType::f32, 32), {0.005, 0.96, 0.75, 0}, {0.005, 0.97, 0.8, 0.002}},
-    {"experts i8/row", test::recipe(DType::i8, DType::f32, DType::f32, 0), {0.005, 0.95, 0.7, 0}, {0.005, 0.97, 0.85, 0.002}},
+    {"experts i8/g32",
+     test::recipe(DType::i8, DType::f32, DType::f32, 32),
+     {0.005, 0.96, 0.75, 0},
+     {0.005, 0.97, 0.8, 0.002}},
+    {"experts i8/row",
+     test::recipe(DType::i8, DType::f32, DType::f32, 0),
+     {0.005, 0.95, 0.7, 0},
+     {0.005, 0.97, 0.85, 0.002}},
     {"default (i8/row, f16 attn+emb)", converter::QuantRecipe{}, {0.005, 0.95, 0.7, 0}, {0.005, 0.97, 0.85, 0.002}},
     {"all i8/g32", test::recipe(DType::i8, DType::i8, DType::i8, 32), {0.01, 0.93, 0.55, 0}, {0.01, 0.95, 0.75, 0.005}},
 };
@@ -152,7 +159,8 @@ INSTANTIATE_TEST_SUITE_P(Recipes, Quantized, ::testing::ValuesIn(kCases), [](con
 // logits up to float rounding. With them on (where the target has integer dot
 // products), the activations' rounding shows.
 TEST(Int8Activations, OffReproducesTheWideningNumerics) {
-  const test::AlignedBuffer buf = test::convert_fixture("mixtral-tiny-a", test::recipe(DType::i8, DType::i8, DType::i8, 0));
+  const test::AlignedBuffer buf =
+      test::convert_fixture("mixtral-tiny-a", test::recipe(DType::i8, DType::i8, DType::i8, 0));
   ModelFile file;
   ASSERT_TRUE(ModelFile::open(buf.data(), buf.size(), file).ok());
   auto scalar = std::make_unique<Engine<kMixtral, kernels::Scalar>>();

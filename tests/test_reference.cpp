@@ -52,7 +52,8 @@ class ReferenceTest : public ::testing::Test {
     double worst = 0;
     for (size_t ci = 0; ci < cases.size(); ++ci) {
       const auto& rc = cases[ci];
-      SCOPED_TRACE(::testing::Message() << fixture << " case " << ci << " (" << rc.input_ids.size() << " prompt tokens)");
+      SCOPED_TRACE(::testing::Message() << fixture << " case " << ci << " (" << rc.input_ids.size()
+                                        << " prompt tokens)");
       const int n = static_cast<int>(rc.input_ids.size());
       // The reference gives logits for the last rows.size() positions (makeMoE sees
       // at most block_size tokens).

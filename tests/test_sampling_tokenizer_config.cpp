@@ -77,7 +77,8 @@ TEST(Sampler, TopPKeepsTheSmallestSetReachingP) {
 }
 
 TEST(Sampler, SameSeedSameSequenceOtherSeedOther) {
-  Sampler<4> a(SamplingParams{1.f, 0, 0.9f, 123}), b(SamplingParams{1.f, 0, 0.9f, 123}), c(SamplingParams{1.f, 0, 0.9f, 124});
+  Sampler<4> a(SamplingParams{1.f, 0, 0.9f, 123}), b(SamplingParams{1.f, 0, 0.9f, 123}),
+      c(SamplingParams{1.f, 0, 0.9f, 124});
   std::vector<int> sa, sb, sc;
   for (int i = 0; i < 200; ++i) {
     sa.push_back(a.sample(kLogits));
@@ -129,9 +130,11 @@ TEST(CharTokenizer, EncodesDecodesAndNamesUnknownCharacters) {
   EXPECT_EQ(back, "ROMEO: \xc3\xa9\n");
   const Error unknown = tok.encode("ROMEO: \xe2\x82\xac", 10, ids, 16, n);
   EXPECT_EQ(unknown.code, ErrorCode::unknown_character);
-  EXPECT_STREQ(unknown.what(), "prompt character '\xe2\x82\xac' (U+20AC) at byte 7 is not in the model's vocabulary of 8 characters");
+  EXPECT_STREQ(unknown.what(),
+               "prompt character '\xe2\x82\xac' (U+20AC) at byte 7 is not in the model's vocabulary of 8 characters");
   EXPECT_NE(std::string(tok.encode("R\tO", 3, ids, 16, n).what()).find("'?' (U+0009) at byte 1"), std::string::npos);
-  EXPECT_NE(std::string(tok.encode("RO\xff", 3, ids, 16, n).what()).find("not valid UTF-8 at byte 2"), std::string::npos);
+  EXPECT_NE(std::string(tok.encode("RO\xff", 3, ids, 16, n).what()).find("not valid UTF-8 at byte 2"),
+            std::string::npos);
   EXPECT_NE(std::string(tok.encode("ROMEO", 5, ids, 3, n).what()).find("longer than 3 tokens"), std::string::npos);
   char buf[4];
   EXPECT_EQ(tok.decode(8, buf), 0);
@@ -146,12 +149,12 @@ TEST(Format, MatchesSnprintfOnWhatTheEngineUses) {
     EXPECT_EQ(a, b);
     EXPECT_STREQ(got, want);
   };
-  same(format(got, sizeof got, "%s-d%d-l%u %lu %x %X %02x %04X %08x %c %%", "llama", -42, 7u, 123456789ul, 0xbeefu, 0xbeefu, 5u, 10u,
-              0xdeadbeefu, 'z'),
-       std::snprintf(want, sizeof want, "%s-d%d-l%u %lu %x %X %02x %04X %08x %c %%", "llama", -42, 7u, 123456789ul, 0xbeefu, 0xbeefu, 5u, 10u,
-                     0xdeadbeefu, 'z'));
-  for (double v : {0.0, 1.0, -1.0, 0.5, 1e-5, 1.5e-4, 0.001, 3.14159265, 100.0, 99999.9, 123456.0, 1234567.0, 1e10, 6.02e23, -2.5e-7,
-                   10000.0, 1e6, 0.1, 2.9032})
+  same(format(got, sizeof got, "%s-d%d-l%u %lu %x %X %02x %04X %08x %c %%", "llama", -42, 7u, 123456789ul, 0xbeefu,
+              0xbeefu, 5u, 10u, 0xdeadbeefu, 'z'),
+       std::snprintf(want, sizeof want, "%s-d%d-l%u %lu %x %X %02x %04X %08x %c %%", "llama", -42, 7u, 123456789ul,
+                     0xbeefu, 0xbeefu, 5u, 10u, 0xdeadbeefu, 'z'));
+  for (double v : {0.0, 1.0, -1.0, 0.5, 1e-5, 1.5e-4, 0.001, 3.14159265, 100.0, 99999.9, 123456.0, 1234567.0, 1e10,
+                   6.02e23, -2.5e-7, 10000.0, 1e6, 0.1, 2.9032})
     same(format(got, sizeof got, "%g", v), std::snprintf(want, sizeof want, "%g", v));
   same(format(got, sizeof got, "%g %g", NAN, -INFINITY), std::snprintf(want, sizeof want, "%g %g", NAN, -INFINITY));
   // Truncation keeps a terminator and reports the full length, as snprintf.
@@ -164,16 +167,17 @@ TEST(Format, MatchesSnprintfOnWhatTheEngineUses) {
 
 TEST(ConfigKey, ParsesFormatsAndRoundTrips) {
   constexpr ModelConfig c = config_from_key("llama-d64-l2-h4-kv2-hd16-e4-k2-f128-v96-c128");
-  static_assert(c.family == Family::llama && c.d_model == 64 && c.n_layers == 2 && c.n_heads == 4 && c.n_kv_heads == 2 &&
-                c.head_dim == 16 && c.n_experts == 4 && c.top_k == 2 && c.expert_hidden == 128 && c.vocab_size == 96 &&
-                c.max_context == 128);
+  static_assert(c.family == Family::llama && c.d_model == 64 && c.n_layers == 2 && c.n_heads == 4 &&
+                c.n_kv_heads == 2 && c.head_dim == 16 && c.n_experts == 4 && c.top_k == 2 && c.expert_hidden == 128 &&
+                c.vocab_size == 96 && c.max_context == 128);
   EXPECT_STREQ(ConfigKey(c).c_str(), "llama-d64-l2-h4-kv2-hd16-e4-k2-f128-v96-c128");
   ModelConfig back{};
   EXPECT_TRUE(try_parse_config_key(ConfigKey(c).c_str(), back));
   EXPECT_EQ(back, c);
-  for (const char* bad : {"", "llama", "mixtral-d64-l2-h4-kv2-hd16-e4-k2-f128-v96-c128", "llama-d64-l2-h4-kv2-hd16-e4-k2-f128-v96",
-                          "llama-d64-l2-h4-kv2-hd16-e4-k2-f128-v96-c128x", "llama-d-l2-h4-kv2-hd16-e4-k2-f128-v96-c128",
-                          "llama-d64-h4-l2-kv2-hd16-e4-k2-f128-v96-c128", "llama-d99999999999-l2-h4-kv2-hd16-e4-k2-f128-v96-c128"})
+  for (const char* bad :
+       {"", "llama", "mixtral-d64-l2-h4-kv2-hd16-e4-k2-f128-v96-c128", "llama-d64-l2-h4-kv2-hd16-e4-k2-f128-v96",
+        "llama-d64-l2-h4-kv2-hd16-e4-k2-f128-v96-c128x", "llama-d-l2-h4-kv2-hd16-e4-k2-f128-v96-c128",
+        "llama-d64-h4-l2-kv2-hd16-e4-k2-f128-v96-c128", "llama-d99999999999-l2-h4-kv2-hd16-e4-k2-f128-v96-c128"})
     EXPECT_FALSE(try_parse_config_key(bad, back)) << bad;
 }
 
@@ -208,7 +212,8 @@ TEST(ModelLayout, TensorCountsAndParameters) {
   // Parameters counted independently from the safetensors shapes of the fixtures.
   EXPECT_EQ(total_params(mix), 96 * 64 * 2 + 64 + 2 * (2 * 64 + 64 * 64 * 2 + 32 * 64 * 2 + 4 * 64 + 4 * 3 * 128 * 64));
   // Active: all but the embedding table, and 2 of 4 experts per layer.
-  EXPECT_EQ(active_params_per_token(mix), 96 * 64 + 64 + 2 * (2 * 64 + 64 * 64 * 2 + 32 * 64 * 2 + 4 * 64 + 2 * 3 * 128 * 64));
+  EXPECT_EQ(active_params_per_token(mix),
+            96 * 64 + 64 + 2 * (2 * 64 + 64 * 64 * 2 + 32 * 64 * 2 + 4 * 64 + 2 * 3 * 128 * 64));
 }
 
 }  // namespace

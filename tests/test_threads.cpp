@@ -39,7 +39,8 @@ TEST(ThreadPool, EveryPartRunsOncePerTask) {
     for (int i = 0; i < kTasks; ++i) {
       w.run(w.pool, &Tally::task, &tally);
       // run() returns only when every part is done: the counts are exact here.
-      for (int p = 0; p < threads; ++p) ASSERT_EQ(tally.runs[p].load(), i + 1) << "threads " << threads << " part " << p;
+      for (int p = 0; p < threads; ++p)
+        ASSERT_EQ(tally.runs[p].load(), i + 1) << "threads " << threads << " part " << p;
     }
     EXPECT_EQ(tally.wrong_parts.load(), 0);
   }
@@ -92,7 +93,8 @@ TEST(EngineWorkers, SplitProductsGiveIdenticalLogitsF32) {
 
 TEST(EngineWorkers, SplitProductsGiveIdenticalLogitsInt8) {
   for (int group : {0, 32})  // one scale per row; groups of 32 columns
-    expect_same_logits_with_workers(test::convert_fixture("mixtral-tiny-a", test::recipe(DType::i8, DType::i8, DType::i8, group)));
+    expect_same_logits_with_workers(
+        test::convert_fixture("mixtral-tiny-a", test::recipe(DType::i8, DType::i8, DType::i8, group)));
 }
 
 }  // namespace

@@ -29,8 +29,8 @@ std::vector<double> random_vec(size_t n, std::mt19937& rng, double scale = 1.0) 
 }
 
 // Checks d/dx of L(x) = f(x) against `analytic` by central differences over every element.
-void expect_gradient(std::vector<double>& x, const std::vector<double>& analytic, const std::function<double()>& f, const char* what,
-                     double tol = 1e-6) {
+void expect_gradient(std::vector<double>& x, const std::vector<double>& analytic, const std::function<double()>& f,
+                     const char* what, double tol = 1e-6) {
   ASSERT_EQ(x.size(), analytic.size());
   double worst = 0;
   for (size_t i = 0; i < x.size(); ++i) {
@@ -121,7 +121,8 @@ TEST(TrainerOps, AttentionRopeGradients) {
   rope_forward(qr.data(), N, s.T, s.H, s.hd, s.q_stride, 10000.f, false);
   rope_forward(kr.data(), N, s.T, s.KVH, s.hd, s.kv_stride, 10000.f, false);
   std::vector<double> dq(q.size()), dk(k.size()), dv(v.size());
-  attention_backward(dq.data(), dk.data(), dv.data(), R.data(), att.data(), mask.data(), qr.data(), kr.data(), v.data(), s);
+  attention_backward(dq.data(), dk.data(), dv.data(), R.data(), att.data(), mask.data(), qr.data(), kr.data(), v.data(),
+                     s);
   rope_backward(dq.data(), N, s.T, s.H, s.hd, s.q_stride, 10000.f);
   rope_backward(dk.data(), N, s.T, s.KVH, s.hd, s.kv_stride, 10000.f);
   // Looser: these gradients reach 1e-4, where the differences' round-off (~1e-9) is 1e-5 relative.
@@ -174,7 +175,8 @@ TrainConfig tiny_config(Family family) {
   TrainConfig c;
   c.model = family == Family::classic ? config_from_key("classic-d8-l2-h2-kv2-hd4-e4-k2-f12-v11-c6")
                                       : config_from_key("llama-d8-l2-h4-kv2-hd2-e4-k2-f12-v11-c6");
-  c.constants.attention_scale = family == Family::classic ? AttentionScaleRule::inv_sqrt_model_dim : AttentionScaleRule::inv_sqrt_head_dim;
+  c.constants.attention_scale =
+      family == Family::classic ? AttentionScaleRule::inv_sqrt_model_dim : AttentionScaleRule::inv_sqrt_head_dim;
   c.router_noise = true;
   c.constants.capacity_factor = 0.75;  // 2*6*2/4*0.75 = 4 slots per expert of 6 expected: some choices dropped
   c.dropout = 0.2f;
@@ -203,8 +205,9 @@ void check_whole_model(Family family, AuxLoss aux) {
   model.backward();
   const std::vector<double> analytic = model.grads;
   model.set_replay_routing(true);  // finite differences must not change which experts run
-  expect_gradient(model.params, analytic, [&] { return model.forward(in.data(), tg.data(), B, T, true, step); },
-                  family == Family::classic ? "classic model, all parameters" : "llama model, all parameters", 2e-5);
+  expect_gradient(
+      model.params, analytic, [&] { return model.forward(in.data(), tg.data(), B, T, true, step); },
+      family == Family::classic ? "classic model, all parameters" : "llama model, all parameters", 2e-5);
 }
 
 TEST(TrainerModel, ClassicGradientsWithSwitchLoss) { check_whole_model(Family::classic, AuxLoss::switch_transformer); }
@@ -226,8 +229,9 @@ TEST(TrainerModel, DenseGatingAndTop1Gradients) {
     model.backward();
     const std::vector<double> analytic = model.grads;
     model.set_replay_routing(true);
-    expect_gradient(model.params, analytic, [&] { return model.forward(in.data(), tg.data(), 2, 6, true, 1); },
-                    k == 1 ? "top-1 model" : "dense gating model", 2e-5);
+    expect_gradient(
+        model.params, analytic, [&] { return model.forward(in.data(), tg.data(), 2, 6, true, 1); },
+        k == 1 ? "top-1 model" : "dense gating model", 2e-5);
   }
 }
 
@@ -341,7 +345,8 @@ TEST(TrainerGemm, FastPathEqualsReferenceForEveryLayout) {
             gemm<float>(M, N, K, A.data(), ar, ac, B.data(), br, bc, C1.data(), N, acc);
             gemm_reference<float>(M, N, K, A.data(), ar, ac, B.data(), br, bc, C2.data(), N, acc);
             for (int i = 0; i < M * N; ++i)
-              ASSERT_NEAR(C1[i], C2[i], 1e-5 * (K + 1)) << "M " << M << " N " << N << " K " << K << " layout " << layout << " acc " << acc;
+              ASSERT_NEAR(C1[i], C2[i], 1e-5 * (K + 1))
+                  << "M " << M << " N " << N << " K " << K << " layout " << layout << " acc " << acc;
           }
         }
       }

@@ -25,7 +25,8 @@ const std::string kTrain = MOE_TRAIN_PATH, kConvert = MOE_CONVERT_PATH, kInfer =
 const std::string kData = (test::source_dir() / "data" / "tinyshakespeare.txt").string();
 
 std::vector<std::string> train_args(const std::filesystem::path& out, std::vector<std::string> extra) {
-  std::vector<std::string> a = {kTrain, "--data", kData, "--out", out.string(), "--preset", "tiny", "--log-interval", "50"};
+  std::vector<std::string> a = {kTrain, "--data",         kData, "--out", out.string(), "--preset",
+                                "tiny", "--log-interval", "50"};
   a.insert(a.end(), extra.begin(), extra.end());
   return a;
 }
@@ -45,7 +46,8 @@ TEST(TrainerCli, ShortTrainingReachesThresholdAndFeedsTheEngine) {
   test::TempDir tmp;
   const Result r = run(train_args(tmp / "run", {}));
   ASSERT_EQ(r.code, 0) << r.err;
-  for (const char* f : {"config.json", "model.safetensors", "tokenizer.json", "train_state.bin", "metrics.csv", "evals.csv", "expert_load.csv", "loss.svg"})
+  for (const char* f : {"config.json", "model.safetensors", "tokenizer.json", "train_state.bin", "metrics.csv",
+                        "evals.csv", "expert_load.csv", "loss.svg"})
     EXPECT_TRUE(std::filesystem::exists(tmp / "run" / f)) << f;
   // The last evaluation: validation loss below 3.0 nats/char after 300 steps (2.86 measured;
   // a uniform guess over 65 characters is 4.17).
@@ -66,8 +68,10 @@ TEST(TrainerCli, ShortTrainingReachesThresholdAndFeedsTheEngine) {
 
 TEST(TrainerCli, ResumeContinuesBitExactly) {
   test::TempDir tmp;
-  ASSERT_EQ(run(train_args(tmp / "full", {"--steps", "40", "--checkpoint-interval", "20", "--eval-interval", "20"})).code, 0);
-  ASSERT_EQ(run(train_args(tmp / "part", {"--steps", "20", "--checkpoint-interval", "20", "--eval-interval", "20"})).code, 0);
+  ASSERT_EQ(
+      run(train_args(tmp / "full", {"--steps", "40", "--checkpoint-interval", "20", "--eval-interval", "20"})).code, 0);
+  ASSERT_EQ(
+      run(train_args(tmp / "part", {"--steps", "20", "--checkpoint-interval", "20", "--eval-interval", "20"})).code, 0);
   const Result r = run({kTrain, "--data", kData, "--out", (tmp / "part").string(), "--resume", "--steps", "40"});
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.out.find("resuming at step 20"), std::string::npos);
@@ -85,7 +89,8 @@ TEST(TrainerCli, KilledAnywhereResumesOntoTheSameTrajectory) {
   const std::vector<std::string> recipe = {"--steps", "60", "--checkpoint-interval", "10", "--eval-interval", "30"};
   const auto started = std::chrono::steady_clock::now();
   ASSERT_EQ(run(train_args(tmp / "full", recipe)).code, 0);
-  const long full_us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - started).count();
+  const long full_us =
+      std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - started).count();
 
   std::mt19937 rng(7);
   for (int trial = 0; trial < 3; ++trial) {
@@ -96,7 +101,8 @@ TEST(TrainerCli, KilledAnywhereResumesOntoTheSameTrajectory) {
       std::vector<std::string> args = train_args(out, recipe);
       if (std::filesystem::exists(out / "train_state.bin")) args.push_back("--resume");
       // Kill during the first attempts; then let it finish.
-      const long delay = attempt < 3 ? 1 + static_cast<long>(std::uniform_real_distribution<double>(0.1, 0.9)(rng) * full_us) : 0;
+      const long delay =
+          attempt < 3 ? 1 + static_cast<long>(std::uniform_real_distribution<double>(0.1, 0.9)(rng) * full_us) : 0;
       const Result r = delay ? test::run_program_killed_after(args, delay) : run(args);
       if (r.killed()) {
         ++kills;
@@ -105,7 +111,8 @@ TEST(TrainerCli, KilledAnywhereResumesOntoTheSameTrajectory) {
       ASSERT_EQ(r.code, 0) << r.err;
       break;
     }
-    EXPECT_EQ(loss_columns(out / "metrics.csv"), loss_columns(tmp / "full" / "metrics.csv")) << "trial " << trial << ", " << kills << " kills";
+    EXPECT_EQ(loss_columns(out / "metrics.csv"), loss_columns(tmp / "full" / "metrics.csv"))
+        << "trial " << trial << ", " << kills << " kills";
     EXPECT_EQ(slurp(out / "train_state.bin"), slurp(tmp / "full" / "train_state.bin")) << "trial " << trial;
     EXPECT_EQ(slurp(out / "model.safetensors"), slurp(tmp / "full" / "model.safetensors")) << "trial " << trial;
   }
@@ -121,7 +128,8 @@ TEST(TrainerCli, ThreadCountDoesNotChangeResults) {
 
 TEST(TrainerCli, LlamaFamilyTrainsAndExportsMixtralLayout) {
   test::TempDir tmp;
-  const Result r = run(train_args(tmp / "run", {"--family", "llama", "--heads", "4", "--kv-heads", "2", "--steps", "60"}));
+  const Result r =
+      run(train_args(tmp / "run", {"--family", "llama", "--heads", "4", "--kv-heads", "2", "--steps", "60"}));
   ASSERT_EQ(r.code, 0) << r.err;
   const std::string config = slurp(tmp / "run" / "config.json");
   EXPECT_NE(config.find("\"MixtralForCausalLM\""), std::string::npos);
@@ -141,24 +149,29 @@ TEST(TrainerCli, ClearErrors) {
   expect(run({kTrain, "--data", kData, "--out", (tmp / "nothing").string(), "--resume"}), "cannot open training state");
   // Resuming is the same run: its shape cannot change, and its vocabulary is fixed.
   ASSERT_EQ(run(train_args(tmp / "run", {"--steps", "10"})).code, 0);
-  expect(run({kTrain, "--data", kData, "--out", (tmp / "run").string(), "--resume", "--layers", "4"}), "--layers cannot change on --resume");
+  expect(run({kTrain, "--data", kData, "--out", (tmp / "run").string(), "--resume", "--layers", "4"}),
+         "--layers cannot change on --resume");
   std::string text = slurp(kData);
   text.insert(5000, "caf\xc3\xa9 ");
   std::ofstream(tmp / "other.txt", std::ios::binary) << text;
-  expect(run({kTrain, "--data", (tmp / "other.txt").string(), "--out", (tmp / "run").string(), "--resume", "--steps", "20"}),
+  expect(run({kTrain, "--data", (tmp / "other.txt").string(), "--out", (tmp / "run").string(), "--resume", "--steps",
+              "20"}),
          "corpus character '\xc3\xa9' (U+00E9) at line");
   // So does starting from a checkpoint's weights; with the corpus it knows, it trains on.
-  expect(run({kTrain, "--data", (tmp / "other.txt").string(), "--out", (tmp / "next").string(), "--preset", "tiny", "--init-from",
-              (tmp / "run").string()}),
+  expect(run({kTrain, "--data", (tmp / "other.txt").string(), "--out", (tmp / "next").string(), "--preset", "tiny",
+              "--init-from", (tmp / "run").string()}),
          "corpus character '\xc3\xa9' (U+00E9) at line");
   EXPECT_EQ(run(train_args(tmp / "next", {"--init-from", (tmp / "run").string(), "--steps", "5"})).code, 0);
 }
 
 TEST(TrainerCli, DivergenceStopsAndKeepsTheLastGoodState) {
   test::TempDir tmp;
-  const Result r = run(train_args(tmp / "run", {"--lr", "1e30", "--steps", "50", "--checkpoint-interval", "1", "--weight-decay", "0"}));
+  const Result r = run(
+      train_args(tmp / "run", {"--lr", "1e30", "--steps", "50", "--checkpoint-interval", "1", "--weight-decay", "0"}));
   EXPECT_EQ(r.code, 1);
-  EXPECT_TRUE(r.err.find("the loss became") != std::string::npos || r.err.find("the weights became") != std::string::npos) << r.err;
+  EXPECT_TRUE(r.err.find("the loss became") != std::string::npos ||
+              r.err.find("the weights became") != std::string::npos)
+      << r.err;
   EXPECT_NE(r.err.find("The last good state is"), std::string::npos) << r.err;
 }
 

@@ -85,11 +85,13 @@ Engine<kMakemoe, kernels::Scalar> g_makemoe_scalar;
 // The fixture converted (moe_convert's library), written to a file that is then mapped.
 std::filesystem::path convert_fixture(const char* fixture, const char* out_name, double capacity_factor = -1.,
                                       DType experts = DType::i8) {
-  const auto out = std::filesystem::temp_directory_path() / (std::string("moe_zero_alloc_") + std::to_string(getpid()) + out_name);
+  const auto out =
+      std::filesystem::temp_directory_path() / (std::string("moe_zero_alloc_") + std::to_string(getpid()) + out_name);
   converter::ConvertOptions options;
   options.capacity_factor = capacity_factor;
   options.recipe.experts = experts;
-  const auto bytes = converter::convert_checkpoint(std::string(MOE_SOURCE_DIR) + "/tests/fixtures/" + fixture, options).bytes;
+  const auto bytes =
+      converter::convert_checkpoint(std::string(MOE_SOURCE_DIR) + "/tests/fixtures/" + fixture, options).bytes;
   converter::write_file_atomically(out, bytes.data(), bytes.size());
   return out;
 }
@@ -114,8 +116,8 @@ TEST(ZeroAllocation, TheCounterCounts) {
 }
 
 template <class EngineT>
-long allocations_over_a_generation(const std::filesystem::path& model, EngineT& engine, const std::vector<int32_t>& prompt,
-                                   int tokens, int rounds) {
+long allocations_over_a_generation(const std::filesystem::path& model, EngineT& engine,
+                                   const std::vector<int32_t>& prompt, int tokens, int rounds) {
   MappedFile map;
   EXPECT_TRUE(MappedFile::open(model.c_str(), map).ok());
   std::filesystem::remove(model);
@@ -223,8 +225,11 @@ TEST(Soak, MillionTokensAcrossContextWraps) {
   if (!ms_per_block.empty()) {
     std::vector<double> sorted = ms_per_block;
     std::sort(sorted.begin(), sorted.end());
-    std::printf("soak: %ld tokens, %ld context wraps, 0 allocations; ms per 10k tokens: first %.1f, last %.1f, min %.1f, median %.1f, max %.1f\n",
-                generated, wraps, ms_per_block.front(), ms_per_block.back(), sorted.front(), sorted[sorted.size() / 2], sorted.back());
+    std::printf(
+        "soak: %ld tokens, %ld context wraps, 0 allocations; ms per 10k tokens: first %.1f, last %.1f, min %.1f, "
+        "median %.1f, max %.1f\n",
+        generated, wraps, ms_per_block.front(), ms_per_block.back(), sorted.front(), sorted[sorted.size() / 2],
+        sorted.back());
   }
 }
 

@@ -133,13 +133,15 @@ class ArgParser {
       case Kind::integer: {
         const long v = std::strtol(begin, &end, 10);
         if (value.empty() || *end != '\0' || errno == ERANGE) return "'" + value + "' is not an integer";
-        if (v < s.min || v > s.max) return "'" + value + "' is not in [" + std::to_string(s.min) + ", " + std::to_string(s.max) + "]";
+        if (v < s.min || v > s.max)
+          return "'" + value + "' is not in [" + std::to_string(s.min) + ", " + std::to_string(s.max) + "]";
         *s.integer = static_cast<int>(v);
         return "";
       }
       case Kind::unsigned64: {
         const unsigned long long v = std::strtoull(begin, &end, 10);
-        if (value.empty() || value[0] == '-' || *end != '\0' || errno == ERANGE) return "'" + value + "' is not a non-negative integer";
+        if (value.empty() || value[0] == '-' || *end != '\0' || errno == ERANGE)
+          return "'" + value + "' is not a non-negative integer";
         *s.unsigned64 = static_cast<uint64_t>(v);
         return "";
       }

@@ -82,20 +82,22 @@ inline double read_bandwidth_probe(platform::ThreadPool& pool, size_t bytes = si
     w.run(w.pool, &Probe::part, &probe);
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     for (int i = 0; i < w.parts; ++i) sink = sink + probe.sums[i];
-    best = std::max(best, static_cast<double>(n / 256 / static_cast<size_t>(w.parts) * 256 * static_cast<size_t>(w.parts) * sizeof(float)) / s);
+    best = std::max(best, static_cast<double>(n / 256 / static_cast<size_t>(w.parts) * 256 *
+                                              static_cast<size_t>(w.parts) * sizeof(float)) /
+                              s);
   }
   return best;
 }
 
 struct BenchOptions {
-  int prompt = 64;    // pp: prompt tokens; tg: generated after a prompt of this length
-  int tokens = 128;   // tg: tokens generated
+  int prompt = 64;   // pp: prompt tokens; tg: generated after a prompt of this length
+  int tokens = 128;  // tg: tokens generated
   int reps = 5;
   double bandwidth = 0;  // bytes/s, from read_bandwidth_probe
 };
 
 struct BenchResult {
-  double prefill_tok_s = 0, decode_tok_s = 0;            // medians
+  double prefill_tok_s = 0, decode_tok_s = 0;  // medians
   double prefill_min = 0, prefill_max = 0, decode_min = 0, decode_max = 0;
   double bytes_per_token = 0;
   double roofline_fraction = 0;  // bytes_per_token * decode_tok_s / bandwidth

@@ -59,8 +59,8 @@ inline std::string missing_config_message(const char* program, const char* path,
   const std::string key = ConfigKey(c).c_str();
   const std::string extra = MOE_EXTRA_CONFIGS_STRING;
   const std::string flag = extra.empty() ? key : extra + ";" + key;
-  return std::string(program) + ": '" + path + "' needs model config " + key + ", which this build does not include.\n" +
-         "  compiled configs: " + compiled_config_list(", ") + "\n" +
+  return std::string(program) + ": '" + path + "' needs model config " + key +
+         ", which this build does not include.\n" + "  compiled configs: " + compiled_config_list(", ") + "\n" +
          "  add it and rebuild:  cmake -B build -DMOE_EXTRA_CONFIGS=\"" + flag + "\" && cmake --build build\n";
 }
 

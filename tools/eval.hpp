@@ -53,10 +53,10 @@ double held_out_loss(EngineT& engine, const std::vector<int32_t>& ids, int windo
 }
 
 struct Agreement {
-  double max_abs_error = 0;  // largest |a - b| over all logits
-  double mean_abs_error = 0; // mean |a - b| over all logits
-  double max_abs_logit = 0;  // largest |b| (the scale of the reference)
-  double top1 = 0;           // fraction of positions whose argmax agrees
+  double max_abs_error = 0;   // largest |a - b| over all logits
+  double mean_abs_error = 0;  // mean |a - b| over all logits
+  double max_abs_logit = 0;   // largest |b| (the scale of the reference)
+  double top1 = 0;            // fraction of positions whose argmax agrees
   long positions = 0;
 };
 
@@ -72,7 +72,8 @@ Agreement compare_logits(EngineA& candidate, EngineB& reference, const std::vect
     std::vector<float> x(static_cast<size_t>(n) * V), y(x.size());
     candidate.reset();
     reference.reset();
-    if (candidate.prefill(seq.data(), n, x.data()) || reference.prefill(seq.data(), n, y.data())) return Agreement{NAN, NAN, 0, 0};
+    if (candidate.prefill(seq.data(), n, x.data()) || reference.prefill(seq.data(), n, y.data()))
+      return Agreement{NAN, NAN, 0, 0};
     for (int t = 0; t < n; ++t) {
       const float* rx = x.data() + static_cast<long>(t) * V;
       const float* ry = y.data() + static_cast<long>(t) * V;

@@ -80,32 +80,42 @@ struct Generate {
     moe::tools::BenchOptions b = o.bench_options;
     b.bandwidth = moe::tools::read_bandwidth_probe(pool, static_cast<size_t>(o.bench_probe_mib) << 20);
     if (C.family == moe::Family::llama && b.prompt + b.tokens > C.max_context)
-      return std::fprintf(stderr, "moe_infer: --bench-prompt %d + --bench-tokens %d exceed the model's context of %d tokens\n", b.prompt,
-                          b.tokens, C.max_context), 2;
+      return std::fprintf(stderr,
+                          "moe_infer: --bench-prompt %d + --bench-tokens %d exceed the model's context of %d tokens\n",
+                          b.prompt, b.tokens, C.max_context),
+             2;
     moe::tools::BenchResult r;
-    if (moe::Error e = moe::tools::run_bench(engine, file, b, r)) return std::fprintf(stderr, "moe_infer: %s\n", e.what()), 1;
+    if (moe::Error e = moe::tools::run_bench(engine, file, b, r))
+      return std::fprintf(stderr, "moe_infer: %s\n", e.what()), 1;
     const char* kernels =
 #if MOE_SIMD
         moe::kernels::simd::arch_name();
 #else
         "scalar";
 #endif
-    std::printf("config %s | kernels %s | threads %d | model %s B | weights read per token %s B\n", moe::ConfigKey(C).c_str(), kernels, o.threads,
+    std::printf("config %s | kernels %s | threads %d | model %s B | weights read per token %s B\n",
+                moe::ConfigKey(C).c_str(), kernels, o.threads,
                 moe::tools::grouped(static_cast<long long>(file.size_bytes())).c_str(),
                 moe::tools::grouped(static_cast<long long>(r.bytes_per_token)).c_str());
-    std::printf("pp%d: %.0f tok/s (min %.0f, max %.0f) | tg%d: %.0f tok/s (min %.0f, max %.0f) | median of %d\n", b.prompt, r.prefill_tok_s,
-                r.prefill_min, r.prefill_max, b.tokens, r.decode_tok_s, r.decode_min, r.decode_max, b.reps);
-    std::printf("read bandwidth (probe, %d thread%s) %.1f GB/s | decode moves %.1f GB/s of weights: %.0f%% of the roofline\n", o.threads,
-                o.threads == 1 ? "" : "s", b.bandwidth / 1e9,
-                r.bytes_per_token * r.decode_tok_s / 1e9, 100 * r.roofline_fraction);
+    std::printf("pp%d: %.0f tok/s (min %.0f, max %.0f) | tg%d: %.0f tok/s (min %.0f, max %.0f) | median of %d\n",
+                b.prompt, r.prefill_tok_s, r.prefill_min, r.prefill_max, b.tokens, r.decode_tok_s, r.decode_min,
+                r.decode_max, b.reps);
+    std::printf(
+        "read bandwidth (probe, %d thread%s) %.1f GB/s | decode moves %.1f GB/s of weights: %.0f%% of the roofline\n",
+        o.threads, o.threads == 1 ? "" : "s", b.bandwidth / 1e9, r.bytes_per_token * r.decode_tok_s / 1e9,
+        100 * r.roofline_fraction);
     if (!o.json.empty()) {
       char buf[1024];
       std::snprintf(buf, sizeof buf,
-                    "{\"config\": \"%s\", \"kernels\": \"%s\", \"threads\": %d, \"model_bytes\": %zu, \"weight_bytes_per_token\": %.0f, "
-                    "\"prompt_tokens\": %d, \"generated_tokens\": %d, \"reps\": %d, \"prefill_tok_s\": %.1f, \"decode_tok_s\": %.1f, "
-                    "\"prefill_tok_s_min\": %.1f, \"decode_tok_s_min\": %.1f, \"read_bandwidth_gb_s\": %.2f, \"roofline_fraction\": %.4f}\n",
-                    moe::ConfigKey(C).c_str(), kernels, o.threads, file.size_bytes(), r.bytes_per_token, b.prompt, b.tokens, b.reps, r.prefill_tok_s,
-                    r.decode_tok_s, r.prefill_min, r.decode_min, b.bandwidth / 1e9, r.roofline_fraction);
+                    "{\"config\": \"%s\", \"kernels\": \"%s\", \"threads\": %d, \"model_bytes\": %zu, "
+                    "\"weight_bytes_per_token\": %.0f, "
+                    "\"prompt_tokens\": %d, \"generated_tokens\": %d, \"reps\": %d, \"prefill_tok_s\": %.1f, "
+                    "\"decode_tok_s\": %.1f, "
+                    "\"prefill_tok_s_min\": %.1f, \"decode_tok_s_min\": %.1f, \"read_bandwidth_gb_s\": %.2f, "
+                    "\"roofline_fraction\": %.4f}\n",
+                    moe::ConfigKey(C).c_str(), kernels, o.threads, file.size_bytes(), r.bytes_per_token, b.prompt,
+                    b.tokens, b.reps, r.prefill_tok_s, r.decode_tok_s, r.prefill_min, r.decode_min, b.bandwidth / 1e9,
+                    r.roofline_fraction);
       if (o.json == "-") {
         std::fputs(buf, stdout);
       } else {
@@ -135,14 +145,18 @@ struct Generate {
       if (!parse_ids(o.ids, prompt, error)) return std::fprintf(stderr, "moe_infer: %s\n", error.c_str()), 2;
     } else {
       if (!tok.present())
-        return std::fprintf(stderr, "moe_infer: this model has no tokenizer: give the prompt as token ids with --ids 1,2,3\n"), 2;
+        return std::fprintf(stderr,
+                            "moe_infer: this model has no tokenizer: give the prompt as token ids with --ids 1,2,3\n"),
+               2;
       prompt.resize(o.prompt.size());
       int n = 0;
-      if (moe::Error e = tok.encode(o.prompt.data(), o.prompt.size(), prompt.data(), static_cast<int>(prompt.size()), n))
+      if (moe::Error e =
+              tok.encode(o.prompt.data(), o.prompt.size(), prompt.data(), static_cast<int>(prompt.size()), n))
         return std::fprintf(stderr, "moe_infer: %s\n", e.what()), 2;
       prompt.resize(static_cast<size_t>(n));
     }
-    if (prompt.empty()) return std::fprintf(stderr, "moe_infer: the prompt is empty (give --prompt TEXT or --ids 1,2,3)\n"), 2;
+    if (prompt.empty())
+      return std::fprintf(stderr, "moe_infer: the prompt is empty (give --prompt TEXT or --ids 1,2,3)\n"), 2;
 
     const bool text = tok.present() && o.ids.empty();
     if (o.echo) {
@@ -177,20 +191,21 @@ struct Generate {
     if (stop) std::fprintf(stderr, "moe_infer: stopped after %d tokens: %s\n", generated, stop.what());
 
     if (o.stats) {
-      std::fprintf(stderr,
-                   "[moe_infer] prompt %zu tok: %.3f ms (%.0f tok/s) | generation %d tok: %.3f ms (%.0f tok/s, %.4f ms/tok) | "
-                   "engine RAM %s B | model %s B | active params/token %s of %s | kernels %s | threads %d | config %s\n",
-                   prompt.size(), prompt_s * 1e3, static_cast<double>(prompt.size()) / prompt_s, generated, gen_s * 1e3,
-                   generated / gen_s, gen_s * 1e3 / (generated ? generated : 1),
-                   moe::tools::grouped(static_cast<long long>(sizeof(EngineT) + sizeof(*sampler))).c_str(),
-                   moe::tools::grouped(static_cast<long long>(file.size_bytes())).c_str(), moe::tools::grouped(EngineT::active_params()).c_str(),
-                   moe::tools::grouped(moe::total_params(C)).c_str(),
+      std::fprintf(
+          stderr,
+          "[moe_infer] prompt %zu tok: %.3f ms (%.0f tok/s) | generation %d tok: %.3f ms (%.0f tok/s, %.4f ms/tok) | "
+          "engine RAM %s B | model %s B | active params/token %s of %s | kernels %s | threads %d | config %s\n",
+          prompt.size(), prompt_s * 1e3, static_cast<double>(prompt.size()) / prompt_s, generated, gen_s * 1e3,
+          generated / gen_s, gen_s * 1e3 / (generated ? generated : 1),
+          moe::tools::grouped(static_cast<long long>(sizeof(EngineT) + sizeof(*sampler))).c_str(),
+          moe::tools::grouped(static_cast<long long>(file.size_bytes())).c_str(),
+          moe::tools::grouped(EngineT::active_params()).c_str(), moe::tools::grouped(moe::total_params(C)).c_str(),
 #if MOE_SIMD
-                   moe::kernels::simd::arch_name(),
+          moe::kernels::simd::arch_name(),
 #else
-                   "scalar",
+          "scalar",
 #endif
-                   o.threads, moe::ConfigKey(C).c_str());
+          o.threads, moe::ConfigKey(C).c_str());
     }
     return 0;
   }
@@ -218,11 +233,13 @@ int main(int argc, char** argv) {
   args.flag("--no-echo", o.echo, false, "do not print the prompt before the continuation");
   args.flag("--no-verify", o.verify, false, "skip the CRC-32C check of the weights at load");
   args.flag("--list-configs", list, true, "print the model configs this build supports");
-  args.flag("--bench", o.bench, true, "measure prefill and decode tokens/s (token ids; no prompt needed) and the bandwidth roofline");
+  args.flag("--bench", o.bench, true,
+            "measure prefill and decode tokens/s (token ids; no prompt needed) and the bandwidth roofline");
   args.option("--bench-prompt", o.bench_options.prompt, "--bench: prompt tokens (pp)", 1, 1 << 30);
   args.option("--bench-tokens", o.bench_options.tokens, "--bench: tokens generated after the prompt (tg)", 1, 1 << 30);
   args.option("--bench-reps", o.bench_options.reps, "--bench: repetitions (medians are reported)", 1, 1 << 20);
-  args.option("--bench-probe-mib", o.bench_probe_mib, "--bench: size of the bandwidth probe's buffer (far beyond the caches)", 1, 1 << 16);
+  args.option("--bench-probe-mib", o.bench_probe_mib,
+              "--bench: size of the bandwidth probe's buffer (far beyond the caches)", 1, 1 << 16);
   args.option("--json", o.json, "--bench: also write the results as JSON to this file ('-': stdout)");
   if (const int code = args.parse(argc, argv); code >= 0) return code;
   if (list) {
@@ -235,7 +252,8 @@ int main(int argc, char** argv) {
   if (moe::Error e = o.sampling.check()) return std::fprintf(stderr, "moe_infer: %s\n", e.what()), 2;
 
   moe::MappedFile map;
-  if (moe::Error e = moe::MappedFile::open(o.model.c_str(), map)) return std::fprintf(stderr, "moe_infer: %s\n", e.what()), 1;
+  if (moe::Error e = moe::MappedFile::open(o.model.c_str(), map))
+    return std::fprintf(stderr, "moe_infer: %s\n", e.what()), 1;
   moe::ModelFile file;
   moe::OpenOptions open_options;
   open_options.verify_checksums = o.verify;

@@ -29,7 +29,12 @@ constexpr uint32_t kStateVersion = 1;
 }  // namespace
 
 void save_train_state(const std::filesystem::path& path, const TrainState& s) {
-  const std::string meta = json{{"config", s.config.to_json()}, {"vocab", converter::chars_utf8(s.vocab)}, {"step", s.step}, {"params", s.params.size()}}.dump();
+  const std::string meta = json{
+      {"config", s.config.to_json()},
+      {"vocab", converter::chars_utf8(s.vocab)},
+      {"step", s.step},
+      {"params",
+       s.params.size()}}.dump();
   std::string header(kMagic, sizeof kMagic);
   auto put32 = [&](uint32_t v) { header.append(reinterpret_cast<const char*>(&v), 4); };
   put32(kStateVersion);
@@ -51,11 +56,14 @@ TrainState load_train_state(const std::filesystem::path& path) {
   ss << in.rdbuf();
   const std::string bytes = ss.str();
   const std::string where = "training state '" + path.string() + "'";
-  if (bytes.size() < 20 || std::memcmp(bytes.data(), kMagic, sizeof kMagic) != 0) throw InputError(where + " is not a moe_train state file");
+  if (bytes.size() < 20 || std::memcmp(bytes.data(), kMagic, sizeof kMagic) != 0)
+    throw InputError(where + " is not a moe_train state file");
   uint32_t version, meta_len;
   std::memcpy(&version, bytes.data() + 8, 4);
   std::memcpy(&meta_len, bytes.data() + 12, 4);
-  if (version != kStateVersion) throw InputError(where + " has version " + std::to_string(version) + ", this moe_train reads " + std::to_string(kStateVersion));
+  if (version != kStateVersion)
+    throw InputError(where + " has version " + std::to_string(version) + ", this moe_train reads " +
+                     std::to_string(kStateVersion));
   if (16ull + meta_len > bytes.size()) throw InputError(where + " is truncated");
   json meta;
   try {
@@ -69,7 +77,9 @@ TrainState load_train_state(const std::filesystem::path& path) {
   s.step = meta.at("step").get<int>();
   const size_t n = meta.at("params").get<size_t>();
   const size_t need = 16 + meta_len + 3 * n * sizeof(float) + 4;
-  if (bytes.size() != need) throw InputError(where + " is truncated or padded: " + std::to_string(bytes.size()) + " bytes, expected " + std::to_string(need));
+  if (bytes.size() != need)
+    throw InputError(where + " is truncated or padded: " + std::to_string(bytes.size()) + " bytes, expected " +
+                     std::to_string(need));
   uint32_t stored;
   std::memcpy(&stored, bytes.data() + need - 4, 4);
   if (crc32c(bytes.data(), need - 4) != stored) throw InputError(where + " fails its checksum: the file is corrupt");
@@ -81,7 +91,7 @@ TrainState load_train_state(const std::filesystem::path& path) {
   }
   if (static_cast<long>(n) != parameter_count(parameter_table(s.config)))
     throw InputError(where + " holds " + std::to_string(n) + " parameters, its config needs " +
-                       std::to_string(parameter_count(parameter_table(s.config))));
+                     std::to_string(parameter_count(parameter_table(s.config))));
   return s;
 }
 
@@ -94,8 +104,10 @@ void export_model(const std::filesystem::path& dir, const TrainConfig& c, const 
     if (!p.noise) {
       converter::append_checkpoint_tensor(m, p.spec, data, tensors);
     } else if (m.family == Family::classic) {  // the Mixtral layout has no place for it: training-only
-      tensors.push_back(converter::f32_tensor(noise_tensor_name(p.spec),
-                                            p.spec.is_matrix() ? std::vector<int64_t>{p.spec.rows, p.spec.cols} : std::vector<int64_t>{p.spec.rows}, data));
+      tensors.push_back(converter::f32_tensor(
+          noise_tensor_name(p.spec),
+          p.spec.is_matrix() ? std::vector<int64_t>{p.spec.rows, p.spec.cols} : std::vector<int64_t>{p.spec.rows},
+          data));
     }
   }
   const converter::RecipeRecord recipe{c.dropout, c.aux_coef};
@@ -116,8 +128,8 @@ template <class T>
 std::vector<uint32_t> import_model(const std::filesystem::path& dir, Model<T>& model) {
   const converter::Checkpoint ck = converter::open_checkpoint(dir, 0, -1.);
   if (!(ck.config == model.config().model))
-    throw InputError("checkpoint '" + dir.string() + "' has config " + ConfigKey(ck.config).c_str() + ", the model is " +
-                       ConfigKey(model.config().model).c_str());
+    throw InputError("checkpoint '" + dir.string() + "' has config " + ConfigKey(ck.config).c_str() +
+                     ", the model is " + ConfigKey(model.config().model).c_str());
   for (const ParamInfo& p : model.table()) {
     std::vector<float> v;
     if (p.noise) {
@@ -128,7 +140,8 @@ std::vector<uint32_t> import_model(const std::filesystem::path& dir, Model<T>& m
     } else {
       v = ck.load(p.spec);
     }
-    for (long i = 0; i < p.size; ++i) model.params[static_cast<size_t>(p.offset + i)] = static_cast<T>(v[static_cast<size_t>(i)]);
+    for (long i = 0; i < p.size; ++i)
+      model.params[static_cast<size_t>(p.offset + i)] = static_cast<T>(v[static_cast<size_t>(i)]);
   }
   return ck.chars;
 }

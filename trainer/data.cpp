@@ -10,10 +10,11 @@
 
 namespace moe::train {
 
-
 Corpus load_corpus(const std::filesystem::path& path, const std::vector<uint32_t>* fixed_vocab) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw InputError("cannot open corpus '" + path.string() + "': " + (std::filesystem::exists(path) ? "not readable" : "no such file"));
+  if (!in)
+    throw InputError("cannot open corpus '" + path.string() +
+                     "': " + (std::filesystem::exists(path) ? "not readable" : "no such file"));
   std::stringstream ss;
   ss << in.rdbuf();
   const std::string text = ss.str();
@@ -24,13 +25,16 @@ Corpus load_corpus(const std::filesystem::path& path, const std::vector<uint32_t
     uint32_t cp = 0;
     const int n = utf8_decode(text.data() + at, text.size() - at, cp);
     if (n == 0)
-      throw InputError("corpus '" + path.string() + "' is not valid UTF-8 at line " + std::to_string(line) + ", column " + std::to_string(col));
+      throw InputError("corpus '" + path.string() + "' is not valid UTF-8 at line " + std::to_string(line) +
+                       ", column " + std::to_string(col));
     cps.push_back(cp);
     at += static_cast<size_t>(n);
     if (cp == '\n') ++line, col = 1;
     else ++col;
   }
-  if (cps.size() < 1000) throw InputError("corpus '" + path.string() + "' has only " + std::to_string(cps.size()) + " characters (need at least 1000)");
+  if (cps.size() < 1000)
+    throw InputError("corpus '" + path.string() + "' has only " + std::to_string(cps.size()) +
+                     " characters (need at least 1000)");
 
   Corpus c;
   if (fixed_vocab) {
@@ -49,8 +53,8 @@ Corpus load_corpus(const std::filesystem::path& path, const std::vector<uint32_t
       char code[16];
       std::snprintf(code, sizeof code, "U+%04X", cps[i]);
       throw InputError("corpus character '" + std::string(cps[i] >= 0x20 ? shown : "?") + "' (" + code + ") at line " +
-                         std::to_string(line) + ", column " + std::to_string(col) + " is not in the vocabulary of " +
-                         std::to_string(c.vocab.size()) + " characters");
+                       std::to_string(line) + ", column " + std::to_string(col) + " is not in the vocabulary of " +
+                       std::to_string(c.vocab.size()) + " characters");
     }
     ids[i] = static_cast<int32_t>(it - c.vocab.begin());
     if (cps[i] == '\n') ++line, col = 1;
@@ -62,7 +66,8 @@ Corpus load_corpus(const std::filesystem::path& path, const std::vector<uint32_t
   return c;
 }
 
-void sample_batch(const std::vector<int32_t>& data, const CounterRng& rng, uint64_t first, int B, int T, int32_t* inputs, int32_t* targets) {
+void sample_batch(const std::vector<int32_t>& data, const CounterRng& rng, uint64_t first, int B, int T,
+                  int32_t* inputs, int32_t* targets) {
   const uint64_t span = data.size() - static_cast<size_t>(T);
   for (int b = 0; b < B; ++b) {
     const size_t start = rng.below(first + static_cast<uint64_t>(b), span);

@@ -24,8 +24,7 @@ Corpus load_corpus(const std::filesystem::path& path, const std::vector<uint32_t
 // B windows of T+1 tokens from `data` (inputs = first T, targets = last T), offsets drawn
 // from `rng` at indices [first, first + B). Matches makeMoE's get_batch: offsets
 // uniform in [0, len - T).
-void sample_batch(const std::vector<int32_t>& data, const CounterRng& rng, uint64_t first, int B, int T, int32_t* inputs,
-                  int32_t* targets);
-
+void sample_batch(const std::vector<int32_t>& data, const CounterRng& rng, uint64_t first, int B, int T,
+                  int32_t* inputs, int32_t* targets);
 
 }  // namespace moe::train

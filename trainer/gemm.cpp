@@ -23,8 +23,10 @@ void gemm_reference(int M, int N, int K, const T* A, long a_row, long a_col, con
   }
 }
 
-template void gemm_reference<float>(int, int, int, const float*, long, long, const float*, long, long, float*, long, bool);
-template void gemm_reference<double>(int, int, int, const double*, long, long, const double*, long, long, double*, long, bool);
+template void gemm_reference<float>(int, int, int, const float*, long, long, const float*, long, long, float*, long,
+                                    bool);
+template void gemm_reference<double>(int, int, int, const double*, long, long, const double*, long, long, double*, long,
+                                     bool);
 
 #if MOE_SIMD
 namespace {
@@ -64,8 +66,8 @@ void pack_b(int N, int K, const float* B, long b_row, long b_col, float* Bp) {
 // C[0..R, 0..cols) (+)= A[0..R, :] B-panel, R <= MR rows. The panel is NR floats per k
 // at stride `b_stride`: a packed panel (stride NR) or B itself when its rows are contiguous.
 template <int R>
-void micro_kernel(int K, const float* A, long a_row, long a_col, const float* Bp, long b_stride, float* C, long ldc, int cols,
-                  bool accumulate) {
+void micro_kernel(int K, const float* A, long a_row, long a_col, const float* Bp, long b_stride, float* C, long ldc,
+                  int cols, bool accumulate) {
   fbatch c0[R], c1[R];
   for (int r = 0; r < R; ++r) c0[r] = c1[r] = fbatch(0.f);
   const float* a[R];
@@ -98,8 +100,9 @@ void micro_kernel(int K, const float* A, long a_row, long a_col, const float* Bp
 }
 
 using MicroKernel = void (*)(int, const float*, long, long, const float*, long, float*, long, int, bool);
-constexpr MicroKernel kKernels[MR + 1] = {nullptr,          micro_kernel<1>, micro_kernel<2>, micro_kernel<3>, micro_kernel<4>,
-                                          micro_kernel<5>, micro_kernel<6>, micro_kernel<7>, micro_kernel<8>};
+constexpr MicroKernel kKernels[MR + 1] = {nullptr,         micro_kernel<1>, micro_kernel<2>,
+                                          micro_kernel<3>, micro_kernel<4>, micro_kernel<5>,
+                                          micro_kernel<6>, micro_kernel<7>, micro_kernel<8>};
 
 struct AlignedFree {
   void operator()(float* p) const { std::free(p); }
@@ -108,8 +111,8 @@ struct AlignedFree {
 }  // namespace
 
 template <>
-void gemm<float>(int M, int N, int K, const float* A, long a_row, long a_col, const float* B, long b_row, long b_col, float* C,
-                 long ldc, bool accumulate) {
+void gemm<float>(int M, int N, int K, const float* A, long a_row, long a_col, const float* B, long b_row, long b_col,
+                 float* C, long ldc, bool accumulate) {
   if (M <= 0 || N <= 0) return;
   if (K <= 0) {
     if (!accumulate)
@@ -141,14 +144,14 @@ void gemm<float>(int M, int N, int K, const float* A, long a_row, long a_col, co
     const int i0 = mb * MR, rows = std::min(MR, M - i0), n0 = p * NR;
     const bool in_place = p < first_packed;
     const float* panel = in_place ? B + n0 : Bp + static_cast<long>(p - first_packed) * K * NR;
-    kKernels[rows](K, A + i0 * a_row, a_row, a_col, panel, in_place ? b_row : NR, C + i0 * ldc + n0, ldc, std::min(NR, N - n0),
-                   accumulate);
+    kKernels[rows](K, A + i0 * a_row, a_row, a_col, panel, in_place ? b_row : NR, C + i0 * ldc + n0, ldc,
+                   std::min(NR, N - n0), accumulate);
   }
 }
 #else
 template <>
-void gemm<float>(int M, int N, int K, const float* A, long a_row, long a_col, const float* B, long b_row, long b_col, float* C,
-                 long ldc, bool accumulate) {
+void gemm<float>(int M, int N, int K, const float* A, long a_row, long a_col, const float* B, long b_row, long b_col,
+                 float* C, long ldc, bool accumulate) {
   gemm_reference(M, N, K, A, a_row, a_col, B, b_row, b_col, C, ldc, accumulate);
 }
 #endif

@@ -19,7 +19,8 @@ std::vector<int> experts_by_load(const std::vector<int>& offset, int E) {
   std::vector<int> order(static_cast<size_t>(E));
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(), [&](int x, int y) {
-    return offset[static_cast<size_t>(x + 1)] - offset[static_cast<size_t>(x)] > offset[static_cast<size_t>(y + 1)] - offset[static_cast<size_t>(y)];
+    return offset[static_cast<size_t>(x + 1)] - offset[static_cast<size_t>(x)] >
+           offset[static_cast<size_t>(y + 1)] - offset[static_cast<size_t>(y)];
   });
   return order;
 }
@@ -46,7 +47,8 @@ double cv_squared(const std::vector<double>& x, std::vector<double>* grad) {
   const double denom = mean * mean + 1e-10;
   if (grad) {
     grad->resize(x.size());
-    for (size_t i = 0; i < x.size(); ++i) (*grad)[i] = 2 * (x[i] - mean) / n / denom - var * 2 * mean / n / (denom * denom);
+    for (size_t i = 0; i < x.size(); ++i)
+      (*grad)[i] = 2 * (x[i] - mean) / n / denom - var * 2 * mean / n / (denom * denom);
   }
   return var / denom;
 }
@@ -63,7 +65,8 @@ void Model<T>::moe_forward(int l, int N, bool training, uint64_t step) {
   const LayerWeights<T>& lw = w_.layers[static_cast<size_t>(l)];
 
   // Router logits, with Gaussian noise scaled by softplus(noise Linear) when training.
-  linear_forward(a.logits.data(), a.ln2.data(), lw.router, classic ? static_cast<const T*>(lw.router_bias) : nullptr, N, d, E);
+  linear_forward(a.logits.data(), a.ln2.data(), lw.router, classic ? static_cast<const T*>(lw.router_bias) : nullptr, N,
+                 d, E);
   a.noisy_forward = training && cfg_.router_noise;
   if (a.noisy_forward) {
     linear_forward(a.noise_logits.data(), a.ln2.data(), lw.noise_w, lw.noise_b, N, d, E);
@@ -71,7 +74,9 @@ void Model<T>::moe_forward(int l, int N, bool training, uint64_t step) {
 #pragma omp parallel for schedule(static)
     for (long i = 0; i < static_cast<long>(N) * E; ++i) {
       a.noise_eps[static_cast<size_t>(i)] = static_cast<T>(rng.normal(static_cast<uint64_t>(i)));
-      a.noisy[static_cast<size_t>(i)] = a.logits[static_cast<size_t>(i)] + a.noise_eps[static_cast<size_t>(i)] * softplus(a.noise_logits[static_cast<size_t>(i)]);
+      a.noisy[static_cast<size_t>(i)] =
+          a.logits[static_cast<size_t>(i)] +
+          a.noise_eps[static_cast<size_t>(i)] * softplus(a.noise_logits[static_cast<size_t>(i)]);
     }
   } else {
     std::copy(a.logits.begin(), a.logits.begin() + static_cast<long>(N) * E, a.noisy.begin());
@@ -95,7 +100,9 @@ void Model<T>::moe_forward(int l, int N, bool training, uint64_t step) {
   }
 
   // Capacity (makeMoE): each expert takes its first int(N*k/E*factor) tokens, in order.
-  const int capacity = cfg_.constants.capacity_factor > 0 ? static_cast<int>(static_cast<double>(N * K) / E * cfg_.constants.capacity_factor) : N * K;
+  const int capacity = cfg_.constants.capacity_factor > 0
+                           ? static_cast<int>(static_cast<double>(N * K) / E * cfg_.constants.capacity_factor)
+                           : N * K;
   std::vector<long>& routed = stats_.routed[static_cast<size_t>(l)];
   std::vector<long>& kept = stats_.kept[static_cast<size_t>(l)];
   std::fill(routed.begin(), routed.end(), 0);
@@ -104,10 +111,13 @@ void Model<T>::moe_forward(int l, int N, bool training, uint64_t step) {
     for (int j = 0; j < K; ++j) {
       const int e = a.order[static_cast<size_t>(t * E + j)];
       ++routed[static_cast<size_t>(e)];
-      a.slot[static_cast<size_t>(t * K + j)] = kept[static_cast<size_t>(e)] < capacity ? static_cast<int>(kept[static_cast<size_t>(e)]++) : -1;
+      a.slot[static_cast<size_t>(t * K + j)] =
+          kept[static_cast<size_t>(e)] < capacity ? static_cast<int>(kept[static_cast<size_t>(e)]++) : -1;
     }
   a.expert_offset[0] = 0;
-  for (int e = 0; e < E; ++e) a.expert_offset[static_cast<size_t>(e + 1)] = a.expert_offset[static_cast<size_t>(e)] + static_cast<int>(kept[static_cast<size_t>(e)]);
+  for (int e = 0; e < E; ++e)
+    a.expert_offset[static_cast<size_t>(e + 1)] =
+        a.expert_offset[static_cast<size_t>(e)] + static_cast<int>(kept[static_cast<size_t>(e)]);
   for (int t = 0; t < N; ++t)
     for (int j = 0; j < K; ++j) {
       int& s = a.slot[static_cast<size_t>(t * K + j)];
@@ -121,7 +131,9 @@ void Model<T>::moe_forward(int l, int N, bool training, uint64_t step) {
   // Gather, run each expert on its rows, dropout on the expert outputs.
 #pragma omp parallel for schedule(static)
   for (int s = 0; s < S; ++s)
-    std::memcpy(a.xin.data() + static_cast<long>(s) * d, a.ln2.data() + static_cast<long>(a.slot_token[static_cast<size_t>(s)]) * d, sizeof(T) * static_cast<size_t>(d));
+    std::memcpy(a.xin.data() + static_cast<long>(s) * d,
+                a.ln2.data() + static_cast<long>(a.slot_token[static_cast<size_t>(s)]) * d,
+                sizeof(T) * static_cast<size_t>(d));
   // Experts are independent: each runs its products on one thread, the largest first.
   const std::vector<int> by_load = experts_by_load(a.expert_offset, E);
 #pragma omp parallel for schedule(dynamic, 1)
@@ -151,9 +163,11 @@ void Model<T>::moe_forward(int l, int N, bool training, uint64_t step) {
     dropout_mask(a.y_mask.data(), static_cast<long>(S) * d, cfg_.dropout, CounterRng(cfg_.seed, Stream::dropout, site));
   }
 #pragma omp parallel for schedule(static)
-  for (long i = 0; i < static_cast<long>(S) * d; ++i) a.yd[static_cast<size_t>(i)] = drop ? a.y[static_cast<size_t>(i)] * a.y_mask[static_cast<size_t>(i)] : a.y[static_cast<size_t>(i)];
+  for (long i = 0; i < static_cast<long>(S) * d; ++i)
+    a.yd[static_cast<size_t>(i)] =
+        drop ? a.y[static_cast<size_t>(i)] * a.y_mask[static_cast<size_t>(i)] : a.y[static_cast<size_t>(i)];
 
-  // Combine: each token gets its kept experts' outputs, weighted by their gates.
+    // Combine: each token gets its kept experts' outputs, weighted by their gates.
 #pragma omp parallel for schedule(static)
   for (int t = 0; t < N; ++t) {
     T* out = a.moe_out.data() + static_cast<long>(t) * d;
@@ -181,12 +195,15 @@ void Model<T>::moe_forward(int l, int N, bool training, uint64_t step) {
       for (int e = 0; e < E; ++e) P[static_cast<size_t>(e)] += static_cast<double>(p[e] /= zsum);
     }
     double aux = 0;
-    for (int e = 0; e < E; ++e) aux += static_cast<double>(routed[static_cast<size_t>(e)]) / (N * K) * P[static_cast<size_t>(e)] / N;
+    for (int e = 0; e < E; ++e)
+      aux += static_cast<double>(routed[static_cast<size_t>(e)]) / (N * K) * P[static_cast<size_t>(e)] / N;
     stats_.aux += cfg_.aux_coef * E * aux;
   } else if (cfg_.aux_loss == AuxLoss::cv_squared) {
     std::vector<double> importance(static_cast<size_t>(E), 0.0), load(static_cast<size_t>(E), 0.0);
     for (int t = 0; t < N; ++t)
-      for (int j = 0; j < K; ++j) importance[static_cast<size_t>(a.order[static_cast<size_t>(t * E + j)])] += static_cast<double>(a.gates[static_cast<size_t>(t * K + j)]);
+      for (int j = 0; j < K; ++j)
+        importance[static_cast<size_t>(a.order[static_cast<size_t>(t * E + j)])] +=
+            static_cast<double>(a.gates[static_cast<size_t>(t * K + j)]);
     if (a.noisy_forward) {
       for (int t = 0; t < N; ++t) {
         const int* ord = a.order.data() + static_cast<long>(t) * E;
@@ -195,7 +212,8 @@ void Model<T>::moe_forward(int l, int N, bool training, uint64_t step) {
         for (int j = 0; j < K; ++j) in[static_cast<size_t>(ord[j])] = true;
         for (int e = 0; e < E; ++e) {
           const double thr = static_cast<double>(nz[in[static_cast<size_t>(e)] ? ord[K] : ord[K - 1]]);
-          const double sigma = static_cast<double>(softplus(a.noise_logits[static_cast<size_t>(t * E + e)])) + kLoadNoiseFloor;
+          const double sigma =
+              static_cast<double>(softplus(a.noise_logits[static_cast<size_t>(t * E + e)])) + kLoadNoiseFloor;
           const double zz = (static_cast<double>(a.logits[static_cast<size_t>(t * E + e)]) - thr) / sigma;
           load[static_cast<size_t>(e)] += 0.5 * std::erfc(-zz / std::sqrt(2.0));
         }
@@ -312,10 +330,14 @@ void Model<T>::moe_backward(int l, int N, T* dln2) {
   if (cfg_.aux_loss == AuxLoss::cv_squared) {
     std::vector<double> importance(static_cast<size_t>(E), 0.0), load(static_cast<size_t>(E), 0.0), gi, gl;
     for (int t = 0; t < N; ++t)
-      for (int j = 0; j < K; ++j) importance[static_cast<size_t>(a.order[static_cast<size_t>(t * E + j)])] += static_cast<double>(a.gates[static_cast<size_t>(t * K + j)]);
+      for (int j = 0; j < K; ++j)
+        importance[static_cast<size_t>(a.order[static_cast<size_t>(t * E + j)])] +=
+            static_cast<double>(a.gates[static_cast<size_t>(t * K + j)]);
     cv_squared(importance, &gi);
     for (int t = 0; t < N; ++t)
-      for (int j = 0; j < K; ++j) dgate_[static_cast<size_t>(t * K + j)] += static_cast<T>(cfg_.aux_coef * gi[static_cast<size_t>(a.order[static_cast<size_t>(t * E + j)])]);
+      for (int j = 0; j < K; ++j)
+        dgate_[static_cast<size_t>(t * K + j)] +=
+            static_cast<T>(cfg_.aux_coef * gi[static_cast<size_t>(a.order[static_cast<size_t>(t * E + j)])]);
     if (a.noisy_forward) {
       // load_e = sum_t Phi((clean_te - threshold_te) / sigma_te)
       std::vector<double> zs(static_cast<size_t>(N) * E), sig(zs.size());
@@ -328,7 +350,9 @@ void Model<T>::moe_backward(int l, int N, T* dln2) {
           const size_t i = static_cast<size_t>(t * E + e);
           thr_e[i] = in[static_cast<size_t>(e)] ? ord[K] : ord[K - 1];
           sig[i] = static_cast<double>(softplus(a.noise_logits[i])) + kLoadNoiseFloor;
-          zs[i] = (static_cast<double>(a.logits[i]) - static_cast<double>(a.noisy[static_cast<size_t>(t * E + thr_e[i])])) / sig[i];
+          zs[i] =
+              (static_cast<double>(a.logits[i]) - static_cast<double>(a.noisy[static_cast<size_t>(t * E + thr_e[i])])) /
+              sig[i];
           load[static_cast<size_t>(e)] += 0.5 * std::erfc(-zs[i] / std::sqrt(2.0));
         }
       }
@@ -352,7 +376,8 @@ void Model<T>::moe_backward(int l, int N, T* dln2) {
     const T* dg = dgate_.data() + static_cast<long>(t) * K;
     T dot = 0;
     for (int j = 0; j < K; ++j) dot += g[j] * dg[j];
-    for (int j = 0; j < K; ++j) dnoisy_[static_cast<size_t>(t * E + a.order[static_cast<size_t>(t * E + j)])] += g[j] * (dg[j] - dot);
+    for (int j = 0; j < K; ++j)
+      dnoisy_[static_cast<size_t>(t * E + a.order[static_cast<size_t>(t * E + j)])] += g[j] * (dg[j] - dot);
   }
   if (cfg_.aux_loss == AuxLoss::switch_transformer) {
     const double c = cfg_.aux_coef * E / N;
@@ -360,16 +385,20 @@ void Model<T>::moe_backward(int l, int N, T* dln2) {
     for (int t = 0; t < N; ++t) {
       const T* p = a.probs.data() + static_cast<long>(t) * E;
       double fp = 0;
-      for (int e = 0; e < E; ++e) fp += static_cast<double>(routed[static_cast<size_t>(e)]) / (N * K) * static_cast<double>(p[e]);
       for (int e = 0; e < E; ++e)
-        dnoisy_[static_cast<size_t>(t * E + e)] += static_cast<T>(c * static_cast<double>(p[e]) * (static_cast<double>(routed[static_cast<size_t>(e)]) / (N * K) - fp));
+        fp += static_cast<double>(routed[static_cast<size_t>(e)]) / (N * K) * static_cast<double>(p[e]);
+      for (int e = 0; e < E; ++e)
+        dnoisy_[static_cast<size_t>(t * E + e)] += static_cast<T>(
+            c * static_cast<double>(p[e]) * (static_cast<double>(routed[static_cast<size_t>(e)]) / (N * K) - fp));
     }
   }
   // noisy = logits + eps * softplus(noise_logits)
 #pragma omp parallel for schedule(static)
   for (long i = 0; i < static_cast<long>(N) * E; ++i) {
     drouter_[static_cast<size_t>(i)] += dnoisy_[static_cast<size_t>(i)];
-    if (a.noisy_forward) dnoise_[static_cast<size_t>(i)] += dnoisy_[static_cast<size_t>(i)] * a.noise_eps[static_cast<size_t>(i)] * sigmoid(a.noise_logits[static_cast<size_t>(i)]);
+    if (a.noisy_forward)
+      dnoise_[static_cast<size_t>(i)] += dnoisy_[static_cast<size_t>(i)] * a.noise_eps[static_cast<size_t>(i)] *
+                                         sigmoid(a.noise_logits[static_cast<size_t>(i)]);
   }
   if (cfg_.z_loss_coef > 0) {
     const T c = static_cast<T>(2.0 * cfg_.z_loss_coef / N);
@@ -380,7 +409,8 @@ void Model<T>::moe_backward(int l, int N, T* dln2) {
       for (int e = 0; e < E; ++e) drouter_[static_cast<size_t>(t * E + e)] += c * lse * std::exp(lg[e] - lse);
     }
   }
-  linear_backward(dln2, true, gw.router, classic ? gw.router_bias : nullptr, drouter_.data(), a.ln2.data(), lw.router, N, d, E);
+  linear_backward(dln2, true, gw.router, classic ? gw.router_bias : nullptr, drouter_.data(), a.ln2.data(), lw.router,
+                  N, d, E);
   if (cfg_.router_noise) {
     if (a.noisy_forward) {
       linear_backward(dln2, true, gw.noise_w, gw.noise_b, dnoise_.data(), a.ln2.data(), lw.noise_w, N, d, E);

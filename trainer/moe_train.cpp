@@ -52,7 +52,8 @@ Evaluation evaluate(Model<float>& model, const std::vector<int32_t>& data, const
   const int B = c.batch, T = c.model.max_context;
   std::vector<int32_t> in(static_cast<size_t>(B * T)), tg(in.size());
   Evaluation ev;
-  ev.load.assign(static_cast<size_t>(c.model.n_layers), std::vector<double>(static_cast<size_t>(c.model.n_experts), 0.0));
+  ev.load.assign(static_cast<size_t>(c.model.n_layers),
+                 std::vector<double>(static_cast<size_t>(c.model.n_experts), 0.0));
   long routed = 0, kept = 0;
   const CounterRng rng(c.seed, Stream::eval_batch, split);
   for (int i = 0; i < c.eval_batches; ++i) {
@@ -107,7 +108,8 @@ int main(int argc, char** argv) {
       app.add_option("--batch", o.batch, "sequences per step"),
       app.add_option("--dropout", o.dropout, "dropout probability"),
       app.add_option("--router-noise", o.router_noise, "noisy top-k gating during training (true/false)"),
-      app.add_option("--capacity-factor", o.constants.capacity_factor, "expert capacity = tokens*k/E * factor; 0 = unlimited"),
+      app.add_option("--capacity-factor", o.constants.capacity_factor,
+                     "expert capacity = tokens*k/E * factor; 0 = unlimited"),
       app.add_option("--aux-loss", aux, "load balancing: none | switch | cv"),
       app.add_option("--aux-coef", o.aux_coef, "load-balancing loss coefficient"),
       app.add_option("--z-loss", o.z_loss_coef, "router z-loss coefficient (0 = off)"),
@@ -116,7 +118,8 @@ int main(int argc, char** argv) {
       app.add_option("--warmup", o.warmup, "linear warmup steps"),
       app.add_option("--schedule", schedule, "constant | cosine"),
       app.add_option("--weight-decay", o.weight_decay, "AdamW weight decay"),
-      app.add_option("--decay-everything", o.decay_everything, "decay every parameter (makeMoE) or only non-embedding matrices"),
+      app.add_option("--decay-everything", o.decay_everything,
+                     "decay every parameter (makeMoE) or only non-embedding matrices"),
       app.add_option("--grad-clip", o.grad_clip, "clip the gradient's global norm (0 = off)"),
       app.add_option("--seed", o.seed, "random seed (init, batches, dropout, noise)"),
       app.add_option("--eval-batches", o.eval_batches, "batches per evaluation"),
@@ -137,7 +140,8 @@ int main(int argc, char** argv) {
     if (resume) {
       for (CLI::Option* f : model_flags)
         if (f->count() > 0)
-          throw InputError(f->get_name() + " cannot change on --resume: the run continues with the settings it was started with");
+          throw InputError(f->get_name() +
+                           " cannot change on --resume: the run continues with the settings it was started with");
       state = load_train_state(state_path);
       c = state.config;
       vocab = state.vocab;
@@ -147,15 +151,18 @@ int main(int argc, char** argv) {
       if (given("--family")) {
         if (family != "classic" && family != "llama") throw InputError("--family must be classic or llama");
         c.model.family = family == "classic" ? Family::classic : Family::llama;
-        c.constants.attention_scale = c.model.family == Family::classic ? AttentionScaleRule::inv_sqrt_model_dim : AttentionScaleRule::inv_sqrt_head_dim;
+        c.constants.attention_scale = c.model.family == Family::classic ? AttentionScaleRule::inv_sqrt_model_dim
+                                                                        : AttentionScaleRule::inv_sqrt_head_dim;
       }
       if (given("--d-model")) c.model.d_model = d, c.model.expert_hidden = 4 * d;
       if (given("--layers")) c.model.n_layers = layers;
       if (given("--heads")) c.model.n_heads = heads;
       if (given("--kv-heads")) c.model.n_kv_heads = kv_heads;
-      else if (c.model.family == Family::classic || c.model.n_heads % c.model.n_kv_heads != 0) c.model.n_kv_heads = c.model.n_heads;
+      else if (c.model.family == Family::classic || c.model.n_heads % c.model.n_kv_heads != 0)
+        c.model.n_kv_heads = c.model.n_heads;
       if (c.model.n_heads > 0 && c.model.d_model % c.model.n_heads != 0)
-        throw InputError("--d-model " + std::to_string(c.model.d_model) + " is not divisible by --heads " + std::to_string(c.model.n_heads));
+        throw InputError("--d-model " + std::to_string(c.model.d_model) + " is not divisible by --heads " +
+                         std::to_string(c.model.n_heads));
       c.model.head_dim = c.model.n_heads > 0 ? c.model.d_model / c.model.n_heads : 0;
       if (given("--experts")) c.model.n_experts = experts;
       if (given("--top-k")) c.model.top_k = top_k;
@@ -165,15 +172,20 @@ int main(int argc, char** argv) {
       if (given("--dropout")) c.dropout = o.dropout;
       if (given("--router-noise")) c.router_noise = o.router_noise;
       if (given("--capacity-factor")) c.constants.capacity_factor = o.constants.capacity_factor;
-      if (given("--aux-loss")) c.aux_loss = aux == "switch" ? AuxLoss::switch_transformer : aux == "cv" ? AuxLoss::cv_squared : aux == "none" ? AuxLoss::none
-                                                : throw InputError("--aux-loss must be none, switch or cv");
+      if (given("--aux-loss"))
+        c.aux_loss = aux == "switch" ? AuxLoss::switch_transformer
+                     : aux == "cv"   ? AuxLoss::cv_squared
+                     : aux == "none" ? AuxLoss::none
+                                     : throw InputError("--aux-loss must be none, switch or cv");
       if (given("--aux-coef")) c.aux_coef = o.aux_coef;
       if (given("--z-loss")) c.z_loss_coef = o.z_loss_coef;
       if (given("--lr")) c.lr = o.lr;
       if (given("--min-lr")) c.min_lr = o.min_lr;
       if (given("--warmup")) c.warmup = o.warmup;
-      if (given("--schedule")) c.schedule = schedule == "cosine" ? Schedule::cosine : schedule == "constant" ? Schedule::constant
-                                            : throw InputError("--schedule must be constant or cosine");
+      if (given("--schedule"))
+        c.schedule = schedule == "cosine"     ? Schedule::cosine
+                     : schedule == "constant" ? Schedule::constant
+                                              : throw InputError("--schedule must be constant or cosine");
       if (given("--weight-decay")) c.weight_decay = o.weight_decay;
       if (given("--decay-everything")) c.decay_everything = o.decay_everything;
       if (given("--grad-clip")) c.grad_clip = o.grad_clip;
@@ -196,7 +208,8 @@ int main(int argc, char** argv) {
     c.model.vocab_size = static_cast<int>(vocab.size());
     if (const std::string why = c.problem(); !why.empty()) throw InputError("cannot train this config: " + why);
     if (static_cast<long>(corpus.val.size()) <= c.model.max_context + 1)
-      throw InputError("the validation split (" + std::to_string(corpus.val.size()) + " characters) is shorter than one block");
+      throw InputError("the validation split (" + std::to_string(corpus.val.size()) +
+                       " characters) is shorter than one block");
     std::filesystem::create_directories(dir);
     omp_set_num_threads(threads);
 
@@ -215,14 +228,16 @@ int main(int argc, char** argv) {
     }
     const int B = c.batch, T = c.model.max_context;
     std::printf("moe_train: %s | %s parameters (%s active per token) | %d x %d tokens per step | %s steps\n",
-                ConfigKey(c.model).c_str(), grouped(model.num_params()).c_str(), grouped(active_params_per_token(c.model)).c_str(), B, T,
-                grouped(c.steps).c_str());
+                ConfigKey(c.model).c_str(), grouped(model.num_params()).c_str(),
+                grouped(active_params_per_token(c.model)).c_str(), B, T, grouped(c.steps).c_str());
     std::printf("data: %s (%s train / %s validation characters, vocabulary %zu) | threads %d%s\n", data.c_str(),
-                grouped(static_cast<long long>(corpus.train.size())).c_str(), grouped(static_cast<long long>(corpus.val.size())).c_str(),
-                vocab.size(), threads, resume ? (" | resuming at step " + std::to_string(start)).c_str() : "");
+                grouped(static_cast<long long>(corpus.train.size())).c_str(),
+                grouped(static_cast<long long>(corpus.val.size())).c_str(), vocab.size(), threads,
+                resume ? (" | resuming at step " + std::to_string(start)).c_str() : "");
     std::fflush(stdout);
 
-    CsvLog metrics(dir / "metrics.csv", "step,lr,loss,cross_entropy,aux_loss,z_loss,grad_norm,ms_per_step,tokens_per_s", resume ? start : -1);
+    CsvLog metrics(dir / "metrics.csv", "step,lr,loss,cross_entropy,aux_loss,z_loss,grad_norm,ms_per_step,tokens_per_s",
+                   resume ? start : -1);
     CsvLog evals(dir / "evals.csv", "step,train_loss,val_loss,dropped_fraction", resume ? start : -1);
     CsvLog loads(dir / "expert_load.csv", "step,layer,expert,share_of_routed", resume ? start : -1);
     std::vector<int32_t> in(static_cast<size_t>(B * T)), tg(in.size());
@@ -233,11 +248,15 @@ int main(int argc, char** argv) {
     const auto t_run = Clock::now();
     for (int step = start; step < c.steps; ++step) {
       const auto t0 = Clock::now();
-      sample_batch(corpus.train, batch_rng, static_cast<uint64_t>(step) * static_cast<uint64_t>(B), B, T, in.data(), tg.data());
+      sample_batch(corpus.train, batch_rng, static_cast<uint64_t>(step) * static_cast<uint64_t>(B), B, T, in.data(),
+                   tg.data());
       const double loss = model.forward(in.data(), tg.data(), B, T, true, static_cast<uint64_t>(step));
       if (!std::isfinite(loss)) {
-        std::fprintf(stderr, "moe_train: the loss became %g at step %d: stopping. The last good state is %s (step %d); lower --lr or "
-                             "set --grad-clip, then --resume.\n", loss, step, state_path.c_str(), last_saved);
+        std::fprintf(
+            stderr,
+            "moe_train: the loss became %g at step %d: stopping. The last good state is %s (step %d); lower --lr or "
+            "set --grad-clip, then --resume.\n",
+            loss, step, state_path.c_str(), last_saved);
         return 1;
       }
       model.backward();
@@ -247,14 +266,16 @@ int main(int argc, char** argv) {
       ++window_steps;
       const ForwardStats& s = model.stats();
       char row[256];
-      std::snprintf(row, sizeof row, "%d,%.6g,%.6f,%.6f,%.6f,%.6f,%.5g,%.2f,%.0f", step + 1, static_cast<double>(opt.learning_rate(step)), loss, s.ce,
-                    s.aux, s.z, grad_norm, ms, B * T / ms * 1e3);
+      std::snprintf(row, sizeof row, "%d,%.6g,%.6f,%.6f,%.6f,%.6f,%.5g,%.2f,%.0f", step + 1,
+                    static_cast<double>(opt.learning_rate(step)), loss, s.ce, s.aux, s.z, grad_norm, ms,
+                    B * T / ms * 1e3);
       metrics.row(row);
       const int done = step + 1;
       if (done % c.log_interval == 0 || done == c.steps) {
         const double avg = window_ms / window_steps;
         std::printf("step %5d/%d | loss %.4f | lr %.2e | %.1f ms/step | %s tok/s | ETA %s\n", done, c.steps, loss,
-                    static_cast<double>(opt.learning_rate(step)), avg, grouped(static_cast<long long>(B * T / avg * 1e3)).c_str(),
+                    static_cast<double>(opt.learning_rate(step)), avg,
+                    grouped(static_cast<long long>(B * T / avg * 1e3)).c_str(),
                     duration(avg * (c.steps - done) / 1e3).c_str());
         std::fflush(stdout);
         window_ms = 0;
@@ -262,7 +283,8 @@ int main(int argc, char** argv) {
       }
       if (done % c.eval_interval == 0 || done == c.steps) {
         const Evaluation tr = evaluate(model, corpus.train, c, 0), va = evaluate(model, corpus.val, c, 1);
-        std::printf("eval %5d | train %.4f | val %.4f | routed choices over capacity %.1f%%\n", done, tr.loss, va.loss, 100 * va.dropped);
+        std::printf("eval %5d | train %.4f | val %.4f | routed choices over capacity %.1f%%\n", done, tr.loss, va.loss,
+                    100 * va.dropped);
         char line[128];
         std::snprintf(line, sizeof line, "%d,%.6f,%.6f,%.6f", done, tr.loss, va.loss, va.dropped);
         evals.row(line);
@@ -283,8 +305,11 @@ int main(int argc, char** argv) {
         // A diverging update can leave infinite weights before the loss shows it: such a
         // state must not replace the last good one.
         if (!std::all_of(model.params.begin(), model.params.end(), [](float v) { return std::isfinite(v); })) {
-          std::fprintf(stderr, "moe_train: the weights became infinite or NaN at step %d: stopping. The last good state is %s (step %d); "
-                               "lower --lr or set --grad-clip, then --resume.\n", done, state_path.c_str(), last_saved);
+          std::fprintf(stderr,
+                       "moe_train: the weights became infinite or NaN at step %d: stopping. The last good state is %s "
+                       "(step %d); "
+                       "lower --lr or set --grad-clip, then --resume.\n",
+                       done, state_path.c_str(), last_saved);
           return 1;
         }
         save_train_state(state_path, TrainState{c, vocab, done, model.params, opt.m, opt.v});
@@ -292,8 +317,9 @@ int main(int argc, char** argv) {
         last_saved = done;
       }
     }
-    write_loss_svg(dir / "loss.svg", "moe_train " + std::string(ConfigKey(c.model).c_str()), read_csv_column(dir / "metrics.csv", 3),
-                   read_csv_column(dir / "evals.csv", 1), read_csv_column(dir / "evals.csv", 2));
+    write_loss_svg(dir / "loss.svg", "moe_train " + std::string(ConfigKey(c.model).c_str()),
+                   read_csv_column(dir / "metrics.csv", 3), read_csv_column(dir / "evals.csv", 1),
+                   read_csv_column(dir / "evals.csv", 2));
     std::printf("done in %s: model in %s (convert: moe_convert %s -o model.moe), curve in %s\n",
                 duration(std::chrono::duration<double>(Clock::now() - t_run).count()).c_str(), dir.c_str(), dir.c_str(),
                 (dir / "loss.svg").c_str());

@@ -31,7 +31,8 @@ void linear_forward(T* out, const T* in, const T* w, const T* b, int N, int C, i
 
 // din (+)= dout W;  dw = dout^T in;  db = sum over tokens of dout. `din` may be null.
 template <class T>
-void linear_backward(T* din, bool din_accumulate, T* dw, T* db, const T* dout, const T* in, const T* w, int N, int C, int OC) {
+void linear_backward(T* din, bool din_accumulate, T* dw, T* db, const T* dout, const T* in, const T* w, int N, int C,
+                     int OC) {
   if (din != nullptr) gemm<T>(N, C, OC, dout, OC, 1, w, C, 1, din, C, din_accumulate);
   gemm<T>(OC, C, N, dout, 1, OC, in, C, 1, dw, C, false);
   if (db != nullptr) {
@@ -66,7 +67,8 @@ void layernorm_forward(T* out, T* mean, T* rstd, const T* x, const T* w, const T
 }
 
 template <class T>
-void layernorm_backward(T* dx, T* dw, T* db, const T* dout, const T* x, const T* w, const T* mean, const T* rstd, int N, int C) {
+void layernorm_backward(T* dx, T* dw, T* db, const T* dout, const T* x, const T* w, const T* mean, const T* rstd, int N,
+                        int C) {
 #pragma omp parallel for schedule(static)
   for (int n = 0; n < N; ++n) {
     const T* d = dout + static_cast<long>(n) * C;
@@ -157,7 +159,8 @@ void rope_forward(T* x, int N, int T_len, int n_heads, int head_dim, long stride
       const float inv_freq = 1.f / std::pow(theta, static_cast<float>(2 * i) / static_cast<float>(head_dim));
       const float angle = static_cast<float>(pos) * inv_freq;  // float32, as transformers
       const T c = static_cast<T>(std::cos(static_cast<double>(angle)));
-      const T s = static_cast<T>(inverse ? -std::sin(static_cast<double>(angle)) : std::sin(static_cast<double>(angle)));
+      const T s =
+          static_cast<T>(inverse ? -std::sin(static_cast<double>(angle)) : std::sin(static_cast<double>(angle)));
       for (int h = 0; h < n_heads; ++h) {
         T* v = x + static_cast<long>(n) * stride + h * head_dim;
         const T a = v[i], b = v[i + half];
@@ -219,8 +222,8 @@ void attention_forward(T* out, T* att, const T* mask, const T* q, const T* k, co
 
 // dq, dk, dv are written (every element gets its full sum here).
 template <class T>
-void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* att, const T* mask, const T* q, const T* k, const T* v,
-                        const AttentionShape& s) {
+void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* att, const T* mask, const T* q, const T* k,
+                        const T* v, const AttentionShape& s) {
   const int group = s.H / s.KVH;
   // One task per (batch, kv head): the heads that share a kv head add into the same dk, dv.
 #pragma omp parallel for collapse(2) schedule(static)
@@ -332,7 +335,8 @@ void crossentropy_backward(T* dlogits, const T* probs, const int32_t* targets, i
 #pragma omp parallel for schedule(static)
   for (int n = 0; n < N; ++n)
     for (int i = 0; i < V; ++i)
-      dlogits[static_cast<long>(n) * V + i] = (probs[static_cast<long>(n) * V + i] - (i == targets[n] ? T(1) : T(0))) * scale;
+      dlogits[static_cast<long>(n) * V + i] =
+          (probs[static_cast<long>(n) * V + i] - (i == targets[n] ? T(1) : T(0))) * scale;
 }
 
 }  // namespace moe::train

@@ -8,13 +8,18 @@
 namespace moe::train {
 
 AdamW::AdamW(const TrainConfig& config, long n_params, long n_decayed)
-    : m(static_cast<size_t>(n_params), 0.f), v(static_cast<size_t>(n_params), 0.f), cfg_(config), n_decayed_(n_decayed) {}
+    : m(static_cast<size_t>(n_params), 0.f),
+      v(static_cast<size_t>(n_params), 0.f),
+      cfg_(config),
+      n_decayed_(n_decayed) {}
 
 float AdamW::learning_rate(int step) const {
   if (step < cfg_.warmup) return cfg_.lr * static_cast<float>(step + 1) / static_cast<float>(cfg_.warmup);
   if (cfg_.schedule == Schedule::constant || cfg_.steps <= cfg_.warmup) return cfg_.lr;
-  const double progress = std::min(1.0, static_cast<double>(step - cfg_.warmup) / static_cast<double>(cfg_.steps - cfg_.warmup));
-  return static_cast<float>(cfg_.min_lr + 0.5 * (cfg_.lr - cfg_.min_lr) * (1.0 + std::cos(std::numbers::pi * progress)));
+  const double progress =
+      std::min(1.0, static_cast<double>(step - cfg_.warmup) / static_cast<double>(cfg_.steps - cfg_.warmup));
+  return static_cast<float>(cfg_.min_lr +
+                            0.5 * (cfg_.lr - cfg_.min_lr) * (1.0 + std::cos(std::numbers::pi * progress)));
 }
 
 double AdamW::update(std::vector<float>& params, std::vector<float>& grads, int step) {
@@ -36,7 +41,8 @@ double AdamW::update(std::vector<float>& params, std::vector<float>& grads, int 
 #pragma omp parallel for schedule(static)
     for (long b = 0; b < blocks; ++b) {
       double s = 0;
-      for (long i = b * kBlock; i < std::min(n, (b + 1) * kBlock); ++i) s += static_cast<double>(grads[static_cast<size_t>(i)]) * grads[static_cast<size_t>(i)];
+      for (long i = b * kBlock; i < std::min(n, (b + 1) * kBlock); ++i)
+        s += static_cast<double>(grads[static_cast<size_t>(i)]) * grads[static_cast<size_t>(i)];
       partial[static_cast<size_t>(b)] = s;
     }
     norm = total();

@@ -24,8 +24,9 @@ struct CurvePoint {
 };
 
 // Training loss (light, per logged step), evaluation train and validation losses (bold).
-void write_loss_svg(const std::filesystem::path& path, const std::string& title, const std::vector<CurvePoint>& train_steps,
-                    const std::vector<CurvePoint>& eval_train, const std::vector<CurvePoint>& eval_val);
+void write_loss_svg(const std::filesystem::path& path, const std::string& title,
+                    const std::vector<CurvePoint>& train_steps, const std::vector<CurvePoint>& eval_train,
+                    const std::vector<CurvePoint>& eval_val);
 
 // Reads the points back from metrics.csv / evals.csv (for a resumed run's full curve).
 std::vector<CurvePoint> read_csv_column(const std::filesystem::path& path, int column);

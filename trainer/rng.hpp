@@ -21,7 +21,8 @@ enum class Stream : uint64_t { init = 1, batch = 2, eval_batch = 3, dropout = 4,
 struct CounterRng {
   uint64_t key;
   CounterRng(uint64_t seed, Stream stream, uint64_t sub = 0)
-      : key(splitmix64(splitmix64(seed ^ (static_cast<uint64_t>(stream) << 56)) ^ splitmix64(sub + 0x632be59bd9b4e019ull))) {}
+      : key(splitmix64(splitmix64(seed ^ (static_cast<uint64_t>(stream) << 56)) ^
+                       splitmix64(sub + 0x632be59bd9b4e019ull))) {}
   uint64_t bits(uint64_t i) const { return splitmix64(key ^ splitmix64(i)); }
   // Uniform in [0, 1) with 24 bits (exact in float).
   double uniform(uint64_t i) const { return static_cast<double>(bits(i) >> 40) * (1.0 / 16777216.0); }

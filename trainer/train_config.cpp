@@ -24,7 +24,9 @@ std::string TrainConfig::problem() const {
 }
 
 namespace {
-const char* aux_name(AuxLoss a) { return a == AuxLoss::none ? "none" : a == AuxLoss::switch_transformer ? "switch" : "cv"; }
+const char* aux_name(AuxLoss a) {
+  return a == AuxLoss::none ? "none" : a == AuxLoss::switch_transformer ? "switch" : "cv";
+}
 AuxLoss aux_from(const std::string& s) {
   if (s == "none") return AuxLoss::none;
   if (s == "switch") return AuxLoss::switch_transformer;

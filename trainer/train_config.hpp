@@ -21,25 +21,25 @@ enum class AuxLoss : uint8_t {
 enum class Schedule : uint8_t { constant, cosine };
 
 struct TrainConfig {
-  ModelConfig model{};  // vocab_size comes from the corpus; max_context is the block size
+  ModelConfig model{};         // vocab_size comes from the corpus; max_context is the block size
   ModelConstants constants{};  // capacity_factor is the recipe's (makeMoE: 1.0; 0: no limit)
   // ---- the MoE recipe
-  bool router_noise = true;     // noisy top-k gating (training only)
+  bool router_noise = true;  // noisy top-k gating (training only)
   float dropout = 0.1f;
   AuxLoss aux_loss = AuxLoss::none;
   float aux_coef = 0.01f;
-  float z_loss_coef = 0.f;      // router z-loss (ST-MoE); 0: off
+  float z_loss_coef = 0.f;  // router z-loss (ST-MoE); 0: off
   // ---- optimisation (AdamW, PyTorch semantics)
   int batch = 16;
   int steps = 5000;
   float lr = 1e-3f;
-  float min_lr = 1e-4f;         // cosine schedule floor
+  float min_lr = 1e-4f;  // cosine schedule floor
   int warmup = 0;
   Schedule schedule = Schedule::constant;
   float weight_decay = 0.01f;
-  bool decay_everything = true; // makeMoE: AdamW's default decay on every parameter
+  bool decay_everything = true;  // makeMoE: AdamW's default decay on every parameter
   float beta1 = 0.9f, beta2 = 0.999f, adam_eps = 1e-8f;
-  float grad_clip = 0.f;        // global-norm clipping; 0: off
+  float grad_clip = 0.f;  // global-norm clipping; 0: off
   uint64_t seed = 1337;
   // ---- bookkeeping
   int eval_interval = 100;

@@ -34,7 +34,8 @@ int main(int argc, char** argv) {
   const int elem = dtype == 0 ? 4 : dtype == 1 ? 2 : 1;
   std::mt19937 rng(1);
   auto make = [&](int rows, int cols) {
-    Weights w{std::vector<uint8_t>(static_cast<size_t>(rows) * cols * elem), std::vector<float>(static_cast<size_t>(rows), 0.01f), rows, cols};
+    Weights w{std::vector<uint8_t>(static_cast<size_t>(rows) * cols * elem),
+              std::vector<float>(static_cast<size_t>(rows), 0.01f), rows, cols};
     for (size_t i = 0; i < w.bytes.size(); ++i)  // int8: random; f32/f16: small finite values
       w.bytes[i] = dtype == 2 ? static_cast<uint8_t>(rng()) : (i % elem == static_cast<size_t>(elem - 1) ? 0x3c : 0);
     return w;
@@ -52,7 +53,8 @@ int main(int argc, char** argv) {
     }
   }
   const int widest = std::max({D, F, QD});
-  std::vector<float> x(static_cast<size_t>(widest), 0.1f), y(static_cast<size_t>(widest)), xs(static_cast<size_t>(widest / 32 + 1), 0.01f);
+  std::vector<float> x(static_cast<size_t>(widest), 0.1f), y(static_cast<size_t>(widest)),
+      xs(static_cast<size_t>(widest / 32 + 1), 0.01f);
   std::vector<int8_t> xq(static_cast<size_t>(widest), 3);
   double seconds[2] = {0, 0}, bytes = 0;
   for (int t = 0; t < tokens; ++t)
@@ -67,13 +69,17 @@ int main(int argc, char** argv) {
         for (int e : {e0, e1})
           for (int k = 0; k < 3; ++k) product.push_back(&experts[static_cast<size_t>((l * E + e) * 3 + k)]);
         for (const Weights* w : product) {
-          (side ? kernels_new : kernels_old)(w->bytes.data(), w->scales.data(), dtype, w->rows, w->cols, x.data(), xq.data(), xs.data(), y.data());
+          (side ? kernels_new : kernels_old)(w->bytes.data(), w->scales.data(), dtype, w->rows, w->cols, x.data(),
+                                             xq.data(), xs.data(), y.data());
           if (side == 0) bytes += static_cast<double>(w->bytes.size());
         }
       }
       seconds[side] += now() - t0;
     }
   std::printf("d %d ffn %d %s: old %.0f tok/s (%.1f GB/s), new %.0f tok/s (%.1f GB/s), new/old %.3f\n", D, F,
-              dtype == 0 ? "f32" : dtype == 1 ? "f16" : "int8", tokens / seconds[0], bytes / seconds[0] / 1e9, tokens / seconds[1],
-              bytes / seconds[1] / 1e9, seconds[0] / seconds[1]);
+              dtype == 0   ? "f32"
+              : dtype == 1 ? "f16"
+                           : "int8",
+              tokens / seconds[0], bytes / seconds[0] / 1e9, tokens / seconds[1], bytes / seconds[1] / 1e9,
+              seconds[0] / seconds[1]);
 }

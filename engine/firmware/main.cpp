@@ -40,7 +40,7 @@ int fail(const moe::Error& e) {
 
 int main() {
   moe::format(g_line, sizeof g_line, "moe firmware: config %s, engine RAM %lu bytes, model %u bytes in flash\n",
-                moe::ConfigKey(kConfig).c_str(), static_cast<unsigned long>(sizeof g_engine), moe_model_size);
+              moe::ConfigKey(kConfig).c_str(), static_cast<unsigned long>(sizeof g_engine), moe_model_size);
   semihost_write(g_line);
   if (moe::Error e = moe::ModelFile::open(moe_model_data, moe_model_size, g_file)) return fail(e);
   if (moe::Error e = g_engine.load(g_file)) return fail(e);
@@ -49,7 +49,8 @@ int main() {
   int used = moe::format(g_line, sizeof g_line, "tokens: ");
   int text = 0;
   const moe::Error stop = moe::generate(g_engine, g_sampler, kTokens, [&](int32_t id) {
-    used += moe::format(g_line + used, sizeof g_line - static_cast<size_t>(used), "%s%d", used > 8 ? "," : "", static_cast<int>(id));
+    used += moe::format(g_line + used, sizeof g_line - static_cast<size_t>(used), "%s%d", used > 8 ? "," : "",
+                        static_cast<int>(id));
     char utf8[4];
     const int n = g_file.tokenizer().decode(id, utf8);
     for (int i = 0; i < n; ++i) g_text[text++] = utf8[i] == '\n' ? ' ' : utf8[i];

@@ -34,11 +34,47 @@ __attribute__((noinline)) static void heap_trap_from(const void* caller) {
 }
 #define heap_trap() heap_trap_from(__builtin_return_address(0))
 struct _reent;
-void* malloc(unsigned size) { (void)size; heap_trap(); return 0; }
-void* calloc(unsigned n, unsigned size) { (void)n; (void)size; heap_trap(); return 0; }
-void* realloc(void* p, unsigned size) { (void)p; (void)size; heap_trap(); return 0; }
-void free(void* p) { if (p) heap_trap(); }
-void* _malloc_r(struct _reent* r, unsigned size) { (void)r; (void)size; heap_trap(); return 0; }
-void* _calloc_r(struct _reent* r, unsigned n, unsigned size) { (void)r; (void)n; (void)size; heap_trap(); return 0; }
-void* _realloc_r(struct _reent* r, void* p, unsigned size) { (void)r; (void)p; (void)size; heap_trap(); return 0; }
-void _free_r(struct _reent* r, void* p) { (void)r; if (p) heap_trap(); }
+void* malloc(unsigned size) {
+  (void)size;
+  heap_trap();
+  return 0;
+}
+void* calloc(unsigned n, unsigned size) {
+  (void)n;
+  (void)size;
+  heap_trap();
+  return 0;
+}
+void* realloc(void* p, unsigned size) {
+  (void)p;
+  (void)size;
+  heap_trap();
+  return 0;
+}
+void free(void* p) {
+  if (p) heap_trap();
+}
+void* _malloc_r(struct _reent* r, unsigned size) {
+  (void)r;
+  (void)size;
+  heap_trap();
+  return 0;
+}
+void* _calloc_r(struct _reent* r, unsigned n, unsigned size) {
+  (void)r;
+  (void)n;
+  (void)size;
+  heap_trap();
+  return 0;
+}
+void* _realloc_r(struct _reent* r, void* p, unsigned size) {
+  (void)r;
+  (void)p;
+  (void)size;
+  heap_trap();
+  return 0;
+}
+void _free_r(struct _reent* r, void* p) {
+  (void)r;
+  if (p) heap_trap();
+}

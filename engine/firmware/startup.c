@@ -27,7 +27,20 @@ static void Fault_Handler(void) {
 }
 
 __attribute__((section(".isr_vector"), used)) const void* const vector_table[16] = {
-    &__StackTop,   (const void*)Reset_Handler, (const void*)Fault_Handler, (const void*)Fault_Handler,
-    (const void*)Fault_Handler, (const void*)Fault_Handler, (const void*)Fault_Handler, 0, 0, 0, 0,
-    (const void*)Fault_Handler, (const void*)Fault_Handler, 0, (const void*)Fault_Handler, (const void*)Fault_Handler,
+    &__StackTop,
+    (const void*)Reset_Handler,
+    (const void*)Fault_Handler,
+    (const void*)Fault_Handler,
+    (const void*)Fault_Handler,
+    (const void*)Fault_Handler,
+    (const void*)Fault_Handler,
+    0,
+    0,
+    0,
+    0,
+    (const void*)Fault_Handler,
+    (const void*)Fault_Handler,
+    0,
+    (const void*)Fault_Handler,
+    (const void*)Fault_Handler,
 };

@@ -54,7 +54,8 @@ constexpr const char* attention_scale_name(AttentionScaleRule r) {
   return r == AttentionScaleRule::inv_sqrt_model_dim ? "n_embed**-0.5" : "head_size**-0.5";
 }
 constexpr bool parse_attention_scale(const char* text, AttentionScaleRule& out) {
-  constexpr AttentionScaleRule rules[] = {AttentionScaleRule::inv_sqrt_head_dim, AttentionScaleRule::inv_sqrt_model_dim};
+  constexpr AttentionScaleRule rules[] = {AttentionScaleRule::inv_sqrt_head_dim,
+                                          AttentionScaleRule::inv_sqrt_model_dim};
   for (AttentionScaleRule r : rules) {
     const char* a = attention_scale_name(r);
     const char* b = text;
@@ -73,8 +74,8 @@ constexpr bool parse_attention_scale(const char* text, AttentionScaleRule& out) 
 // layout that defaults otherwise for an absent key says so in its description
 // (converter/checkpoint_layout.hpp), and a training preset that differs sets its value.
 struct ModelConstants {
-  float norm_eps = 1e-5f;       // LayerNorm / RMSNorm epsilon
-  float rope_theta = 10000.f;   // RoPE base (llama family; unused by classic)
+  float norm_eps = 1e-5f;      // LayerNorm / RMSNorm epsilon
+  float rope_theta = 10000.f;  // RoPE base (llama family; unused by classic)
   AttentionScaleRule attention_scale = AttentionScaleRule::inv_sqrt_head_dim;
   double capacity_factor = 0.;  // > 0: makeMoE expert capacity (schema/moe_model.fbs); 0: none
   int32_t bos_token_id = -1;    // -1: none
@@ -91,9 +92,8 @@ inline float attention_factor(const ModelConfig& c, AttentionScaleRule rule) {
 // Why a config cannot be built, or nullptr when it can. Used by the engine's
 // static_asserts (through is_valid) and by the file loader at run time.
 constexpr const char* config_problem(const ModelConfig& c) {
-  if (c.d_model <= 0 || c.n_layers <= 0 || c.n_heads <= 0 || c.n_kv_heads <= 0 ||
-      c.head_dim <= 0 || c.n_experts <= 0 || c.top_k <= 0 || c.expert_hidden <= 0 ||
-      c.vocab_size <= 0 || c.max_context <= 0)
+  if (c.d_model <= 0 || c.n_layers <= 0 || c.n_heads <= 0 || c.n_kv_heads <= 0 || c.head_dim <= 0 || c.n_experts <= 0 ||
+      c.top_k <= 0 || c.expert_hidden <= 0 || c.vocab_size <= 0 || c.max_context <= 0)
     return "every dimension must be positive";
   if (c.n_heads % c.n_kv_heads != 0) return "n_heads must be a multiple of n_kv_heads";
   if (c.top_k > c.n_experts) return "top_k must be at most n_experts";
@@ -101,9 +101,9 @@ constexpr const char* config_problem(const ModelConfig& c) {
     return "the classic family uses multi-head attention: n_kv_heads must equal n_heads";
   if (c.family == Family::llama && c.head_dim % 2 != 0) return "RoPE needs an even head_dim";
   // Bounds keep every derived size (q_dim, rows x cols) far inside int and long.
-  if (c.d_model > (1 << 20) || c.expert_hidden > (1 << 22) || c.vocab_size > (1 << 22) ||
-      c.max_context > (1 << 22) || c.n_layers > 4096 || c.n_experts > 4096 || c.n_heads > 4096 ||
-      c.head_dim > (1 << 16) || static_cast<long long>(c.n_heads) * c.head_dim > (1 << 22))
+  if (c.d_model > (1 << 20) || c.expert_hidden > (1 << 22) || c.vocab_size > (1 << 22) || c.max_context > (1 << 22) ||
+      c.n_layers > 4096 || c.n_experts > 4096 || c.n_heads > 4096 || c.head_dim > (1 << 16) ||
+      static_cast<long long>(c.n_heads) * c.head_dim > (1 << 22))
     return "a dimension is implausibly large";
   return nullptr;
 }
@@ -142,13 +142,15 @@ constexpr bool try_parse_config_key(const char* key, ModelConfig& out) {
   if (detail::expect(p, "classic")) out.family = Family::classic;
   else if (detail::expect(p, "llama")) out.family = Family::llama;
   else return false;
-  struct Field { const char* tag; int ModelConfig::*member; };
-  constexpr Field fields[] = {
-      {"-d", &ModelConfig::d_model},       {"-l", &ModelConfig::n_layers},
-      {"-h", &ModelConfig::n_heads},       {"-kv", &ModelConfig::n_kv_heads},
-      {"-hd", &ModelConfig::head_dim},     {"-e", &ModelConfig::n_experts},
-      {"-k", &ModelConfig::top_k},         {"-f", &ModelConfig::expert_hidden},
-      {"-v", &ModelConfig::vocab_size},    {"-c", &ModelConfig::max_context}};
+  struct Field {
+    const char* tag;
+    int ModelConfig::*member;
+  };
+  constexpr Field fields[] = {{"-d", &ModelConfig::d_model},    {"-l", &ModelConfig::n_layers},
+                              {"-h", &ModelConfig::n_heads},    {"-kv", &ModelConfig::n_kv_heads},
+                              {"-hd", &ModelConfig::head_dim},  {"-e", &ModelConfig::n_experts},
+                              {"-k", &ModelConfig::top_k},      {"-f", &ModelConfig::expert_hidden},
+                              {"-v", &ModelConfig::vocab_size}, {"-c", &ModelConfig::max_context}};
   for (const Field& f : fields) {
     if (!detail::expect(p, f.tag) || !detail::parse_uint(p, out.*f.member)) return false;
   }
@@ -166,10 +168,9 @@ consteval ModelConfig config_from_key(const char* key) {
 inline constexpr size_t kConfigKeyMax = 160;
 
 inline int format_config_key(const ModelConfig& c, char* buf, size_t n) {
-  return format(buf, n, "%s-d%d-l%d-h%d-kv%d-hd%d-e%d-k%d-f%d-v%d-c%d",
-                       family_name(c.family), c.d_model, c.n_layers, c.n_heads, c.n_kv_heads,
-                       c.head_dim, c.n_experts, c.top_k, c.expert_hidden, c.vocab_size,
-                       c.max_context);
+  return format(buf, n, "%s-d%d-l%d-h%d-kv%d-hd%d-e%d-k%d-f%d-v%d-c%d", family_name(c.family), c.d_model, c.n_layers,
+                c.n_heads, c.n_kv_heads, c.head_dim, c.n_experts, c.top_k, c.expert_hidden, c.vocab_size,
+                c.max_context);
 }
 
 // A key held by value, for messages: `ConfigKey(cfg).c_str()`.

@@ -60,7 +60,8 @@ class Engine {
   static_assert(C.top_k >= 1 && C.top_k <= C.n_experts, "top_k (-k in the config key) must be in 1..n_experts (-e)");
   static_assert(C.family != Family::classic || C.n_kv_heads == C.n_heads,
                 "the classic family uses multi-head attention: set -kv equal to -h in the config key");
-  static_assert(C.family != Family::llama || C.head_dim % 2 == 0, "RoPE needs an even head_dim (-hd in the config key)");
+  static_assert(C.family != Family::llama || C.head_dim % 2 == 0,
+                "RoPE needs an even head_dim (-hd in the config key)");
   static_assert(Chunk >= 1 && Chunk <= C.max_context, "the prefill chunk must be in 1..max_context");
 
  public:
@@ -119,7 +120,8 @@ class Engine {
     const bool overflow = pos_ + n > T;
     if (overflow && !C.has_position_table()) {
       return Error::make(ErrorCode::context_full,
-                         "context is full: %d cached tokens + %d more exceed max_context %d (reset() and start over)", pos_, n, T);
+                         "context is full: %d cached tokens + %d more exceed max_context %d (reset() and start over)",
+                         pos_, n, T);
     }
     if (!overflow && rt_.capacity_factor == 0.) {  // the usual case: extend the KV cache
       std::memcpy(window_ + pos_, tokens, sizeof(int32_t) * static_cast<size_t>(n));
@@ -227,7 +229,9 @@ class Engine {
     }
   }
 
-  void run_products(Products& p, bool may_split = true) { moe::run_products<K>(split_, p, int8_activations_, may_split); }
+  void run_products(Products& p, bool may_split = true) {
+    moe::run_products<K>(split_, p, int8_activations_, may_split);
+  }
   void linear(const Matrix& m, const float* x, int n, float* y) {
     ProductInput in{x, n, m.cols};
     Products p{&in, 1, {&m}, {y}, {}, false, act_q_, act_scale_};
@@ -284,8 +288,8 @@ class Engine {
     for (int h = H * part / parts; h < H * (part + 1) / parts; ++h) {
       const int kv = h / group;
       for (int t = 0; t < a.n; ++t)
-        kernels::attention(K{}, e.q_[t] + h * HD, e.key_cache_[a.l][kv][0], e.value_cache_[a.l][kv][0], a.p0 + t + 1, HD, e.attention_factor_, e.scores_[h],
-                           e.attn_[t] + h * HD);
+        kernels::attention(K{}, e.q_[t] + h * HD, e.key_cache_[a.l][kv][0], e.value_cache_[a.l][kv][0], a.p0 + t + 1,
+                           HD, e.attention_factor_, e.scores_[h], e.attn_[t] + h * HD);
     }
   }
 
@@ -355,14 +359,14 @@ class Engine {
     const SideBySide& task = *static_cast<const SideBySide*>(ctx);
     Engine& e = *task.engine;
     for (int j = part; j < task.count; j += parts)
-      e.expert_ffn(task.lw->experts[task.active[j]], e.xn_[0], 1, e.slot_hidden_[j], e.slot_up_[j], e.slot_out_[j], e.slot_act_q_[j],
-                   e.slot_act_scale_[j], false);
+      e.expert_ffn(task.lw->experts[task.active[j]], e.xn_[0], 1, e.slot_hidden_[j], e.slot_up_[j], e.slot_out_[j],
+                   e.slot_act_q_[j], e.slot_act_scale_[j], false);
   }
 
   // out [m, D] = expert(in [m, D]), with the given scratch; may_split: its products may
   // be split across the workers.
-  void expert_ffn(const ExpertWeights& ew, const float* in_rows, int m, float* hidden, float* up, float* out, int8_t* act_q,
-                  float* act_scale, bool may_split) {
+  void expert_ffn(const ExpertWeights& ew, const float* in_rows, int m, float* hidden, float* up, float* out,
+                  int8_t* act_q, float* act_scale, bool may_split) {
     ProductInput in{in_rows, m, D};
     if constexpr (kClassic) {
       Products up_proj{&in, 1, {&ew.w1}, {hidden}, {}, false, act_q, act_scale};
@@ -394,28 +398,28 @@ class Engine {
   bool loaded_ = false;
   WorkSplit split_{};
   bool int8_activations_ = true;
-  int pos_ = 0;                       // tokens in the cache
-  int32_t window_[T] = {};            // those tokens (the classic family re-encodes them)
-  float key_cache_[L][KVH][T][HD] = {};    // roped keys (llama); each kv head's positions contiguous
+  int pos_ = 0;                          // tokens in the cache
+  int32_t window_[T] = {};               // those tokens (the classic family re-encodes them)
+  float key_cache_[L][KVH][T][HD] = {};  // roped keys (llama); each kv head's positions contiguous
   float value_cache_[L][KVH][T][HD] = {};
 
   // Activations of one chunk of up to P tokens.
-  float x_[P][D] = {};        // residual stream
-  float xn_[P][D] = {};       // normalised input of the current sub-block
+  float x_[P][D] = {};   // residual stream
+  float xn_[P][D] = {};  // normalised input of the current sub-block
   float q_[P][QD] = {};
   float new_values_[P][KVD] = {};  // the chunk's values on their way to the cache
-  float attn_[P][QD] = {};    // attention output, before Wo (before that, the chunk's keys on their way to the cache)
-  float delta_[P][D] = {};    // what a sub-block adds to the residual
+  float attn_[P][QD] = {};   // attention output, before Wo (before that, the chunk's keys on their way to the cache)
+  float delta_[P][D] = {};   // what a sub-block adds to the residual
   float scores_[H][T] = {};  // attention weights, one row per head
   float rope_cos_[P][kRopeHalf] = {};
   float rope_sin_[P][kRopeHalf] = {};
   float router_logits_[P][E] = {};
-  int capacity_ = 0;                  // most tokens an expert takes in this window
-  int expert_load_[L][E] = {};        // tokens each expert took so far in this window
-  int expert_count_[E] = {};          // tokens of the chunk routed to each expert
-  int expert_token_[E][P] = {};       // which tokens
-  float expert_gate_[E][P] = {};      // with which weight
-  float expert_in_[P][D] = {};        // the routed tokens, gathered
+  int capacity_ = 0;              // most tokens an expert takes in this window
+  int expert_load_[L][E] = {};    // tokens each expert took so far in this window
+  int expert_count_[E] = {};      // tokens of the chunk routed to each expert
+  int expert_token_[E][P] = {};   // which tokens
+  float expert_gate_[E][P] = {};  // with which weight
+  float expert_in_[P][D] = {};    // the routed tokens, gathered
   float hidden_[P][F] = {};
   float up_[P][kUpRows] = {};
   float expert_out_[P][D] = {};

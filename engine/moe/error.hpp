@@ -10,11 +10,11 @@ namespace moe {
 
 enum class ErrorCode : unsigned char {
   ok = 0,
-  not_a_model,        // wrong identifier, too small
-  corrupt,            // FlatBuffers verification, checksum, sizes that disagree
+  not_a_model,  // wrong identifier, too small
+  corrupt,      // FlatBuffers verification, checksum, sizes that disagree
   unsupported_version,
-  config_mismatch,    // the file is valid but for another compiled config
-  bad_tensor,         // missing, duplicated, wrong shape or dtype, bad scales
+  config_mismatch,  // the file is valid but for another compiled config
+  bad_tensor,       // missing, duplicated, wrong shape or dtype, bad scales
   bad_tokenizer,
   unknown_character,  // a prompt character outside the vocabulary
   bad_token,          // a token id outside [0, vocab)
@@ -34,7 +34,8 @@ struct [[nodiscard]] Error {
 #if defined(__GNUC__)
   __attribute__((format(printf, 2, 3)))
 #endif
-  static Error make(ErrorCode code, const char* fmt, ...) {
+  static Error
+  make(ErrorCode code, const char* fmt, ...) {
     Error e;
     e.code = code;
     va_list args;

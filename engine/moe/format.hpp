@@ -99,7 +99,8 @@ inline int vformat(char* buf, size_t n, const char* fmt, va_list args) {
       case 'd': {
         const long v = is_long ? va_arg(args, long) : va_arg(args, int);
         if (v < 0) out.put('-');
-        detail::put_unsigned(out, v < 0 ? 0ul - static_cast<unsigned long>(v) : static_cast<unsigned long>(v), 10, false, width, pad);
+        detail::put_unsigned(out, v < 0 ? 0ul - static_cast<unsigned long>(v) : static_cast<unsigned long>(v), 10,
+                             false, width, pad);
         break;
       }
       case 'u':
@@ -131,7 +132,8 @@ inline int vformat(char* buf, size_t n, const char* fmt, va_list args) {
 #if defined(__GNUC__)
 __attribute__((format(printf, 3, 4)))
 #endif
-inline int format(char* buf, size_t n, const char* fmt, ...) {
+inline int
+format(char* buf, size_t n, const char* fmt, ...) {
   va_list args;
   va_start(args, fmt);
   const int len = vformat(buf, n, fmt, args);

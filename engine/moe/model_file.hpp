@@ -32,7 +32,8 @@ static_assert(static_cast<int>(fb::DType_I8) == static_cast<int>(DType::i8) &&
               "schema/moe_model.fbs DType and moe::DType must agree");
 static_assert(static_cast<int>(fb::Family_Llama) == static_cast<int>(Family::llama),
               "schema/moe_model.fbs Family and moe::Family must agree");
-static_assert(static_cast<int>(fb::AttentionScale_InvSqrtModelDim) == static_cast<int>(AttentionScaleRule::inv_sqrt_model_dim) &&
+static_assert(static_cast<int>(fb::AttentionScale_InvSqrtModelDim) ==
+                      static_cast<int>(AttentionScaleRule::inv_sqrt_model_dim) &&
                   static_cast<int>(fb::AttentionScale_MAX) == static_cast<int>(AttentionScaleRule::inv_sqrt_model_dim),
               "schema/moe_model.fbs AttentionScale and moe::AttentionScaleRule must agree");
 
@@ -55,7 +56,9 @@ class ModelFile {
   size_t size_bytes() const { return size_; }
 
   // Tensors in canonical order (model_layout.hpp); open() checked each against its spec.
-  const fb::Tensor& tensor(int index) const { return *model_->tensors()->Get(static_cast<flatbuffers::uoffset_t>(index)); }
+  const fb::Tensor& tensor(int index) const {
+    return *model_->tensors()->Get(static_cast<flatbuffers::uoffset_t>(index));
+  }
   Matrix matrix(int index) const {
     const fb::Tensor& t = tensor(index);
     Matrix m;
@@ -103,19 +106,24 @@ inline Error check_config(const fb::Config* fc, ModelConfig& c, ModelConstants& 
 
   rt.norm_eps = fc->norm_eps();
   if (!(rt.norm_eps > 0.f && rt.norm_eps < 1.f))
-    return Error::make(ErrorCode::corrupt, "invalid norm_eps %g in config (expected 0 < eps < 1)", static_cast<double>(rt.norm_eps));
+    return Error::make(ErrorCode::corrupt, "invalid norm_eps %g in config (expected 0 < eps < 1)",
+                       static_cast<double>(rt.norm_eps));
   rt.rope_theta = fc->rope_theta();
   if (c.family == Family::llama && !(rt.rope_theta > 1.f && std::isfinite(rt.rope_theta)))
-    return Error::make(ErrorCode::corrupt, "invalid rope_theta %g in config (expected a finite value > 1)", static_cast<double>(rt.rope_theta));
+    return Error::make(ErrorCode::corrupt, "invalid rope_theta %g in config (expected a finite value > 1)",
+                       static_cast<double>(rt.rope_theta));
   if (fc->attention_scale() > fb::AttentionScale_MAX)
-    return Error::make(ErrorCode::corrupt, "unknown attention scale rule %d in config", static_cast<int>(fc->attention_scale()));
+    return Error::make(ErrorCode::corrupt, "unknown attention scale rule %d in config",
+                       static_cast<int>(fc->attention_scale()));
   rt.attention_scale = static_cast<AttentionScaleRule>(fc->attention_scale());
   rt.capacity_factor = fc->capacity_factor();
   if (!(rt.capacity_factor >= 0.) || !std::isfinite(rt.capacity_factor))
-    return Error::make(ErrorCode::corrupt, "invalid capacity_factor %g in config (expected a finite value >= 0)", rt.capacity_factor);
+    return Error::make(ErrorCode::corrupt, "invalid capacity_factor %g in config (expected a finite value >= 0)",
+                       rt.capacity_factor);
   rt.bos_token_id = fc->bos_token_id();
   rt.eos_token_id = fc->eos_token_id();
-  if (rt.bos_token_id < -1 || rt.bos_token_id >= c.vocab_size || rt.eos_token_id < -1 || rt.eos_token_id >= c.vocab_size)
+  if (rt.bos_token_id < -1 || rt.bos_token_id >= c.vocab_size || rt.eos_token_id < -1 ||
+      rt.eos_token_id >= c.vocab_size)
     return Error::make(ErrorCode::corrupt, "bos/eos token id (%d/%d) outside the vocabulary of %d",
                        static_cast<int>(rt.bos_token_id), static_cast<int>(rt.eos_token_id), c.vocab_size);
   return Error::none();
@@ -148,40 +156,49 @@ inline Error check_tensor(const fb::Tensor* t, const TensorSpec& spec, int index
     return want_text;
   };
   const char* name = t->name() ? t->name()->c_str() : "(unnamed)";
-  if (static_cast<int>(t->role()) != static_cast<int>(spec.role) || t->layer() != spec.layer || t->expert() != spec.expert) {
+  if (static_cast<int>(t->role()) != static_cast<int>(spec.role) || t->layer() != spec.layer ||
+      t->expert() != spec.expert) {
     char got[96];
     describe_tensor(static_cast<TensorRole>(t->role()), t->layer(), t->expert(), got, sizeof got);
-    return Error::make(ErrorCode::bad_tensor,
-                       "tensor %d is '%s' (%s) but the layout of this config needs %s there: a tensor is missing or extra",
-                       index, name, got, want());
+    return Error::make(
+        ErrorCode::bad_tensor,
+        "tensor %d is '%s' (%s) but the layout of this config needs %s there: a tensor is missing or extra", index,
+        name, got, want());
   }
   const auto dtype = t->dtype();
   if (dtype != fb::DType_F32 && dtype != fb::DType_F16 && dtype != fb::DType_I8)
-    return Error::make(ErrorCode::bad_tensor, "tensor '%s' (%s) has unknown dtype %d", name, want(), static_cast<int>(dtype));
+    return Error::make(ErrorCode::bad_tensor, "tensor '%s' (%s) has unknown dtype %d", name, want(),
+                       static_cast<int>(dtype));
   if (spec.klass == TensorClass::f32_only && dtype != fb::DType_F32)
-    return Error::make(ErrorCode::bad_tensor, "tensor '%s' (%s) must be f32 (norms, biases and routers are never quantized), found %s",
-                       name, want(), dtype_name(static_cast<DType>(dtype)));
+    return Error::make(ErrorCode::bad_tensor,
+                       "tensor '%s' (%s) must be f32 (norms, biases and routers are never quantized), found %s", name,
+                       want(), dtype_name(static_cast<DType>(dtype)));
   const auto* shape = t->shape();
   const uint32_t rows = static_cast<uint32_t>(spec.rows), cols = static_cast<uint32_t>(spec.cols);
-  const bool shape_ok = shape != nullptr && (spec.is_matrix() ? shape->size() == 2 && shape->Get(0) == rows && shape->Get(1) == cols
-                                                              : shape->size() == 1 && shape->Get(0) == rows);
+  const bool shape_ok =
+      shape != nullptr && (spec.is_matrix() ? shape->size() == 2 && shape->Get(0) == rows && shape->Get(1) == cols
+                                            : shape->size() == 1 && shape->Get(0) == rows);
   if (!shape_ok) {
     char found[48] = "none";
-    if (shape != nullptr && shape->size() == 1) format(found, sizeof found, "[%u]", static_cast<unsigned>(shape->Get(0)));
-    if (shape != nullptr && shape->size() == 2) format(found, sizeof found, "[%u, %u]", static_cast<unsigned>(shape->Get(0)),
-                                                                     static_cast<unsigned>(shape->Get(1)));
-    if (shape != nullptr && shape->size() > 2) format(found, sizeof found, "%u dimensions", static_cast<unsigned>(shape->size()));
+    if (shape != nullptr && shape->size() == 1)
+      format(found, sizeof found, "[%u]", static_cast<unsigned>(shape->Get(0)));
+    if (shape != nullptr && shape->size() == 2)
+      format(found, sizeof found, "[%u, %u]", static_cast<unsigned>(shape->Get(0)),
+             static_cast<unsigned>(shape->Get(1)));
+    if (shape != nullptr && shape->size() > 2)
+      format(found, sizeof found, "%u dimensions", static_cast<unsigned>(shape->size()));
     if (spec.is_matrix())
-      return Error::make(ErrorCode::bad_tensor, "tensor '%s' (%s) has shape %s, the config needs [%u, %u]", name, want(), found,
-                         static_cast<unsigned>(rows), static_cast<unsigned>(cols));
-    return Error::make(ErrorCode::bad_tensor, "tensor '%s' (%s) has shape %s, the config needs [%u]", name, want(), found,
-                       static_cast<unsigned>(rows));
+      return Error::make(ErrorCode::bad_tensor, "tensor '%s' (%s) has shape %s, the config needs [%u, %u]", name,
+                         want(), found, static_cast<unsigned>(rows), static_cast<unsigned>(cols));
+    return Error::make(ErrorCode::bad_tensor, "tensor '%s' (%s) has shape %s, the config needs [%u]", name, want(),
+                       found, static_cast<unsigned>(rows));
   }
   const auto* data = t->data();
-  const unsigned long want_bytes = static_cast<unsigned long>(spec.elements()) * static_cast<unsigned long>(dtype_bytes(static_cast<DType>(dtype)));
+  const unsigned long want_bytes =
+      static_cast<unsigned long>(spec.elements()) * static_cast<unsigned long>(dtype_bytes(static_cast<DType>(dtype)));
   if (data == nullptr || data->size() != want_bytes)
-    return Error::make(ErrorCode::corrupt, "tensor '%s' (%s) holds %lu bytes, its shape and dtype need %lu", name, want(),
-                       data ? static_cast<unsigned long>(data->size()) : 0ul, want_bytes);
+    return Error::make(ErrorCode::corrupt, "tensor '%s' (%s) holds %lu bytes, its shape and dtype need %lu", name,
+                       want(), data ? static_cast<unsigned long>(data->size()) : 0ul, want_bytes);
   if ((data->data() - base) % static_cast<long>(kTensorAlignment) != 0)
     return Error::make(ErrorCode::corrupt, "tensor '%s' (%s) data is not %lu-byte aligned in the file", name, want(),
                        static_cast<unsigned long>(kTensorAlignment));
@@ -189,18 +206,20 @@ inline Error check_tensor(const fb::Tensor* t, const TensorSpec& spec, int index
   if (dtype == fb::DType_I8) {
     const uint32_t g = t->group_size();
     if (g == 0 || cols % g != 0)
-      return Error::make(ErrorCode::corrupt, "tensor '%s' (%s) has int8 group size %u, which does not divide its %u columns",
-                         name, want(), static_cast<unsigned>(g), static_cast<unsigned>(cols));
+      return Error::make(ErrorCode::corrupt,
+                         "tensor '%s' (%s) has int8 group size %u, which does not divide its %u columns", name, want(),
+                         static_cast<unsigned>(g), static_cast<unsigned>(cols));
     const unsigned long want_scales = static_cast<unsigned long>(rows) * (cols / g);
     if (scales == nullptr || scales->size() != want_scales)
-      return Error::make(ErrorCode::corrupt, "tensor '%s' (%s) has %lu int8 scales, needs %lu (%u rows x %u groups)", name, want(),
-                         scales ? static_cast<unsigned long>(scales->size()) : 0ul, want_scales, static_cast<unsigned>(rows),
-                         static_cast<unsigned>(cols / g));
+      return Error::make(ErrorCode::corrupt, "tensor '%s' (%s) has %lu int8 scales, needs %lu (%u rows x %u groups)",
+                         name, want(), scales ? static_cast<unsigned long>(scales->size()) : 0ul, want_scales,
+                         static_cast<unsigned>(rows), static_cast<unsigned>(cols / g));
     for (flatbuffers::uoffset_t i = 0; i < scales->size(); ++i) {
       const float s = scales->Get(i);
       if (!(s > 0.f) || !std::isfinite(s))
-        return Error::make(ErrorCode::bad_tensor, "tensor '%s' (%s) has int8 scale %g at row %u: scales must be finite and > 0",
-                           name, want(), static_cast<double>(s), static_cast<unsigned>(i / (cols / g)));
+        return Error::make(ErrorCode::bad_tensor,
+                           "tensor '%s' (%s) has int8 scale %g at row %u: scales must be finite and > 0", name, want(),
+                           static_cast<double>(s), static_cast<unsigned>(i / (cols / g)));
     }
   } else if (scales != nullptr && scales->size() != 0) {
     return Error::make(ErrorCode::corrupt, "tensor '%s' (%s) is %s but carries int8 scales", name, want(),
@@ -210,7 +229,8 @@ inline Error check_tensor(const fb::Tensor* t, const TensorSpec& spec, int index
     uint32_t crc = crc32c(data->data(), data->size());
     if (scales != nullptr) crc = crc32c_update(crc, scales->data(), scales->size() * sizeof(float));
     if (crc != t->crc32c())
-      return Error::make(ErrorCode::corrupt, "tensor '%s' (%s) fails its checksum (CRC-32C %08x, file says %08x): the file is corrupt",
+      return Error::make(ErrorCode::corrupt,
+                         "tensor '%s' (%s) fails its checksum (CRC-32C %08x, file says %08x): the file is corrupt",
                          name, want(), static_cast<unsigned>(crc), static_cast<unsigned>(t->crc32c()));
   }
   return Error::none();
@@ -224,25 +244,31 @@ inline Error ModelFile::open(const void* data, size_t size, ModelFile& out, Open
   // Layout of a size-prefixed FlatBuffer: [u32 size][u32 root offset][4-byte identifier]...
   constexpr size_t kHeader = 12;
   if (bytes == nullptr || size < kHeader)
-    return Error::make(ErrorCode::not_a_model, "not a .moe file: %lu bytes is too small", static_cast<unsigned long>(size));
+    return Error::make(ErrorCode::not_a_model, "not a .moe file: %lu bytes is too small",
+                       static_cast<unsigned long>(size));
   if (!flatbuffers::BufferHasIdentifier(bytes, fb::ModelIdentifier(), /*size_prefixed=*/true)) {
     char shown[5] = {};
-    for (int i = 0; i < 4; ++i) shown[i] = (bytes[8 + i] >= 0x20 && bytes[8 + i] < 0x7f) ? static_cast<char>(bytes[8 + i]) : '.';
-    return Error::make(ErrorCode::not_a_model, "not a .moe file: identifier is '%s' (%02x %02x %02x %02x), expected '%s'", shown,
-                       bytes[8], bytes[9], bytes[10], bytes[11], fb::ModelIdentifier());
+    for (int i = 0; i < 4; ++i)
+      shown[i] = (bytes[8 + i] >= 0x20 && bytes[8 + i] < 0x7f) ? static_cast<char>(bytes[8 + i]) : '.';
+    return Error::make(ErrorCode::not_a_model,
+                       "not a .moe file: identifier is '%s' (%02x %02x %02x %02x), expected '%s'", shown, bytes[8],
+                       bytes[9], bytes[10], bytes[11], fb::ModelIdentifier());
   }
   const uint32_t declared = flatbuffers::ReadScalar<uint32_t>(bytes);
   if (static_cast<unsigned long>(declared) + 4 > size)
     return Error::make(ErrorCode::corrupt, "model file is truncated: %lu bytes, its header says %lu",
                        static_cast<unsigned long>(size), static_cast<unsigned long>(declared) + 4);
   if (static_cast<unsigned long>(declared) + 4 < size)
-    return Error::make(ErrorCode::corrupt, "model file has %lu bytes after its end (header says %lu bytes): not one .moe file",
+    return Error::make(ErrorCode::corrupt,
+                       "model file has %lu bytes after its end (header says %lu bytes): not one .moe file",
                        static_cast<unsigned long>(size - declared - 4), static_cast<unsigned long>(declared) + 4);
   if (reinterpret_cast<uintptr_t>(bytes) % kTensorAlignment != 0)
-    return Error::make(ErrorCode::io, "model buffer is not %lu-byte aligned: map the file or place it in an alignas(64) array",
+    return Error::make(ErrorCode::io,
+                       "model buffer is not %lu-byte aligned: map the file or place it in an alignas(64) array",
                        static_cast<unsigned long>(kTensorAlignment));
   if (size >= FLATBUFFERS_MAX_BUFFER_SIZE)
-    return Error::make(ErrorCode::corrupt, "model file of %lu bytes exceeds the FlatBuffers limit of 2 GiB", static_cast<unsigned long>(size));
+    return Error::make(ErrorCode::corrupt, "model file of %lu bytes exceeds the FlatBuffers limit of 2 GiB",
+                       static_cast<unsigned long>(size));
   flatbuffers::Verifier verifier(bytes, size);
   if (!fb::VerifySizePrefixedModelBuffer(verifier))
     return Error::make(ErrorCode::corrupt, "model file is corrupt: its FlatBuffers structure does not verify");
@@ -267,8 +293,8 @@ inline Error ModelFile::open(const void* data, size_t size, ModelFile& out, Open
     if (index >= have) {
       char want[96];
       describe_tensor(spec.role, spec.layer, spec.expert, want, sizeof want);
-      failure = Error::make(ErrorCode::bad_tensor, "tensor %s is missing: the file has %d tensors, config %s needs %d", want, have,
-                            ConfigKey(config).c_str(), need);
+      failure = Error::make(ErrorCode::bad_tensor, "tensor %s is missing: the file has %d tensors, config %s needs %d",
+                            want, have, ConfigKey(config).c_str(), need);
       return;
     }
     failure = detail::check_tensor(tensors->Get(static_cast<flatbuffers::uoffset_t>(index)), spec, index, bytes,

@@ -9,22 +9,54 @@ namespace moe {
 
 // Values match moe.fb.TensorRole (static_asserted in model_file.hpp).
 enum class TensorRole : uint16_t {
-  token_embedding = 0, position_embedding = 1,
-  attn_norm = 2, attn_norm_bias = 3,
-  wq = 4, wk = 5, wv = 6, wo = 7, wo_bias = 8,
-  ffn_norm = 9, ffn_norm_bias = 10,
-  router = 11, router_bias = 12,
-  expert_w1 = 13, expert_b1 = 14, expert_w2 = 15, expert_b2 = 16, expert_w3 = 17,
-  final_norm = 18, final_norm_bias = 19,
-  lm_head = 20, lm_head_bias = 21,
+  token_embedding = 0,
+  position_embedding = 1,
+  attn_norm = 2,
+  attn_norm_bias = 3,
+  wq = 4,
+  wk = 5,
+  wv = 6,
+  wo = 7,
+  wo_bias = 8,
+  ffn_norm = 9,
+  ffn_norm_bias = 10,
+  router = 11,
+  router_bias = 12,
+  expert_w1 = 13,
+  expert_b1 = 14,
+  expert_w2 = 15,
+  expert_b2 = 16,
+  expert_w3 = 17,
+  final_norm = 18,
+  final_norm_bias = 19,
+  lm_head = 20,
+  lm_head_bias = 21,
 };
 inline constexpr int kTensorRoleCount = 22;
 
 constexpr const char* role_name(TensorRole r) {
-  constexpr const char* names[kTensorRoleCount] = {
-      "token_embedding", "position_embedding", "attn_norm", "attn_norm_bias", "wq", "wk", "wv", "wo",
-      "wo_bias", "ffn_norm", "ffn_norm_bias", "router", "router_bias", "expert_w1", "expert_b1",
-      "expert_w2", "expert_b2", "expert_w3", "final_norm", "final_norm_bias", "lm_head", "lm_head_bias"};
+  constexpr const char* names[kTensorRoleCount] = {"token_embedding",
+                                                   "position_embedding",
+                                                   "attn_norm",
+                                                   "attn_norm_bias",
+                                                   "wq",
+                                                   "wk",
+                                                   "wv",
+                                                   "wo",
+                                                   "wo_bias",
+                                                   "ffn_norm",
+                                                   "ffn_norm_bias",
+                                                   "router",
+                                                   "router_bias",
+                                                   "expert_w1",
+                                                   "expert_b1",
+                                                   "expert_w2",
+                                                   "expert_b2",
+                                                   "expert_w3",
+                                                   "final_norm",
+                                                   "final_norm_bias",
+                                                   "lm_head",
+                                                   "lm_head_bias"};
   const int i = static_cast<int>(r);
   return i >= 0 && i < kTensorRoleCount ? names[i] : "unknown";
 }
@@ -39,10 +71,10 @@ enum class TensorClass : uint8_t {
 inline constexpr int kTensorClassCount = 4;
 
 constexpr const char* class_name(TensorClass c) {
-  return c == TensorClass::embedding ? "embeddings"
-       : c == TensorClass::attention ? "attention"
-       : c == TensorClass::expert    ? "experts"
-                                     : "norms+biases+router";
+  return c == TensorClass::embedding   ? "embeddings"
+         : c == TensorClass::attention ? "attention"
+         : c == TensorClass::expert    ? "experts"
+                                       : "norms+biases+router";
 }
 
 struct TensorSpec {
@@ -50,7 +82,7 @@ struct TensorSpec {
   int layer = -1;   // -1: global
   int expert = -1;  // -1: not an expert weight
   int rows = 0;
-  int cols = 0;     // 0: a vector of `rows` elements
+  int cols = 0;  // 0: a vector of `rows` elements
   TensorClass klass = TensorClass::f32_only;
 
   constexpr bool is_matrix() const { return cols > 0; }

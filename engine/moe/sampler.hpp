@@ -43,7 +43,8 @@ struct SamplingParams {
 
   Error check() const {
     if (!(temperature >= 0.f) || !std::isfinite(temperature))
-      return Error::make(ErrorCode::bad_token, "temperature must be a finite number >= 0 (0 = greedy), got %g", static_cast<double>(temperature));
+      return Error::make(ErrorCode::bad_token, "temperature must be a finite number >= 0 (0 = greedy), got %g",
+                         static_cast<double>(temperature));
     if (top_k < 0) return Error::make(ErrorCode::bad_token, "top-k must be >= 0 (0 = off), got %d", top_k);
     if (!(top_p > 0.f && top_p <= 1.f))
       return Error::make(ErrorCode::bad_token, "top-p must be in (0, 1] (1 = off), got %g", static_cast<double>(top_p));

@@ -10,9 +10,7 @@ namespace moe {
 
 enum class DType : uint8_t { f32 = 0, f16 = 1, i8 = 2 };  // values match moe.fb.DType
 
-constexpr const char* dtype_name(DType t) {
-  return t == DType::f32 ? "f32" : t == DType::f16 ? "f16" : "i8";
-}
+constexpr const char* dtype_name(DType t) { return t == DType::f32 ? "f32" : t == DType::f16 ? "f16" : "i8"; }
 constexpr int dtype_bytes(DType t) { return t == DType::f32 ? 4 : t == DType::f16 ? 2 : 1; }
 
 // A row-major [rows, cols] weight matrix, as nn.Linear stores it: y = W x.

@@ -69,7 +69,9 @@ class CharTokenizer {
     for (size_t at = 0; at < len;) {
       uint32_t cp = 0;
       const int step = utf8_decode(text + at, len - at, cp);
-      if (step == 0) return Error::make(ErrorCode::unknown_character, "prompt is not valid UTF-8 at byte %lu", static_cast<unsigned long>(at));
+      if (step == 0)
+        return Error::make(ErrorCode::unknown_character, "prompt is not valid UTF-8 at byte %lu",
+                           static_cast<unsigned long>(at));
       const int id = find(cp);
       if (id < 0) {
         char shown[5] = {};
@@ -80,8 +82,7 @@ class CharTokenizer {
                            "characters",
                            printable ? shown : "?", static_cast<unsigned>(cp), static_cast<unsigned long>(at), n_);
       }
-      if (n_ids == capacity)
-        return Error::make(ErrorCode::bad_token, "prompt is longer than %d tokens", capacity);
+      if (n_ids == capacity) return Error::make(ErrorCode::bad_token, "prompt is longer than %d tokens", capacity);
       ids[n_ids++] = id;
       at += static_cast<size_t>(step);
     }

@@ -19,7 +19,7 @@ namespace {
 // work), then sleeping in the kernel.
 constexpr int kPauses = 2048;
 constexpr int kYields = 4096;
-}
+}  // namespace
 
 ThreadPool::ThreadPool(int threads) : parts_(threads < 1 ? 1 : threads > kMaxThreads ? kMaxThreads : threads) {
   for (int part = 1; part < parts_; ++part) threads_[part - 1] = std::thread([this, part] { worker_loop(part); });
@@ -39,7 +39,7 @@ void ThreadPool::run(void* pool, Workers::Task task, void* ctx) {
   self.ctx_ = ctx;
   self.pending_.store(self.parts_ - 1, std::memory_order_relaxed);
   self.generation_.fetch_add(1, std::memory_order_release);  // publishes task_, ctx_
-  self.generation_.notify_all();  // cheap when no worker sleeps
+  self.generation_.notify_all();                             // cheap when no worker sleeps
   task(ctx, 0, self.parts_);
   for (int spins = 0; self.pending_.load(std::memory_order_acquire) != 0; ++spins) {
     if (spins < kPauses) MOE_CPU_RELAX();

@@ -94,7 +94,8 @@ ProgramResult run_program_killed_after(std::vector<std::string> args, long kill_
   const auto out = tmp / "out", err = tmp / "err";
   const pid_t pid = fork();
   if (pid == 0) {
-    const int o = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644), e = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    const int o = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644),
+              e = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     dup2(o, 1);
     dup2(e, 2);
     std::vector<char*> argv;
@@ -117,7 +118,8 @@ ProgramResult run_program_killed_after(std::vector<std::string> args, long kill_
   } else {
     waitpid(pid, &status, 0);
   }
-  return ProgramResult{WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), read_file(out), read_file(err)};
+  return ProgramResult{WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), read_file(out),
+                       read_file(err)};
 }
 
 std::string shakespeare_text() {

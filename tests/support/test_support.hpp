@@ -15,11 +15,11 @@
 
 namespace moe::test {
 
-std::filesystem::path source_dir();                       // the repository root
+std::filesystem::path source_dir();                          // the repository root
 std::filesystem::path fixture_dir(const std::string& name);  // tests/fixtures/<name>
 
 struct ReferenceCase {
-  std::string prompt;                      // makeMoE cases only
+  std::string prompt;  // makeMoE cases only
   std::vector<int32_t> input_ids;
   std::vector<std::vector<float>> logits;  // one row per position the reference computed
   std::vector<int32_t> greedy;
@@ -45,7 +45,8 @@ class AlignedBuffer {
 };
 
 converter::QuantRecipe fp32_recipe();
-converter::QuantRecipe recipe(DType experts, DType attention = DType::f32, DType embeddings = DType::f32, int group = 32);
+converter::QuantRecipe recipe(DType experts, DType attention = DType::f32, DType embeddings = DType::f32,
+                              int group = 32);
 
 // moe_convert's library on a fixture, in-process.
 AlignedBuffer convert_fixture(const std::string& fixture, const converter::QuantRecipe& recipe);

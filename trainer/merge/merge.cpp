@@ -13,8 +13,9 @@ using converter::Checkpoint;
 
 std::string first_difference(const ModelConfig& a, const ModelConfig& b, const std::vector<std::string>& dims) {
   const std::pair<const char*, int ModelConfig::*> fields[] = {
-      {"d_model", &ModelConfig::d_model},       {"n_layers", &ModelConfig::n_layers},   {"n_heads", &ModelConfig::n_heads},
-      {"n_kv_heads", &ModelConfig::n_kv_heads}, {"head_dim", &ModelConfig::head_dim},   {"n_experts", &ModelConfig::n_experts},
+      {"d_model", &ModelConfig::d_model},       {"n_layers", &ModelConfig::n_layers},
+      {"n_heads", &ModelConfig::n_heads},       {"n_kv_heads", &ModelConfig::n_kv_heads},
+      {"head_dim", &ModelConfig::head_dim},     {"n_experts", &ModelConfig::n_experts},
       {"top_k", &ModelConfig::top_k},           {"expert_hidden", &ModelConfig::expert_hidden},
       {"vocab_size", &ModelConfig::vocab_size}, {"max_context", &ModelConfig::max_context}};
   for (const std::string& dim : dims) {
@@ -23,15 +24,17 @@ std::string first_difference(const ModelConfig& a, const ModelConfig& b, const s
       continue;
     }
     for (const auto& [name, member] : fields)
-      if (dim == name && a.*member != b.*member) return dim + ": " + std::to_string(a.*member) + " vs " + std::to_string(b.*member);
+      if (dim == name && a.*member != b.*member)
+        return dim + ": " + std::to_string(a.*member) + " vs " + std::to_string(b.*member);
   }
   return "";
 }
 
 namespace {
 
-const std::vector<std::string> kAllDims = {"family", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim",
-                                           "n_experts", "top_k", "expert_hidden", "vocab_size", "max_context"};
+const std::vector<std::string> kAllDims = {"family",        "d_model",    "n_layers",   "n_heads",
+                                           "n_kv_heads",    "head_dim",   "n_experts",  "top_k",
+                                           "expert_hidden", "vocab_size", "max_context"};
 
 // The recipe's checkpoints, each opened once.
 class Sources {
@@ -51,15 +54,17 @@ class Sources {
 };
 
 // Refuses b unless it matches a in `dims` and, for char models, in the vocabulary.
-void require_compatible(const Checkpoint& a, const Checkpoint& b, const std::vector<std::string>& dims, const std::string& why) {
+void require_compatible(const Checkpoint& a, const Checkpoint& b, const std::vector<std::string>& dims,
+                        const std::string& why) {
   const std::string diff = first_difference(a.config, b.config, dims);
   if (!diff.empty())
-    throw InputError("cannot merge '" + b.dir.string() + "' with '" + a.dir.string() + "' (" + why + "): they differ in " + diff + " (" +
-                       ConfigKey(b.config).c_str() + " vs " + ConfigKey(a.config).c_str() + ")");
+    throw InputError("cannot merge '" + b.dir.string() + "' with '" + a.dir.string() + "' (" + why +
+                     "): they differ in " + diff + " (" + ConfigKey(b.config).c_str() + " vs " +
+                     ConfigKey(a.config).c_str() + ")");
   const bool needs_vocab = std::find(dims.begin(), dims.end(), "vocab_size") != dims.end();
   if (needs_vocab && a.chars != b.chars)
     throw InputError("cannot merge '" + b.dir.string() + "' with '" + a.dir.string() +
-                       "': their tokenizer.json vocabularies differ (the same token id means a different character)");
+                     "': their tokenizer.json vocabularies differ (the same token id means a different character)");
 }
 
 std::string tensor_name(const TensorSpec& s) {
@@ -69,7 +74,9 @@ std::string tensor_name(const TensorSpec& s) {
 }
 
 // What config.json records of the merge: the recipe as given.
-nlohmann::json provenance(const MergeRecipe& r) { return {{"moe_merge", {{"version", MOE_VERSION}, {"recipe", r.source}}}}; }
+nlohmann::json provenance(const MergeRecipe& r) {
+  return {{"moe_merge", {{"version", MOE_VERSION}, {"recipe", r.source}}}};
+}
 
 double setting_or(const Setting& own, const Setting& shared, const TensorSpec& spec, int layers, double fallback) {
   if (auto v = own.at(spec, layers)) return *v;
@@ -89,7 +96,10 @@ MergeResult run_merge(const MergeRecipe& r, const std::filesystem::path& out) {
   if (r.method == MergeMethod::passthrough) {
     // Depth up-scaling: the output's layers are the slices' layers, in order.
     first = &sources.get(r.slices[0].model);
-    struct Range { const Checkpoint* ck; int begin; };
+    struct Range {
+      const Checkpoint* ck;
+      int begin;
+    };
     std::vector<Range> layer_source;
     for (size_t i = 0; i < r.slices.size(); ++i) {
       const RecipeSlice& s = r.slices[i];
@@ -98,13 +108,15 @@ MergeResult run_merge(const MergeRecipe& r, const std::filesystem::path& out) {
       dims.erase(std::find(dims.begin(), dims.end(), "n_layers"));
       require_compatible(*first, ck, dims, "passthrough stacks layers of models of one shape");
       if (s.end > ck.config.n_layers)
-        throw InputError("slices[" + std::to_string(i) + "].layer_range [" + std::to_string(s.begin) + ", " + std::to_string(s.end) +
-                           ") goes past the " + std::to_string(ck.config.n_layers) + " layers of '" + s.model.string() + "'");
+        throw InputError("slices[" + std::to_string(i) + "].layer_range [" + std::to_string(s.begin) + ", " +
+                         std::to_string(s.end) + ") goes past the " + std::to_string(ck.config.n_layers) +
+                         " layers of '" + s.model.string() + "'");
       for (int l = s.begin; l < s.end; ++l) layer_source.push_back({&ck, l});
     }
     oc = first->config;
     oc.n_layers = static_cast<int>(layer_source.size());
-    if (const char* why = config_problem(oc)) throw InputError(std::string("the stacked model is not a valid config: ") + why);
+    if (const char* why = config_problem(oc))
+      throw InputError(std::string("the stacked model is not a valid config: ") + why);
     for_each_tensor_spec(oc, [&](const TensorSpec& spec) {
       TensorSpec from = spec;
       const Checkpoint* ck = first;
@@ -126,16 +138,19 @@ MergeResult run_merge(const MergeRecipe& r, const std::filesystem::path& out) {
     std::vector<const Checkpoint*> donors;
     for (size_t i = 0; i < r.experts.size(); ++i) {
       const Checkpoint& d = sources.get(r.experts[i].model);
-      require_compatible(base, d, {"family", "d_model", "n_layers", "expert_hidden"}, "its FFNs become the base's experts");
+      require_compatible(base, d, {"family", "d_model", "n_layers", "expert_hidden"},
+                         "its FFNs become the base's experts");
       if (r.experts[i].expert >= d.config.n_experts)
-        throw InputError("experts[" + std::to_string(i) + "].expert is " + std::to_string(r.experts[i].expert) + " but '" +
-                           d.dir.string() + "' has " + std::to_string(d.config.n_experts) + " expert(s) per layer");
+        throw InputError("experts[" + std::to_string(i) + "].expert is " + std::to_string(r.experts[i].expert) +
+                         " but '" + d.dir.string() + "' has " + std::to_string(d.config.n_experts) +
+                         " expert(s) per layer");
       donors.push_back(&d);
     }
     oc = base.config;
     oc.n_experts = static_cast<int>(r.experts.size());
     oc.top_k = r.experts_per_token;
-    if (const char* why = config_problem(oc)) throw InputError(std::string("the mixture is not a valid config: ") + why);
+    if (const char* why = config_problem(oc))
+      throw InputError(std::string("the mixture is not a valid config: ") + why);
     // Every tensor but the router: the base's, or donor i's FFN for expert i.
     const TensorSource tensor = [&](const TensorSpec& spec) {
       if (spec.expert < 0) return base.load(spec);
@@ -148,11 +163,12 @@ MergeResult run_merge(const MergeRecipe& r, const std::filesystem::path& out) {
     for_each_tensor_spec(oc, [&](const TensorSpec& spec) {
       std::vector<float> v;
       if (spec.role == TensorRole::router)
-        v.assign(router.weight.begin() + spec.layer * router_size, router.weight.begin() + (spec.layer + 1) * router_size);
+        v.assign(router.weight.begin() + spec.layer * router_size,
+                 router.weight.begin() + (spec.layer + 1) * router_size);
       else if (spec.role == TensorRole::router_bias)
-        v.assign(router.bias.begin() + spec.layer * oc.n_experts, router.bias.begin() + (spec.layer + 1) * oc.n_experts);
-      else
-        v = tensor(spec);
+        v.assign(router.bias.begin() + spec.layer * oc.n_experts,
+                 router.bias.begin() + (spec.layer + 1) * oc.n_experts);
+      else v = tensor(spec);
       converter::append_checkpoint_tensor(oc, spec, v.data(), tensors);
     });
     ModelConstants h = base.constants;
@@ -167,7 +183,8 @@ MergeResult run_merge(const MergeRecipe& r, const std::filesystem::path& out) {
   const Checkpoint* base = r.base.empty() ? nullptr : &sources.get(r.base);
   for (const RecipeModel& m : r.models) models.push_back(&sources.get(m.path));
   first = base ? base : models[0];
-  for (const Checkpoint* m : models) require_compatible(*first, *m, kAllDims, std::string(method_name(r.method)) + " merges tensors element-wise");
+  for (const Checkpoint* m : models)
+    require_compatible(*first, *m, kAllDims, std::string(method_name(r.method)) + " merges tensors element-wise");
   oc = first->config;
   const int L = oc.n_layers;
 
@@ -184,13 +201,14 @@ MergeResult run_merge(const MergeRecipe& r, const std::filesystem::path& out) {
   std::vector<size_t> every_model(models.size());
   for (size_t i = 0; i < models.size(); ++i) every_model[i] = i;
 
-  const bool task_vectors = r.method == MergeMethod::task_arithmetic || r.method == MergeMethod::ties || r.method == MergeMethod::dare_linear ||
-                            r.method == MergeMethod::dare_ties;
+  const bool task_vectors = r.method == MergeMethod::task_arithmetic || r.method == MergeMethod::ties ||
+                            r.method == MergeMethod::dare_linear || r.method == MergeMethod::dare_ties;
   TaskVectorOptions tv;
-  tv.sparsify = r.method == MergeMethod::ties ? Sparsify::magnitude
-              : (r.method == MergeMethod::dare_linear || r.method == MergeMethod::dare_ties) ? Sparsify::random
-                                                                                              : Sparsify::none;
-  tv.consensus = (r.method == MergeMethod::ties || r.method == MergeMethod::dare_ties) ? Consensus::sign : Consensus::none;
+  tv.sparsify = r.method == MergeMethod::ties                                                  ? Sparsify::magnitude
+                : (r.method == MergeMethod::dare_linear || r.method == MergeMethod::dare_ties) ? Sparsify::random
+                                                                                               : Sparsify::none;
+  tv.consensus =
+      (r.method == MergeMethod::ties || r.method == MergeMethod::dare_ties) ? Consensus::sign : Consensus::none;
   tv.normalize = r.normalize.value_or(r.method != MergeMethod::task_arithmetic);
   tv.lambda = r.lambda;
   tv.seed = r.seed;
@@ -216,7 +234,8 @@ MergeResult run_merge(const MergeRecipe& r, const std::filesystem::path& out) {
         weights.push_back(setting_or(r.models[i].weight, r.weight, spec, L, 1.0));
         densities.push_back(setting_or(r.models[i].density, r.density, spec, L, 1.0));
         if (densities.back() < 0 || densities.back() > 1)
-          throw InputError("density " + std::to_string(densities.back()) + " for " + tensor_name(spec) + " is outside [0, 1]");
+          throw InputError("density " + std::to_string(densities.back()) + " for " + tensor_name(spec) +
+                           " is outside [0, 1]");
       }
       if (task_vectors) {
         const std::vector<float> b = base->load(spec);
@@ -230,7 +249,8 @@ MergeResult run_merge(const MergeRecipe& r, const std::filesystem::path& out) {
     ++index;
   });
   if (parallel_fallbacks > 0)
-    result.notes.push_back("slerp: " + std::to_string(parallel_fallbacks) + " nearly parallel tensor(s) were interpolated linearly");
+    result.notes.push_back("slerp: " + std::to_string(parallel_fallbacks) +
+                           " nearly parallel tensor(s) were interpolated linearly");
   if (task_vectors && contributors.empty()) result.notes.push_back("every model is the base: the output is the base");
   converter::write_checkpoint(out, oc, first->constants, std::move(tensors), first->chars, provenance(r));
   return result;

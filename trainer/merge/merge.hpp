@@ -14,8 +14,8 @@
 namespace moe::merge {
 
 struct MergeResult {
-  ModelConfig config;               // of the merged model
-  std::vector<std::string> notes;   // things the user should know (fallbacks, defaults taken)
+  ModelConfig config;              // of the merged model
+  std::vector<std::string> notes;  // things the user should know (fallbacks, defaults taken)
 };
 
 // Merges and writes config.json, model.safetensors (and tokenizer.json) into `out`, each
@@ -37,7 +37,8 @@ struct RouterInit {
 };
 // `tensor` gives every other tensor of the mixture (config `mixture`), for the classifier.
 using TensorSource = std::function<std::vector<float>(const TensorSpec&)>;
-RouterInit router_init(const converter::Checkpoint& base, const MergeRecipe& recipe, const ModelConfig& mixture, const TensorSource& tensor);
+RouterInit router_init(const converter::Checkpoint& base, const MergeRecipe& recipe, const ModelConfig& mixture,
+                       const TensorSource& tensor);
 
 // Which dimension of b differs from a's, as "d_model: 64 vs 128", or "" when none of
 // `dims` does. dims: names as in ModelConfig ("d_model", "n_layers", ...; "family").

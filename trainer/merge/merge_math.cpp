@@ -18,7 +18,8 @@ double uniform01(uint64_t seed, uint64_t stream, uint64_t index) {
   return static_cast<double>(r >> 11) * 0x1.0p-53;
 }
 
-void linear(const std::vector<const float*>& models, const std::vector<double>& weights, bool normalize, long n, float* out) {
+void linear(const std::vector<const float*>& models, const std::vector<double>& weights, bool normalize, long n,
+            float* out) {
   double total = 0;
   for (double w : weights) total += w;
   const double scale = normalize && total != 0 ? 1.0 / total : 1.0;

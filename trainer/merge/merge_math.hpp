@@ -10,7 +10,8 @@
 namespace moe::merge {
 
 // out = sum_i w_i x_i, divided by sum_i w_i when `normalize`. Accumulates in double.
-void linear(const std::vector<const float*>& models, const std::vector<double>& weights, bool normalize, long n, float* out);
+void linear(const std::vector<const float*>& models, const std::vector<double>& weights, bool normalize, long n,
+            float* out);
 
 // Spherical interpolation from a (t = 0) to b (t = 1), treating each tensor as one
 // vector: the angle comes from the normalised tensors, the coefficients are applied to

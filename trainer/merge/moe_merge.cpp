@@ -25,7 +25,9 @@ json slice_json(const std::string& arg) {
   const size_t a = b == std::string::npos || b == 0 ? std::string::npos : arg.rfind(':', b - 1);
   if (a == std::string::npos) throw moe::InputError("--slice '" + arg + "' is not MODEL:FIRST:END");
   try {
-    return {{"sources", {{{"model", arg.substr(0, a)}, {"layer_range", {std::stoi(arg.substr(a + 1, b - a - 1)), std::stoi(arg.substr(b + 1))}}}}}};
+    return {{"sources",
+             {{{"model", arg.substr(0, a)},
+               {"layer_range", {std::stoi(arg.substr(a + 1, b - a - 1)), std::stoi(arg.substr(b + 1))}}}}}};
   } catch (const std::logic_error&) {
     throw moe::InputError("--slice '" + arg + "': FIRST and END must be layer numbers");
   }
@@ -34,8 +36,10 @@ json slice_json(const std::string& arg) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"moe_merge: merge checkpoints (linear, slerp, task_arithmetic, ties, dare_linear, dare_ties, passthrough) or build a "
-               "Mixture-of-Experts from dense specialists (moe)"};
+  CLI::App app{
+      "moe_merge: merge checkpoints (linear, slerp, task_arithmetic, ties, dare_linear, dare_ties, passthrough) or "
+      "build a "
+      "Mixture-of-Experts from dense specialists (moe)"};
   std::string config, out, method, base, gate_mode = "hidden";
   std::vector<std::string> models, slices, experts, prompts;
   std::vector<double> weights, densities;
@@ -45,20 +49,27 @@ int main(int argc, char** argv) {
   bool no_normalize = false;
   auto* config_opt = app.add_option("-c,--config", config, "recipe file (.yaml/.yml or .json, mergekit's syntax)");
   app.add_option("--out", out, "checkpoint directory to write (created if needed)")->required();
-  auto* method_opt = app.add_option("--method", method, "linear | slerp | task_arithmetic | ties | dare_linear | dare_ties | passthrough | moe")
-                         ->excludes(config_opt);
+  auto* method_opt =
+      app.add_option("--method", method,
+                     "linear | slerp | task_arithmetic | ties | dare_linear | dare_ties | passthrough | moe")
+          ->excludes(config_opt);
   std::vector<CLI::Option*> flags = {
-      app.add_option("--base", base, "base model: slerp's t = 0, the task-vector methods' reference, moe's attention and embeddings"),
+      app.add_option("--base", base,
+                     "base model: slerp's t = 0, the task-vector methods' reference, moe's attention and embeddings"),
       app.add_option("--model", models, "a model to merge (repeat)"),
       app.add_option("--weight", weights, "weight of each --model, in order (default 1)"),
-      app.add_option("--density", densities, "fraction of each task vector kept (ties, dare_*): one value, or one per --model"),
+      app.add_option("--density", densities,
+                     "fraction of each task vector kept (ties, dare_*): one value, or one per --model"),
       app.add_option("--t", t, "slerp: 0 = base, 1 = the other model")->capture_default_str(),
       app.add_option("--lambda", lambda, "scale of the merged task vector")->capture_default_str(),
       app.add_flag("--no-normalize", no_normalize, "do not divide by the sum of the weights"),
-      app.add_option("--slice", slices, "passthrough: MODEL:FIRST:END, layers [FIRST, END) of MODEL (repeat, in order)"),
+      app.add_option("--slice", slices,
+                     "passthrough: MODEL:FIRST:END, layers [FIRST, END) of MODEL (repeat, in order)"),
       app.add_option("--expert", experts, "moe: a donor model whose FFN becomes the next expert (repeat)"),
-      app.add_option("--prompts", prompts, "moe: a text file of the matching --expert's positive prompts (repeat, in order)"),
-      app.add_option("--gate-mode", gate_mode, "moe: hidden | cheap_embed | random | classifier")->capture_default_str(),
+      app.add_option("--prompts", prompts,
+                     "moe: a text file of the matching --expert's positive prompts (repeat, in order)"),
+      app.add_option("--gate-mode", gate_mode, "moe: hidden | cheap_embed | random | classifier")
+          ->capture_default_str(),
       app.add_option("--experts-per-token", experts_per_token, "moe: top-k of the new router")->capture_default_str(),
   };
   for (CLI::Option* f : flags) f->excludes(config_opt);
@@ -102,7 +113,8 @@ int main(int argc, char** argv) {
       recipe = moe::merge::parse_recipe(j);
     }
     const moe::merge::MergeResult result = moe::merge::run_merge(recipe, out);
-    std::printf("%s: %s merge -> %s\n", out.c_str(), moe::merge::method_name(recipe.method), moe::ConfigKey(result.config).c_str());
+    std::printf("%s: %s merge -> %s\n", out.c_str(), moe::merge::method_name(recipe.method),
+                moe::ConfigKey(result.config).c_str());
     for (const std::string& note : result.notes) std::printf("  note: %s\n", note.c_str());
     return 0;
   } catch (const moe::InputError& e) {

@@ -20,7 +20,8 @@ using nlohmann::json;
 
 bool filter_matches(const std::string& f, const TensorSpec& s) {
   const TensorRole r = s.role;
-  const bool attention = r == TensorRole::wq || r == TensorRole::wk || r == TensorRole::wv || r == TensorRole::wo || r == TensorRole::wo_bias;
+  const bool attention = r == TensorRole::wq || r == TensorRole::wk || r == TensorRole::wv || r == TensorRole::wo ||
+                         r == TensorRole::wo_bias;
   const bool router = r == TensorRole::router || r == TensorRole::router_bias;
   const bool expert = s.expert >= 0;
   if (f.empty()) return true;
@@ -37,8 +38,8 @@ bool filter_matches(const std::string& f, const TensorSpec& s) {
 std::optional<double> Setting::at(const TensorSpec& spec, int n_layers) const {
   double depth = 0;  // where the tensor sits, 0 (input side) .. 1 (output side)
   if (spec.layer >= 0) depth = n_layers > 1 ? static_cast<double>(spec.layer) / (n_layers - 1) : 0.0;
-  else if (spec.role == TensorRole::final_norm || spec.role == TensorRole::final_norm_bias || spec.role == TensorRole::lm_head ||
-           spec.role == TensorRole::lm_head_bias)
+  else if (spec.role == TensorRole::final_norm || spec.role == TensorRole::final_norm_bias ||
+           spec.role == TensorRole::lm_head || spec.role == TensorRole::lm_head_bias)
     depth = 1;
   for (const Rule& rule : rules) {
     if (!filter_matches(rule.filter, spec)) continue;
@@ -75,12 +76,13 @@ Setting Setting::parse(const json& j, const std::string& what) {
         if (key != "filter" && key != "value" && key != "layers")
           throw InputError(what + ": unknown key '" + key + "' in a rule (filter, layers, value)");
       if (!rule.contains("value")) throw InputError(what + ": every rule needs a value");
-      if (rule.contains("filter") && !rule["filter"].is_string()) throw InputError(what + ": a filter must be a string");
+      if (rule.contains("filter") && !rule["filter"].is_string())
+        throw InputError(what + ": a filter must be a string");
       Rule parsed{rule.value("filter", ""), numbers(rule["value"], what)};
       if (rule.contains("layers")) {
         const json& l = rule["layers"];
-        if (!l.is_array() || l.size() != 2 || !l[0].is_number_integer() || !l[1].is_number_integer() || l[0].get<int>() < 0 ||
-            l[1].get<int>() <= l[0].get<int>())
+        if (!l.is_array() || l.size() != 2 || !l[0].is_number_integer() || !l[1].is_number_integer() ||
+            l[0].get<int>() < 0 || l[1].get<int>() <= l[0].get<int>())
           throw InputError(what + ": layers must be [first, end) with 0 <= first < end");
         parsed.first_layer = l[0].get<int>();
         parsed.end_layer = l[1].get<int>();
@@ -122,8 +124,7 @@ int number_kind(const std::string& s) {
 json yaml_node_to_json(const YAML::Node& n) {
   switch (n.Type()) {
     case YAML::NodeType::Null:
-    case YAML::NodeType::Undefined:
-      return nullptr;
+    case YAML::NodeType::Undefined: return nullptr;
     case YAML::NodeType::Sequence: {
       json a = json::array();
       for (const auto& e : n) a.push_back(yaml_node_to_json(e));
@@ -134,8 +135,7 @@ json yaml_node_to_json(const YAML::Node& n) {
       for (const auto& kv : n) o[kv.first.as<std::string>()] = yaml_node_to_json(kv.second);
       return o;
     }
-    case YAML::NodeType::Scalar:
-      break;
+    case YAML::NodeType::Scalar: break;
   }
   const std::string s = n.Scalar();
   if (n.Tag() == "!") return s;  // quoted: always a string
@@ -219,27 +219,37 @@ std::string read_text_file(const std::filesystem::path& p, const std::string& wh
 MergeRecipe parse_recipe(const json& j) {
   // mergekit keys this project has no use for (precision of the output, tokenizer
   // merging, mergekit's GPU options) are accepted and ignored.
-  only_keys(j, "the recipe", {"merge_method", "base_model", "models", "slices", "parameters", "experts", "gate_mode",
-                              "experts_per_token", "dtype", "out_dtype", "tokenizer_source", "name", "seed"});
+  only_keys(j, "the recipe",
+            {"merge_method", "base_model", "models", "slices", "parameters", "experts", "gate_mode",
+             "experts_per_token", "dtype", "out_dtype", "tokenizer_source", "name", "seed"});
   MergeRecipe r;
   r.source = j;
   std::string method;
   if (j.contains("merge_method")) method = text(j["merge_method"], "merge_method");
   else if (j.contains("experts")) method = "moe";  // a mergekit-moe file
-  else throw InputError("the recipe has no merge_method (linear, slerp, task_arithmetic, ties, dare_linear, dare_ties, passthrough, moe)");
-  const std::pair<const char*, MergeMethod> methods[] = {
-      {"linear", MergeMethod::linear}, {"slerp", MergeMethod::slerp}, {"task_arithmetic", MergeMethod::task_arithmetic},
-      {"ties", MergeMethod::ties}, {"dare_linear", MergeMethod::dare_linear}, {"dare_ties", MergeMethod::dare_ties},
-      {"passthrough", MergeMethod::passthrough}, {"moe", MergeMethod::moe}};
+  else
+    throw InputError(
+        "the recipe has no merge_method (linear, slerp, task_arithmetic, ties, dare_linear, dare_ties, passthrough, "
+        "moe)");
+  const std::pair<const char*, MergeMethod> methods[] = {{"linear", MergeMethod::linear},
+                                                         {"slerp", MergeMethod::slerp},
+                                                         {"task_arithmetic", MergeMethod::task_arithmetic},
+                                                         {"ties", MergeMethod::ties},
+                                                         {"dare_linear", MergeMethod::dare_linear},
+                                                         {"dare_ties", MergeMethod::dare_ties},
+                                                         {"passthrough", MergeMethod::passthrough},
+                                                         {"moe", MergeMethod::moe}};
   bool known = false;
   for (const auto& [name, m] : methods)
     if (method == name) r.method = m, known = true;
   if (!known)
-    throw InputError("unknown merge_method '" + method + "' (linear, slerp, task_arithmetic, ties, dare_linear, dare_ties, passthrough, moe)");
+    throw InputError("unknown merge_method '" + method +
+                     "' (linear, slerp, task_arithmetic, ties, dare_linear, dare_ties, passthrough, moe)");
 
   if (j.contains("base_model")) r.base = text(j["base_model"], "base_model");
   const auto seed = [](const json& v, const char* what) {
-    if (!v.is_number_integer() || v.get<long long>() < 0) throw InputError(std::string(what) + " must be a non-negative integer");
+    if (!v.is_number_integer() || v.get<long long>() < 0)
+      throw InputError(std::string(what) + " must be a non-negative integer");
     return v.get<uint64_t>();
   };
   if (j.contains("seed")) r.seed = seed(j["seed"], "seed");
@@ -297,8 +307,9 @@ MergeRecipe parse_recipe(const json& j) {
         throw InputError(where + ".layer_range must be [first, end) as two integers");
       sl.begin = range[0].get<int>();
       sl.end = range[1].get<int>();
-      if (sl.begin < 0 || sl.end <= sl.begin) throw InputError(where + ".layer_range [" + std::to_string(sl.begin) + ", " +
-                                                                   std::to_string(sl.end) + ") is empty or negative");
+      if (sl.begin < 0 || sl.end <= sl.begin)
+        throw InputError(where + ".layer_range [" + std::to_string(sl.begin) + ", " + std::to_string(sl.end) +
+                         ") is empty or negative");
       r.slices.push_back(sl);
     }
   }
@@ -318,12 +329,15 @@ MergeRecipe parse_recipe(const json& j) {
     if (!j["experts"].is_array()) throw InputError("experts must be a list");
     for (const json& e : j["experts"]) {
       const std::string where = "experts[" + std::to_string(r.experts.size()) + "]";
-      only_keys(e, where, {"source_model", "positive_prompts", "negative_prompts", "positive_prompts_file", "negative_prompts_file", "expert"});
+      only_keys(e, where,
+                {"source_model", "positive_prompts", "negative_prompts", "positive_prompts_file",
+                 "negative_prompts_file", "expert"});
       RecipeExpert x;
       if (!e.contains("source_model")) throw InputError(where + " has no source_model");
       x.model = text(e["source_model"], where + ".source_model");
       if (e.contains("expert")) {
-        if (!e["expert"].is_number_integer() || e["expert"].get<int>() < 0) throw InputError(where + ".expert must be a non-negative integer");
+        if (!e["expert"].is_number_integer() || e["expert"].get<int>() < 0)
+          throw InputError(where + ".expert must be a non-negative integer");
         x.expert = e["expert"].get<int>();
       }
       if (e.contains("positive_prompts")) x.positive = strings(e["positive_prompts"], where + ".positive_prompts");
@@ -331,7 +345,8 @@ MergeRecipe parse_recipe(const json& j) {
       for (const char* key : {"positive_prompts_file", "negative_prompts_file"}) {
         if (!e.contains(key)) continue;
         std::vector<std::string>& into = key[0] == 'p' ? x.positive : x.negative;
-        for (const std::string& file : strings(e[key], where + "." + key)) into.push_back(read_text_file(file, where + "." + key));
+        for (const std::string& file : strings(e[key], where + "." + key))
+          into.push_back(read_text_file(file, where + "." + key));
       }
       r.experts.push_back(std::move(x));
     }
@@ -342,9 +357,7 @@ MergeRecipe parse_recipe(const json& j) {
     if (!ok) throw InputError(std::string(method_name(r.method)) + " needs " + why);
   };
   switch (r.method) {
-    case MergeMethod::linear:
-      need(!r.models.empty(), "at least one model under models");
-      break;
+    case MergeMethod::linear: need(!r.models.empty(), "at least one model under models"); break;
     case MergeMethod::slerp:
       need(!r.base.empty(), "a base_model (t = 0)");
       need(r.models.size() == 2 || (r.models.size() == 1 && r.models[0].path != r.base),
@@ -358,16 +371,15 @@ MergeRecipe parse_recipe(const json& j) {
       need(!r.base.empty(), "a base_model (task vectors are differences from it)");
       need(!r.models.empty(), "at least one model under models");
       break;
-    case MergeMethod::passthrough:
-      need(!r.slices.empty(), "slices (each a source model and a layer_range)");
-      break;
+    case MergeMethod::passthrough: need(!r.slices.empty(), "slices (each a source model and a layer_range)"); break;
     case MergeMethod::moe:
       need(!r.base.empty(), "a base_model (attention, norms and embeddings come from it)");
       need(!r.experts.empty(), "experts (each a source_model)");
       need(r.experts_per_token <= static_cast<int>(r.experts.size()), "experts_per_token <= the number of experts");
       if (r.gate_mode != GateMode::random)
         for (size_t i = 0; i < r.experts.size(); ++i)
-          need(!r.experts[i].positive.empty(), "positive_prompts (or positive_prompts_file) for experts[" + std::to_string(i) + "] with gate_mode " +
+          need(!r.experts[i].positive.empty(), "positive_prompts (or positive_prompts_file) for experts[" +
+                                                   std::to_string(i) + "] with gate_mode " +
                                                    gate_mode_name(r.gate_mode) + " (or gate_mode: random)");
       break;
   }

@@ -74,7 +74,7 @@ struct RecipeSlice {
 
 struct RecipeExpert {
   std::filesystem::path model;
-  int expert = 0;  // for MoE donors: which of its experts
+  int expert = 0;                               // for MoE donors: which of its experts
   std::vector<std::string> positive, negative;  // prompts (files already read)
 };
 
@@ -82,8 +82,8 @@ struct MergeRecipe {
   MergeMethod method = MergeMethod::linear;
   std::filesystem::path base;  // slerp (t = 0), task-vector methods, moe
   std::vector<RecipeModel> models;
-  Setting t;                   // slerp
-  Setting weight, density;     // defaults for models that do not give their own
+  Setting t;                // slerp
+  Setting weight, density;  // defaults for models that do not give their own
   std::optional<bool> normalize;
   double lambda = 1.0;
   uint64_t seed = 0;
@@ -91,7 +91,7 @@ struct MergeRecipe {
   GateMode gate_mode = GateMode::hidden;
   int experts_per_token = 2;
   std::vector<RecipeExpert> experts;
-  nlohmann::json source;       // the recipe as given, recorded in the output's config.json
+  nlohmann::json source;  // the recipe as given, recorded in the output's config.json
 };
 
 // Reads a .yaml/.yml or .json recipe file (throws InputError naming the file and key).

@@ -12,7 +12,6 @@
 
 namespace moe::merge {
 
-
 namespace {
 
 // A long prompt (a whole file of an expert's text) is read as at most this many windows,
@@ -32,7 +31,8 @@ std::vector<int32_t> encode(const converter::Checkpoint& base, const std::string
     if (it == base.chars.end()) {
       char buf[64];
       std::snprintf(buf, sizeof buf, "U+%04X", static_cast<unsigned>(cps[i]));
-      throw InputError(what + ": character " + buf + " (position " + std::to_string(i) + ") is not in the base model's vocabulary");
+      throw InputError(what + ": character " + buf + " (position " + std::to_string(i) +
+                       ") is not in the base model's vocabulary");
     }
     ids.push_back(static_cast<int32_t>(it - base.chars.begin()));
   }
@@ -54,14 +54,16 @@ std::vector<size_t> window_starts(size_t n, size_t T, size_t max_windows) {
 // `max_windows`, spread evenly), kBatch windows per forward pass; after each pass calls
 // on_batch(tokens) with the number of tokens it ran (the model's activations hold them).
 template <class OnBatch>
-void run_windows(train::Model<float>& model, const std::vector<int32_t>& ids, size_t T, size_t max_windows, OnBatch&& on_batch) {
+void run_windows(train::Model<float>& model, const std::vector<int32_t>& ids, size_t T, size_t max_windows,
+                 OnBatch&& on_batch) {
   const std::vector<size_t> starts = window_starts(ids.size(), T, max_windows);
   const int len = static_cast<int>(std::min(T, ids.size()));  // all windows of a prompt have one length
   std::vector<int32_t> batch(static_cast<size_t>(kBatch) * static_cast<size_t>(len));
   for (size_t w0 = 0; w0 < starts.size(); w0 += kBatch) {
     const int B = static_cast<int>(std::min<size_t>(kBatch, starts.size() - w0));
     for (int b = 0; b < B; ++b)
-      std::copy_n(ids.begin() + static_cast<long>(starts[w0 + static_cast<size_t>(b)]), len, batch.begin() + static_cast<long>(b) * len);
+      std::copy_n(ids.begin() + static_cast<long>(starts[w0 + static_cast<size_t>(b)]), len,
+                  batch.begin() + static_cast<long>(b) * len);
     model.forward(batch.data(), nullptr, B, len, false, 0);
     on_batch(static_cast<size_t>(B) * static_cast<size_t>(len));
   }
@@ -71,9 +73,11 @@ using Prompts = std::vector<std::string>;
 
 // Mean over prompts of (mean over a prompt's tokens of the residual entering each layer):
 // [layers][d].
-std::vector<double> mean_hidden(train::Model<float>& model, const converter::Checkpoint& base, const Prompts& prompts, const std::string& what) {
+std::vector<double> mean_hidden(train::Model<float>& model, const converter::Checkpoint& base, const Prompts& prompts,
+                                const std::string& what) {
   const ModelConfig& c = base.config;
-  const size_t d = static_cast<size_t>(c.d_model), L = static_cast<size_t>(c.n_layers), T = static_cast<size_t>(c.max_context);
+  const size_t d = static_cast<size_t>(c.d_model), L = static_cast<size_t>(c.n_layers),
+               T = static_cast<size_t>(c.max_context);
   std::vector<double> total(L * d, 0.0);
   for (size_t p = 0; p < prompts.size(); ++p) {
     const std::string name = what + "[" + std::to_string(p) + "]";
@@ -95,14 +99,16 @@ std::vector<double> mean_hidden(train::Model<float>& model, const converter::Che
   return total;
 }
 
-std::vector<double> mean_embedding(const converter::Checkpoint& base, const std::vector<float>& table, const Prompts& prompts, const std::string& what) {
+std::vector<double> mean_embedding(const converter::Checkpoint& base, const std::vector<float>& table,
+                                   const Prompts& prompts, const std::string& what) {
   const size_t d = static_cast<size_t>(base.config.d_model);
   std::vector<double> total(d, 0.0);
   for (size_t p = 0; p < prompts.size(); ++p) {
     const std::vector<int32_t> ids = encode(base, prompts[p], what + "[" + std::to_string(p) + "]");
     if (ids.empty()) throw InputError(what + "[" + std::to_string(p) + "] is empty");
     for (int32_t id : ids)
-      for (size_t i = 0; i < d; ++i) total[i] += table[static_cast<size_t>(id) * d + i] / static_cast<double>(ids.size());
+      for (size_t i = 0; i < d; ++i)
+        total[i] += table[static_cast<size_t>(id) * d + i] / static_cast<double>(ids.size());
   }
   for (double& v : total) v /= static_cast<double>(prompts.size());
   return total;
@@ -117,7 +123,6 @@ void normalize_rows(std::vector<float>& rows, size_t d) {
   }
 }
 
-
 // Layer `layer`'s router input for every token of each expert's prompts: X is [N, d],
 // labels[n] the expert whose prompts token n came from.
 struct RouterSamples {
@@ -125,7 +130,8 @@ struct RouterSamples {
   std::vector<int> labels;
 };
 
-RouterSamples router_inputs(train::Model<float>& model, const converter::Checkpoint& base, const MergeRecipe& r, int layer) {
+RouterSamples router_inputs(train::Model<float>& model, const converter::Checkpoint& base, const MergeRecipe& r,
+                            int layer) {
   const ModelConfig& c = base.config;
   const size_t d = static_cast<size_t>(c.d_model), T = static_cast<size_t>(c.max_context);
   RouterSamples s;
@@ -190,7 +196,8 @@ void fit_router(const std::vector<float>& X, const std::vector<int>& labels, siz
 
 }  // namespace
 
-RouterInit router_init(const converter::Checkpoint& base, const MergeRecipe& r, const ModelConfig& mixture, const TensorSource& tensor) {
+RouterInit router_init(const converter::Checkpoint& base, const MergeRecipe& r, const ModelConfig& mixture,
+                       const TensorSource& tensor) {
   const ModelConfig& c = base.config;
   const size_t d = static_cast<size_t>(c.d_model), L = static_cast<size_t>(c.n_layers), E = r.experts.size();
   RouterInit out;
@@ -211,8 +218,8 @@ RouterInit router_init(const converter::Checkpoint& base, const MergeRecipe& r, 
     return out;
   }
   if (base.chars.empty())
-    throw InputError("gate_mode " + std::string(gate_mode_name(r.gate_mode)) + " needs prompts as text, but '" + base.dir.string() +
-                       "' has no char tokenizer.json: use gate_mode random");
+    throw InputError("gate_mode " + std::string(gate_mode_name(r.gate_mode)) + " needs prompts as text, but '" +
+                     base.dir.string() + "' has no char tokenizer.json: use gate_mode random");
 
   if (r.gate_mode == GateMode::cheap_embed) {
     TensorSpec emb{TensorRole::token_embedding, -1, -1, c.vocab_size, c.d_model, TensorClass::embedding};

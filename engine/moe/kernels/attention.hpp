@@ -28,8 +28,8 @@ namespace simd {
 // consecutive positions do not wait on each other's FMA; softmax's division scales `out`
 // once instead of every score (`scores` are left unnormalised). BM_attention measures it.
 template <int S>
-[[gnu::always_inline]] inline void attention_whole(const float* q, const float* keys, const float* values, int n_pos, float scale,
-                                                   float* scores, float* out) {
+[[gnu::always_inline]] inline void attention_whole(const float* q, const float* keys, const float* values, int n_pos,
+                                                   float scale, float* scores, float* out) {
   constexpr int HD = S * W;
   fbatch qv[S];
   MOE_UNROLL for (int s = 0; s < S; ++s) qv[s] = load(q + s * W);
@@ -63,18 +63,18 @@ template <int S>
   constexpr int C = 8 / G;          // positions in flight
   for (int s0 = 0; s0 < S; s0 += G) {
     fbatch acc[C][G];
-    MOE_UNROLL for (int c = 0; c < C; ++c)
-      MOE_UNROLL for (int g = 0; g < G; ++g) acc[c][g] = fbatch(0.f);
+    MOE_UNROLL for (int c = 0; c < C; ++c) MOE_UNROLL for (int g = 0; g < G; ++g) acc[c][g] = fbatch(0.f);
     const float* v = values + s0 * W;
     const int chained = whole(n_pos, C);
-    for (int t = 0; t < chained; t += C)
-      MOE_UNROLL for (int c = 0; c < C; ++c) {
+    for (int t = 0; t < chained; t += C) MOE_UNROLL for (int c = 0; c < C; ++c) {
         const fbatch p(scores[t + c]);
-        MOE_UNROLL for (int g = 0; g < G; ++g) acc[c][g] = xsimd::fma(p, load(v + static_cast<long>(t + c) * HD + g * W), acc[c][g]);
+        MOE_UNROLL for (int g = 0; g < G; ++g) acc[c][g] =
+            xsimd::fma(p, load(v + static_cast<long>(t + c) * HD + g * W), acc[c][g]);
       }
     for (int t = chained; t < n_pos; ++t) {
       const fbatch p(scores[t]);
-      MOE_UNROLL for (int g = 0; g < G; ++g) acc[0][g] = xsimd::fma(p, load(v + static_cast<long>(t) * HD + g * W), acc[0][g]);
+      MOE_UNROLL for (int g = 0; g < G; ++g) acc[0][g] =
+          xsimd::fma(p, load(v + static_cast<long>(t) * HD + g * W), acc[0][g]);
     }
     MOE_UNROLL for (int g = 0; g < G; ++g) {
       MOE_UNROLL for (int c = 1; c < C; ++c) acc[0][g] += acc[c][g];
@@ -84,8 +84,8 @@ template <int S>
 }
 }  // namespace simd
 
-inline void attention(Simd, const float* q, const float* keys, const float* values, int n_pos, int head_dim, float scale, float* scores,
-                      float* out) {
+inline void attention(Simd, const float* q, const float* keys, const float* values, int n_pos, int head_dim,
+                      float scale, float* scores, float* out) {
   using simd::W;
   if (head_dim == W) return simd::attention_whole<1>(q, keys, values, n_pos, scale, scores, out);
   if (head_dim == 2 * W) return simd::attention_whole<2>(q, keys, values, n_pos, scale, scores, out);

@@ -107,7 +107,8 @@ inline fbatch load(const uint16_t* p) {
 #elif defined(__F16C__) && defined(__AVX__)
   static_assert(W == 8, "AVX build expects 8 float lanes");
   return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-#elif defined(__aarch64__) || (defined(__ARM_NEON) && defined(__ARM_FP16_FORMAT_IEEE) && defined(__ARM_FP) && (__ARM_FP & 2))
+#elif defined(__aarch64__) || \
+    (defined(__ARM_NEON) && defined(__ARM_FP16_FORMAT_IEEE) && defined(__ARM_FP) && (__ARM_FP & 2))
   // aarch64 always; armv7 with half-precision conversions (-mfpu=neon-vfpv4 or
   // neon-fp16, and -mfp16-format=ieee).
   return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p)));
@@ -138,9 +139,9 @@ inline fbatch load(const uint16_t* p) {
   }
   // Then the four 128-bit lanes: two of them summed, then the other two.
   __m512 half[2];
-  MOE_UNROLL for (int i = 0; i < 2; ++i)
-    half[i] = _mm512_add_ps(_mm512_shuffle_f32x4(quad[2 * i], quad[2 * i + 1], _MM_SHUFFLE(2, 0, 2, 0)),
-                            _mm512_shuffle_f32x4(quad[2 * i], quad[2 * i + 1], _MM_SHUFFLE(3, 1, 3, 1)));
+  MOE_UNROLL for (int i = 0; i < 2; ++i) half[i] =
+      _mm512_add_ps(_mm512_shuffle_f32x4(quad[2 * i], quad[2 * i + 1], _MM_SHUFFLE(2, 0, 2, 0)),
+                    _mm512_shuffle_f32x4(quad[2 * i], quad[2 * i + 1], _MM_SHUFFLE(3, 1, 3, 1)));
   return _mm512_add_ps(_mm512_shuffle_f32x4(half[0], half[1], _MM_SHUFFLE(2, 0, 2, 0)),
                        _mm512_shuffle_f32x4(half[0], half[1], _MM_SHUFFLE(3, 1, 3, 1)));
 #else

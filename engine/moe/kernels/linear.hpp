@@ -29,16 +29,14 @@ inline float dot_i8(Scalar, const int8_t* w, const float* scales, int group, con
 #if MOE_SIMD
 namespace simd {
 // Partial sums of w[r][i]*x[i] for R rows as batches; each row's n % W leftover products
-// go to its `tail`. Four accumulators per row hide FMA latency. Every row gets the same operations in the same order whatever R is, so a row's
-// result does not depend on which rows it was read beside.
+// go to its `tail`. Four accumulators per row hide FMA latency. Every row gets the same operations in the same order
+// whatever R is, so a row's result does not depend on which rows it was read beside.
 template <int R, class T>
 [[gnu::always_inline]] inline void partial_dots(const T* const* w, const float* x, int n, fbatch* out, float* tail) {
   fbatch acc[R][4];
-  MOE_UNROLL for (int r = 0; r < R; ++r)
-    MOE_UNROLL for (int k = 0; k < 4; ++k) acc[r][k] = fbatch(0.f);
+  MOE_UNROLL for (int r = 0; r < R; ++r) MOE_UNROLL for (int k = 0; k < 4; ++k) acc[r][k] = fbatch(0.f);
   int i = 0;
-  for (; i < simd::whole(n, 4 * W); i += 4 * W)
-    MOE_UNROLL for (int k = 0; k < 4; ++k) {
+  for (; i < simd::whole(n, 4 * W); i += 4 * W) MOE_UNROLL for (int k = 0; k < 4; ++k) {
       const fbatch xv = load(x + i + k * W);
       MOE_UNROLL for (int r = 0; r < R; ++r) acc[r][k] = xsimd::fma(load(w[r] + i + k * W), xv, acc[r][k]);
     }
@@ -112,8 +110,7 @@ inline void linear_rows(K k, const Matrix& m, const float* x, int n_tokens, floa
         case DType::f32: v = dot(k, m.f32() + row, xt, m.cols); break;
         case DType::f16: v = dot(k, m.f16() + row, xt, m.cols); break;
         default:
-          v = dot_i8(k, m.i8() + row, m.scales + static_cast<long>(r) * m.groups_per_row(), m.group_size, xt,
-                     m.cols);
+          v = dot_i8(k, m.i8() + row, m.scales + static_cast<long>(r) * m.groups_per_row(), m.group_size, xt, m.cols);
           break;
       }
       y[static_cast<long>(t) * m.rows + r] = v;
@@ -165,7 +162,9 @@ inline constexpr int kDecodeStreams =
 
 template <class T>
 inline void one_token_streams(const Matrix& m, const T* w, const float* x, float* y, int r0, int end) {
-  stream_blocks<kDecodeStreams<T>>(r0, end, [&](auto blocks, const int* first_rows) { one_token_blocks<decltype(blocks)::value>(m, w, x, y, first_rows); });
+  stream_blocks<kDecodeStreams<T>>(r0, end, [&](auto blocks, const int* first_rows) {
+    one_token_blocks<decltype(blocks)::value>(m, w, x, y, first_rows);
+  });
 }
 
 inline void linear_one_token(const Matrix& m, const float* x, float* y, int r0, int r1) {
@@ -185,7 +184,8 @@ template <class K>
 inline void linear(K k, const Matrix& m, const float* x, int n_tokens, float* y, int r0, int r1) {
 #if MOE_SIMD
   if constexpr (std::is_same_v<K, Simd>) {
-    if (n_tokens == 1 && (m.dtype != DType::i8 || m.group_size == m.cols)) return simd::linear_one_token(m, x, y, r0, r1);
+    if (n_tokens == 1 && (m.dtype != DType::i8 || m.group_size == m.cols))
+      return simd::linear_one_token(m, x, y, r0, r1);
   }
 #endif
   linear_rows(k, m, x, n_tokens, y, r0, r1);

@@ -92,7 +92,8 @@ namespace moe::kernels {
 // y[t][r] = sum over weight groups g of ws[r][g] * (sum over blocks b in g of
 // isum(r, t, b) * xs[t][b]), for rows [r0, r1).
 template <class K>
-inline void linear_q8_rows(K k, const Matrix& m, const int8_t* xq, const float* xs, int n_tokens, float* y, int r0, int r1) {
+inline void linear_q8_rows(K k, const Matrix& m, const int8_t* xq, const float* xs, int n_tokens, float* y, int r0,
+                           int r1) {
   const int blocks = m.cols / kActBlock, per_group = m.group_size / kActBlock, groups = m.groups_per_row();
   for (int r = r0; r < r1; ++r) {
     const int8_t* wr = m.i8() + static_cast<long>(r) * m.cols;

@@ -53,8 +53,10 @@ inline void quantize_activations(Simd, const float* x, int n, int cols, int8_t* 
       const __m512 lo = _mm512_loadu_ps(x + at), hi = _mm512_loadu_ps(x + at + 16);
       const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(lo), _mm512_abs_ps(hi)));
       const __m512 inv = _mm512_set1_ps(amax > 0.f ? 127.f / amax : 0.f);
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(q + at), _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(lo, inv))));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(q + at + 16), _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(hi, inv))));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(q + at),
+                       _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(lo, inv))));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(q + at + 16),
+                       _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(hi, inv))));
       scales[t * blocks + b] = amax / 127.f;
     }
 #else
@@ -67,7 +69,8 @@ namespace simd {
 // Decode: the W rows of each of R blocks, finished by one haddp per block. `offset`:
 // row_offset_q8 of this token.
 template <int R>
-inline void q8_one_token_blocks(const Matrix& m, const int8_t* xq, const float* xs, float offset, const int* block_rows, float* y) {
+inline void q8_one_token_blocks(const Matrix& m, const int8_t* xq, const float* xs, float offset, const int* block_rows,
+                                float* y) {
   fbatch sums[R][W];
   for (int j = 0; j < W; ++j) {
     const int8_t* rows[R];
@@ -77,21 +80,25 @@ inline void q8_one_token_blocks(const Matrix& m, const int8_t* xq, const float* 
     for (int b = 0; b < R; ++b) sums[b][j] = out[b];
   }
   for (int b = 0; b < R; ++b)
-    ((hadd_rows(sums[b]) - fbatch(offset)) * fbatch::load_unaligned(m.scales + block_rows[b])).store_unaligned(y + block_rows[b]);
+    ((hadd_rows(sums[b]) - fbatch(offset)) * fbatch::load_unaligned(m.scales + block_rows[b]))
+        .store_unaligned(y + block_rows[b]);
 }
 
 // Decode, rows [r0, end) in whole blocks of W, as two memory streams (stream_blocks;
 // why not four: bench/README.md, "Design decisions").
 inline void q8_one_token_streams(const Matrix& m, const int8_t* xq, const float* xs, int r0, int end, float* y) {
   const float offset = row_offset_q8(xq, xs, m.cols);
-  stream_blocks<2>(r0, end, [&](auto blocks, const int* first_rows) { q8_one_token_blocks<decltype(blocks)::value>(m, xq, xs, offset, first_rows, y); });
+  stream_blocks<2>(r0, end, [&](auto blocks, const int* first_rows) {
+    q8_one_token_blocks<decltype(blocks)::value>(m, xq, xs, offset, first_rows, y);
+  });
 }
 
 // One scale per row (the converter's default): rows [r0, r1) in whole blocks of W, their
 // W sums finished by one haddp. Decode reads the rows as two streams (stream_blocks);
 // prefill has each row block meet every token while it is in L1. Returns the first row
 // it left to the reference (the rows after the last whole block), or r0 with groups.
-inline int linear_q8_blocks(const Matrix& m, const int8_t* xq, const float* xs, int n_tokens, float* y, int r0, int r1) {
+inline int linear_q8_blocks(const Matrix& m, const int8_t* xq, const float* xs, int n_tokens, float* y, int r0,
+                            int r1) {
   if (m.group_size != m.cols) return r0;
   const int blocks = m.cols / kActBlock, end = r0 + whole(r1 - r0, W);
   if (n_tokens == 1) {
@@ -104,12 +111,13 @@ inline int linear_q8_blocks(const Matrix& m, const int8_t* xq, const float* xs, 
   for (int t0 = 0; t0 < n_tokens; t0 += kTokens) {
     const int t1 = n_tokens - t0 < kTokens ? n_tokens : t0 + kTokens;
     float offsets[kTokens];
-    for (int t = t0; t < t1; ++t) offsets[t - t0] = row_offset_q8(xq + static_cast<long>(t) * m.cols, xs + static_cast<long>(t) * blocks, m.cols);
+    for (int t = t0; t < t1; ++t)
+      offsets[t - t0] = row_offset_q8(xq + static_cast<long>(t) * m.cols, xs + static_cast<long>(t) * blocks, m.cols);
     for (int r = r0; r < end; r += W) {
       int t = q8_token_groups(m, xq, xs, offsets, r, t0, t1, y);  // what the ISA takes in groups
       for (; t < t1; ++t)
-        q8_one_token_blocks<1>(m, xq + static_cast<long>(t) * m.cols, xs + static_cast<long>(t) * blocks, offsets[t - t0], &r,
-                               y + static_cast<long>(t) * m.rows);
+        q8_one_token_blocks<1>(m, xq + static_cast<long>(t) * m.cols, xs + static_cast<long>(t) * blocks,
+                               offsets[t - t0], &r, y + static_cast<long>(t) * m.rows);
     }
   }
   return end;

@@ -50,7 +50,8 @@ inline void topk(Simd, const float* x, int n, int k, int* idx, float* val) {
     for (i = 0; i < simd::whole(n, W); i += W) {
       const fbatch ids = lane_index + fbatch(static_cast<float>(i));
       fbatch hit = xsimd::select(load(x + i) == fbatch(m), ids, fbatch(static_cast<float>(n)));
-      for (int p = 0; p < j; ++p) hit = xsimd::select(ids == fbatch(static_cast<float>(idx[p])), fbatch(static_cast<float>(n)), hit);
+      for (int p = 0; p < j; ++p)
+        hit = xsimd::select(ids == fbatch(static_cast<float>(idx[p])), fbatch(static_cast<float>(n)), hit);
       vfirst = xsimd::min(vfirst, hit);
     }
     alignas(64) float firsts[W];
