@@ -5,61 +5,38 @@
 
 namespace moe::converter {
 
-const CheckpointLayout& hf_mixtral_layout() {
-  static const CheckpointLayout layout = [] {
-    CheckpointLayout l{};
-    l.name = "hf-mixtral";
-    l.model_type = "mixtral";
-    l.family = Family::llama;
-    l.d_model = "hidden_size";
-    l.n_layers = "num_hidden_layers";
-    l.n_heads = "num_attention_heads";
-    l.n_kv_heads = "num_key_value_heads";
-    l.head_dim = "head_dim";
-    l.n_experts = "num_local_experts";
-    l.top_k = "num_experts_per_tok";
-    l.expert_hidden = "intermediate_size";
-    l.vocab_size = "vocab_size";
-    l.max_context = "max_position_embeddings";
-    l.norm_eps = "rms_norm_eps";
-    l.rope_theta = "rope_theta";  // transformers 5 nests it in rope_parameters; older configs keep it on top
-    l.attention_scale = nullptr;  // always 1/sqrt(head_dim)
-    l.capacity_factor = nullptr;  // no expert capacity at inference
-    l.absent.rope_theta = 1e6f;   // MixtralConfig's default
-    l.expert_hidden_per_d_model = 0;
-    return l;
-  }();
-  return layout;
-}
+namespace {
+// Keys as the reference implementations spell them (nullptr: the layout has none);
+// absent: the constants their code uses when config.json leaves a key out.
+// clang-format off
+constexpr CheckpointLayout kHfMixtral{
+    .name = "hf-mixtral", .model_type = "mixtral", .family = Family::llama,
+    .d_model = "hidden_size", .n_layers = "num_hidden_layers", .n_heads = "num_attention_heads",
+    .n_kv_heads = "num_key_value_heads", .head_dim = "head_dim", .n_experts = "num_local_experts",
+    .top_k = "num_experts_per_tok", .expert_hidden = "intermediate_size", .vocab_size = "vocab_size",
+    .max_context = "max_position_embeddings",
+    // rope_theta: transformers 5 nests it in rope_parameters, older configs keep it on top.
+    // No attention-scale key (always 1/sqrt(head_dim)), no expert capacity at inference.
+    .norm_eps = "rms_norm_eps", .rope_theta = "rope_theta", .attention_scale = nullptr, .capacity_factor = nullptr,
+    .absent = {.rope_theta = 1e6f},  // MixtralConfig's default
+    .expert_hidden_per_d_model = 0};
 
-const CheckpointLayout& makemoe_layout() {
-  static const CheckpointLayout layout = [] {
-    CheckpointLayout l{};
-    l.name = "makemoe";
-    l.model_type = "makemoe";
-    l.family = Family::classic;
-    l.d_model = "n_embed";
-    l.n_layers = "n_layer";
-    l.n_heads = "n_head";
-    l.n_kv_heads = nullptr;  // multi-head attention: n_heads
-    l.head_dim = nullptr;    // d_model / n_heads
-    l.n_experts = "num_experts";
-    l.top_k = "top_k";
-    l.expert_hidden = "expert_hidden";
-    l.vocab_size = "vocab_size";
-    l.max_context = "block_size";
-    l.norm_eps = "layer_norm_eps";
-    l.rope_theta = nullptr;  // learned positions
-    l.attention_scale = "attention_scale";
-    l.capacity_factor = "capacity_factor";
-    l.absent.rope_theta = 0.f;                                          // no RoPE
-    l.absent.attention_scale = AttentionScaleRule::inv_sqrt_model_dim;  // makeMoE's Head: C**-0.5
-    l.absent.capacity_factor = 1.0;  // makeMoE's SparseMoE applies capacity 1.0 in every forward pass
-    l.expert_hidden_per_d_model = 4;
-    return l;
-  }();
-  return layout;
-}
+constexpr CheckpointLayout kMakemoe{
+    .name = "makemoe", .model_type = "makemoe", .family = Family::classic,
+    // Multi-head attention: n_kv_heads = n_heads, head_dim = d_model / n_heads.
+    .d_model = "n_embed", .n_layers = "n_layer", .n_heads = "n_head", .n_kv_heads = nullptr, .head_dim = nullptr,
+    .n_experts = "num_experts", .top_k = "top_k", .expert_hidden = "expert_hidden", .vocab_size = "vocab_size",
+    .max_context = "block_size", .norm_eps = "layer_norm_eps", .rope_theta = nullptr /* learned positions */,
+    .attention_scale = "attention_scale", .capacity_factor = "capacity_factor",
+    // makeMoE's Head scales by C**-0.5 (C = n_embed); its SparseMoE applies capacity 1.0
+    // in every forward pass; no RoPE.
+    .absent = {.rope_theta = 0.f, .attention_scale = AttentionScaleRule::inv_sqrt_model_dim, .capacity_factor = 1.0},
+    .expert_hidden_per_d_model = 4};
+// clang-format on
+}  // namespace
+
+const CheckpointLayout& hf_mixtral_layout() { return kHfMixtral; }
+const CheckpointLayout& makemoe_layout() { return kMakemoe; }
 
 const CheckpointLayout& layout_for(Family family) {
   return family == Family::classic ? makemoe_layout() : hf_mixtral_layout();
