@@ -5,14 +5,32 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <vector>
 
 #include "converter/input_error.hpp"
+#include "converter/input_file.hpp"
 
 namespace moe::converter {
 namespace {
 std::string errno_text(int err) { return std::strerror(err); }
+std::string mode_text(mode_t mode) {
+  char buf[8];
+  std::snprintf(buf, sizeof buf, "%04o", static_cast<unsigned>(mode & 07777));
+  return buf;
+}
+}  // namespace
+
+namespace {
+const char* kind_of(mode_t mode) {
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISFIFO(mode)) return "a FIFO (named pipe)";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  if (S_ISSOCK(mode)) return "a socket";
+  return "not a regular file";
+}
 }  // namespace
 
 AtomicFile::AtomicFile(std::filesystem::path destination) : dest_(std::move(destination)) {
@@ -20,6 +38,28 @@ AtomicFile::AtomicFile(std::filesystem::path destination) : dest_(std::move(dest
   std::error_code ec;
   if (!std::filesystem::is_directory(dir, ec))
     throw InputError("cannot write '" + dest_.string() + "': directory '" + dir.string() + "' does not exist");
+  // What is there already decides: nothing, a regular file (replaced, its mode kept), or
+  // a symlink to one (the link is replaced, its target untouched). Anything else (a
+  // device, a FIFO, a directory, a link to one), an input of this run or a read-only
+  // file is refused before any work is lost.
+  struct stat st {};
+  if (::lstat(dest_.c_str(), &st) == 0) {
+    struct stat target = st;
+    const bool link = S_ISLNK(st.st_mode);
+    const bool dangling = link && ::stat(dest_.c_str(), &target) != 0;
+    if (!dangling && !S_ISREG(target.st_mode))
+      throw InputError("cannot write '" + dest_.string() + "': it is " + (link ? "a symbolic link to " : "") +
+                       kind_of(target.st_mode) + ", and outputs replace only regular files");
+    if (!link) {
+      if (const std::string input = input_at(dest_); !input.empty())
+        throw InputError("cannot write '" + dest_.string() + "': it is an input of this run ('" + input +
+                         "'), and writing it would destroy it; choose another output");
+      if ((st.st_mode & 0222) == 0)
+        throw InputError("cannot write '" + dest_.string() + "': it is read-only (mode " + mode_text(st.st_mode) +
+                         "); make it writable or remove it to replace it");
+      mode_ = st.st_mode & 07777;
+    }
+  }
   std::string name = std::string(".") + dest_.filename().string();
   name += ".tmp.XXXXXX";
   std::string pattern = (dir / name).string();
@@ -28,7 +68,7 @@ AtomicFile::AtomicFile(std::filesystem::path destination) : dest_(std::move(dest
   fd_ = mkstemp(buf.data());
   if (fd_ < 0) throw InputError("cannot create a temporary file in '" + dir.string() + "': " + errno_text(errno));
   temp_ = buf.data();
-  fchmod(fd_, 0644);
+  fchmod(fd_, mode_);
 }
 
 AtomicFile::~AtomicFile() {

@@ -1,6 +1,9 @@
 // Crash-safe output: write to a temporary file in the destination's directory, fsync,
 // rename over the destination, fsync the directory. A crash or a full disk leaves
-// either the old file or the new one, never half of one.
+// either the old file or the new one, never half of one. The destination must be
+// absent, a regular file (its mode is kept) or a symlink to one (the link is replaced,
+// its target untouched); a device, FIFO, directory, read-only file or an input of this
+// run (input_file.hpp) is refused when the AtomicFile is made, before any work.
 #pragma once
 
 #include <cstddef>
@@ -24,6 +27,7 @@ class AtomicFile {
   std::filesystem::path dest_;
   std::filesystem::path temp_;
   int fd_ = -1;
+  unsigned mode_ = 0644;  // the replaced file's, or 0644
   bool committed_ = false;
 };
 

@@ -7,6 +7,7 @@
 #include <set>
 
 #include "converter/input_error.hpp"
+#include "converter/input_file.hpp"
 #include "moe/tokenizer.hpp"
 
 namespace moe::converter {
@@ -16,10 +17,9 @@ using nlohmann::json;
 namespace {
 
 json read_json(const std::filesystem::path& path) {
-  std::ifstream in(path);
-  if (!in) throw InputError("cannot open '" + path.string() + "'");
+  const std::string text = read_input_file(path, kMaxJsonBytes, path.filename().string());
   try {
-    return json::parse(in);
+    return json::parse(text);
   } catch (const json::exception& e) {
     throw InputError("'" + path.string() + "' is not valid JSON: " + e.what());
   }

@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 
+#include "converter/input_file.hpp"
 #include "converter/atomic_file.hpp"
 #include "converter/input_error.hpp"
 #include "converter/converter.hpp"
@@ -12,6 +13,7 @@
 #include "tools/compiled_models.hpp"
 
 int main(int argc, char** argv) {
+  const moe::converter::RecordInputs record_inputs;  // no output may replace what this run reads
   CLI::App app{"moe_convert: convert a Hugging Face Mixtral or makeMoE checkpoint directory to a .moe model"};
   std::string input, output, experts = "int8", attention = "fp16", embeddings = "fp16";
   moe::converter::ConvertOptions options;

@@ -7,11 +7,13 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 
+#include "converter/input_file.hpp"
 #include "converter/checkpoint_writer.hpp"
 #include "converter/input_error.hpp"
 #include "tools/cli_support.hpp"
 
 int main(int argc, char** argv) {
+  const moe::converter::RecordInputs record_inputs;  // no output may replace what this run reads
   CLI::App app{"moe_random_checkpoint: write a checkpoint of deterministic random weights for a model config"};
   std::string key, out;
   uint64_t seed = 1;

@@ -1,11 +1,14 @@
 #include "converter/safetensors.hpp"
 
+#include <algorithm>
 #include <cstring>
+#include <set>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "converter/atomic_file.hpp"
 #include "converter/input_error.hpp"
+#include "converter/input_file.hpp"
 #include "moe/fp16.hpp"
 
 namespace moe::converter {
@@ -37,21 +40,34 @@ SafetensorsFile::SafetensorsFile(const std::filesystem::path& path) {
   where += path.string();
   where += "'";
   if (Error e = MappedFile::open(path.c_str(), map_)) throw InputError(e.what());
+  note_input(path);
   const auto* bytes = static_cast<const uint8_t*>(map_.data());
   const size_t size = map_.size();
   if (size < 8) throw InputError(where + " is not a safetensors file: only " + std::to_string(size) + " bytes");
   uint64_t header_len = 0;
   for (int i = 7; i >= 0; --i) header_len = header_len << 8 | bytes[i];
-  if (header_len > size - 8 || header_len > (100u << 20))
+  if (header_len > size - 8)
     throw InputError(where + " is not a safetensors file or is truncated: header length " + std::to_string(header_len) +
                      " does not fit in " + std::to_string(size) + " bytes");
+  if (header_len > kMaxSafetensorsHeader)
+    throw InputError(where + " has a safetensors header of " + std::to_string(header_len) + " bytes; at most " +
+                     std::to_string(kMaxSafetensorsHeader >> 20) + " MiB is read (real checkpoints' are under 2 MB)");
   json header;
+  std::string duplicate;  // a name the header gives twice (JSON parsers keep the last: refused)
+  std::set<std::string> names;
+  const json::parser_callback_t note_names = [&](int depth, json::parse_event_t event, json& parsed) {
+    if (depth == 1 && event == json::parse_event_t::key && !names.insert(parsed.get<std::string>()).second &&
+        duplicate.empty())
+      duplicate = parsed.get<std::string>();
+    return true;
+  };
   try {
-    header = json::parse(bytes + 8, bytes + 8 + header_len);
+    header = json::parse(bytes + 8, bytes + 8 + header_len, note_names);
   } catch (const json::exception& e) {
     throw InputError(where + " has a malformed safetensors header: " + e.what());
   }
   if (!header.is_object()) throw InputError(where + " has a malformed safetensors header: not a JSON object");
+  if (!duplicate.empty()) throw InputError(where + " names tensor '" + duplicate + "' twice in its header");
   const uint8_t* data_start = bytes + 8 + header_len;
   const size_t data_size = size - 8 - header_len;
   for (const auto& [name, entry] : header.items()) {
@@ -89,6 +105,16 @@ SafetensorsFile::SafetensorsFile(const std::filesystem::path& path) {
     info.bytes = end - begin;
     tensors_.emplace(name, std::move(info));
   }
+  // Each byte of the data section belongs to at most one tensor.
+  std::vector<const SafetensorInfo*> by_offset;
+  for (const auto& [name, info] : tensors_) by_offset.push_back(&info);
+  std::sort(by_offset.begin(), by_offset.end(), [](auto* a, auto* b) { return a->data < b->data; });
+  for (size_t i = 1; i < by_offset.size(); ++i) {
+    const SafetensorInfo& a = *by_offset[i - 1];
+    if (a.data + a.bytes > by_offset[i]->data)
+      throw InputError(where + ": tensors '" + a.name + "' and '" + by_offset[i]->name +
+                       "' overlap in the data section: the file is corrupt");
+  }
 }
 
 TensorStore::TensorStore(const std::filesystem::path& dir) {
@@ -99,8 +125,7 @@ TensorStore::TensorStore(const std::filesystem::path& dir) {
   if (std::filesystem::exists(index_path)) {
     json index;
     try {
-      std::ifstream in(index_path);
-      index = json::parse(in);
+      index = json::parse(read_input_file(index_path, kMaxJsonBytes, "shard index"));
     } catch (const json::exception& e) {
       throw InputError("cannot read '" + index_path.string() + "': " + e.what());
     }

@@ -9,6 +9,7 @@
 #include "converter/checkpoint.hpp"
 #include "converter/checkpoint_writer.hpp"
 #include "converter/input_error.hpp"
+#include "converter/input_file.hpp"
 #include "converter/safetensors.hpp"
 #include "moe/crc32c.hpp"
 #include "trainer/data.hpp"
@@ -50,11 +51,8 @@ void save_train_state(const std::filesystem::path& path, const TrainState& s) {
 }
 
 TrainState load_train_state(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw InputError("cannot open training state '" + path.string() + "'");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  const std::string bytes = ss.str();
+  // Not recorded as an input: the run replaces it at its next checkpoint.
+  const std::string bytes = converter::read_regular_file(path, size_t{1} << 36, "training state");
   const std::string where = "training state '" + path.string() + "'";
   if (bytes.size() < 20 || std::memcmp(bytes.data(), kMagic, sizeof kMagic) != 0)
     throw InputError(where + " is not a moe_train state file");

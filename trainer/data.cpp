@@ -6,18 +6,13 @@
 #include <sstream>
 
 #include "converter/input_error.hpp"
+#include "converter/input_file.hpp"
 #include "moe/tokenizer.hpp"
 
 namespace moe::train {
 
 Corpus load_corpus(const std::filesystem::path& path, const std::vector<uint32_t>* fixed_vocab) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in)
-    throw InputError("cannot open corpus '" + path.string() +
-                     "': " + (std::filesystem::exists(path) ? "not readable" : "no such file"));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  const std::string text = ss.str();
+  const std::string text = converter::read_input_file(path, kMaxCorpusBytes, "corpus");
   std::vector<uint32_t> cps;
   cps.reserve(text.size());
   int line = 1, col = 1;

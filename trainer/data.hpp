@@ -17,6 +17,8 @@ struct Corpus {
   std::vector<int32_t> train, val;
 };
 
+inline constexpr size_t kMaxCorpusBytes = size_t{1} << 30;  // a corpus is read whole into memory
+
 // Reads a UTF-8 text file. With `fixed_vocab` the ids follow it, and a character outside
 // it is an error naming the character, its line and column. Throws InputError.
 Corpus load_corpus(const std::filesystem::path& path, const std::vector<uint32_t>* fixed_vocab = nullptr);

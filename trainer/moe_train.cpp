@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "converter/input_file.hpp"
 #include "converter/checkpoint.hpp"
 #include "converter/input_error.hpp"
 #include "trainer/checkpoint_io.hpp"
@@ -81,6 +82,7 @@ Evaluation evaluate(Model<float>& model, const std::vector<int32_t>& data, const
 }  // namespace
 
 int main(int argc, char** argv) {
+  const moe::converter::RecordInputs record_inputs;  // no output may replace what this run reads
   CLI::App app{"moe_train: train a Mixture-of-Experts language model (C++, hand-written backward)"};
   std::string data = "data/tinyshakespeare.txt", out, preset_name = "makemoe", init_from, family;
   bool resume = false;

@@ -27,10 +27,22 @@ MappedFile& MappedFile::operator=(MappedFile&& other) noexcept {
   return *this;
 }
 
-Error MappedFile::open(const char* path, MappedFile& out) {
-  out = MappedFile{};
-  const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return Error::make(ErrorCode::io, "cannot open '%s': %s", path, std::strerror(errno));
+namespace {
+const char* file_kind(mode_t mode) {
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISFIFO(mode)) return "a FIFO (named pipe)";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  if (S_ISSOCK(mode)) return "a socket";
+  return "not a regular file";
+}
+}  // namespace
+
+Error open_regular_file(const char* path, int& fd, struct stat* st_out, const char* what) {
+  const char* named = what != nullptr ? what : "";
+  const char* space = what != nullptr ? " " : "";
+  fd = ::open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+  if (fd < 0) return Error::make(ErrorCode::io, "cannot open %s%s'%s': %s", named, space, path, std::strerror(errno));
   struct stat st {};
   if (fstat(fd, &st) != 0) {
     const int err = errno;
@@ -39,8 +51,20 @@ Error MappedFile::open(const char* path, MappedFile& out) {
   }
   if (!S_ISREG(st.st_mode)) {
     close(fd);
-    return Error::make(ErrorCode::io, "'%s' is not a regular file", path);
+    return Error::make(ErrorCode::io, "cannot open %s%s'%s': it is %s, and only a regular file can be read", named, space,
+                       path, file_kind(st.st_mode));
   }
+  const int flags = fcntl(fd, F_GETFL);
+  if (flags >= 0) fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+  if (st_out != nullptr) *st_out = st;
+  return Error::none();
+}
+
+Error MappedFile::open(const char* path, MappedFile& out) {
+  out = MappedFile{};
+  int fd = -1;
+  struct stat st {};
+  if (Error e = open_regular_file(path, fd, &st)) return e;
   if (st.st_size == 0) {
     close(fd);
     return Error::make(ErrorCode::not_a_model, "'%s' is empty", path);

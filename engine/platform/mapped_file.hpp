@@ -6,7 +6,15 @@
 
 #include "moe/error.hpp"
 
+struct stat;
+
 namespace moe {
+
+// Opens `path` for reading without blocking (a FIFO or a device would otherwise hang the
+// open or the read), fstats it and refuses anything but a regular file, naming what it
+// is. On success `fd` is a blocking descriptor the caller closes, and `st` (if given)
+// describes the file. `what` ("corpus", ...) names the file in messages.
+Error open_regular_file(const char* path, int& fd, struct stat* st = nullptr, const char* what = nullptr);
 
 class MappedFile {
  public:
@@ -17,7 +25,8 @@ class MappedFile {
   MappedFile(const MappedFile&) = delete;
   MappedFile& operator=(const MappedFile&) = delete;
 
-  // Maps `path` (page-aligned, so 64-byte aligned as the model format needs).
+  // Maps `path` (page-aligned, so 64-byte aligned as the model format needs); a regular
+  // file only (open_regular_file).
   static Error open(const char* path, MappedFile& out);
 
   const void* data() const { return data_; }

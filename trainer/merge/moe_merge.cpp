@@ -11,6 +11,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 
+#include "converter/input_file.hpp"
 #include "converter/input_error.hpp"
 #include "tools/cli_support.hpp"
 #include "trainer/merge/merge.hpp"
@@ -36,6 +37,7 @@ json slice_json(const std::string& arg) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  const moe::converter::RecordInputs record_inputs;  // no output may replace what this run reads
   CLI::App app{
       "moe_merge: merge checkpoints (linear, slerp, task_arithmetic, ties, dare_linear, dare_ties, passthrough) or "
       "build a "

@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "converter/input_error.hpp"
+#include "converter/input_file.hpp"
 
 namespace moe::merge {
 
@@ -121,18 +122,27 @@ int number_kind(const std::string& s) {
   return i == s.size() ? (real ? 2 : 1) : 0;
 }
 
-json yaml_node_to_json(const YAML::Node& n) {
+// Converting walks aliases as often as they are used: a recipe whose aliases name their
+// own ancestors never ends, and nested aliases multiply ("billion laughs"). Depth and
+// the expanded node count are bounded, so both are refused within a few milliseconds.
+json yaml_node_to_json(const YAML::Node& n, int depth, long& budget) {
+  if (depth > kMaxRecipeDepth)
+    throw InputError("nests deeper than " + std::to_string(kMaxRecipeDepth) +
+                     " levels, or a YAML alias refers to a node that contains it");
+  if (--budget < 0)
+    throw InputError("expands to more than " + std::to_string(kMaxRecipeNodes) +
+                     " values (YAML aliases repeat what they name)");
   switch (n.Type()) {
     case YAML::NodeType::Null:
     case YAML::NodeType::Undefined: return nullptr;
     case YAML::NodeType::Sequence: {
       json a = json::array();
-      for (const auto& e : n) a.push_back(yaml_node_to_json(e));
+      for (const auto& e : n) a.push_back(yaml_node_to_json(e, depth + 1, budget));
       return a;
     }
     case YAML::NodeType::Map: {
       json o = json::object();
-      for (const auto& kv : n) o[kv.first.as<std::string>()] = yaml_node_to_json(kv.second);
+      for (const auto& kv : n) o[kv.first.as<std::string>()] = yaml_node_to_json(kv.second, depth + 1, budget);
       return o;
     }
     case YAML::NodeType::Scalar: break;
@@ -148,11 +158,41 @@ json yaml_node_to_json(const YAML::Node& n) {
   return s;
 }
 
+// The deepest nesting of [ and { outside quoted strings: checked before a parser (whose
+// copies and destructors recurse) sees the text.
+int bracket_depth(const std::string& text) {
+  int depth = 0, deepest = 0;
+  char quote = 0;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (quote != 0) {
+      if (c == '\\' && quote == '"') ++i;
+      else if (c == quote) quote = 0;
+    } else if (c == '"' || c == '\'') {
+      quote = c;
+    } else if (c == '[' || c == '{') {
+      deepest = std::max(deepest, ++depth);
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+  return deepest;
+}
+
+void check_nesting(const std::string& text, const std::string& what) {
+  if (bracket_depth(text) > kMaxRecipeDepth)
+    throw InputError(what + " nests deeper than " + std::to_string(kMaxRecipeDepth) + " levels");
+}
+
 }  // namespace
 
 json yaml_to_json(const std::string& text, const std::string& what) {
+  check_nesting(text, what);
   try {
-    return yaml_node_to_json(YAML::Load(text));
+    long budget = kMaxRecipeNodes;
+    return yaml_node_to_json(YAML::Load(text), 0, budget);
+  } catch (const InputError& e) {
+    throw InputError(what + " " + e.what());
   } catch (const YAML::Exception& e) {
     throw InputError(what + " is not valid YAML: " + e.what());
   }
@@ -207,11 +247,7 @@ std::vector<std::string> strings(const json& j, const std::string& what) {
 }
 
 std::string read_text_file(const std::filesystem::path& p, const std::string& what) {
-  std::ifstream in(p, std::ios::binary);
-  if (!in) throw InputError(what + " '" + p.string() + "' cannot be read");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+  return converter::read_input_file(p, kMaxRecipeBytes, what);
 }
 
 }  // namespace
@@ -391,6 +427,7 @@ MergeRecipe load_recipe(const std::filesystem::path& file) {
   const std::string ext = file.extension().string();
   json j;
   if (ext == ".json") {
+    check_nesting(body, "recipe '" + file.string() + "'");
     try {
       j = json::parse(body);
     } catch (const json::exception& e) {

@@ -20,6 +20,7 @@
 //   a list, each file one prompt; expert: which expert of an MoE donor; default 0)
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -95,6 +96,12 @@ struct MergeRecipe {
 };
 
 // Reads a .yaml/.yml or .json recipe file (throws InputError naming the file and key).
+// Bounds on a recipe file, checked before it is converted: its size, its nesting and
+// the values its YAML aliases expand to.
+inline constexpr size_t kMaxRecipeBytes = size_t{1} << 20;
+inline constexpr int kMaxRecipeDepth = 64;
+inline constexpr long kMaxRecipeNodes = 100000;
+
 MergeRecipe load_recipe(const std::filesystem::path& file);
 // Builds a recipe from its JSON form (the command-line flags produce the same form).
 MergeRecipe parse_recipe(const nlohmann::json& j);
