@@ -1,0 +1,221 @@
+// The tools given the paths, files and values a careless or hostile user passes: outputs
+// that are not regular files, outputs that are inputs, FIFOs, recipe bombs, corrupt
+// safetensors headers. Each case destroyed a file, hung, crashed or exhausted memory
+// before the fix; now each is refused with a message, and nothing is lost.
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "converter/checkpoint.hpp"
+#include "converter/input_error.hpp"
+#include "converter/input_file.hpp"
+#include "converter/safetensors.hpp"
+#include "support/test_support.hpp"
+#include "trainer/merge/recipe.hpp"
+
+namespace moe {
+namespace {
+
+namespace fs = std::filesystem;
+using Result = test::ProgramResult;
+const auto slurp = test::read_file;
+
+const std::string kConvert = MOE_CONVERT_PATH, kInfer = MOE_INFER_PATH, kMerge = MOE_MERGE_PATH, kTrain = MOE_TRAIN_PATH;
+constexpr long kHang = 30'000'000;  // µs: a tool that blocks this long on a FIFO has hung
+
+// A run that must end by itself with a refusal naming `text`.
+void expect_refusal(const Result& r, const std::string& text) {
+  EXPECT_FALSE(r.killed()) << "the tool hung";
+  EXPECT_NE(r.code, 0) << r.out;
+  EXPECT_NE(r.err.find(text), std::string::npos) << "stderr: " << r.err;
+}
+Result run(std::vector<std::string> argv) { return test::run_program_killed_after(std::move(argv), kHang); }
+
+void write_text(const fs::path& p, const std::string& text) { std::ofstream(p, std::ios::binary) << text; }
+mode_t mode_of(const fs::path& p) {
+  struct stat st {};
+  EXPECT_EQ(::lstat(p.c_str(), &st), 0) << p;
+  return st.st_mode;
+}
+std::vector<std::string> convert_args(const fs::path& ck, const fs::path& out) {
+  return {kConvert, ck.string(), "-o", out.string(), "-q"};
+}
+
+// ---- 1. outputs that are not regular files ------------------------------------------------
+
+TEST(HostileOutput, NotARegularFileIsRefusedAndLeftAsItWas) {
+  test::TempDir tmp;
+  const fs::path ck = test::fixture_dir("makemoe-tiny");
+  ASSERT_EQ(mkfifo((tmp / "fifo").c_str(), 0644), 0);
+  expect_refusal(run(convert_args(ck, tmp / "fifo")), "a FIFO");
+  EXPECT_TRUE(S_ISFIFO(mode_of(tmp / "fifo")));
+
+  fs::create_directory(tmp / "dir");
+  expect_refusal(run(convert_args(ck, tmp / "dir")), "a directory");
+  EXPECT_TRUE(fs::is_directory(tmp / "dir"));
+
+  fs::create_symlink(tmp / "fifo", tmp / "to-fifo");
+  expect_refusal(run(convert_args(ck, tmp / "to-fifo")), "a symbolic link to a FIFO");
+  EXPECT_TRUE(fs::is_symlink(tmp / "to-fifo"));
+  EXPECT_TRUE(S_ISFIFO(mode_of(tmp / "fifo")));
+}
+
+TEST(HostileOutput, SymlinkToARegularFileIsReplacedAndItsTargetKept) {
+  test::TempDir tmp;
+  write_text(tmp / "target", "keep me");
+  fs::create_symlink(tmp / "target", tmp / "link.moe");
+  const Result r = run(convert_args(test::fixture_dir("makemoe-tiny"), tmp / "link.moe"));
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_FALSE(fs::is_symlink(tmp / "link.moe"));
+  EXPECT_TRUE(fs::is_regular_file(tmp / "link.moe"));
+  EXPECT_EQ(slurp(tmp / "target"), "keep me");
+}
+
+TEST(HostileOutput, ReadOnlyFileIsRefusedAndAWritableOneKeepsItsMode) {
+  test::TempDir tmp;
+  write_text(tmp / "ro.moe", "old");
+  ASSERT_EQ(::chmod((tmp / "ro.moe").c_str(), 0444), 0);
+  expect_refusal(run(convert_args(test::fixture_dir("makemoe-tiny"), tmp / "ro.moe")), "read-only");
+  EXPECT_EQ(slurp(tmp / "ro.moe"), "old");
+  EXPECT_EQ(mode_of(tmp / "ro.moe") & 07777, 0444u);
+
+  write_text(tmp / "mine.moe", "old");
+  ASSERT_EQ(::chmod((tmp / "mine.moe").c_str(), 0600), 0);
+  const Result r = run(convert_args(test::fixture_dir("makemoe-tiny"), tmp / "mine.moe"));
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(slurp(tmp / "mine.moe"), "old");
+  EXPECT_EQ(mode_of(tmp / "mine.moe") & 07777, 0600u);
+}
+
+// ---- 2. outputs that are inputs -----------------------------------------------------------
+
+TEST(HostileOutput, AnInputIsNeverReplacedUnderAnyName) {
+  test::TempDir tmp;
+  const fs::path ck = tmp / "ck";
+  test::copy_dir(test::fixture_dir("makemoe-tiny"), ck);
+  const std::string weights = slurp(ck / "model.safetensors"), config = slurp(ck / "config.json");
+  expect_refusal(run(convert_args(ck, ck / "model.safetensors")), "is an input of this run");
+  expect_refusal(run(convert_args(ck, ck / "config.json")), "is an input of this run");
+  fs::create_hard_link(ck / "model.safetensors", tmp / "alias.moe");  // same inode, another name
+  expect_refusal(run(convert_args(ck, tmp / "alias.moe")), "is an input of this run");
+  EXPECT_EQ(slurp(ck / "model.safetensors"), weights);
+  EXPECT_EQ(slurp(ck / "config.json"), config);
+}
+
+TEST(HostileOutput, MergeIntoOneOfItsInputsIsRefused) {
+  test::TempDir tmp;
+  for (const char* name : {"a", "b"}) {
+    const Result r = test::run_program({MOE_RANDOM_CHECKPOINT_PATH, "--config", "classic-d16-l1-h2-kv2-hd8-e2-k1-f32-v4-c8",
+                                        "--out", (tmp / name).string(), "--seed", name[0] == 'a' ? "1" : "2"});
+    ASSERT_EQ(r.code, 0) << r.err;
+  }
+  const std::string a = slurp(tmp / "a" / "model.safetensors");
+  expect_refusal(run({kMerge, "--method", "linear", "--model", (tmp / "a").string(), "--model", (tmp / "b").string(),
+                      "--out", (tmp / "a").string()}),
+                 "is an input of this run");
+  EXPECT_EQ(slurp(tmp / "a" / "model.safetensors"), a);
+}
+
+// ---- 4. inputs that are FIFOs -------------------------------------------------------------
+
+TEST(HostileInput, FifosAreRefusedInsteadOfHanging) {
+  test::TempDir tmp;
+  ASSERT_EQ(mkfifo((tmp / "fifo").c_str(), 0644), 0);
+  for (const char* file : {"config.json", "model.safetensors", "tokenizer.json"}) {
+    const fs::path ck = tmp / (std::string("ck-") + file);
+    test::copy_dir(test::fixture_dir("makemoe-tiny"), ck);
+    fs::remove(ck / file);
+    ASSERT_EQ(mkfifo((ck / file).c_str(), 0644), 0);
+    expect_refusal(run(convert_args(ck, tmp / "out.moe")), "a FIFO");
+  }
+  const fs::path sharded = tmp / "sharded";
+  test::copy_dir(test::fixture_dir("mixtral-tiny-a"), sharded);
+  ASSERT_EQ(mkfifo((sharded / "model.safetensors.index.json").c_str(), 0644), 0);
+  expect_refusal(run(convert_args(sharded, tmp / "out.moe")), "a FIFO");
+
+  expect_refusal(run({kInfer, "--model", (tmp / "fifo").string(), "--ids", "1", "-n", "1"}), "a FIFO");
+  expect_refusal(run({kMerge, "--config", (tmp / "fifo").string(), "--out", (tmp / "m").string()}), "a FIFO");
+  expect_refusal(run({kMerge, "--config", "/dev/zero", "--out", (tmp / "m").string()}), "a character device");
+  expect_refusal(run({kTrain, "--data", (tmp / "fifo").string(), "--out", (tmp / "t").string()}), "a FIFO");
+  EXPECT_FALSE(fs::exists(tmp / "out.moe"));
+}
+
+// ---- 3. recipe bombs ----------------------------------------------------------------------
+
+void expect_recipe_refused(const std::string& name, const std::string& text, const std::string& why) {
+  test::TempDir tmp;
+  write_text(tmp / name, text);
+  const auto t0 = std::chrono::steady_clock::now();
+  try {
+    merge::load_recipe(tmp / name);
+    ADD_FAILURE() << name << " was accepted";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find(why), std::string::npos) << e.what();
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5)) << name;
+}
+
+TEST(HostileRecipe, AliasCyclesBombsAndDeepNestingAreRefused) {
+  expect_recipe_refused("cycle.yaml", "merge_method: linear\nmodels: &m [ {model: a}, *m ]\n",
+                        "a YAML alias refers to a node that contains it");
+  std::ostringstream laughs;  // nine levels of ten aliases each: 10^9 values once expanded
+  laughs << "merge_method: linear\na0: &a0 [x, x, x, x, x, x, x, x, x, x]\n";
+  for (int i = 1; i < 9; ++i) {
+    laughs << 'a' << i << ": &a" << i << " [";
+    for (int k = 0; k < 10; ++k) laughs << (k ? ", " : "") << "*a" << i - 1;
+    laughs << "]\n";
+  }
+  expect_recipe_refused("laughs.yaml", laughs.str(), "expands to more than");
+  expect_recipe_refused("deep.json", std::string(200000, '[') + std::string(200000, ']'), "nests deeper than");
+  expect_recipe_refused("deep.yaml", std::string(5000, '[') + std::string(5000, ']'), "nests deeper than");
+  std::string huge = "# ";
+  huge.append(merge::kMaxRecipeBytes, 'x');
+  expect_recipe_refused("huge.yaml", huge, "more than the 1 MiB");
+}
+
+// ---- 13. safetensors headers --------------------------------------------------------------
+
+void write_safetensors_with_header(const fs::path& p, const std::string& header, size_t data_bytes) {
+  std::string bytes(8, '\0');
+  uint64_t n = header.size();
+  for (int i = 0; i < 8; ++i) bytes[static_cast<size_t>(i)] = static_cast<char>(n >> (8 * i) & 0xff);
+  bytes += header;
+  bytes += std::string(data_bytes, '\0');
+  write_text(p, bytes);
+}
+
+void expect_safetensors_refused(const std::string& header, size_t data_bytes, const std::string& why) {
+  test::TempDir tmp;
+  write_safetensors_with_header(tmp / "model.safetensors", header, data_bytes);
+  try {
+    converter::SafetensorsFile f(tmp / "model.safetensors");
+    ADD_FAILURE() << "accepted: " << header.substr(0, 200);
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find(why), std::string::npos) << e.what();
+  }
+}
+
+TEST(HostileSafetensors, DuplicateNamesOverlapsAndHugeHeadersAreRefused) {
+  const std::string t = R"({"dtype": "F32", "shape": [2], "data_offsets": )";
+  expect_safetensors_refused("{\"w\": " + t + "[0, 8]}, \"w\": " + t + "[8, 16]}}", 16, "names tensor 'w' twice");
+  expect_safetensors_refused("{\"a\": " + t + "[0, 8]}, \"b\": " + t + "[4, 12]}}", 16, "overlap");
+  std::string huge = "{\"__metadata__\": {\"pad\": \"";
+  huge.append(converter::kMaxSafetensorsHeader, ' ');
+  huge.append("\"}}");
+  expect_safetensors_refused(huge, 0, "MiB is read");
+  // The same shapes, side by side, are fine.
+  test::TempDir tmp;
+  write_safetensors_with_header(tmp / "ok.safetensors", "{\"a\": " + t + "[0, 8]}, \"b\": " + t + "[8, 16]}}", 16);
+  EXPECT_EQ(converter::SafetensorsFile(tmp / "ok.safetensors").tensors().size(), 2u);
+}
+
+}  // namespace
+}  // namespace moe
