@@ -25,6 +25,19 @@ json read_json(const std::filesystem::path& path) {
   }
 }
 
+// 1e6 rather than 1e+06: as people write it in config.json.
+std::string compact_number(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", v);
+  std::string s;
+  for (const char* p = buf; *p != '\0'; ++p) {
+    s += *p;
+    if (*p == 'e')
+      while (p[1] == '+' || p[1] == '0') ++p;
+  }
+  return s;
+}
+
 // A positive integer field of config.json; `fallback` < 0 means required.
 int int_field(const json& cfg, const char* key, const std::filesystem::path& file, int fallback = -1) {
   if (!cfg.contains(key) || cfg[key].is_null()) {
@@ -41,25 +54,30 @@ float float_field(const json& cfg, const char* key, const std::filesystem::path&
   if (!cfg.contains(key) || cfg[key].is_null()) return fallback;
   if (!cfg[key].is_number())
     throw InputError("'" + file.string() + "': '" + key + "' must be a number, found " + cfg[key].dump());
-  return cfg[key].get<float>();
+  const double v = cfg[key].get<double>();
+  if (!std::isfinite(static_cast<float>(v)))
+    throw InputError("'" + file.string() + "': '" + key + "' is " + compact_number(v) + ", beyond a float's range");
+  return static_cast<float>(v);
 }
 
-// 1e6 rather than 1e+06: as people write it in config.json.
-std::string compact_number(double v) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%g", v);
-  std::string s;
-  for (const char* p = buf; *p != '\0'; ++p) {
-    s += *p;
-    if (*p == 'e')
-      while (p[1] == '+' || p[1] == '0') ++p;
-  }
-  return s;
+// A norm's epsilon: 0 < eps < 1, as the loader requires.
+float norm_eps_field(const json& cfg, const char* key, const std::filesystem::path& file, float fallback) {
+  const float eps = float_field(cfg, key, file, fallback);
+  if (!(eps > 0.f && eps < 1.f))
+    throw InputError("'" + file.string() + "': '" + key + "' is " + compact_number(eps) + "; it must be in (0, 1)");
+  return eps;
 }
 
-int token_id_field(const json& cfg, const char* key) {
-  if (!cfg.contains(key) || !cfg[key].is_number_integer()) return -1;  // null or a list: none we use
-  return static_cast<int>(cfg[key].get<long long>());
+// A token id: absent, null or a list (none we use) is -1; otherwise it must name a token.
+int32_t token_id_field(const json& cfg, const char* key, int vocab_size, const std::filesystem::path& file) {
+  if (!cfg.contains(key) || !cfg[key].is_number_integer()) return -1;
+  const json& v = cfg[key];
+  const bool in_range = v.is_number_unsigned() ? v.get<unsigned long long>() < static_cast<unsigned long long>(vocab_size)
+                                               : v.get<long long>() >= 0 && v.get<long long>() < vocab_size;
+  if (!in_range)
+    throw InputError("'" + file.string() + "': '" + key + "' is " + v.dump() + ", outside the vocabulary [0, " +
+                     std::to_string(vocab_size) + ")");
+  return static_cast<int32_t>(v.get<long long>());
 }
 
 std::vector<uint32_t> read_char_tokenizer(const std::filesystem::path& path) {
@@ -91,7 +109,7 @@ void open_mixtral(Checkpoint& ck, const json& cfg, const std::filesystem::path& 
   c.expert_hidden = int_field(cfg, k.expert_hidden, file);
   c.vocab_size = int_field(cfg, k.vocab_size, file);
   c.max_context = int_field(cfg, k.max_context, file);
-  m.norm_eps = float_field(cfg, k.norm_eps, file, k.absent.norm_eps);
+  m.norm_eps = norm_eps_field(cfg, k.norm_eps, file, k.absent.norm_eps);
 
   // rope_theta: transformers 5 nests it in rope_parameters; older configs keep it on top.
   const json* rope = nullptr;
@@ -123,10 +141,8 @@ void open_mixtral(Checkpoint& ck, const json& cfg, const std::filesystem::path& 
   if (cfg.value("attention_bias", false)) throw InputError("'" + file.string() + "': attention_bias is not supported");
   m.attention_scale = k.absent.attention_scale;
   m.capacity_factor = k.absent.capacity_factor;
-  m.bos_token_id = token_id_field(cfg, "bos_token_id");
-  m.eos_token_id = token_id_field(cfg, "eos_token_id");
-  if (m.bos_token_id >= c.vocab_size) m.bos_token_id = -1;
-  if (m.eos_token_id >= c.vocab_size) m.eos_token_id = -1;
+  m.bos_token_id = token_id_field(cfg, "bos_token_id", c.vocab_size, file);
+  m.eos_token_id = token_id_field(cfg, "eos_token_id", c.vocab_size, file);
 
   // moe_train's llama-family models carry a char tokenizer; a Hugging Face tokenizer
   // (BPE, SentencePiece) is not read: such a model takes token ids.
@@ -163,7 +179,7 @@ void open_makemoe(Checkpoint& ck, const json& cfg, const std::filesystem::path& 
   c.expert_hidden = int_field(cfg, k.expert_hidden, file, k.expert_hidden_per_d_model * c.d_model);
   c.vocab_size = int_field(cfg, k.vocab_size, file);
   c.max_context = int_field(cfg, k.max_context, file);
-  m.norm_eps = float_field(cfg, k.norm_eps, file, k.absent.norm_eps);
+  m.norm_eps = norm_eps_field(cfg, k.norm_eps, file, k.absent.norm_eps);
   const std::string scale = cfg.value(k.attention_scale, std::string(attention_scale_name(k.absent.attention_scale)));
   if (!parse_attention_scale(scale.c_str(), m.attention_scale))
     throw InputError("'" + file.string() + "': " + k.attention_scale + " '" + scale + "' is not one of " +
@@ -178,7 +194,8 @@ void open_makemoe(Checkpoint& ck, const json& cfg, const std::filesystem::path& 
         "config.json gives no capacity_factor: using makeMoE's default 1.0 (expert capacity int(T*k/E) per window)");
   } else if (cfg[k.capacity_factor].is_null()) {
     m.capacity_factor = 0.;
-  } else if (cfg[k.capacity_factor].is_number() && cfg[k.capacity_factor].get<double>() >= 0.) {
+  } else if (cfg[k.capacity_factor].is_number() && cfg[k.capacity_factor].get<double>() >= 0. &&
+             std::isfinite(cfg[k.capacity_factor].get<double>())) {
     m.capacity_factor = cfg[k.capacity_factor].get<double>();
   } else {
     throw InputError("'" + file.string() + "': capacity_factor must be a number >= 0 or null, found " +

@@ -1,7 +1,10 @@
 #include "converter/converter.hpp"
 
 #include <cstdio>
+#include <cstring>
 #include <map>
+#include <memory>
+#include <new>
 
 #include "converter/input_error.hpp"
 #include "converter/quantize.hpp"
@@ -51,6 +54,18 @@ std::string provenance_source(const std::filesystem::path& dir) {
   std::error_code ec;
   auto abs = std::filesystem::weakly_canonical(dir, ec);
   return ec ? dir.string() : abs.string();
+}
+
+// The loader's own verification of the finished file (in a 64-byte aligned copy, as the
+// engine reads it): the converter can never publish a file the engine would refuse.
+void verify_as_the_engine_would(const std::vector<uint8_t>& bytes) {
+  const std::unique_ptr<uint8_t[], void (*)(uint8_t*)> aligned(
+      new (std::align_val_t(kTensorAlignment)) uint8_t[bytes.size()],
+      [](uint8_t* p) { ::operator delete[](p, std::align_val_t(kTensorAlignment)); });
+  std::memcpy(aligned.get(), bytes.data(), bytes.size());
+  ModelFile file;
+  if (Error e = ModelFile::open(aligned.get(), bytes.size(), file))
+    throw InputError(std::string("the converted model would not load, so nothing was written: ") + e.what());
 }
 
 }  // namespace
@@ -165,6 +180,7 @@ Conversion convert_checkpoint(const std::filesystem::path& dir, const ConvertOpt
 
   out.bytes.assign(fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize());
   for (const auto& kv : classes) out.classes.push_back(kv.second);
+  verify_as_the_engine_would(out.bytes);
   return out;
 }
 

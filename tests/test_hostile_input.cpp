@@ -3,6 +3,7 @@
 // safetensors headers. Each case destroyed a file, hung, crashed or exhausted memory
 // before the fix; now each is refused with a message, and nothing is lost.
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -122,6 +123,41 @@ TEST(HostileOutput, MergeIntoOneOfItsInputsIsRefused) {
                       "--out", (tmp / "a").string()}),
                  "is an input of this run");
   EXPECT_EQ(slurp(tmp / "a" / "model.safetensors"), a);
+}
+
+// ---- 6. config values the loader would refuse ---------------------------------------------
+
+TEST(HostileConfig, OutOfRangeValuesAreRefusedAndTheOldModelKept) {
+  test::TempDir tmp;
+  const fs::path ck = tmp / "ck";
+  test::copy_dir(test::fixture_dir("makemoe-tiny"), ck);
+  ASSERT_EQ(run(convert_args(ck, tmp / "model.moe")).code, 0);
+  const std::string good = slurp(tmp / "model.moe");
+  const nlohmann::json config = nlohmann::json::parse(slurp(ck / "config.json"));
+  const std::vector<std::pair<nlohmann::json, std::string>> cases = {
+      {{{"layer_norm_eps", -1}}, "it must be in (0, 1)"},
+      {{{"layer_norm_eps", 0}}, "it must be in (0, 1)"},
+      {{{"layer_norm_eps", 2}}, "it must be in (0, 1)"},
+      {{{"layer_norm_eps", 1e300}}, "beyond a float's range"},
+  };
+  for (const auto& [change, why] : cases) {
+    nlohmann::json c = config;
+    c.update(change);
+    write_text(ck / "config.json", c.dump());
+    expect_refusal(run(convert_args(ck, tmp / "model.moe")), why);
+    EXPECT_EQ(slurp(tmp / "model.moe"), good) << change.dump();
+  }
+  const fs::path mix = tmp / "mix";
+  test::copy_dir(test::fixture_dir("mixtral-tiny-a"), mix);
+  const nlohmann::json mix_config = nlohmann::json::parse(slurp(mix / "config.json"));
+  for (const auto& change : {nlohmann::json{{"bos_token_id", -5}}, nlohmann::json{{"eos_token_id", 4294967297ll}},
+                             nlohmann::json{{"eos_token_id", 96}}}) {
+    nlohmann::json c = mix_config;
+    c.update(change);
+    write_text(mix / "config.json", c.dump());
+    expect_refusal(run(convert_args(mix, tmp / "model.moe")), "outside the vocabulary [0, 96)");
+    EXPECT_EQ(slurp(tmp / "model.moe"), good) << change.dump();
+  }
 }
 
 // ---- 4. inputs that are FIFOs -------------------------------------------------------------
