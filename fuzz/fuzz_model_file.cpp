@@ -3,8 +3,9 @@
 // CRC and reach the engine — model view construction, a prompt through the file's
 // tokenizer, prefill, and a few sampled decode steps on the configs compiled in here
 // (those of the seed corpus, fuzz/make_seeds.sh).
-// Invariants: nothing crashes or reads out of bounds (ASan/UBSan); a sampled token id is
-// always inside the vocabulary, whatever the logits hold.
+// Invariants: nothing crashes or reads out of bounds (ASan/UBSan); a prefill or decode
+// that succeeds leaves only finite logits (a non-finite one is its non_finite error); a
+// sampled token id is always inside the vocabulary.
 #include <cstddef>
 #include <cstdint>
 
@@ -29,7 +30,18 @@ void run_engine(const moe::ModelFile& file, const uint8_t* data, size_t size) {
     const char text[] = "ab";
     if (tok.encode(text, 2, prompt, 4, n)) n = 0;
   }
-  if (n == 0 || engine.prefill(prompt, n)) return;
+  if (n == 0) return;
+  if (moe::Error e = engine.prefill(prompt, n)) {
+    if (e.code == moe::ErrorCode::non_finite && engine.position() != 0)
+      moe::fuzz::invariant_broken("a non_finite error left the sequence in place");
+    return;
+  }
+  const auto logits_finite = [&] {
+    for (int i = 0; i < Cfg.vocab_size; ++i)
+      if (!(engine.logits()[i] - engine.logits()[i] == 0.f)) return false;
+    return true;
+  };
+  if (!logits_finite()) moe::fuzz::invariant_broken("prefill succeeded with a non-finite logit");
   // Sampling knobs from the input's last bytes, so every filter path is reached.
   const uint8_t knob = size ? data[size - 1] : 0;
   moe::SamplingParams params;
@@ -37,8 +49,9 @@ void run_engine(const moe::ModelFile& file, const uint8_t* data, size_t size) {
   params.top_k = (knob >> 2) & 7;
   params.top_p = (knob & 0x20) ? 0.9f : 1.f;
   moe::Sampler<Cfg.vocab_size> sampler(params);
-  (void)moe::generate(engine, sampler, 12, [](int32_t id) {
+  (void)moe::generate(engine, sampler, 12, [&](int32_t id) {
     if (id < 0 || id >= Cfg.vocab_size) moe::fuzz::invariant_broken("sampled token outside the vocabulary");
+    if (!logits_finite()) moe::fuzz::invariant_broken("decode succeeded with a non-finite logit");
     return true;
   });
 }

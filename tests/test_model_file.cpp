@@ -134,6 +134,61 @@ TEST_F(ModelFileTest, BadInt8Scales) {
   }
 }
 
+// A NaN or Inf written into a file whose checksum was then fixed (an edited file) is
+// refused by the same pass that checks the CRC; an int8 scale that would overflow a
+// row's sum is refused too; and an engine given such weights unverified reports the
+// non-finite logits instead of sampling from them.
+TEST_F(ModelFileTest, NonFiniteWeightsUnderACorrectChecksumAreRefused) {
+  const auto refresh_crc = [](Copy& c, fb::Tensor* t) {
+    uint32_t crc = crc32c(t->data()->data(), t->data()->size());
+    if (t->scales() != nullptr) crc = crc32c_update(crc, t->scales()->data(), t->scales()->size() * sizeof(float));
+    *c.field<uint32_t>(t, fb::Tensor::VT_CRC32C) = crc;
+  };
+  int norm = -1, i = 0, first_expert = -1;
+  for_each_tensor_spec(kMixtral, [&](const TensorSpec& spec) {
+    if (norm < 0 && spec.role == TensorRole::attn_norm) norm = i;
+    if (first_expert < 0 && spec.role == TensorRole::expert_w1) first_expert = i;
+    ++i;
+  });
+  {
+    Copy c(*good_);
+    fb::Tensor* t = c.tensor(norm);
+    ASSERT_EQ(t->dtype(), fb::DType_F32);
+    reinterpret_cast<float*>(const_cast<uint8_t*>(t->data()->data()))[3] = NAN;
+    refresh_crc(c, t);
+    expect_error(open(c.buf), ErrorCode::bad_tensor, "holds a NaN or infinite value at element 3");
+  }
+  {
+    Copy c(*good_);
+    fb::Tensor* t = c.tensor(0);  // token embedding, f16
+    ASSERT_EQ(t->dtype(), fb::DType_F16);
+    uint8_t* h = const_cast<uint8_t*>(t->data()->data()) + 2 * 130;  // row 2, column 2 of 64
+    h[0] = 0x00, h[1] = 0x7c;                                          // +Inf
+    refresh_crc(c, t);
+    expect_error(open(c.buf), ErrorCode::bad_tensor, "holds a NaN or infinite value at element 130 (row 2)");
+  }
+  {
+    Copy c(*good_);
+    fb::Tensor* t = c.tensor(first_expert);
+    const_cast<float*>(t->scales()->data())[0] = 1e38f;
+    refresh_crc(c, t);
+    expect_error(open(c.buf), ErrorCode::bad_tensor, "scales must be finite and > 0, at most");
+  }
+  {
+    Copy c(*good_);
+    fb::Tensor* head = c.tensor(tensor_count(kMixtral) - 1);  // lm_head
+    ASSERT_EQ(head->dtype(), fb::DType_F16);
+    for (int k = 0; k < 64; ++k) const_cast<uint8_t*>(head->data()->data())[2 * k + 1] = 0x7c;  // row 0: Inf
+    ModelFile f;
+    ASSERT_TRUE(ModelFile::open(c.buf.data(), c.buf.size(), f, OpenOptions{.verify_checksums = false}).ok());
+    auto engine = std::make_unique<Engine<kMixtral>>();
+    ASSERT_TRUE(engine->load(f).ok());
+    const int32_t ids[] = {5, 6};
+    expect_error(engine->prefill(ids, 2), ErrorCode::non_finite, "non-finite logit");
+    EXPECT_EQ(engine->position(), 0);
+  }
+}
+
 TEST_F(ModelFileTest, LengthThatDisagreesWithTheShape) {
   Copy c(*good_);
   fb::Tensor* t = c.tensor(0);  // token embedding, f16 [96, 64]

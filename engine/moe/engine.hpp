@@ -108,7 +108,8 @@ class Engine {
   // Appends tokens to the sequence and computes the logits after the last one.
   // `all_logits` (optional, room for n rows of vocab_size) receives the logits after
   // every token; with a classic model whose window overflows, rows of tokens that fell
-  // out of the window are left untouched. On error the sequence is unchanged.
+  // out of the window are left untouched. On error the sequence is unchanged, except
+  // non_finite (a NaN or Inf logit: weights that verify but overflow), which resets it.
   Error prefill(const int32_t* tokens, int n, float* all_logits = nullptr) {
     if (!loaded_) return Error::make(ErrorCode::io, "no model loaded: call load() first");
     if (n <= 0) return Error::make(ErrorCode::bad_token, "prefill needs at least one token");
@@ -127,7 +128,7 @@ class Engine {
       std::memcpy(window_ + pos_, tokens, sizeof(int32_t) * static_cast<size_t>(n));
       run(pos_, n, all_logits, pos_);
       pos_ += n;
-      return Error::none();
+      return check_logits();
     }
     // Re-encode the window from position 0, keeping its last `total` tokens of
     // (cached ++ incoming): after a slide of the classic position table, or always under
@@ -139,7 +140,7 @@ class Engine {
     std::memcpy(window_ + keep, tokens + (n - fresh), sizeof(int32_t) * static_cast<size_t>(fresh));
     run(0, total, all_logits ? all_logits + static_cast<long>(n - fresh) * V : nullptr, keep);
     pos_ = total;
-    return Error::none();
+    return check_logits();
   }
 
   Error decode(int32_t token) { return prefill(&token, 1); }
@@ -177,6 +178,21 @@ class Engine {
       });
       ++at;
     });
+  }
+
+  // Sampling from a NaN or Inf would print noise forever: one pass over the vocabulary
+  // turns it into an error instead.
+  Error check_logits() {
+    for (int i = 0; i < V; ++i) {
+      if (!(logits_[i] - logits_[i] == 0.f)) {  // false for NaN and +-Inf alike
+        const float bad = logits_[i];
+        reset();
+        return Error::make(ErrorCode::non_finite,
+                           "the model computed a non-finite logit (%g for token %d): its weights are damaged or out of range",
+                           static_cast<double>(bad), i);
+      }
+    }
+    return Error::none();
   }
 
   // Runs window_[first, first+count) at positions first.. through the model, chunk by

@@ -19,6 +19,7 @@ enum class ErrorCode : unsigned char {
   unknown_character,  // a prompt character outside the vocabulary
   bad_token,          // a token id outside [0, vocab)
   context_full,       // llama family: max_context tokens are in the cache
+  non_finite,         // the model computed a NaN or infinite logit (damaged or out-of-range weights)
   io,                 // files: open, read, map
 };
 

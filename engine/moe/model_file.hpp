@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 
 #include "moe/config.hpp"
 #include "moe/crc32c.hpp"
@@ -147,6 +148,24 @@ inline Error check_tokenizer(const fb::Tokenizer* ft, const ModelConfig& c, Char
   return Error::none();
 }
 
+// Index of the first NaN/Inf among n bytes of f32 or f16 values (an exponent of all
+// ones), or -1; int8 values are always finite.
+inline long first_non_finite(const uint8_t* p, size_t n, DType dtype) {
+  if (dtype == DType::f32) {
+    for (size_t i = 0; i + 4 <= n; i += 4) {
+      uint32_t bits;
+      std::memcpy(&bits, p + i, 4);
+      if ((bits & 0x7f800000u) == 0x7f800000u) return static_cast<long>(i / 4);
+    }
+  } else if (dtype == DType::f16) {
+    for (size_t i = 0; i + 2 <= n; i += 2) {
+      const uint16_t bits = static_cast<uint16_t>(p[i] | p[i + 1] << 8);
+      if ((bits & 0x7c00u) == 0x7c00u) return static_cast<long>(i / 2);
+    }
+  }
+  return -1;
+}
+
 inline Error check_tensor(const fb::Tensor* t, const TensorSpec& spec, int index, const uint8_t* base,
                           bool verify_checksums) {
   // The tensor's description, formatted only when there is an error to report.
@@ -214,19 +233,36 @@ inline Error check_tensor(const fb::Tensor* t, const TensorSpec& spec, int index
       return Error::make(ErrorCode::corrupt, "tensor '%s' (%s) has %lu int8 scales, needs %lu (%u rows x %u groups)",
                          name, want(), scales ? static_cast<unsigned long>(scales->size()) : 0ul, want_scales,
                          static_cast<unsigned>(rows), static_cast<unsigned>(cols / g));
+    // A row's sum of 127 x scale x its columns must stay a finite float.
+    const float max_scale = std::numeric_limits<float>::max() / (127.f * static_cast<float>(cols));
     for (flatbuffers::uoffset_t i = 0; i < scales->size(); ++i) {
       const float s = scales->Get(i);
-      if (!(s > 0.f) || !std::isfinite(s))
+      if (!(s > 0.f) || !(s <= max_scale))
         return Error::make(ErrorCode::bad_tensor,
-                           "tensor '%s' (%s) has int8 scale %g at row %u: scales must be finite and > 0", name, want(),
-                           static_cast<double>(s), static_cast<unsigned>(i / (cols / g)));
+                           "tensor '%s' (%s) has int8 scale %g at row %u: scales must be finite and > 0, at most %g "
+                           "(so that 127 x scale x %u columns stays finite)",
+                           name, want(), static_cast<double>(s), static_cast<unsigned>(i / (cols / g)),
+                           static_cast<double>(max_scale), static_cast<unsigned>(cols));
     }
   } else if (scales != nullptr && scales->size() != 0) {
     return Error::make(ErrorCode::corrupt, "tensor '%s' (%s) is %s but carries int8 scales", name, want(),
                        dtype_name(static_cast<DType>(dtype)));
   }
   if (verify_checksums) {
-    uint32_t crc = crc32c(data->data(), data->size());
+    // One pass over the bytes, in pieces that stay in cache: the CRC, and for f32/f16
+    // every value finite (a NaN or Inf under a correct CRC is an edited file).
+    uint32_t crc = 0;
+    constexpr size_t kPiece = 16384;
+    for (size_t at = 0; at < data->size(); at += kPiece) {
+      const size_t n = data->size() - at < kPiece ? data->size() - at : kPiece;
+      crc = crc32c_update(crc, data->data() + at, n);
+      const long bad = first_non_finite(data->data() + at, n, static_cast<DType>(dtype));
+      if (bad >= 0) {
+        const long element = static_cast<long>(at) / dtype_bytes(static_cast<DType>(dtype)) + bad;
+        return Error::make(ErrorCode::bad_tensor, "tensor '%s' (%s) holds a NaN or infinite value at element %ld (row %ld)",
+                           name, want(), element, element / static_cast<long>(spec.is_matrix() ? cols : 1));
+      }
+    }
     if (scales != nullptr) crc = crc32c_update(crc, scales->data(), scales->size() * sizeof(float));
     if (crc != t->crc32c())
       return Error::make(ErrorCode::corrupt,
