@@ -13,6 +13,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "converter/checkpoint.hpp"
@@ -182,6 +183,50 @@ TEST(HostileInput, FifosAreRefusedInsteadOfHanging) {
   expect_refusal(run({kMerge, "--config", "/dev/zero", "--out", (tmp / "m").string()}), "a character device");
   expect_refusal(run({kTrain, "--data", (tmp / "fifo").string(), "--out", (tmp / "t").string()}), "a FIFO");
   EXPECT_FALSE(fs::exists(tmp / "out.moe"));
+}
+
+// ---- 8, 9, 10. a model replaced while running, output that cannot be written, threads ----
+
+TEST(HostileRun, AModelTruncatedWhileRunningGivesAMessageAndNoMmapIsImmune) {
+  test::TempDir tmp;
+  ASSERT_EQ(run(convert_args(test::fixture_dir("makemoe-tiny"), tmp / "model.moe")).code, 0);
+  for (const bool mmap : {true, false}) {
+    fs::copy_file(tmp / "model.moe", tmp / "live.moe", fs::copy_options::overwrite_existing);
+    std::vector<std::string> argv = {kInfer, "-m", (tmp / "live.moe").string(), "-p", "ROMEO:", "-n", "20000", "--no-stats"};
+    if (!mmap) argv.push_back("--no-mmap");
+    std::thread truncate_soon([&] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      fs::resize_file(tmp / "live.moe", 0);  // what `cp new.moe live.moe` does first
+    });
+    const Result r = run(argv);
+    truncate_soon.join();
+    if (mmap) {
+      EXPECT_EQ(r.code, 1) << r.err;
+      EXPECT_NE(r.err.find("the model file changed or shrank while in use"), std::string::npos) << r.err;
+    } else {
+      EXPECT_EQ(r.code, 0) << r.err;
+    }
+  }
+}
+
+TEST(HostileRun, OutputThatCannotBeWrittenIsAnError) {
+  test::TempDir tmp;
+  ASSERT_EQ(run(convert_args(test::fixture_dir("makemoe-tiny"), tmp / "model.moe")).code, 0);
+  const std::string infer = kInfer + " -m " + (tmp / "model.moe").string() + " -p ROMEO: -n 50 --no-stats";
+  for (const char* redirect : {" > /dev/full", " >&-"}) {
+    const Result r = run({"/bin/sh", "-c", "exec " + infer + redirect});
+    EXPECT_EQ(r.code, 1) << redirect << ": " << r.err;
+    EXPECT_NE(r.err.find("cannot write the output"), std::string::npos) << redirect << ": " << r.err;
+  }
+}
+
+TEST(HostileRun, TrainThreadsOutsideItsRangeAreRefused) {
+  test::TempDir tmp;
+  for (const char* n : {"0", "-1", "100000"})
+    expect_refusal(run({kTrain, "--data", MOE_SOURCE_DIR "/data/tinyshakespeare.txt", "--out", (tmp / "t").string(),
+                        "--threads", n}),
+                   "--threads");
+  EXPECT_FALSE(fs::exists(tmp / "t"));
 }
 
 // ---- 3. recipe bombs ----------------------------------------------------------------------

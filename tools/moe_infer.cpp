@@ -6,8 +6,13 @@
 //   moe_infer ... --threads 2      (weight products split across 2 cores)
 //
 // Streams tokens to stdout as they are generated; prints a stats line to stderr.
+#include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -24,6 +29,24 @@
 #include "tools/compiled_models.hpp"
 
 namespace {
+// Every write to stdout is checked: a full disk or a closed descriptor is an error, not a
+// silent success. (A reader that went away, EPIPE, ends the process by SIGPIPE as usual.)
+bool flushed() { return std::fflush(stdout) == 0 && !std::ferror(stdout); }
+int write_failed() {
+  std::fprintf(stderr, "\nmoe_infer: cannot write the output: %s\n", std::strerror(errno ? errno : EIO));
+  return 1;
+}
+
+// The model is mapped: if its file is truncated or rewritten in place while we run (cp
+// over it), reading a page raises SIGBUS. Say so, instead of dying without a word.
+void on_sigbus(int) {
+  static const char message[] =
+      "\nmoe_infer: the model file changed or shrank while in use (replace a model with mv, not cp; "
+      "or run with --no-mmap)\n";
+  [[maybe_unused]] const ssize_t n = ::write(2, message, sizeof message - 1);
+  ::_exit(1);
+}
+
 // moe_infer runs where memory is plentiful: prefill chunks of 64 tokens read each
 // weight once per 64 prompt tokens instead of once per 16 (the engine's default, sized
 // for microcontrollers), for 4x the activation scratch (bench/README.md, "Design
@@ -39,6 +62,7 @@ struct Options {
   bool stats = true;
   bool echo = true;
   bool verify = true;
+  bool mmap = true;
   int threads = 1;
   bool int8_activations = true;
   bool bench = false;
@@ -163,7 +187,7 @@ struct Generate {
       if (text) std::fwrite(o.prompt.data(), 1, o.prompt.size(), stdout);
       else
         for (size_t i = 0; i < prompt.size(); ++i) std::printf("%s%d", i ? "," : "", prompt[i]);
-      std::fflush(stdout);
+      if (!flushed()) return write_failed();
     }
 
     const auto t_prompt = Clock::now();
@@ -172,6 +196,7 @@ struct Generate {
     const double prompt_s = seconds_since(t_prompt);
 
     int generated = 0;
+    bool output_ok = true;
     const int32_t eos = engine->constants().eos_token_id;
     const auto t_gen = Clock::now();
     const moe::Error stop = moe::generate(*engine, *sampler, o.n_tokens, [&](int32_t id) {
@@ -182,12 +207,12 @@ struct Generate {
       } else {
         std::printf("%s%d", (generated == 1 && !o.echo) ? "" : ",", id);
       }
-      std::fflush(stdout);
-      return id != eos;
+      output_ok = flushed();
+      return output_ok && id != eos;
     });
     const double gen_s = seconds_since(t_gen);
     std::printf("\n");
-    std::fflush(stdout);
+    if (!output_ok || !flushed()) return write_failed();
     if (stop) std::fprintf(stderr, "moe_infer: stopped after %d tokens: %s\n", generated, stop.what());
 
     if (o.stats) {
@@ -232,6 +257,8 @@ int main(int argc, char** argv) {
   args.flag("--no-stats", o.stats, false, "do not print the stats line");
   args.flag("--no-echo", o.echo, false, "do not print the prompt before the continuation");
   args.flag("--no-verify", o.verify, false, "skip the CRC-32C check of the weights at load");
+  args.flag("--no-mmap", o.mmap, false,
+            "read the model into memory instead of mapping it (a file replaced in place cannot then stop the run)");
   args.flag("--list-configs", list, true, "print the model configs this build supports");
   args.flag("--bench", o.bench, true,
             "measure prefill and decode tokens/s (token ids; no prompt needed) and the bandwidth roofline");
@@ -252,8 +279,13 @@ int main(int argc, char** argv) {
   if (moe::Error e = o.sampling.check()) return std::fprintf(stderr, "moe_infer: %s\n", e.what()), 2;
 
   moe::MappedFile map;
-  if (moe::Error e = moe::MappedFile::open(o.model.c_str(), map))
+  if (moe::Error e = o.mmap ? moe::MappedFile::open(o.model.c_str(), map) : moe::MappedFile::read(o.model.c_str(), map))
     return std::fprintf(stderr, "moe_infer: %s\n", e.what()), 1;
+  if (o.mmap) {
+    struct sigaction bus {};
+    bus.sa_handler = on_sigbus;
+    sigaction(SIGBUS, &bus, nullptr);
+  }
   moe::ModelFile file;
   moe::OpenOptions open_options;
   open_options.verify_checksums = o.verify;

@@ -95,7 +95,9 @@ int main(int argc, char** argv) {
   app.add_option("--preset", preset_name, std::string("starting recipe: ") + preset_names())->capture_default_str();
   app.add_flag("--resume", resume, "continue the run saved in --out (bit-exact: same losses as an uninterrupted run)");
   app.add_option("--init-from", init_from, "start from the weights of a checkpoint directory of the same config");
-  app.add_option("--threads", threads, "OpenMP threads (results do not depend on it)")->capture_default_str();
+  app.add_option("--threads", threads, "OpenMP threads, 1..256 (results do not depend on it)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 256));
   // Model and recipe overrides (not allowed with --resume).
   std::vector<CLI::Option*> model_flags = {
       app.add_option("--family", family, "classic (makeMoE) | llama (Mixtral)"),

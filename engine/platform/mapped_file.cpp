@@ -6,23 +6,31 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <utility>
 
 namespace moe {
 
-MappedFile::~MappedFile() {
-  if (data_ != nullptr) munmap(data_, size_);
+void MappedFile::release() {
+  if (data_ == nullptr) return;
+  if (owned_) std::free(data_);
+  else munmap(data_, size_);
+  data_ = nullptr;
+  size_ = 0;
 }
 
+MappedFile::~MappedFile() { release(); }
+
 MappedFile::MappedFile(MappedFile&& other) noexcept
-    : data_(std::exchange(other.data_, nullptr)), size_(std::exchange(other.size_, 0)) {}
+    : data_(std::exchange(other.data_, nullptr)), size_(std::exchange(other.size_, 0)), owned_(other.owned_) {}
 
 MappedFile& MappedFile::operator=(MappedFile&& other) noexcept {
   if (this != &other) {
-    if (data_ != nullptr) munmap(data_, size_);
+    release();
     data_ = std::exchange(other.data_, nullptr);
     size_ = std::exchange(other.size_, 0);
+    owned_ = other.owned_;
   }
   return *this;
 }
@@ -76,6 +84,38 @@ Error MappedFile::open(const char* path, MappedFile& out) {
   if (p == MAP_FAILED) return Error::make(ErrorCode::io, "cannot map '%s': %s", path, std::strerror(err));
   out.data_ = p;
   out.size_ = size;
+  return Error::none();
+}
+
+Error MappedFile::read(const char* path, MappedFile& out) {
+  out = MappedFile{};
+  int fd = -1;
+  struct stat st {};
+  if (Error e = open_regular_file(path, fd, &st)) return e;
+  const auto size = static_cast<size_t>(st.st_size);
+  void* p = size == 0 ? nullptr : std::aligned_alloc(64, (size + 63) / 64 * 64);
+  if (p == nullptr) {
+    close(fd);
+    return size == 0 ? Error::make(ErrorCode::not_a_model, "'%s' is empty", path)
+                     : Error::make(ErrorCode::io, "cannot read '%s': %lu bytes do not fit in memory", path,
+                                   static_cast<unsigned long>(size));
+  }
+  size_t have = 0;
+  while (have < size) {
+    const ssize_t n = ::read(fd, static_cast<char*>(p) + have, size - have);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const int err = n < 0 ? errno : 0;
+      close(fd);
+      std::free(p);
+      return Error::make(ErrorCode::io, "cannot read '%s': %s", path, err ? std::strerror(err) : "it shrank while being read");
+    }
+    have += static_cast<size_t>(n);
+  }
+  close(fd);
+  out.data_ = p;
+  out.size_ = size;
+  out.owned_ = true;
   return Error::none();
 }
 

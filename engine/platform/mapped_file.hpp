@@ -28,13 +28,18 @@ class MappedFile {
   // Maps `path` (page-aligned, so 64-byte aligned as the model format needs); a regular
   // file only (open_regular_file).
   static Error open(const char* path, MappedFile& out);
+  // Reads the whole file into 64-byte aligned memory instead: the file may then change or
+  // go away without affecting the reader (moe_infer --no-mmap).
+  static Error read(const char* path, MappedFile& out);
 
   const void* data() const { return data_; }
   size_t size() const { return size_; }
 
  private:
+  void release();
   void* data_ = nullptr;
   size_t size_ = 0;
+  bool owned_ = false;  // read into memory rather than mapped
 };
 
 }  // namespace moe
