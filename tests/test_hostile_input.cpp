@@ -161,6 +161,39 @@ TEST(HostileConfig, OutOfRangeValuesAreRefusedAndTheOldModelKept) {
   }
 }
 
+// ---- 11. merge options that would publish NaN, Inf or zeros ------------------------------
+
+TEST(HostileMerge, NonFiniteOrDegenerateOptionsAreRefused) {
+  test::TempDir tmp;
+  for (const char* name : {"a", "b"}) {
+    const Result r = test::run_program({MOE_RANDOM_CHECKPOINT_PATH, "--config", "classic-d16-l1-h2-kv2-hd8-e2-k1-f32-v4-c8",
+                                        "--out", (tmp / name).string(), "--seed", name[0] == 'a' ? "1" : "2"});
+    ASSERT_EQ(r.code, 0) << r.err;
+  }
+  const std::string a = (tmp / "a").string(), b = (tmp / "b").string(), out = (tmp / "out").string();
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"--method", "linear", "--model", a, "--model", b, "--weight", "nan", "--weight", "1"}, "must be finite"},
+      {{"--method", "linear", "--model", a, "--model", b, "--weight", "inf", "--weight", "1"}, "must be finite"},
+      {{"--method", "linear", "--model", a, "--model", b, "--weight", "0", "--weight", "0"}, "is 0"},
+      {{"--method", "linear", "--model", a, "--model", b, "--weight", "3e38", "--weight", "3e38", "--no-normalize"},
+       "infinite value"},
+      {{"--method", "slerp", "--base", a, "--model", b, "--t", "nan"}, "must be finite"},
+      {{"--method", "slerp", "--base", a, "--model", b, "--t", "2"}, "parameters.t must be in [0.0, 1.0]"},
+      {{"--method", "task_arithmetic", "--base", a, "--model", b, "--lambda", "inf"}, "lambda must be a finite number"},
+      {{"--method", "ties", "--base", a, "--model", b, "--density", "nan"}, "must be finite"},
+      {{"--method", "ties", "--base", a, "--model", b, "--density", "0"}, "density must be in (0.0, 1.0]"},
+  };
+  for (const auto& [options, why] : cases) {
+    std::vector<std::string> argv = {kMerge};
+    argv.insert(argv.end(), options.begin(), options.end());
+    argv.insert(argv.end(), {"--out", out});
+    SCOPED_TRACE(options[options.size() - 1]);
+    expect_refusal(run(argv), why);
+    EXPECT_FALSE(fs::exists(tmp / "out" / "model.safetensors"));
+    fs::remove_all(tmp / "out");
+  }
+}
+
 // ---- 4. inputs that are FIFOs -------------------------------------------------------------
 
 TEST(HostileInput, FifosAreRefusedInsteadOfHanging) {

@@ -1,6 +1,7 @@
 #include "trainer/merge/merge.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <map>
 
 #include "converter/checkpoint_writer.hpp"
@@ -242,9 +243,18 @@ MergeResult run_merge(const MergeRecipe& r, const std::filesystem::path& out) {
         tv.stream = static_cast<uint64_t>(index);
         merge_task_vectors(b.data(), ptrs, weights, densities, n, tv, merged.data());
       } else {
+        if (std::all_of(weights.begin(), weights.end(), [](double w) { return w == 0; }))
+          throw InputError("every model's weight for " + tensor_name(spec) +
+                           " is 0: the merge would be all zeros (or 0/0 when normalized)");
         linear(ptrs, weights, r.normalize.value_or(true), n, merged.data());
       }
     }
+    // Whatever the options, nothing non-finite is published (moe_convert would refuse it).
+    for (long i = 0; i < n; ++i)
+      if (!std::isfinite(merged[static_cast<size_t>(i)]))
+        throw InputError("merging gives a " + std::string(std::isnan(merged[static_cast<size_t>(i)]) ? "NaN" : "infinite value") +
+                         " in " + tensor_name(spec) + " (element " + std::to_string(i) +
+                         "): the weights or options overflow; nothing was written");
     converter::append_checkpoint_tensor(oc, spec, merged.data(), tensors);
     ++index;
   });

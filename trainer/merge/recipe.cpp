@@ -58,13 +58,24 @@ std::optional<double> Setting::at(const TensorSpec& spec, int n_layers) const {
 namespace {
 
 std::vector<double> numbers(const json& j, const std::string& what) {
-  if (j.is_number()) return {j.get<double>()};
-  if (j.is_array() && !j.empty() && std::all_of(j.begin(), j.end(), [](const json& e) { return e.is_number(); })) {
-    std::vector<double> v;
+  std::vector<double> v;
+  if (j.is_number()) v.push_back(j.get<double>());
+  else if (j.is_array() && !j.empty() && std::all_of(j.begin(), j.end(), [](const json& e) { return e.is_number(); }))
     for (const json& e : j) v.push_back(e.get<double>());
-    return v;
-  }
-  throw InputError(what + " must be a number or a non-empty list of numbers (a gradient over depth)");
+  else throw InputError(what + " must be a number or a non-empty list of numbers (a gradient over depth)");
+  for (double x : v)
+    if (!std::isfinite(x)) throw InputError(what + " must be finite, found " + json(x).dump());
+  return v;
+}
+
+// Every value a setting can take lies in [lo, hi] (lo excluded when `open_lo`).
+void check_range(const std::optional<Setting>& s, double lo, double hi, bool open_lo, const std::string& what) {
+  if (!s) return;
+  for (const auto& rule : s->rules)
+    for (double x : rule.values)
+      if (x > hi || x < lo || (open_lo && x == lo))
+        throw InputError(what + " must be in " + (open_lo ? "(" : "[") + json(lo).dump() + ", " + json(hi).dump() +
+                         "], found " + json(x).dump());
 }
 
 }  // namespace
@@ -293,14 +304,17 @@ MergeRecipe parse_recipe(const json& j) {
     const json& p = j["parameters"];
     only_keys(p, "parameters", {"t", "weight", "density", "normalize", "lambda", "seed", "int8_mask", "rescale"});
     if (p.contains("t")) r.t = Setting::parse(p["t"], "parameters.t");
+    check_range(r.t, 0, 1, false, "parameters.t");
     if (p.contains("weight")) r.weight = Setting::parse(p["weight"], "parameters.weight");
     if (p.contains("density")) r.density = Setting::parse(p["density"], "parameters.density");
+    check_range(r.density, 0, 1, true, "parameters.density");
     if (p.contains("normalize")) {
       if (!p["normalize"].is_boolean()) throw InputError("parameters.normalize must be true or false");
       r.normalize = p["normalize"].get<bool>();
     }
     if (p.contains("lambda")) {
-      if (!p["lambda"].is_number()) throw InputError("parameters.lambda must be a number");
+      if (!p["lambda"].is_number() || !std::isfinite(p["lambda"].get<double>()))
+        throw InputError("parameters.lambda must be a finite number, found " + p["lambda"].dump());
       r.lambda = p["lambda"].get<double>();
     }
     if (p.contains("seed")) r.seed = seed(p["seed"], "parameters.seed");
@@ -321,6 +335,7 @@ MergeRecipe parse_recipe(const json& j) {
           only_keys(p, where + ".parameters", {"weight", "density"});
           if (p.contains("weight")) rm.weight = Setting::parse(p["weight"], where + ".parameters.weight");
           if (p.contains("density")) rm.density = Setting::parse(p["density"], where + ".parameters.density");
+          check_range(rm.density, 0, 1, true, where + ".parameters.density");
         }
       }
       r.models.push_back(std::move(rm));
