@@ -262,6 +262,31 @@ TEST(HostileRun, TrainThreadsOutsideItsRangeAreRefused) {
   EXPECT_FALSE(fs::exists(tmp / "t"));
 }
 
+// ---- 12. moe_train interrupted ------------------------------------------------------------
+
+TEST(HostileRun, InterruptedTrainingSavesEverythingAndSaysHowToResume) {
+  test::TempDir tmp;
+  for (const auto& [signal, code] : {std::pair<const char*, const char*>{"INT", "130"}, {"TERM", "143"}}) {
+    const fs::path out = tmp / signal;
+    const std::string train = kTrain + " --preset tiny --data " MOE_SOURCE_DIR "/data/tinyshakespeare.txt --steps 100000 --out " +
+                              out.string() + " --threads 1";
+    const Result r = run({"/bin/sh", "-c",
+                          train + " & pid=$!; sleep 3; kill -" + signal + " $pid; wait $pid; echo \"exit=$?\""});
+    EXPECT_NE(r.out.find(std::string("exit=") + code), std::string::npos) << r.out << r.err;
+    EXPECT_NE(r.out.find("resume with: moe_train --out " + out.string() + " --resume"), std::string::npos) << r.out;
+    for (const char* file : {"train_state.bin", "model.safetensors", "config.json", "loss.svg", "metrics.csv"})
+      EXPECT_TRUE(fs::exists(out / file)) << signal << ": " << file;
+  }
+  // Diverging before any state was saved: the message does not send the user to one.
+  const Result r = run({kTrain, "--preset", "tiny", "--data", MOE_SOURCE_DIR "/data/tinyshakespeare.txt", "--out",
+                        (tmp / "lr").string(), "--lr", "1e30", "--steps", "5"});
+  EXPECT_NE(r.code, 0);
+  EXPECT_EQ(r.err.find("train_state.bin"), std::string::npos) << r.err;
+  expect_refusal(run({kTrain, "--preset", "tiny", "--data", MOE_SOURCE_DIR "/data/tinyshakespeare.txt", "--out",
+                      (tmp / "inf").string(), "--lr", "inf"}),
+                 "learning rate must be a finite number");
+}
+
 // ---- 3. recipe bombs ----------------------------------------------------------------------
 
 void expect_recipe_refused(const std::string& name, const std::string& text, const std::string& why) {

@@ -8,6 +8,7 @@
 // model.safetensors, tokenizer.json: moe_convert reads it directly), train_state.bin
 // (for --resume), metrics.csv, evals.csv, expert_load.csv and loss.svg.
 #include <omp.h>
+#include <signal.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
@@ -27,6 +28,10 @@
 #include "tools/cli_support.hpp"
 
 namespace {
+// Ctrl-C or a polite kill: the step in progress finishes, then the run saves its state,
+// its model and its reports, and exits 130 (SIGINT) or 143 (SIGTERM).
+volatile sig_atomic_t stop_signal = 0;
+void on_stop_signal(int sig) { stop_signal = sig; }
 
 using namespace moe;
 using namespace moe::train;
@@ -250,17 +255,25 @@ int main(int argc, char** argv) {
     double window_ms = 0;
     int window_steps = 0;
     const auto t_run = Clock::now();
+    struct sigaction stop {};
+    stop.sa_handler = on_stop_signal;
+    sigaction(SIGINT, &stop, nullptr);
+    sigaction(SIGTERM, &stop, nullptr);
+    // What to say when the run must stop: where the last good state is, if there is one.
+    const auto last_good = [&](int saved) {
+      return saved > 0 && std::filesystem::exists(state_path)
+                 ? "The last good state is " + state_path.string() + " (step " + std::to_string(saved) +
+                       "): lower --lr or set --grad-clip, then --resume."
+                 : std::string("No state was saved yet: lower --lr or set --grad-clip and start again.");
+    };
     for (int step = start; step < c.steps; ++step) {
       const auto t0 = Clock::now();
       sample_batch(corpus.train, batch_rng, static_cast<uint64_t>(step) * static_cast<uint64_t>(B), B, T, in.data(),
                    tg.data());
       const double loss = model.forward(in.data(), tg.data(), B, T, true, static_cast<uint64_t>(step));
       if (!std::isfinite(loss)) {
-        std::fprintf(
-            stderr,
-            "moe_train: the loss became %g at step %d: stopping. The last good state is %s (step %d); lower --lr or "
-            "set --grad-clip, then --resume.\n",
-            loss, step, state_path.c_str(), last_saved);
+        std::fprintf(stderr, "moe_train: the loss became %g at step %d: stopping. %s\n", loss, step,
+                     last_good(last_saved).c_str());
         return 1;
       }
       model.backward();
@@ -309,16 +322,27 @@ int main(int argc, char** argv) {
         // A diverging update can leave infinite weights before the loss shows it: such a
         // state must not replace the last good one.
         if (!std::all_of(model.params.begin(), model.params.end(), [](float v) { return std::isfinite(v); })) {
-          std::fprintf(stderr,
-                       "moe_train: the weights became infinite or NaN at step %d: stopping. The last good state is %s "
-                       "(step %d); "
-                       "lower --lr or set --grad-clip, then --resume.\n",
-                       done, state_path.c_str(), last_saved);
+          std::fprintf(stderr, "moe_train: the weights became infinite or NaN at step %d: stopping. %s\n", done,
+                       last_good(last_saved).c_str());
           return 1;
         }
         save_train_state(state_path, TrainState{c, vocab, done, model.params, opt.m, opt.v});
         export_model(dir, c, vocab, model.table(), model.params);
         last_saved = done;
+      }
+      if (stop_signal != 0 && done < c.steps) {
+        if (last_saved != done) {
+          save_train_state(state_path, TrainState{c, vocab, done, model.params, opt.m, opt.v});
+          export_model(dir, c, vocab, model.table(), model.params);
+        }
+        write_loss_svg(dir / "loss.svg", "moe_train " + std::string(ConfigKey(c.model).c_str()),
+                       read_csv_column(dir / "metrics.csv", 3), read_csv_column(dir / "evals.csv", 1),
+                       read_csv_column(dir / "evals.csv", 2));
+        std::printf("interrupted after step %d of %d: state, model and reports saved in %s\n"
+                    "resume with: moe_train --out %s --resume\n",
+                    done, c.steps, dir.c_str(), dir.c_str());
+        std::fflush(stdout);
+        return stop_signal == SIGINT ? 130 : 143;
       }
     }
     write_loss_svg(dir / "loss.svg", "moe_train " + std::string(ConfigKey(c.model).c_str()),

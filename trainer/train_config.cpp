@@ -1,5 +1,7 @@
 #include "trainer/train_config.hpp"
 
+#include <cmath>
+
 #include "converter/input_error.hpp"
 
 namespace moe::train {
@@ -15,7 +17,7 @@ std::string TrainConfig::problem() const {
   if (steps < 0) return "steps must be >= 0";
   if (!(dropout >= 0.f && dropout < 1.f)) return "dropout must be in [0, 1)";
   if (!(constants.capacity_factor >= 0.)) return "capacity factor must be >= 0";
-  if (!(lr > 0.f)) return "learning rate must be positive";
+  if (!(lr > 0.f) || !std::isfinite(lr)) return "learning rate must be a finite number > 0";
   if (aux_loss == AuxLoss::cv_squared && m.top_k == m.n_experts)
     return "the CV^2 load loss needs top_k < n_experts (with dense gating every expert is always selected)";
   if (eval_interval <= 0 || eval_batches <= 0 || log_interval <= 0 || checkpoint_interval <= 0)
