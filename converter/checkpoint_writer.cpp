@@ -2,6 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+
+#include <unistd.h>
 
 #include "converter/atomic_file.hpp"
 #include "converter/input_error.hpp"
@@ -99,6 +102,16 @@ void write_random_checkpoint(const std::filesystem::path& dir, const ModelConfig
   if (!chars.empty() && static_cast<int>(chars.size()) != config.vocab_size)
     throw InputError("random checkpoint: " + std::to_string(chars.size()) + " characters for vocab_size " +
                      std::to_string(config.vocab_size));
+  // Every tensor is held as f32, then the file is encoded whole: about twice its size.
+  const double need = 2.0 * static_cast<double>(total_params(config)) * sizeof(float);
+  const double have = static_cast<double>(sysconf(_SC_PHYS_PAGES)) * static_cast<double>(sysconf(_SC_PAGESIZE));
+  if (need > have) {
+    char text[512];
+    std::snprintf(text, sizeof text, "a random checkpoint of %s has %.3g parameters: writing it needs about %.2f GB of memory, "
+                  "and this machine has %.2f GB", ConfigKey(config).c_str(), static_cast<double>(total_params(config)),
+                  need / 1e9, have / 1e9);
+    throw InputError(text);
+  }
   SplitMix64 rng{seed};
   std::vector<SafetensorOut> tensors;
   std::vector<float> values;

@@ -6,6 +6,8 @@
 #include <memory>
 #include <new>
 
+#include <unistd.h>
+
 #include "converter/input_error.hpp"
 #include "converter/quantize.hpp"
 #include "moe/crc32c.hpp"
@@ -70,11 +72,62 @@ void verify_as_the_engine_would(const std::vector<uint8_t>& bytes) {
 
 }  // namespace
 
+ConversionBudget conversion_budget(const ModelConfig& config, const QuantRecipe& recipe) {
+  ConversionBudget b;
+  double largest = 0;
+  for_each_tensor_spec(config, [&](const TensorSpec& s) {
+    const DType d = recipe.dtype_for(s.klass);
+    const double n = static_cast<double>(s.elements());
+    double bytes = n * dtype_bytes(d) + 128;  // + alignment and the table's fields
+    if (d == DType::i8) {
+      const int cols = s.is_matrix() ? s.cols : 1;
+      const int g = recipe.group_size > 0 && cols % recipe.group_size == 0 ? recipe.group_size : cols;
+      bytes += static_cast<double>(s.rows) * (cols / g) * sizeof(float);
+    }
+    b.file_bytes += bytes;
+    b.params += s.elements();
+    ++b.tensors;
+    largest = std::max(largest, n);
+  });
+  b.peak_memory_bytes = 2 * b.file_bytes + largest * (2 * sizeof(float) + 1);
+  return b;
+}
+
+void check_conversion_budget(const ModelConfig& config, const QuantRecipe& recipe, double memory_bytes) {
+  if (memory_bytes <= 0)
+    memory_bytes = static_cast<double>(sysconf(_SC_PHYS_PAGES)) * static_cast<double>(sysconf(_SC_PAGESIZE));
+  const ConversionBudget b = conversion_budget(config, recipe);
+  const auto gb = [](double bytes) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%.2f GB", bytes / 1e9);
+    return std::string(text);
+  };
+  const std::string model = std::string("config.json describes a model of ") +
+                            tools::grouped(static_cast<long long>(b.params)) + " parameters in " +
+                            tools::grouped(static_cast<long long>(b.tensors)) + " tensors (" + ConfigKey(config).c_str() + ")";
+  constexpr double kFormatLimit = FLATBUFFERS_MAX_BUFFER_SIZE;
+  if (b.file_bytes >= kFormatLimit) {
+    const QuantRecipe all_int8{DType::i8, DType::i8, DType::i8, 0};
+    const ConversionBudget small = conversion_budget(config, all_int8);
+    throw InputError(model + ": as " + recipe.describe() + " its .moe file would take " + gb(b.file_bytes) +
+                     ", over the format's limit of " + gb(kFormatLimit) +
+                     (small.file_bytes < kFormatLimit
+                          ? "; with --experts int8 --attention int8 --embeddings int8 it would take " + gb(small.file_bytes)
+                          : "; even all-int8 it would take " + gb(small.file_bytes) +
+                                ", so this format version cannot hold it (no recipe helps)"));
+  }
+  if (b.peak_memory_bytes > memory_bytes)
+    throw InputError(model + ": converting it needs about " + gb(b.peak_memory_bytes) + " of memory (the " +
+                     gb(b.file_bytes) + " file is built and verified in memory), and this machine has " +
+                     gb(memory_bytes));
+}
+
 Conversion convert_checkpoint(const std::filesystem::path& dir, const ConvertOptions& options) {
   const Checkpoint ck = open_checkpoint(dir, options.max_context, options.capacity_factor);
   const ModelConfig& cfg = ck.config;
   const QuantRecipe& recipe = options.recipe;
   if (recipe.group_size < 0) throw InputError("--group-size must be >= 0 (0: one scale per row)");
+  check_conversion_budget(cfg, recipe);  // before any tensor is named or read
 
   Conversion out;
   out.config = cfg;

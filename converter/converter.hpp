@@ -52,6 +52,20 @@ struct Conversion {
   std::vector<std::string> notes;
 };
 
+// What a conversion will take, from config.json alone: the .moe file's bytes (payload,
+// scales, alignment) and the converter's peak memory (the file is built in memory,
+// verified in a copy, and one tensor at a time is read as f32 and quantized).
+struct ConversionBudget {
+  long tensors = 0;
+  long params = 0;
+  double file_bytes = 0;
+  double peak_memory_bytes = 0;
+};
+ConversionBudget conversion_budget(const ModelConfig& config, const QuantRecipe& recipe);
+// Refuses, with the numbers, a conversion whose file exceeds the format's limit or whose
+// peak memory exceeds `memory_bytes` (this machine's, when 0).
+void check_conversion_budget(const ModelConfig& config, const QuantRecipe& recipe, double memory_bytes = 0);
+
 Conversion convert_checkpoint(const std::filesystem::path& dir, const ConvertOptions& options);
 
 // The table moe_convert prints: class, dtype, bytes, share of the file; total vs fp32.

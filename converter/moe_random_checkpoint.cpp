@@ -44,5 +44,8 @@ int main(int argc, char** argv) {
   } catch (const moe::InputError& e) {
     std::fprintf(stderr, "moe_random_checkpoint: %s\n", e.what());
     return 1;
+  } catch (const std::exception& e) {  // std::bad_alloc and the like: a message, not an abort
+    std::fprintf(stderr, "moe_random_checkpoint: unexpected error: %s\n", e.what());
+    return 1;
   }
 }

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "converter/checkpoint.hpp"
+#include "converter/converter.hpp"
 #include "converter/input_error.hpp"
 #include "converter/input_file.hpp"
 #include "converter/safetensors.hpp"
@@ -192,6 +193,39 @@ TEST(HostileMerge, NonFiniteOrDegenerateOptionsAreRefused) {
     EXPECT_FALSE(fs::exists(tmp / "out" / "model.safetensors"));
     fs::remove_all(tmp / "out");
   }
+}
+
+// ---- 5. sizes checked before any work -----------------------------------------------------
+
+TEST(HostileConfig, ModelsTooLargeAreRefusedAtOnceWithTheNumbers) {
+  test::TempDir tmp;
+  const fs::path ck = tmp / "ck";
+  test::copy_dir(test::fixture_dir("mixtral-tiny-a"), ck);
+  nlohmann::json config = nlohmann::json::parse(slurp(ck / "config.json"));
+  const auto t0 = std::chrono::steady_clock::now();
+  config.update({{"num_hidden_layers", 4096}, {"num_local_experts", 4096}});  // a 200-byte bomb
+  write_text(ck / "config.json", config.dump());
+  expect_refusal(run(convert_args(ck, tmp / "m.moe")), "no recipe helps");
+  // Mixtral-8x7B's shape: too large for the format even in int8, and said so.
+  config.update({{"hidden_size", 4096}, {"num_hidden_layers", 32}, {"num_attention_heads", 32}, {"num_key_value_heads", 8},
+                 {"head_dim", 128}, {"num_local_experts", 8}, {"intermediate_size", 14336}, {"vocab_size", 32000}});
+  write_text(ck / "config.json", config.dump());
+  const Result r = run(convert_args(ck, tmp / "m.moe"));
+  expect_refusal(r, "46,702,792,704 parameters");
+  EXPECT_NE(r.err.find("even all-int8 it would take"), std::string::npos) << r.err;
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(10));
+  EXPECT_FALSE(fs::exists(tmp / "m.moe"));
+
+  // Peak memory against the machine's: refused with both figures.
+  try {
+    converter::check_conversion_budget(config_from_key("llama-d64-l2-h4-kv2-hd16-e4-k2-f128-v96-c128"), {}, 1e5);
+    ADD_FAILURE() << "accepted";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("of memory"), std::string::npos) << e.what();
+  }
+  expect_refusal(run({MOE_RANDOM_CHECKPOINT_PATH, "--config", "llama-d16384-l4096-h128-kv128-hd128-e4096-k2-f65536-v65536-c64",
+                      "--out", (tmp / "r").string()}),
+                 "of memory");
 }
 
 // ---- 4. inputs that are FIFOs -------------------------------------------------------------
