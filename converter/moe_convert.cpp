@@ -25,15 +25,15 @@ int main(int argc, char** argv) {
   app.add_option("--embeddings", embeddings, "token/position embeddings and lm_head: int8 | fp16 | fp32")
       ->capture_default_str();
   app.add_option("--group-size", options.recipe.group_size, "int8: columns per scale (0 = one scale per row)")
-      ->check(CLI::NonNegativeNumber)
+      ->check(moe::tools::in_range(0, 1 << 22))
       ->capture_default_str();
   app.add_option("--max-context", options.max_context, "shorten the context (KV cache) of a llama-family model")
-      ->check(CLI::PositiveNumber);
+      ->check(moe::tools::in_range(1, 1 << 22));
   app.add_option("--capacity-factor", options.capacity_factor,
                  "makeMoE expert capacity to record (default: the checkpoint's; 0 = none: the engine reuses its KV "
                  "cache until the "
                  "position table is full, but the model no longer computes what it was trained to)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(moe::tools::in_range(0, 1e6));
   app.add_flag("-q,--quiet", quiet, "print nothing but errors");
   if (const int code = moe::tools::parse_command_line(app, argc, argv); code >= 0) return code;
   try {

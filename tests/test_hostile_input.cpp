@@ -21,6 +21,7 @@
 #include "converter/input_error.hpp"
 #include "converter/input_file.hpp"
 #include "converter/safetensors.hpp"
+#include "moe/model_file.hpp"
 #include "support/test_support.hpp"
 #include "trainer/merge/recipe.hpp"
 
@@ -226,6 +227,44 @@ TEST(HostileConfig, ModelsTooLargeAreRefusedAtOnceWithTheNumbers) {
   expect_refusal(run({MOE_RANDOM_CHECKPOINT_PATH, "--config", "llama-d16384-l4096-h128-kv128-hd128-e4096-k2-f65536-v65536-c64",
                       "--out", (tmp / "r").string()}),
                  "of memory");
+}
+
+// ---- 13. the smaller ones -----------------------------------------------------------------
+
+TEST(HostileSmall, DuplicateCharsOptionValuesAndAFolderForAFile) {
+  // A .moe whose char tokenizer was edited to list a character twice.
+  const converter::Conversion c = converter::convert_checkpoint(test::fixture_dir("makemoe-tiny"), {});
+  test::AlignedBuffer buf(c.bytes);
+  auto* chars = const_cast<flatbuffers::Vector<uint32_t>*>(fb::GetSizePrefixedModel(buf.data())->tokenizer()->chars());
+  chars->Mutate(5, chars->Get(4));
+  ModelFile file;
+  const Error e = ModelFile::open(buf.data(), buf.size(), file);
+  EXPECT_EQ(e.code, ErrorCode::bad_tokenizer);
+  EXPECT_NE(std::string(e.what()).find("twice"), std::string::npos) << e.what();
+
+  test::TempDir tmp;
+  const fs::path ck = test::fixture_dir("makemoe-tiny");
+  for (const char* bad : {"nan", "inf", "-1"}) {
+    const Result r = run({kConvert, ck.string(), "-o", (tmp / "m.moe").string(), "--capacity-factor", bad});
+    expect_refusal(r, "is not a number in [0, 1e+06]");
+    EXPECT_LT(r.err.size(), 200u) << r.err;  // no DBL_MAX spelled out in 300 digits
+  }
+  expect_refusal(run({kTrain, "--data", MOE_SOURCE_DIR "/data/tinyshakespeare.txt", "--out", (tmp / "t").string(),
+                      "--capacity-factor", "inf"}),
+                 "capacity factor must be a finite number");
+
+  const fs::path folder = tmp / "folder";
+  test::copy_dir(ck, folder);
+  fs::remove(folder / "config.json");
+  fs::create_directory(folder / "config.json");
+  expect_refusal(run(convert_args(folder, tmp / "m.moe")), (folder / "config.json").string() + "': it is a directory");
+
+  ASSERT_EQ(run(convert_args(ck, tmp / "m.moe")).code, 0);
+  const Result tiny = run({kInfer, "-m", (tmp / "m.moe").string(), "-p", "ROMEO:", "-n", "5", "--temp", "1e-45", "--no-stats"});
+  EXPECT_EQ(tiny.code, 0) << tiny.err;
+  const Result greedy = run({kInfer, "-m", (tmp / "m.moe").string(), "-p", "ROMEO:", "-n", "5", "--temp", "0", "--no-stats"});
+  EXPECT_EQ(tiny.out, greedy.out);
+  expect_refusal(run({kInfer, "-m", (tmp / "m.moe").string(), "--bench", "--bench-probe-mib", "65536"}), "65536");
 }
 
 // ---- 4. inputs that are FIFOs -------------------------------------------------------------

@@ -147,7 +147,11 @@ class ArgParser {
       }
       case Kind::real: {
         const float v = std::strtof(begin, &end);
-        if (value.empty() || *end != '\0' || errno == ERANGE) return "'" + value + "' is not a number";
+        if (value.empty() || *end != '\0') return "'" + value + "' is not a number";
+        // ERANGE on underflow still gives the nearest float (tiny or 0): a number. Only an
+        // overflow, or NaN/Inf spelled out, is refused.
+        if (!std::isfinite(v) || (errno == ERANGE && std::fabs(v) > 1.f))
+          return "'" + value + "' is not a finite number a float can hold";
         *s.real = v;
         return "";
       }

@@ -3,10 +3,30 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <cmath>
+#include <cstdlib>
+#include <string>
 
 #include "tools/number_format.hpp"
 
 namespace moe::tools {
+
+// A number in [lo, hi], finite, said in short form: CLI11's own Range lets NaN through
+// and prints DBL_MAX as 300 digits.
+inline CLI::Validator in_range(double lo, double hi) {
+  char text[64];
+  std::snprintf(text, sizeof text, "[%g, %g]", lo, hi);
+  const std::string range = text;
+  return CLI::Validator(
+      [lo, hi, range](std::string& value) -> std::string {
+        char* end = nullptr;
+        const double v = std::strtod(value.c_str(), &end);
+        if (value.empty() || *end != '\0' || !std::isfinite(v) || v < lo || v > hi)
+          return "'" + value + "' is not a number in " + range;
+        return "";
+      },
+      "NUMBER in " + range);
+}
 
 // Parses the command line. Returns -1 to go on, or the exit code: 0 after --help, 2 for
 // a usage error (CLI11 has printed the message).

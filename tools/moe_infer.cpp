@@ -266,7 +266,7 @@ int main(int argc, char** argv) {
   args.option("--bench-tokens", o.bench_options.tokens, "--bench: tokens generated after the prompt (tg)", 1, 1 << 30);
   args.option("--bench-reps", o.bench_options.reps, "--bench: repetitions (medians are reported)", 1, 1 << 20);
   args.option("--bench-probe-mib", o.bench_probe_mib,
-              "--bench: size of the bandwidth probe's buffer (far beyond the caches)", 1, 1 << 16);
+              "--bench: size of the bandwidth probe's buffer (far beyond the caches)", 1, 4096);
   args.option("--json", o.json, "--bench: also write the results as JSON to this file ('-': stdout)");
   if (const int code = args.parse(argc, argv); code >= 0) return code;
   if (list) {

@@ -16,7 +16,8 @@ std::string TrainConfig::problem() const {
   if (batch <= 0) return "batch must be positive";
   if (steps < 0) return "steps must be >= 0";
   if (!(dropout >= 0.f && dropout < 1.f)) return "dropout must be in [0, 1)";
-  if (!(constants.capacity_factor >= 0.)) return "capacity factor must be >= 0";
+  if (!(constants.capacity_factor >= 0.) || !std::isfinite(constants.capacity_factor))
+    return "capacity factor must be a finite number >= 0";
   if (!(lr > 0.f) || !std::isfinite(lr)) return "learning rate must be a finite number > 0";
   if (aux_loss == AuxLoss::cv_squared && m.top_k == m.n_experts)
     return "the CV^2 load loss needs top_k < n_experts (with dense gating every expert is always selected)";

@@ -144,6 +144,23 @@ inline Error check_tokenizer(const fb::Tokenizer* ft, const ModelConfig& c, Char
       return Error::make(ErrorCode::bad_tokenizer, "tokenizer entry %u is not a Unicode code point (0x%X)",
                          static_cast<unsigned>(i), static_cast<unsigned>(cp));
   }
+  // Each character once (the converter refuses duplicates; a file must not bring them
+  // back). Vocabularies are written in ascending order, checked in one pass; another
+  // order is compared pairwise, so it is accepted only up to kUnsortedChars characters.
+  constexpr flatbuffers::uoffset_t kUnsortedChars = 8192;
+  bool ascending = true;
+  for (flatbuffers::uoffset_t i = 1; i < chars->size() && ascending; ++i) ascending = chars->Get(i - 1) < chars->Get(i);
+  if (!ascending) {
+    if (chars->size() > kUnsortedChars)
+      return Error::make(ErrorCode::bad_tokenizer,
+                         "char tokenizer of %u characters is not in ascending order (allowed up to %u characters)",
+                         static_cast<unsigned>(chars->size()), static_cast<unsigned>(kUnsortedChars));
+    for (flatbuffers::uoffset_t i = 1; i < chars->size(); ++i)
+      for (flatbuffers::uoffset_t j = 0; j < i; ++j)
+        if (chars->Get(i) == chars->Get(j))
+          return Error::make(ErrorCode::bad_tokenizer, "char tokenizer lists U+%04X twice (entries %u and %u)",
+                             static_cast<unsigned>(chars->Get(i)), static_cast<unsigned>(j), static_cast<unsigned>(i));
+  }
   out = CharTokenizer(chars->data(), static_cast<int>(chars->size()));
   return Error::none();
 }

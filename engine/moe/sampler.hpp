@@ -68,7 +68,8 @@ class Sampler {
   const SamplingParams& params() const { return params_; }
 
   int32_t sample(const float* logits) {
-    if (params_.temperature == 0.f || params_.top_k == 1) return argmax(logits, V);
+    // Below 1e-6 the softmax is the argmax anyway, and 1/T would overflow (1e-45).
+    if (params_.temperature < 1e-6f || params_.top_k == 1) return argmax(logits, V);
     // Order of the filters as in Hugging Face generate(): temperature, top-k, top-p.
     const float inv_t = 1.f / params_.temperature;
     for (int i = 0; i < V; ++i) probs_[i] = logits[i] * inv_t;
