@@ -287,12 +287,16 @@ Checkpoint open_checkpoint(const std::filesystem::path& dir, int max_context, do
                      "' (or its tokenizer.json) has a field of the wrong type: " + e.what());
   }
   if (max_context > 0) {
-    if (max_context > ck.config.max_context)
-      throw InputError("--max-context " + std::to_string(max_context) + " exceeds the model's context of " +
-                       std::to_string(ck.config.max_context));
     if (ck.config.family == Family::classic && max_context != ck.config.max_context)
       throw InputError("--max-context cannot change a makeMoE model's context: its position table has block_size = " +
                        std::to_string(ck.config.max_context) + " rows");
+    // RoPE computes any position: like transformers, which runs past max_position_embeddings,
+    // a longer context is allowed, with a warning.
+    if (max_context > ck.config.max_context)
+      ck.notes.push_back("warning: --max-context " + std::to_string(max_context) + " is above the " +
+                         std::to_string(ck.config.max_context) +
+                         " positions the model was trained for (max_position_embeddings); past them its output is "
+                         "not what it was trained to give");
     ck.config.max_context = max_context;
   }
   if (capacity_factor >= 0.) ck.constants.capacity_factor = capacity_factor;

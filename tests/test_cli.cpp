@@ -181,7 +181,10 @@ TEST_F(Cli, UnknownConfigNamesTheCMakeFlag) {
   const Result r = run({kInfer, "-m", path("c64.moe"), "--ids", "1,2"});
   expect_failure(r, 1,
                  "needs model config llama-d64-l2-h4-kv2-hd16-e4-k2-f128-v96-c64, which this build does not include");
-  EXPECT_NE(r.err.find("cmake -B build -DMOE_EXTRA_CONFIGS=\"llama-d64-l2-h4-kv2-hd16-e4-k2-f128-v96-c64\""),
+  // The command rebuilds the build this moe_infer came from, not some other directory.
+  const std::string build = std::filesystem::path(kInfer).parent_path().parent_path().string();
+  EXPECT_NE(r.err.find("cmake -S " MOE_SOURCE_DIR " -B " + build +
+                       " -DMOE_EXTRA_CONFIGS=\"llama-d64-l2-h4-kv2-hd16-e4-k2-f128-v96-c64\" && cmake --build " + build),
             std::string::npos)
       << r.err;
   const Result list = run({kInfer, "--list-configs"});
@@ -195,6 +198,8 @@ TEST_F(Cli, LlamaContextFullStopsCleanly) {
   const Result r = run({kInfer, "-m", path("mix32.moe"), "--ids", ids, "-n", "20", "--temp", "0"});
   EXPECT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.err.find("stopped after 9 tokens: context is full"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("moe_convert --max-context N"), std::string::npos) << r.err;  // CLI advice, not library advice
+  EXPECT_EQ(r.err.find("reset()"), std::string::npos) << r.err;
 }
 
 // moe_convert killed with SIGKILL at random moments, over a file it is replacing: the

@@ -458,6 +458,9 @@ TEST(Merge, MismatchesAreRefusedNamingTheDimension) {
   const auto c = random_model(tmp, "c", 3, kClassic, {'\n', ' ', 'a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'k'});
   const std::string wide = merge_error(parse_recipe({{"merge_method", "linear"}, {"models", {a, b}}}), tmp / "out");
   EXPECT_NE(wide.find("d_model: 16 vs 32"), std::string::npos) << wide;
+  // Names, numbers and keys in one order: a (d 16) first, then b (d 32).
+  EXPECT_LT(wide.find("/a'"), wide.find("/b'")) << wide;
+  EXPECT_LT(wide.find("classic-d16"), wide.find("classic-d32")) << wide;
   const std::string vocab = merge_error(parse_recipe({{"merge_method", "linear"}, {"models", {a, c}}}), tmp / "out");
   EXPECT_NE(vocab.find("vocabularies differ"), std::string::npos) << vocab;
   const std::string expert = merge_error(parse_recipe({{"merge_method", "moe"},

@@ -8,8 +8,12 @@
 #include "moe/compiled_configs.hpp"
 #include "moe/config.hpp"
 
-#ifndef MOE_EXTRA_CONFIGS_STRING
+#ifndef MOE_EXTRA_CONFIGS_STRING  // moe_build_info (tools/CMakeLists.txt) defines these
 #define MOE_EXTRA_CONFIGS_STRING ""
+#endif
+#ifndef MOE_BUILD_DIR_STRING
+#define MOE_SOURCE_DIR_STRING "."
+#define MOE_BUILD_DIR_STRING "build/release"
 #endif
 
 namespace moe::tools {
@@ -61,7 +65,8 @@ inline std::string missing_config_message(const char* program, const char* path,
   const std::string flag = extra.empty() ? key : extra + ";" + key;
   return std::string(program) + ": '" + path + "' needs model config " + key +
          ", which this build does not include.\n" + "  compiled configs: " + compiled_config_list(", ") + "\n" +
-         "  add it and rebuild:  cmake -B build -DMOE_EXTRA_CONFIGS=\"" + flag + "\" && cmake --build build\n";
+         "  add it and rebuild this program's build:  cmake -S " MOE_SOURCE_DIR_STRING " -B " MOE_BUILD_DIR_STRING
+         " -DMOE_EXTRA_CONFIGS=\"" + flag + "\" && cmake --build " MOE_BUILD_DIR_STRING "\n";
 }
 
 }  // namespace moe::tools

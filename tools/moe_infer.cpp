@@ -37,6 +37,14 @@ int write_failed() {
   return 1;
 }
 
+// A llama-family model stops at its context: say how to get a longer one.
+void context_hint(int max_context) {
+  std::fprintf(stderr,
+               "moe_infer: this model was converted with a context of %d tokens; convert it again with "
+               "moe_convert --max-context N for more (above the trained length it warns, as transformers runs on)\n",
+               max_context);
+}
+
 // The model is mapped: if its file is truncated or rewritten in place while we run (cp
 // over it), reading a page raises SIGBUS. Say so, instead of dying without a word.
 void on_sigbus(int) {
@@ -191,8 +199,11 @@ struct Generate {
     }
 
     const auto t_prompt = Clock::now();
-    if (moe::Error e = engine->prefill(prompt.data(), static_cast<int>(prompt.size())))
-      return std::fprintf(stderr, "\nmoe_infer: %s\n", e.what()), 1;
+    if (moe::Error e = engine->prefill(prompt.data(), static_cast<int>(prompt.size()))) {
+      std::fprintf(stderr, "\nmoe_infer: %s\n", e.what());
+      if (e.code == moe::ErrorCode::context_full) context_hint(C.max_context);
+      return 1;
+    }
     const double prompt_s = seconds_since(t_prompt);
 
     int generated = 0;
@@ -214,6 +225,7 @@ struct Generate {
     std::printf("\n");
     if (!output_ok || !flushed()) return write_failed();
     if (stop) std::fprintf(stderr, "moe_infer: stopped after %d tokens: %s\n", generated, stop.what());
+    if (stop.code == moe::ErrorCode::context_full) context_hint(C.max_context);
 
     if (o.stats) {
       std::fprintf(

@@ -121,8 +121,7 @@ class Engine {
     const bool overflow = pos_ + n > T;
     if (overflow && !C.has_position_table()) {
       return Error::make(ErrorCode::context_full,
-                         "context is full: %d cached tokens + %d more exceed max_context %d (reset() and start over)",
-                         pos_, n, T);
+                         "context is full: %d cached tokens + %d more exceed max_context %d", pos_, n, T);
     }
     if (!overflow && rt_.capacity_factor == 0.) {  // the usual case: extend the KV cache
       std::memcpy(window_ + pos_, tokens, sizeof(int32_t) * static_cast<size_t>(n));

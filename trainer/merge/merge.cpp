@@ -59,12 +59,12 @@ void require_compatible(const Checkpoint& a, const Checkpoint& b, const std::vec
                         const std::string& why) {
   const std::string diff = first_difference(a.config, b.config, dims);
   if (!diff.empty())
-    throw InputError("cannot merge '" + b.dir.string() + "' with '" + a.dir.string() + "' (" + why +
-                     "): they differ in " + diff + " (" + ConfigKey(b.config).c_str() + " vs " +
-                     ConfigKey(a.config).c_str() + ")");
+    throw InputError("cannot merge '" + a.dir.string() + "' with '" + b.dir.string() + "' (" + why +
+                     "): they differ in " + diff + " (" + ConfigKey(a.config).c_str() + " vs " +
+                     ConfigKey(b.config).c_str() + ")");  // each pair in the same order: a, then b
   const bool needs_vocab = std::find(dims.begin(), dims.end(), "vocab_size") != dims.end();
   if (needs_vocab && a.chars != b.chars)
-    throw InputError("cannot merge '" + b.dir.string() + "' with '" + a.dir.string() +
+    throw InputError("cannot merge '" + a.dir.string() + "' with '" + b.dir.string() +
                      "': their tokenizer.json vocabularies differ (the same token id means a different character)");
 }
 
