@@ -239,7 +239,8 @@ namespace {
 
 void only_keys(const json& j, const std::string& where, std::initializer_list<const char*> allowed) {
   if (!j.is_object()) throw InputError(where + " must be a mapping");
-  for (const auto& [key, value] : j.items()) {
+  for (const auto& item : j.items()) {
+    const std::string& key = item.key();
     if (std::none_of(allowed.begin(), allowed.end(), [&](const char* a) { return key == a; }))
       throw InputError(where + ": unknown key '" + key + "'");
   }
@@ -438,25 +439,28 @@ MergeRecipe parse_recipe(const json& j) {
 }
 
 MergeRecipe load_recipe(const std::filesystem::path& file) {
-  const std::string body = read_text_file(file, "recipe");
-  const std::string ext = file.extension().string();
+  return parse_recipe_text(read_text_file(file, "recipe"), file.extension() == ".json", "recipe '" + file.string() + "'");
+}
+
+MergeRecipe parse_recipe_text(const std::string& body, bool is_json, const std::string& what) {
+  if (body.size() > kMaxRecipeBytes) throw InputError(what + " is larger than 1 MiB");
   json j;
-  if (ext == ".json") {
-    check_nesting(body, "recipe '" + file.string() + "'");
+  if (is_json) {
+    check_nesting(body, what);
     try {
       j = json::parse(body);
     } catch (const json::exception& e) {
-      throw InputError("recipe '" + file.string() + "' is not valid JSON: " + e.what());
+      throw InputError(what + " is not valid JSON: " + e.what());
     }
   } else {
-    j = yaml_to_json(body, "recipe '" + file.string() + "'");
+    j = yaml_to_json(body, what);
   }
   try {
     return parse_recipe(j);
   } catch (const InputError& e) {
-    throw InputError("recipe '" + file.string() + "': " + e.what());
+    throw InputError(what + ": " + e.what());
   } catch (const json::exception& e) {
-    throw InputError("recipe '" + file.string() + "': " + e.what());
+    throw InputError(what + ": " + e.what());
   }
 }
 

@@ -103,6 +103,9 @@ inline constexpr int kMaxRecipeDepth = 64;
 inline constexpr long kMaxRecipeNodes = 100000;
 
 MergeRecipe load_recipe(const std::filesystem::path& file);
+// The same from text (`what` names it in messages): YAML, or JSON when is_json. Throws
+// InputError and nothing else, whatever the text (fuzz/fuzz_recipe.cpp holds it to that).
+MergeRecipe parse_recipe_text(const std::string& text, bool is_json, const std::string& what);
 // Builds a recipe from its JSON form (the command-line flags produce the same form).
 MergeRecipe parse_recipe(const nlohmann::json& j);
 // A YAML document as JSON (numbers, booleans and null by YAML 1.2's core schema).
