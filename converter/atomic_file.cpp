@@ -11,6 +11,7 @@
 
 #include "converter/input_error.hpp"
 #include "converter/input_file.hpp"
+#include "platform/mapped_file.hpp"
 
 namespace moe::converter {
 namespace {
@@ -19,17 +20,6 @@ std::string mode_text(mode_t mode) {
   char buf[8];
   std::snprintf(buf, sizeof buf, "%04o", static_cast<unsigned>(mode & 07777));
   return buf;
-}
-}  // namespace
-
-namespace {
-const char* kind_of(mode_t mode) {
-  if (S_ISDIR(mode)) return "a directory";
-  if (S_ISFIFO(mode)) return "a FIFO (named pipe)";
-  if (S_ISCHR(mode)) return "a character device";
-  if (S_ISBLK(mode)) return "a block device";
-  if (S_ISSOCK(mode)) return "a socket";
-  return "not a regular file";
 }
 }  // namespace
 
@@ -49,7 +39,7 @@ AtomicFile::AtomicFile(std::filesystem::path destination) : dest_(std::move(dest
     const bool dangling = link && ::stat(dest_.c_str(), &target) != 0;
     if (!dangling && !S_ISREG(target.st_mode))
       throw InputError("cannot write '" + dest_.string() + "': it is " + (link ? "a symbolic link to " : "") +
-                       kind_of(target.st_mode) + ", and outputs replace only regular files");
+                       file_kind(target.st_mode) + ", and outputs replace only regular files");
     if (!link) {
       if (const std::string input = input_at(dest_); !input.empty())
         throw InputError("cannot write '" + dest_.string() + "': it is an input of this run ('" + input +

@@ -72,8 +72,9 @@ float norm_eps_field(const json& cfg, const char* key, const std::filesystem::pa
 int32_t token_id_field(const json& cfg, const char* key, int vocab_size, const std::filesystem::path& file) {
   if (!cfg.contains(key) || !cfg[key].is_number_integer()) return -1;
   const json& v = cfg[key];
-  const bool in_range = v.is_number_unsigned() ? v.get<unsigned long long>() < static_cast<unsigned long long>(vocab_size)
-                                               : v.get<long long>() >= 0 && v.get<long long>() < vocab_size;
+  const bool in_range = v.is_number_unsigned()
+                            ? v.get<unsigned long long>() < static_cast<unsigned long long>(vocab_size)
+                            : v.get<long long>() >= 0 && v.get<long long>() < vocab_size;
   if (!in_range)
     throw InputError("'" + file.string() + "': '" + key + "' is " + v.dump() + ", outside the vocabulary [0, " +
                      std::to_string(vocab_size) + ")");

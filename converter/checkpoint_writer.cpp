@@ -107,9 +107,10 @@ void write_random_checkpoint(const std::filesystem::path& dir, const ModelConfig
   const double have = static_cast<double>(sysconf(_SC_PHYS_PAGES)) * static_cast<double>(sysconf(_SC_PAGESIZE));
   if (need > have) {
     char text[512];
-    std::snprintf(text, sizeof text, "a random checkpoint of %s has %.3g parameters: writing it needs about %.2f GB of memory, "
-                  "and this machine has %.2f GB", ConfigKey(config).c_str(), static_cast<double>(total_params(config)),
-                  need / 1e9, have / 1e9);
+    std::snprintf(text, sizeof text,
+                  "a random checkpoint of %s has %.3g parameters: writing it needs about %.2f GB of memory, "
+                  "and this machine has %.2f GB",
+                  ConfigKey(config).c_str(), static_cast<double>(total_params(config)), need / 1e9, have / 1e9);
     throw InputError(text);
   }
   SplitMix64 rng{seed};

@@ -104,17 +104,19 @@ void check_conversion_budget(const ModelConfig& config, const QuantRecipe& recip
   };
   const std::string model = std::string("config.json describes a model of ") +
                             tools::grouped(static_cast<long long>(b.params)) + " parameters in " +
-                            tools::grouped(static_cast<long long>(b.tensors)) + " tensors (" + ConfigKey(config).c_str() + ")";
+                            tools::grouped(static_cast<long long>(b.tensors)) + " tensors (" +
+                            ConfigKey(config).c_str() + ")";
   constexpr double kFormatLimit = FLATBUFFERS_MAX_BUFFER_SIZE;
   if (b.file_bytes >= kFormatLimit) {
     const QuantRecipe all_int8{DType::i8, DType::i8, DType::i8, 0};
     const ConversionBudget small = conversion_budget(config, all_int8);
-    throw InputError(model + ": as " + recipe.describe() + " its .moe file would take " + gb(b.file_bytes) +
-                     ", over the format's limit of " + gb(kFormatLimit) +
-                     (small.file_bytes < kFormatLimit
-                          ? "; with --experts int8 --attention int8 --embeddings int8 it would take " + gb(small.file_bytes)
-                          : "; even all-int8 it would take " + gb(small.file_bytes) +
-                                ", so this format version cannot hold it (no recipe helps)"));
+    throw InputError(
+        model + ": as " + recipe.describe() + " its .moe file would take " + gb(b.file_bytes) +
+        ", over the format's limit of " + gb(kFormatLimit) +
+        (small.file_bytes < kFormatLimit
+             ? "; with --experts int8 --attention int8 --embeddings int8 it would take " + gb(small.file_bytes)
+             : "; even all-int8 it would take " + gb(small.file_bytes) +
+                   ", so this format version cannot hold it (no recipe helps)"));
   }
   if (b.peak_memory_bytes > memory_bytes)
     throw InputError(model + ": converting it needs about " + gb(b.peak_memory_bytes) + " of memory (the " +

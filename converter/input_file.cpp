@@ -23,7 +23,8 @@ struct Identity {
   auto operator<=>(const Identity&) const = default;
 };
 Identity identity(const struct stat& st) {
-  return {st.st_dev, st.st_ino, st.st_size, static_cast<long long>(st.st_mtim.tv_sec) * 1000000000ll + st.st_mtim.tv_nsec};
+  return {st.st_dev, st.st_ino, st.st_size,
+          static_cast<long long>(st.st_mtim.tv_sec) * 1000000000ll + st.st_mtim.tv_nsec};
 }
 std::mutex inputs_mutex;
 int recording = 0;  // RecordInputs objects alive
@@ -70,7 +71,8 @@ std::string read_regular_file(const std::filesystem::path& path, size_t max_byte
     if (n <= 0) {
       const int err = n < 0 ? errno : 0;
       close(fd);
-      throw InputError("cannot read '" + path.string() + "': " + (err ? std::strerror(err) : "it shrank while being read"));
+      throw InputError("cannot read '" + path.string() +
+                       "': " + (err ? std::strerror(err) : "it shrank while being read"));
     }
     have += static_cast<size_t>(n);
   }

@@ -12,7 +12,7 @@
 namespace moe::converter {
 
 // Caps, named so a message can say which one a file broke.
-inline constexpr size_t kMaxJsonBytes = size_t{64} << 20;  // config.json, tokenizer.json, the shard index
+inline constexpr size_t kMaxJsonBytes = size_t{64} << 20;          // config.json, tokenizer.json, the shard index
 inline constexpr size_t kMaxSafetensorsHeader = size_t{16} << 20;  // real checkpoints' headers are < 2 MB
 
 // Inputs are recorded while one of these lives: a tool's run. A library caller that means

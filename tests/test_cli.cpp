@@ -183,9 +183,10 @@ TEST_F(Cli, UnknownConfigNamesTheCMakeFlag) {
                  "needs model config llama-d64-l2-h4-kv2-hd16-e4-k2-f128-v96-c64, which this build does not include");
   // The command rebuilds the build this moe_infer came from, not some other directory.
   const std::string build = std::filesystem::path(kInfer).parent_path().parent_path().string();
-  EXPECT_NE(r.err.find("cmake -S " MOE_SOURCE_DIR " -B " + build +
-                       " -DMOE_EXTRA_CONFIGS=\"llama-d64-l2-h4-kv2-hd16-e4-k2-f128-v96-c64\" && cmake --build " + build),
-            std::string::npos)
+  EXPECT_NE(
+      r.err.find("cmake -S " MOE_SOURCE_DIR " -B " + build +
+                 " -DMOE_EXTRA_CONFIGS=\"llama-d64-l2-h4-kv2-hd16-e4-k2-f128-v96-c64\" && cmake --build " + build),
+      std::string::npos)
       << r.err;
   const Result list = run({kInfer, "--list-configs"});
   EXPECT_EQ(list.code, 0);

@@ -303,7 +303,8 @@ TEST(Converter, MaxContextOverride) {
   const converter::Conversion longer = convert_fp32(test::fixture_dir("mixtral-tiny-a"), 256);
   EXPECT_EQ(Opened(longer).file.config().max_context, 256);
   bool warned = false;
-  for (const auto& n : longer.notes) warned = warned || n.find("above the 128 positions the model was trained for") != std::string::npos;
+  for (const auto& n : longer.notes)
+    warned = warned || n.find("above the 128 positions the model was trained for") != std::string::npos;
   EXPECT_TRUE(warned);
 }
 

@@ -32,7 +32,8 @@ namespace fs = std::filesystem;
 using Result = test::ProgramResult;
 const auto slurp = test::read_file;
 
-const std::string kConvert = MOE_CONVERT_PATH, kInfer = MOE_INFER_PATH, kMerge = MOE_MERGE_PATH, kTrain = MOE_TRAIN_PATH;
+const std::string kConvert = MOE_CONVERT_PATH, kInfer = MOE_INFER_PATH, kMerge = MOE_MERGE_PATH,
+                  kTrain = MOE_TRAIN_PATH;
 constexpr long kHang = 30'000'000;  // µs: a tool that blocks this long on a FIFO has hung
 
 // A run that must end by itself with a refusal naming `text`.
@@ -51,6 +52,16 @@ mode_t mode_of(const fs::path& p) {
 }
 std::vector<std::string> convert_args(const fs::path& ck, const fs::path& out) {
   return {kConvert, ck.string(), "-o", out.string(), "-q"};
+}
+
+// Two small checkpoints of one shape, tmp/a and tmp/b, to merge.
+void make_two_checkpoints(const test::TempDir& tmp) {
+  for (const char* name : {"a", "b"}) {
+    const Result r =
+        test::run_program({MOE_RANDOM_CHECKPOINT_PATH, "--config", "classic-d16-l1-h2-kv2-hd8-e2-k1-f32-v4-c8", "--out",
+                           (tmp / name).string(), "--seed", name[0] == 'a' ? "1" : "2"});
+    ASSERT_EQ(r.code, 0) << r.err;
+  }
 }
 
 // ---- 1. outputs that are not regular files ------------------------------------------------
@@ -116,11 +127,7 @@ TEST(HostileOutput, AnInputIsNeverReplacedUnderAnyName) {
 
 TEST(HostileOutput, MergeIntoOneOfItsInputsIsRefused) {
   test::TempDir tmp;
-  for (const char* name : {"a", "b"}) {
-    const Result r = test::run_program({MOE_RANDOM_CHECKPOINT_PATH, "--config", "classic-d16-l1-h2-kv2-hd8-e2-k1-f32-v4-c8",
-                                        "--out", (tmp / name).string(), "--seed", name[0] == 'a' ? "1" : "2"});
-    ASSERT_EQ(r.code, 0) << r.err;
-  }
+  make_two_checkpoints(tmp);
   const std::string a = slurp(tmp / "a" / "model.safetensors");
   expect_refusal(run({kMerge, "--method", "linear", "--model", (tmp / "a").string(), "--model", (tmp / "b").string(),
                       "--out", (tmp / "a").string()}),
@@ -167,11 +174,7 @@ TEST(HostileConfig, OutOfRangeValuesAreRefusedAndTheOldModelKept) {
 
 TEST(HostileMerge, NonFiniteOrDegenerateOptionsAreRefused) {
   test::TempDir tmp;
-  for (const char* name : {"a", "b"}) {
-    const Result r = test::run_program({MOE_RANDOM_CHECKPOINT_PATH, "--config", "classic-d16-l1-h2-kv2-hd8-e2-k1-f32-v4-c8",
-                                        "--out", (tmp / name).string(), "--seed", name[0] == 'a' ? "1" : "2"});
-    ASSERT_EQ(r.code, 0) << r.err;
-  }
+  make_two_checkpoints(tmp);
   const std::string a = (tmp / "a").string(), b = (tmp / "b").string(), out = (tmp / "out").string();
   const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
       {{"--method", "linear", "--model", a, "--model", b, "--weight", "nan", "--weight", "1"}, "must be finite"},
@@ -208,8 +211,14 @@ TEST(HostileConfig, ModelsTooLargeAreRefusedAtOnceWithTheNumbers) {
   write_text(ck / "config.json", config.dump());
   expect_refusal(run(convert_args(ck, tmp / "m.moe")), "no recipe helps");
   // Mixtral-8x7B's shape: too large for the format even in int8, and said so.
-  config.update({{"hidden_size", 4096}, {"num_hidden_layers", 32}, {"num_attention_heads", 32}, {"num_key_value_heads", 8},
-                 {"head_dim", 128}, {"num_local_experts", 8}, {"intermediate_size", 14336}, {"vocab_size", 32000}});
+  config.update({{"hidden_size", 4096},
+                 {"num_hidden_layers", 32},
+                 {"num_attention_heads", 32},
+                 {"num_key_value_heads", 8},
+                 {"head_dim", 128},
+                 {"num_local_experts", 8},
+                 {"intermediate_size", 14336},
+                 {"vocab_size", 32000}});
   write_text(ck / "config.json", config.dump());
   const Result r = run(convert_args(ck, tmp / "m.moe"));
   expect_refusal(r, "46,702,792,704 parameters");
@@ -224,8 +233,8 @@ TEST(HostileConfig, ModelsTooLargeAreRefusedAtOnceWithTheNumbers) {
   } catch (const InputError& e) {
     EXPECT_NE(std::string(e.what()).find("of memory"), std::string::npos) << e.what();
   }
-  expect_refusal(run({MOE_RANDOM_CHECKPOINT_PATH, "--config", "llama-d16384-l4096-h128-kv128-hd128-e4096-k2-f65536-v65536-c64",
-                      "--out", (tmp / "r").string()}),
+  expect_refusal(run({MOE_RANDOM_CHECKPOINT_PATH, "--config",
+                      "llama-d16384-l4096-h128-kv128-hd128-e4096-k2-f65536-v65536-c64", "--out", (tmp / "r").string()}),
                  "of memory");
 }
 
@@ -260,9 +269,11 @@ TEST(HostileSmall, DuplicateCharsOptionValuesAndAFolderForAFile) {
   expect_refusal(run(convert_args(folder, tmp / "m.moe")), (folder / "config.json").string() + "': it is a directory");
 
   ASSERT_EQ(run(convert_args(ck, tmp / "m.moe")).code, 0);
-  const Result tiny = run({kInfer, "-m", (tmp / "m.moe").string(), "-p", "ROMEO:", "-n", "5", "--temp", "1e-45", "--no-stats"});
+  const Result tiny =
+      run({kInfer, "-m", (tmp / "m.moe").string(), "-p", "ROMEO:", "-n", "5", "--temp", "1e-45", "--no-stats"});
   EXPECT_EQ(tiny.code, 0) << tiny.err;
-  const Result greedy = run({kInfer, "-m", (tmp / "m.moe").string(), "-p", "ROMEO:", "-n", "5", "--temp", "0", "--no-stats"});
+  const Result greedy =
+      run({kInfer, "-m", (tmp / "m.moe").string(), "-p", "ROMEO:", "-n", "5", "--temp", "0", "--no-stats"});
   EXPECT_EQ(tiny.out, greedy.out);
   expect_refusal(run({kInfer, "-m", (tmp / "m.moe").string(), "--bench", "--bench-probe-mib", "65536"}), "65536");
 }
@@ -298,7 +309,8 @@ TEST(HostileRun, AModelTruncatedWhileRunningGivesAMessageAndNoMmapIsImmune) {
   ASSERT_EQ(run(convert_args(test::fixture_dir("makemoe-tiny"), tmp / "model.moe")).code, 0);
   for (const bool mmap : {true, false}) {
     fs::copy_file(tmp / "model.moe", tmp / "live.moe", fs::copy_options::overwrite_existing);
-    std::vector<std::string> argv = {kInfer, "-m", (tmp / "live.moe").string(), "-p", "ROMEO:", "-n", "20000", "--no-stats"};
+    std::vector<std::string> argv = {kInfer,  "-m",        (tmp / "live.moe").string(), "-p", "ROMEO:", "-n",
+                                     "20000", "--no-stats"};
     if (!mmap) argv.push_back("--no-mmap");
     std::thread truncate_soon([&] {
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -341,10 +353,11 @@ TEST(HostileRun, InterruptedTrainingSavesEverythingAndSaysHowToResume) {
   test::TempDir tmp;
   for (const auto& [signal, code] : {std::pair<const char*, const char*>{"INT", "130"}, {"TERM", "143"}}) {
     const fs::path out = tmp / signal;
-    const std::string train = kTrain + " --preset tiny --data " MOE_SOURCE_DIR "/data/tinyshakespeare.txt --steps 100000 --out " +
-                              out.string() + " --threads 1";
-    const Result r = run({"/bin/sh", "-c",
-                          train + " & pid=$!; sleep 3; kill -" + signal + " $pid; wait $pid; echo \"exit=$?\""});
+    const std::string train =
+        kTrain + " --preset tiny --data " MOE_SOURCE_DIR "/data/tinyshakespeare.txt --steps 100000 --out " +
+        out.string() + " --threads 1";
+    const Result r =
+        run({"/bin/sh", "-c", train + " & pid=$!; sleep 3; kill -" + signal + " $pid; wait $pid; echo \"exit=$?\""});
     EXPECT_NE(r.out.find(std::string("exit=") + code), std::string::npos) << r.out << r.err;
     EXPECT_NE(r.out.find("resume with: moe_train --out " + out.string() + " --resume"), std::string::npos) << r.out;
     for (const char* file : {"train_state.bin", "model.safetensors", "config.json", "loss.svg", "metrics.csv"})

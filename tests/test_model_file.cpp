@@ -163,7 +163,7 @@ TEST_F(ModelFileTest, NonFiniteWeightsUnderACorrectChecksumAreRefused) {
     fb::Tensor* t = c.tensor(0);  // token embedding, f16
     ASSERT_EQ(t->dtype(), fb::DType_F16);
     uint8_t* h = const_cast<uint8_t*>(t->data()->data()) + 2 * 130;  // row 2, column 2 of 64
-    h[0] = 0x00, h[1] = 0x7c;                                          // +Inf
+    h[0] = 0x00, h[1] = 0x7c;                                        // +Inf
     refresh_crc(c, t);
     expect_error(open(c.buf), ErrorCode::bad_tensor, "holds a NaN or infinite value at element 130 (row 2)");
   }

@@ -66,7 +66,8 @@ inline std::string missing_config_message(const char* program, const char* path,
   return std::string(program) + ": '" + path + "' needs model config " + key +
          ", which this build does not include.\n" + "  compiled configs: " + compiled_config_list(", ") + "\n" +
          "  add it and rebuild this program's build:  cmake -S " MOE_SOURCE_DIR_STRING " -B " MOE_BUILD_DIR_STRING
-         " -DMOE_EXTRA_CONFIGS=\"" + flag + "\" && cmake --build " MOE_BUILD_DIR_STRING "\n";
+         " -DMOE_EXTRA_CONFIGS=\"" +
+         flag + "\" && cmake --build " MOE_BUILD_DIR_STRING "\n";
 }
 
 }  // namespace moe::tools

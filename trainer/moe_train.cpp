@@ -338,9 +338,10 @@ int main(int argc, char** argv) {
         write_loss_svg(dir / "loss.svg", "moe_train " + std::string(ConfigKey(c.model).c_str()),
                        read_csv_column(dir / "metrics.csv", 3), read_csv_column(dir / "evals.csv", 1),
                        read_csv_column(dir / "evals.csv", 2));
-        std::printf("interrupted after step %d of %d: state, model and reports saved in %s\n"
-                    "resume with: moe_train --out %s --resume\n",
-                    done, c.steps, dir.c_str(), dir.c_str());
+        std::printf(
+            "interrupted after step %d of %d: state, model and reports saved in %s\n"
+            "resume with: moe_train --out %s --resume\n",
+            done, c.steps, dir.c_str(), dir.c_str());
         std::fflush(stdout);
         return stop_signal == SIGINT ? 130 : 143;
       }

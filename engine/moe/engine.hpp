@@ -120,8 +120,8 @@ class Engine {
     }
     const bool overflow = pos_ + n > T;
     if (overflow && !C.has_position_table()) {
-      return Error::make(ErrorCode::context_full,
-                         "context is full: %d cached tokens + %d more exceed max_context %d", pos_, n, T);
+      return Error::make(ErrorCode::context_full, "context is full: %d cached tokens + %d more exceed max_context %d",
+                         pos_, n, T);
     }
     if (!overflow && rt_.capacity_factor == 0.) {  // the usual case: extend the KV cache
       std::memcpy(window_ + pos_, tokens, sizeof(int32_t) * static_cast<size_t>(n));
@@ -186,9 +186,10 @@ class Engine {
       if (!(logits_[i] - logits_[i] == 0.f)) {  // false for NaN and +-Inf alike
         const float bad = logits_[i];
         reset();
-        return Error::make(ErrorCode::non_finite,
-                           "the model computed a non-finite logit (%g for token %d): its weights are damaged or out of range",
-                           static_cast<double>(bad), i);
+        return Error::make(
+            ErrorCode::non_finite,
+            "the model computed a non-finite logit (%g for token %d): its weights are damaged or out of range",
+            static_cast<double>(bad), i);
       }
     }
     return Error::none();

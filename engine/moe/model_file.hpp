@@ -276,8 +276,9 @@ inline Error check_tensor(const fb::Tensor* t, const TensorSpec& spec, int index
       const long bad = first_non_finite(data->data() + at, n, static_cast<DType>(dtype));
       if (bad >= 0) {
         const long element = static_cast<long>(at) / dtype_bytes(static_cast<DType>(dtype)) + bad;
-        return Error::make(ErrorCode::bad_tensor, "tensor '%s' (%s) holds a NaN or infinite value at element %ld (row %ld)",
-                           name, want(), element, element / static_cast<long>(spec.is_matrix() ? cols : 1));
+        return Error::make(ErrorCode::bad_tensor,
+                           "tensor '%s' (%s) holds a NaN or infinite value at element %ld (row %ld)", name, want(),
+                           element, element / static_cast<long>(spec.is_matrix() ? cols : 1));
       }
     }
     if (scales != nullptr) crc = crc32c_update(crc, scales->data(), scales->size() * sizeof(float));

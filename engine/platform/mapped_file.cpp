@@ -35,8 +35,7 @@ MappedFile& MappedFile::operator=(MappedFile&& other) noexcept {
   return *this;
 }
 
-namespace {
-const char* file_kind(mode_t mode) {
+const char* file_kind(unsigned mode) {
   if (S_ISDIR(mode)) return "a directory";
   if (S_ISFIFO(mode)) return "a FIFO (named pipe)";
   if (S_ISCHR(mode)) return "a character device";
@@ -44,7 +43,6 @@ const char* file_kind(mode_t mode) {
   if (S_ISSOCK(mode)) return "a socket";
   return "not a regular file";
 }
-}  // namespace
 
 Error open_regular_file(const char* path, int& fd, struct stat* st_out, const char* what) {
   const char* named = what != nullptr ? what : "";
@@ -59,8 +57,8 @@ Error open_regular_file(const char* path, int& fd, struct stat* st_out, const ch
   }
   if (!S_ISREG(st.st_mode)) {
     close(fd);
-    return Error::make(ErrorCode::io, "cannot open %s%s'%s': it is %s, and only a regular file can be read", named, space,
-                       path, file_kind(st.st_mode));
+    return Error::make(ErrorCode::io, "cannot open %s%s'%s': it is %s, and only a regular file can be read", named,
+                       space, path, file_kind(st.st_mode));
   }
   const int flags = fcntl(fd, F_GETFL);
   if (flags >= 0) fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
@@ -108,7 +106,8 @@ Error MappedFile::read(const char* path, MappedFile& out) {
       const int err = n < 0 ? errno : 0;
       close(fd);
       std::free(p);
-      return Error::make(ErrorCode::io, "cannot read '%s': %s", path, err ? std::strerror(err) : "it shrank while being read");
+      return Error::make(ErrorCode::io, "cannot read '%s': %s", path,
+                         err ? std::strerror(err) : "it shrank while being read");
     }
     have += static_cast<size_t>(n);
   }

@@ -10,6 +10,9 @@ struct stat;
 
 namespace moe {
 
+// "a directory", "a FIFO (named pipe)", ...: what a file of this st_mode is, for messages.
+const char* file_kind(unsigned st_mode);
+
 // Opens `path` for reading without blocking (a FIFO or a device would otherwise hang the
 // open or the read), fstats it and refuses anything but a regular file, naming what it
 // is. On success `fd` is a blocking descriptor the caller closes, and `st` (if given)

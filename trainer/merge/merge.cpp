@@ -252,8 +252,9 @@ MergeResult run_merge(const MergeRecipe& r, const std::filesystem::path& out) {
     // Whatever the options, nothing non-finite is published (moe_convert would refuse it).
     for (long i = 0; i < n; ++i)
       if (!std::isfinite(merged[static_cast<size_t>(i)]))
-        throw InputError("merging gives a " + std::string(std::isnan(merged[static_cast<size_t>(i)]) ? "NaN" : "infinite value") +
-                         " in " + tensor_name(spec) + " (element " + std::to_string(i) +
+        throw InputError("merging gives a " +
+                         std::string(std::isnan(merged[static_cast<size_t>(i)]) ? "NaN" : "infinite value") + " in " +
+                         tensor_name(spec) + " (element " + std::to_string(i) +
                          "): the weights or options overflow; nothing was written");
     converter::append_checkpoint_tensor(oc, spec, merged.data(), tensors);
     ++index;

@@ -439,7 +439,8 @@ MergeRecipe parse_recipe(const json& j) {
 }
 
 MergeRecipe load_recipe(const std::filesystem::path& file) {
-  return parse_recipe_text(read_text_file(file, "recipe"), file.extension() == ".json", "recipe '" + file.string() + "'");
+  return parse_recipe_text(read_text_file(file, "recipe"), file.extension() == ".json",
+                           "recipe '" + file.string() + "'");
 }
 
 MergeRecipe parse_recipe_text(const std::string& body, bool is_json, const std::string& what) {
