@@ -4,10 +4,9 @@
 #include <cmath>
 #include <cstdio>
 
-#include <unistd.h>
-
 #include "converter/atomic_file.hpp"
 #include "converter/input_error.hpp"
+#include "platform/mapped_file.hpp"
 
 namespace moe::converter {
 
@@ -104,7 +103,7 @@ void write_random_checkpoint(const std::filesystem::path& dir, const ModelConfig
                      std::to_string(config.vocab_size));
   // Every tensor is held as f32, then the file is encoded whole: about twice its size.
   const double need = 2.0 * static_cast<double>(total_params(config)) * sizeof(float);
-  const double have = static_cast<double>(sysconf(_SC_PHYS_PAGES)) * static_cast<double>(sysconf(_SC_PAGESIZE));
+  const double have = physical_memory_bytes();
   if (need > have) {
     char text[512];
     std::snprintf(text, sizeof text,

@@ -6,13 +6,12 @@
 #include <memory>
 #include <new>
 
-#include <unistd.h>
-
 #include "converter/input_error.hpp"
 #include "converter/quantize.hpp"
 #include "moe/crc32c.hpp"
 #include "moe/model_file.hpp"
 #include "moe_model_generated.h"
+#include "platform/mapped_file.hpp"
 #include "tools/number_format.hpp"
 
 #ifndef MOE_VERSION
@@ -94,8 +93,7 @@ ConversionBudget conversion_budget(const ModelConfig& config, const QuantRecipe&
 }
 
 void check_conversion_budget(const ModelConfig& config, const QuantRecipe& recipe, double memory_bytes) {
-  if (memory_bytes <= 0)
-    memory_bytes = static_cast<double>(sysconf(_SC_PHYS_PAGES)) * static_cast<double>(sysconf(_SC_PAGESIZE));
+  if (memory_bytes <= 0) memory_bytes = physical_memory_bytes();
   const ConversionBudget b = conversion_budget(config, recipe);
   const auto gb = [](double bytes) {
     char text[32];

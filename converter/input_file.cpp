@@ -64,19 +64,9 @@ std::string read_regular_file(const std::filesystem::path& path, size_t max_byte
                      std::to_string(max_bytes >> 20) + " MiB this tool reads");
   }
   std::string text(static_cast<size_t>(st.st_size), '\0');
-  size_t have = 0;
-  while (have < text.size()) {
-    const ssize_t n = ::read(fd, text.data() + have, text.size() - have);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      const int err = n < 0 ? errno : 0;
-      close(fd);
-      throw InputError("cannot read '" + path.string() +
-                       "': " + (err ? std::strerror(err) : "it shrank while being read"));
-    }
-    have += static_cast<size_t>(n);
-  }
+  const Error e = read_fully(fd, text.data(), text.size(), path.c_str());
   close(fd);
+  if (e) throw InputError(e.what());
   return text;
 }
 

@@ -266,6 +266,24 @@ int main(int argc, char** argv) {
                        "): lower --lr or set --grad-clip, then --resume."
                  : std::string("No state was saved yet: lower --lr or set --grad-clip and start again.");
     };
+    // The state and the model after step `done`, unless a diverging update left infinite
+    // weights before the loss showed it: such a state must not replace the last good one.
+    const auto save_checkpoint = [&](int done) {
+      if (!std::all_of(model.params.begin(), model.params.end(), [](float v) { return std::isfinite(v); })) {
+        std::fprintf(stderr, "moe_train: the weights became infinite or NaN at step %d: stopping. %s\n", done,
+                     last_good(last_saved).c_str());
+        return false;
+      }
+      save_train_state(state_path, TrainState{c, vocab, done, model.params, opt.m, opt.v});
+      export_model(dir, c, vocab, model.table(), model.params);
+      last_saved = done;
+      return true;
+    };
+    const auto write_curve = [&] {
+      write_loss_svg(dir / "loss.svg", "moe_train " + std::string(ConfigKey(c.model).c_str()),
+                     read_csv_column(dir / "metrics.csv", 3), read_csv_column(dir / "evals.csv", 1),
+                     read_csv_column(dir / "evals.csv", 2));
+    };
     for (int step = start; step < c.steps; ++step) {
       const auto t0 = Clock::now();
       sample_batch(corpus.train, batch_rng, static_cast<uint64_t>(step) * static_cast<uint64_t>(B), B, T, in.data(),
@@ -318,26 +336,10 @@ int main(int argc, char** argv) {
         }
         std::fflush(stdout);
       }
-      if (done % c.checkpoint_interval == 0 || done == c.steps) {
-        // A diverging update can leave infinite weights before the loss shows it: such a
-        // state must not replace the last good one.
-        if (!std::all_of(model.params.begin(), model.params.end(), [](float v) { return std::isfinite(v); })) {
-          std::fprintf(stderr, "moe_train: the weights became infinite or NaN at step %d: stopping. %s\n", done,
-                       last_good(last_saved).c_str());
-          return 1;
-        }
-        save_train_state(state_path, TrainState{c, vocab, done, model.params, opt.m, opt.v});
-        export_model(dir, c, vocab, model.table(), model.params);
-        last_saved = done;
-      }
+      if ((done % c.checkpoint_interval == 0 || done == c.steps) && !save_checkpoint(done)) return 1;
       if (stop_signal != 0 && done < c.steps) {
-        if (last_saved != done) {
-          save_train_state(state_path, TrainState{c, vocab, done, model.params, opt.m, opt.v});
-          export_model(dir, c, vocab, model.table(), model.params);
-        }
-        write_loss_svg(dir / "loss.svg", "moe_train " + std::string(ConfigKey(c.model).c_str()),
-                       read_csv_column(dir / "metrics.csv", 3), read_csv_column(dir / "evals.csv", 1),
-                       read_csv_column(dir / "evals.csv", 2));
+        if (last_saved != done && !save_checkpoint(done)) return 1;
+        write_curve();
         std::printf(
             "interrupted after step %d of %d: state, model and reports saved in %s\n"
             "resume with: moe_train --out %s --resume\n",
@@ -346,9 +348,7 @@ int main(int argc, char** argv) {
         return stop_signal == SIGINT ? 130 : 143;
       }
     }
-    write_loss_svg(dir / "loss.svg", "moe_train " + std::string(ConfigKey(c.model).c_str()),
-                   read_csv_column(dir / "metrics.csv", 3), read_csv_column(dir / "evals.csv", 1),
-                   read_csv_column(dir / "evals.csv", 2));
+    write_curve();
     std::printf("done in %s: model in %s (convert: moe_convert %s -o model.moe), curve in %s\n",
                 duration(std::chrono::duration<double>(Clock::now() - t_run).count()).c_str(), dir.c_str(), dir.c_str(),
                 (dir / "loss.svg").c_str());

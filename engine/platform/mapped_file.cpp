@@ -85,6 +85,23 @@ Error MappedFile::open(const char* path, MappedFile& out) {
   return Error::none();
 }
 
+Error read_fully(int fd, void* buf, size_t size, const char* path) {
+  size_t have = 0;
+  while (have < size) {
+    const ssize_t n = ::read(fd, static_cast<char*>(buf) + have, size - have);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0)
+      return Error::make(ErrorCode::io, "cannot read '%s': %s", path,
+                         n < 0 ? std::strerror(errno) : "it shrank while being read");
+    have += static_cast<size_t>(n);
+  }
+  return Error::none();
+}
+
+double physical_memory_bytes() {
+  return static_cast<double>(sysconf(_SC_PHYS_PAGES)) * static_cast<double>(sysconf(_SC_PAGESIZE));
+}
+
 Error MappedFile::read(const char* path, MappedFile& out) {
   out = MappedFile{};
   int fd = -1;
@@ -98,20 +115,12 @@ Error MappedFile::read(const char* path, MappedFile& out) {
                      : Error::make(ErrorCode::io, "cannot read '%s': %lu bytes do not fit in memory", path,
                                    static_cast<unsigned long>(size));
   }
-  size_t have = 0;
-  while (have < size) {
-    const ssize_t n = ::read(fd, static_cast<char*>(p) + have, size - have);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      const int err = n < 0 ? errno : 0;
-      close(fd);
-      std::free(p);
-      return Error::make(ErrorCode::io, "cannot read '%s': %s", path,
-                         err ? std::strerror(err) : "it shrank while being read");
-    }
-    have += static_cast<size_t>(n);
-  }
+  const Error e = read_fully(fd, p, size, path);
   close(fd);
+  if (e) {
+    std::free(p);
+    return e;
+  }
   out.data_ = p;
   out.size_ = size;
   out.owned_ = true;

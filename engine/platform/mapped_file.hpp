@@ -13,6 +13,13 @@ namespace moe {
 // "a directory", "a FIFO (named pipe)", ...: what a file of this st_mode is, for messages.
 const char* file_kind(unsigned st_mode);
 
+// Reads exactly n bytes from fd into buf (EINTR retried); a short file is an error naming
+// `path`.
+Error read_fully(int fd, void* buf, size_t n, const char* path);
+
+// This machine's physical memory in bytes (for refusing work that cannot fit).
+double physical_memory_bytes();
+
 // Opens `path` for reading without blocking (a FIFO or a device would otherwise hang the
 // open or the read), fstats it and refuses anything but a regular file, naming what it
 // is. On success `fd` is a blocking descriptor the caller closes, and `st` (if given)
