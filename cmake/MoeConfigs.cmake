@@ -8,6 +8,10 @@ set(MOE_DEFAULT_CONFIGS
   "classic-d128-l8-h8-kv8-hd16-e8-k2-f512-v65-c32"  # moe_train --preset makemoe / quick (Shakespeare)
   "llama-d128-l8-h8-kv4-hd16-e8-k2-f512-v65-c32"    # moe_train --preset mixtral (Shakespeare)
   "classic-d32-l2-h4-kv4-hd8-e4-k2-f128-v65-c32"    # moe_train --preset tiny (Shakespeare)
+  "llama-d64-l2-h4-kv2-hd32-e8-k2-f32-v256-c128-qkh"        # tests/fixtures/qwen3moe-tiny-a
+  "llama-d64-l2-h4-kv4-hd16-e8-k2-f48-v256-c128-qkw"        # tests/fixtures/olmoe-tiny-a
+  "llama-d64-l2-h4-kv2-hd16-e8-k2-f32-v256-c128"            # tests/fixtures/granitemoe-tiny-a
+  "llama-d64-l2-h4-kv4-hd16-e8-k2-f32-v256-c128-qkvb-s64"   # tests/fixtures/qwen2moe-tiny-a
 )
 set(MOE_EXTRA_CONFIGS "" CACHE STRING "Additional model config keys for moe_infer, ';'-separated")
 # A board that runs one model needs one config: MOE_ONLY_CONFIGS replaces the defaults
@@ -17,7 +21,8 @@ if(MOE_ONLY_CONFIGS)
   set(MOE_DEFAULT_CONFIGS ${MOE_ONLY_CONFIGS})
 endif()
 
-set(MOE_CONFIG_KEY_REGEX "^(classic|llama)-d[0-9]+-l[0-9]+-h[0-9]+-kv[0-9]+-hd[0-9]+-e[0-9]+-k[0-9]+-f[0-9]+-v[0-9]+-c[0-9]+$")
+# The key's grammar (engine/moe/config.hpp): the ten dimensions, then the optional parts.
+set(MOE_CONFIG_KEY_REGEX "^(classic|llama)-d[0-9]+-l[0-9]+-h[0-9]+-kv[0-9]+-hd[0-9]+-e[0-9]+-k[0-9]+-f[0-9]+-v[0-9]+-c[0-9]+(-qk[hw])?(-qkvb)?(-s[0-9]+)?(-fd[0-9]+-dl[0-9a-f]+)?$")
 set(MOE_CONFIGS ${MOE_DEFAULT_CONFIGS} ${MOE_EXTRA_CONFIGS})
 list(REMOVE_DUPLICATES MOE_CONFIGS)
 set(MOE_CONFIG_LINES "")

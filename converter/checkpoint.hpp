@@ -24,8 +24,11 @@ struct Checkpoint {
   std::vector<std::string> notes;  // things the user should know (defaults taken, tensors ignored)
   std::unique_ptr<TensorStore> store;
 
-  bool tied_embeddings = false;  // Mixtral without lm_head.weight
+  bool tied_embeddings = false;  // tie_word_embeddings, or no lm_head.weight: the head is the embedding table
 
+  std::vector<TensorSource> sources(const TensorSpec& spec) const {
+    return tensor_sources(*layout, config, spec, tied_embeddings);
+  }
   std::vector<std::string> source_names(const TensorSpec& spec) const {
     return tensor_names(*layout, config, spec, tied_embeddings);
   }

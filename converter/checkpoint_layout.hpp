@@ -3,8 +3,10 @@
 // constants it implies when a key is absent, and its tensor names. The reader
 // (checkpoint.cpp) and the writer (checkpoint_writer.cpp) both work from these
 // descriptions and include neither each other nor anything but this.
-//   hf-mixtral: config.json (model_type "mixtral") + Hugging Face Mixtral tensor names,
-//               in model.safetensors or shards named by model.safetensors.index.json
+//   hf-mixtral, hf-qwen2-moe, hf-qwen3-moe, hf-olmoe, hf-granitemoe: a Hugging Face
+//               config.json (model_type "mixtral", "qwen2_moe", "qwen3_moe", "olmoe",
+//               "granitemoe") + the Hub's tensor names, in model.safetensors or shards
+//               named by model.safetensors.index.json
 //   makemoe:    config.json (model_type "makemoe") + makeMoE's state_dict names +
 //               tokenizer.json {"type": "char", "chars": "..."}
 #pragma once
@@ -18,8 +20,16 @@
 
 namespace moe::converter {
 
+// How a layout stores a model's experts.
+enum class ExpertStorage : uint8_t {
+  mixtral,   // block_sparse_moe.experts.E.{w1,w3,w2}: gate, up, down
+  qwen,      // mlp.experts.E.{gate,up,down}_proj (Qwen-MoE, OLMoE)
+  granite,   // block_sparse_moe.input_linear [E, 2I, d] (gate rows, then up), output_linear [E, d, I]
+  makemoe,   // blocks.L.smoe.experts.E.net.{0,2}
+};
+
 struct CheckpointLayout {
-  const char* name;        // "hf-mixtral" | "makemoe": messages and the .moe provenance
+  const char* name;        // "hf-mixtral" | "makemoe" | ...: messages and the .moe provenance
   const char* model_type;  // config.json's "model_type"
   Family family;
   // config.json key of each ModelConfig field; nullptr where the layout derives it
@@ -43,19 +53,50 @@ struct CheckpointLayout {
   // (the defaults of the reference implementation: MixtralConfig, makeMoE's code).
   ModelConstants absent;
   int expert_hidden_per_d_model;  // > 0: expert_hidden's default as a multiple of d_model (makeMoE: 4)
+
+  // The Hugging Face families' parts (nullptr / none where the layout has no such key):
+  ExpertStorage experts = ExpertStorage::mixtral;
+  const char* router = nullptr;  // the router's tensor name after "model.layers.N."
+  QkNorm qk_norm = QkNorm::none;
+  const char* qkv_bias = nullptr;  // bool key ("qkv_bias"); absent: absent_qkv_bias
+  bool absent_qkv_bias = false;
+  const char* shared_expert_hidden = nullptr;  // "shared_expert_intermediate_size"
+  const char* dense_hidden = nullptr;          // "intermediate_size" of Qwen-MoE's dense layers
+  const char* normalize_top_k = nullptr;       // "norm_topk_prob": true -> RouterWeights::topk_softmax
+  const char* clip_qkv = nullptr;
+  const char* embedding_multiplier = nullptr;
+  const char* residual_multiplier = nullptr;
+  const char* logits_scaling = nullptr;
+  const char* attention_multiplier = nullptr;
+  // config.json keys this layout knows that do not change what inference computes
+  // (training settings, metadata); nullptr-terminated. Any key not used and not here
+  // is refused, naming it: moe_convert does not guess what an option means.
+  const char* const* inert_keys = nullptr;
 };
 
 const CheckpointLayout& hf_mixtral_layout();
 const CheckpointLayout& makemoe_layout();
+bool is_hugging_face(const CheckpointLayout& layout);  // every layout but makeMoE
 // The layout moe_train writes for a family: makeMoE for classic, Mixtral for llama.
 const CheckpointLayout& layout_for(Family family);
 // nullptr when no layout has that model_type.
 const CheckpointLayout* layout_for_model_type(const std::string& model_type);
-const char* supported_model_types();  // "'mixtral' and 'makemoe'": for messages
+std::string supported_model_types();  // "'mixtral', ... and 'makemoe'": for messages
 
-// The checkpoint tensor names that hold one tensor of the .moe layout, in row order
-// (makeMoE keeps one q/k/v matrix per head; they are concatenated). `tied` maps
-// Mixtral's lm_head to the embedding table.
+// Where one tensor of the .moe layout is in a checkpoint: one or more parts, in row
+// order (makeMoE keeps one q/k/v matrix per head; they are concatenated), each a whole
+// checkpoint tensor or a range of one (Granite keeps every expert's gate and up in one
+// [E, 2I, d] tensor).
+struct TensorSource {
+  std::string name;
+  std::vector<int64_t> shape;  // the checkpoint tensor's shape
+  int64_t offset = 0;          // the part's first element in the flattened tensor
+  int64_t count = 0;           // its elements
+};
+// `tied`: the output head is the embedding table (tie_word_embeddings).
+std::vector<TensorSource> tensor_sources(const CheckpointLayout& layout, const ModelConfig& config,
+                                         const TensorSpec& spec, bool tied = false);
+// Their names.
 std::vector<std::string> tensor_names(const CheckpointLayout& layout, const ModelConfig& config, const TensorSpec& spec,
                                       bool tied = false);
 

@@ -154,9 +154,18 @@ Conversion convert_checkpoint(const std::filesystem::path& dir, const ConvertOpt
   int ungrouped = 0;
 
   for_each_tensor_spec(cfg, [&](const TensorSpec& spec) {
-    const std::vector<std::string> names = ck.source_names(spec);
-    const std::string name =
-        names.size() == 1 ? names[0] : names[0] + " (+" + std::to_string(names.size() - 1) + " more, concatenated)";
+    const std::vector<TensorSource> sources = ck.sources(spec);
+    const TensorSource& first = sources[0];
+    const bool part = first.count != [&] {
+      int64_t n = 1;
+      for (int64_t d : first.shape) n *= d;
+      return n;
+    }();
+    const std::string name = sources.size() > 1
+                                 ? first.name + " (+" + std::to_string(sources.size() - 1) + " more, concatenated)"
+                             : part ? first.name + " (elements " + std::to_string(first.offset) + ".." +
+                                          std::to_string(first.offset + first.count - 1) + ")"
+                                    : first.name;
     const DType dtype = recipe.dtype_for(spec.klass);
     const int rows = spec.is_matrix() ? spec.rows : 1, cols = spec.is_matrix() ? spec.cols : spec.rows;
     const Quantized q = quantize(ck.load(spec), rows, cols, dtype, recipe.group_size, name);
@@ -166,7 +175,8 @@ Conversion convert_checkpoint(const std::filesystem::path& dir, const ConvertOpt
     if (!q.scales.empty()) crc = crc32c_update(crc, q.scales.data(), q.scales.size() * sizeof(float));
 
     // A source tensor already stored in this dtype (tied embeddings) is referenced, not copied.
-    auto [stored, first_use] = shared.try_emplace(names[0] + "|" + dtype_name(dtype));
+    auto [stored, first_use] =
+        shared.try_emplace(first.name + "@" + std::to_string(first.offset) + "|" + dtype_name(dtype));
     if (first_use) {
       payload += bytes;
       if (payload > kMaxFileBytes)
@@ -221,14 +231,19 @@ Conversion convert_checkpoint(const std::filesystem::path& dir, const ConvertOpt
   const auto tok_off = tok.Finish();
   const auto prov_off = fb::CreateProvenanceDirect(fbb, provenance_source(dir).c_str(), ck.layout->name, MOE_VERSION,
                                                    recipe.describe().c_str());
+  const ModelConstants& k = ck.constants;
   const auto cfg_off = fb::CreateConfig(
       fbb, static_cast<fb::Family>(cfg.family), static_cast<uint32_t>(cfg.d_model), static_cast<uint32_t>(cfg.n_layers),
       static_cast<uint32_t>(cfg.n_heads), static_cast<uint32_t>(cfg.n_kv_heads), static_cast<uint32_t>(cfg.head_dim),
       static_cast<uint32_t>(cfg.n_experts), static_cast<uint32_t>(cfg.top_k), static_cast<uint32_t>(cfg.expert_hidden),
-      static_cast<uint32_t>(cfg.vocab_size), static_cast<uint32_t>(cfg.max_context), ck.constants.rope_theta,
-      ck.constants.norm_eps, static_cast<fb::AttentionScale>(ck.constants.attention_scale), ck.constants.bos_token_id,
-      ck.constants.eos_token_id, ck.constants.capacity_factor);
-  const auto model = fb::CreateModel(fbb, kFormatVersion, cfg_off, tok_off, prov_off, tensors_off);
+      static_cast<uint32_t>(cfg.vocab_size), static_cast<uint32_t>(cfg.max_context), k.rope_theta, k.norm_eps,
+      static_cast<fb::AttentionScale>(k.attention_scale), k.bos_token_id, k.eos_token_id, k.capacity_factor,
+      static_cast<fb::QkNorm>(cfg.qk_norm), cfg.qkv_bias, static_cast<uint32_t>(cfg.shared_expert_hidden),
+      static_cast<uint32_t>(cfg.dense_hidden), cfg.dense_layers, k.attention_multiplier,
+      static_cast<fb::RouterWeights>(k.router_weights), k.clip_qkv, k.embedding_multiplier, k.residual_multiplier,
+      k.logits_scaling);
+  const auto model =
+      fb::CreateModel(fbb, required_format_version(cfg, k), cfg_off, tok_off, prov_off, tensors_off);
   fb::FinishSizePrefixedModelBuffer(fbb, model);
 
   out.bytes.assign(fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize());

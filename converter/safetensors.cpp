@@ -176,17 +176,26 @@ std::vector<std::string> TensorStore::names() const {
 }
 
 std::vector<float> TensorStore::read_f32(const std::string& name) const {
+  return read_f32(name, 0, info(name).elements());
+}
+
+std::vector<float> TensorStore::read_f32(const std::string& name, int64_t offset, int64_t count) const {
   const SafetensorInfo& t = info(name);
-  const auto n = static_cast<size_t>(t.elements());
+  if (offset < 0 || count < 0 || offset + count > t.elements())
+    throw InputError("internal: elements [" + std::to_string(offset) + ", " + std::to_string(offset + count) +
+                     ") of tensor '" + name + "' " + t.shape_text() + " requested");
+  const auto n = static_cast<size_t>(count);
   std::vector<float> out(n);
   if (t.dtype == "F32") {
-    std::memcpy(out.data(), t.data, n * 4);
-  } else if (t.dtype == "F16") {
-    for (size_t i = 0; i < n; ++i)
-      out[i] = half_to_float(static_cast<uint16_t>(t.data[2 * i] | t.data[2 * i + 1] << 8));
-  } else if (t.dtype == "BF16") {
-    for (size_t i = 0; i < n; ++i)
-      out[i] = f32_from_bits(static_cast<uint32_t>(t.data[2 * i] | t.data[2 * i + 1] << 8) << 16);
+    std::memcpy(out.data(), t.data + offset * 4, n * 4);
+  } else if (t.dtype == "F16" || t.dtype == "BF16") {
+    const uint8_t* d = t.data + offset * 2;
+    if (t.dtype == "F16") {
+      for (size_t i = 0; i < n; ++i) out[i] = half_to_float(static_cast<uint16_t>(d[2 * i] | d[2 * i + 1] << 8));
+    } else {
+      for (size_t i = 0; i < n; ++i)
+        out[i] = f32_from_bits(static_cast<uint32_t>(d[2 * i] | d[2 * i + 1] << 8) << 16);
+    }
   } else {
     throw InputError("tensor '" + name + "' has dtype " + t.dtype + "; moe_convert reads F32, F16 and BF16");
   }

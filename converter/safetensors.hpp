@@ -48,6 +48,9 @@ class TensorStore {
   std::vector<std::string> names() const;
   // The tensor as f32, converted from F32, F16 or BF16; throws for other dtypes.
   std::vector<float> read_f32(const std::string& name) const;
+  // Elements [offset, offset + count) of the flattened tensor, likewise (the caller
+  // checked the range against its shape).
+  std::vector<float> read_f32(const std::string& name, int64_t offset, int64_t count) const;
 
  private:
   std::vector<std::unique_ptr<SafetensorsFile>> files_;

@@ -97,31 +97,97 @@ inline const char *EnumNameDType(DType e) {
 enum AttentionScale : uint8_t {
   AttentionScale_InvSqrtHeadDim = 0,
   AttentionScale_InvSqrtModelDim = 1,
+  AttentionScale_Multiplier = 2,
   AttentionScale_MIN = AttentionScale_InvSqrtHeadDim,
-  AttentionScale_MAX = AttentionScale_InvSqrtModelDim
+  AttentionScale_MAX = AttentionScale_Multiplier
 };
 
-inline const AttentionScale (&EnumValuesAttentionScale())[2] {
+inline const AttentionScale (&EnumValuesAttentionScale())[3] {
   static const AttentionScale values[] = {
     AttentionScale_InvSqrtHeadDim,
-    AttentionScale_InvSqrtModelDim
+    AttentionScale_InvSqrtModelDim,
+    AttentionScale_Multiplier
   };
   return values;
 }
 
 inline const char * const *EnumNamesAttentionScale() {
-  static const char * const names[3] = {
+  static const char * const names[4] = {
     "InvSqrtHeadDim",
     "InvSqrtModelDim",
+    "Multiplier",
     nullptr
   };
   return names;
 }
 
 inline const char *EnumNameAttentionScale(AttentionScale e) {
-  if (flatbuffers::IsOutRange(e, AttentionScale_InvSqrtHeadDim, AttentionScale_InvSqrtModelDim)) return "";
+  if (flatbuffers::IsOutRange(e, AttentionScale_InvSqrtHeadDim, AttentionScale_Multiplier)) return "";
   const size_t index = static_cast<size_t>(e);
   return EnumNamesAttentionScale()[index];
+}
+
+enum QkNorm : uint8_t {
+  QkNorm_None = 0,
+  QkNorm_PerHead = 1,
+  QkNorm_Whole = 2,
+  QkNorm_MIN = QkNorm_None,
+  QkNorm_MAX = QkNorm_Whole
+};
+
+inline const QkNorm (&EnumValuesQkNorm())[3] {
+  static const QkNorm values[] = {
+    QkNorm_None,
+    QkNorm_PerHead,
+    QkNorm_Whole
+  };
+  return values;
+}
+
+inline const char * const *EnumNamesQkNorm() {
+  static const char * const names[4] = {
+    "None",
+    "PerHead",
+    "Whole",
+    nullptr
+  };
+  return names;
+}
+
+inline const char *EnumNameQkNorm(QkNorm e) {
+  if (flatbuffers::IsOutRange(e, QkNorm_None, QkNorm_Whole)) return "";
+  const size_t index = static_cast<size_t>(e);
+  return EnumNamesQkNorm()[index];
+}
+
+enum RouterWeights : uint8_t {
+  RouterWeights_TopkSoftmax = 0,
+  RouterWeights_FullSoftmax = 1,
+  RouterWeights_MIN = RouterWeights_TopkSoftmax,
+  RouterWeights_MAX = RouterWeights_FullSoftmax
+};
+
+inline const RouterWeights (&EnumValuesRouterWeights())[2] {
+  static const RouterWeights values[] = {
+    RouterWeights_TopkSoftmax,
+    RouterWeights_FullSoftmax
+  };
+  return values;
+}
+
+inline const char * const *EnumNamesRouterWeights() {
+  static const char * const names[3] = {
+    "TopkSoftmax",
+    "FullSoftmax",
+    nullptr
+  };
+  return names;
+}
+
+inline const char *EnumNameRouterWeights(RouterWeights e) {
+  if (flatbuffers::IsOutRange(e, RouterWeights_TopkSoftmax, RouterWeights_FullSoftmax)) return "";
+  const size_t index = static_cast<size_t>(e);
+  return EnumNamesRouterWeights()[index];
 }
 
 enum TokenizerKind : uint8_t {
@@ -177,11 +243,23 @@ enum TensorRole : uint16_t {
   TensorRole_FinalNormBias = 19,
   TensorRole_LmHead = 20,
   TensorRole_LmHeadBias = 21,
+  TensorRole_QNorm = 22,
+  TensorRole_KNorm = 23,
+  TensorRole_WqBias = 24,
+  TensorRole_WkBias = 25,
+  TensorRole_WvBias = 26,
+  TensorRole_DenseW1 = 27,
+  TensorRole_DenseW2 = 28,
+  TensorRole_DenseW3 = 29,
+  TensorRole_SharedW1 = 30,
+  TensorRole_SharedW2 = 31,
+  TensorRole_SharedW3 = 32,
+  TensorRole_SharedGate = 33,
   TensorRole_MIN = TensorRole_TokenEmbedding,
-  TensorRole_MAX = TensorRole_LmHeadBias
+  TensorRole_MAX = TensorRole_SharedGate
 };
 
-inline const TensorRole (&EnumValuesTensorRole())[22] {
+inline const TensorRole (&EnumValuesTensorRole())[34] {
   static const TensorRole values[] = {
     TensorRole_TokenEmbedding,
     TensorRole_PositionEmbedding,
@@ -204,13 +282,25 @@ inline const TensorRole (&EnumValuesTensorRole())[22] {
     TensorRole_FinalNorm,
     TensorRole_FinalNormBias,
     TensorRole_LmHead,
-    TensorRole_LmHeadBias
+    TensorRole_LmHeadBias,
+    TensorRole_QNorm,
+    TensorRole_KNorm,
+    TensorRole_WqBias,
+    TensorRole_WkBias,
+    TensorRole_WvBias,
+    TensorRole_DenseW1,
+    TensorRole_DenseW2,
+    TensorRole_DenseW3,
+    TensorRole_SharedW1,
+    TensorRole_SharedW2,
+    TensorRole_SharedW3,
+    TensorRole_SharedGate
   };
   return values;
 }
 
 inline const char * const *EnumNamesTensorRole() {
-  static const char * const names[23] = {
+  static const char * const names[35] = {
     "TokenEmbedding",
     "PositionEmbedding",
     "AttnNorm",
@@ -233,13 +323,25 @@ inline const char * const *EnumNamesTensorRole() {
     "FinalNormBias",
     "LmHead",
     "LmHeadBias",
+    "QNorm",
+    "KNorm",
+    "WqBias",
+    "WkBias",
+    "WvBias",
+    "DenseW1",
+    "DenseW2",
+    "DenseW3",
+    "SharedW1",
+    "SharedW2",
+    "SharedW3",
+    "SharedGate",
     nullptr
   };
   return names;
 }
 
 inline const char *EnumNameTensorRole(TensorRole e) {
-  if (flatbuffers::IsOutRange(e, TensorRole_TokenEmbedding, TensorRole_LmHeadBias)) return "";
+  if (flatbuffers::IsOutRange(e, TensorRole_TokenEmbedding, TensorRole_SharedGate)) return "";
   const size_t index = static_cast<size_t>(e);
   return EnumNamesTensorRole()[index];
 }
@@ -263,7 +365,18 @@ struct Config FLATBUFFERS_FINAL_CLASS : private flatbuffers::Table {
     VT_ATTENTION_SCALE = 30,
     VT_BOS_TOKEN_ID = 32,
     VT_EOS_TOKEN_ID = 34,
-    VT_CAPACITY_FACTOR = 36
+    VT_CAPACITY_FACTOR = 36,
+    VT_QK_NORM = 38,
+    VT_QKV_BIAS = 40,
+    VT_SHARED_EXPERT_HIDDEN = 42,
+    VT_DENSE_HIDDEN = 44,
+    VT_DENSE_LAYERS = 46,
+    VT_ATTENTION_MULTIPLIER = 48,
+    VT_ROUTER_WEIGHTS = 50,
+    VT_CLIP_QKV = 52,
+    VT_EMBEDDING_MULTIPLIER = 54,
+    VT_RESIDUAL_MULTIPLIER = 56,
+    VT_LOGITS_SCALING = 58
   };
   moe::fb::Family family() const {
     return static_cast<moe::fb::Family>(GetField<uint8_t>(VT_FAMILY, 0));
@@ -316,6 +429,39 @@ struct Config FLATBUFFERS_FINAL_CLASS : private flatbuffers::Table {
   double capacity_factor() const {
     return GetField<double>(VT_CAPACITY_FACTOR, 0.0);
   }
+  moe::fb::QkNorm qk_norm() const {
+    return static_cast<moe::fb::QkNorm>(GetField<uint8_t>(VT_QK_NORM, 0));
+  }
+  bool qkv_bias() const {
+    return GetField<uint8_t>(VT_QKV_BIAS, 0) != 0;
+  }
+  uint32_t shared_expert_hidden() const {
+    return GetField<uint32_t>(VT_SHARED_EXPERT_HIDDEN, 0);
+  }
+  uint32_t dense_hidden() const {
+    return GetField<uint32_t>(VT_DENSE_HIDDEN, 0);
+  }
+  uint64_t dense_layers() const {
+    return GetField<uint64_t>(VT_DENSE_LAYERS, 0);
+  }
+  float attention_multiplier() const {
+    return GetField<float>(VT_ATTENTION_MULTIPLIER, 0.0f);
+  }
+  moe::fb::RouterWeights router_weights() const {
+    return static_cast<moe::fb::RouterWeights>(GetField<uint8_t>(VT_ROUTER_WEIGHTS, 0));
+  }
+  float clip_qkv() const {
+    return GetField<float>(VT_CLIP_QKV, 0.0f);
+  }
+  float embedding_multiplier() const {
+    return GetField<float>(VT_EMBEDDING_MULTIPLIER, 1.0f);
+  }
+  float residual_multiplier() const {
+    return GetField<float>(VT_RESIDUAL_MULTIPLIER, 1.0f);
+  }
+  float logits_scaling() const {
+    return GetField<float>(VT_LOGITS_SCALING, 1.0f);
+  }
   bool Verify(flatbuffers::Verifier &verifier) const {
     return VerifyTableStart(verifier) &&
            VerifyField<uint8_t>(verifier, VT_FAMILY, 1) &&
@@ -335,6 +481,17 @@ struct Config FLATBUFFERS_FINAL_CLASS : private flatbuffers::Table {
            VerifyField<int32_t>(verifier, VT_BOS_TOKEN_ID, 4) &&
            VerifyField<int32_t>(verifier, VT_EOS_TOKEN_ID, 4) &&
            VerifyField<double>(verifier, VT_CAPACITY_FACTOR, 8) &&
+           VerifyField<uint8_t>(verifier, VT_QK_NORM, 1) &&
+           VerifyField<uint8_t>(verifier, VT_QKV_BIAS, 1) &&
+           VerifyField<uint32_t>(verifier, VT_SHARED_EXPERT_HIDDEN, 4) &&
+           VerifyField<uint32_t>(verifier, VT_DENSE_HIDDEN, 4) &&
+           VerifyField<uint64_t>(verifier, VT_DENSE_LAYERS, 8) &&
+           VerifyField<float>(verifier, VT_ATTENTION_MULTIPLIER, 4) &&
+           VerifyField<uint8_t>(verifier, VT_ROUTER_WEIGHTS, 1) &&
+           VerifyField<float>(verifier, VT_CLIP_QKV, 4) &&
+           VerifyField<float>(verifier, VT_EMBEDDING_MULTIPLIER, 4) &&
+           VerifyField<float>(verifier, VT_RESIDUAL_MULTIPLIER, 4) &&
+           VerifyField<float>(verifier, VT_LOGITS_SCALING, 4) &&
            verifier.EndTable();
   }
 };
@@ -394,6 +551,39 @@ struct ConfigBuilder {
   void add_capacity_factor(double capacity_factor) {
     fbb_.AddElement<double>(Config::VT_CAPACITY_FACTOR, capacity_factor, 0.0);
   }
+  void add_qk_norm(moe::fb::QkNorm qk_norm) {
+    fbb_.AddElement<uint8_t>(Config::VT_QK_NORM, static_cast<uint8_t>(qk_norm), 0);
+  }
+  void add_qkv_bias(bool qkv_bias) {
+    fbb_.AddElement<uint8_t>(Config::VT_QKV_BIAS, static_cast<uint8_t>(qkv_bias), 0);
+  }
+  void add_shared_expert_hidden(uint32_t shared_expert_hidden) {
+    fbb_.AddElement<uint32_t>(Config::VT_SHARED_EXPERT_HIDDEN, shared_expert_hidden, 0);
+  }
+  void add_dense_hidden(uint32_t dense_hidden) {
+    fbb_.AddElement<uint32_t>(Config::VT_DENSE_HIDDEN, dense_hidden, 0);
+  }
+  void add_dense_layers(uint64_t dense_layers) {
+    fbb_.AddElement<uint64_t>(Config::VT_DENSE_LAYERS, dense_layers, 0);
+  }
+  void add_attention_multiplier(float attention_multiplier) {
+    fbb_.AddElement<float>(Config::VT_ATTENTION_MULTIPLIER, attention_multiplier, 0.0f);
+  }
+  void add_router_weights(moe::fb::RouterWeights router_weights) {
+    fbb_.AddElement<uint8_t>(Config::VT_ROUTER_WEIGHTS, static_cast<uint8_t>(router_weights), 0);
+  }
+  void add_clip_qkv(float clip_qkv) {
+    fbb_.AddElement<float>(Config::VT_CLIP_QKV, clip_qkv, 0.0f);
+  }
+  void add_embedding_multiplier(float embedding_multiplier) {
+    fbb_.AddElement<float>(Config::VT_EMBEDDING_MULTIPLIER, embedding_multiplier, 1.0f);
+  }
+  void add_residual_multiplier(float residual_multiplier) {
+    fbb_.AddElement<float>(Config::VT_RESIDUAL_MULTIPLIER, residual_multiplier, 1.0f);
+  }
+  void add_logits_scaling(float logits_scaling) {
+    fbb_.AddElement<float>(Config::VT_LOGITS_SCALING, logits_scaling, 1.0f);
+  }
   explicit ConfigBuilder(flatbuffers::FlatBufferBuilder &_fbb)
         : fbb_(_fbb) {
     start_ = fbb_.StartTable();
@@ -423,9 +613,28 @@ inline flatbuffers::Offset<Config> CreateConfig(
     moe::fb::AttentionScale attention_scale = moe::fb::AttentionScale_InvSqrtHeadDim,
     int32_t bos_token_id = -1,
     int32_t eos_token_id = -1,
-    double capacity_factor = 0.0) {
+    double capacity_factor = 0.0,
+    moe::fb::QkNorm qk_norm = moe::fb::QkNorm_None,
+    bool qkv_bias = false,
+    uint32_t shared_expert_hidden = 0,
+    uint32_t dense_hidden = 0,
+    uint64_t dense_layers = 0,
+    float attention_multiplier = 0.0f,
+    moe::fb::RouterWeights router_weights = moe::fb::RouterWeights_TopkSoftmax,
+    float clip_qkv = 0.0f,
+    float embedding_multiplier = 1.0f,
+    float residual_multiplier = 1.0f,
+    float logits_scaling = 1.0f) {
   ConfigBuilder builder_(_fbb);
+  builder_.add_dense_layers(dense_layers);
   builder_.add_capacity_factor(capacity_factor);
+  builder_.add_logits_scaling(logits_scaling);
+  builder_.add_residual_multiplier(residual_multiplier);
+  builder_.add_embedding_multiplier(embedding_multiplier);
+  builder_.add_clip_qkv(clip_qkv);
+  builder_.add_attention_multiplier(attention_multiplier);
+  builder_.add_dense_hidden(dense_hidden);
+  builder_.add_shared_expert_hidden(shared_expert_hidden);
   builder_.add_eos_token_id(eos_token_id);
   builder_.add_bos_token_id(bos_token_id);
   builder_.add_norm_eps(norm_eps);
@@ -440,6 +649,9 @@ inline flatbuffers::Offset<Config> CreateConfig(
   builder_.add_n_heads(n_heads);
   builder_.add_n_layers(n_layers);
   builder_.add_d_model(d_model);
+  builder_.add_router_weights(router_weights);
+  builder_.add_qkv_bias(qkv_bias);
+  builder_.add_qk_norm(qk_norm);
   builder_.add_attention_scale(attention_scale);
   builder_.add_family(family);
   return builder_.Finish();

@@ -86,6 +86,63 @@ TEST_F(Cli, InferGreedyMatchesTheReferenceContinuation) {
   EXPECT_NE(r.err.find("active params/token 129,856 of 234,304"), std::string::npos) << r.err;
 }
 
+// Each Hugging Face family as a user runs it: moe_convert at fp32, then moe_infer's
+// --logits-out (every prompt position, against the reference's rows) and its greedy
+// continuation, which stops after EOS as transformers' generate() does.
+TEST_F(Cli, FamiliesConvertAndRunWithLogitsOut) {
+  for (const char* fixture : {"qwen3moe-tiny-a", "olmoe-tiny-a", "granitemoe-tiny-a", "qwen2moe-tiny-a"}) {
+    SCOPED_TRACE(fixture);
+    const std::string model = path((std::string(fixture) + ".moe").c_str());
+    const Result conv = run({kConvert, test::fixture_dir(fixture).string(), "-o", model, "--experts", "fp32",
+                             "--attention", "fp32", "--embeddings", "fp32", "-q"});
+    ASSERT_EQ(conv.code, 0) << conv.err;
+    for (const auto& rc : test::load_reference(fixture)) {
+      std::string ids, want;
+      for (size_t i = 0; i < rc.input_ids.size(); ++i) ids.append(i ? "," : "").append(std::to_string(rc.input_ids[i]));
+      want = ids;
+      for (int32_t id : rc.greedy) want.append(",").append(std::to_string(id));
+      const std::string logits_path = path("logits.json");
+      const Result r = run({kInfer, "--model", model, "--ids", ids, "-n", "24", "--temp", "0", "--logits-out",
+                            logits_path, "--no-stats"});
+      ASSERT_EQ(r.code, 0) << r.err;
+      EXPECT_EQ(r.out, want + "\n");
+      const nlohmann::json j = nlohmann::json::parse(slurp(logits_path));
+      ASSERT_EQ(j.size(), 1u);
+      ASSERT_EQ(j["logits"].size(), rc.logits.size());
+      for (size_t row = 0; row < rc.logits.size(); ++row) {
+        const auto got = j["logits"][row].get<std::vector<float>>();
+        ASSERT_EQ(got.size(), rc.logits[row].size());
+        double max_ref = 0, max_diff = 0;
+        for (size_t v = 0; v < got.size(); ++v) {
+          max_ref = std::max(max_ref, std::fabs(static_cast<double>(rc.logits[row][v])));
+          max_diff = std::max(max_diff, std::fabs(static_cast<double>(got[v]) - rc.logits[row][v]));
+        }
+        EXPECT_LT(max_diff, 1e-4 * max_ref) << "position " << row;
+      }
+    }
+  }
+}
+
+// One row per prompt token, and the last row is what greedy decoding continues from.
+TEST_F(Cli, LogitsOutRowsAndRefusals) {
+  const Result a = run({kInfer, "--model", path("mix32.moe"), "--ids", "1,2,3", "-n", "0", "--logits-out",
+                        path("a.json"), "--no-stats"});
+  ASSERT_EQ(a.code, 0) << a.err;
+  EXPECT_EQ(a.out, "1,2,3\n");
+  const nlohmann::json ja = nlohmann::json::parse(slurp(path("a.json")));
+  ASSERT_EQ(ja["logits"].size(), 3u);
+  const auto last = ja["logits"][2].get<std::vector<float>>();
+  ASSERT_EQ(last.size(), 96u);
+  const auto argmax = std::max_element(last.begin(), last.end()) - last.begin();
+  const Result next = run({kInfer, "--model", path("mix32.moe"), "--ids", "1,2,3", "-n", "1", "--temp", "0",
+                           "--no-stats", "--no-echo"});
+  ASSERT_EQ(next.code, 0) << next.err;
+  EXPECT_EQ(next.out, std::to_string(argmax) + "\n");
+  expect_failure(run({kInfer, "--model", path("mix32.moe"), "--ids", "1,2", "-n", "0", "--logits-out",
+                      dir_->path().string()}),
+                 1, "is not a regular file");
+}
+
 TEST_F(Cli, BenchReportsThroughputAndTheWeightsEachTokenReads) {
   const std::string json_path = path("bench.json");
   const Result r = run({kInfer, "--model", path("mix32.moe"), "--bench", "--bench-prompt", "16", "--bench-tokens", "32",

@@ -25,38 +25,7 @@ namespace {
 
 using nlohmann::json;
 
-// An editable copy of a fixture checkpoint: config, tokenizer and tensors (as F32).
-struct EditableCheckpoint {
-  test::TempDir tmp;
-  json config;
-  std::vector<converter::SafetensorOut> tensors;
-
-  explicit EditableCheckpoint(const std::string& fixture) {
-    test::copy_dir(test::fixture_dir(fixture), tmp.path());
-    std::ifstream in(tmp / "config.json");
-    config = json::parse(in);
-    const converter::TensorStore store(test::fixture_dir(fixture));
-    for (const auto& name : store.names()) {
-      const auto& info = store.info(name);
-      const std::vector<float> v = store.read_f32(name);
-      tensors.push_back(converter::f32_tensor(name, info.shape, v.data()));
-    }
-  }
-  converter::SafetensorOut& tensor(const std::string& name) {
-    for (auto& t : tensors)
-      if (t.name == name) return t;
-    throw std::runtime_error("no tensor " + name);
-  }
-  void remove(const std::string& name) {
-    std::erase_if(tensors, [&](const converter::SafetensorOut& t) { return t.name == name; });
-  }
-  float* values(const std::string& name) { return reinterpret_cast<float*>(tensor(name).data.data()); }
-  const std::filesystem::path& write() {
-    converter::write_file_atomically(tmp / "config.json", config.dump(2));
-    converter::write_safetensors(tmp / "model.safetensors", tensors);
-    return tmp.path();
-  }
-};
+using test::EditableCheckpoint;
 
 converter::Conversion convert_fp32(const std::filesystem::path& dir, int max_context = 0) {
   converter::ConvertOptions o;

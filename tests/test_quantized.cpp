@@ -154,6 +154,31 @@ INSTANTIATE_TEST_SUITE_P(Recipes, Quantized, ::testing::ValuesIn(kCases), [](con
   return name;
 });
 
+// The Hugging Face families through the default recipe (int8 experts, fp16 attention and
+// embeddings) and all-int8: the same measures against their own fp32, bounds set from
+// measurement with a margin. Their fixtures' weights are N(0, 0.15), far from trained
+// weights, so the bounds are about the arithmetic, not about language quality.
+struct FamilyCase {
+  const char* fixture;
+  Bounds default_recipe, all_int8;
+};
+template <ModelConfig C>
+void check_family(const FamilyCase& f) {
+  check_recipe<C>(f.fixture, "default (i8/row, f16 attn+emb)", converter::QuantRecipe{}, f.default_recipe);
+  check_recipe<C>(f.fixture, "all i8/g32", test::recipe(DType::i8, DType::i8, DType::i8, 32), f.all_int8);
+}
+
+TEST(QuantizedFamilies, CloseToFp32) {
+  check_family<config_from_key("llama-d64-l2-h4-kv2-hd32-e8-k2-f32-v256-c128-qkh")>(
+      {"qwen3moe-tiny-a", {0.005, 0.94, 0.6, 0}, {0.012, 0.9, 0.35, 0}});
+  check_family<config_from_key("llama-d64-l2-h4-kv4-hd16-e8-k2-f48-v256-c128-qkw")>(
+      {"olmoe-tiny-a", {0.005, 0.94, 0.6, 0}, {0.012, 0.9, 0.3, 0}});
+  check_family<config_from_key("llama-d64-l2-h4-kv2-hd16-e8-k2-f32-v256-c128")>(
+      {"granitemoe-tiny-a", {0.006, 0.94, 0.6, 0}, {0.015, 0.85, 0.3, 0}});
+  check_family<config_from_key("llama-d64-l2-h4-kv4-hd16-e8-k2-f32-v256-c128-qkvb-s64")>(
+      {"qwen2moe-tiny-a", {0.006, 0.94, 0.45, 0}, {0.012, 0.88, 0.25, 0}});
+}
+
 // With int8 activations off, an int8 model computes what a target without integer dot
 // products computes (int8 weights widened against f32 activations): the scalar engine's
 // logits up to float rounding. With them on (where the target has integer dot

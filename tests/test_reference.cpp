@@ -1,5 +1,7 @@
 // The fp32 path against the independent references: Hugging Face transformers'
-// MixtralForCausalLM (mixtral-tiny-a) and PyTorch makeMoE (makemoe-tiny). Logits of
+// MixtralForCausalLM (mixtral-tiny-a), PyTorch makeMoE (makemoe-tiny), and a float64
+// forward written from the transformers sources of Qwen3-MoE, OLMoE, Granite-MoE and
+// Qwen2-MoE, cross-checked with llama.cpp (../shared/fixtures/archs). Logits of
 // every position within 1e-4 x max|ref|, and identical greedy continuations — through
 // moe_convert's library and the engine, for both kernel backends, by prefill and by
 // token-by-token decode.
@@ -18,6 +20,14 @@ namespace {
 
 constexpr ModelConfig kMixtral = config_from_key("llama-d64-l2-h4-kv2-hd16-e4-k2-f128-v96-c128");
 constexpr ModelConfig kMakemoe = config_from_key("classic-d32-l2-h4-kv4-hd8-e4-k2-f128-v65-c16");
+// head_dim 32 != 64 / 4, q/k norm per head, renormalised top-k
+constexpr ModelConfig kQwen3Moe = config_from_key("llama-d64-l2-h4-kv2-hd32-e8-k2-f32-v256-c128-qkh");
+// q/k norm over the whole projections, full-softmax top-k weights
+constexpr ModelConfig kOlmoe = config_from_key("llama-d64-l2-h4-kv4-hd16-e8-k2-f48-v256-c128-qkw");
+// the four multipliers, merged experts, tied head
+constexpr ModelConfig kGraniteMoe = config_from_key("llama-d64-l2-h4-kv2-hd16-e8-k2-f32-v256-c128");
+// q/k/v biases, a gated shared expert of width 64
+constexpr ModelConfig kQwen2Moe = config_from_key("llama-d64-l2-h4-kv4-hd16-e8-k2-f32-v256-c128-qkvb-s64");
 
 struct Fixture {
   const char* name;
@@ -108,6 +118,13 @@ using Backends = ::testing::Types<kernels::Scalar
 TYPED_TEST_SUITE(ReferenceTest, Backends);
 
 TYPED_TEST(ReferenceTest, MixtralTinyMatchesTransformers) { this->template check_fixture<kMixtral>("mixtral-tiny-a"); }
+
+TYPED_TEST(ReferenceTest, Qwen3MoeTinyMatchesReference) { this->template check_fixture<kQwen3Moe>("qwen3moe-tiny-a"); }
+TYPED_TEST(ReferenceTest, OlmoeTinyMatchesReference) { this->template check_fixture<kOlmoe>("olmoe-tiny-a"); }
+TYPED_TEST(ReferenceTest, GraniteMoeTinyMatchesReference) {
+  this->template check_fixture<kGraniteMoe>("granitemoe-tiny-a");
+}
+TYPED_TEST(ReferenceTest, Qwen2MoeTinyMatchesReference) { this->template check_fixture<kQwen2Moe>("qwen2moe-tiny-a"); }
 
 TYPED_TEST(ReferenceTest, MakemoeTinyMatchesPyTorchIncludingWindowSlides) {
   this->template check_fixture<kMakemoe>("makemoe-tiny");

@@ -27,6 +27,7 @@
 #include "tools/arg_parser.hpp"
 #include "tools/number_format.hpp"
 #include "tools/compiled_models.hpp"
+#include "tools/output_file.hpp"
 
 namespace {
 // Every write to stdout is checked: a full disk or a closed descriptor is an error, not a
@@ -76,6 +77,7 @@ struct Options {
   bool bench = false;
   int bench_probe_mib = 512;
   std::string json;  // --bench results as JSON: a path, or "-" for stdout
+  std::string logits_out;  // the logits after every prompt token, as JSON
   moe::tools::BenchOptions bench_options;
 };
 
@@ -103,6 +105,22 @@ bool parse_ids(const std::string& text, std::vector<int32_t>& out, std::string& 
     at = comma + 1;
   }
   return true;
+}
+
+// {"logits": [[...], ...]}: one row per prompt position, each f32 printed with 9
+// significant digits, which read back to the same float.
+std::string write_logits(const std::string& path, const std::vector<float>& logits, int vocab) {
+  std::string text = "{\"logits\": [";
+  text.reserve(logits.size() * 16 + 32);
+  char num[32];
+  for (size_t i = 0; i < logits.size(); ++i) {
+    const bool row_start = i % static_cast<size_t>(vocab) == 0;
+    if (row_start) text += i == 0 ? "[" : "], [";
+    else text += ", ";
+    text.append(num, static_cast<size_t>(std::snprintf(num, sizeof num, "%.9g", static_cast<double>(logits[i]))));
+  }
+  text += "]]}\n";
+  return moe::tools::write_output_file(path, text);
 }
 
 template <moe::ModelConfig C>
@@ -150,10 +168,8 @@ struct Generate {
                     r.roofline_fraction);
       if (o.json == "-") {
         std::fputs(buf, stdout);
-      } else {
-        std::FILE* f = std::fopen(o.json.c_str(), "w");
-        if (f == nullptr || std::fputs(buf, f) < 0 || std::fclose(f) != 0)
-          return std::fprintf(stderr, "moe_infer: cannot write '%s'\n", o.json.c_str()), 1;
+      } else if (const std::string error = moe::tools::write_output_file(o.json, buf); !error.empty()) {
+        return std::fprintf(stderr, "moe_infer: %s\n", error.c_str()), 1;
       }
     }
     return 0;
@@ -198,13 +214,27 @@ struct Generate {
       if (!flushed()) return write_failed();
     }
 
+    // --logits-out: room for a row of logits per prompt token, made before any work.
+    std::vector<float> all_logits;
+    if (!o.logits_out.empty()) {
+      if (static_cast<long long>(prompt.size()) > C.max_context)
+        return std::fprintf(stderr, "moe_infer: the prompt has %zu tokens, more than the model's context of %d\n",
+                            prompt.size(), C.max_context),
+               2;
+      all_logits.resize(prompt.size() * static_cast<size_t>(C.vocab_size));
+    }
     const auto t_prompt = Clock::now();
-    if (moe::Error e = engine->prefill(prompt.data(), static_cast<int>(prompt.size()))) {
+    if (moe::Error e = engine->prefill(prompt.data(), static_cast<int>(prompt.size()),
+                                       all_logits.empty() ? nullptr : all_logits.data())) {
       std::fprintf(stderr, "\nmoe_infer: %s\n", e.what());
       if (e.code == moe::ErrorCode::context_full) context_hint(C.max_context);
       return 1;
     }
     const double prompt_s = seconds_since(t_prompt);
+    if (!all_logits.empty()) {
+      if (const std::string error = write_logits(o.logits_out, all_logits, C.vocab_size); !error.empty())
+        return std::fprintf(stderr, "\nmoe_infer: %s\n", error.c_str()), 1;
+    }
 
     int generated = 0;
     bool output_ok = true;
@@ -280,6 +310,9 @@ int main(int argc, char** argv) {
   args.option("--bench-probe-mib", o.bench_probe_mib,
               "--bench: size of the bandwidth probe's buffer (far beyond the caches)", 1, 4096);
   args.option("--json", o.json, "--bench: also write the results as JSON to this file ('-': stdout)");
+  args.option("--logits-out", o.logits_out,
+              "write the logits after every prompt token to this file as JSON {\"logits\": [[...], ...]} (one row "
+              "per prompt position; with -n 0 nothing is generated)");
   if (const int code = args.parse(argc, argv); code >= 0) return code;
   if (list) {
     std::printf("%s\n", moe::tools::compiled_config_list("\n").c_str());

@@ -226,7 +226,7 @@ double Model<T>::forward(const int32_t* inputs, const int32_t* targets, int B, i
                              qkv_dim,
                              qkv_dim,
                              m.q_dim(),
-                             attention_factor(m, cfg_.constants.attention_scale)};
+                             attention_factor(m, cfg_.constants)};
   const long att_size = static_cast<long>(B) * m.n_heads * T_len * T_len;
   for (int l = 0; l < L; ++l) {
     LayerActs& a = acts_[static_cast<size_t>(l)];
@@ -305,7 +305,7 @@ void Model<T>::backward() {
   const int qkv_dim = m.q_dim() + 2 * m.kv_dim();
   const AttentionShape shape{B_,           T_len,      m.n_heads,
                              m.n_kv_heads, m.head_dim, qkv_dim,
-                             qkv_dim,      m.q_dim(),  attention_factor(m, cfg_.constants.attention_scale)};
+                             qkv_dim,      m.q_dim(),  attention_factor(m, cfg_.constants)};
   for (int l = L - 1; l >= 0; --l) {
     LayerActs& a = acts_[static_cast<size_t>(l)];
     const LayerWeights<T>& lw = w_.layers[static_cast<size_t>(l)];

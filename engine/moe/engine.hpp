@@ -3,9 +3,12 @@
 // microcontroller); it never allocates and never throws. Weights are views into the
 // verified .moe buffer.
 //
-// A token's path (forward_chunk): embed -> per layer [norm -> q,k,v -> rope (llama) ->
-// attention over the KV cache -> Wo -> residual; norm -> router -> top-k -> experts ->
-// weighted sum -> residual] -> final norm -> lm_head -> logits.
+// A token's path (forward_chunk): embed (x embedding multiplier) -> per layer [norm ->
+// q,k,v (+ biases) -> q/k norm -> clip -> rope (llama) -> attention over the KV cache ->
+// Wo -> residual (x residual multiplier); norm -> router -> top-k -> experts -> weighted
+// sum (+ gated shared expert) or a dense MLP -> residual] -> final norm -> lm_head ->
+// logits (/ logits scaling). The optional parts are compiled in only where the config
+// has them (ModelConfig's optional fields); the multipliers are constants from the file.
 //
 // Prefill runs up to `Chunk` tokens through each weight matrix at once, and groups the
 // chunk's tokens by expert so each chosen expert's weights are read once per chunk.
@@ -82,7 +85,7 @@ class Engine {
     }
     bind(file);
     rt_ = file.constants();
-    attention_factor_ = attention_factor(C, rt_.attention_scale);
+    attention_factor_ = attention_factor(C, rt_);
     loaded_ = true;
     reset();
     return Error::none();
@@ -157,7 +160,10 @@ class Engine {
   static constexpr int QD = C.q_dim(), KVD = C.kv_dim(), P = Chunk;
   static constexpr bool kClassic = C.family == Family::classic;
   static constexpr int kRopeHalf = kClassic ? 1 : HD / 2;  // arrays of unused parts keep one element
-  static constexpr int kUpRows = C.gated_experts() ? F : 1;
+  static constexpr int FF = C.max_ffn_hidden();  // widest FFN hidden layer (expert, shared, dense)
+  static constexpr int S = C.shared_expert_hidden;
+  static constexpr bool kSharedExpert = C.has_shared_expert();
+  static constexpr int kUpRows = C.gated_experts() ? FF : 1;
 
   using ExpertWeights = ExpertSlots<Matrix, Vector>;
   struct LayerWeights : LayerSlots<Matrix, Vector> {
@@ -232,6 +238,7 @@ class Engine {
   void forward_chunk(int p0, int n) {
     for (int t = 0; t < n; ++t) {
       dequantize_row(w_.token_embedding, window_[p0 + t], x_[t]);
+      if (rt_.embedding_multiplier != 1.f) kernels::scale(x_[t], rt_.embedding_multiplier, D);
       if constexpr (kClassic) {
         dequantize_row(w_.position_embedding, p0 + t, xn_[t]);
         kernels::add(x_[t], xn_[t], D);
@@ -241,7 +248,8 @@ class Engine {
     }
     for (int l = 0; l < L; ++l) {
       attention_block(l, p0, n);
-      moe_block(l, n);
+      if (C.is_dense_layer(l)) dense_block(l, n);
+      else moe_block(l, n);
     }
   }
 
@@ -272,6 +280,23 @@ class Engine {
     // head (bench_kernels' BM_attention; rows interleaving the kv heads made it strided).
     for (int t = 0; t < n; ++t) {
       float* keys = new_keys + static_cast<long>(t) * KVD;
+      if constexpr (C.qkv_bias) {
+        kernels::add(q_[t], lw.wq_bias.data, QD);
+        kernels::add(keys, lw.wk_bias.data, KVD);
+        kernels::add(new_values_[t], lw.wv_bias.data, KVD);
+      }
+      if constexpr (C.qk_norm == QkNorm::whole) {  // over all heads at once (OLMoE)
+        kernels::rmsnorm(K{}, q_[t], lw.q_norm.data, QD, rt_.norm_eps, q_[t]);
+        kernels::rmsnorm(K{}, keys, lw.k_norm.data, KVD, rt_.norm_eps, keys);
+      } else if constexpr (C.qk_norm == QkNorm::per_head) {  // each head, one shared weight (Qwen3)
+        for (int h = 0; h < H; ++h) kernels::rmsnorm(K{}, q_[t] + h * HD, lw.q_norm.data, HD, rt_.norm_eps, q_[t] + h * HD);
+        for (int h = 0; h < KVH; ++h) kernels::rmsnorm(K{}, keys + h * HD, lw.k_norm.data, HD, rt_.norm_eps, keys + h * HD);
+      }
+      if (rt_.clip_qkv > 0.f) {
+        kernels::clamp(q_[t], rt_.clip_qkv, QD);
+        kernels::clamp(keys, rt_.clip_qkv, KVD);
+        kernels::clamp(new_values_[t], rt_.clip_qkv, KVD);
+      }
       if constexpr (!kClassic) {
         kernels::rope(K{}, q_[t], H, HD, rope_cos_[t], rope_sin_[t]);
         kernels::rope(K{}, keys, KVH, HD, rope_cos_[t], rope_sin_[t]);
@@ -287,8 +312,25 @@ class Engine {
     linear(lw.wo, attn_[0], n, delta_[0]);
     for (int t = 0; t < n; ++t) {
       if constexpr (kClassic) kernels::add(delta_[t], lw.wo_bias.data, D);
-      kernels::add(x_[t], delta_[t], D);
     }
+    add_residual(n);
+  }
+
+  // x += delta, or x += delta * residual_multiplier (Granite), for the chunk's n tokens.
+  void add_residual(int n) {
+    const float m = rt_.residual_multiplier;
+    for (int t = 0; t < n; ++t) {
+      if (m == 1.f) kernels::add(x_[t], delta_[t], D);
+      else kernels::axpy(x_[t], m, delta_[t], D);
+    }
+  }
+
+  // A dense MLP layer (Qwen-MoE's mlp_only_layers): every token through one SwiGLU MLP.
+  void dense_block(int l, int n) {
+    const LayerWeights& lw = w_.layers[l];
+    for (int t = 0; t < n; ++t) norm(lw.ffn_norm, lw.ffn_norm_bias, x_[t], xn_[t]);
+    expert_ffn(lw.dense, xn_[0], n, hidden_[0], up_[0], delta_[0], act_q_, act_scale_, true);
+    add_residual(n);
   }
 
   struct Heads {
@@ -313,7 +355,8 @@ class Engine {
     const LayerWeights& lw = w_.layers[l];
     for (int t = 0; t < n; ++t) norm(lw.ffn_norm, lw.ffn_norm_bias, x_[t], xn_[t]);
 
-    // Route: each token picks top_k experts, weighted by a softmax over the k logits.
+    // Route: each token picks top_k experts, weighted by a softmax over the k logits
+    // or by their probabilities under a softmax over all experts (RouterWeights).
     linear(lw.router, xn_[0], n, router_logits_[0]);
     for (int e = 0; e < E; ++e) expert_count_[e] = 0;
     for (int t = 0; t < n; ++t) {
@@ -321,7 +364,12 @@ class Engine {
       int chosen[TOPK];
       float gate[TOPK];
       kernels::topk(K{}, router_logits_[t], E, TOPK, chosen, gate);
-      kernels::softmax(K{}, gate, TOPK);
+      if (rt_.router_weights == RouterWeights::topk_softmax) {
+        kernels::softmax(K{}, gate, TOPK);
+      } else {
+        kernels::softmax(K{}, router_logits_[t], E);
+        for (int j = 0; j < TOPK; ++j) gate[j] = router_logits_[t][chosen[j]];
+      }
       for (int j = 0; j < TOPK; ++j) {
         const int e = chosen[j];
         // Over capacity: the expert turns the token away; its other experts (and the
@@ -357,7 +405,13 @@ class Engine {
         for (int i = 0; i < m; ++i) kernels::axpy(delta_[expert_token_[e][i]], expert_gate_[e][i], expert_out_[i], D);
       }
     }
-    for (int t = 0; t < n; ++t) kernels::add(x_[t], delta_[t], D);
+    if constexpr (kSharedExpert) {
+      // Every token, after the routed experts: delta += sigmoid(x . g) * shared(x) (Qwen2-MoE).
+      expert_ffn(lw.shared, xn_[0], n, hidden_[0], up_[0], expert_out_[0], act_q_, act_scale_, true);
+      linear(lw.shared_gate, xn_[0], n, shared_gate_);
+      for (int t = 0; t < n; ++t) kernels::axpy(delta_[t], kernels::sigmoid(shared_gate_[t]), expert_out_[t], D);
+    }
+    add_residual(n);
   }
 
   // Each expert must be worth several hand-overs: small ones run faster on one core
@@ -379,20 +433,22 @@ class Engine {
                    e.slot_act_q_[j], e.slot_act_scale_[j], false);
   }
 
-  // out [m, D] = expert(in [m, D]), with the given scratch; may_split: its products may
-  // be split across the workers.
+  // out [m, D] = expert(in [m, D]), with the given scratch (m rows of its hidden width,
+  // at most FF); may_split: its products may be split across the workers. Also the
+  // shared expert and a dense layer's MLP, which have the same structure.
   void expert_ffn(const ExpertWeights& ew, const float* in_rows, int m, float* hidden, float* up, float* out,
                   int8_t* act_q, float* act_scale, bool may_split) {
+    const int width = ew.w1.rows;
     ProductInput in{in_rows, m, D};
     if constexpr (kClassic) {
       Products up_proj{&in, 1, {&ew.w1}, {hidden}, {}, false, act_q, act_scale};
       run_products(up_proj, may_split);
-      for (int i = 0; i < m; ++i) kernels::bias_relu(hidden + static_cast<long>(i) * F, ew.b1.data, F);
+      for (int i = 0; i < m; ++i) kernels::bias_relu(hidden + static_cast<long>(i) * width, ew.b1.data, width);
     } else {
       Products gate_up{&in, 2, {&ew.w1, &ew.w3}, {hidden, up}, {}, true, act_q, act_scale};
       run_products(gate_up, may_split);
     }
-    ProductInput mid{hidden, m, F};
+    ProductInput mid{hidden, m, width};
     Products down{&mid, 1, {&ew.w2}, {out}, {}, false, act_q, act_scale};
     run_products(down, may_split);
     if constexpr (kClassic)
@@ -405,6 +461,7 @@ class Engine {
     linear(w_.lm_head, xn_[t0], rows, out);
     if constexpr (kClassic)
       for (int r = 0; r < rows; ++r) kernels::add(out + static_cast<long>(r) * V, w_.lm_head_bias.data, V);
+    if (rt_.logits_scaling != 1.f) kernels::divide(out, rt_.logits_scaling, rows * V);
   }
 
   // ---- state ----------------------------------------------------------------------
@@ -436,16 +493,17 @@ class Engine {
   int expert_token_[E][P] = {};   // which tokens
   float expert_gate_[E][P] = {};  // with which weight
   float expert_in_[P][D] = {};    // the routed tokens, gathered
-  float hidden_[P][F] = {};
+  float hidden_[P][FF] = {};
   float up_[P][kUpRows] = {};
   float expert_out_[P][D] = {};
+  float shared_gate_[kSharedExpert ? P : 1] = {};  // the shared expert's gate logit per token
   float logits_[V] = {};
   // One token's expert evaluations side by side (experts_side_by_side): a slot each.
   float slot_hidden_[TOPK][F] = {};
-  float slot_up_[TOPK][kUpRows] = {};
+  float slot_up_[TOPK][C.gated_experts() ? F : 1] = {};
   float slot_out_[TOPK][D] = {};
   // Quantized activations for the int8 dot-product path (one element when unused).
-  static constexpr int kMaxCols = D > QD ? (D > F ? D : F) : (QD > F ? QD : F);
+  static constexpr int kMaxCols = D > QD ? (D > FF ? D : FF) : (QD > FF ? QD : FF);
   static constexpr int kActCols = kernels::kInt8Dot ? kMaxCols : 1;
   int8_t act_q_[P * kActCols] = {};
   float act_scale_[P * kActCols / kernels::kActBlock + 1] = {};

@@ -20,7 +20,10 @@
 
 namespace moe {
 
-inline constexpr uint32_t kFormatVersion = 1;
+// The newest format version this engine reads and the converter writes; it reads every
+// version from 1 on. A file gets the lowest version that holds it (required_format_version),
+// so a Mixtral or makeMoE model still loads in an engine built before version 2.
+inline constexpr uint32_t kFormatVersion = 2;
 inline constexpr size_t kTensorAlignment = 64;
 
 static_assert(FLATBUFFERS_LITTLEENDIAN, "the .moe format is read in place: little-endian targets only");
@@ -35,8 +38,23 @@ static_assert(static_cast<int>(fb::Family_Llama) == static_cast<int>(Family::lla
               "schema/moe_model.fbs Family and moe::Family must agree");
 static_assert(static_cast<int>(fb::AttentionScale_InvSqrtModelDim) ==
                       static_cast<int>(AttentionScaleRule::inv_sqrt_model_dim) &&
-                  static_cast<int>(fb::AttentionScale_MAX) == static_cast<int>(AttentionScaleRule::inv_sqrt_model_dim),
+                  static_cast<int>(fb::AttentionScale_MAX) == static_cast<int>(AttentionScaleRule::multiplier),
               "schema/moe_model.fbs AttentionScale and moe::AttentionScaleRule must agree");
+static_assert(static_cast<int>(fb::QkNorm_Whole) == static_cast<int>(QkNorm::whole) &&
+                  static_cast<int>(fb::QkNorm_MAX) == static_cast<int>(QkNorm::whole) &&
+                  static_cast<int>(fb::RouterWeights_FullSoftmax) == static_cast<int>(RouterWeights::full_softmax) &&
+                  static_cast<int>(fb::RouterWeights_MAX) == static_cast<int>(RouterWeights::full_softmax),
+              "schema/moe_model.fbs QkNorm/RouterWeights and moe::QkNorm/RouterWeights must agree");
+
+// Version 1 knows Mixtral's and makeMoE's structure and constants; anything else needs 2.
+inline uint32_t required_format_version(const ModelConfig& c, const ModelConstants& k) {
+  const ModelConstants v1{};
+  const bool v2 = c.has_optional_parts() || k.attention_scale == AttentionScaleRule::multiplier ||
+                  k.router_weights != v1.router_weights || k.clip_qkv != v1.clip_qkv ||
+                  k.embedding_multiplier != v1.embedding_multiplier ||
+                  k.residual_multiplier != v1.residual_multiplier || k.logits_scaling != v1.logits_scaling;
+  return v2 ? 2u : 1u;
+}
 
 struct OpenOptions {
   // CRC-32C over every weight byte: about 1 ms per MB. Leave on unless the bytes were
@@ -102,6 +120,13 @@ inline Error check_config(const fb::Config* fc, ModelConfig& c, ModelConstants& 
   c.expert_hidden = as_int(fc->expert_hidden());
   c.vocab_size = as_int(fc->vocab_size());
   c.max_context = as_int(fc->max_context());
+  c.qk_norm = static_cast<QkNorm>(fc->qk_norm());
+  c.qkv_bias = fc->qkv_bias();
+  c.shared_expert_hidden = as_int(fc->shared_expert_hidden());
+  c.dense_hidden = as_int(fc->dense_hidden());
+  c.dense_layers = fc->dense_layers();
+  if (fc->qk_norm() > fb::QkNorm_MAX)
+    return Error::make(ErrorCode::corrupt, "unknown q/k norm %d in config", static_cast<int>(fc->qk_norm()));
   if (const char* why = config_problem(c))
     return Error::make(ErrorCode::corrupt, "invalid config %s: %s", ConfigKey(c).c_str(), why);
 
@@ -121,6 +146,29 @@ inline Error check_config(const fb::Config* fc, ModelConfig& c, ModelConstants& 
   if (!(rt.capacity_factor >= 0.) || !std::isfinite(rt.capacity_factor))
     return Error::make(ErrorCode::corrupt, "invalid capacity_factor %g in config (expected a finite value >= 0)",
                        rt.capacity_factor);
+  if (rt.attention_scale == AttentionScaleRule::multiplier) {
+    rt.attention_multiplier = fc->attention_multiplier();
+    if (!(rt.attention_multiplier > 0.f && std::isfinite(rt.attention_multiplier)))
+      return Error::make(ErrorCode::corrupt, "invalid attention_multiplier %g in config (expected a finite value > 0)",
+                         static_cast<double>(rt.attention_multiplier));
+  }
+  if (fc->router_weights() > fb::RouterWeights_MAX)
+    return Error::make(ErrorCode::corrupt, "unknown router weighting %d in config",
+                       static_cast<int>(fc->router_weights()));
+  rt.router_weights = static_cast<RouterWeights>(fc->router_weights());
+  rt.clip_qkv = fc->clip_qkv();
+  rt.embedding_multiplier = fc->embedding_multiplier();
+  rt.residual_multiplier = fc->residual_multiplier();
+  rt.logits_scaling = fc->logits_scaling();
+  if (!(rt.clip_qkv >= 0.f && std::isfinite(rt.clip_qkv)))
+    return Error::make(ErrorCode::corrupt, "invalid clip_qkv %g in config (expected a finite value >= 0)",
+                       static_cast<double>(rt.clip_qkv));
+  for (float m : {rt.embedding_multiplier, rt.residual_multiplier, rt.logits_scaling})
+    if (!(m > 0.f && std::isfinite(m)))
+      return Error::make(ErrorCode::corrupt,
+                         "invalid multiplier %g in config (embedding/residual multiplier and logits scaling must be "
+                         "finite and > 0)",
+                         static_cast<double>(m));
   rt.bos_token_id = fc->bos_token_id();
   rt.eos_token_id = fc->eos_token_id();
   if (rt.bos_token_id < -1 || rt.bos_token_id >= c.vocab_size || rt.eos_token_id < -1 ||
@@ -328,12 +376,17 @@ inline Error ModelFile::open(const void* data, size_t size, ModelFile& out, Open
     return Error::make(ErrorCode::corrupt, "model file is corrupt: its FlatBuffers structure does not verify");
 
   const fb::Model* model = fb::GetSizePrefixedModel(bytes);
-  if (model->format_version() != kFormatVersion)
-    return Error::make(ErrorCode::unsupported_version, "model file has format version %u, this engine reads version %u",
+  if (model->format_version() < 1 || model->format_version() > kFormatVersion)
+    return Error::make(ErrorCode::unsupported_version,
+                       "model file has format version %u, this engine reads versions 1 to %u",
                        static_cast<unsigned>(model->format_version()), static_cast<unsigned>(kFormatVersion));
   ModelConfig config;
   ModelConstants constants;
   if (Error e = detail::check_config(model->config(), config, constants)) return e;
+  if (required_format_version(config, constants) > model->format_version())
+    return Error::make(ErrorCode::corrupt, "model file says format version %u but uses parts of version %u",
+                       static_cast<unsigned>(model->format_version()),
+                       static_cast<unsigned>(required_format_version(config, constants)));
   CharTokenizer tokenizer;
   if (Error e = detail::check_tokenizer(model->tokenizer(), config, tokenizer)) return e;
 

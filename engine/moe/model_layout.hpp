@@ -31,8 +31,20 @@ enum class TensorRole : uint16_t {
   final_norm_bias = 19,
   lm_head = 20,
   lm_head_bias = 21,
+  q_norm = 22,
+  k_norm = 23,
+  wq_bias = 24,
+  wk_bias = 25,
+  wv_bias = 26,
+  dense_w1 = 27,
+  dense_w2 = 28,
+  dense_w3 = 29,
+  shared_w1 = 30,
+  shared_w2 = 31,
+  shared_w3 = 32,
+  shared_gate = 33,
 };
-inline constexpr int kTensorRoleCount = 22;
+inline constexpr int kTensorRoleCount = 34;
 
 constexpr const char* role_name(TensorRole r) {
   constexpr const char* names[kTensorRoleCount] = {"token_embedding",
@@ -56,7 +68,19 @@ constexpr const char* role_name(TensorRole r) {
                                                    "final_norm",
                                                    "final_norm_bias",
                                                    "lm_head",
-                                                   "lm_head_bias"};
+                                                   "lm_head_bias",
+                                                   "q_norm",
+                                                   "k_norm",
+                                                   "wq_bias",
+                                                   "wk_bias",
+                                                   "wv_bias",
+                                                   "dense_w1",
+                                                   "dense_w2",
+                                                   "dense_w3",
+                                                   "shared_w1",
+                                                   "shared_w2",
+                                                   "shared_w3",
+                                                   "shared_gate"};
   const int i = static_cast<int>(r);
   return i >= 0 && i < kTensorRoleCount ? names[i] : "unknown";
 }
@@ -65,8 +89,9 @@ constexpr const char* role_name(TensorRole r) {
 enum class TensorClass : uint8_t {
   embedding,  // token and position tables, lm_head: f32 | f16 | i8
   attention,  // q, k, v, o projections: f32 | f16 | i8
-  expert,     // expert FFN matrices, the bulk of the bytes: f32 | f16 | i8
-  f32_only,   // norms, biases, router: always f32 (small, and routing is sensitive)
+  expert,     // expert FFN matrices, the bulk of the bytes (and the shared expert's and
+              // dense layers' FFN matrices, the same kind of weight): f32 | f16 | i8
+  f32_only,   // norms, biases, router, shared-expert gate: always f32 (small, and routing is sensitive)
 };
 inline constexpr int kTensorClassCount = 4;
 
@@ -106,12 +131,26 @@ constexpr void for_each_tensor_spec(const ModelConfig& c, F&& f) {
     vec(TensorRole::attn_norm, d, l);
     if (classic) vec(TensorRole::attn_norm_bias, d, l);
     mat(TensorRole::wq, c.q_dim(), d, TensorClass::attention, l);
+    if (c.qkv_bias) vec(TensorRole::wq_bias, c.q_dim(), l);
     mat(TensorRole::wk, c.kv_dim(), d, TensorClass::attention, l);
+    if (c.qkv_bias) vec(TensorRole::wk_bias, c.kv_dim(), l);
     mat(TensorRole::wv, c.kv_dim(), d, TensorClass::attention, l);
+    if (c.qkv_bias) vec(TensorRole::wv_bias, c.kv_dim(), l);
+    if (c.qk_norm != QkNorm::none) {
+      const bool per_head = c.qk_norm == QkNorm::per_head;
+      vec(TensorRole::q_norm, per_head ? c.head_dim : c.q_dim(), l);
+      vec(TensorRole::k_norm, per_head ? c.head_dim : c.kv_dim(), l);
+    }
     mat(TensorRole::wo, d, c.q_dim(), TensorClass::attention, l);
     if (classic) vec(TensorRole::wo_bias, d, l);
     vec(TensorRole::ffn_norm, d, l);
     if (classic) vec(TensorRole::ffn_norm_bias, d, l);
+    if (c.is_dense_layer(l)) {
+      mat(TensorRole::dense_w1, c.dense_hidden, d, TensorClass::expert, l);
+      mat(TensorRole::dense_w2, d, c.dense_hidden, TensorClass::expert, l);
+      mat(TensorRole::dense_w3, c.dense_hidden, d, TensorClass::expert, l);
+      continue;
+    }
     mat(TensorRole::router, c.n_experts, d, TensorClass::f32_only, l);
     if (classic) vec(TensorRole::router_bias, c.n_experts, l);
     for (int e = 0; e < c.n_experts; ++e) {
@@ -120,6 +159,12 @@ constexpr void for_each_tensor_spec(const ModelConfig& c, F&& f) {
       mat(TensorRole::expert_w2, d, c.expert_hidden, TensorClass::expert, l, e);
       if (classic) vec(TensorRole::expert_b2, d, l, e);
       if (c.gated_experts()) mat(TensorRole::expert_w3, c.expert_hidden, d, TensorClass::expert, l, e);
+    }
+    if (c.has_shared_expert()) {
+      mat(TensorRole::shared_w1, c.shared_expert_hidden, d, TensorClass::expert, l);
+      mat(TensorRole::shared_w2, d, c.shared_expert_hidden, TensorClass::expert, l);
+      mat(TensorRole::shared_w3, c.shared_expert_hidden, d, TensorClass::expert, l);
+      mat(TensorRole::shared_gate, 1, d, TensorClass::f32_only, l);
     }
   }
   vec(TensorRole::final_norm, d);

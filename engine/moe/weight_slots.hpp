@@ -19,10 +19,15 @@ template <class Mat, class Vec>
 struct LayerSlots {
   Vec attn_norm{}, attn_norm_bias{};
   Mat wq{}, wk{}, wv{}, wo{};
+  Vec wq_bias{}, wk_bias{}, wv_bias{};
+  Vec q_norm{}, k_norm{};
   Vec wo_bias{};
   Vec ffn_norm{}, ffn_norm_bias{};
   Mat router{};
   Vec router_bias{};
+  ExpertSlots<Mat, Vec> dense{};   // a dense MLP layer's w1 gate, w2 down, w3 up
+  ExpertSlots<Mat, Vec> shared{};  // the shared expert, likewise
+  Mat shared_gate{};
 };
 
 template <class Mat, class Vec>
@@ -73,6 +78,18 @@ constexpr void with_weight_slot(Weights& w, const TensorSpec& s, F&& f) {
     case TensorRole::ffn_norm_bias: return f(lw.ffn_norm_bias);
     case TensorRole::router: return f(lw.router);
     case TensorRole::router_bias: return f(lw.router_bias);
+    case TensorRole::wq_bias: return f(lw.wq_bias);
+    case TensorRole::wk_bias: return f(lw.wk_bias);
+    case TensorRole::wv_bias: return f(lw.wv_bias);
+    case TensorRole::q_norm: return f(lw.q_norm);
+    case TensorRole::k_norm: return f(lw.k_norm);
+    case TensorRole::dense_w1: return f(lw.dense.w1);
+    case TensorRole::dense_w2: return f(lw.dense.w2);
+    case TensorRole::dense_w3: return f(lw.dense.w3);
+    case TensorRole::shared_w1: return f(lw.shared.w1);
+    case TensorRole::shared_w2: return f(lw.shared.w2);
+    case TensorRole::shared_w3: return f(lw.shared.w3);
+    case TensorRole::shared_gate: return f(lw.shared_gate);
     default: return;
   }
 }

@@ -1,5 +1,7 @@
 #include "support/test_support.hpp"
 
+#include "converter/atomic_file.hpp"
+
 #include <fcntl.h>
 #include <csignal>
 #include <chrono>
@@ -134,6 +136,34 @@ std::string shakespeare_val_split() {
   const std::string text = shakespeare_text();
   const size_t n = static_cast<size_t>(0.9 * static_cast<double>(text.size()));  // makeMoE: int(0.9*len(data))
   return text.substr(n);
+}
+
+EditableCheckpoint::EditableCheckpoint(const std::string& fixture) {
+  copy_dir(fixture_dir(fixture), tmp.path());
+  std::ifstream in(tmp / "config.json");
+  config = nlohmann::json::parse(in);
+  const converter::TensorStore store(fixture_dir(fixture));
+  for (const auto& name : store.names()) {
+    const auto& info = store.info(name);
+    const std::vector<float> v = store.read_f32(name);
+    tensors.push_back(converter::f32_tensor(name, info.shape, v.data()));
+  }
+}
+
+converter::SafetensorOut& EditableCheckpoint::tensor(const std::string& name) {
+  for (auto& t : tensors)
+    if (t.name == name) return t;
+  throw std::runtime_error("no tensor " + name);
+}
+
+void EditableCheckpoint::remove(const std::string& name) {
+  std::erase_if(tensors, [&](const converter::SafetensorOut& t) { return t.name == name; });
+}
+
+const std::filesystem::path& EditableCheckpoint::write() {
+  converter::write_file_atomically(tmp / "config.json", config.dump(2));
+  converter::write_safetensors(tmp / "model.safetensors", tensors);
+  return tmp.path();
 }
 
 }  // namespace moe::test

@@ -10,7 +10,10 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "converter/converter.hpp"
+#include "converter/safetensors.hpp"
 #include "moe/model_file.hpp"
 
 namespace moe::test {
@@ -81,5 +84,19 @@ std::string read_file(const std::filesystem::path& path);
 // The tiny Shakespeare corpus shipped with the project, and makeMoE's split.
 std::string shakespeare_text();
 std::string shakespeare_val_split();  // the last 10% of characters
+
+// An editable copy of a fixture checkpoint: config and tensors (as F32); write() saves
+// both back into the copy and returns its directory.
+struct EditableCheckpoint {
+  TempDir tmp;
+  nlohmann::json config;
+  std::vector<converter::SafetensorOut> tensors;
+
+  explicit EditableCheckpoint(const std::string& fixture);
+  converter::SafetensorOut& tensor(const std::string& name);
+  void remove(const std::string& name);
+  float* values(const std::string& name) { return reinterpret_cast<float*>(tensor(name).data.data()); }
+  const std::filesystem::path& write();
+};
 
 }  // namespace moe::test

@@ -45,7 +45,14 @@ class Sources {
     auto it = open_.find(key);
     if (it == open_.end()) {
       if (!std::filesystem::is_directory(p)) throw InputError("model '" + p.string() + "' is not a directory");
-      it = open_.emplace(key, converter::open_checkpoint(p)).first;
+      Checkpoint ck = converter::open_checkpoint(p);
+      // The merged checkpoint is written in the layout moe_train writes (Mixtral or makeMoE):
+      // another family's parts and constants would have no place there.
+      if (ck.layout != &converter::layout_for(ck.config.family))
+        throw InputError("model '" + p.string() + "' is a " + ck.layout->model_type +
+                         " checkpoint; moe_merge merges " + converter::layout_for(Family::llama).model_type + " and " +
+                         converter::layout_for(Family::classic).model_type + " checkpoints");
+      it = open_.emplace(key, std::move(ck)).first;
     }
     return it->second;
   }

@@ -44,4 +44,21 @@ inline void axpy(float* y, float a, const float* x, int n) {
   for (int i = 0; i < n; ++i) y[i] += a * x[i];
 }
 
+inline void scale(float* y, float a, int n) {
+  for (int i = 0; i < n; ++i) y[i] *= a;
+}
+
+// y /= a: a division, as the references write it (Granite's logits_scaling), not a
+// multiplication by 1/a, which rounds differently.
+inline void divide(float* y, float a, int n) {
+  for (int i = 0; i < n; ++i) y[i] /= a;
+}
+
+// y clamped to [-limit, limit] (OLMoE's clip_qkv).
+inline void clamp(float* y, float limit, int n) {
+  for (int i = 0; i < n; ++i) y[i] = y[i] < -limit ? -limit : y[i] > limit ? limit : y[i];
+}
+
+inline float sigmoid(float x) { return 1.f / (1.f + std::exp(-x)); }
+
 }  // namespace moe::kernels
