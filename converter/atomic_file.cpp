@@ -79,6 +79,20 @@ void AtomicFile::write(const void* data, size_t n) {
   }
 }
 
+void AtomicFile::write_at(uint64_t offset, const void* data, size_t n) {
+  const auto* p = static_cast<const char*>(data);
+  while (n > 0) {
+    const ssize_t w = ::pwrite(fd_, p, n, static_cast<off_t>(offset));
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      throw InputError("cannot write '" + dest_.string() + "': " + errno_text(errno) + " (nothing was replaced)");
+    }
+    p += w;
+    n -= static_cast<size_t>(w);
+    offset += static_cast<uint64_t>(w);
+  }
+}
+
 void AtomicFile::commit() {
   if (fsync(fd_) != 0)
     throw InputError("cannot write '" + dest_.string() + "': fsync failed: " + errno_text(errno) +

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <filesystem>
 #include <string>
 
@@ -20,6 +21,8 @@ class AtomicFile {
   AtomicFile& operator=(const AtomicFile&) = delete;
 
   void write(const void* data, size_t n);  // throws InputError (ENOSPC included)
+  // At a byte offset (pwrite), for writers that place parts out of order; likewise.
+  void write_at(uint64_t offset, const void* data, size_t n);
   void commit();                           // fsync + rename + fsync(dir)
   const std::filesystem::path& temp_path() const { return temp_; }
 

@@ -350,23 +350,29 @@ void open_makemoe(Checkpoint& ck, const json& cfg, const std::filesystem::path& 
 
 }  // namespace
 
-std::vector<float> Checkpoint::load(const TensorSpec& spec) const {
-  std::vector<float> out;
-  out.reserve(static_cast<size_t>(spec.elements()));
-  for (const TensorSource& src : sources(spec)) {
-    const std::string& name = src.name;
-    if (!store->has(name)) {
+void Checkpoint::check_sources(const TensorSpec& spec, const std::vector<TensorSource>& sources) const {
+  for (const TensorSource& src : sources) {
+    if (!store->has(src.name)) {
       char what[96];
       describe_tensor(spec.role, spec.layer, spec.expert, what, sizeof what);
-      throw InputError("missing tensor '" + name + "' (" + what + ") in '" + dir.string() + "'");
+      throw InputError("missing tensor '" + src.name + "' (" + what + ") in '" + dir.string() + "'");
     }
-    const SafetensorInfo& info = store->info(name);
+    const SafetensorInfo& info = store->info(src.name);
     if (info.shape != src.shape) {
       std::string w = "[";
       for (size_t i = 0; i < src.shape.size(); ++i) w += (i ? ", " : "") + std::to_string(src.shape[i]);
-      throw InputError("tensor '" + name + "' has shape " + info.shape_text() + ", expected " + w +
+      throw InputError("tensor '" + src.name + "' has shape " + info.shape_text() + ", expected " + w +
                        "] from config.json (" + ConfigKey(config).c_str() + ")");
     }
+  }
+}
+
+std::vector<float> Checkpoint::load(const TensorSpec& spec) const {
+  const std::vector<TensorSource> parts = sources(spec);
+  check_sources(spec, parts);
+  std::vector<float> out;
+  for (const TensorSource& src : parts) {
+    const std::string& name = src.name;
     std::vector<float> v = store->read_f32(name, src.offset, src.count);
     for (size_t i = 0; i < v.size(); ++i) {
       if (!std::isfinite(v[i])) {
@@ -379,6 +385,8 @@ std::vector<float> Checkpoint::load(const TensorSpec& spec) const {
                                                : std::string()));
       }
     }
+    if (parts.size() == 1) return v;  // no copy: the largest tensors are hundreds of MB
+    if (out.empty()) out.reserve(static_cast<size_t>(spec.elements()));
     out.insert(out.end(), v.begin(), v.end());
   }
   return out;

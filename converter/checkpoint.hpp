@@ -35,6 +35,8 @@ struct Checkpoint {
   // That tensor as f32 [rows, cols]; throws naming the tensor when it is missing, has
   // another shape, an unsupported dtype, or a NaN/Inf.
   std::vector<float> load(const TensorSpec& spec) const;
+  // Throws as load() would for a missing tensor or a wrong shape, reading no data.
+  void check_sources(const TensorSpec& spec, const std::vector<TensorSource>& sources) const;
   // Checkpoint tensors no spec uses (training-only ones such as makeMoE's noise_linear).
   std::vector<std::string> unused_tensors() const;
 };

@@ -29,7 +29,7 @@ constexpr const char* kHfInertKeys[] = {
 // absent: the constants their code uses when config.json leaves a key out.
 // clang-format off
 constexpr CheckpointLayout kHfMixtral{
-    .name = "hf-mixtral", .model_type = "mixtral", .family = Family::llama,
+    .name = "hf-mixtral", .model_type = "mixtral", .architecture = "MixtralForCausalLM", .family = Family::llama,
     .d_model = "hidden_size", .n_layers = "num_hidden_layers", .n_heads = "num_attention_heads",
     .n_kv_heads = "num_key_value_heads", .head_dim = "head_dim", .n_experts = "num_local_experts",
     .top_k = "num_experts_per_tok", .expert_hidden = "intermediate_size", .vocab_size = "vocab_size",
@@ -45,7 +45,7 @@ constexpr CheckpointLayout kHfMixtral{
 // Qwen1.5-MoE / Qwen2-MoE (Qwen2MoeConfig): q/k/v biases, a gated shared expert, dense
 // layers; norm_topk_prob false by default.
 constexpr CheckpointLayout kHfQwen2Moe{
-    .name = "hf-qwen2-moe", .model_type = "qwen2_moe", .family = Family::llama,
+    .name = "hf-qwen2-moe", .model_type = "qwen2_moe", .architecture = "Qwen2MoeForCausalLM", .family = Family::llama,
     .d_model = "hidden_size", .n_layers = "num_hidden_layers", .n_heads = "num_attention_heads",
     .n_kv_heads = "num_key_value_heads", .head_dim = "head_dim", .n_experts = "num_experts",
     .top_k = "num_experts_per_tok", .expert_hidden = "moe_intermediate_size", .vocab_size = "vocab_size",
@@ -60,7 +60,7 @@ constexpr CheckpointLayout kHfQwen2Moe{
 
 // Qwen3-MoE (Qwen3MoeConfig): per-head q/k norm, explicit head_dim, dense layers.
 constexpr CheckpointLayout kHfQwen3Moe{
-    .name = "hf-qwen3-moe", .model_type = "qwen3_moe", .family = Family::llama,
+    .name = "hf-qwen3-moe", .model_type = "qwen3_moe", .architecture = "Qwen3MoeForCausalLM", .family = Family::llama,
     .d_model = "hidden_size", .n_layers = "num_hidden_layers", .n_heads = "num_attention_heads",
     .n_kv_heads = "num_key_value_heads", .head_dim = "head_dim", .n_experts = "num_experts",
     .top_k = "num_experts_per_tok", .expert_hidden = "moe_intermediate_size", .vocab_size = "vocab_size",
@@ -73,7 +73,7 @@ constexpr CheckpointLayout kHfQwen3Moe{
 
 // OLMoE (OlmoeConfig): q/k norm over the whole projections, clip_qkv, every layer MoE.
 constexpr CheckpointLayout kHfOlmoe{
-    .name = "hf-olmoe", .model_type = "olmoe", .family = Family::llama,
+    .name = "hf-olmoe", .model_type = "olmoe", .architecture = "OlmoeForCausalLM", .family = Family::llama,
     .d_model = "hidden_size", .n_layers = "num_hidden_layers", .n_heads = "num_attention_heads",
     .n_kv_heads = "num_key_value_heads", .head_dim = "head_dim", .n_experts = "num_experts",
     .top_k = "num_experts_per_tok", .expert_hidden = "intermediate_size", .vocab_size = "vocab_size",
@@ -87,7 +87,7 @@ constexpr CheckpointLayout kHfOlmoe{
 // Granite-MoE (GraniteMoeConfig): four multipliers, merged experts, head_dim = d / heads
 // (a head_dim key is not read, as transformers does not).
 constexpr CheckpointLayout kHfGranite{
-    .name = "hf-granitemoe", .model_type = "granitemoe", .family = Family::llama,
+    .name = "hf-granitemoe", .model_type = "granitemoe", .architecture = "GraniteMoeForCausalLM", .family = Family::llama,
     .d_model = "hidden_size", .n_layers = "num_hidden_layers", .n_heads = "num_attention_heads",
     .n_kv_heads = "num_key_value_heads", .head_dim = nullptr, .n_experts = "num_local_experts",
     .top_k = "num_experts_per_tok", .expert_hidden = "intermediate_size", .vocab_size = "vocab_size",
@@ -101,7 +101,7 @@ constexpr CheckpointLayout kHfGranite{
     .logits_scaling = "logits_scaling", .attention_multiplier = "attention_multiplier", .inert_keys = kHfInertKeys};
 
 constexpr CheckpointLayout kMakemoe{
-    .name = "makemoe", .model_type = "makemoe", .family = Family::classic,
+    .name = "makemoe", .model_type = "makemoe", .architecture = "", .family = Family::classic,
     // Multi-head attention: n_kv_heads = n_heads, head_dim = d_model / n_heads.
     .d_model = "n_embed", .n_layers = "n_layer", .n_heads = "n_head", .n_kv_heads = nullptr, .head_dim = nullptr,
     .n_experts = "num_experts", .top_k = "top_k", .expert_hidden = "expert_hidden", .vocab_size = "vocab_size",
@@ -123,6 +123,18 @@ bool is_hugging_face(const CheckpointLayout& layout) { return &layout != &kMakem
 
 const CheckpointLayout& layout_for(Family family) {
   return family == Family::classic ? makemoe_layout() : hf_mixtral_layout();
+}
+
+const char* layout_problem(const CheckpointLayout& l, const ModelConfig& c) {
+  if (c.family != l.family) return "the layout is for the other family";
+  if (c.qk_norm != l.qk_norm)
+    return l.qk_norm == QkNorm::none       ? "the layout has no q/k norm"
+           : l.qk_norm == QkNorm::per_head ? "the layout's q/k norm is per head (-qkh)"
+                                           : "the layout's q/k norm is over the whole projection (-qkw)";
+  if (c.qkv_bias && l.qkv_bias == nullptr) return "the layout has no q/k/v biases";
+  if (c.has_shared_expert() && l.shared_expert_hidden == nullptr) return "the layout has no shared expert";
+  if (c.dense_layers != 0 && l.dense_hidden == nullptr) return "the layout has no dense layers";
+  return nullptr;
 }
 
 const CheckpointLayout* layout_for_model_type(const std::string& model_type) {

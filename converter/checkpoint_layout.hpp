@@ -31,6 +31,7 @@ enum class ExpertStorage : uint8_t {
 struct CheckpointLayout {
   const char* name;        // "hf-mixtral" | "makemoe" | ...: messages and the .moe provenance
   const char* model_type;  // config.json's "model_type"
+  const char* architecture;  // config.json's "architectures" entry (transformers' class)
   Family family;
   // config.json key of each ModelConfig field; nullptr where the layout derives it
   // (makeMoE: n_kv_heads = n_heads, head_dim = d_model / n_heads).
@@ -79,6 +80,9 @@ const CheckpointLayout& makemoe_layout();
 bool is_hugging_face(const CheckpointLayout& layout);  // every layout but makeMoE
 // The layout moe_train writes for a family: makeMoE for classic, Mixtral for llama.
 const CheckpointLayout& layout_for(Family family);
+// Why a config cannot be written in a layout (a part the layout has no place for), or
+// nullptr when it can.
+const char* layout_problem(const CheckpointLayout& layout, const ModelConfig& config);
 // nullptr when no layout has that model_type.
 const CheckpointLayout* layout_for_model_type(const std::string& model_type);
 std::string supported_model_types();  // "'mixtral', ... and 'makemoe'": for messages

@@ -23,9 +23,11 @@ struct RecipeRecord {
   double router_aux_loss_coef = 0.02;  // hf-mixtral: "router_aux_loss_coef"
 };
 
-// config.json of the family's layout (layout_for).
+// config.json of the family's layout (layout_for), or of the given layout.
 nlohmann::json checkpoint_config_json(const ModelConfig& config, const ModelConstants& constants,
                                       const RecipeRecord& recipe = {});
+nlohmann::json checkpoint_config_json(const CheckpointLayout& layout, const ModelConfig& config,
+                                      const ModelConstants& constants, const RecipeRecord& recipe = {});
 
 // Appends one tensor of the .moe layout under its checkpoint name(s): makeMoE's
 // per-head q/k/v matrices are split back into their parts.
@@ -38,11 +40,18 @@ void write_checkpoint(const std::filesystem::path& dir, const ModelConfig& confi
                       std::vector<SafetensorOut> tensors, const std::vector<uint32_t>& chars,
                       const nlohmann::json& extra = nlohmann::json::object(), const RecipeRecord& recipe = {});
 
+struct RandomCheckpointOptions {
+  const CheckpointLayout* layout = nullptr;  // nullptr: the family's (layout_for)
+  std::string dtype = "F32";                 // F32 | F16 | BF16
+  uint64_t shard_bytes = 0;                  // > 0: shards of at most this many bytes, with an index
+};
+
 // A checkpoint of deterministic random weights: the same (config, seed) gives the same
-// bytes on every platform (own generator, no std::distribution). Matrices are uniform
-// with variance 1/cols (outputs keep the inputs' scale), norms 1, biases small.
-// `chars` empty: a token-id model.
+// values on every platform (own generator, no std::distribution) and in every layout.
+// Matrices are uniform with variance 1/cols (outputs keep the inputs' scale), norms 1,
+// biases small. Written streaming: one tensor in memory at a time, so checkpoints of
+// real models' size (tens of GB) can be made. `chars` empty: a token-id model.
 void write_random_checkpoint(const std::filesystem::path& dir, const ModelConfig& config, uint64_t seed,
-                             const std::vector<uint32_t>& chars = {});
+                             const std::vector<uint32_t>& chars = {}, const RandomCheckpointOptions& options = {});
 
 }  // namespace moe::converter

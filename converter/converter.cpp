@@ -6,6 +6,7 @@
 #include <memory>
 #include <new>
 
+#include "converter/converter_parts.hpp"
 #include "converter/input_error.hpp"
 #include "converter/quantize.hpp"
 #include "moe/crc32c.hpp"
@@ -51,11 +52,15 @@ namespace {
 // .moe files are FlatBuffers: 32-bit offsets cap them at 2 GiB.
 constexpr size_t kMaxFileBytes = (size_t{1} << 31) - (size_t{1} << 20);
 
-std::string provenance_source(const std::filesystem::path& dir) {
+}  // namespace
+
+static std::string provenance_source(const std::filesystem::path& dir) {
   std::error_code ec;
   auto abs = std::filesystem::weakly_canonical(dir, ec);
   return ec ? dir.string() : abs.string();
 }
+
+namespace {
 
 // The loader's own verification of the finished file (in a 64-byte aligned copy, as the
 // engine reads it): the converter can never publish a file the engine would refuse.
@@ -89,12 +94,15 @@ ConversionBudget conversion_budget(const ModelConfig& config, const QuantRecipe&
     largest = std::max(largest, n);
   });
   b.peak_memory_bytes = 2 * b.file_bytes + largest * (2 * sizeof(float) + 1);
+  b.streaming_peak_memory_bytes = largest * (3 * sizeof(float) + 1) + 64e6;  // + metadata and the program
   return b;
 }
 
-void check_conversion_budget(const ModelConfig& config, const QuantRecipe& recipe, double memory_bytes) {
+void check_conversion_budget(const ModelConfig& config, const QuantRecipe& recipe, double memory_bytes,
+                             bool streaming) {
   if (memory_bytes <= 0) memory_bytes = physical_memory_bytes();
-  const ConversionBudget b = conversion_budget(config, recipe);
+  ConversionBudget b = conversion_budget(config, recipe);
+  if (streaming) b.peak_memory_bytes = b.streaming_peak_memory_bytes;
   const auto gb = [](double bytes) {
     char text[32];
     std::snprintf(text, sizeof text, "%.2f GB", bytes / 1e9);
@@ -105,7 +113,7 @@ void check_conversion_budget(const ModelConfig& config, const QuantRecipe& recip
                             tools::grouped(static_cast<long long>(b.tensors)) + " tensors (" +
                             ConfigKey(config).c_str() + ")";
   constexpr double kFormatLimit = FLATBUFFERS_MAX_BUFFER_SIZE;
-  if (b.file_bytes >= kFormatLimit) {
+  if (!streaming && b.file_bytes >= kFormatLimit) {
     const QuantRecipe all_int8{DType::i8, DType::i8, DType::i8, 0};
     const ConversionBudget small = conversion_budget(config, all_int8);
     throw InputError(
@@ -127,7 +135,7 @@ Conversion convert_checkpoint(const std::filesystem::path& dir, const ConvertOpt
   const ModelConfig& cfg = ck.config;
   const QuantRecipe& recipe = options.recipe;
   if (recipe.group_size < 0) throw InputError("--group-size must be >= 0 (0: one scale per row)");
-  check_conversion_budget(cfg, recipe);  // before any tensor is named or read
+  check_conversion_budget(cfg, recipe);  // before any tensor is named or read (in memory: at most 2 GiB)
 
   Conversion out;
   out.config = cfg;
@@ -156,16 +164,7 @@ Conversion convert_checkpoint(const std::filesystem::path& dir, const ConvertOpt
   for_each_tensor_spec(cfg, [&](const TensorSpec& spec) {
     const std::vector<TensorSource> sources = ck.sources(spec);
     const TensorSource& first = sources[0];
-    const bool part = first.count != [&] {
-      int64_t n = 1;
-      for (int64_t d : first.shape) n *= d;
-      return n;
-    }();
-    const std::string name = sources.size() > 1
-                                 ? first.name + " (+" + std::to_string(sources.size() - 1) + " more, concatenated)"
-                             : part ? first.name + " (elements " + std::to_string(first.offset) + ".." +
-                                          std::to_string(first.offset + first.count - 1) + ")"
-                                    : first.name;
+    const std::string name = detail::stored_name(sources);
     const DType dtype = recipe.dtype_for(spec.klass);
     const int rows = spec.is_matrix() ? spec.rows : 1, cols = spec.is_matrix() ? spec.cols : spec.rows;
     const Quantized q = quantize(ck.load(spec), rows, cols, dtype, recipe.group_size, name);
@@ -175,8 +174,7 @@ Conversion convert_checkpoint(const std::filesystem::path& dir, const ConvertOpt
     if (!q.scales.empty()) crc = crc32c_update(crc, q.scales.data(), q.scales.size() * sizeof(float));
 
     // A source tensor already stored in this dtype (tied embeddings) is referenced, not copied.
-    auto [stored, first_use] =
-        shared.try_emplace(first.name + "@" + std::to_string(first.offset) + "|" + dtype_name(dtype));
+    auto [stored, first_use] = shared.try_emplace(detail::share_key(first, dtype));
     if (first_use) {
       payload += bytes;
       if (payload > kMaxFileBytes)
@@ -223,14 +221,47 @@ Conversion convert_checkpoint(const std::filesystem::path& dir, const ConvertOpt
                         std::to_string(recipe.group_size) + ": they use one scale per row");
 
   const auto tensors_off = fbb.CreateVector(tensors);
+  const auto model = detail::create_model(fbb, ck, recipe, required_format_version(cfg, ck.constants), tensors_off);
+  fb::FinishSizePrefixedModelBuffer(fbb, model);
+
+  out.bytes.assign(fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize());
+  out.file_bytes = out.bytes.size();
+  out.format_version = required_format_version(cfg, ck.constants);
+  for (const auto& kv : classes) out.classes.push_back(kv.second);
+  verify_as_the_engine_would(out.bytes);
+  return out;
+}
+
+namespace detail {
+
+std::string stored_name(const std::vector<TensorSource>& sources) {
+  const TensorSource& first = sources[0];
+  int64_t whole = 1;
+  for (int64_t d : first.shape) whole *= d;
+  if (sources.size() > 1) return first.name + " (+" + std::to_string(sources.size() - 1) + " more, concatenated)";
+  if (first.count != whole)
+    return first.name + " (elements " + std::to_string(first.offset) + ".." +
+           std::to_string(first.offset + first.count - 1) + ")";
+  return first.name;
+}
+
+std::string share_key(const TensorSource& first, DType dtype) {
+  return first.name + "@" + std::to_string(first.offset) + "|" + dtype_name(dtype);
+}
+
+flatbuffers::Offset<fb::Model> create_model(flatbuffers::FlatBufferBuilder& fbb, const Checkpoint& ck,
+                                            const QuantRecipe& recipe, uint32_t version,
+                                            flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<fb::Tensor>>>
+                                                tensors) {
+  const ModelConfig& cfg = ck.config;
   const auto chars_off =
       ck.chars.empty() ? flatbuffers::Offset<flatbuffers::Vector<uint32_t>>() : fbb.CreateVector(ck.chars);
   fb::TokenizerBuilder tok(fbb);
   tok.add_kind(ck.chars.empty() ? fb::TokenizerKind_None : fb::TokenizerKind_Char);
   if (!ck.chars.empty()) tok.add_chars(chars_off);
   const auto tok_off = tok.Finish();
-  const auto prov_off = fb::CreateProvenanceDirect(fbb, provenance_source(dir).c_str(), ck.layout->name, MOE_VERSION,
-                                                   recipe.describe().c_str());
+  const auto prov_off = fb::CreateProvenanceDirect(fbb, provenance_source(ck.dir).c_str(), ck.layout->name,
+                                                   MOE_VERSION, recipe.describe().c_str());
   const ModelConstants& k = ck.constants;
   const auto cfg_off = fb::CreateConfig(
       fbb, static_cast<fb::Family>(cfg.family), static_cast<uint32_t>(cfg.d_model), static_cast<uint32_t>(cfg.n_layers),
@@ -242,20 +273,15 @@ Conversion convert_checkpoint(const std::filesystem::path& dir, const ConvertOpt
       static_cast<uint32_t>(cfg.dense_hidden), cfg.dense_layers, k.attention_multiplier,
       static_cast<fb::RouterWeights>(k.router_weights), k.clip_qkv, k.embedding_multiplier, k.residual_multiplier,
       k.logits_scaling);
-  const auto model =
-      fb::CreateModel(fbb, required_format_version(cfg, k), cfg_off, tok_off, prov_off, tensors_off);
-  fb::FinishSizePrefixedModelBuffer(fbb, model);
-
-  out.bytes.assign(fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize());
-  for (const auto& kv : classes) out.classes.push_back(kv.second);
-  verify_as_the_engine_would(out.bytes);
-  return out;
+  return fb::CreateModel(fbb, version, cfg_off, tok_off, prov_off, tensors);
 }
+
+}  // namespace detail
 
 std::string format_report(const Conversion& c) {
   std::string s;
   char line[256];
-  const double total = static_cast<double>(c.bytes.size());
+  const double total = static_cast<double>(c.file_bytes);
   std::snprintf(line, sizeof line, "%-22s %-6s %8s %14s %7s\n", "tensor class", "dtype", "tensors", "bytes", "share");
   s += line;
   size_t payload = 0, f32 = 0;
@@ -267,12 +293,12 @@ std::string format_report(const Conversion& c) {
     payload += r.bytes;
     f32 += r.f32_bytes;
   }
-  const size_t other = c.bytes.size() - std::min(payload, c.bytes.size());
+  const size_t other = c.file_bytes - std::min<size_t>(payload, c.file_bytes);
   std::snprintf(line, sizeof line, "%-22s %-6s %8s %14s %6.1f%%\n", "metadata+alignment", "", "",
                 tools::grouped(static_cast<long long>(other)).c_str(), 100.0 * static_cast<double>(other) / total);
   s += line;
   std::snprintf(line, sizeof line, "%-22s %-6s %8s %14s %6.1f%%\n", "total", "", "",
-                tools::grouped(static_cast<long long>(c.bytes.size())).c_str(), 100.0);
+                tools::grouped(static_cast<long long>(c.file_bytes)).c_str(), 100.0);
   s += line;
   std::snprintf(line, sizeof line, "compression vs fp32 weights (%s bytes): %.2fx\n",
                 tools::grouped(static_cast<long long>(f32)).c_str(), static_cast<double>(f32) / total);

@@ -32,6 +32,9 @@ struct ConvertOptions {
   QuantRecipe recipe;
   int max_context = 0;           // > 0: override the checkpoint's context length
   double capacity_factor = -1.;  // >= 0: override the checkpoint's expert capacity (0: none)
+  // convert_to_file streams files of at least this many bytes (estimated) in format
+  // version 3, one tensor in memory at a time; smaller ones are built in memory.
+  double stream_from_bytes = 1024.0 * 1024 * 1024;
 };
 
 struct ClassReport {
@@ -43,7 +46,9 @@ struct ClassReport {
 };
 
 struct Conversion {
-  std::vector<uint8_t> bytes;  // the .moe file
+  std::vector<uint8_t> bytes;  // the .moe file (empty when it was streamed to its file)
+  uint64_t file_bytes = 0;     // its size
+  uint32_t format_version = 0;
   ModelConfig config{};
   std::string source_format;
   std::string recipe;
@@ -60,13 +65,22 @@ struct ConversionBudget {
   long params = 0;
   double file_bytes = 0;
   double peak_memory_bytes = 0;
+  double streaming_peak_memory_bytes = 0;  // convert_to_file's streaming path
 };
 ConversionBudget conversion_budget(const ModelConfig& config, const QuantRecipe& recipe);
 // Refuses, with the numbers, a conversion whose file exceeds the format's limit or whose
-// peak memory exceeds `memory_bytes` (this machine's, when 0).
-void check_conversion_budget(const ModelConfig& config, const QuantRecipe& recipe, double memory_bytes = 0);
+// peak memory exceeds `memory_bytes` (this machine's, when 0). `streaming`: the file is
+// written as it is made (no size limit; memory for the largest tensor only).
+void check_conversion_budget(const ModelConfig& config, const QuantRecipe& recipe, double memory_bytes = 0,
+                             bool streaming = false);
 
+// In memory (format version 1 or 2; at most 2 GiB).
 Conversion convert_checkpoint(const std::filesystem::path& dir, const ConvertOptions& options);
+// To a file, atomically: in memory below options.stream_from_bytes, else streamed in
+// format version 3 (any size; peak memory about three times the largest tensor in f32).
+// Either way the file is verified as the engine will load it before it replaces `output`.
+Conversion convert_to_file(const std::filesystem::path& dir, const ConvertOptions& options,
+                           const std::filesystem::path& output);
 
 // The table moe_convert prints: class, dtype, bytes, share of the file; total vs fp32.
 std::string format_report(const Conversion& c);

@@ -40,8 +40,7 @@ int main(int argc, char** argv) {
     options.recipe.experts = moe::converter::parse_dtype(experts, "--experts");
     options.recipe.attention = moe::converter::parse_dtype(attention, "--attention");
     options.recipe.embeddings = moe::converter::parse_dtype(embeddings, "--embeddings");
-    const moe::converter::Conversion c = moe::converter::convert_checkpoint(input, options);
-    moe::converter::write_file_atomically(output, c.bytes.data(), c.bytes.size());
+    const moe::converter::Conversion c = moe::converter::convert_to_file(input, options, output);
     if (!quiet) {
       const moe::ConfigKey key(c.config);
       std::printf("%s (%s) -> %s\n", input.c_str(), c.source_format.c_str(), output.c_str());

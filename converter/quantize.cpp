@@ -31,7 +31,7 @@ Quantized quantize(const std::vector<float>& w, int rows, int cols, DType dtype,
       break;
     }
     case DType::i8: {
-      const int g = (group_size > 0 && cols % group_size == 0) ? group_size : cols;
+      const int g = int8_group_size(cols, group_size);
       q.group_size = g;
       q.data.resize(n);
       q.scales.resize(static_cast<size_t>(rows) * static_cast<size_t>(cols / g));

@@ -19,6 +19,12 @@ struct Quantized {
 
 // `group_size` 0 or one that does not divide cols: one scale per row. `name` is for
 // messages (f16 overflow).
+// The int8 group a tensor of `cols` columns gets: `group_size` where it divides the
+// columns, else the whole row (also when group_size is 0).
+inline int int8_group_size(int cols, int group_size) {
+  return group_size > 0 && cols % group_size == 0 ? group_size : cols;
+}
+
 Quantized quantize(const std::vector<float>& w, int rows, int cols, DType dtype, int group_size,
                    const std::string& name);
 

@@ -199,6 +199,8 @@ std::vector<float> TensorStore::read_f32(const std::string& name, int64_t offset
   } else {
     throw InputError("tensor '" + name + "' has dtype " + t.dtype + "; moe_convert reads F32, F16 and BF16");
   }
+  const size_t esize = t.dtype == "F32" ? 4 : 2;
+  release_pages(t.data + offset * static_cast<int64_t>(esize), n * esize);  // read once: not ours to keep
   return out;
 }
 
@@ -213,14 +215,14 @@ SafetensorOut f32_tensor(std::string name, std::vector<int64_t> shape, const flo
   return t;
 }
 
-std::vector<uint8_t> encode_safetensors(const std::vector<SafetensorOut>& tensors,
-                                        const std::map<std::string, std::string>& metadata) {
+std::vector<uint8_t> encode_safetensors_header(const std::vector<SafetensorEntry>& entries,
+                                               const std::map<std::string, std::string>& metadata) {
   json header = json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
   uint64_t offset = 0;
-  for (const auto& t : tensors) {
-    header[t.name] = {{"dtype", t.dtype}, {"shape", t.shape}, {"data_offsets", {offset, offset + t.data.size()}}};
-    offset += t.data.size();
+  for (const auto& t : entries) {
+    header[t.name] = {{"dtype", t.dtype}, {"shape", t.shape}, {"data_offsets", {offset, offset + t.bytes}}};
+    offset += t.bytes;
   }
   std::string text = header.dump();
   while ((8 + text.size()) % 8 != 0) text.push_back(' ');  // keeps the data 8-byte aligned
@@ -228,8 +230,38 @@ std::vector<uint8_t> encode_safetensors(const std::vector<SafetensorOut>& tensor
   const uint64_t len = text.size();
   for (int i = 0; i < 8; ++i) out[static_cast<size_t>(i)] = static_cast<uint8_t>(len >> (8 * i));
   std::memcpy(out.data() + 8, text.data(), text.size());
+  return out;
+}
+
+std::vector<uint8_t> encode_safetensors(const std::vector<SafetensorOut>& tensors,
+                                        const std::map<std::string, std::string>& metadata) {
+  std::vector<SafetensorEntry> entries;
+  for (const auto& t : tensors) entries.push_back({t.name, t.dtype, t.shape, t.data.size()});
+  std::vector<uint8_t> out = encode_safetensors_header(entries, metadata);
   for (const auto& t : tensors) out.insert(out.end(), t.data.begin(), t.data.end());
   return out;
+}
+
+void append_as_dtype(const float* values, size_t n, const std::string& dtype, std::vector<uint8_t>& out) {
+  const size_t at = out.size();
+  if (dtype == "F32") {
+    out.resize(at + n * 4);
+    std::memcpy(out.data() + at, values, n * 4);
+    return;
+  }
+  if (dtype != "F16" && dtype != "BF16") throw InputError("internal: cannot write dtype " + dtype);
+  out.resize(at + n * 2);
+  for (size_t i = 0; i < n; ++i) {
+    uint16_t h;
+    if (dtype == "F16") {
+      h = float_to_half(values[i]);
+    } else {
+      const uint32_t u = bits_from_f32(values[i]);
+      h = static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);  // finite inputs only
+    }
+    out[at + 2 * i] = static_cast<uint8_t>(h);
+    out[at + 2 * i + 1] = static_cast<uint8_t>(h >> 8);
+  }
 }
 
 void write_safetensors(const std::filesystem::path& path, const std::vector<SafetensorOut>& tensors,

@@ -68,6 +68,20 @@ struct SafetensorOut {
 
 SafetensorOut f32_tensor(std::string name, std::vector<int64_t> shape, const float* values);
 
+// A tensor's entry in a file's header, for writers that stream the data after it.
+struct SafetensorEntry {
+  std::string name;
+  std::string dtype;
+  std::vector<int64_t> shape;
+  uint64_t bytes = 0;
+};
+// The 8-byte length and the JSON header of a file holding these tensors' data in this
+// order, padded so the data starts 8-byte aligned.
+std::vector<uint8_t> encode_safetensors_header(const std::vector<SafetensorEntry>& entries,
+                                               const std::map<std::string, std::string>& metadata = {{"format", "pt"}});
+// f32 values as the bytes of dtype "F32", "F16" or "BF16" (round to nearest even).
+void append_as_dtype(const float* values, size_t n, const std::string& dtype, std::vector<uint8_t>& out);
+
 // The file's bytes (header + data), tensors in the given order.
 std::vector<uint8_t> encode_safetensors(const std::vector<SafetensorOut>& tensors,
                                         const std::map<std::string, std::string>& metadata = {{"format", "pt"}});

@@ -825,7 +825,11 @@ struct Tensor FLATBUFFERS_FINAL_CLASS : private flatbuffers::Table {
     VT_DATA = 16,
     VT_SCALES = 18,
     VT_GROUP_SIZE = 20,
-    VT_CRC32C = 22
+    VT_CRC32C = 22,
+    VT_DATA_OFFSET = 24,
+    VT_DATA_BYTES = 26,
+    VT_SCALES_OFFSET = 28,
+    VT_SCALES_COUNT = 30
   };
   const flatbuffers::String *name() const {
     return GetPointer<const flatbuffers::String *>(VT_NAME);
@@ -857,6 +861,18 @@ struct Tensor FLATBUFFERS_FINAL_CLASS : private flatbuffers::Table {
   uint32_t crc32c() const {
     return GetField<uint32_t>(VT_CRC32C, 0);
   }
+  uint64_t data_offset() const {
+    return GetField<uint64_t>(VT_DATA_OFFSET, 0);
+  }
+  uint64_t data_bytes() const {
+    return GetField<uint64_t>(VT_DATA_BYTES, 0);
+  }
+  uint64_t scales_offset() const {
+    return GetField<uint64_t>(VT_SCALES_OFFSET, 0);
+  }
+  uint64_t scales_count() const {
+    return GetField<uint64_t>(VT_SCALES_COUNT, 0);
+  }
   bool Verify(flatbuffers::Verifier &verifier) const {
     return VerifyTableStart(verifier) &&
            VerifyOffset(verifier, VT_NAME) &&
@@ -873,6 +889,10 @@ struct Tensor FLATBUFFERS_FINAL_CLASS : private flatbuffers::Table {
            verifier.VerifyVector(scales()) &&
            VerifyField<uint32_t>(verifier, VT_GROUP_SIZE, 4) &&
            VerifyField<uint32_t>(verifier, VT_CRC32C, 4) &&
+           VerifyField<uint64_t>(verifier, VT_DATA_OFFSET, 8) &&
+           VerifyField<uint64_t>(verifier, VT_DATA_BYTES, 8) &&
+           VerifyField<uint64_t>(verifier, VT_SCALES_OFFSET, 8) &&
+           VerifyField<uint64_t>(verifier, VT_SCALES_COUNT, 8) &&
            verifier.EndTable();
   }
 };
@@ -911,6 +931,18 @@ struct TensorBuilder {
   void add_crc32c(uint32_t crc32c) {
     fbb_.AddElement<uint32_t>(Tensor::VT_CRC32C, crc32c, 0);
   }
+  void add_data_offset(uint64_t data_offset) {
+    fbb_.AddElement<uint64_t>(Tensor::VT_DATA_OFFSET, data_offset, 0);
+  }
+  void add_data_bytes(uint64_t data_bytes) {
+    fbb_.AddElement<uint64_t>(Tensor::VT_DATA_BYTES, data_bytes, 0);
+  }
+  void add_scales_offset(uint64_t scales_offset) {
+    fbb_.AddElement<uint64_t>(Tensor::VT_SCALES_OFFSET, scales_offset, 0);
+  }
+  void add_scales_count(uint64_t scales_count) {
+    fbb_.AddElement<uint64_t>(Tensor::VT_SCALES_COUNT, scales_count, 0);
+  }
   explicit TensorBuilder(flatbuffers::FlatBufferBuilder &_fbb)
         : fbb_(_fbb) {
     start_ = fbb_.StartTable();
@@ -933,8 +965,16 @@ inline flatbuffers::Offset<Tensor> CreateTensor(
     flatbuffers::Offset<flatbuffers::Vector<uint8_t>> data = 0,
     flatbuffers::Offset<flatbuffers::Vector<float>> scales = 0,
     uint32_t group_size = 0,
-    uint32_t crc32c = 0) {
+    uint32_t crc32c = 0,
+    uint64_t data_offset = 0,
+    uint64_t data_bytes = 0,
+    uint64_t scales_offset = 0,
+    uint64_t scales_count = 0) {
   TensorBuilder builder_(_fbb);
+  builder_.add_scales_count(scales_count);
+  builder_.add_scales_offset(scales_offset);
+  builder_.add_data_bytes(data_bytes);
+  builder_.add_data_offset(data_offset);
   builder_.add_crc32c(crc32c);
   builder_.add_group_size(group_size);
   builder_.add_scales(scales);
@@ -959,7 +999,11 @@ inline flatbuffers::Offset<Tensor> CreateTensorDirect(
     const std::vector<uint8_t> *data = nullptr,
     const std::vector<float> *scales = nullptr,
     uint32_t group_size = 0,
-    uint32_t crc32c = 0) {
+    uint32_t crc32c = 0,
+    uint64_t data_offset = 0,
+    uint64_t data_bytes = 0,
+    uint64_t scales_offset = 0,
+    uint64_t scales_count = 0) {
   auto name__ = name ? _fbb.CreateString(name) : 0;
   auto shape__ = shape ? _fbb.CreateVector<uint32_t>(*shape) : 0;
   if (data) { _fbb.ForceVectorAlignment(data->size(), sizeof(uint8_t), 64); }
@@ -977,7 +1021,11 @@ inline flatbuffers::Offset<Tensor> CreateTensorDirect(
       data__,
       scales__,
       group_size,
-      crc32c);
+      crc32c,
+      data_offset,
+      data_bytes,
+      scales_offset,
+      scales_count);
 }
 
 struct Model FLATBUFFERS_FINAL_CLASS : private flatbuffers::Table {

@@ -145,6 +145,54 @@ TEST(Converter, TiedEmbeddingsShareOneCopy) {
   EXPECT_LT(c.bytes.size(), convert_fp32(test::fixture_dir("mixtral-tiny-a")).bytes.size() - 20000);
 }
 
+// Format version 3, as moe_convert streams large models (forced here on small ones):
+// every tensor's bytes, scales, dtype and group equal the in-memory conversion's, tied
+// tensors still share their bytes, and damage to the payload after the FlatBuffer is
+// found at load.
+TEST(Converter, StreamedFormat3HoldsTheSameTensors) {
+  for (const char* fixture : {"mixtral-tiny-a", "granitemoe-tiny-a", "makemoe-tiny", "qwen2moe-tiny-a"}) {
+    SCOPED_TRACE(fixture);
+    converter::ConvertOptions options;
+    options.recipe.group_size = 32;
+    options.stream_from_bytes = 0;
+    test::TempDir tmp;
+    const converter::Conversion streamed =
+        converter::convert_to_file(test::fixture_dir(fixture), options, tmp / "s.moe");
+    EXPECT_EQ(streamed.format_version, 3u);
+    EXPECT_TRUE(streamed.bytes.empty());
+    const converter::Conversion memory = converter::convert_checkpoint(test::fixture_dir(fixture), options);
+    const std::string bytes = test::read_file(tmp / "s.moe");
+    EXPECT_EQ(bytes.size(), streamed.file_bytes);
+    test::AlignedBuffer buf(bytes.data(), bytes.size());
+    ModelFile s;
+    ASSERT_TRUE(ModelFile::open(buf.data(), buf.size(), s).ok());
+    Opened m(memory);
+    EXPECT_EQ(s.format_version(), 3u);
+    EXPECT_EQ(s.config(), m.file.config());
+    EXPECT_EQ(s.constants(), m.file.constants());
+    for (int i = 0; i < tensor_count(s.config()); ++i) {
+      const TensorBytes a = s.bytes(i), b = m.file.bytes(i);
+      ASSERT_EQ(a.bytes, b.bytes) << i;
+      EXPECT_EQ(std::memcmp(a.data, b.data, a.bytes), 0) << "tensor " << i;
+      ASSERT_EQ(a.scale_count, b.scale_count) << i;
+      EXPECT_EQ(std::memcmp(a.scales, b.scales, a.scale_count * 4), 0) << "tensor " << i;
+      EXPECT_EQ(s.tensor(i).dtype(), m.file.tensor(i).dtype());
+      EXPECT_EQ(s.tensor(i).group_size(), m.file.tensor(i).group_size());
+      EXPECT_EQ(s.tensor(i).crc32c(), m.file.tensor(i).crc32c());
+    }
+    if (std::string(fixture) == "granitemoe-tiny-a") {  // tied
+      EXPECT_EQ(s.bytes(tensor_count(s.config()) - 1).data, s.bytes(0).data);
+    }
+    ModelFile damaged;
+    const Error cut = ModelFile::open(buf.data(), buf.size() - 1, damaged);
+    EXPECT_EQ(cut.code, ErrorCode::corrupt);
+    EXPECT_NE(std::string(cut.what()).find("outside the file"), std::string::npos) << cut.what();
+    buf.data()[buf.size() - 100] ^= 0x40;
+    const Error flipped = ModelFile::open(buf.data(), buf.size(), damaged);
+    EXPECT_NE(std::string(flipped.what()).find("checksum"), std::string::npos) << flipped.what();
+  }
+}
+
 TEST(Converter, MakemoeHeadsAreConcatenatedInOrder) {
   Opened o(convert_fp32(test::fixture_dir("makemoe-tiny")));
   const converter::TensorStore store(test::fixture_dir("makemoe-tiny"));

@@ -22,8 +22,9 @@ namespace moe {
 
 // The newest format version this engine reads and the converter writes; it reads every
 // version from 1 on. A file gets the lowest version that holds it (required_format_version),
-// so a Mixtral or makeMoE model still loads in an engine built before version 2.
-inline constexpr uint32_t kFormatVersion = 2;
+// so a Mixtral or makeMoE model still loads in an engine built before version 2. Version
+// 3 (tensor bytes after the FlatBuffer) is what the converter writes for large models.
+inline constexpr uint32_t kFormatVersion = 3;
 inline constexpr size_t kTensorAlignment = 64;
 
 static_assert(FLATBUFFERS_LITTLEENDIAN, "the .moe format is read in place: little-endian targets only");
@@ -56,6 +57,14 @@ inline uint32_t required_format_version(const ModelConfig& c, const ModelConstan
   return v2 ? 2u : 1u;
 }
 
+// Where a tensor's bytes are: inside the FlatBuffer (versions 1, 2) or after it (3).
+struct TensorBytes {
+  const uint8_t* data = nullptr;
+  uint64_t bytes = 0;
+  const float* scales = nullptr;
+  uint64_t scale_count = 0;
+};
+
 struct OpenOptions {
   // CRC-32C over every weight byte: about 1 ms per MB. Leave on unless the bytes were
   // checked another way (e.g. a signed firmware image).
@@ -69,6 +78,7 @@ class ModelFile {
   static Error open(const void* data, size_t size, ModelFile& out, OpenOptions options = {});
 
   const fb::Model& model() const { return *model_; }
+  uint32_t format_version() const { return model_->format_version(); }
   const ModelConfig& config() const { return config_; }
   const ModelConstants& constants() const { return constants_; }
   const CharTokenizer& tokenizer() const { return tokenizer_; }
@@ -78,11 +88,13 @@ class ModelFile {
   const fb::Tensor& tensor(int index) const {
     return *model_->tensors()->Get(static_cast<flatbuffers::uoffset_t>(index));
   }
+  TensorBytes bytes(int index) const;
   Matrix matrix(int index) const {
     const fb::Tensor& t = tensor(index);
+    const TensorBytes b = bytes(index);
     Matrix m;
-    m.data = t.data()->data();
-    m.scales = t.scales() != nullptr && t.scales()->size() > 0 ? t.scales()->data() : nullptr;
+    m.data = b.data;
+    m.scales = b.scale_count > 0 ? b.scales : nullptr;
     m.dtype = static_cast<DType>(t.dtype());
     m.rows = static_cast<int>(t.shape()->Get(0));
     m.cols = static_cast<int>(t.shape()->Get(1));
@@ -91,11 +103,12 @@ class ModelFile {
   }
   Vector vector(int index) const {
     const fb::Tensor& t = tensor(index);
-    return Vector{reinterpret_cast<const float*>(t.data()->data()), static_cast<int>(t.shape()->Get(0))};
+    return Vector{reinterpret_cast<const float*>(bytes(index).data), static_cast<int>(t.shape()->Get(0))};
   }
 
  private:
   const fb::Model* model_ = nullptr;
+  const uint8_t* base_ = nullptr;
   size_t size_ = 0;
   ModelConfig config_{};
   ModelConstants constants_{};
@@ -231,8 +244,42 @@ inline long first_non_finite(const uint8_t* p, size_t n, DType dtype) {
   return -1;
 }
 
-inline Error check_tensor(const fb::Tensor* t, const TensorSpec& spec, int index, const uint8_t* base,
-                          bool verify_checksums) {
+// The tensor's bytes; in version 3, only once check_tensor_range accepted them.
+inline TensorBytes tensor_bytes(const fb::Tensor* t, const uint8_t* base, uint32_t version) {
+  TensorBytes b;
+  if (version >= 3) {
+    b.data = base + t->data_offset();
+    b.bytes = t->data_bytes();
+    b.scales = reinterpret_cast<const float*>(base + t->scales_offset());
+    b.scale_count = t->scales_count();
+    return b;
+  }
+  if (t->data() != nullptr) b.data = t->data()->data(), b.bytes = t->data()->size();
+  if (t->scales() != nullptr) b.scales = t->scales()->data(), b.scale_count = t->scales()->size();
+  return b;
+}
+
+// Version 3: the bytes must lie after the FlatBuffer (`begin`), inside the file, aligned.
+inline Error check_tensor_range(const fb::Tensor* t, uint64_t begin, uint64_t size, const char* name) {
+  const uint64_t ranges[2][2] = {{t->data_offset(), t->data_bytes()}, {t->scales_offset(), t->scales_count() * 4}};
+  for (int i = 0; i < 2; ++i) {
+    const uint64_t* r = ranges[i];
+    if (i == 1 && r[1] == 0) continue;  // no scales
+    if (r[0] < begin || r[0] > size || r[1] > size - r[0] || r[1] > (uint64_t{1} << 62))
+      return Error::make(ErrorCode::corrupt,
+                         "tensor '%s' has bytes outside the file (offset %lu + %lu bytes, file %lu bytes): the file "
+                         "is truncated or corrupt",
+                         name, static_cast<unsigned long>(r[0]), static_cast<unsigned long>(r[1]),
+                         static_cast<unsigned long>(size));
+    if (r[0] % kTensorAlignment != 0)
+      return Error::make(ErrorCode::corrupt, "tensor '%s' data is not %lu-byte aligned in the file", name,
+                         static_cast<unsigned long>(kTensorAlignment));
+  }
+  return Error::none();
+}
+
+inline Error check_tensor(const fb::Tensor* t, const TensorSpec& spec, int index, const uint8_t* base, uint64_t size,
+                          uint64_t flatbuffer_end, uint32_t version, bool verify_checksums) {
   // The tensor's description, formatted only when there is an error to report.
   char want_text[96];
   auto want = [&] {
@@ -277,16 +324,21 @@ inline Error check_tensor(const fb::Tensor* t, const TensorSpec& spec, int index
     return Error::make(ErrorCode::bad_tensor, "tensor '%s' (%s) has shape %s, the config needs [%u]", name, want(),
                        found, static_cast<unsigned>(rows));
   }
-  const auto* data = t->data();
-  const unsigned long want_bytes =
-      static_cast<unsigned long>(spec.elements()) * static_cast<unsigned long>(dtype_bytes(static_cast<DType>(dtype)));
-  if (data == nullptr || data->size() != want_bytes)
+  if (version >= 3) {
+    if (t->data() != nullptr || t->scales() != nullptr)
+      return Error::make(ErrorCode::corrupt, "tensor '%s' (%s) has bytes inside the FlatBuffer in a version-3 file",
+                         name, want());
+    if (Error e = check_tensor_range(t, flatbuffer_end, size, name)) return e;
+  }
+  const TensorBytes tb = tensor_bytes(t, base, version);
+  const uint64_t want_bytes =
+      static_cast<uint64_t>(spec.elements()) * static_cast<uint64_t>(dtype_bytes(static_cast<DType>(dtype)));
+  if (tb.data == nullptr || tb.bytes != want_bytes)
     return Error::make(ErrorCode::corrupt, "tensor '%s' (%s) holds %lu bytes, its shape and dtype need %lu", name,
-                       want(), data ? static_cast<unsigned long>(data->size()) : 0ul, want_bytes);
-  if ((data->data() - base) % static_cast<long>(kTensorAlignment) != 0)
+                       want(), static_cast<unsigned long>(tb.bytes), static_cast<unsigned long>(want_bytes));
+  if ((tb.data - base) % static_cast<long>(kTensorAlignment) != 0)
     return Error::make(ErrorCode::corrupt, "tensor '%s' (%s) data is not %lu-byte aligned in the file", name, want(),
                        static_cast<unsigned long>(kTensorAlignment));
-  const auto* scales = t->scales();
   if (dtype == fb::DType_I8) {
     const uint32_t g = t->group_size();
     if (g == 0 || cols % g != 0)
@@ -294,14 +346,15 @@ inline Error check_tensor(const fb::Tensor* t, const TensorSpec& spec, int index
                          "tensor '%s' (%s) has int8 group size %u, which does not divide its %u columns", name, want(),
                          static_cast<unsigned>(g), static_cast<unsigned>(cols));
     const unsigned long want_scales = static_cast<unsigned long>(rows) * (cols / g);
-    if (scales == nullptr || scales->size() != want_scales)
+    if (tb.scale_count != want_scales)
       return Error::make(ErrorCode::corrupt, "tensor '%s' (%s) has %lu int8 scales, needs %lu (%u rows x %u groups)",
-                         name, want(), scales ? static_cast<unsigned long>(scales->size()) : 0ul, want_scales,
+                         name, want(), static_cast<unsigned long>(tb.scale_count), want_scales,
                          static_cast<unsigned>(rows), static_cast<unsigned>(cols / g));
     // A row's sum of 127 x scale x its columns must stay a finite float.
     const float max_scale = std::numeric_limits<float>::max() / (127.f * static_cast<float>(cols));
-    for (flatbuffers::uoffset_t i = 0; i < scales->size(); ++i) {
-      const float s = scales->Get(i);
+    for (uint64_t i = 0; i < tb.scale_count; ++i) {
+      float s;
+      std::memcpy(&s, tb.scales + i, sizeof s);  // little-endian, aligned: the file's own bytes
       if (!(s > 0.f) || !(s <= max_scale))
         return Error::make(ErrorCode::bad_tensor,
                            "tensor '%s' (%s) has int8 scale %g at row %u: scales must be finite and > 0, at most %g "
@@ -309,7 +362,7 @@ inline Error check_tensor(const fb::Tensor* t, const TensorSpec& spec, int index
                            name, want(), static_cast<double>(s), static_cast<unsigned>(i / (cols / g)),
                            static_cast<double>(max_scale), static_cast<unsigned>(cols));
     }
-  } else if (scales != nullptr && scales->size() != 0) {
+  } else if (tb.scale_count != 0) {
     return Error::make(ErrorCode::corrupt, "tensor '%s' (%s) is %s but carries int8 scales", name, want(),
                        dtype_name(static_cast<DType>(dtype)));
   }
@@ -318,10 +371,10 @@ inline Error check_tensor(const fb::Tensor* t, const TensorSpec& spec, int index
     // every value finite (a NaN or Inf under a correct CRC is an edited file).
     uint32_t crc = 0;
     constexpr size_t kPiece = 16384;
-    for (size_t at = 0; at < data->size(); at += kPiece) {
-      const size_t n = data->size() - at < kPiece ? data->size() - at : kPiece;
-      crc = crc32c_update(crc, data->data() + at, n);
-      const long bad = first_non_finite(data->data() + at, n, static_cast<DType>(dtype));
+    for (uint64_t at = 0; at < tb.bytes; at += kPiece) {
+      const size_t n = static_cast<size_t>(tb.bytes - at < kPiece ? tb.bytes - at : kPiece);
+      crc = crc32c_update(crc, tb.data + at, n);
+      const long bad = first_non_finite(tb.data + at, n, static_cast<DType>(dtype));
       if (bad >= 0) {
         const long element = static_cast<long>(at) / dtype_bytes(static_cast<DType>(dtype)) + bad;
         return Error::make(ErrorCode::bad_tensor,
@@ -329,7 +382,7 @@ inline Error check_tensor(const fb::Tensor* t, const TensorSpec& spec, int index
                            element, element / static_cast<long>(spec.is_matrix() ? cols : 1));
       }
     }
-    if (scales != nullptr) crc = crc32c_update(crc, scales->data(), scales->size() * sizeof(float));
+    if (tb.scale_count != 0) crc = crc32c_update(crc, tb.scales, static_cast<size_t>(tb.scale_count) * sizeof(float));
     if (crc != t->crc32c())
       return Error::make(ErrorCode::corrupt,
                          "tensor '%s' (%s) fails its checksum (CRC-32C %08x, file says %08x): the file is corrupt",
@@ -356,22 +409,21 @@ inline Error ModelFile::open(const void* data, size_t size, ModelFile& out, Open
                        "not a .moe file: identifier is '%s' (%02x %02x %02x %02x), expected '%s'", shown, bytes[8],
                        bytes[9], bytes[10], bytes[11], fb::ModelIdentifier());
   }
+  // The FlatBuffer is the first `flatbuffer_end` bytes; version 3 files continue with
+  // the tensors' bytes.
   const uint32_t declared = flatbuffers::ReadScalar<uint32_t>(bytes);
-  if (static_cast<unsigned long>(declared) + 4 > size)
+  const uint64_t flatbuffer_end = static_cast<uint64_t>(declared) + 4;
+  if (flatbuffer_end > size)
     return Error::make(ErrorCode::corrupt, "model file is truncated: %lu bytes, its header says %lu",
-                       static_cast<unsigned long>(size), static_cast<unsigned long>(declared) + 4);
-  if (static_cast<unsigned long>(declared) + 4 < size)
-    return Error::make(ErrorCode::corrupt,
-                       "model file has %lu bytes after its end (header says %lu bytes): not one .moe file",
-                       static_cast<unsigned long>(size - declared - 4), static_cast<unsigned long>(declared) + 4);
+                       static_cast<unsigned long>(size), static_cast<unsigned long>(flatbuffer_end));
   if (reinterpret_cast<uintptr_t>(bytes) % kTensorAlignment != 0)
     return Error::make(ErrorCode::io,
                        "model buffer is not %lu-byte aligned: map the file or place it in an alignas(64) array",
                        static_cast<unsigned long>(kTensorAlignment));
-  if (size >= FLATBUFFERS_MAX_BUFFER_SIZE)
+  if (flatbuffer_end >= FLATBUFFERS_MAX_BUFFER_SIZE)
     return Error::make(ErrorCode::corrupt, "model file of %lu bytes exceeds the FlatBuffers limit of 2 GiB",
-                       static_cast<unsigned long>(size));
-  flatbuffers::Verifier verifier(bytes, size);
+                       static_cast<unsigned long>(flatbuffer_end));
+  flatbuffers::Verifier verifier(bytes, static_cast<size_t>(flatbuffer_end));
   if (!fb::VerifySizePrefixedModelBuffer(verifier))
     return Error::make(ErrorCode::corrupt, "model file is corrupt: its FlatBuffers structure does not verify");
 
@@ -380,6 +432,11 @@ inline Error ModelFile::open(const void* data, size_t size, ModelFile& out, Open
     return Error::make(ErrorCode::unsupported_version,
                        "model file has format version %u, this engine reads versions 1 to %u",
                        static_cast<unsigned>(model->format_version()), static_cast<unsigned>(kFormatVersion));
+  const uint32_t version = model->format_version();
+  if (version < 3 && flatbuffer_end < size)
+    return Error::make(ErrorCode::corrupt,
+                       "model file has %lu bytes after its end (header says %lu bytes): not one .moe file",
+                       static_cast<unsigned long>(size - flatbuffer_end), static_cast<unsigned long>(flatbuffer_end));
   ModelConfig config;
   ModelConstants constants;
   if (Error e = detail::check_config(model->config(), config, constants)) return e;
@@ -404,8 +461,8 @@ inline Error ModelFile::open(const void* data, size_t size, ModelFile& out, Open
                             want, have, ConfigKey(config).c_str(), need);
       return;
     }
-    failure = detail::check_tensor(tensors->Get(static_cast<flatbuffers::uoffset_t>(index)), spec, index, bytes,
-                                   options.verify_checksums);
+    failure = detail::check_tensor(tensors->Get(static_cast<flatbuffers::uoffset_t>(index)), spec, index, bytes, size,
+                                   flatbuffer_end, version, options.verify_checksums);
     ++index;
   });
   if (!failure.ok()) return failure;
@@ -414,11 +471,16 @@ inline Error ModelFile::open(const void* data, size_t size, ModelFile& out, Open
                        ConfigKey(config).c_str(), need, have - need);
 
   out.model_ = model;
+  out.base_ = bytes;
   out.size_ = size;
   out.config_ = config;
   out.constants_ = constants;
   out.tokenizer_ = tokenizer;
   return Error::none();
+}
+
+inline TensorBytes ModelFile::bytes(int index) const {
+  return detail::tensor_bytes(&tensor(index), base_, model_->format_version());
 }
 
 }  // namespace moe

@@ -20,6 +20,12 @@ Error read_fully(int fd, void* buf, size_t n, const char* path);
 // This machine's physical memory in bytes (for refusing work that cannot fit).
 double physical_memory_bytes();
 
+// Drops the whole pages inside [data, data + n) of a read-only file mapping from this
+// process's resident memory (they stay in the page cache; touching them again reads
+// them back). Streaming readers call it on what they are done with, so reading a file
+// of tens of GB through a mapping does not count it all as the process's memory.
+void release_pages(const void* data, size_t n);
+
 // Opens `path` for reading without blocking (a FIFO or a device would otherwise hang the
 // open or the read), fstats it and refuses anything but a regular file, naming what it
 // is. On success `fd` is a blocking descriptor the caller closes, and `st` (if given)
