@@ -78,6 +78,7 @@ struct Options {
   int bench_probe_mib = 512;
   std::string json;  // --bench results as JSON: a path, or "-" for stdout
   std::string logits_out;  // the logits after every prompt token, as JSON
+  double load_ms = 0;      // mapping (or reading) and verifying the file
   moe::tools::BenchOptions bench_options;
 };
 
@@ -123,9 +124,15 @@ std::string write_logits(const std::string& path, const std::vector<float>& logi
   return moe::tools::write_output_file(path, text);
 }
 
+#if MOE_KV_CACHE_F16
+constexpr moe::KvCache kKvCache = moe::KvCache::f16;
+#else
+constexpr moe::KvCache kKvCache = moe::KvCache::f32;
+#endif
+
 template <moe::ModelConfig C>
 struct Generate {
-  using EngineT = moe::Engine<C, moe::kernels::Best, host_prefill_chunk(C)>;
+  using EngineT = moe::Engine<C, moe::kernels::Best, host_prefill_chunk(C), kKvCache>;
   static int bench(EngineT& engine, const moe::ModelFile& file, const Options& o, moe::platform::ThreadPool& pool) {
     moe::tools::BenchOptions b = o.bench_options;
     b.bandwidth = moe::tools::read_bandwidth_probe(pool, static_cast<size_t>(o.bench_probe_mib) << 20);
@@ -147,6 +154,10 @@ struct Generate {
                 moe::ConfigKey(C).c_str(), kernels, o.threads,
                 moe::tools::grouped(static_cast<long long>(file.size_bytes())).c_str(),
                 moe::tools::grouped(static_cast<long long>(r.bytes_per_token)).c_str());
+    std::printf("load %.1f ms (%s) | engine RAM %s B (KV cache %s)\n", o.load_ms,
+                o.verify ? "with the CRC-32C check of every weight" : "--no-verify",
+                moe::tools::grouped(static_cast<long long>(sizeof(EngineT))).c_str(),
+                kKvCache == moe::KvCache::f16 ? "f16" : "f32");
     std::printf("pp%d: %.0f tok/s (min %.0f, max %.0f) | tg%d: %.0f tok/s (min %.0f, max %.0f) | median of %d\n",
                 b.prompt, r.prefill_tok_s, r.prefill_min, r.prefill_max, b.tokens, r.decode_tok_s, r.decode_min,
                 r.decode_max, b.reps);
@@ -162,10 +173,10 @@ struct Generate {
                     "\"prompt_tokens\": %d, \"generated_tokens\": %d, \"reps\": %d, \"prefill_tok_s\": %.1f, "
                     "\"decode_tok_s\": %.1f, "
                     "\"prefill_tok_s_min\": %.1f, \"decode_tok_s_min\": %.1f, \"read_bandwidth_gb_s\": %.2f, "
-                    "\"roofline_fraction\": %.4f}\n",
+                    "\"roofline_fraction\": %.4f, \"load_ms\": %.1f, \"engine_bytes\": %zu, \"kv_cache\": \"%s\"}\n",
                     moe::ConfigKey(C).c_str(), kernels, o.threads, file.size_bytes(), r.bytes_per_token, b.prompt,
                     b.tokens, b.reps, r.prefill_tok_s, r.decode_tok_s, r.prefill_min, r.decode_min, b.bandwidth / 1e9,
-                    r.roofline_fraction);
+                    r.roofline_fraction, o.load_ms, sizeof(EngineT), kKvCache == moe::KvCache::f16 ? "f16" : "f32");
       if (o.json == "-") {
         std::fputs(buf, stdout);
       } else if (const std::string error = moe::tools::write_output_file(o.json, buf); !error.empty()) {
@@ -261,11 +272,12 @@ struct Generate {
       std::fprintf(
           stderr,
           "[moe_infer] prompt %zu tok: %.3f ms (%.0f tok/s) | generation %d tok: %.3f ms (%.0f tok/s, %.4f ms/tok) | "
-          "engine RAM %s B | model %s B | active params/token %s of %s | kernels %s | threads %d | config %s\n",
+          "engine RAM %s B (KV cache %s) | model %s B | active params/token %s of %s | kernels %s | threads %d | "
+          "config %s\n",
           prompt.size(), prompt_s * 1e3, static_cast<double>(prompt.size()) / prompt_s, generated, gen_s * 1e3,
           generated / gen_s, gen_s * 1e3 / (generated ? generated : 1),
           moe::tools::grouped(static_cast<long long>(sizeof(EngineT) + sizeof(*sampler))).c_str(),
-          moe::tools::grouped(static_cast<long long>(file.size_bytes())).c_str(),
+          kKvCache == moe::KvCache::f16 ? "f16" : "f32", moe::tools::grouped(static_cast<long long>(file.size_bytes())).c_str(),
           moe::tools::grouped(EngineT::active_params()).c_str(), moe::tools::grouped(moe::total_params(C)).c_str(),
 #if MOE_SIMD
           moe::kernels::simd::arch_name(),
@@ -323,6 +335,7 @@ int main(int argc, char** argv) {
     return std::fprintf(stderr, "moe_infer: give a prompt: --prompt TEXT or --ids 1,2,3\n"), 2;
   if (moe::Error e = o.sampling.check()) return std::fprintf(stderr, "moe_infer: %s\n", e.what()), 2;
 
+  const auto t_load = Clock::now();
   moe::MappedFile map;
   if (moe::Error e = o.mmap ? moe::MappedFile::open(o.model.c_str(), map) : moe::MappedFile::read(o.model.c_str(), map))
     return std::fprintf(stderr, "moe_infer: %s\n", e.what()), 1;
@@ -336,6 +349,7 @@ int main(int argc, char** argv) {
   open_options.verify_checksums = o.verify;
   if (moe::Error e = moe::ModelFile::open(map.data(), map.size(), file, open_options))
     return std::fprintf(stderr, "moe_infer: '%s': %s\n", o.model.c_str(), e.what()), 1;
+  o.load_ms = seconds_since(t_load) * 1e3;
   const auto* entry = moe::tools::CompiledModels<Generate>::find(file.config());
   if (entry == nullptr) {
     std::fputs(moe::tools::missing_config_message("moe_infer", o.model.c_str(), file.config()).c_str(), stderr);

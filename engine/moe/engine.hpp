@@ -35,6 +35,7 @@
 
 #include "moe/config.hpp"
 #include "moe/error.hpp"
+#include "moe/fp16.hpp"
 #include "moe/kernels/activation.hpp"
 #include "moe/kernels/attention.hpp"
 #include "moe/kernels/linear.hpp"
@@ -53,7 +54,12 @@ namespace moe {
 
 constexpr int default_prefill_chunk(const ModelConfig& c) { return c.max_context < 16 ? c.max_context : 16; }
 
-template <ModelConfig C, class K = kernels::Best, int Chunk = default_prefill_chunk(C)>
+// What the KV cache stores: f32, or f16 (half the RAM, the largest buffer at long
+// contexts; keys and values rounded to 11 significant bits, judged by agreement with
+// f32 in tests/test_quantized.cpp). A build-time choice: it sizes the engine.
+enum class KvCache : uint8_t { f32, f16 };
+
+template <ModelConfig C, class K = kernels::Best, int Chunk = default_prefill_chunk(C), KvCache Kv = KvCache::f32>
 class Engine {
   static_assert(C.d_model > 0 && C.n_layers > 0 && C.n_heads > 0 && C.n_kv_heads > 0 && C.head_dim > 0 &&
                     C.n_experts > 0 && C.expert_hidden > 0 && C.vocab_size > 0 && C.max_context > 0,
@@ -70,6 +76,7 @@ class Engine {
  public:
   static constexpr ModelConfig config = C;
   static constexpr int kChunk = Chunk;
+  static constexpr KvCache kKvCache = Kv;
 
   Engine() = default;
   Engine(const Engine&) = delete;
@@ -164,6 +171,7 @@ class Engine {
   static constexpr int S = C.shared_expert_hidden;
   static constexpr bool kSharedExpert = C.has_shared_expert();
   static constexpr int kUpRows = C.gated_experts() ? FF : 1;
+  using KvElement = std::conditional_t<Kv == KvCache::f16, uint16_t, float>;  // f16 as its bits
 
   using ExpertWeights = ExpertSlots<Matrix, Vector>;
   struct LayerWeights : LayerSlots<Matrix, Vector> {
@@ -302,8 +310,8 @@ class Engine {
         kernels::rope(K{}, keys, KVH, HD, rope_cos_[t], rope_sin_[t]);
       }
       for (int kv = 0; kv < KVH; ++kv) {
-        std::memcpy(key_cache_[l][kv][p0 + t], keys + kv * HD, sizeof(float) * HD);
-        std::memcpy(value_cache_[l][kv][p0 + t], new_values_[t] + kv * HD, sizeof(float) * HD);
+        store_kv(key_cache_[l][kv][p0 + t], keys + kv * HD);
+        store_kv(value_cache_[l][kv][p0 + t], new_values_[t] + kv * HD);
       }
     }
     // Heads are independent: with workers, each takes a share of them.
@@ -331,6 +339,12 @@ class Engine {
     for (int t = 0; t < n; ++t) norm(lw.ffn_norm, lw.ffn_norm_bias, x_[t], xn_[t]);
     expert_ffn(lw.dense, xn_[0], n, hidden_[0], up_[0], delta_[0], act_q_, act_scale_, true);
     add_residual(n);
+  }
+
+  static void store_kv(KvElement* to, const float* from) {
+    if constexpr (Kv == KvCache::f32) std::memcpy(to, from, sizeof(float) * HD);
+    else
+      for (int i = 0; i < HD; ++i) to[i] = float_to_half(from[i]);
   }
 
   struct Heads {
@@ -473,8 +487,8 @@ class Engine {
   bool int8_activations_ = true;
   int pos_ = 0;                          // tokens in the cache
   int32_t window_[T] = {};               // those tokens (the classic family re-encodes them)
-  float key_cache_[L][KVH][T][HD] = {};  // roped keys (llama); each kv head's positions contiguous
-  float value_cache_[L][KVH][T][HD] = {};
+  KvElement key_cache_[L][KVH][T][HD] = {};  // roped keys (llama); each kv head's positions contiguous
+  KvElement value_cache_[L][KVH][T][HD] = {};
 
   // Activations of one chunk of up to P tokens.
   float x_[P][D] = {};   // residual stream
