@@ -7,6 +7,8 @@
 #include <cmath>
 #include <memory>
 
+#include "converter/atomic_file.hpp"
+#include "converter/checkpoint.hpp"
 #include "converter/input_error.hpp"
 #include "moe/engine.hpp"
 #include "support/test_support.hpp"
@@ -173,6 +175,32 @@ TEST(Families, UnknownOptionsAreRefusedByName) {
     ck.config["model_type"] = "deepseek_v2";
     expect_refusal(ck.write(), "model_type 'deepseek_v2'");
     expect_refusal(ck.tmp.path(), "'mixtral', 'qwen2_moe', 'qwen3_moe', 'olmoe', 'granitemoe' and 'makemoe'");
+  }
+}
+
+// The config.json of five real checkpoints (tests/fixtures/real_shapes.json, copied from
+// their published files): each is read without a refusal, into the structure the model
+// card describes.
+TEST(Families, RealHubConfigsAreRead) {
+  const json models = json::parse(test::read_file(test::fixture_dir("real_shapes.json")))["models"];
+  const std::pair<const char*, const char*> expected[] = {
+      {"ibm-granite/granite-3.1-1b-a400m-instruct", "llama-d1024-l24-h16-kv8-hd64-e32-k8-f512-v49155-c131072"},
+      {"allenai/OLMoE-1B-7B-0924", "llama-d2048-l16-h16-kv16-hd128-e64-k8-f1024-v50304-c4096-qkw"},
+      {"Qwen/Qwen1.5-MoE-A2.7B", "llama-d2048-l24-h16-kv16-hd128-e60-k4-f1408-v151936-c8192-qkvb-s5632"},
+      {"Qwen/Qwen3-30B-A3B", "llama-d2048-l48-h32-kv4-hd128-e128-k8-f768-v151936-c40960-qkh"},
+      {"mistralai/Mixtral-8x7B-v0.1", "llama-d4096-l32-h32-kv8-hd128-e8-k2-f14336-v32000-c32768"}};
+  for (const auto& [name, key] : expected) {
+    SCOPED_TRACE(name);
+    test::TempDir tmp;
+    converter::write_file_atomically(tmp / "config.json", models[name]["config"].dump());
+    converter::write_safetensors(tmp / "model.safetensors", {});
+    const converter::Checkpoint ck = converter::open_checkpoint(tmp.path());
+    EXPECT_STREQ(ConfigKey(ck.config).c_str(), key);
+    if (std::string(name).find("granite") != std::string::npos) {
+      EXPECT_TRUE(ck.tied_embeddings);
+      EXPECT_FLOAT_EQ(ck.constants.attention_multiplier, 0.015625f);
+      EXPECT_FLOAT_EQ(ck.constants.rope_theta, 1.5e6f);
+    }
   }
 }
 

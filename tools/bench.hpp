@@ -29,7 +29,8 @@ inline double active_weight_bytes_per_token(const ModelFile& file) {
   const int n = static_cast<int>(file.model().tensors()->size());
   for (int i = 0; i < n; ++i) {
     const fb::Tensor& t = file.tensor(i);
-    double b = static_cast<double>(t.data()->size()) + (t.scales() ? 4.0 * t.scales()->size() : 0.0);
+    const TensorBytes tb = file.bytes(i);  // inside the FlatBuffer or after it (format version 3)
+    double b = static_cast<double>(tb.bytes) + 4.0 * static_cast<double>(tb.scale_count);
     const auto role = static_cast<TensorRole>(t.role());
     if (role == TensorRole::token_embedding || role == TensorRole::position_embedding) b /= t.shape()->Get(0);
     if (t.expert() >= 0) b *= static_cast<double>(c.top_k) / c.n_experts;

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The two real edge-sized MoE shapes of tests/fixtures/real_shapes.json, with
+# deterministic random weights: granite-3.1-1b-a400m (Granite-MoE, 1.4B parameters) and
+# OLMoE-1B-7B (6.9B). For each: moe_random_checkpoint writes the bf16 checkpoint in the
+# Hub's sharded layout, moe_convert converts it with the default recipe (streamed,
+# format version 3) under /usr/bin/time -v (peak RSS), and moe_infer --bench measures
+# pp64 / tg32 at 1 and 2 threads with the bandwidth roofline, built with the f32 and
+# the f16 KV cache (MOE_KV_CACHE), at context 4096. Needs about 25 GB of disk (the
+# checkpoints are deleted once converted unless KEEP=1) and 3 GB of memory; ~15 min.
+#   bench/real_shapes.sh [OUT_DIR]     (default out/real-shapes; results.jsonl and logs there)
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+out=${1:-$root/out/real-shapes}
+mkdir -p "$out"
+declare -A keys=(
+  [granite-1b-a400m]=llama-d1024-l24-h16-kv8-hd64-e32-k8-f512-v49155-c4096
+  [olmoe-1b-7b]=llama-d2048-l16-h16-kv16-hd128-e64-k8-f1024-v50304-c4096-qkw
+)
+declare -A types=([granite-1b-a400m]=granitemoe [olmoe-1b-7b]=olmoe)
+order=(granite-1b-a400m olmoe-1b-7b)
+configs="${keys[granite-1b-a400m]};${keys[olmoe-1b-7b]}"
+for kv in f32 f16; do
+  cmake -S "$root" -B "$root/build/real-shapes-$kv" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMOE_BUILD_TESTS=OFF \
+    -DMOE_BUILD_BENCH=OFF -DMOE_BUILD_TRAINER=OFF -DMOE_ONLY_CONFIGS="$configs" -DMOE_KV_CACHE=$kv >/dev/null
+  cmake --build "$root/build/real-shapes-$kv" --target moe_infer moe_convert moe_random_checkpoint
+done
+bin=$root/build/real-shapes-f32
+: > "$out/results.jsonl"
+for m in "${order[@]}"; do
+  if [ ! -f "$out/$m.moe" ]; then
+    /usr/bin/time -v "$bin/converter/moe_random_checkpoint" --model-type "${types[$m]}" --dtype bf16 --shard-mb 4000 \
+      --config "${keys[$m]}" --out "$out/$m" > "$out/$m.generate.log" 2>&1
+    /usr/bin/time -v "$bin/converter/moe_convert" "$out/$m" -o "$out/$m.moe" > "$out/$m.convert.log" 2>&1
+    [ "${KEEP:-0}" = 1 ] || rm -rf "${out:?}/$m"
+  fi
+  grep -E "Elapsed|Maximum resident" "$out/$m.convert.log" | sed "s/^/$m convert: /"
+  for kv in f32 f16; do
+    for t in 1 2; do
+      "$root/build/real-shapes-$kv/tools/moe_infer" -m "$out/$m.moe" --bench --bench-prompt 64 --bench-tokens 32 \
+        --bench-reps 3 --threads $t --json "$out/run.json" | sed "s/^/$m kv=$kv t=$t: /"
+      cat "$out/run.json" >> "$out/results.jsonl"
+    done
+    /usr/bin/time -f "$m kv=$kv: process max RSS %M KB" "$root/build/real-shapes-$kv/tools/moe_infer" -m "$out/$m.moe" \
+      --ids 1,2,3,4,5,6,7,8 -n 32 --temp 0 --no-verify --no-echo --no-stats > /dev/null
+  done
+done
