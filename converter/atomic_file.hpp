@@ -23,7 +23,7 @@ class AtomicFile {
   void write(const void* data, size_t n);  // throws InputError (ENOSPC included)
   // At a byte offset (pwrite), for writers that place parts out of order; likewise.
   void write_at(uint64_t offset, const void* data, size_t n);
-  void commit();                           // fsync + rename + fsync(dir)
+  void commit();  // fsync + rename + fsync(dir)
   const std::filesystem::path& temp_path() const { return temp_; }
 
  private:

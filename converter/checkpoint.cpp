@@ -102,7 +102,8 @@ bool bool_field(const json& cfg, const char* key, const std::filesystem::path& f
 // A multiplier: finite and > 0.
 float positive_field(const json& cfg, const char* key, const std::filesystem::path& file, float fallback) {
   const float v = float_field(cfg, key, file, fallback);
-  if (!(v > 0.f)) throw InputError("'" + file.string() + "': '" + key + "' is " + compact_number(v) + "; it must be > 0");
+  if (!(v > 0.f))
+    throw InputError("'" + file.string() + "': '" + key + "' is " + compact_number(v) + "; it must be > 0");
   return v;
 }
 
@@ -157,18 +158,17 @@ void open_hugging_face(Checkpoint& ck, const json& cfg, const std::filesystem::p
   c.n_layers = int_field(cfg, key(k.n_layers), file);
   c.n_heads = int_field(cfg, key(k.n_heads), file);
   c.n_kv_heads = int_field(cfg, key(k.n_kv_heads), file, c.n_heads);
-  const bool head_dim_given =
-      k.head_dim != nullptr && cfg.contains(k.head_dim) && cfg[k.head_dim].is_number_integer();
+  const bool head_dim_given = k.head_dim != nullptr && cfg.contains(k.head_dim) && cfg[k.head_dim].is_number_integer();
   if (c.d_model % c.n_heads != 0 && !head_dim_given)
     throw InputError("'" + file.string() + "': " + k.d_model + " " + std::to_string(c.d_model) +
                      " is not divisible by " + k.n_heads + " " + std::to_string(c.n_heads) +
                      (k.head_dim != nullptr ? std::string(" and ") + k.head_dim + " is not given" : std::string()));
-  c.head_dim = k.head_dim != nullptr ? int_field(cfg, key(k.head_dim), file, c.d_model / c.n_heads)
-                                     : c.d_model / c.n_heads;
+  c.head_dim =
+      k.head_dim != nullptr ? int_field(cfg, key(k.head_dim), file, c.d_model / c.n_heads) : c.d_model / c.n_heads;
   if (k.head_dim == nullptr) read.insert("head_dim");  // not read by this family's code (Granite): inert
   // transformers 5 may write Qwen3-MoE's num_experts under its attribute-map name.
-  const char* experts_key = cfg.contains(k.n_experts) || !cfg.contains("num_local_experts") ? k.n_experts
-                                                                                            : "num_local_experts";
+  const char* experts_key =
+      cfg.contains(k.n_experts) || !cfg.contains("num_local_experts") ? k.n_experts : "num_local_experts";
   c.n_experts = int_field(cfg, key(experts_key), file);
   c.top_k = int_field(cfg, key(k.top_k), file);
   c.expert_hidden = int_field(cfg, key(k.expert_hidden), file);
@@ -214,8 +214,8 @@ void open_hugging_face(Checkpoint& ck, const json& cfg, const std::filesystem::p
   else if (cfg.contains(k.rope_theta)) m.rope_theta = float_field(cfg, k.rope_theta, file, 0.f);
   else {
     m.rope_theta = k.absent.rope_theta;
-    ck.notes.push_back(std::string("config.json gives no rope_theta: using the ") + k.model_type +
-                       " default " + compact_number(m.rope_theta));
+    ck.notes.push_back(std::string("config.json gives no rope_theta: using the ") + k.model_type + " default " +
+                       compact_number(m.rope_theta));
   }
   if (!(m.rope_theta > 1.f) || !std::isfinite(m.rope_theta))
     throw InputError("'" + file.string() + "': rope_theta must be a finite number > 1");
@@ -249,13 +249,15 @@ void open_hugging_face(Checkpoint& ck, const json& cfg, const std::filesystem::p
   if (bool_field(cfg, "attention_bias", file, false))
     refuse_option(file, k, "attention_bias", cfg["attention_bias"],
                   c.qkv_bias ? "(a bias on o_proj too) is not implemented" : "is not implemented");
-  if (bool_field(cfg, "mlp_bias", file, false)) refuse_option(file, k, "mlp_bias", cfg["mlp_bias"], "is not implemented");
+  if (bool_field(cfg, "mlp_bias", file, false))
+    refuse_option(file, k, "mlp_bias", cfg["mlp_bias"], "is not implemented");
 
   // Constants.
   if (k.normalize_top_k != nullptr)
-    m.router_weights = bool_field(cfg, key(k.normalize_top_k), file, k.absent.router_weights == RouterWeights::topk_softmax)
-                           ? RouterWeights::topk_softmax
-                           : RouterWeights::full_softmax;
+    m.router_weights =
+        bool_field(cfg, key(k.normalize_top_k), file, k.absent.router_weights == RouterWeights::topk_softmax)
+            ? RouterWeights::topk_softmax
+            : RouterWeights::full_softmax;
   if (k.clip_qkv != nullptr) {
     read.insert(k.clip_qkv);
     if (cfg.contains(k.clip_qkv) && !cfg[k.clip_qkv].is_null()) m.clip_qkv = positive_field(cfg, k.clip_qkv, file, 0.f);
@@ -380,9 +382,9 @@ std::vector<float> Checkpoint::load(const TensorSpec& spec) const {
         const int64_t cols = src.shape.size() > 1 ? src.shape.back() : 1;
         throw InputError("tensor '" + name + "' has a " + (std::isnan(v[i]) ? "NaN" : "infinite value") +
                          " at element " + std::to_string(at) +
-                         (src.shape.size() > 1 ? " (row " + std::to_string(at / cols) + ", column " +
-                                                     std::to_string(at % cols) + ")"
-                                               : std::string()));
+                         (src.shape.size() > 1
+                              ? " (row " + std::to_string(at / cols) + ", column " + std::to_string(at % cols) + ")"
+                              : std::string()));
       }
     }
     if (parts.size() == 1) return v;  // no copy: the largest tensors are hundreds of MB

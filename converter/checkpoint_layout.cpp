@@ -10,16 +10,16 @@ namespace {
 // settings, generation defaults and metadata PretrainedConfig writes.
 constexpr const char* kHfInertKeys[] = {
     "architectures", "transformers_version", "dtype", "torch_dtype", "initializer_range", "attention_dropout",
-    "hidden_dropout", "router_aux_loss_coef", "output_router_logits", "use_cache", "pad_token_id",
-    "return_dict", "output_hidden_states", "output_attentions", "torchscript", "use_bfloat16", "tf_legacy_loss",
-    "pruned_heads", "chunk_size_feed_forward", "is_encoder_decoder", "is_decoder", "cross_attention_hidden_size",
-    "add_cross_attention", "tie_encoder_decoder", "finetuning_task", "id2label", "label2id", "tokenizer_class",
-    "prefix", "sep_token_id", "decoder_start_token_id", "task_specific_params", "problem_type", "max_length",
-    "min_length", "do_sample", "early_stopping", "num_beams", "num_beam_groups", "diversity_penalty", "temperature",
-    "top_k", "top_p", "typical_p", "repetition_penalty", "length_penalty", "no_repeat_ngram_size",
-    "encoder_no_repeat_ngram_size", "bad_words_ids", "num_return_sequences", "output_scores",
-    "return_dict_in_generate", "forced_bos_token_id", "forced_eos_token_id", "remove_invalid_values",
-    "exponential_decay_length_penalty", "suppress_tokens", "begin_suppress_tokens", "use_return_dict",
+    "hidden_dropout", "router_aux_loss_coef", "output_router_logits", "use_cache", "pad_token_id", "return_dict",
+    "output_hidden_states", "output_attentions", "torchscript", "use_bfloat16", "tf_legacy_loss", "pruned_heads",
+    "chunk_size_feed_forward", "is_encoder_decoder", "is_decoder", "cross_attention_hidden_size", "add_cross_attention",
+    "tie_encoder_decoder", "finetuning_task", "id2label", "label2id", "tokenizer_class", "prefix", "sep_token_id",
+    "decoder_start_token_id", "task_specific_params", "problem_type", "max_length", "min_length", "do_sample",
+    "early_stopping", "num_beams", "num_beam_groups", "diversity_penalty", "temperature", "top_k", "top_p", "typical_p",
+    "repetition_penalty", "length_penalty", "no_repeat_ngram_size", "encoder_no_repeat_ngram_size", "bad_words_ids",
+    "num_return_sequences", "output_scores", "return_dict_in_generate", "forced_bos_token_id", "forced_eos_token_id",
+    "remove_invalid_values", "exponential_decay_length_penalty", "suppress_tokens", "begin_suppress_tokens",
+    "use_return_dict",
     // moe_train's, moe_merge's and moe_random_checkpoint's provenance records
     "moe_train", "moe_merge",
     // Mixtral's training-time router noise
@@ -113,8 +113,8 @@ constexpr CheckpointLayout kMakemoe{
     .expert_hidden_per_d_model = 4, .experts = ExpertStorage::makemoe};
 // clang-format on
 
-constexpr const CheckpointLayout* kLayouts[] = {&kHfMixtral, &kHfQwen2Moe, &kHfQwen3Moe, &kHfOlmoe, &kHfGranite,
-                                                &kMakemoe};
+constexpr const CheckpointLayout* kLayouts[] = {&kHfMixtral, &kHfQwen2Moe, &kHfQwen3Moe,
+                                                &kHfOlmoe,   &kHfGranite,  &kMakemoe};
 }  // namespace
 
 const CheckpointLayout& hf_mixtral_layout() { return kHfMixtral; }
@@ -153,12 +153,12 @@ std::string supported_model_types() {
   return s;
 }
 
-std::vector<TensorSource> tensor_sources(const CheckpointLayout& layout, const ModelConfig& config,
-                                         const TensorSpec& s, bool tied) {
+std::vector<TensorSource> tensor_sources(const CheckpointLayout& layout, const ModelConfig& config, const TensorSpec& s,
+                                         bool tied) {
   const int64_t rows = s.rows, cols = s.cols;
   const auto whole = [&](std::string name) {
-    TensorSource src{std::move(name), s.is_matrix() ? std::vector<int64_t>{rows, cols} : std::vector<int64_t>{rows},
-                     0, s.elements()};
+    TensorSource src{std::move(name), s.is_matrix() ? std::vector<int64_t>{rows, cols} : std::vector<int64_t>{rows}, 0,
+                     s.elements()};
     return std::vector<TensorSource>{std::move(src)};
   };
   const std::string e = std::to_string(s.expert);
@@ -169,8 +169,8 @@ std::vector<TensorSource> tensor_sources(const CheckpointLayout& layout, const M
       std::vector<TensorSource> parts;
       const int64_t head_rows = rows / config.n_heads;
       for (int h = 0; h < config.n_heads; ++h)
-        parts.push_back({p + "sa.heads." + std::to_string(h) + "." + which + ".weight", {head_rows, cols}, 0,
-                         head_rows * cols});
+        parts.push_back(
+            {p + "sa.heads." + std::to_string(h) + "." + which + ".weight", {head_rows, cols}, 0, head_rows * cols});
       return parts;
     };
     switch (s.role) {
@@ -213,7 +213,9 @@ std::vector<TensorSource> tensor_sources(const CheckpointLayout& layout, const M
     const int64_t E = config.n_experts, I = config.expert_hidden, d = config.d_model;
     if (s.role == TensorRole::expert_w2)
       return {{p + "block_sparse_moe.output_linear.weight", {E, d, I}, s.expert * d * I, d * I}};
-    return {{p + "block_sparse_moe.input_linear.weight", {E, 2 * I, d}, (s.expert * 2 + (granite_up ? 1 : 0)) * I * d,
+    return {{p + "block_sparse_moe.input_linear.weight",
+             {E, 2 * I, d},
+             (s.expert * 2 + (granite_up ? 1 : 0)) * I * d,
              I * d}};
   };
   switch (s.role) {

@@ -22,15 +22,15 @@ namespace moe::converter {
 
 // How a layout stores a model's experts.
 enum class ExpertStorage : uint8_t {
-  mixtral,   // block_sparse_moe.experts.E.{w1,w3,w2}: gate, up, down
-  qwen,      // mlp.experts.E.{gate,up,down}_proj (Qwen-MoE, OLMoE)
-  granite,   // block_sparse_moe.input_linear [E, 2I, d] (gate rows, then up), output_linear [E, d, I]
-  makemoe,   // blocks.L.smoe.experts.E.net.{0,2}
+  mixtral,  // block_sparse_moe.experts.E.{w1,w3,w2}: gate, up, down
+  qwen,     // mlp.experts.E.{gate,up,down}_proj (Qwen-MoE, OLMoE)
+  granite,  // block_sparse_moe.input_linear [E, 2I, d] (gate rows, then up), output_linear [E, d, I]
+  makemoe,  // blocks.L.smoe.experts.E.net.{0,2}
 };
 
 struct CheckpointLayout {
-  const char* name;        // "hf-mixtral" | "makemoe" | ...: messages and the .moe provenance
-  const char* model_type;  // config.json's "model_type"
+  const char* name;          // "hf-mixtral" | "makemoe" | ...: messages and the .moe provenance
+  const char* model_type;    // config.json's "model_type"
   const char* architecture;  // config.json's "architectures" entry (transformers' class)
   Family family;
   // config.json key of each ModelConfig field; nullptr where the layout derives it

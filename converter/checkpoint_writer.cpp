@@ -230,8 +230,8 @@ void write_random_checkpoint(const std::filesystem::path& dir, const ModelConfig
       append_as_dtype(values.data() + at, static_cast<size_t>(src.count), options.dtype, bytes);
       const Placed& p = placed.at(src.name);
       files[static_cast<size_t>(p.shard)]->write_at(
-          data_start[static_cast<size_t>(p.shard)] + p.offset + static_cast<uint64_t>(src.offset) * esize,
-          bytes.data(), bytes.size());
+          data_start[static_cast<size_t>(p.shard)] + p.offset + static_cast<uint64_t>(src.offset) * esize, bytes.data(),
+          bytes.size());
       at += static_cast<size_t>(src.count);
     }
   });

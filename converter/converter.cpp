@@ -249,10 +249,9 @@ std::string share_key(const TensorSource& first, DType dtype) {
   return first.name + "@" + std::to_string(first.offset) + "|" + dtype_name(dtype);
 }
 
-flatbuffers::Offset<fb::Model> create_model(flatbuffers::FlatBufferBuilder& fbb, const Checkpoint& ck,
-                                            const QuantRecipe& recipe, uint32_t version,
-                                            flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<fb::Tensor>>>
-                                                tensors) {
+flatbuffers::Offset<fb::Model> create_model(
+    flatbuffers::FlatBufferBuilder& fbb, const Checkpoint& ck, const QuantRecipe& recipe, uint32_t version,
+    flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<fb::Tensor>>> tensors) {
   const ModelConfig& cfg = ck.config;
   const auto chars_off =
       ck.chars.empty() ? flatbuffers::Offset<flatbuffers::Vector<uint32_t>>() : fbb.CreateVector(ck.chars);
@@ -260,8 +259,8 @@ flatbuffers::Offset<fb::Model> create_model(flatbuffers::FlatBufferBuilder& fbb,
   tok.add_kind(ck.chars.empty() ? fb::TokenizerKind_None : fb::TokenizerKind_Char);
   if (!ck.chars.empty()) tok.add_chars(chars_off);
   const auto tok_off = tok.Finish();
-  const auto prov_off = fb::CreateProvenanceDirect(fbb, provenance_source(ck.dir).c_str(), ck.layout->name,
-                                                   MOE_VERSION, recipe.describe().c_str());
+  const auto prov_off = fb::CreateProvenanceDirect(fbb, provenance_source(ck.dir).c_str(), ck.layout->name, MOE_VERSION,
+                                                   recipe.describe().c_str());
   const ModelConstants& k = ck.constants;
   const auto cfg_off = fb::CreateConfig(
       fbb, static_cast<fb::Family>(cfg.family), static_cast<uint32_t>(cfg.d_model), static_cast<uint32_t>(cfg.n_layers),

@@ -18,9 +18,8 @@ std::string stored_name(const std::vector<TensorSource>& sources);
 // Tensors with the same key (tied embeddings) are stored once and referenced twice.
 std::string share_key(const TensorSource& first, DType dtype);
 // The Model table: config, tokenizer, provenance and the given tensors.
-flatbuffers::Offset<fb::Model> create_model(flatbuffers::FlatBufferBuilder& fbb, const Checkpoint& ck,
-                                            const QuantRecipe& recipe, uint32_t version,
-                                            flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<fb::Tensor>>>
-                                                tensors);
+flatbuffers::Offset<fb::Model> create_model(
+    flatbuffers::FlatBufferBuilder& fbb, const Checkpoint& ck, const QuantRecipe& recipe, uint32_t version,
+    flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<fb::Tensor>>> tensors);
 
 }  // namespace moe::converter::detail

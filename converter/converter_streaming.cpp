@@ -42,10 +42,9 @@ std::vector<uint8_t> metadata(const Checkpoint& ck, const QuantRecipe& recipe, c
   std::vector<flatbuffers::Offset<fb::Tensor>> tensors;
   for (const Record& r : records) {
     const auto name_off = fbb.CreateString(r.name);
-    const std::vector<uint32_t> shape =
-        r.spec.is_matrix()
-            ? std::vector<uint32_t>{static_cast<uint32_t>(r.spec.rows), static_cast<uint32_t>(r.spec.cols)}
-            : std::vector<uint32_t>{static_cast<uint32_t>(r.spec.rows)};
+    const std::vector<uint32_t> shape = r.spec.is_matrix() ? std::vector<uint32_t>{static_cast<uint32_t>(r.spec.rows),
+                                                                                   static_cast<uint32_t>(r.spec.cols)}
+                                                           : std::vector<uint32_t>{static_cast<uint32_t>(r.spec.rows)};
     const auto shape_off = fbb.CreateVector(shape);
     fb::TensorBuilder tb(fbb);
     tb.add_name(name_off);
@@ -103,7 +102,8 @@ Conversion stream(const Checkpoint& ck, const ConvertOptions& options, const std
     r.group_size = r.dtype == DType::i8 ? int8_group_size(cols, recipe.group_size) : 0;
     r.data_bytes = static_cast<uint64_t>(spec.elements()) * static_cast<uint64_t>(dtype_bytes(r.dtype));
     if (r.dtype == DType::i8)
-      r.scales_count = static_cast<uint64_t>(spec.is_matrix() ? spec.rows : 1) * static_cast<uint64_t>(cols / r.group_size);
+      r.scales_count =
+          static_cast<uint64_t>(spec.is_matrix() ? spec.rows : 1) * static_cast<uint64_t>(cols / r.group_size);
     records.push_back(std::move(r));
   });
   const size_t header_size = metadata(ck, recipe, records).size();
@@ -179,7 +179,8 @@ Conversion stream(const Checkpoint& ck, const ConvertOptions& options, const std
     if (b.scale_count > 0) crc = crc32c_update(crc, b.scales, static_cast<size_t>(b.scale_count) * sizeof(float));
     if (crc != records[static_cast<size_t>(i)].crc)
       throw InputError("the converted model reads back differently from what was written (tensor '" +
-                       records[static_cast<size_t>(i)].name + "'): the disk or file system lost data; nothing was "
+                       records[static_cast<size_t>(i)].name +
+                       "'): the disk or file system lost data; nothing was "
                        "replaced");
   }
   (void)base;

@@ -193,8 +193,7 @@ std::vector<float> TensorStore::read_f32(const std::string& name, int64_t offset
     if (t.dtype == "F16") {
       for (size_t i = 0; i < n; ++i) out[i] = half_to_float(static_cast<uint16_t>(d[2 * i] | d[2 * i + 1] << 8));
     } else {
-      for (size_t i = 0; i < n; ++i)
-        out[i] = f32_from_bits(static_cast<uint32_t>(d[2 * i] | d[2 * i + 1] << 8) << 16);
+      for (size_t i = 0; i < n; ++i) out[i] = f32_from_bits(static_cast<uint32_t>(d[2 * i] | d[2 * i + 1] << 8) << 16);
     }
   } else {
     throw InputError("tensor '" + name + "' has dtype " + t.dtype + "; moe_convert reads F32, F16 and BF16");

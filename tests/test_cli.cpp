@@ -134,13 +134,13 @@ TEST_F(Cli, LogitsOutRowsAndRefusals) {
   const auto last = ja["logits"][2].get<std::vector<float>>();
   ASSERT_EQ(last.size(), 96u);
   const auto argmax = std::max_element(last.begin(), last.end()) - last.begin();
-  const Result next = run({kInfer, "--model", path("mix32.moe"), "--ids", "1,2,3", "-n", "1", "--temp", "0",
-                           "--no-stats", "--no-echo"});
+  const Result next = run(
+      {kInfer, "--model", path("mix32.moe"), "--ids", "1,2,3", "-n", "1", "--temp", "0", "--no-stats", "--no-echo"});
   ASSERT_EQ(next.code, 0) << next.err;
   EXPECT_EQ(next.out, std::to_string(argmax) + "\n");
-  expect_failure(run({kInfer, "--model", path("mix32.moe"), "--ids", "1,2", "-n", "0", "--logits-out",
-                      dir_->path().string()}),
-                 1, "is not a regular file");
+  expect_failure(
+      run({kInfer, "--model", path("mix32.moe"), "--ids", "1,2", "-n", "0", "--logits-out", dir_->path().string()}), 1,
+      "is not a regular file");
 }
 
 TEST_F(Cli, BenchReportsThroughputAndTheWeightsEachTokenReads) {

@@ -78,10 +78,9 @@ TEST(FamilyConfigKey, OptionalPartsRoundTrip) {
   EXPECT_EQ(c.qk_norm, QkNorm::per_head);
   EXPECT_EQ(c.max_ffn_hidden(), 128);
   // Out of order, a zero width, a width without its layers, a dense layer past the last.
-  for (const char* bad : {"llama-d64-l2-h4-kv2-hd32-e8-k2-f32-v256-c128-qkvb-qkh",
-                          "llama-d64-l2-h4-kv2-hd32-e8-k2-f32-v256-c128-s0",
-                          "llama-d64-l2-h4-kv2-hd32-e8-k2-f32-v256-c128-fd64",
-                          "llama-d64-l2-h4-kv2-hd32-e8-k2-f32-v256-c128-qkx"}) {
+  for (const char* bad :
+       {"llama-d64-l2-h4-kv2-hd32-e8-k2-f32-v256-c128-qkvb-qkh", "llama-d64-l2-h4-kv2-hd32-e8-k2-f32-v256-c128-s0",
+        "llama-d64-l2-h4-kv2-hd32-e8-k2-f32-v256-c128-fd64", "llama-d64-l2-h4-kv2-hd32-e8-k2-f32-v256-c128-qkx"}) {
     EXPECT_FALSE(try_parse_config_key(bad, c)) << bad;
   }
   ASSERT_TRUE(try_parse_config_key("llama-d64-l2-h4-kv2-hd32-e8-k2-f32-v256-c128-fd64-dl4", c));

@@ -210,10 +210,8 @@ TEST(HostileConfig, ModelsTooLargeAreRefusedAtOnceWithTheNumbers) {
   // A 200-byte bomb: 5e16 parameters, more than any disk holds. Large models are streamed
   // (format version 3: no 2 GiB limit), so what refuses it is the disk space, checked
   // before any work.
-  config.update({{"num_hidden_layers", 4096},
-                 {"num_local_experts", 4096},
-                 {"hidden_size", 16384},
-                 {"intermediate_size", 65536}});
+  config.update(
+      {{"num_hidden_layers", 4096}, {"num_local_experts", 4096}, {"hidden_size", 16384}, {"intermediate_size", 65536}});
   write_text(ck / "config.json", config.dump());
   expect_refusal(run(convert_args(ck, tmp / "m.moe")), "of disk");
   // Mixtral-8x7B's shape over the fixture's small tensors: refused at once, naming the

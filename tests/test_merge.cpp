@@ -263,6 +263,18 @@ std::string merge_error(const MergeRecipe& r, const std::filesystem::path& out) 
   return "accepted";
 }
 
+// A merged checkpoint is written in moe_train's layout (Mixtral or makeMoE); a Qwen3-MoE
+// checkpoint's q/k norms would have no place there: refused, naming its model_type.
+TEST(Merge, OtherFamiliesAreRefusedByModelType) {
+  test::TempDir tmp;
+  const std::string q = test::fixture_dir("qwen3moe-tiny-a").string();
+  const std::string err = merge_error(
+      parse_recipe({{"merge_method", "linear"}, {"models", {q, q}}, {"parameters", {{"weight", 1}}}}), tmp / "m");
+  EXPECT_NE(err.find("is a qwen3_moe checkpoint; moe_merge merges mixtral and makemoe checkpoints"), std::string::npos)
+      << err;
+  EXPECT_FALSE(std::filesystem::exists(tmp / "m"));
+}
+
 TEST(Merge, LinearSlerpAndTaskVectorsMatchTheArithmeticOnEveryTensor) {
   test::TempDir tmp;
   const auto a = random_model(tmp, "a", 1), b = random_model(tmp, "b", 2), base = random_model(tmp, "base", 3);

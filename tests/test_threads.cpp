@@ -60,9 +60,10 @@ TEST(ThreadPool, WakesWorkersThatFellAsleep) {
 
 constexpr ModelConfig kMixtral = config_from_key("llama-d64-l2-h4-kv2-hd16-e4-k2-f128-v96-c128");
 
+template <ModelConfig C = kMixtral>
 void expect_same_logits_with_workers(const test::AlignedBuffer& buf) {
-  using EngineT = Engine<kMixtral>;
-  constexpr int V = kMixtral.vocab_size;
+  using EngineT = Engine<C>;
+  constexpr int V = C.vocab_size;
   ModelFile file;
   ASSERT_TRUE(ModelFile::open(buf.data(), buf.size(), file).ok());
   const std::vector<int32_t> prompt = {1, 5, 9, 12, 40, 3, 77, 20, 21, 60, 2, 8, 13, 50, 33, 7, 90, 11, 4};
@@ -89,6 +90,23 @@ void expect_same_logits_with_workers(const test::AlignedBuffer& buf) {
 
 TEST(EngineWorkers, SplitProductsGiveIdenticalLogitsF32) {
   expect_same_logits_with_workers(test::convert_fixture("mixtral-tiny-a", test::fp32_recipe()));
+}
+
+// The families' parts under workers: the shared expert and q/k/v biases (Qwen2-MoE), q/k
+// norms (Qwen3, OLMoE), multipliers (Granite), a dense layer (the all-int8 Qwen2 file
+// has none; Qwen3 with decoder_sparse_step 2 is checked in test_families).
+TEST(EngineWorkers, FamiliesGiveIdenticalLogits) {
+  const converter::QuantRecipe int8 = test::recipe(DType::i8, DType::i8, DType::i8, 32);
+  for (const auto& recipe : {test::fp32_recipe(), int8}) {
+    expect_same_logits_with_workers<config_from_key("llama-d64-l2-h4-kv4-hd16-e8-k2-f32-v256-c128-qkvb-s64")>(
+        test::convert_fixture("qwen2moe-tiny-a", recipe));
+    expect_same_logits_with_workers<config_from_key("llama-d64-l2-h4-kv2-hd32-e8-k2-f32-v256-c128-qkh")>(
+        test::convert_fixture("qwen3moe-tiny-a", recipe));
+    expect_same_logits_with_workers<config_from_key("llama-d64-l2-h4-kv4-hd16-e8-k2-f48-v256-c128-qkw")>(
+        test::convert_fixture("olmoe-tiny-a", recipe));
+    expect_same_logits_with_workers<config_from_key("llama-d64-l2-h4-kv2-hd16-e8-k2-f32-v256-c128")>(
+        test::convert_fixture("granitemoe-tiny-a", recipe));
+  }
 }
 
 TEST(EngineWorkers, SplitProductsGiveIdenticalLogitsInt8) {

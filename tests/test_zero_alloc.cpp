@@ -81,6 +81,12 @@ constexpr ModelConfig kMakemoe = config_from_key("classic-d32-l2-h4-kv4-hd8-e4-k
 Engine<kMixtral> g_mixtral;
 Engine<kMakemoe> g_makemoe;
 Engine<kMakemoe, kernels::Scalar> g_makemoe_scalar;
+constexpr ModelConfig kQwen2 = config_from_key("llama-d64-l2-h4-kv4-hd16-e8-k2-f32-v256-c128-qkvb-s64");
+constexpr ModelConfig kGranite = config_from_key("llama-d64-l2-h4-kv2-hd16-e8-k2-f32-v256-c128");
+constexpr ModelConfig kOlmoe = config_from_key("llama-d64-l2-h4-kv4-hd16-e8-k2-f48-v256-c128-qkw");
+Engine<kQwen2> g_qwen2;
+Engine<kGranite> g_granite;
+Engine<kOlmoe, kernels::Best, default_prefill_chunk(kOlmoe), KvCache::f16> g_olmoe_f16kv;
 
 // The fixture converted (moe_convert's library), written to a file that is then mapped.
 std::filesystem::path convert_fixture(const char* fixture, const char* out_name, double capacity_factor = -1.,
@@ -159,6 +165,19 @@ TEST(ZeroAllocation, LlamaFamilyWithWorkerThreads) {
     EXPECT_EQ(allocations_over_a_generation(model, g_mixtral, {1, 5, 9, 12}, 200, 3), 0) << threads << " threads";
     g_mixtral.set_workers(Workers{});
   }
+}
+
+// The Hugging Face families' parts (shared expert, biases, q/k norms, multipliers, the f16
+// KV cache), with workers: nothing allocated either.
+TEST(ZeroAllocation, FamiliesWithWorkersAndF16KvCache) {
+  platform::ThreadPool pool(2);
+  g_qwen2.set_workers(pool.workers(), 0);
+  EXPECT_EQ(allocations_over_a_generation(convert_fixture("qwen2moe-tiny-a", "q2.moe"), g_qwen2, {3, 1, 4}, 200, 2), 0);
+  g_qwen2.set_workers(Workers{});
+  EXPECT_EQ(allocations_over_a_generation(convert_fixture("granitemoe-tiny-a", "g.moe"), g_granite, {3, 1, 4}, 200, 2),
+            0);
+  EXPECT_EQ(allocations_over_a_generation(convert_fixture("olmoe-tiny-a", "o.moe"), g_olmoe_f16kv, {3, 1, 4}, 200, 2),
+            0);
 }
 
 TEST(ZeroAllocation, ClassicFamilyWithWindowSlidesAndCapacity) {

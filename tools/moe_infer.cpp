@@ -76,7 +76,7 @@ struct Options {
   bool int8_activations = true;
   bool bench = false;
   int bench_probe_mib = 512;
-  std::string json;  // --bench results as JSON: a path, or "-" for stdout
+  std::string json;        // --bench results as JSON: a path, or "-" for stdout
   std::string logits_out;  // the logits after every prompt token, as JSON
   double load_ms = 0;      // mapping (or reading) and verifying the file
   moe::tools::BenchOptions bench_options;
@@ -277,7 +277,8 @@ struct Generate {
           prompt.size(), prompt_s * 1e3, static_cast<double>(prompt.size()) / prompt_s, generated, gen_s * 1e3,
           generated / gen_s, gen_s * 1e3 / (generated ? generated : 1),
           moe::tools::grouped(static_cast<long long>(sizeof(EngineT) + sizeof(*sampler))).c_str(),
-          kKvCache == moe::KvCache::f16 ? "f16" : "f32", moe::tools::grouped(static_cast<long long>(file.size_bytes())).c_str(),
+          kKvCache == moe::KvCache::f16 ? "f16" : "f32",
+          moe::tools::grouped(static_cast<long long>(file.size_bytes())).c_str(),
           moe::tools::grouped(EngineT::active_params()).c_str(), moe::tools::grouped(moe::total_params(C)).c_str(),
 #if MOE_SIMD
           moe::kernels::simd::arch_name(),

@@ -218,15 +218,8 @@ double Model<T>::forward(const int32_t* inputs, const int32_t* targets, int B, i
   }
 
   const int qkv_dim = m.q_dim() + 2 * m.kv_dim();
-  const AttentionShape shape{B,
-                             T_len,
-                             m.n_heads,
-                             m.n_kv_heads,
-                             m.head_dim,
-                             qkv_dim,
-                             qkv_dim,
-                             m.q_dim(),
-                             attention_factor(m, cfg_.constants)};
+  const AttentionShape shape{
+      B, T_len, m.n_heads, m.n_kv_heads, m.head_dim, qkv_dim, qkv_dim, m.q_dim(), attention_factor(m, cfg_.constants)};
   const long att_size = static_cast<long>(B) * m.n_heads * T_len * T_len;
   for (int l = 0; l < L; ++l) {
     LayerActs& a = acts_[static_cast<size_t>(l)];
@@ -303,9 +296,8 @@ void Model<T>::backward() {
   else rmsnorm_backward(dres_.data(), g_.final_norm, dln_.data(), xL, w_.final_norm, lnf_rstd_.data(), N, d);
 
   const int qkv_dim = m.q_dim() + 2 * m.kv_dim();
-  const AttentionShape shape{B_,           T_len,      m.n_heads,
-                             m.n_kv_heads, m.head_dim, qkv_dim,
-                             qkv_dim,      m.q_dim(),  attention_factor(m, cfg_.constants)};
+  const AttentionShape shape{
+      B_, T_len, m.n_heads, m.n_kv_heads, m.head_dim, qkv_dim, qkv_dim, m.q_dim(), attention_factor(m, cfg_.constants)};
   for (int l = L - 1; l >= 0; --l) {
     LayerActs& a = acts_[static_cast<size_t>(l)];
     const LayerWeights<T>& lw = w_.layers[static_cast<size_t>(l)];

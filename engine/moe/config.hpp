@@ -136,8 +136,8 @@ struct ModelConstants {
 // The factor attention scores are multiplied by, from the rule.
 inline float attention_factor(const ModelConfig& c, const ModelConstants& k) {
   if (k.attention_scale == AttentionScaleRule::multiplier) return k.attention_multiplier;
-  return 1.f /
-         std::sqrt(static_cast<float>(k.attention_scale == AttentionScaleRule::inv_sqrt_model_dim ? c.d_model : c.head_dim));
+  return 1.f / std::sqrt(static_cast<float>(k.attention_scale == AttentionScaleRule::inv_sqrt_model_dim ? c.d_model
+                                                                                                        : c.head_dim));
 }
 
 // Why a config cannot be built, or nullptr when it can. Used by the engine's
@@ -158,8 +158,8 @@ constexpr const char* config_problem(const ModelConfig& c) {
   if (c.n_layers < 64 && (c.dense_layers >> c.n_layers) != 0) return "a dense layer is beyond the last layer";
   // Bounds keep every derived size (q_dim, rows x cols) far inside int and long.
   if (c.d_model > (1 << 20) || c.expert_hidden > (1 << 22) || c.shared_expert_hidden > (1 << 22) ||
-      c.dense_hidden > (1 << 22) || c.vocab_size > (1 << 22) || c.max_context > (1 << 22) ||
-      c.n_layers > 4096 || c.n_experts > 4096 || c.n_heads > 4096 || c.head_dim > (1 << 16) ||
+      c.dense_hidden > (1 << 22) || c.vocab_size > (1 << 22) || c.max_context > (1 << 22) || c.n_layers > 4096 ||
+      c.n_experts > 4096 || c.n_heads > 4096 || c.head_dim > (1 << 16) ||
       static_cast<long long>(c.n_heads) * c.head_dim > (1 << 22))
     return "a dimension is implausibly large";
   return nullptr;
@@ -234,7 +234,8 @@ constexpr bool try_parse_config_key(const char* key, ModelConfig& out) {
   if (detail::expect(p, "-s") && (!detail::parse_uint(p, out.shared_expert_hidden) || out.shared_expert_hidden == 0))
     return false;
   if (detail::expect(p, "-fd")) {
-    if (!detail::parse_uint(p, out.dense_hidden) || !detail::expect(p, "-dl") || !detail::parse_hex(p, out.dense_layers))
+    if (!detail::parse_uint(p, out.dense_hidden) || !detail::expect(p, "-dl") ||
+        !detail::parse_hex(p, out.dense_layers))
       return false;
   }
   return *p == '\0';
@@ -252,9 +253,9 @@ consteval ModelConfig config_from_key(const char* key) {
 inline constexpr size_t kConfigKeyMax = 224;
 
 inline int format_config_key(const ModelConfig& c, char* buf, size_t n) {
-  int at = format(buf, n, "%s-d%d-l%d-h%d-kv%d-hd%d-e%d-k%d-f%d-v%d-c%d", family_name(c.family), c.d_model, c.n_layers,
-                  c.n_heads, c.n_kv_heads, c.head_dim, c.n_experts, c.top_k, c.expert_hidden, c.vocab_size,
-                  c.max_context);
+  int at =
+      format(buf, n, "%s-d%d-l%d-h%d-kv%d-hd%d-e%d-k%d-f%d-v%d-c%d", family_name(c.family), c.d_model, c.n_layers,
+             c.n_heads, c.n_kv_heads, c.head_dim, c.n_experts, c.top_k, c.expert_hidden, c.vocab_size, c.max_context);
   // The optional parts; `rest` stays inside buf whatever the lengths.
   const auto rest = [&]() { return static_cast<size_t>(at) < n ? buf + at : buf + (n > 0 ? n - 1 : 0); };
   const auto room = [&]() { return static_cast<size_t>(at) < n ? n - static_cast<size_t>(at) : (n > 0 ? 1 : 0); };

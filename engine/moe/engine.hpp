@@ -167,7 +167,7 @@ class Engine {
   static constexpr int QD = C.q_dim(), KVD = C.kv_dim(), P = Chunk;
   static constexpr bool kClassic = C.family == Family::classic;
   static constexpr int kRopeHalf = kClassic ? 1 : HD / 2;  // arrays of unused parts keep one element
-  static constexpr int FF = C.max_ffn_hidden();  // widest FFN hidden layer (expert, shared, dense)
+  static constexpr int FF = C.max_ffn_hidden();            // widest FFN hidden layer (expert, shared, dense)
   static constexpr int S = C.shared_expert_hidden;
   static constexpr bool kSharedExpert = C.has_shared_expert();
   static constexpr int kUpRows = C.gated_experts() ? FF : 1;
@@ -297,8 +297,10 @@ class Engine {
         kernels::rmsnorm(K{}, q_[t], lw.q_norm.data, QD, rt_.norm_eps, q_[t]);
         kernels::rmsnorm(K{}, keys, lw.k_norm.data, KVD, rt_.norm_eps, keys);
       } else if constexpr (C.qk_norm == QkNorm::per_head) {  // each head, one shared weight (Qwen3)
-        for (int h = 0; h < H; ++h) kernels::rmsnorm(K{}, q_[t] + h * HD, lw.q_norm.data, HD, rt_.norm_eps, q_[t] + h * HD);
-        for (int h = 0; h < KVH; ++h) kernels::rmsnorm(K{}, keys + h * HD, lw.k_norm.data, HD, rt_.norm_eps, keys + h * HD);
+        for (int h = 0; h < H; ++h)
+          kernels::rmsnorm(K{}, q_[t] + h * HD, lw.q_norm.data, HD, rt_.norm_eps, q_[t] + h * HD);
+        for (int h = 0; h < KVH; ++h)
+          kernels::rmsnorm(K{}, keys + h * HD, lw.k_norm.data, HD, rt_.norm_eps, keys + h * HD);
       }
       if (rt_.clip_qkv > 0.f) {
         kernels::clamp(q_[t], rt_.clip_qkv, QD);
@@ -485,8 +487,8 @@ class Engine {
   bool loaded_ = false;
   WorkSplit split_{};
   bool int8_activations_ = true;
-  int pos_ = 0;                          // tokens in the cache
-  int32_t window_[T] = {};               // those tokens (the classic family re-encodes them)
+  int pos_ = 0;                              // tokens in the cache
+  int32_t window_[T] = {};                   // those tokens (the classic family re-encodes them)
   KvElement key_cache_[L][KVH][T][HD] = {};  // roped keys (llama); each kv head's positions contiguous
   KvElement value_cache_[L][KVH][T][HD] = {};
 

@@ -49,8 +49,8 @@ class Sources {
       // The merged checkpoint is written in the layout moe_train writes (Mixtral or makeMoE):
       // another family's parts and constants would have no place there.
       if (ck.layout != &converter::layout_for(ck.config.family))
-        throw InputError("model '" + p.string() + "' is a " + ck.layout->model_type +
-                         " checkpoint; moe_merge merges " + converter::layout_for(Family::llama).model_type + " and " +
+        throw InputError("model '" + p.string() + "' is a " + ck.layout->model_type + " checkpoint; moe_merge merges " +
+                         converter::layout_for(Family::llama).model_type + " and " +
                          converter::layout_for(Family::classic).model_type + " checkpoints");
       it = open_.emplace(key, std::move(ck)).first;
     }
