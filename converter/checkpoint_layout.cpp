@@ -25,80 +25,72 @@ constexpr const char* kHfInertKeys[] = {
     // Mixtral's training-time router noise
     "router_jitter_noise", "moe_random_checkpoint", nullptr};
 
-// Keys as the reference implementations spell them (nullptr: the layout has none);
-// absent: the constants their code uses when config.json leaves a key out.
+// The keys every Hugging Face family spells alike (transformers' PretrainedConfig
+// names); each layout below gives the rest. rope_theta: transformers 5 nests it in
+// rope_parameters, older configs keep it on top (the reader looks in both). No
+// attention-scale key (the rule is the family's), no expert capacity at inference.
+constexpr CheckpointLayout hugging_face(CheckpointLayout l) {
+  l.family = Family::llama;
+  l.d_model = "hidden_size";
+  l.n_layers = "num_hidden_layers";
+  l.n_heads = "num_attention_heads";
+  l.n_kv_heads = "num_key_value_heads";
+  l.top_k = "num_experts_per_tok";
+  l.vocab_size = "vocab_size";
+  l.max_context = "max_position_embeddings";
+  l.norm_eps = "rms_norm_eps";
+  l.rope_theta = "rope_theta";
+  l.inert_keys = kHfInertKeys;
+  return l;
+}
+
+// What differs: keys as the reference implementations spell them (nullptr: the layout
+// has none); absent: the constants their config class uses when config.json leaves a
+// key out.
 // clang-format off
-constexpr CheckpointLayout kHfMixtral{
-    .name = "hf-mixtral", .model_type = "mixtral", .architecture = "MixtralForCausalLM", .family = Family::llama,
-    .d_model = "hidden_size", .n_layers = "num_hidden_layers", .n_heads = "num_attention_heads",
-    .n_kv_heads = "num_key_value_heads", .head_dim = "head_dim", .n_experts = "num_local_experts",
-    .top_k = "num_experts_per_tok", .expert_hidden = "intermediate_size", .vocab_size = "vocab_size",
-    .max_context = "max_position_embeddings",
-    // rope_theta: transformers 5 nests it in rope_parameters, older configs keep it on top.
-    // No attention-scale key (always 1/sqrt(head_dim)), no expert capacity at inference.
-    .norm_eps = "rms_norm_eps", .rope_theta = "rope_theta", .attention_scale = nullptr, .capacity_factor = nullptr,
+constexpr CheckpointLayout kHfMixtral = hugging_face({
+    .name = "hf-mixtral", .model_type = "mixtral", .architecture = "MixtralForCausalLM",
+    .head_dim = "head_dim", .n_experts = "num_local_experts", .expert_hidden = "intermediate_size",
     .absent = {.rope_theta = 1e6f},  // MixtralConfig's default
-    .expert_hidden_per_d_model = 0,
-    .experts = ExpertStorage::mixtral, .router = "block_sparse_moe.gate.weight",
-    .inert_keys = kHfInertKeys};
+    .experts = ExpertStorage::mixtral, .router = "block_sparse_moe.gate.weight"});
 
 // Qwen1.5-MoE / Qwen2-MoE (Qwen2MoeConfig): q/k/v biases, a gated shared expert, dense
 // layers; norm_topk_prob false by default.
-constexpr CheckpointLayout kHfQwen2Moe{
-    .name = "hf-qwen2-moe", .model_type = "qwen2_moe", .architecture = "Qwen2MoeForCausalLM", .family = Family::llama,
-    .d_model = "hidden_size", .n_layers = "num_hidden_layers", .n_heads = "num_attention_heads",
-    .n_kv_heads = "num_key_value_heads", .head_dim = "head_dim", .n_experts = "num_experts",
-    .top_k = "num_experts_per_tok", .expert_hidden = "moe_intermediate_size", .vocab_size = "vocab_size",
-    .max_context = "max_position_embeddings",
-    .norm_eps = "rms_norm_eps", .rope_theta = "rope_theta", .attention_scale = nullptr, .capacity_factor = nullptr,
+constexpr CheckpointLayout kHfQwen2Moe = hugging_face({
+    .name = "hf-qwen2-moe", .model_type = "qwen2_moe", .architecture = "Qwen2MoeForCausalLM",
+    .head_dim = "head_dim", .n_experts = "num_experts", .expert_hidden = "moe_intermediate_size",
     .absent = {.norm_eps = 1e-6f, .rope_theta = 1e4f, .router_weights = RouterWeights::full_softmax},
-    .expert_hidden_per_d_model = 0,
     .experts = ExpertStorage::qwen, .router = "mlp.gate.weight",
     .qkv_bias = "qkv_bias", .absent_qkv_bias = true,  // older configs have no key: the biases are always there
     .shared_expert_hidden = "shared_expert_intermediate_size", .dense_hidden = "intermediate_size",
-    .normalize_top_k = "norm_topk_prob", .inert_keys = kHfInertKeys};
+    .normalize_top_k = "norm_topk_prob"});
 
 // Qwen3-MoE (Qwen3MoeConfig): per-head q/k norm, explicit head_dim, dense layers.
-constexpr CheckpointLayout kHfQwen3Moe{
-    .name = "hf-qwen3-moe", .model_type = "qwen3_moe", .architecture = "Qwen3MoeForCausalLM", .family = Family::llama,
-    .d_model = "hidden_size", .n_layers = "num_hidden_layers", .n_heads = "num_attention_heads",
-    .n_kv_heads = "num_key_value_heads", .head_dim = "head_dim", .n_experts = "num_experts",
-    .top_k = "num_experts_per_tok", .expert_hidden = "moe_intermediate_size", .vocab_size = "vocab_size",
-    .max_context = "max_position_embeddings",
-    .norm_eps = "rms_norm_eps", .rope_theta = "rope_theta", .attention_scale = nullptr, .capacity_factor = nullptr,
+constexpr CheckpointLayout kHfQwen3Moe = hugging_face({
+    .name = "hf-qwen3-moe", .model_type = "qwen3_moe", .architecture = "Qwen3MoeForCausalLM",
+    .head_dim = "head_dim", .n_experts = "num_experts", .expert_hidden = "moe_intermediate_size",
     .absent = {.norm_eps = 1e-6f, .rope_theta = 1e4f, .router_weights = RouterWeights::full_softmax},
-    .expert_hidden_per_d_model = 0,
     .experts = ExpertStorage::qwen, .router = "mlp.gate.weight", .qk_norm = QkNorm::per_head,
-    .dense_hidden = "intermediate_size", .normalize_top_k = "norm_topk_prob", .inert_keys = kHfInertKeys};
+    .dense_hidden = "intermediate_size", .normalize_top_k = "norm_topk_prob"});
 
 // OLMoE (OlmoeConfig): q/k norm over the whole projections, clip_qkv, every layer MoE.
-constexpr CheckpointLayout kHfOlmoe{
-    .name = "hf-olmoe", .model_type = "olmoe", .architecture = "OlmoeForCausalLM", .family = Family::llama,
-    .d_model = "hidden_size", .n_layers = "num_hidden_layers", .n_heads = "num_attention_heads",
-    .n_kv_heads = "num_key_value_heads", .head_dim = "head_dim", .n_experts = "num_experts",
-    .top_k = "num_experts_per_tok", .expert_hidden = "intermediate_size", .vocab_size = "vocab_size",
-    .max_context = "max_position_embeddings",
-    .norm_eps = "rms_norm_eps", .rope_theta = "rope_theta", .attention_scale = nullptr, .capacity_factor = nullptr,
+constexpr CheckpointLayout kHfOlmoe = hugging_face({
+    .name = "hf-olmoe", .model_type = "olmoe", .architecture = "OlmoeForCausalLM",
+    .head_dim = "head_dim", .n_experts = "num_experts", .expert_hidden = "intermediate_size",
     .absent = {.norm_eps = 1e-5f, .rope_theta = 1e4f, .router_weights = RouterWeights::full_softmax},
-    .expert_hidden_per_d_model = 0,
     .experts = ExpertStorage::qwen, .router = "mlp.gate.weight", .qk_norm = QkNorm::whole,
-    .normalize_top_k = "norm_topk_prob", .clip_qkv = "clip_qkv", .inert_keys = kHfInertKeys};
+    .normalize_top_k = "norm_topk_prob", .clip_qkv = "clip_qkv"});
 
 // Granite-MoE (GraniteMoeConfig): four multipliers, merged experts, head_dim = d / heads
 // (a head_dim key is not read, as transformers does not).
-constexpr CheckpointLayout kHfGranite{
-    .name = "hf-granitemoe", .model_type = "granitemoe", .architecture = "GraniteMoeForCausalLM", .family = Family::llama,
-    .d_model = "hidden_size", .n_layers = "num_hidden_layers", .n_heads = "num_attention_heads",
-    .n_kv_heads = "num_key_value_heads", .head_dim = nullptr, .n_experts = "num_local_experts",
-    .top_k = "num_experts_per_tok", .expert_hidden = "intermediate_size", .vocab_size = "vocab_size",
-    .max_context = "max_position_embeddings",
-    .norm_eps = "rms_norm_eps", .rope_theta = "rope_theta", .attention_scale = nullptr, .capacity_factor = nullptr,
+constexpr CheckpointLayout kHfGranite = hugging_face({
+    .name = "hf-granitemoe", .model_type = "granitemoe", .architecture = "GraniteMoeForCausalLM",
+    .head_dim = nullptr, .n_experts = "num_local_experts", .expert_hidden = "intermediate_size",
     .absent = {.norm_eps = 1e-6f, .rope_theta = 1e4f, .attention_scale = AttentionScaleRule::multiplier,
                .attention_multiplier = 1.f},
-    .expert_hidden_per_d_model = 0,
     .experts = ExpertStorage::granite, .router = "block_sparse_moe.router.layer.weight",
     .embedding_multiplier = "embedding_multiplier", .residual_multiplier = "residual_multiplier",
-    .logits_scaling = "logits_scaling", .attention_multiplier = "attention_multiplier", .inert_keys = kHfInertKeys};
+    .logits_scaling = "logits_scaling", .attention_multiplier = "attention_multiplier"});
 
 constexpr CheckpointLayout kMakemoe{
     .name = "makemoe", .model_type = "makemoe", .architecture = "", .family = Family::classic,

@@ -29,31 +29,31 @@ enum class ExpertStorage : uint8_t {
 };
 
 struct CheckpointLayout {
-  const char* name;          // "hf-mixtral" | "makemoe" | ...: messages and the .moe provenance
-  const char* model_type;    // config.json's "model_type"
-  const char* architecture;  // config.json's "architectures" entry (transformers' class)
-  Family family;
+  const char* name = nullptr;          // "hf-mixtral" | "makemoe" | ...: messages and the .moe provenance
+  const char* model_type = nullptr;    // config.json's "model_type"
+  const char* architecture = nullptr;  // config.json's "architectures" entry (transformers' class)
+  Family family = Family::llama;
   // config.json key of each ModelConfig field; nullptr where the layout derives it
   // (makeMoE: n_kv_heads = n_heads, head_dim = d_model / n_heads).
-  const char* d_model;
-  const char* n_layers;
-  const char* n_heads;
-  const char* n_kv_heads;
-  const char* head_dim;
-  const char* n_experts;
-  const char* top_k;
-  const char* expert_hidden;
-  const char* vocab_size;
-  const char* max_context;
+  const char* d_model = nullptr;
+  const char* n_layers = nullptr;
+  const char* n_heads = nullptr;
+  const char* n_kv_heads = nullptr;
+  const char* head_dim = nullptr;
+  const char* n_experts = nullptr;
+  const char* top_k = nullptr;
+  const char* expert_hidden = nullptr;
+  const char* vocab_size = nullptr;
+  const char* max_context = nullptr;
   // Keys of the constants; nullptr where the layout has none (the value is fixed).
-  const char* norm_eps;
-  const char* rope_theta;
-  const char* attention_scale;
-  const char* capacity_factor;
+  const char* norm_eps = nullptr;
+  const char* rope_theta = nullptr;
+  const char* attention_scale = nullptr;
+  const char* capacity_factor = nullptr;
   // The constants a checkpoint of this layout has when config.json omits their keys
   // (the defaults of the reference implementation: MixtralConfig, makeMoE's code).
-  ModelConstants absent;
-  int expert_hidden_per_d_model;  // > 0: expert_hidden's default as a multiple of d_model (makeMoE: 4)
+  ModelConstants absent{};
+  int expert_hidden_per_d_model = 0;  // > 0: expert_hidden's default as a multiple of d_model (makeMoE: 4)
 
   // The Hugging Face families' parts (nullptr / none where the layout has no such key):
   ExpertStorage experts = ExpertStorage::mixtral;

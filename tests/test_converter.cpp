@@ -27,21 +27,8 @@ using nlohmann::json;
 
 using test::EditableCheckpoint;
 
-converter::Conversion convert_fp32(const std::filesystem::path& dir, int max_context = 0) {
-  converter::ConvertOptions o;
-  o.recipe = test::fp32_recipe();
-  o.max_context = max_context;
-  return converter::convert_checkpoint(dir, o);
-}
-
-void expect_refusal(const std::filesystem::path& dir, const std::string& text) {
-  try {
-    (void)convert_fp32(dir);
-    FAIL() << "conversion succeeded, expected: " << text;
-  } catch (const InputError& e) {
-    EXPECT_NE(std::string(e.what()).find(text), std::string::npos) << "message: " << e.what();
-  }
-}
+using test::convert_fp32;
+const auto expect_refusal = test::expect_conversion_refusal;
 
 struct Opened {
   test::AlignedBuffer buf;

@@ -19,30 +19,9 @@ namespace {
 using nlohmann::json;
 using test::EditableCheckpoint;
 
-converter::Conversion convert_fp32(const std::filesystem::path& dir) {
-  converter::ConvertOptions o;
-  o.recipe = test::fp32_recipe();
-  return converter::convert_checkpoint(dir, o);
-}
-
-void expect_refusal(const std::filesystem::path& dir, const std::string& text) {
-  try {
-    (void)convert_fp32(dir);
-    FAIL() << "conversion succeeded, expected: " << text;
-  } catch (const InputError& e) {
-    EXPECT_NE(std::string(e.what()).find(text), std::string::npos) << "message: " << e.what();
-  }
-}
-
-// max |a - b| / max |b|
-double relative_error(const std::vector<float>& got, const std::vector<float>& want) {
-  double max_ref = 0, max_diff = 0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    max_ref = std::max(max_ref, std::fabs(static_cast<double>(want[i])));
-    max_diff = std::max(max_diff, std::fabs(static_cast<double>(got[i]) - want[i]));
-  }
-  return max_diff / max_ref;
-}
+using test::convert_fp32;
+using test::relative_error;
+const auto expect_refusal = test::expect_conversion_refusal;
 
 // Logits of every position of `ids` from a converted model compiled as C.
 template <ModelConfig C>
@@ -253,12 +232,12 @@ TEST(Families, DenseLayerEqualsAMixtureOfIdenticalExperts) {
   constexpr ModelConfig kDense0 = config_from_key("llama-d64-l2-h4-kv2-hd32-e8-k2-f32-v256-c128-qkh-fd32-dl1");
   const std::vector<int32_t> ids = {7, 100, 3, 255, 42, 42, 0, 19, 77, 128, 5};
   const std::vector<float> a = logits_of<kAllMoe>(cm, ids), b = logits_of<kDense0>(cd, ids);
-  const double err = relative_error(b, a);
+  const double err = relative_error(b.data(), a);
   std::printf("  dense layer 0 vs %d identical experts: %.2e x max|logit|\n", E, err);
   EXPECT_LT(err, 1e-5);
   // And the layer is really dense: other dense weights give other logits.
   dense.values(p + "up_proj.weight")[0] += 1.f;
-  EXPECT_GT(relative_error(logits_of<kDense0>(convert_fp32(dense.write()), ids), a), 1e-4);
+  EXPECT_GT(relative_error(logits_of<kDense0>(convert_fp32(dense.write()), ids).data(), a), 1e-4);
 }
 
 // OLMoE's clip_qkv: a bound no value reaches changes nothing (the reference's logits
@@ -274,7 +253,7 @@ TEST(Families, ClipQkvIsAppliedWhereItBinds) {
     EditableCheckpoint ck("olmoe-tiny-a");
     ck.config["clip_qkv"] = clip;
     const converter::Conversion c = convert_fp32(ck.write());
-    const double err = relative_error(last_row(logits_of<kOlmoe>(c, rc.input_ids)), rc.logits.back());
+    const double err = relative_error(last_row(logits_of<kOlmoe>(c, rc.input_ids)).data(), rc.logits.back());
     std::printf("  clip_qkv %g: %.2e x max|ref|\n", clip, err);
     if (clip > 1) {
       EXPECT_LT(err, 1e-4);

@@ -34,15 +34,7 @@ struct Fixture {
   bool classic;
 };
 
-// max |a - b| over a row, relative to max |b|.
-double relative_error(const float* got, const std::vector<float>& want) {
-  double max_ref = 0, max_diff = 0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    max_ref = std::max(max_ref, std::fabs(static_cast<double>(want[i])));
-    max_diff = std::max(max_diff, std::fabs(static_cast<double>(got[i]) - want[i]));
-  }
-  return max_diff / max_ref;
-}
+using test::relative_error;
 
 template <class Backend>
 class ReferenceTest : public ::testing::Test {

@@ -1,5 +1,11 @@
 #include "support/test_support.hpp"
 
+#include "converter/input_error.hpp"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+
 #include "converter/atomic_file.hpp"
 
 #include <fcntl.h>
@@ -164,6 +170,31 @@ const std::filesystem::path& EditableCheckpoint::write() {
   converter::write_file_atomically(tmp / "config.json", config.dump(2));
   converter::write_safetensors(tmp / "model.safetensors", tensors);
   return tmp.path();
+}
+
+converter::Conversion convert_fp32(const std::filesystem::path& dir, int max_context) {
+  converter::ConvertOptions o;
+  o.recipe = fp32_recipe();
+  o.max_context = max_context;
+  return converter::convert_checkpoint(dir, o);
+}
+
+void expect_conversion_refusal(const std::filesystem::path& dir, const std::string& text) {
+  try {
+    (void)convert_fp32(dir);
+    ADD_FAILURE() << "conversion succeeded, expected: " << text;
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find(text), std::string::npos) << "message: " << e.what();
+  }
+}
+
+double relative_error(const float* got, const std::vector<float>& want) {
+  double max_ref = 0, max_diff = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    max_ref = std::max(max_ref, std::fabs(static_cast<double>(want[i])));
+    max_diff = std::max(max_diff, std::fabs(static_cast<double>(got[i]) - want[i]));
+  }
+  return max_diff / max_ref;
 }
 
 }  // namespace moe::test

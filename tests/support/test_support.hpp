@@ -85,6 +85,13 @@ std::string read_file(const std::filesystem::path& path);
 std::string shakespeare_text();
 std::string shakespeare_val_split();  // the last 10% of characters
 
+// A checkpoint directory converted with every tensor in f32 (max_context > 0 overrides).
+converter::Conversion convert_fp32(const std::filesystem::path& dir, int max_context = 0);
+// Expects convert_fp32(dir) to refuse with an InputError whose message contains `text`.
+void expect_conversion_refusal(const std::filesystem::path& dir, const std::string& text);
+// max |got - want| / max |want| over a row of want.size() values.
+double relative_error(const float* got, const std::vector<float>& want);
+
 // An editable copy of a fixture checkpoint: config and tensors (as F32); write() saves
 // both back into the copy and returns its directory.
 struct EditableCheckpoint {
