@@ -426,5 +426,37 @@ TEST(AtomicWrite, FullDiskLeavesOldFileAndNoTemp) {
   EXPECT_EQ(files, 1) << "a temporary file was left behind";
 }
 
+// The streamed conversion (format 3) on a disk that fills part way: the tensors are
+// written at offsets past the limit, the write fails with a clear message, the old file
+// stays and no temporary file is left.
+TEST(AtomicWrite, FullDiskDuringAStreamedConversion) {
+  test::TempDir tmp;
+  const auto dest = tmp / "model.moe";
+  converter::write_file_atomically(dest, std::string("old model"));
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    std::signal(SIGXFSZ, SIG_IGN);
+    rlimit lim{65536, 65536};  // the metadata fits, the tensors do not
+    setrlimit(RLIMIT_FSIZE, &lim);
+    converter::ConvertOptions options;
+    options.stream_from_bytes = 0;
+    try {
+      (void)converter::convert_to_file(test::fixture_dir("mixtral-tiny-a"), options, dest);
+    } catch (const InputError& e) {
+      _exit(std::string(e.what()).find("nothing was replaced") != std::string::npos ? 42 : 1);
+    }
+    _exit(0);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 42) << "the conversion should have failed with a clear message";
+  EXPECT_EQ(test::read_file(dest), "old model");
+  int files = 0;
+  for (const auto& e : std::filesystem::directory_iterator(tmp.path())) (void)e, ++files;
+  EXPECT_EQ(files, 1) << "a temporary file was left behind";
+}
+
 }  // namespace
 }  // namespace moe
