@@ -196,20 +196,27 @@ void open_hugging_face(Checkpoint& ck, const json& cfg, const std::filesystem::p
   // rope_theta: transformers 5 nests it in rope_parameters; older configs keep it on top.
   read.insert({"rope_parameters", "rope_scaling", "rope_theta"});
   const json* rope = nullptr;
-  const char* rope_key = nullptr;
+  // Both spellings are checked (a file may carry both); the first gives rope_theta.
+  // partial_rotary_factor 1 (every dimension rotated) is the default RoPE too.
+  const auto full_rotation = [&](const json& v) { return v.is_number() && v.get<double>() == 1.0; };
   for (const char* rk : {"rope_parameters", "rope_scaling"}) {
-    if (rope == nullptr && cfg.contains(rk) && cfg[rk].is_object()) rope = &cfg[rk], rope_key = rk;
-    else if (cfg.contains(rk) && !cfg[rk].is_null() && !cfg[rk].is_object())
-      refuse_option(file, k, rk, cfg[rk], "is not an object");
-  }
-  if (rope != nullptr) {
-    const std::string type = rope->value("rope_type", rope->value("type", std::string("default")));
+    if (!cfg.contains(rk) || cfg[rk].is_null()) continue;
+    if (!cfg[rk].is_object()) refuse_option(file, k, rk, cfg[rk], "is not an object");
+    const json& r = cfg[rk];
+    const std::string type = r.value("rope_type", r.value("type", std::string("default")));
     if (type != "default")
       throw InputError("'" + file.string() + "': rope type '" + type + "' is not supported (only the default RoPE)");
-    for (const auto& [rk, rv] : rope->items())
-      if (rk != "rope_type" && rk != "type" && rk != k.rope_theta)
-        refuse_option(file, k, std::string(rope_key) + "." + rk, rv, "is not implemented (only the default RoPE)");
+    for (const auto& [rk2, rv] : r.items())
+      if (rk2 != "rope_type" && rk2 != "type" && rk2 != k.rope_theta &&
+          !(rk2 == "partial_rotary_factor" && full_rotation(rv)))
+        refuse_option(file, k, std::string(rk) + "." + rk2, rv, "is not implemented (only the default RoPE)");
+    if (rope == nullptr) rope = &r;
   }
+  read.insert("partial_rotary_factor");
+  if (cfg.contains("partial_rotary_factor") && !cfg["partial_rotary_factor"].is_null() &&
+      !full_rotation(cfg["partial_rotary_factor"]))
+    refuse_option(file, k, "partial_rotary_factor", cfg["partial_rotary_factor"],
+                  "is not implemented (RoPE over every dimension only)");
   if (rope != nullptr && rope->contains(k.rope_theta)) m.rope_theta = float_field(*rope, k.rope_theta, file, 0.f);
   else if (cfg.contains(k.rope_theta)) m.rope_theta = float_field(cfg, k.rope_theta, file, 0.f);
   else {

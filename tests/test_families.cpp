@@ -109,8 +109,19 @@ TEST(Families, ConfigsAndFormatVersions) {
 TEST(Families, UnknownOptionsAreRefusedByName) {
   {
     EditableCheckpoint ck("qwen3moe-tiny-a");
+    ck.config["use_qk_layernorm"] = true;
+    expect_refusal(ck.write(), "qwen3_moe option 'use_qk_layernorm' = true is not known to moe_convert");
+  }
+  {
+    EditableCheckpoint ck("qwen3moe-tiny-a");
     ck.config["partial_rotary_factor"] = 0.5;
-    expect_refusal(ck.write(), "qwen3_moe option 'partial_rotary_factor' = 0.5 is not known to moe_convert");
+    expect_refusal(ck.write(), "option 'partial_rotary_factor' = 0.5 is not implemented");
+  }
+  {
+    // A second, older spelling that asks for more than the first: refused too.
+    EditableCheckpoint ck("olmoe-tiny-a");
+    ck.config["rope_scaling"] = {{"type", "linear"}, {"factor", 2.0}};
+    expect_refusal(ck.write(), "rope type 'linear' is not supported");
   }
   {
     EditableCheckpoint ck("olmoe-tiny-a");
@@ -194,6 +205,7 @@ TEST(Families, InactiveWindowAndOlderConfigLayoutAreAccepted) {
   ck.config.erase("qkv_bias");  // 4.x: the biases are always there
   ck.config["rope_theta"] = theta;
   ck.config["rope_scaling"] = nullptr;
+  ck.config["partial_rotary_factor"] = 1.0;  // every dimension rotated: the default
   ck.config["torch_dtype"] = "float32";
   ck.config.erase("dtype");
   const converter::Conversion c = convert_fp32(ck.write());
