@@ -88,14 +88,11 @@ json checkpoint_config_json(const CheckpointLayout& l, const ModelConfig& m, con
 
 void append_checkpoint_tensor(const ModelConfig& config, const TensorSpec& spec, const float* data,
                               std::vector<SafetensorOut>& out) {
-  const std::vector<std::string> names = tensor_names(layout_for(config.family), config, spec);
-  const int64_t parts = static_cast<int64_t>(names.size());
-  const int64_t part_rows = spec.rows / parts;
-  const int64_t cols = spec.is_matrix() ? spec.cols : 1;
-  for (int64_t i = 0; i < parts; ++i) {
-    const std::vector<int64_t> shape =
-        spec.is_matrix() ? std::vector<int64_t>{part_rows, spec.cols} : std::vector<int64_t>{part_rows};
-    out.push_back(f32_tensor(names[static_cast<size_t>(i)], shape, data + i * part_rows * cols));
+  // The layout's parts, in row order (whole tensors here: the writer's layouts have no
+  // stacked experts).
+  for (const TensorSource& src : tensor_sources(layout_for(config.family), config, spec)) {
+    out.push_back(f32_tensor(src.name, src.shape, data));
+    data += src.count;
   }
 }
 

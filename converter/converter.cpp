@@ -131,14 +131,15 @@ void check_conversion_budget(const ModelConfig& config, const QuantRecipe& recip
 }
 
 Conversion convert_checkpoint(const std::filesystem::path& dir, const ConvertOptions& options) {
-  const Checkpoint ck = open_checkpoint(dir, options.max_context, options.capacity_factor);
-  const ModelConfig& cfg = ck.config;
-  const QuantRecipe& recipe = options.recipe;
-  if (recipe.group_size < 0) throw InputError("--group-size must be >= 0 (0: one scale per row)");
-  check_conversion_budget(cfg, recipe);  // before any tensor is named or read (in memory: at most 2 GiB)
+  return detail::convert_in_memory(open_checkpoint(dir, options.max_context, options.capacity_factor), options);
+}
 
+namespace detail {
+
+Conversion begin_conversion(const Checkpoint& ck, const QuantRecipe& recipe) {
+  if (recipe.group_size < 0) throw InputError("--group-size must be >= 0 (0: one scale per row)");
   Conversion out;
-  out.config = cfg;
+  out.config = ck.config;
   out.source_format = ck.layout->name;
   out.recipe = recipe.describe();
   out.capacity_factor = ck.constants.capacity_factor;
@@ -151,11 +152,45 @@ Conversion convert_checkpoint(const std::filesystem::path& dir, const ConvertOpt
     out.notes.push_back("ignored " + std::to_string(unused.size()) +
                         " checkpoint tensor(s) not used for inference: " + list);
   }
+  return out;
+}
 
+void tally(std::map<int, ClassReport>& classes, const TensorSpec& spec, DType dtype, size_t stored_bytes,
+           bool first_use) {
+  ClassReport& cr = classes[static_cast<int>(spec.klass)];
+  cr.klass = spec.klass;
+  cr.dtype = dtype;
+  cr.tensors += 1;
+  if (first_use) {
+    cr.bytes += stored_bytes;
+    cr.f32_bytes += static_cast<size_t>(spec.elements()) * 4;
+  }
+}
+
+void finish_conversion(Conversion& out, const std::map<int, ClassReport>& classes, int ungrouped,
+                       const QuantRecipe& recipe) {
+  if (ungrouped > 0)
+    out.notes.push_back(std::to_string(ungrouped) +
+                        " int8 tensor(s) have a column count not divisible by --group-size " +
+                        std::to_string(recipe.group_size) + ": they use one scale per row");
+  for (const auto& kv : classes) out.classes.push_back(kv.second);
+}
+
+Conversion convert_in_memory(const Checkpoint& ck, const ConvertOptions& options) {
+  const ModelConfig& cfg = ck.config;
+  const QuantRecipe& recipe = options.recipe;
+  Conversion out = begin_conversion(ck, recipe);
+  check_conversion_budget(cfg, recipe);  // before any tensor is named or read (in memory: at most 2 GiB)
+
+  // A tensor stored once: its data and scales in the file, checksum and group.
+  struct Stored {
+    flatbuffers::Offset<flatbuffers::Vector<uint8_t>> data;
+    flatbuffers::Offset<flatbuffers::Vector<float>> scales;
+    uint32_t crc = 0;
+    int group_size = 0;
+  };
   flatbuffers::FlatBufferBuilder fbb(1 << 20);
-  std::map<std::string, std::pair<flatbuffers::Offset<flatbuffers::Vector<uint8_t>>,
-                                  flatbuffers::Offset<flatbuffers::Vector<float>>>>
-      shared;  // source tensor + dtype -> its data and scales in the file
+  std::map<std::string, Stored> shared;  // share_key -> where its bytes are
   std::map<int, ClassReport> classes;
   std::vector<flatbuffers::Offset<fb::Tensor>> tensors;
   size_t payload = 0;
@@ -163,31 +198,34 @@ Conversion convert_checkpoint(const std::filesystem::path& dir, const ConvertOpt
 
   for_each_tensor_spec(cfg, [&](const TensorSpec& spec) {
     const std::vector<TensorSource> sources = ck.sources(spec);
-    const TensorSource& first = sources[0];
-    const std::string name = detail::stored_name(sources);
+    const std::string name = stored_name(sources);
     const DType dtype = recipe.dtype_for(spec.klass);
-    const int rows = spec.is_matrix() ? spec.rows : 1, cols = spec.is_matrix() ? spec.cols : spec.rows;
-    const Quantized q = quantize(ck.load(spec), rows, cols, dtype, recipe.group_size, name);
-    if (dtype == DType::i8 && recipe.group_size > 0 && q.group_size != recipe.group_size) ++ungrouped;
-    const size_t bytes = q.data.size() + q.scales.size() * sizeof(float);
-    uint32_t crc = crc32c(q.data.data(), q.data.size());
-    if (!q.scales.empty()) crc = crc32c_update(crc, q.scales.data(), q.scales.size() * sizeof(float));
-
-    // A source tensor already stored in this dtype (tied embeddings) is referenced, not copied.
-    auto [stored, first_use] = shared.try_emplace(detail::share_key(first, dtype));
+    // A source tensor already stored in this dtype (tied embeddings) is referenced: not
+    // read, quantized or copied again.
+    auto [stored, first_use] = shared.try_emplace(share_key(sources[0], dtype));
+    size_t bytes = 0;
     if (first_use) {
+      const int rows = spec.is_matrix() ? spec.rows : 1, cols = spec.is_matrix() ? spec.cols : spec.rows;
+      const Quantized q = quantize(ck.load(spec), rows, cols, dtype, recipe.group_size, name);
+      if (dtype == DType::i8 && recipe.group_size > 0 && q.group_size != recipe.group_size) ++ungrouped;
+      bytes = q.data.size() + q.scales.size() * sizeof(float);
       payload += bytes;
       if (payload > kMaxFileBytes)
         throw InputError(
             "the converted model would exceed 2 GiB, the limit of the .moe format: use int8 or fp16 for more tensor "
             "classes");
+      Stored& st = stored->second;
+      st.crc = crc32c(q.data.data(), q.data.size());
+      if (!q.scales.empty()) st.crc = crc32c_update(st.crc, q.scales.data(), q.scales.size() * sizeof(float));
+      st.group_size = q.group_size;
       fbb.ForceVectorAlignment(q.data.size(), 1, kTensorAlignment);
-      stored->second.first = fbb.CreateVector(q.data);
+      st.data = fbb.CreateVector(q.data);
       if (!q.scales.empty()) {
         fbb.ForceVectorAlignment(q.scales.size(), sizeof(float), kTensorAlignment);
-        stored->second.second = fbb.CreateVector(q.scales);
+        st.scales = fbb.CreateVector(q.scales);
       }
     }
+    const Stored& st = stored->second;
     const auto name_off = fbb.CreateString(name);
     const std::vector<uint32_t> shape =
         spec.is_matrix() ? std::vector<uint32_t>{static_cast<uint32_t>(spec.rows), static_cast<uint32_t>(spec.cols)}
@@ -200,39 +238,23 @@ Conversion convert_checkpoint(const std::filesystem::path& dir, const ConvertOpt
     tb.add_expert(static_cast<int16_t>(spec.expert));
     tb.add_dtype(static_cast<fb::DType>(dtype));
     tb.add_shape(shape_off);
-    tb.add_data(stored->second.first);
-    if (!stored->second.second.IsNull()) tb.add_scales(stored->second.second);
-    tb.add_group_size(static_cast<uint32_t>(q.group_size));
-    tb.add_crc32c(crc);
+    tb.add_data(st.data);
+    if (!st.scales.IsNull()) tb.add_scales(st.scales);
+    tb.add_group_size(static_cast<uint32_t>(st.group_size));
+    tb.add_crc32c(st.crc);
     tensors.push_back(tb.Finish());
-
-    ClassReport& cr = classes[static_cast<int>(spec.klass)];
-    cr.klass = spec.klass;
-    cr.dtype = dtype;
-    cr.tensors += 1;
-    if (first_use) {
-      cr.bytes += bytes;
-      cr.f32_bytes += static_cast<size_t>(spec.elements()) * 4;
-    }
+    tally(classes, spec, dtype, bytes, first_use);
   });
-  if (ungrouped > 0)
-    out.notes.push_back(std::to_string(ungrouped) +
-                        " int8 tensor(s) have a column count not divisible by --group-size " +
-                        std::to_string(recipe.group_size) + ": they use one scale per row");
+  finish_conversion(out, classes, ungrouped, recipe);
 
   const auto tensors_off = fbb.CreateVector(tensors);
-  const auto model = detail::create_model(fbb, ck, recipe, required_format_version(cfg, ck.constants), tensors_off);
-  fb::FinishSizePrefixedModelBuffer(fbb, model);
-
+  out.format_version = required_format_version(cfg, ck.constants);
+  fb::FinishSizePrefixedModelBuffer(fbb, create_model(fbb, ck, recipe, out.format_version, tensors_off));
   out.bytes.assign(fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize());
   out.file_bytes = out.bytes.size();
-  out.format_version = required_format_version(cfg, ck.constants);
-  for (const auto& kv : classes) out.classes.push_back(kv.second);
   verify_as_the_engine_would(out.bytes);
   return out;
 }
-
-namespace detail {
 
 std::string stored_name(const std::vector<TensorSource>& sources) {
   const TensorSource& first = sources[0];

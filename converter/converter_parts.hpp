@@ -4,6 +4,7 @@
 // tensors. Internal to the converter library.
 #pragma once
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -21,5 +22,19 @@ std::string share_key(const TensorSource& first, DType dtype);
 flatbuffers::Offset<fb::Model> create_model(
     flatbuffers::FlatBufferBuilder& fbb, const Checkpoint& ck, const QuantRecipe& recipe, uint32_t version,
     flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<fb::Tensor>>> tensors);
+
+// A conversion's report begun from the checkpoint: config, recipe, the checkpoint's notes
+// and one on the checkpoint tensors no spec uses. Refuses a negative group size.
+Conversion begin_conversion(const Checkpoint& ck, const QuantRecipe& recipe);
+// Counts a tensor into its class's line of the report; its bytes only where stored
+// (first_use: a tied tensor is counted once).
+void tally(std::map<int, ClassReport>& classes, const TensorSpec& spec, DType dtype, size_t stored_bytes,
+           bool first_use);
+// Ends the report: the class lines, and a note on int8 tensors whose columns the group
+// size does not divide.
+void finish_conversion(Conversion& out, const std::map<int, ClassReport>& classes, int ungrouped,
+                       const QuantRecipe& recipe);
+// convert_checkpoint on an opened checkpoint.
+Conversion convert_in_memory(const Checkpoint& ck, const ConvertOptions& options);
 
 }  // namespace moe::converter::detail

@@ -87,6 +87,8 @@ void check_disk_space(const std::filesystem::path& output, double file_bytes, co
 Conversion stream(const Checkpoint& ck, const ConvertOptions& options, const std::filesystem::path& output) {
   const ModelConfig& cfg = ck.config;
   const QuantRecipe& recipe = options.recipe;
+  Conversion out = detail::begin_conversion(ck, recipe);
+  out.format_version = 3;
   // Every source tensor present with its shape before a byte is written: a missing shard
   // shows now, not an hour into a conversion.
   std::vector<Record> records;
@@ -109,14 +111,8 @@ Conversion stream(const Checkpoint& ck, const ConvertOptions& options, const std
   const size_t header_size = metadata(ck, recipe, records).size();
   const uint64_t first_offset = align64(header_size);
 
-  Conversion out;
-  out.config = cfg;
-  out.source_format = ck.layout->name;
-  out.recipe = recipe.describe();
-  out.capacity_factor = ck.constants.capacity_factor;
-  out.notes = ck.notes;
-  out.format_version = 3;
   std::map<int, ClassReport> classes;
+  int ungrouped = 0;
   AtomicFile file(output);
   uint64_t at = first_offset, end = first_offset;
   int index = 0;
@@ -124,17 +120,15 @@ Conversion stream(const Checkpoint& ck, const ConvertOptions& options, const std
     Record& r = records[static_cast<size_t>(index++)];
     const std::vector<TensorSource> sources = ck.sources(spec);
     auto [shared, first_use] = first_of.try_emplace(detail::share_key(sources[0], r.dtype), &r - records.data());
-    ClassReport& cr = classes[static_cast<int>(spec.klass)];
-    cr.klass = spec.klass;
-    cr.dtype = r.dtype;
-    cr.tensors += 1;
     if (!first_use) {  // tied: the same bytes
       const Record& s = records[shared->second];
       r.crc = s.crc, r.data_offset = s.data_offset, r.scales_offset = s.scales_offset;
+      detail::tally(classes, spec, r.dtype, 0, false);
       return;
     }
     const int rows = spec.is_matrix() ? spec.rows : 1, cols = spec.is_matrix() ? spec.cols : spec.rows;
     const Quantized q = quantize(ck.load(spec), rows, cols, r.dtype, recipe.group_size, r.name);
+    if (r.dtype == DType::i8 && recipe.group_size > 0 && q.group_size != recipe.group_size) ++ungrouped;
     r.crc = crc32c(q.data.data(), q.data.size());
     r.data_offset = at;
     file.write_at(at, q.data.data(), q.data.size());
@@ -148,8 +142,7 @@ Conversion stream(const Checkpoint& ck, const ConvertOptions& options, const std
       end = at + n;
       at = align64(end);
     }
-    cr.bytes += q.data.size() + q.scales.size() * sizeof(float);
-    cr.f32_bytes += static_cast<size_t>(spec.elements()) * 4;
+    detail::tally(classes, spec, r.dtype, q.data.size() + q.scales.size() * sizeof(float), true);
   });
   const std::vector<uint8_t> header = metadata(ck, recipe, records);
   if (header.size() != header_size) throw InputError("internal: the .moe metadata changed size while streaming");
@@ -166,7 +159,6 @@ Conversion stream(const Checkpoint& ck, const ConvertOptions& options, const std
   no_crc.verify_checksums = false;
   if (Error e = ModelFile::open(map.data(), map.size(), model, no_crc))
     throw InputError(std::string("the converted model would not load, so nothing was written: ") + e.what());
-  const auto* base = static_cast<const uint8_t*>(map.data());
   for (int i = 0; i < static_cast<int>(records.size()); ++i) {
     const TensorBytes b = model.bytes(i);
     uint32_t crc = 0;
@@ -183,10 +175,9 @@ Conversion stream(const Checkpoint& ck, const ConvertOptions& options, const std
                        "'): the disk or file system lost data; nothing was "
                        "replaced");
   }
-  (void)base;
   file.commit();
   out.file_bytes = end;
-  for (const auto& kv : classes) out.classes.push_back(kv.second);
+  detail::finish_conversion(out, classes, ungrouped, recipe);
   return out;
 }
 
@@ -195,13 +186,12 @@ Conversion stream(const Checkpoint& ck, const ConvertOptions& options, const std
 Conversion convert_to_file(const std::filesystem::path& dir, const ConvertOptions& options,
                            const std::filesystem::path& output) {
   const Checkpoint ck = open_checkpoint(dir, options.max_context, options.capacity_factor);
-  if (options.recipe.group_size < 0) throw InputError("--group-size must be >= 0 (0: one scale per row)");
   const ConversionBudget budget = conversion_budget(ck.config, options.recipe);
   const bool streaming = budget.file_bytes >= options.stream_from_bytes;
   check_conversion_budget(ck.config, options.recipe, 0, streaming);
   check_disk_space(output, budget.file_bytes, ck.config);
   if (streaming) return stream(ck, options, output);
-  Conversion c = convert_checkpoint(dir, options);
+  Conversion c = detail::convert_in_memory(ck, options);
   write_file_atomically(output, c.bytes.data(), c.bytes.size());
   return c;
 }

@@ -397,20 +397,22 @@ TEST(AtomicWrite, FailedConversionKeepsTheOldFile) {
   EXPECT_THROW(converter::write_file_atomically(tmp / "no-such-dir" / "m.moe", std::string("x")), InputError);
 }
 
-TEST(AtomicWrite, FullDiskLeavesOldFileAndNoTemp) {
+// Runs `write` in a child process whose files may not grow past `limit` bytes (writes
+// then fail with EFBIG, as on a full disk); expects a clear failure that replaced
+// nothing: the old file intact and no temporary file left beside it.
+template <class Write>
+void expect_full_disk_keeps_the_old_file(rlim_t limit, Write write) {
   test::TempDir tmp;
   const auto dest = tmp / "model.moe";
   converter::write_file_atomically(dest, std::string("old model"));
-  // A child process with a 4 KB file-size limit: writes fail with EFBIG, as on a full disk.
   const pid_t pid = fork();
   ASSERT_GE(pid, 0);
   if (pid == 0) {
     std::signal(SIGXFSZ, SIG_IGN);
-    rlimit lim{4096, 4096};
+    rlimit lim{limit, limit};
     setrlimit(RLIMIT_FSIZE, &lim);
-    const std::vector<char> big(100000, 'x');
     try {
-      converter::write_file_atomically(dest, big.data(), big.size());
+      write(dest);
     } catch (const InputError& e) {
       _exit(std::string(e.what()).find("nothing was replaced") != std::string::npos ? 42 : 1);
     }
@@ -420,44 +422,27 @@ TEST(AtomicWrite, FullDiskLeavesOldFileAndNoTemp) {
   waitpid(pid, &status, 0);
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 42) << "the write should have failed with a clear message";
-  std::ifstream in(dest);
-  std::string content((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  EXPECT_EQ(content, "old model");
+  EXPECT_EQ(test::read_file(dest), "old model");
   int files = 0;
   for (const auto& e : std::filesystem::directory_iterator(tmp.path())) (void)e, ++files;
   EXPECT_EQ(files, 1) << "a temporary file was left behind";
 }
 
+TEST(AtomicWrite, FullDiskLeavesOldFileAndNoTemp) {
+  expect_full_disk_keeps_the_old_file(4096, [](const std::filesystem::path& dest) {
+    const std::vector<char> big(100000, 'x');
+    converter::write_file_atomically(dest, big.data(), big.size());
+  });
+}
+
 // The streamed conversion (format 3) on a disk that fills part way: the tensors are
-// written at offsets past the limit, the write fails with a clear message, the old file
-// stays and no temporary file is left.
+// written at offsets past the limit.
 TEST(AtomicWrite, FullDiskDuringAStreamedConversion) {
-  test::TempDir tmp;
-  const auto dest = tmp / "model.moe";
-  converter::write_file_atomically(dest, std::string("old model"));
-  const pid_t pid = fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    std::signal(SIGXFSZ, SIG_IGN);
-    rlimit lim{65536, 65536};  // the metadata fits, the tensors do not
-    setrlimit(RLIMIT_FSIZE, &lim);
+  expect_full_disk_keeps_the_old_file(65536, [](const std::filesystem::path& dest) {  // the metadata fits
     converter::ConvertOptions options;
     options.stream_from_bytes = 0;
-    try {
-      (void)converter::convert_to_file(test::fixture_dir("mixtral-tiny-a"), options, dest);
-    } catch (const InputError& e) {
-      _exit(std::string(e.what()).find("nothing was replaced") != std::string::npos ? 42 : 1);
-    }
-    _exit(0);
-  }
-  int status = 0;
-  waitpid(pid, &status, 0);
-  ASSERT_TRUE(WIFEXITED(status));
-  EXPECT_EQ(WEXITSTATUS(status), 42) << "the conversion should have failed with a clear message";
-  EXPECT_EQ(test::read_file(dest), "old model");
-  int files = 0;
-  for (const auto& e : std::filesystem::directory_iterator(tmp.path())) (void)e, ++files;
-  EXPECT_EQ(files, 1) << "a temporary file was left behind";
+    (void)converter::convert_to_file(test::fixture_dir("mixtral-tiny-a"), options, dest);
+  });
 }
 
 }  // namespace

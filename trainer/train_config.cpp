@@ -16,12 +16,7 @@ std::string TrainConfig::problem() const {
   if (m.has_optional_parts())
     return "the trainer trains the classic and Mixtral structures; q/k norms, q/k/v biases, shared experts and dense "
            "layers (Qwen-MoE, OLMoE) are inference-only";
-  const ModelConstants mixtral{};
-  if (constants.attention_scale == AttentionScaleRule::multiplier ||
-      constants.router_weights != mixtral.router_weights || constants.clip_qkv != mixtral.clip_qkv ||
-      constants.embedding_multiplier != mixtral.embedding_multiplier ||
-      constants.residual_multiplier != mixtral.residual_multiplier ||
-      constants.logits_scaling != mixtral.logits_scaling)
+  if (constants.has_family_constants())
     return "the trainer does not train with Granite's multipliers, clip_qkv or full-softmax router weights";
   if (batch <= 0) return "batch must be positive";
   if (steps < 0) return "steps must be >= 0";

@@ -130,6 +130,15 @@ struct ModelConstants {
   float residual_multiplier = 1.f;   // each sub-block's output is scaled by it before the residual add (Granite)
   float logits_scaling = 1.f;        // logits are divided by it (Granite)
 
+  // Any constant only the Hugging Face families beyond Mixtral use: files holding one
+  // need format version 2; the trainer does not train with them.
+  constexpr bool has_family_constants() const {
+    const ModelConstants mixtral{};
+    return attention_scale == AttentionScaleRule::multiplier || router_weights != mixtral.router_weights ||
+           clip_qkv != mixtral.clip_qkv || embedding_multiplier != mixtral.embedding_multiplier ||
+           residual_multiplier != mixtral.residual_multiplier || logits_scaling != mixtral.logits_scaling;
+  }
+
   constexpr bool operator==(const ModelConstants&) const = default;
 };
 

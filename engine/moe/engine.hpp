@@ -168,7 +168,6 @@ class Engine {
   static constexpr bool kClassic = C.family == Family::classic;
   static constexpr int kRopeHalf = kClassic ? 1 : HD / 2;  // arrays of unused parts keep one element
   static constexpr int FF = C.max_ffn_hidden();            // widest FFN hidden layer (expert, shared, dense)
-  static constexpr int S = C.shared_expert_hidden;
   static constexpr bool kSharedExpert = C.has_shared_expert();
   static constexpr int kUpRows = C.gated_experts() ? FF : 1;
   using KvElement = std::conditional_t<Kv == KvCache::f16, uint16_t, float>;  // f16 as its bits

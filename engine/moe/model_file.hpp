@@ -49,12 +49,7 @@ static_assert(static_cast<int>(fb::QkNorm_Whole) == static_cast<int>(QkNorm::who
 
 // Version 1 knows Mixtral's and makeMoE's structure and constants; anything else needs 2.
 inline uint32_t required_format_version(const ModelConfig& c, const ModelConstants& k) {
-  const ModelConstants v1{};
-  const bool v2 = c.has_optional_parts() || k.attention_scale == AttentionScaleRule::multiplier ||
-                  k.router_weights != v1.router_weights || k.clip_qkv != v1.clip_qkv ||
-                  k.embedding_multiplier != v1.embedding_multiplier ||
-                  k.residual_multiplier != v1.residual_multiplier || k.logits_scaling != v1.logits_scaling;
-  return v2 ? 2u : 1u;
+  return c.has_optional_parts() || k.has_family_constants() ? 2u : 1u;
 }
 
 // Where a tensor's bytes are: inside the FlatBuffer (versions 1, 2) or after it (3).
