@@ -12,6 +12,8 @@ set(MOE_DEFAULT_CONFIGS
   "llama-d64-l2-h4-kv4-hd16-e8-k2-f48-v256-c128-qkw"        # tests/fixtures/olmoe-tiny-a
   "llama-d64-l2-h4-kv2-hd16-e8-k2-f32-v256-c128"            # tests/fixtures/granitemoe-tiny-a
   "llama-d64-l2-h4-kv4-hd16-e8-k2-f32-v256-c128-qkvb-s64"   # tests/fixtures/qwen2moe-tiny-a
+  "llama-d64-l2-h4-kv2-hd16-e4-k2-f128-v32000-c256"         # random Mixtral with Mistral's tokenizer (README, tests)
+  "llama-d32-l2-h4-kv2-hd8-e4-k2-f64-v151936-c256-qkh"      # random Qwen3-MoE with Qwen3's tokenizer (tests)
 )
 set(MOE_EXTRA_CONFIGS "" CACHE STRING "Additional model config keys for moe_infer, ';'-separated")
 # A board that runs one model needs one config: MOE_ONLY_CONFIGS replaces the defaults

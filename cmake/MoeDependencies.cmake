@@ -40,6 +40,18 @@ find_package(xsimd 8.1 CONFIG REQUIRED)
 find_package(FlatBuffers 2.0.8 CONFIG REQUIRED)
 find_program(MOE_FLATC flatc)
 
+# libutf8proc-dev: the source of the Unicode tables BPE tokenizers carry
+# (converter/unicode/unicode_data.inc is generated from it and checked against it), and
+# the reference the NFC test compares with. Host builds only: nothing links it at run time.
+find_path(MOE_UTF8PROC_INCLUDE utf8proc.h)
+find_library(MOE_UTF8PROC_LIBRARY utf8proc)
+if(NOT MOE_UTF8PROC_INCLUDE OR NOT MOE_UTF8PROC_LIBRARY)
+  message(FATAL_ERROR "utf8proc not found: install libutf8proc-dev (scripts/install-deps.sh does)")
+endif()
+add_library(moe_utf8proc INTERFACE IMPORTED)
+target_include_directories(moe_utf8proc INTERFACE ${MOE_UTF8PROC_INCLUDE})
+target_link_libraries(moe_utf8proc INTERFACE ${MOE_UTF8PROC_LIBRARY})
+
 if(MOE_BUILD_TOOLS OR MOE_BUILD_TESTS OR MOE_FUZZ)
   find_package(nlohmann_json 3 CONFIG REQUIRED)
   find_package(CLI11 CONFIG REQUIRED)

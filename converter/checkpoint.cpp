@@ -16,15 +16,6 @@ using nlohmann::json;
 
 namespace {
 
-json read_json(const std::filesystem::path& path) {
-  const std::string text = read_input_file(path, kMaxJsonBytes, path.filename().string());
-  try {
-    return json::parse(text);
-  } catch (const json::exception& e) {
-    throw InputError("'" + path.string() + "' is not valid JSON: " + e.what());
-  }
-}
-
 // 1e6 rather than 1e+06: as people write it in config.json.
 std::string compact_number(double v) {
   char buf[32];
@@ -82,7 +73,7 @@ int32_t token_id_field(const json& cfg, const char* key, int vocab_size, const s
 }
 
 std::vector<uint32_t> read_char_tokenizer(const std::filesystem::path& path) {
-  const json tok = read_json(path);
+  const json tok = read_json_file(path);
   if (!tok.is_object() || tok.value("type", "") != "char" || !tok.contains("chars") || !tok["chars"].is_string())
     throw InputError("'" + path.string() + "' is not a char tokenizer ({\"type\": \"char\", \"chars\": \"...\"})");
   const std::vector<uint32_t> out = chars_from_utf8(tok["chars"].get<std::string>(), "'" + path.string() + "': chars");
@@ -288,20 +279,23 @@ void open_hugging_face(Checkpoint& ck, const json& cfg, const std::filesystem::p
     if (!inert) refuse_option(file, k, name, value, "is not known to moe_convert");
   }
 
-  // moe_train's llama-family models carry a char tokenizer; a Hugging Face tokenizer
-  // (BPE, SentencePiece) is not read: such a model takes token ids.
+  // moe_train's llama-family models carry a char tokenizer; a Hugging Face model its
+  // tokenizer.json (BPE), stored in the .moe file; without one, a model takes token ids.
   const auto tok_path = ck.dir / "tokenizer.json";
   if (std::filesystem::exists(tok_path)) {
-    const json tok = read_json(tok_path);
+    const json tok = read_json_file(tok_path);
     if (tok.is_object() && tok.value("type", "") == "char") {
       ck.chars = read_char_tokenizer(tok_path);
       if (static_cast<int>(ck.chars.size()) != c.vocab_size)
         throw InputError("'" + tok_path.string() + "' has " + std::to_string(ck.chars.size()) +
                          " characters, config.json says vocab_size " + std::to_string(c.vocab_size));
     } else {
-      ck.notes.push_back(
-          "tokenizer.json is not a char tokenizer and is not read: the model takes token ids (moe_infer --ids)");
+      auto bpe = std::make_shared<BpeTokenizerTables>(read_hf_tokenizer(ck.dir, c.vocab_size));
+      for (const std::string& note : bpe->notes) ck.notes.push_back(note);
+      ck.bpe = std::move(bpe);
     }
+  } else {
+    ck.notes.push_back("no tokenizer.json: the model takes token ids (moe_infer --ids)");
   }
 }
 
@@ -417,7 +411,7 @@ Checkpoint open_checkpoint(const std::filesystem::path& dir, int max_context, do
   if (!std::filesystem::is_directory(dir, ec)) throw InputError("'" + dir.string() + "' is not a checkpoint directory");
   const auto config_path = dir / "config.json";
   if (!std::filesystem::exists(config_path)) throw InputError("no config.json in '" + dir.string() + "'");
-  const json cfg = read_json(config_path);
+  const json cfg = read_json_file(config_path);
   if (!cfg.is_object()) throw InputError("'" + config_path.string() + "' is not a JSON object");
   Checkpoint ck;
   ck.dir = dir;

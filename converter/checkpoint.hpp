@@ -10,6 +10,7 @@
 
 #include "converter/checkpoint_layout.hpp"
 #include "converter/safetensors.hpp"
+#include "converter/tokenizer_json.hpp"
 #include "moe/config.hpp"
 #include "moe/model_layout.hpp"
 
@@ -20,7 +21,8 @@ struct Checkpoint {
   const CheckpointLayout* layout = nullptr;
   ModelConfig config;
   ModelConstants constants;
-  std::vector<uint32_t> chars;     // char tokenizer; empty: token-id model
+  std::vector<uint32_t> chars;     // char tokenizer; empty: token-id model (or a BPE one)
+  std::shared_ptr<const BpeTokenizerTables> bpe;  // a Hugging Face tokenizer.json, when there is one
   std::vector<std::string> notes;  // things the user should know (defaults taken, tensors ignored)
   std::unique_ptr<TensorStore> store;
 

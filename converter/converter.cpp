@@ -136,12 +136,26 @@ Conversion convert_checkpoint(const std::filesystem::path& dir, const ConvertOpt
 
 namespace detail {
 
+std::string describe_tokenizer(const Checkpoint& ck) {
+  if (ck.bpe) {
+    const BpeTokenizerTables& t = *ck.bpe;
+    std::string s = t.byte_level ? "byte-level BPE, " : "SentencePiece-style BPE, ";
+    s.append(tools::grouped(t.size())).append(" tokens (").append(std::to_string(t.added.size()));
+    s.append(" added)");
+    if (t.chat != fb::ChatTemplate_None) s.append(", chat format ").append(fb::EnumNameChatTemplate(t.chat));
+    return s;
+  }
+  if (!ck.chars.empty()) return "char, " + std::to_string(ck.chars.size()) + " characters";
+  return "none: the model takes token ids";
+}
+
 Conversion begin_conversion(const Checkpoint& ck, const QuantRecipe& recipe) {
   if (recipe.group_size < 0) throw InputError("--group-size must be >= 0 (0: one scale per row)");
   Conversion out;
   out.config = ck.config;
   out.source_format = ck.layout->name;
   out.recipe = recipe.describe();
+  out.tokenizer = describe_tokenizer(ck);
   out.capacity_factor = ck.constants.capacity_factor;
   out.notes = ck.notes;
   const std::vector<std::string> unused = ck.unused_tensors();
@@ -248,7 +262,7 @@ Conversion convert_in_memory(const Checkpoint& ck, const ConvertOptions& options
   finish_conversion(out, classes, ungrouped, recipe);
 
   const auto tensors_off = fbb.CreateVector(tensors);
-  out.format_version = required_format_version(cfg, ck.constants);
+  out.format_version = required_format_version(cfg, ck.constants, ck.bpe != nullptr, false);
   fb::FinishSizePrefixedModelBuffer(fbb, create_model(fbb, ck, recipe, out.format_version, tensors_off));
   out.bytes.assign(fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize());
   out.file_bytes = out.bytes.size();
@@ -275,12 +289,17 @@ flatbuffers::Offset<fb::Model> create_model(
     flatbuffers::FlatBufferBuilder& fbb, const Checkpoint& ck, const QuantRecipe& recipe, uint32_t version,
     flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<fb::Tensor>>> tensors) {
   const ModelConfig& cfg = ck.config;
-  const auto chars_off =
-      ck.chars.empty() ? flatbuffers::Offset<flatbuffers::Vector<uint32_t>>() : fbb.CreateVector(ck.chars);
-  fb::TokenizerBuilder tok(fbb);
-  tok.add_kind(ck.chars.empty() ? fb::TokenizerKind_None : fb::TokenizerKind_Char);
-  if (!ck.chars.empty()) tok.add_chars(chars_off);
-  const auto tok_off = tok.Finish();
+  flatbuffers::Offset<fb::Tokenizer> tok_off;
+  if (ck.bpe) {
+    tok_off = write_bpe_tokenizer(fbb, *ck.bpe);
+  } else {
+    const auto chars_off =
+        ck.chars.empty() ? flatbuffers::Offset<flatbuffers::Vector<uint32_t>>() : fbb.CreateVector(ck.chars);
+    fb::TokenizerBuilder tok(fbb);
+    tok.add_kind(ck.chars.empty() ? fb::TokenizerKind_None : fb::TokenizerKind_Char);
+    if (!ck.chars.empty()) tok.add_chars(chars_off);
+    tok_off = tok.Finish();
+  }
   const auto prov_off = fb::CreateProvenanceDirect(fbb, provenance_source(ck.dir).c_str(), ck.layout->name, MOE_VERSION,
                                                    recipe.describe().c_str());
   const ModelConstants& k = ck.constants;

@@ -52,6 +52,7 @@ struct Conversion {
   ModelConfig config{};
   std::string source_format;
   std::string recipe;
+  std::string tokenizer;  // what the file's tokenizer is, for the report
   double capacity_factor = 0.;
   std::vector<ClassReport> classes;  // one per tensor class present
   std::vector<std::string> notes;

@@ -88,7 +88,7 @@ Conversion stream(const Checkpoint& ck, const ConvertOptions& options, const std
   const ModelConfig& cfg = ck.config;
   const QuantRecipe& recipe = options.recipe;
   Conversion out = detail::begin_conversion(ck, recipe);
-  out.format_version = 3;
+  out.format_version = required_format_version(ck.config, ck.constants, ck.bpe != nullptr, true);
   // Every source tensor present with its shape before a byte is written: a missing shard
   // shows now, not an hour into a conversion.
   std::vector<Record> records;

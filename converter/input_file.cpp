@@ -83,4 +83,13 @@ std::string input_at(const std::filesystem::path& path) {
   return it == inputs().end() ? "" : it->second;
 }
 
+nlohmann::json read_json_file(const std::filesystem::path& path) {
+  const std::string text = read_input_file(path, kMaxJsonBytes, path.filename().string());
+  try {
+    return nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    throw InputError("'" + path.string() + "' is not valid JSON: " + e.what());
+  }
+}
+
 }  // namespace moe::converter

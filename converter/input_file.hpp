@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <string>
 
 namespace moe::converter {
@@ -31,6 +32,10 @@ class RecordInputs {
 std::string read_input_file(const std::filesystem::path& path, size_t max_bytes, const std::string& what);
 // The same without recording it: for a file the run itself replaces (moe_train's state).
 std::string read_regular_file(const std::filesystem::path& path, size_t max_bytes, const std::string& what);
+
+// A JSON file (config.json, tokenizer.json, ...) read as above, within kMaxJsonBytes, and
+// parsed; throws InputError naming it when it is not JSON.
+nlohmann::json read_json_file(const std::filesystem::path& path);
 
 // Records a file read another way (a mapped safetensors file) as an input.
 void note_input(const std::filesystem::path& path);

@@ -47,6 +47,7 @@ int main(int argc, char** argv) {
       std::printf("config  %s%s\n", key.c_str(),
                   moe::tools::is_compiled(c.config) ? "" : "  (not compiled into moe_infer: see below)");
       std::printf("recipe  %s (norms, biases, router: f32)\n", c.recipe.c_str());
+      std::printf("tokenizer  %s\n", c.tokenizer.c_str());
       if (c.capacity_factor > 0.)
         std::printf("expert capacity factor %g: each token re-encodes its window, exactly as makeMoE computes it\n",
                     c.capacity_factor);

@@ -1,7 +1,7 @@
 // Fuzz target: a .moe file as untrusted input. Verification (checksums on, as every load
 // does), then — with checksums off, so that mutated weights and dimensions get past the
 // CRC and reach the engine — model view construction, a prompt through the file's
-// tokenizer, prefill, and a few sampled decode steps on the configs compiled in here
+// tokenizer (char or BPE), prefill, and a few sampled decode steps on the configs compiled in here
 // (those of the seed corpus, fuzz/make_seeds.sh).
 // Invariants: nothing crashes or reads out of bounds (ASan/UBSan); a prefill or decode
 // that succeeds leaves only finite logits (a non-finite one is its non_finite error); a
@@ -13,6 +13,7 @@
 #include "moe/engine.hpp"
 #include "moe/generate.hpp"
 #include "moe/sampler.hpp"
+#include "moe/text/stream_decoder.hpp"
 
 namespace {
 
@@ -29,6 +30,21 @@ void run_engine(const moe::ModelFile& file, const uint8_t* data, size_t size) {
   if (tok.present()) {
     const char text[] = "ab";
     if (tok.encode(text, 2, prompt, 4, n)) n = 0;
+  }
+  // A BPE tokenizer's tables passed the checks (mutated, CRC off): encode and decode stay in bounds.
+  const moe::text::BpeTokenizer& bpe = file.bpe_tokenizer();
+  if (bpe.present()) {
+    static unsigned char scratch[1 << 20];
+    const char text[] = "ab ba <s> \xc3\xa9e\xcc\x81 12";
+    if (bpe.encode_scratch_bytes(sizeof text - 1) > sizeof scratch) return;
+    if (bpe.encode(text, sizeof text - 1, true, prompt, 4, n, scratch, sizeof scratch)) n = 0;
+    moe::text::StreamDecoder d(bpe, true, false);
+    char out[1 << 12];
+    for (int i = 0; i < n; ++i) {
+      if (prompt[i] < 0 || prompt[i] >= bpe.size()) moe::fuzz::invariant_broken("BPE id outside the tokenizer");
+      (void)d.put(prompt[i], out, sizeof out);
+    }
+    (void)d.finish(out, sizeof out);
   }
   if (n == 0) return;
   if (moe::Error e = engine.prefill(prompt, n)) {

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 seconds=${1:-60}
 shift || true
 targets=("$@")
-((${#targets[@]})) || targets=(model_file checkpoint prompt recipe)
+((${#targets[@]})) || targets=(model_file checkpoint prompt recipe tokenizer)
 out=build/fuzz/artifacts
 mkdir -p "$out"
 

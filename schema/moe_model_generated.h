@@ -19,6 +19,16 @@ namespace fb {
 struct Config;
 struct ConfigBuilder;
 
+struct TextStep;
+struct TextStepBuilder;
+
+struct MergeSlot;
+
+struct AddedToken;
+
+struct UnicodeData;
+struct UnicodeDataBuilder;
+
 struct Tokenizer;
 struct TokenizerBuilder;
 
@@ -193,31 +203,154 @@ inline const char *EnumNameRouterWeights(RouterWeights e) {
 enum TokenizerKind : uint8_t {
   TokenizerKind_None = 0,
   TokenizerKind_Char = 1,
+  TokenizerKind_Bpe = 2,
   TokenizerKind_MIN = TokenizerKind_None,
-  TokenizerKind_MAX = TokenizerKind_Char
+  TokenizerKind_MAX = TokenizerKind_Bpe
 };
 
-inline const TokenizerKind (&EnumValuesTokenizerKind())[2] {
+inline const TokenizerKind (&EnumValuesTokenizerKind())[3] {
   static const TokenizerKind values[] = {
     TokenizerKind_None,
-    TokenizerKind_Char
+    TokenizerKind_Char,
+    TokenizerKind_Bpe
   };
   return values;
 }
 
 inline const char * const *EnumNamesTokenizerKind() {
-  static const char * const names[3] = {
+  static const char * const names[4] = {
     "None",
     "Char",
+    "Bpe",
     nullptr
   };
   return names;
 }
 
 inline const char *EnumNameTokenizerKind(TokenizerKind e) {
-  if (flatbuffers::IsOutRange(e, TokenizerKind_None, TokenizerKind_Char)) return "";
+  if (flatbuffers::IsOutRange(e, TokenizerKind_None, TokenizerKind_Bpe)) return "";
   const size_t index = static_cast<size_t>(e);
   return EnumNamesTokenizerKind()[index];
+}
+
+enum TextStepKind : uint8_t {
+  TextStepKind_Nfc = 0,
+  TextStepKind_Prepend = 1,
+  TextStepKind_Replace = 2,
+  TextStepKind_SplitRegex = 3,
+  TextStepKind_SplitString = 4,
+  TextStepKind_ByteLevel = 5,
+  TextStepKind_Metaspace = 6,
+  TextStepKind_Digits = 7,
+  TextStepKind_MIN = TextStepKind_Nfc,
+  TextStepKind_MAX = TextStepKind_Digits
+};
+
+inline const TextStepKind (&EnumValuesTextStepKind())[8] {
+  static const TextStepKind values[] = {
+    TextStepKind_Nfc,
+    TextStepKind_Prepend,
+    TextStepKind_Replace,
+    TextStepKind_SplitRegex,
+    TextStepKind_SplitString,
+    TextStepKind_ByteLevel,
+    TextStepKind_Metaspace,
+    TextStepKind_Digits
+  };
+  return values;
+}
+
+inline const char * const *EnumNamesTextStepKind() {
+  static const char * const names[9] = {
+    "Nfc",
+    "Prepend",
+    "Replace",
+    "SplitRegex",
+    "SplitString",
+    "ByteLevel",
+    "Metaspace",
+    "Digits",
+    nullptr
+  };
+  return names;
+}
+
+inline const char *EnumNameTextStepKind(TextStepKind e) {
+  if (flatbuffers::IsOutRange(e, TextStepKind_Nfc, TextStepKind_Digits)) return "";
+  const size_t index = static_cast<size_t>(e);
+  return EnumNamesTextStepKind()[index];
+}
+
+enum PrependScheme : uint8_t {
+  PrependScheme_Always = 0,
+  PrependScheme_First = 1,
+  PrependScheme_Never = 2,
+  PrependScheme_MIN = PrependScheme_Always,
+  PrependScheme_MAX = PrependScheme_Never
+};
+
+inline const PrependScheme (&EnumValuesPrependScheme())[3] {
+  static const PrependScheme values[] = {
+    PrependScheme_Always,
+    PrependScheme_First,
+    PrependScheme_Never
+  };
+  return values;
+}
+
+inline const char * const *EnumNamesPrependScheme() {
+  static const char * const names[4] = {
+    "Always",
+    "First",
+    "Never",
+    nullptr
+  };
+  return names;
+}
+
+inline const char *EnumNamePrependScheme(PrependScheme e) {
+  if (flatbuffers::IsOutRange(e, PrependScheme_Always, PrependScheme_Never)) return "";
+  const size_t index = static_cast<size_t>(e);
+  return EnumNamesPrependScheme()[index];
+}
+
+enum ChatTemplate : uint8_t {
+  ChatTemplate_None = 0,
+  ChatTemplate_ChatML = 1,
+  ChatTemplate_MistralInst = 2,
+  ChatTemplate_Granite = 3,
+  ChatTemplate_Tulu = 4,
+  ChatTemplate_MIN = ChatTemplate_None,
+  ChatTemplate_MAX = ChatTemplate_Tulu
+};
+
+inline const ChatTemplate (&EnumValuesChatTemplate())[5] {
+  static const ChatTemplate values[] = {
+    ChatTemplate_None,
+    ChatTemplate_ChatML,
+    ChatTemplate_MistralInst,
+    ChatTemplate_Granite,
+    ChatTemplate_Tulu
+  };
+  return values;
+}
+
+inline const char * const *EnumNamesChatTemplate() {
+  static const char * const names[6] = {
+    "None",
+    "ChatML",
+    "MistralInst",
+    "Granite",
+    "Tulu",
+    nullptr
+  };
+  return names;
+}
+
+inline const char *EnumNameChatTemplate(ChatTemplate e) {
+  if (flatbuffers::IsOutRange(e, ChatTemplate_None, ChatTemplate_Tulu)) return "";
+  const size_t index = static_cast<size_t>(e);
+  return EnumNamesChatTemplate()[index];
 }
 
 enum TensorRole : uint16_t {
@@ -345,6 +478,97 @@ inline const char *EnumNameTensorRole(TensorRole e) {
   const size_t index = static_cast<size_t>(e);
   return EnumNamesTensorRole()[index];
 }
+
+FLATBUFFERS_MANUALLY_ALIGNED_STRUCT(4) MergeSlot FLATBUFFERS_FINAL_CLASS {
+ private:
+  uint32_t left_;
+  uint32_t right_;
+  uint32_t rank_;
+  uint32_t merged_;
+
+ public:
+  MergeSlot()
+      : left_(0),
+        right_(0),
+        rank_(0),
+        merged_(0) {
+  }
+  MergeSlot(uint32_t _left, uint32_t _right, uint32_t _rank, uint32_t _merged)
+      : left_(flatbuffers::EndianScalar(_left)),
+        right_(flatbuffers::EndianScalar(_right)),
+        rank_(flatbuffers::EndianScalar(_rank)),
+        merged_(flatbuffers::EndianScalar(_merged)) {
+  }
+  uint32_t left() const {
+    return flatbuffers::EndianScalar(left_);
+  }
+  uint32_t right() const {
+    return flatbuffers::EndianScalar(right_);
+  }
+  uint32_t rank() const {
+    return flatbuffers::EndianScalar(rank_);
+  }
+  uint32_t merged() const {
+    return flatbuffers::EndianScalar(merged_);
+  }
+};
+FLATBUFFERS_STRUCT_END(MergeSlot, 16);
+
+FLATBUFFERS_MANUALLY_ALIGNED_STRUCT(4) AddedToken FLATBUFFERS_FINAL_CLASS {
+ private:
+  uint32_t id_;
+  uint8_t special_;
+  uint8_t lstrip_;
+  uint8_t rstrip_;
+  uint8_t single_word_;
+  uint8_t normalized_;
+  int8_t padding0__;  int16_t padding1__;
+
+ public:
+  AddedToken()
+      : id_(0),
+        special_(0),
+        lstrip_(0),
+        rstrip_(0),
+        single_word_(0),
+        normalized_(0),
+        padding0__(0),
+        padding1__(0) {
+    (void)padding0__;
+    (void)padding1__;
+  }
+  AddedToken(uint32_t _id, bool _special, bool _lstrip, bool _rstrip, bool _single_word, bool _normalized)
+      : id_(flatbuffers::EndianScalar(_id)),
+        special_(flatbuffers::EndianScalar(static_cast<uint8_t>(_special))),
+        lstrip_(flatbuffers::EndianScalar(static_cast<uint8_t>(_lstrip))),
+        rstrip_(flatbuffers::EndianScalar(static_cast<uint8_t>(_rstrip))),
+        single_word_(flatbuffers::EndianScalar(static_cast<uint8_t>(_single_word))),
+        normalized_(flatbuffers::EndianScalar(static_cast<uint8_t>(_normalized))),
+        padding0__(0),
+        padding1__(0) {
+    (void)padding0__;
+    (void)padding1__;
+  }
+  uint32_t id() const {
+    return flatbuffers::EndianScalar(id_);
+  }
+  bool special() const {
+    return flatbuffers::EndianScalar(special_) != 0;
+  }
+  bool lstrip() const {
+    return flatbuffers::EndianScalar(lstrip_) != 0;
+  }
+  bool rstrip() const {
+    return flatbuffers::EndianScalar(rstrip_) != 0;
+  }
+  bool single_word() const {
+    return flatbuffers::EndianScalar(single_word_) != 0;
+  }
+  bool normalized() const {
+    return flatbuffers::EndianScalar(normalized_) != 0;
+  }
+};
+FLATBUFFERS_STRUCT_END(AddedToken, 12);
 
 struct Config FLATBUFFERS_FINAL_CLASS : private flatbuffers::Table {
   typedef ConfigBuilder Builder;
@@ -657,11 +881,325 @@ inline flatbuffers::Offset<Config> CreateConfig(
   return builder_.Finish();
 }
 
+struct TextStep FLATBUFFERS_FINAL_CLASS : private flatbuffers::Table {
+  typedef TextStepBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_KIND = 4,
+    VT_TEXT = 6,
+    VT_REPLACEMENT = 8,
+    VT_FLAG = 10,
+    VT_USE_REGEX = 12,
+    VT_PREPEND = 14
+  };
+  moe::fb::TextStepKind kind() const {
+    return static_cast<moe::fb::TextStepKind>(GetField<uint8_t>(VT_KIND, 0));
+  }
+  const flatbuffers::String *text() const {
+    return GetPointer<const flatbuffers::String *>(VT_TEXT);
+  }
+  const flatbuffers::String *replacement() const {
+    return GetPointer<const flatbuffers::String *>(VT_REPLACEMENT);
+  }
+  bool flag() const {
+    return GetField<uint8_t>(VT_FLAG, 0) != 0;
+  }
+  bool use_regex() const {
+    return GetField<uint8_t>(VT_USE_REGEX, 0) != 0;
+  }
+  moe::fb::PrependScheme prepend() const {
+    return static_cast<moe::fb::PrependScheme>(GetField<uint8_t>(VT_PREPEND, 0));
+  }
+  bool Verify(flatbuffers::Verifier &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyField<uint8_t>(verifier, VT_KIND, 1) &&
+           VerifyOffset(verifier, VT_TEXT) &&
+           verifier.VerifyString(text()) &&
+           VerifyOffset(verifier, VT_REPLACEMENT) &&
+           verifier.VerifyString(replacement()) &&
+           VerifyField<uint8_t>(verifier, VT_FLAG, 1) &&
+           VerifyField<uint8_t>(verifier, VT_USE_REGEX, 1) &&
+           VerifyField<uint8_t>(verifier, VT_PREPEND, 1) &&
+           verifier.EndTable();
+  }
+};
+
+struct TextStepBuilder {
+  typedef TextStep Table;
+  flatbuffers::FlatBufferBuilder &fbb_;
+  flatbuffers::uoffset_t start_;
+  void add_kind(moe::fb::TextStepKind kind) {
+    fbb_.AddElement<uint8_t>(TextStep::VT_KIND, static_cast<uint8_t>(kind), 0);
+  }
+  void add_text(flatbuffers::Offset<flatbuffers::String> text) {
+    fbb_.AddOffset(TextStep::VT_TEXT, text);
+  }
+  void add_replacement(flatbuffers::Offset<flatbuffers::String> replacement) {
+    fbb_.AddOffset(TextStep::VT_REPLACEMENT, replacement);
+  }
+  void add_flag(bool flag) {
+    fbb_.AddElement<uint8_t>(TextStep::VT_FLAG, static_cast<uint8_t>(flag), 0);
+  }
+  void add_use_regex(bool use_regex) {
+    fbb_.AddElement<uint8_t>(TextStep::VT_USE_REGEX, static_cast<uint8_t>(use_regex), 0);
+  }
+  void add_prepend(moe::fb::PrependScheme prepend) {
+    fbb_.AddElement<uint8_t>(TextStep::VT_PREPEND, static_cast<uint8_t>(prepend), 0);
+  }
+  explicit TextStepBuilder(flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  flatbuffers::Offset<TextStep> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = flatbuffers::Offset<TextStep>(end);
+    return o;
+  }
+};
+
+inline flatbuffers::Offset<TextStep> CreateTextStep(
+    flatbuffers::FlatBufferBuilder &_fbb,
+    moe::fb::TextStepKind kind = moe::fb::TextStepKind_Nfc,
+    flatbuffers::Offset<flatbuffers::String> text = 0,
+    flatbuffers::Offset<flatbuffers::String> replacement = 0,
+    bool flag = false,
+    bool use_regex = false,
+    moe::fb::PrependScheme prepend = moe::fb::PrependScheme_Always) {
+  TextStepBuilder builder_(_fbb);
+  builder_.add_replacement(replacement);
+  builder_.add_text(text);
+  builder_.add_prepend(prepend);
+  builder_.add_use_regex(use_regex);
+  builder_.add_flag(flag);
+  builder_.add_kind(kind);
+  return builder_.Finish();
+}
+
+inline flatbuffers::Offset<TextStep> CreateTextStepDirect(
+    flatbuffers::FlatBufferBuilder &_fbb,
+    moe::fb::TextStepKind kind = moe::fb::TextStepKind_Nfc,
+    const char *text = nullptr,
+    const char *replacement = nullptr,
+    bool flag = false,
+    bool use_regex = false,
+    moe::fb::PrependScheme prepend = moe::fb::PrependScheme_Always) {
+  auto text__ = text ? _fbb.CreateString(text) : 0;
+  auto replacement__ = replacement ? _fbb.CreateString(replacement) : 0;
+  return moe::fb::CreateTextStep(
+      _fbb,
+      kind,
+      text__,
+      replacement__,
+      flag,
+      use_regex,
+      prepend);
+}
+
+struct UnicodeData FLATBUFFERS_FINAL_CLASS : private flatbuffers::Table {
+  typedef UnicodeDataBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_VERSION = 4,
+    VT_BLOCK_INDEX = 6,
+    VT_BLOCKS = 8,
+    VT_DECOMPOSED = 10,
+    VT_DECOMPOSITION_OFFSETS = 12,
+    VT_DECOMPOSITIONS = 14,
+    VT_COMBINING = 16,
+    VT_COMBINING_CLASS = 18,
+    VT_COMPOSITIONS = 20,
+    VT_COMPOSED = 22
+  };
+  const flatbuffers::String *version() const {
+    return GetPointer<const flatbuffers::String *>(VT_VERSION);
+  }
+  const flatbuffers::Vector<uint16_t> *block_index() const {
+    return GetPointer<const flatbuffers::Vector<uint16_t> *>(VT_BLOCK_INDEX);
+  }
+  const flatbuffers::Vector<uint8_t> *blocks() const {
+    return GetPointer<const flatbuffers::Vector<uint8_t> *>(VT_BLOCKS);
+  }
+  const flatbuffers::Vector<uint32_t> *decomposed() const {
+    return GetPointer<const flatbuffers::Vector<uint32_t> *>(VT_DECOMPOSED);
+  }
+  const flatbuffers::Vector<uint32_t> *decomposition_offsets() const {
+    return GetPointer<const flatbuffers::Vector<uint32_t> *>(VT_DECOMPOSITION_OFFSETS);
+  }
+  const flatbuffers::Vector<uint32_t> *decompositions() const {
+    return GetPointer<const flatbuffers::Vector<uint32_t> *>(VT_DECOMPOSITIONS);
+  }
+  const flatbuffers::Vector<uint32_t> *combining() const {
+    return GetPointer<const flatbuffers::Vector<uint32_t> *>(VT_COMBINING);
+  }
+  const flatbuffers::Vector<uint8_t> *combining_class() const {
+    return GetPointer<const flatbuffers::Vector<uint8_t> *>(VT_COMBINING_CLASS);
+  }
+  const flatbuffers::Vector<uint64_t> *compositions() const {
+    return GetPointer<const flatbuffers::Vector<uint64_t> *>(VT_COMPOSITIONS);
+  }
+  const flatbuffers::Vector<uint32_t> *composed() const {
+    return GetPointer<const flatbuffers::Vector<uint32_t> *>(VT_COMPOSED);
+  }
+  bool Verify(flatbuffers::Verifier &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyOffset(verifier, VT_VERSION) &&
+           verifier.VerifyString(version()) &&
+           VerifyOffset(verifier, VT_BLOCK_INDEX) &&
+           verifier.VerifyVector(block_index()) &&
+           VerifyOffset(verifier, VT_BLOCKS) &&
+           verifier.VerifyVector(blocks()) &&
+           VerifyOffset(verifier, VT_DECOMPOSED) &&
+           verifier.VerifyVector(decomposed()) &&
+           VerifyOffset(verifier, VT_DECOMPOSITION_OFFSETS) &&
+           verifier.VerifyVector(decomposition_offsets()) &&
+           VerifyOffset(verifier, VT_DECOMPOSITIONS) &&
+           verifier.VerifyVector(decompositions()) &&
+           VerifyOffset(verifier, VT_COMBINING) &&
+           verifier.VerifyVector(combining()) &&
+           VerifyOffset(verifier, VT_COMBINING_CLASS) &&
+           verifier.VerifyVector(combining_class()) &&
+           VerifyOffset(verifier, VT_COMPOSITIONS) &&
+           verifier.VerifyVector(compositions()) &&
+           VerifyOffset(verifier, VT_COMPOSED) &&
+           verifier.VerifyVector(composed()) &&
+           verifier.EndTable();
+  }
+};
+
+struct UnicodeDataBuilder {
+  typedef UnicodeData Table;
+  flatbuffers::FlatBufferBuilder &fbb_;
+  flatbuffers::uoffset_t start_;
+  void add_version(flatbuffers::Offset<flatbuffers::String> version) {
+    fbb_.AddOffset(UnicodeData::VT_VERSION, version);
+  }
+  void add_block_index(flatbuffers::Offset<flatbuffers::Vector<uint16_t>> block_index) {
+    fbb_.AddOffset(UnicodeData::VT_BLOCK_INDEX, block_index);
+  }
+  void add_blocks(flatbuffers::Offset<flatbuffers::Vector<uint8_t>> blocks) {
+    fbb_.AddOffset(UnicodeData::VT_BLOCKS, blocks);
+  }
+  void add_decomposed(flatbuffers::Offset<flatbuffers::Vector<uint32_t>> decomposed) {
+    fbb_.AddOffset(UnicodeData::VT_DECOMPOSED, decomposed);
+  }
+  void add_decomposition_offsets(flatbuffers::Offset<flatbuffers::Vector<uint32_t>> decomposition_offsets) {
+    fbb_.AddOffset(UnicodeData::VT_DECOMPOSITION_OFFSETS, decomposition_offsets);
+  }
+  void add_decompositions(flatbuffers::Offset<flatbuffers::Vector<uint32_t>> decompositions) {
+    fbb_.AddOffset(UnicodeData::VT_DECOMPOSITIONS, decompositions);
+  }
+  void add_combining(flatbuffers::Offset<flatbuffers::Vector<uint32_t>> combining) {
+    fbb_.AddOffset(UnicodeData::VT_COMBINING, combining);
+  }
+  void add_combining_class(flatbuffers::Offset<flatbuffers::Vector<uint8_t>> combining_class) {
+    fbb_.AddOffset(UnicodeData::VT_COMBINING_CLASS, combining_class);
+  }
+  void add_compositions(flatbuffers::Offset<flatbuffers::Vector<uint64_t>> compositions) {
+    fbb_.AddOffset(UnicodeData::VT_COMPOSITIONS, compositions);
+  }
+  void add_composed(flatbuffers::Offset<flatbuffers::Vector<uint32_t>> composed) {
+    fbb_.AddOffset(UnicodeData::VT_COMPOSED, composed);
+  }
+  explicit UnicodeDataBuilder(flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  flatbuffers::Offset<UnicodeData> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = flatbuffers::Offset<UnicodeData>(end);
+    return o;
+  }
+};
+
+inline flatbuffers::Offset<UnicodeData> CreateUnicodeData(
+    flatbuffers::FlatBufferBuilder &_fbb,
+    flatbuffers::Offset<flatbuffers::String> version = 0,
+    flatbuffers::Offset<flatbuffers::Vector<uint16_t>> block_index = 0,
+    flatbuffers::Offset<flatbuffers::Vector<uint8_t>> blocks = 0,
+    flatbuffers::Offset<flatbuffers::Vector<uint32_t>> decomposed = 0,
+    flatbuffers::Offset<flatbuffers::Vector<uint32_t>> decomposition_offsets = 0,
+    flatbuffers::Offset<flatbuffers::Vector<uint32_t>> decompositions = 0,
+    flatbuffers::Offset<flatbuffers::Vector<uint32_t>> combining = 0,
+    flatbuffers::Offset<flatbuffers::Vector<uint8_t>> combining_class = 0,
+    flatbuffers::Offset<flatbuffers::Vector<uint64_t>> compositions = 0,
+    flatbuffers::Offset<flatbuffers::Vector<uint32_t>> composed = 0) {
+  UnicodeDataBuilder builder_(_fbb);
+  builder_.add_composed(composed);
+  builder_.add_compositions(compositions);
+  builder_.add_combining_class(combining_class);
+  builder_.add_combining(combining);
+  builder_.add_decompositions(decompositions);
+  builder_.add_decomposition_offsets(decomposition_offsets);
+  builder_.add_decomposed(decomposed);
+  builder_.add_blocks(blocks);
+  builder_.add_block_index(block_index);
+  builder_.add_version(version);
+  return builder_.Finish();
+}
+
+inline flatbuffers::Offset<UnicodeData> CreateUnicodeDataDirect(
+    flatbuffers::FlatBufferBuilder &_fbb,
+    const char *version = nullptr,
+    const std::vector<uint16_t> *block_index = nullptr,
+    const std::vector<uint8_t> *blocks = nullptr,
+    const std::vector<uint32_t> *decomposed = nullptr,
+    const std::vector<uint32_t> *decomposition_offsets = nullptr,
+    const std::vector<uint32_t> *decompositions = nullptr,
+    const std::vector<uint32_t> *combining = nullptr,
+    const std::vector<uint8_t> *combining_class = nullptr,
+    const std::vector<uint64_t> *compositions = nullptr,
+    const std::vector<uint32_t> *composed = nullptr) {
+  auto version__ = version ? _fbb.CreateString(version) : 0;
+  auto block_index__ = block_index ? _fbb.CreateVector<uint16_t>(*block_index) : 0;
+  auto blocks__ = blocks ? _fbb.CreateVector<uint8_t>(*blocks) : 0;
+  auto decomposed__ = decomposed ? _fbb.CreateVector<uint32_t>(*decomposed) : 0;
+  auto decomposition_offsets__ = decomposition_offsets ? _fbb.CreateVector<uint32_t>(*decomposition_offsets) : 0;
+  auto decompositions__ = decompositions ? _fbb.CreateVector<uint32_t>(*decompositions) : 0;
+  auto combining__ = combining ? _fbb.CreateVector<uint32_t>(*combining) : 0;
+  auto combining_class__ = combining_class ? _fbb.CreateVector<uint8_t>(*combining_class) : 0;
+  auto compositions__ = compositions ? _fbb.CreateVector<uint64_t>(*compositions) : 0;
+  auto composed__ = composed ? _fbb.CreateVector<uint32_t>(*composed) : 0;
+  return moe::fb::CreateUnicodeData(
+      _fbb,
+      version__,
+      block_index__,
+      blocks__,
+      decomposed__,
+      decomposition_offsets__,
+      decompositions__,
+      combining__,
+      combining_class__,
+      compositions__,
+      composed__);
+}
+
 struct Tokenizer FLATBUFFERS_FINAL_CLASS : private flatbuffers::Table {
   typedef TokenizerBuilder Builder;
   enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
     VT_KIND = 4,
-    VT_CHARS = 6
+    VT_CHARS = 6,
+    VT_PIECES = 8,
+    VT_PIECE_OFFSETS = 10,
+    VT_DECODED = 12,
+    VT_DECODED_OFFSETS = 14,
+    VT_TOKEN_FLAGS = 16,
+    VT_PIECE_TABLE = 18,
+    VT_MERGES = 20,
+    VT_BYTE_TOKENS = 22,
+    VT_BYTE_LEVEL = 24,
+    VT_UNK_ID = 26,
+    VT_FUSE_UNK = 28,
+    VT_IGNORE_MERGES = 30,
+    VT_ADDED_TOKENS = 32,
+    VT_NORMALIZERS = 34,
+    VT_PRE_TOKENIZERS = 36,
+    VT_DECODE_STRIP_SPACES = 38,
+    VT_DECODE_CLEANUP = 40,
+    VT_PREFIX_IDS = 42,
+    VT_SUFFIX_IDS = 44,
+    VT_BOS_ID = 46,
+    VT_EOS_ID = 48,
+    VT_CHAT_TEMPLATE = 50,
+    VT_UNICODE = 52,
+    VT_CRC32C = 54
   };
   moe::fb::TokenizerKind kind() const {
     return static_cast<moe::fb::TokenizerKind>(GetField<uint8_t>(VT_KIND, 0));
@@ -669,11 +1207,123 @@ struct Tokenizer FLATBUFFERS_FINAL_CLASS : private flatbuffers::Table {
   const flatbuffers::Vector<uint32_t> *chars() const {
     return GetPointer<const flatbuffers::Vector<uint32_t> *>(VT_CHARS);
   }
+  const flatbuffers::Vector<uint8_t> *pieces() const {
+    return GetPointer<const flatbuffers::Vector<uint8_t> *>(VT_PIECES);
+  }
+  const flatbuffers::Vector<uint32_t> *piece_offsets() const {
+    return GetPointer<const flatbuffers::Vector<uint32_t> *>(VT_PIECE_OFFSETS);
+  }
+  const flatbuffers::Vector<uint8_t> *decoded() const {
+    return GetPointer<const flatbuffers::Vector<uint8_t> *>(VT_DECODED);
+  }
+  const flatbuffers::Vector<uint32_t> *decoded_offsets() const {
+    return GetPointer<const flatbuffers::Vector<uint32_t> *>(VT_DECODED_OFFSETS);
+  }
+  const flatbuffers::Vector<uint8_t> *token_flags() const {
+    return GetPointer<const flatbuffers::Vector<uint8_t> *>(VT_TOKEN_FLAGS);
+  }
+  const flatbuffers::Vector<uint32_t> *piece_table() const {
+    return GetPointer<const flatbuffers::Vector<uint32_t> *>(VT_PIECE_TABLE);
+  }
+  const flatbuffers::Vector<const moe::fb::MergeSlot *> *merges() const {
+    return GetPointer<const flatbuffers::Vector<const moe::fb::MergeSlot *> *>(VT_MERGES);
+  }
+  const flatbuffers::Vector<int32_t> *byte_tokens() const {
+    return GetPointer<const flatbuffers::Vector<int32_t> *>(VT_BYTE_TOKENS);
+  }
+  bool byte_level() const {
+    return GetField<uint8_t>(VT_BYTE_LEVEL, 0) != 0;
+  }
+  int32_t unk_id() const {
+    return GetField<int32_t>(VT_UNK_ID, -1);
+  }
+  bool fuse_unk() const {
+    return GetField<uint8_t>(VT_FUSE_UNK, 0) != 0;
+  }
+  bool ignore_merges() const {
+    return GetField<uint8_t>(VT_IGNORE_MERGES, 0) != 0;
+  }
+  const flatbuffers::Vector<const moe::fb::AddedToken *> *added_tokens() const {
+    return GetPointer<const flatbuffers::Vector<const moe::fb::AddedToken *> *>(VT_ADDED_TOKENS);
+  }
+  const flatbuffers::Vector<flatbuffers::Offset<moe::fb::TextStep>> *normalizers() const {
+    return GetPointer<const flatbuffers::Vector<flatbuffers::Offset<moe::fb::TextStep>> *>(VT_NORMALIZERS);
+  }
+  const flatbuffers::Vector<flatbuffers::Offset<moe::fb::TextStep>> *pre_tokenizers() const {
+    return GetPointer<const flatbuffers::Vector<flatbuffers::Offset<moe::fb::TextStep>> *>(VT_PRE_TOKENIZERS);
+  }
+  uint8_t decode_strip_spaces() const {
+    return GetField<uint8_t>(VT_DECODE_STRIP_SPACES, 0);
+  }
+  bool decode_cleanup() const {
+    return GetField<uint8_t>(VT_DECODE_CLEANUP, 0) != 0;
+  }
+  const flatbuffers::Vector<int32_t> *prefix_ids() const {
+    return GetPointer<const flatbuffers::Vector<int32_t> *>(VT_PREFIX_IDS);
+  }
+  const flatbuffers::Vector<int32_t> *suffix_ids() const {
+    return GetPointer<const flatbuffers::Vector<int32_t> *>(VT_SUFFIX_IDS);
+  }
+  int32_t bos_id() const {
+    return GetField<int32_t>(VT_BOS_ID, -1);
+  }
+  int32_t eos_id() const {
+    return GetField<int32_t>(VT_EOS_ID, -1);
+  }
+  moe::fb::ChatTemplate chat_template() const {
+    return static_cast<moe::fb::ChatTemplate>(GetField<uint8_t>(VT_CHAT_TEMPLATE, 0));
+  }
+  const moe::fb::UnicodeData *unicode() const {
+    return GetPointer<const moe::fb::UnicodeData *>(VT_UNICODE);
+  }
+  uint32_t crc32c() const {
+    return GetField<uint32_t>(VT_CRC32C, 0);
+  }
   bool Verify(flatbuffers::Verifier &verifier) const {
     return VerifyTableStart(verifier) &&
            VerifyField<uint8_t>(verifier, VT_KIND, 1) &&
            VerifyOffset(verifier, VT_CHARS) &&
            verifier.VerifyVector(chars()) &&
+           VerifyOffset(verifier, VT_PIECES) &&
+           verifier.VerifyVector(pieces()) &&
+           VerifyOffset(verifier, VT_PIECE_OFFSETS) &&
+           verifier.VerifyVector(piece_offsets()) &&
+           VerifyOffset(verifier, VT_DECODED) &&
+           verifier.VerifyVector(decoded()) &&
+           VerifyOffset(verifier, VT_DECODED_OFFSETS) &&
+           verifier.VerifyVector(decoded_offsets()) &&
+           VerifyOffset(verifier, VT_TOKEN_FLAGS) &&
+           verifier.VerifyVector(token_flags()) &&
+           VerifyOffset(verifier, VT_PIECE_TABLE) &&
+           verifier.VerifyVector(piece_table()) &&
+           VerifyOffset(verifier, VT_MERGES) &&
+           verifier.VerifyVector(merges()) &&
+           VerifyOffset(verifier, VT_BYTE_TOKENS) &&
+           verifier.VerifyVector(byte_tokens()) &&
+           VerifyField<uint8_t>(verifier, VT_BYTE_LEVEL, 1) &&
+           VerifyField<int32_t>(verifier, VT_UNK_ID, 4) &&
+           VerifyField<uint8_t>(verifier, VT_FUSE_UNK, 1) &&
+           VerifyField<uint8_t>(verifier, VT_IGNORE_MERGES, 1) &&
+           VerifyOffset(verifier, VT_ADDED_TOKENS) &&
+           verifier.VerifyVector(added_tokens()) &&
+           VerifyOffset(verifier, VT_NORMALIZERS) &&
+           verifier.VerifyVector(normalizers()) &&
+           verifier.VerifyVectorOfTables(normalizers()) &&
+           VerifyOffset(verifier, VT_PRE_TOKENIZERS) &&
+           verifier.VerifyVector(pre_tokenizers()) &&
+           verifier.VerifyVectorOfTables(pre_tokenizers()) &&
+           VerifyField<uint8_t>(verifier, VT_DECODE_STRIP_SPACES, 1) &&
+           VerifyField<uint8_t>(verifier, VT_DECODE_CLEANUP, 1) &&
+           VerifyOffset(verifier, VT_PREFIX_IDS) &&
+           verifier.VerifyVector(prefix_ids()) &&
+           VerifyOffset(verifier, VT_SUFFIX_IDS) &&
+           verifier.VerifyVector(suffix_ids()) &&
+           VerifyField<int32_t>(verifier, VT_BOS_ID, 4) &&
+           VerifyField<int32_t>(verifier, VT_EOS_ID, 4) &&
+           VerifyField<uint8_t>(verifier, VT_CHAT_TEMPLATE, 1) &&
+           VerifyOffset(verifier, VT_UNICODE) &&
+           verifier.VerifyTable(unicode()) &&
+           VerifyField<uint32_t>(verifier, VT_CRC32C, 4) &&
            verifier.EndTable();
   }
 };
@@ -687,6 +1337,78 @@ struct TokenizerBuilder {
   }
   void add_chars(flatbuffers::Offset<flatbuffers::Vector<uint32_t>> chars) {
     fbb_.AddOffset(Tokenizer::VT_CHARS, chars);
+  }
+  void add_pieces(flatbuffers::Offset<flatbuffers::Vector<uint8_t>> pieces) {
+    fbb_.AddOffset(Tokenizer::VT_PIECES, pieces);
+  }
+  void add_piece_offsets(flatbuffers::Offset<flatbuffers::Vector<uint32_t>> piece_offsets) {
+    fbb_.AddOffset(Tokenizer::VT_PIECE_OFFSETS, piece_offsets);
+  }
+  void add_decoded(flatbuffers::Offset<flatbuffers::Vector<uint8_t>> decoded) {
+    fbb_.AddOffset(Tokenizer::VT_DECODED, decoded);
+  }
+  void add_decoded_offsets(flatbuffers::Offset<flatbuffers::Vector<uint32_t>> decoded_offsets) {
+    fbb_.AddOffset(Tokenizer::VT_DECODED_OFFSETS, decoded_offsets);
+  }
+  void add_token_flags(flatbuffers::Offset<flatbuffers::Vector<uint8_t>> token_flags) {
+    fbb_.AddOffset(Tokenizer::VT_TOKEN_FLAGS, token_flags);
+  }
+  void add_piece_table(flatbuffers::Offset<flatbuffers::Vector<uint32_t>> piece_table) {
+    fbb_.AddOffset(Tokenizer::VT_PIECE_TABLE, piece_table);
+  }
+  void add_merges(flatbuffers::Offset<flatbuffers::Vector<const moe::fb::MergeSlot *>> merges) {
+    fbb_.AddOffset(Tokenizer::VT_MERGES, merges);
+  }
+  void add_byte_tokens(flatbuffers::Offset<flatbuffers::Vector<int32_t>> byte_tokens) {
+    fbb_.AddOffset(Tokenizer::VT_BYTE_TOKENS, byte_tokens);
+  }
+  void add_byte_level(bool byte_level) {
+    fbb_.AddElement<uint8_t>(Tokenizer::VT_BYTE_LEVEL, static_cast<uint8_t>(byte_level), 0);
+  }
+  void add_unk_id(int32_t unk_id) {
+    fbb_.AddElement<int32_t>(Tokenizer::VT_UNK_ID, unk_id, -1);
+  }
+  void add_fuse_unk(bool fuse_unk) {
+    fbb_.AddElement<uint8_t>(Tokenizer::VT_FUSE_UNK, static_cast<uint8_t>(fuse_unk), 0);
+  }
+  void add_ignore_merges(bool ignore_merges) {
+    fbb_.AddElement<uint8_t>(Tokenizer::VT_IGNORE_MERGES, static_cast<uint8_t>(ignore_merges), 0);
+  }
+  void add_added_tokens(flatbuffers::Offset<flatbuffers::Vector<const moe::fb::AddedToken *>> added_tokens) {
+    fbb_.AddOffset(Tokenizer::VT_ADDED_TOKENS, added_tokens);
+  }
+  void add_normalizers(flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<moe::fb::TextStep>>> normalizers) {
+    fbb_.AddOffset(Tokenizer::VT_NORMALIZERS, normalizers);
+  }
+  void add_pre_tokenizers(flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<moe::fb::TextStep>>> pre_tokenizers) {
+    fbb_.AddOffset(Tokenizer::VT_PRE_TOKENIZERS, pre_tokenizers);
+  }
+  void add_decode_strip_spaces(uint8_t decode_strip_spaces) {
+    fbb_.AddElement<uint8_t>(Tokenizer::VT_DECODE_STRIP_SPACES, decode_strip_spaces, 0);
+  }
+  void add_decode_cleanup(bool decode_cleanup) {
+    fbb_.AddElement<uint8_t>(Tokenizer::VT_DECODE_CLEANUP, static_cast<uint8_t>(decode_cleanup), 0);
+  }
+  void add_prefix_ids(flatbuffers::Offset<flatbuffers::Vector<int32_t>> prefix_ids) {
+    fbb_.AddOffset(Tokenizer::VT_PREFIX_IDS, prefix_ids);
+  }
+  void add_suffix_ids(flatbuffers::Offset<flatbuffers::Vector<int32_t>> suffix_ids) {
+    fbb_.AddOffset(Tokenizer::VT_SUFFIX_IDS, suffix_ids);
+  }
+  void add_bos_id(int32_t bos_id) {
+    fbb_.AddElement<int32_t>(Tokenizer::VT_BOS_ID, bos_id, -1);
+  }
+  void add_eos_id(int32_t eos_id) {
+    fbb_.AddElement<int32_t>(Tokenizer::VT_EOS_ID, eos_id, -1);
+  }
+  void add_chat_template(moe::fb::ChatTemplate chat_template) {
+    fbb_.AddElement<uint8_t>(Tokenizer::VT_CHAT_TEMPLATE, static_cast<uint8_t>(chat_template), 0);
+  }
+  void add_unicode(flatbuffers::Offset<moe::fb::UnicodeData> unicode) {
+    fbb_.AddOffset(Tokenizer::VT_UNICODE, unicode);
+  }
+  void add_crc32c(uint32_t crc32c) {
+    fbb_.AddElement<uint32_t>(Tokenizer::VT_CRC32C, crc32c, 0);
   }
   explicit TokenizerBuilder(flatbuffers::FlatBufferBuilder &_fbb)
         : fbb_(_fbb) {
@@ -702,9 +1424,57 @@ struct TokenizerBuilder {
 inline flatbuffers::Offset<Tokenizer> CreateTokenizer(
     flatbuffers::FlatBufferBuilder &_fbb,
     moe::fb::TokenizerKind kind = moe::fb::TokenizerKind_None,
-    flatbuffers::Offset<flatbuffers::Vector<uint32_t>> chars = 0) {
+    flatbuffers::Offset<flatbuffers::Vector<uint32_t>> chars = 0,
+    flatbuffers::Offset<flatbuffers::Vector<uint8_t>> pieces = 0,
+    flatbuffers::Offset<flatbuffers::Vector<uint32_t>> piece_offsets = 0,
+    flatbuffers::Offset<flatbuffers::Vector<uint8_t>> decoded = 0,
+    flatbuffers::Offset<flatbuffers::Vector<uint32_t>> decoded_offsets = 0,
+    flatbuffers::Offset<flatbuffers::Vector<uint8_t>> token_flags = 0,
+    flatbuffers::Offset<flatbuffers::Vector<uint32_t>> piece_table = 0,
+    flatbuffers::Offset<flatbuffers::Vector<const moe::fb::MergeSlot *>> merges = 0,
+    flatbuffers::Offset<flatbuffers::Vector<int32_t>> byte_tokens = 0,
+    bool byte_level = false,
+    int32_t unk_id = -1,
+    bool fuse_unk = false,
+    bool ignore_merges = false,
+    flatbuffers::Offset<flatbuffers::Vector<const moe::fb::AddedToken *>> added_tokens = 0,
+    flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<moe::fb::TextStep>>> normalizers = 0,
+    flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<moe::fb::TextStep>>> pre_tokenizers = 0,
+    uint8_t decode_strip_spaces = 0,
+    bool decode_cleanup = false,
+    flatbuffers::Offset<flatbuffers::Vector<int32_t>> prefix_ids = 0,
+    flatbuffers::Offset<flatbuffers::Vector<int32_t>> suffix_ids = 0,
+    int32_t bos_id = -1,
+    int32_t eos_id = -1,
+    moe::fb::ChatTemplate chat_template = moe::fb::ChatTemplate_None,
+    flatbuffers::Offset<moe::fb::UnicodeData> unicode = 0,
+    uint32_t crc32c = 0) {
   TokenizerBuilder builder_(_fbb);
+  builder_.add_crc32c(crc32c);
+  builder_.add_unicode(unicode);
+  builder_.add_eos_id(eos_id);
+  builder_.add_bos_id(bos_id);
+  builder_.add_suffix_ids(suffix_ids);
+  builder_.add_prefix_ids(prefix_ids);
+  builder_.add_pre_tokenizers(pre_tokenizers);
+  builder_.add_normalizers(normalizers);
+  builder_.add_added_tokens(added_tokens);
+  builder_.add_unk_id(unk_id);
+  builder_.add_byte_tokens(byte_tokens);
+  builder_.add_merges(merges);
+  builder_.add_piece_table(piece_table);
+  builder_.add_token_flags(token_flags);
+  builder_.add_decoded_offsets(decoded_offsets);
+  builder_.add_decoded(decoded);
+  builder_.add_piece_offsets(piece_offsets);
+  builder_.add_pieces(pieces);
   builder_.add_chars(chars);
+  builder_.add_chat_template(chat_template);
+  builder_.add_decode_cleanup(decode_cleanup);
+  builder_.add_decode_strip_spaces(decode_strip_spaces);
+  builder_.add_ignore_merges(ignore_merges);
+  builder_.add_fuse_unk(fuse_unk);
+  builder_.add_byte_level(byte_level);
   builder_.add_kind(kind);
   return builder_.Finish();
 }
@@ -712,12 +1482,73 @@ inline flatbuffers::Offset<Tokenizer> CreateTokenizer(
 inline flatbuffers::Offset<Tokenizer> CreateTokenizerDirect(
     flatbuffers::FlatBufferBuilder &_fbb,
     moe::fb::TokenizerKind kind = moe::fb::TokenizerKind_None,
-    const std::vector<uint32_t> *chars = nullptr) {
+    const std::vector<uint32_t> *chars = nullptr,
+    const std::vector<uint8_t> *pieces = nullptr,
+    const std::vector<uint32_t> *piece_offsets = nullptr,
+    const std::vector<uint8_t> *decoded = nullptr,
+    const std::vector<uint32_t> *decoded_offsets = nullptr,
+    const std::vector<uint8_t> *token_flags = nullptr,
+    const std::vector<uint32_t> *piece_table = nullptr,
+    const std::vector<moe::fb::MergeSlot> *merges = nullptr,
+    const std::vector<int32_t> *byte_tokens = nullptr,
+    bool byte_level = false,
+    int32_t unk_id = -1,
+    bool fuse_unk = false,
+    bool ignore_merges = false,
+    const std::vector<moe::fb::AddedToken> *added_tokens = nullptr,
+    const std::vector<flatbuffers::Offset<moe::fb::TextStep>> *normalizers = nullptr,
+    const std::vector<flatbuffers::Offset<moe::fb::TextStep>> *pre_tokenizers = nullptr,
+    uint8_t decode_strip_spaces = 0,
+    bool decode_cleanup = false,
+    const std::vector<int32_t> *prefix_ids = nullptr,
+    const std::vector<int32_t> *suffix_ids = nullptr,
+    int32_t bos_id = -1,
+    int32_t eos_id = -1,
+    moe::fb::ChatTemplate chat_template = moe::fb::ChatTemplate_None,
+    flatbuffers::Offset<moe::fb::UnicodeData> unicode = 0,
+    uint32_t crc32c = 0) {
   auto chars__ = chars ? _fbb.CreateVector<uint32_t>(*chars) : 0;
+  auto pieces__ = pieces ? _fbb.CreateVector<uint8_t>(*pieces) : 0;
+  auto piece_offsets__ = piece_offsets ? _fbb.CreateVector<uint32_t>(*piece_offsets) : 0;
+  auto decoded__ = decoded ? _fbb.CreateVector<uint8_t>(*decoded) : 0;
+  auto decoded_offsets__ = decoded_offsets ? _fbb.CreateVector<uint32_t>(*decoded_offsets) : 0;
+  auto token_flags__ = token_flags ? _fbb.CreateVector<uint8_t>(*token_flags) : 0;
+  auto piece_table__ = piece_table ? _fbb.CreateVector<uint32_t>(*piece_table) : 0;
+  auto merges__ = merges ? _fbb.CreateVectorOfStructs<moe::fb::MergeSlot>(*merges) : 0;
+  auto byte_tokens__ = byte_tokens ? _fbb.CreateVector<int32_t>(*byte_tokens) : 0;
+  auto added_tokens__ = added_tokens ? _fbb.CreateVectorOfStructs<moe::fb::AddedToken>(*added_tokens) : 0;
+  auto normalizers__ = normalizers ? _fbb.CreateVector<flatbuffers::Offset<moe::fb::TextStep>>(*normalizers) : 0;
+  auto pre_tokenizers__ = pre_tokenizers ? _fbb.CreateVector<flatbuffers::Offset<moe::fb::TextStep>>(*pre_tokenizers) : 0;
+  auto prefix_ids__ = prefix_ids ? _fbb.CreateVector<int32_t>(*prefix_ids) : 0;
+  auto suffix_ids__ = suffix_ids ? _fbb.CreateVector<int32_t>(*suffix_ids) : 0;
   return moe::fb::CreateTokenizer(
       _fbb,
       kind,
-      chars__);
+      chars__,
+      pieces__,
+      piece_offsets__,
+      decoded__,
+      decoded_offsets__,
+      token_flags__,
+      piece_table__,
+      merges__,
+      byte_tokens__,
+      byte_level,
+      unk_id,
+      fuse_unk,
+      ignore_merges,
+      added_tokens__,
+      normalizers__,
+      pre_tokenizers__,
+      decode_strip_spaces,
+      decode_cleanup,
+      prefix_ids__,
+      suffix_ids__,
+      bos_id,
+      eos_id,
+      chat_template,
+      unicode,
+      crc32c);
 }
 
 struct Provenance FLATBUFFERS_FINAL_CLASS : private flatbuffers::Table {

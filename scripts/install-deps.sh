@@ -13,6 +13,7 @@ packages=(
   libgtest-dev googletest libbenchmark-dev         # tests (and GoogleTest's sources, for ARM) and benchmarks
   nlohmann-json3-dev libcli11-dev                  # tools: JSON, command lines
   libyaml-cpp-dev                                  # moe_merge: YAML recipes
+  libutf8proc-dev                                  # the Unicode tables of BPE tokenizers (generated, checked)
 )
 for what in "$@"; do
   case "$what" in

@@ -21,10 +21,13 @@
 
 #include "converter/atomic_file.hpp"
 #include "converter/converter.hpp"
+#include "converter/tokenizer_json.hpp"
 #include "moe/engine.hpp"
 #include "moe/generate.hpp"
 #include "moe/model_file.hpp"
 #include "moe/sampler.hpp"
+#include "moe/text/bpe_check.hpp"
+#include "moe/text/stream_decoder.hpp"
 #include "platform/mapped_file.hpp"
 #include "platform/thread_pool.hpp"
 
@@ -185,6 +188,36 @@ TEST(ZeroAllocation, ClassicFamilyWithWindowSlidesAndCapacity) {
   EXPECT_EQ(allocations_over_a_generation(model, g_makemoe, {30, 27, 25, 17, 27, 10}, 1000, 2), 0);
   const auto scalar = convert_fixture("makemoe-tiny", "mk0.moe", 0., DType::f16);
   EXPECT_EQ(allocations_over_a_generation(scalar, g_makemoe_scalar, {30, 27}, 1000, 2), 0);
+}
+
+// A real tokenizer's encode and streaming decode, over buffers made before: checking the
+// tables, cutting out added tokens, NFC, the pre-tokenizer regex, merging, byte fallback,
+// decoding split characters, and the error paths (invalid UTF-8, too many ids).
+TEST(ZeroAllocation, TokenizerEncodeAndStreamingDecode) {
+  for (const char* name : {"mistral", "qwen3"}) {
+    const std::string dir = std::string(MOE_SOURCE_DIR) + "/tests/fixtures/tokenizers/" + name;
+    const std::vector<uint8_t> buffer = converter::bpe_tokenizer_buffer(converter::read_hf_tokenizer(dir, 1 << 20));
+    const std::string text =
+        "<|im_start|>user\nHello  world, I'm e\u0301 \xf0\x9d\x94\x98 \xe4\xb8\xad\xe6\x96\x87 42\n\n\t<s> end";
+    const std::string bad = "broken \xff";
+    std::vector<uint8_t> scratch(1 << 22);
+    std::vector<int32_t> ids(256);
+    std::vector<char> out(4096);
+    Counting counting;
+    text::BpeTokenizer tok;
+    ASSERT_FALSE(text::check_bpe_tokenizer(flatbuffers::GetRoot<fb::Tokenizer>(buffer.data()), 1 << 20, tok));
+    ASSERT_LE(tok.encode_scratch_bytes(text.size()), scratch.size());
+    int n = 0;
+    for (int round = 0; round < 3; ++round) {
+      ASSERT_FALSE(tok.encode(text.data(), text.size(), true, ids.data(), 256, n, scratch.data(), scratch.size()));
+      text::StreamDecoder d(tok, true, false);
+      for (int i = 0; i < n; ++i) ASSERT_GE(d.put(ids[static_cast<size_t>(i)], out.data(), out.size()), 0);
+      ASSERT_GE(d.finish(out.data(), out.size()), 0);
+      EXPECT_TRUE(tok.encode(bad.data(), bad.size(), true, ids.data(), 256, n, scratch.data(), scratch.size()));
+      EXPECT_TRUE(tok.encode(text.data(), text.size(), true, ids.data(), 3, n, scratch.data(), scratch.size()));
+    }
+    EXPECT_EQ(counting.count(), 0) << name;
+  }
 }
 
 // Soak (ctest label `soak`; MOE_SOAK_TOKENS overrides the 1,000,000): a device that

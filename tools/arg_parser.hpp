@@ -52,7 +52,8 @@ class ArgParser {
   // Returns -1 to go on, or the exit code: 0 after --help, 2 for a usage error (the
   // message is printed).
   int parse(int argc, char** argv) {
-    std::vector<bool> given(specs_.size(), false);
+    given_.assign(specs_.size(), false);
+    std::vector<bool>& given = given_;
     for (int i = 1; i < argc; ++i) {
       std::string arg = argv[i], value;
       if (arg == "-h" || arg == "--help") return print_help(), 0;
@@ -84,8 +85,15 @@ class ArgParser {
     return -1;
   }
 
+  // Was the option on the command line (after parse)? An empty --text "" still counts.
+  bool given(const char* name) const {
+    const int at = find(name);
+    return at >= 0 && static_cast<size_t>(at) < given_.size() && given_[static_cast<size_t>(at)];
+  }
+
  private:
   enum class Kind { flag, text, integer, unsigned64, real };
+  std::vector<bool> given_;
   struct Spec {
     std::vector<std::string> names;
     const char* help;

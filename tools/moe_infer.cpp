@@ -1,6 +1,7 @@
 // moe_infer: generate text (or token ids) from a .moe model.
 //
 //   moe_infer --model m.moe --prompt "ROMEO:" -n 200 --temp 0.8 --top-p 0.9 --seed 1
+//   moe_infer --model qwen.moe --chat --prompt-file question.txt      (or -p - : the prompt from stdin)
 //   moe_infer --model tiny.moe --ids 1,2,3 -n 24 --temp 0
 //   moe_infer --model m.moe --bench [--bench-prompt 64 --bench-tokens 128 --bench-reps 5] [--json out.json]
 //   moe_infer ... --threads 2      (weight products split across 2 cores)
@@ -23,11 +24,14 @@
 #include "moe/sampler.hpp"
 #include "platform/mapped_file.hpp"
 #include "platform/thread_pool.hpp"
+#include "moe/text/stream_decoder.hpp"
 #include "tools/bench.hpp"
+#include "tools/chat_template.hpp"
 #include "tools/arg_parser.hpp"
 #include "tools/number_format.hpp"
 #include "tools/compiled_models.hpp"
 #include "tools/output_file.hpp"
+#include "tools/token_ids.hpp"
 
 namespace {
 // Every write to stdout is checked: a full disk or a closed descriptor is an error, not a
@@ -65,6 +69,10 @@ constexpr int host_prefill_chunk(const moe::ModelConfig& c) { return c.max_conte
 struct Options {
   std::string model;
   std::string prompt;
+  std::string prompt_file;
+  bool chat = false;
+  std::string chat_template;  // a format name, overriding the model's
+  bool ignore_eos = false;
   std::string ids;
   int n_tokens = 200;
   moe::SamplingParams sampling{0.8f, 0, 0.95f, 1};
@@ -84,29 +92,6 @@ struct Options {
 
 using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
-
-bool parse_ids(const std::string& text, std::vector<int32_t>& out, std::string& error) {
-  size_t at = 0;
-  while (at <= text.size()) {
-    const size_t comma = text.find(',', at);
-    const std::string item = text.substr(at, comma == std::string::npos ? std::string::npos : comma - at);
-    size_t used = 0;
-    long v = -1;
-    try {
-      v = std::stol(item, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used == 0 || used != item.size() || v < 0 || v > 0x7fffffff) {
-      error = "--ids: '" + item + "' is not a token id (expected comma-separated integers, e.g. 1,2,3)";
-      return false;
-    }
-    out.push_back(static_cast<int32_t>(v));
-    if (comma == std::string::npos) break;
-    at = comma + 1;
-  }
-  return true;
-}
 
 // {"logits": [[...], ...]}: one row per prompt position, each f32 printed with 9
 // significant digits, which read back to the same float.
@@ -198,15 +183,48 @@ struct Generate {
     if (o.bench) return bench(*engine, file, o, pool);
 
     const moe::CharTokenizer& tok = file.tokenizer();
+    const moe::text::BpeTokenizer& bpe = file.bpe_tokenizer();
     std::vector<int32_t> prompt;
+    std::string text = o.prompt;  // what is encoded: the prompt, in its chat format with --chat
     if (!o.ids.empty()) {
       std::string error;
-      if (!parse_ids(o.ids, prompt, error)) return std::fprintf(stderr, "moe_infer: %s\n", error.c_str()), 2;
+      if (!moe::tools::parse_token_ids(o.ids, "--ids", prompt, error))
+        return std::fprintf(stderr, "moe_infer: %s\n", error.c_str()), 2;
+    } else if (bpe.present()) {
+      const moe::tools::ChatFormat* f = nullptr;
+      if (o.chat) {
+        f = o.chat_template.empty() ? moe::tools::chat_format(bpe.chat_template())
+                                    : moe::tools::chat_format(o.chat_template);
+        if (f == nullptr && !o.chat_template.empty())
+          return std::fprintf(stderr, "moe_infer: --chat-template '%s' is not known (%s are)\n",
+                              o.chat_template.c_str(), moe::tools::chat_format_names().c_str()),
+                 2;
+        if (f == nullptr)
+          return std::fprintf(stderr,
+                              "moe_infer: this model's tokenizer_config.json has no chat template moe_infer knows; "
+                              "give --chat-template NAME (%s)\n",
+                              moe::tools::chat_format_names().c_str()),
+                 2;
+        text = std::string(f->before) + o.prompt + f->after;
+      }
+
+      std::vector<uint8_t> scratch(bpe.encode_scratch_bytes(text.size()));
+      prompt.resize(2 * text.size() + 16);  // a byte gives at most one token, a piece between added tokens one more
+      int n = 0;
+      if (moe::Error e = bpe.encode(text.data(), text.size(), true, prompt.data(), static_cast<int>(prompt.size()), n,
+                                    scratch.data(), scratch.size()))
+        return std::fprintf(stderr, "moe_infer: the prompt: %s\n", e.what()), 2;
+      prompt.resize(static_cast<size_t>(n));
+      // The templates but ChatML begin with the BOS token, whether or not the post-processor adds it.
+      if (f != nullptr && f->kind != moe::fb::ChatTemplate_ChatML && bpe.bos_id() >= 0 &&
+          (prompt.empty() || prompt[0] != bpe.bos_id()))
+        prompt.insert(prompt.begin(), bpe.bos_id());
     } else {
       if (!tok.present())
         return std::fprintf(stderr,
                             "moe_infer: this model has no tokenizer: give the prompt as token ids with --ids 1,2,3\n"),
                2;
+      if (o.chat) return std::fprintf(stderr, "moe_infer: --chat needs a model with a Hugging Face tokenizer\n"), 2;
       prompt.resize(o.prompt.size());
       int n = 0;
       if (moe::Error e =
@@ -216,10 +234,14 @@ struct Generate {
     }
     if (prompt.empty())
       return std::fprintf(stderr, "moe_infer: the prompt is empty (give --prompt TEXT or --ids 1,2,3)\n"), 2;
+    if (C.family == moe::Family::llama && static_cast<long long>(prompt.size()) > C.max_context)
+      return std::fprintf(stderr, "moe_infer: the prompt has %zu tokens, more than the model's context of %d\n",
+                          prompt.size(), C.max_context),
+             context_hint(C.max_context), 2;
 
-    const bool text = tok.present() && o.ids.empty();
+    const bool as_text = (tok.present() || bpe.present()) && o.ids.empty();
     if (o.echo) {
-      if (text) std::fwrite(o.prompt.data(), 1, o.prompt.size(), stdout);
+      if (as_text) std::fwrite(text.data(), 1, text.size(), stdout);
       else
         for (size_t i = 0; i < prompt.size(); ++i) std::printf("%s%d", i ? "," : "", prompt[i]);
       if (!flushed()) return write_failed();
@@ -249,19 +271,38 @@ struct Generate {
 
     int generated = 0;
     bool output_ok = true;
-    const int32_t eos = engine->constants().eos_token_id;
+    // Generation stops at the model's EOS and at the tokenizer's (a chat model's end of turn).
+    const int32_t eos = o.ignore_eos ? -1 : engine->constants().eos_token_id;
+    const int32_t eos_text = o.ignore_eos || !bpe.present() ? -1 : bpe.eos_id();
+    // The continuation, decoded as it streams: a character split across tokens is printed
+    // once whole. Its buffer is sized once here for the longest token.
+    moe::text::StreamDecoder stream(bpe, false, false);
+    std::vector<char> piece;
+    if (bpe.present()) {
+      piece.resize(3 * bpe.max_decoded_bytes() + moe::text::StreamDecoder::kSlack);
+    }
     const auto t_gen = Clock::now();
     const moe::Error stop = moe::generate(*engine, *sampler, o.n_tokens, [&](int32_t id) {
       ++generated;
-      if (text) {
+      const bool end = id == eos || id == eos_text;
+      if (bpe.present() && o.ids.empty()) {
+        if (!end) {
+          const long n = stream.put(id, piece.data(), piece.size());
+          if (n > 0) std::fwrite(piece.data(), 1, static_cast<size_t>(n), stdout);
+        }
+      } else if (as_text) {
         char utf8[4];
         std::fwrite(utf8, 1, static_cast<size_t>(tok.decode(id, utf8)), stdout);
       } else {
         std::printf("%s%d", (generated == 1 && !o.echo) ? "" : ",", id);
       }
       output_ok = flushed();
-      return output_ok && id != eos;
+      return output_ok && !end;
     });
+    if (bpe.present() && o.ids.empty()) {
+      const long n = stream.finish(piece.data(), piece.size());
+      if (n > 0) std::fwrite(piece.data(), 1, static_cast<size_t>(n), stdout);
+    }
     const double gen_s = seconds_since(t_gen);
     std::printf("\n");
     if (!output_ok || !flushed()) return write_failed();
@@ -298,9 +339,17 @@ int main(int argc, char** argv) {
   Options o;
   bool list = false;
   args.option("-m,--model", o.model, "model file (.moe, from moe_convert)");
-  args.option("-p,--prompt", o.prompt, "prompt text (char-tokenizer models)");
-  args.option("--ids", o.ids, "prompt as comma-separated token ids (token-id models)");
+  args.option("-p,--prompt", o.prompt, "prompt text ('-': read it from stdin)");
+  args.option("--prompt-file", o.prompt_file, "read the prompt text from this file");
+  args.option("--ids", o.ids, "prompt as comma-separated token ids (any model)");
   args.excludes("--prompt", "--ids");
+  args.excludes("--prompt", "--prompt-file");
+  args.excludes("--prompt-file", "--ids");
+  args.flag("--chat", o.chat, true, "wrap the prompt in the model's chat format (one user turn, then the assistant's)");
+  args.option("--chat-template", o.chat_template,
+              "with --chat: the format to use instead of the model's (chatml, "
+              "mistral, granite, tulu)");
+  args.flag("--ignore-eos", o.ignore_eos, true, "go on generating after the end-of-sequence token");
   args.option("-n,--tokens", o.n_tokens, "tokens to generate", 0, 1 << 30);
   args.option("-t,--temp", o.sampling.temperature, "sampling temperature; 0 = greedy");
   args.option("-k,--top-k", o.sampling.top_k, "keep the k most likely tokens; 0 = off", -(1 << 30), 1 << 30);
@@ -332,8 +381,31 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (o.model.empty()) return std::fprintf(stderr, "moe_infer: --model is required (see --help)\n"), 2;
+  // The prompt from a file or stdin, read whole before the model is opened.
+  if (!o.prompt_file.empty() || o.prompt == "-") {
+    FILE* in = o.prompt == "-" ? stdin : std::fopen(o.prompt_file.c_str(), "rb");
+    if (in == nullptr)
+      return std::fprintf(stderr, "moe_infer: cannot open --prompt-file '%s': %s\n", o.prompt_file.c_str(),
+                          std::strerror(errno)),
+             2;
+    constexpr size_t kMaxPrompt = size_t{64} << 20;
+    std::string text;
+    char buf[65536];
+    size_t got;
+    while ((got = std::fread(buf, 1, sizeof buf, in)) > 0 && text.size() <= kMaxPrompt) text.append(buf, got);
+    const bool failed = std::ferror(in) != 0;
+    if (in != stdin) std::fclose(in);
+    if (failed) return std::fprintf(stderr, "moe_infer: cannot read the prompt: %s\n", std::strerror(errno)), 2;
+    if (text.size() > kMaxPrompt)
+      return std::fprintf(stderr, "moe_infer: the prompt is larger than %zu MiB\n", kMaxPrompt >> 20), 2;
+    o.prompt = std::move(text);
+  }
+  if (!o.chat_template.empty() && !o.chat)
+    return std::fprintf(stderr, "moe_infer: --chat-template is used with --chat\n"), 2;
   if (o.prompt.empty() && o.ids.empty() && !o.bench)
-    return std::fprintf(stderr, "moe_infer: give a prompt: --prompt TEXT or --ids 1,2,3\n"), 2;
+    return std::fprintf(stderr,
+                        "moe_infer: give a prompt: --prompt TEXT, --prompt-file F, -p - (stdin) or --ids 1,2,3\n"),
+           2;
   if (moe::Error e = o.sampling.check()) return std::fprintf(stderr, "moe_infer: %s\n", e.what()), 2;
 
   const auto t_load = Clock::now();

@@ -15,6 +15,7 @@
 #include "moe/error.hpp"
 #include "moe/model_layout.hpp"
 #include "moe/tensor.hpp"
+#include "moe/text/bpe_check.hpp"
 #include "moe/tokenizer.hpp"
 #include "moe_model_generated.h"
 
@@ -23,8 +24,9 @@ namespace moe {
 // The newest format version this engine reads and the converter writes; it reads every
 // version from 1 on. A file gets the lowest version that holds it (required_format_version),
 // so a Mixtral or makeMoE model still loads in an engine built before version 2. Version
-// 3 (tensor bytes after the FlatBuffer) is what the converter writes for large models.
-inline constexpr uint32_t kFormatVersion = 3;
+// 3 (tensor bytes after the FlatBuffer) is what the converter writes for large models;
+// 4 adds BPE tokenizers (tensor bytes inside or after the FlatBuffer, per tensor).
+inline constexpr uint32_t kFormatVersion = 4;
 inline constexpr size_t kTensorAlignment = 64;
 
 static_assert(FLATBUFFERS_LITTLEENDIAN, "the .moe format is read in place: little-endian targets only");
@@ -51,6 +53,12 @@ static_assert(static_cast<int>(fb::QkNorm_Whole) == static_cast<int>(QkNorm::who
 inline uint32_t required_format_version(const ModelConfig& c, const ModelConstants& k) {
   return c.has_optional_parts() || k.has_family_constants() ? 2u : 1u;
 }
+// ... and a file with a BPE tokenizer needs 4; one whose tensors follow the FlatBuffer, 3.
+inline uint32_t required_format_version(const ModelConfig& c, const ModelConstants& k, bool bpe_tokenizer,
+                                        bool tensors_after) {
+  const uint32_t v = required_format_version(c, k);
+  return bpe_tokenizer ? 4u : tensors_after ? (v > 3u ? v : 3u) : v;
+}
 
 // Where a tensor's bytes are: inside the FlatBuffer (versions 1, 2) or after it (3).
 struct TensorBytes {
@@ -76,7 +84,8 @@ class ModelFile {
   uint32_t format_version() const { return model_->format_version(); }
   const ModelConfig& config() const { return config_; }
   const ModelConstants& constants() const { return constants_; }
-  const CharTokenizer& tokenizer() const { return tokenizer_; }
+  const CharTokenizer& tokenizer() const { return tokenizer_; }     // char models
+  const text::BpeTokenizer& bpe_tokenizer() const { return bpe_; }  // Hugging Face BPE models
   size_t size_bytes() const { return size_; }
 
   // Tensors in canonical order (model_layout.hpp); open() checked each against its spec.
@@ -108,6 +117,7 @@ class ModelFile {
   ModelConfig config_{};
   ModelConstants constants_{};
   CharTokenizer tokenizer_{};
+  text::BpeTokenizer bpe_{};
 };
 
 namespace detail {
@@ -186,8 +196,10 @@ inline Error check_config(const fb::Config* fc, ModelConfig& c, ModelConstants& 
   return Error::none();
 }
 
-inline Error check_tokenizer(const fb::Tokenizer* ft, const ModelConfig& c, CharTokenizer& out) {
+inline Error check_tokenizer(const fb::Tokenizer* ft, const ModelConfig& c, CharTokenizer& out, text::BpeTokenizer& bpe,
+                             bool verify_checksums) {
   if (ft == nullptr || ft->kind() == fb::TokenizerKind_None) return Error::none();
+  if (ft->kind() == fb::TokenizerKind_Bpe) return text::check_bpe_tokenizer(ft, c.vocab_size, bpe, verify_checksums);
   if (ft->kind() != fb::TokenizerKind_Char)
     return Error::make(ErrorCode::bad_tokenizer, "unknown tokenizer kind %d", static_cast<int>(ft->kind()));
   const auto* chars = ft->chars();
@@ -239,10 +251,16 @@ inline long first_non_finite(const uint8_t* p, size_t n, DType dtype) {
   return -1;
 }
 
-// The tensor's bytes; in version 3, only once check_tensor_range accepted them.
+// Version 3 keeps every tensor's bytes after the FlatBuffer; version 4 each tensor
+// either inside (in-memory conversion) or after it (streamed).
+inline bool bytes_after_flatbuffer(const fb::Tensor* t, uint32_t version) {
+  return version == 3 || (version >= 4 && t->data() == nullptr);
+}
+
+// The tensor's bytes; after the FlatBuffer, only once check_tensor_range accepted them.
 inline TensorBytes tensor_bytes(const fb::Tensor* t, const uint8_t* base, uint32_t version) {
   TensorBytes b;
-  if (version >= 3) {
+  if (bytes_after_flatbuffer(t, version)) {
     b.data = base + t->data_offset();
     b.bytes = t->data_bytes();
     b.scales = reinterpret_cast<const float*>(base + t->scales_offset());
@@ -319,10 +337,10 @@ inline Error check_tensor(const fb::Tensor* t, const TensorSpec& spec, int index
     return Error::make(ErrorCode::bad_tensor, "tensor '%s' (%s) has shape %s, the config needs [%u]", name, want(),
                        found, static_cast<unsigned>(rows));
   }
-  if (version >= 3) {
+  if (bytes_after_flatbuffer(t, version)) {
     if (t->data() != nullptr || t->scales() != nullptr)
-      return Error::make(ErrorCode::corrupt, "tensor '%s' (%s) has bytes inside the FlatBuffer in a version-3 file",
-                         name, want());
+      return Error::make(ErrorCode::corrupt, "tensor '%s' (%s) has bytes both inside and after the FlatBuffer", name,
+                         want());
     if (Error e = check_tensor_range(t, flatbuffer_end, size, name)) return e;
   }
   const TensorBytes tb = tensor_bytes(t, base, version);
@@ -440,7 +458,11 @@ inline Error ModelFile::open(const void* data, size_t size, ModelFile& out, Open
                        static_cast<unsigned>(model->format_version()),
                        static_cast<unsigned>(required_format_version(config, constants)));
   CharTokenizer tokenizer;
-  if (Error e = detail::check_tokenizer(model->tokenizer(), config, tokenizer)) return e;
+  text::BpeTokenizer bpe;
+  if (Error e = detail::check_tokenizer(model->tokenizer(), config, tokenizer, bpe, options.verify_checksums)) return e;
+  if (bpe.present() && version < 4)
+    return Error::make(ErrorCode::corrupt, "model file says format version %u but has a BPE tokenizer (version 4)",
+                       static_cast<unsigned>(version));
 
   const auto* tensors = model->tensors();
   const int have = tensors ? static_cast<int>(tensors->size()) : 0;
@@ -471,6 +493,7 @@ inline Error ModelFile::open(const void* data, size_t size, ModelFile& out, Open
   out.config_ = config;
   out.constants_ = constants;
   out.tokenizer_ = tokenizer;
+  out.bpe_ = bpe;
   return Error::none();
 }
 

@@ -6,46 +6,12 @@
 #include <cstdint>
 
 #include "moe/error.hpp"
+#include "moe/text/utf8.hpp"
 
 namespace moe {
 
-// Decodes one UTF-8 sequence at s[0..n); returns its length (0 on malformed input).
-inline int utf8_decode(const char* s, size_t n, uint32_t& cp) {
-  const auto b = [&](size_t i) { return static_cast<uint8_t>(s[i]); };
-  if (n == 0) return 0;
-  if (b(0) < 0x80) return cp = b(0), 1;
-  int len = (b(0) & 0xe0) == 0xc0 ? 2 : (b(0) & 0xf0) == 0xe0 ? 3 : (b(0) & 0xf8) == 0xf0 ? 4 : 0;
-  if (len == 0 || static_cast<size_t>(len) > n) return 0;
-  cp = b(0) & (0x7f >> len);
-  for (int i = 1; i < len; ++i) {
-    if ((b(i) & 0xc0) != 0x80) return 0;
-    cp = cp << 6 | (b(i) & 0x3f);
-  }
-  static constexpr uint32_t kMin[5] = {0, 0, 0x80, 0x800, 0x10000};
-  if (cp < kMin[len] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;  // overlong, surrogate
-  return len;
-}
-
-// Writes the UTF-8 form of cp (at most 4 bytes) and returns its length.
-inline int utf8_encode(uint32_t cp, char* out) {
-  if (cp < 0x80) return out[0] = static_cast<char>(cp), 1;
-  if (cp < 0x800) {
-    out[0] = static_cast<char>(0xc0 | cp >> 6);
-    out[1] = static_cast<char>(0x80 | (cp & 0x3f));
-    return 2;
-  }
-  if (cp < 0x10000) {
-    out[0] = static_cast<char>(0xe0 | cp >> 12);
-    out[1] = static_cast<char>(0x80 | (cp >> 6 & 0x3f));
-    out[2] = static_cast<char>(0x80 | (cp & 0x3f));
-    return 3;
-  }
-  out[0] = static_cast<char>(0xf0 | cp >> 18);
-  out[1] = static_cast<char>(0x80 | (cp >> 12 & 0x3f));
-  out[2] = static_cast<char>(0x80 | (cp >> 6 & 0x3f));
-  out[3] = static_cast<char>(0x80 | (cp & 0x3f));
-  return 4;
-}
+using text::utf8_decode;
+using text::utf8_encode;
 
 class CharTokenizer {
  public:
