@@ -35,7 +35,7 @@ void run_engine(const moe::ModelFile& file, const uint8_t* data, size_t size) {
   const moe::text::BpeTokenizer& bpe = file.bpe_tokenizer();
   if (bpe.present()) {
     static unsigned char scratch[1 << 20];
-    const char text[] = "ab ba <s> \xc3\xa9e\xcc\x81 12";
+    const char text[] = "ab ba <s> \xc3\xa9" "e\xcc\x81 12";
     if (bpe.encode_scratch_bytes(sizeof text - 1) > sizeof scratch) return;
     if (bpe.encode(text, sizeof text - 1, true, prompt, 4, n, scratch, sizeof scratch)) n = 0;
     moe::text::StreamDecoder d(bpe, true, false);

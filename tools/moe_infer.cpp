@@ -347,8 +347,7 @@ int main(int argc, char** argv) {
   args.excludes("--prompt-file", "--ids");
   args.flag("--chat", o.chat, true, "wrap the prompt in the model's chat format (one user turn, then the assistant's)");
   args.option("--chat-template", o.chat_template,
-              "with --chat: the format to use instead of the model's (chatml, "
-              "mistral, granite, tulu)");
+              "with --chat: this format instead of the model's (chatml, mistral, ...)");
   args.flag("--ignore-eos", o.ignore_eos, true, "go on generating after the end-of-sequence token");
   args.option("-n,--tokens", o.n_tokens, "tokens to generate", 0, 1 << 30);
   args.option("-t,--temp", o.sampling.temperature, "sampling temperature; 0 = greedy");
