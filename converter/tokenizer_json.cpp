@@ -285,9 +285,10 @@ struct Reader {
   }
 
   // A token's bytes as the decoder gives them.
-  std::string decode_piece(const std::string& piece, bool added) const {
-    if (added && dec.byte_level) return piece;  // the reference passes added tokens through as they are
-    if (dec.byte_level) return piece;           // already bytes (the caller mapped it)
+  std::string decode_piece(const std::string& piece) const {
+    // Byte-level: a vocabulary piece is already its bytes (the caller mapped it), and the
+    // reference passes added tokens through as they are.
+    if (dec.byte_level) return piece;
     std::string s = piece;
     for (const auto& [from, to] : dec.replaces) s = replace_all(s, from, to);
     if (dec.metaspace) s = replace_all(s, dec.metaspace_replacement, " ");
@@ -419,19 +420,17 @@ BpeTokenizerTables read_hf_tokenizer(const std::filesystem::path& dir, int vocab
       if (t.byte_level) reachable = reachable && alphabet_to_bytes(piece, inverse, bytes);
       if (!reachable) bytes = piece;
       pieces[static_cast<size_t>(id)] = bytes;
-      decoded[static_cast<size_t>(id)] = t.byte_level ? bytes : r.decode_piece(piece, false);
+      decoded[static_cast<size_t>(id)] = t.byte_level ? bytes : r.decode_piece(piece);
       in_table[static_cast<size_t>(id)] = reachable;
     }
-    std::unordered_map<std::string, int32_t> added_ids;
     for (const Added& a : added) {
       const size_t id = a.token.id();
       const bool in_vocab = seen[id];
       if (in_vocab && pieces[id] != a.content) in_table[id] = false;  // its vocab form is not its text
       pieces[id] = a.content;
-      decoded[id] = r.decode_piece(a.content, true);
+      decoded[id] = r.decode_piece(a.content);
       t.token_flags[id] |= text::kTokenAdded | (a.token.special() ? text::kTokenSpecial : 0);
       t.added.push_back(a.token);
-      added_ids[a.content] = static_cast<int32_t>(id);
       ids.emplace(a.content, static_cast<int32_t>(id));
     }
     // A token matched after normalization (normalized: true) is matched as it is: right
@@ -583,8 +582,6 @@ BpeTokenizerTables read_hf_tokenizer(const std::filesystem::path& dir, int vocab
               "(ChatML, Mistral [INST], Granite, Tulu): give --chat-template NAME");
       }
     }
-    if (!r.fused && t.strip_spaces > 0 && !r.dec.metaspace) t.strip_spaces = 0;
-    if (t.byte_level && !t.needs_unicode) t.needs_unicode = false;
   } catch (const json::exception& e) {
     throw InputError("'" + file.string() + "' (or tokenizer_config.json) has an entry of the wrong type: " + e.what());
   }
