@@ -12,7 +12,7 @@
 #include "converter/input_error.hpp"
 #include "converter/input_file.hpp"
 #include "converter/unicode/unicode_data.hpp"
-#include "moe/crc32c.hpp"
+#include "moe/text/bpe_check.hpp"
 #include "moe/text/bpe_tokenizer.hpp"
 #include "moe/text/regex.hpp"
 #include "moe/text/utf8.hpp"
@@ -607,6 +607,12 @@ flatbuffers::Offset<fb::Tokenizer> write_bpe_tokenizer(flatbuffers::FlatBufferBu
   const auto piece_table = fbb.CreateVector(t.piece_table);
   const auto merges = fbb.CreateVectorOfStructs(t.merges);
   const auto byte_tokens = fbb.CreateVector(t.byte_tokens);
+  // The engine's checksum over the vectors just built (their pointers last until the next addition).
+  const uint32_t crc = text::bpe_tables_crc(
+      flatbuffers::GetTemporaryPointer(fbb, pieces), flatbuffers::GetTemporaryPointer(fbb, piece_offsets),
+      flatbuffers::GetTemporaryPointer(fbb, decoded), flatbuffers::GetTemporaryPointer(fbb, decoded_offsets),
+      flatbuffers::GetTemporaryPointer(fbb, flags), flatbuffers::GetTemporaryPointer(fbb, piece_table),
+      flatbuffers::GetTemporaryPointer(fbb, merges), flatbuffers::GetTemporaryPointer(fbb, byte_tokens));
   const auto added = fbb.CreateVectorOfStructs(t.added);
   const auto prefix = fbb.CreateVector(t.prefix_ids);
   const auto suffix = fbb.CreateVector(t.suffix_ids);
@@ -636,17 +642,6 @@ flatbuffers::Offset<fb::Tokenizer> write_bpe_tokenizer(flatbuffers::FlatBufferBu
   b.add_eos_id(t.eos_id);
   b.add_chat_template(t.chat);
   if (t.needs_unicode) b.add_unicode(unicode);
-  uint32_t crc = 0;
-  for (const auto& [data, bytes] :
-       std::initializer_list<std::pair<const void*, size_t>>{{t.pieces.data(), t.pieces.size()},
-                                                             {t.piece_offsets.data(), t.piece_offsets.size() * 4},
-                                                             {t.decoded.data(), t.decoded.size()},
-                                                             {t.decoded_offsets.data(), t.decoded_offsets.size() * 4},
-                                                             {t.token_flags.data(), t.token_flags.size()},
-                                                             {t.piece_table.data(), t.piece_table.size() * 4},
-                                                             {t.merges.data(), t.merges.size() * sizeof(fb::MergeSlot)},
-                                                             {t.byte_tokens.data(), t.byte_tokens.size() * 4}})
-    crc = crc32c_update(crc, data, bytes);
   b.add_crc32c(crc);
   return b.Finish();
 }

@@ -87,22 +87,29 @@ inline Error check_unicode(const fb::UnicodeData* u, UnicodeView& out) {
 
 }  // namespace detail
 
-// The CRC-32C the converter stores in Tokenizer.crc32c (the tables the encoder reads).
-inline uint32_t bpe_tables_crc(const fb::Tokenizer* t) {
+// The CRC-32C of Tokenizer.crc32c: over the bytes of the tables the encoder reads, in
+// this order. The converter computes it with this function too, on the vectors it built.
+template <class Bytes, class Offsets, class Slots, class Ids>
+uint32_t bpe_tables_crc(const Bytes* pieces, const Offsets* piece_offsets, const Bytes* decoded,
+                        const Offsets* decoded_offsets, const Bytes* token_flags, const Offsets* piece_table,
+                        const Slots* merges, const Ids* byte_tokens) {
   uint32_t crc = 0;
-  auto add = [&](const auto* v) {
-    if (v != nullptr) crc = crc32c_update(crc, v->Data(), v->size() * sizeof(*v->data()));
+  auto add = [&](const auto* v, size_t element_bytes) {
+    if (v != nullptr) crc = crc32c_update(crc, v->Data(), v->size() * element_bytes);
   };
-  add(t->pieces());
-  add(t->piece_offsets());
-  add(t->decoded());
-  add(t->decoded_offsets());
-  add(t->token_flags());
-  add(t->piece_table());
-  if (t->merges() != nullptr)
-    crc = crc32c_update(crc, t->merges()->Data(), t->merges()->size() * sizeof(fb::MergeSlot));
-  add(t->byte_tokens());
+  add(pieces, 1);
+  add(piece_offsets, 4);
+  add(decoded, 1);
+  add(decoded_offsets, 4);
+  add(token_flags, 1);
+  add(piece_table, 4);
+  add(merges, sizeof(fb::MergeSlot));
+  add(byte_tokens, 4);
   return crc;
+}
+inline uint32_t bpe_tables_crc(const fb::Tokenizer* t) {
+  return bpe_tables_crc(t->pieces(), t->piece_offsets(), t->decoded(), t->decoded_offsets(), t->token_flags(),
+                        t->piece_table(), t->merges(), t->byte_tokens());
 }
 
 // `verify_checksum`: compare the tables with their CRC-32C (about 1 ms per 10 MB).
@@ -190,10 +197,10 @@ inline Error check_bpe_tokenizer(const fb::Tokenizer* t, int vocab_size, BpeToke
         default: return bad("unknown pre-tokenizer");
       }
     }
-  if (verify_checksum && bpe_tables_crc(t) != t->crc32c())
+  if (const uint32_t crc = verify_checksum ? bpe_tables_crc(t) : t->crc32c(); crc != t->crc32c())
     return Error::make(ErrorCode::corrupt,
                        "BPE tokenizer tables fail their CRC-32C check (0x%08X, stored 0x%08X): the file is damaged",
-                       static_cast<unsigned>(bpe_tables_crc(t)), static_cast<unsigned>(t->crc32c()));
+                       static_cast<unsigned>(crc), static_cast<unsigned>(t->crc32c()));
   UnicodeView unicode{};
   if (needs_unicode || t->unicode() != nullptr)
     if (Error e = detail::check_unicode(t->unicode(), unicode)) return e;

@@ -28,12 +28,10 @@ constexpr bool is_ecma_space(uint32_t cp) {
          cp == 0x2028 || cp == 0x2029 || cp == 0x202f || cp == 0x205f || cp == 0x3000 || cp == 0xfeff;
 }
 
-// Unicode's White_Space property: Zs, Zl, Zp, U+0009..U+000D and U+0085.
+// Unicode's White_Space property (a bit of the file's tables).
 inline bool is_white_space(const UnicodeView& u, uint32_t cp) {
   if (cp < 0x80) return (cp >= 9 && cp <= 13) || cp == 0x20;
-  if (cp == 0x85) return true;
-  const Category c = u.category(cp);
-  return c == kZs || c == kZl || c == kZp;
+  return (u.props(cp) & kSpaceBit) != 0;
 }
 
 class Regex {
@@ -324,9 +322,7 @@ class Regex {
       return class_node(cls);
     }
     uint32_t cp = 0;
-    const int step = utf8_decode(p_ + at_, n_ - at_, cp);
-    if (step == 0) return fail_frag("invalid UTF-8");
-    at_ += static_cast<size_t>(step);
+    if (!parse_literal(cp)) return Frag{0, kEnd};
     return char_node(cp, icase);
   }
 
@@ -362,6 +358,23 @@ class Regex {
     ++classes_[n_classes_ - 1].count;
   }
 
+  // One UTF-8 character of the pattern, taken literally.
+  bool parse_literal(uint32_t& cp) {
+    const int step = utf8_decode(p_ + at_, n_ - at_, cp);
+    if (step == 0) return fail_frag("invalid UTF-8"), false;
+    at_ += static_cast<size_t>(step);
+    return true;
+  }
+  // A class member: an escape (a character or a class item) or a literal character.
+  bool parse_class_member(Item& item, bool& is_class) {
+    is_class = false;
+    if (peek() == '\\') return parse_escape(item, is_class);
+    uint32_t cp = 0;
+    if (!parse_literal(cp)) return false;
+    item = Item{kRange, cp, cp};
+    return true;
+  }
+
   Frag parse_class(bool icase) {
     ++at_;  // [
     const bool negated = eat('^');
@@ -376,29 +389,13 @@ class Regex {
       first = false;
       Item lo{};
       bool is_class = false;
-      if (peek() == '\\') {
-        if (!parse_escape(lo, is_class)) return Frag{0, kEnd};
-      } else {
-        uint32_t cp = 0;
-        const int step = utf8_decode(p_ + at_, n_ - at_, cp);
-        if (step == 0) return fail_frag("invalid UTF-8");
-        at_ += static_cast<size_t>(step);
-        lo = Item{kRange, cp, cp};
-      }
+      if (!parse_class_member(lo, is_class)) return Frag{0, kEnd};
       if (!is_class && more() && peek() == '-' && at_ + 1 < n_ && p_[at_ + 1] != ']') {
         ++at_;
         Item hi{};
         bool hi_class = false;
-        if (peek() == '\\') {
-          if (!parse_escape(hi, hi_class)) return Frag{0, kEnd};
-          if (hi_class) return fail_frag("a range ending in a class");
-        } else {
-          uint32_t cp = 0;
-          const int step = utf8_decode(p_ + at_, n_ - at_, cp);
-          if (step == 0) return fail_frag("invalid UTF-8");
-          at_ += static_cast<size_t>(step);
-          hi = Item{kRange, cp, cp};
-        }
+        if (!parse_class_member(hi, hi_class)) return Frag{0, kEnd};
+        if (hi_class) return fail_frag("a range ending in a class");
         if (hi.lo < lo.lo) return fail_frag("a range out of order");
         lo.hi = hi.lo;
       }
@@ -477,12 +474,8 @@ class Regex {
       default:
         if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
           return --at_, fail_frag("an unsupported escape"), false;
-        {
-          --at_;
-          const int step = utf8_decode(p_ + at_, n_ - at_, cp);
-          if (step == 0) return fail_frag("invalid UTF-8"), false;
-          at_ += static_cast<size_t>(step);
-        }
+        --at_;
+        if (!parse_literal(cp)) return false;
     }
     item = Item{kRange, cp, cp};
     return true;

@@ -45,7 +45,7 @@ enum Category : uint8_t {
   kCategoryCount
 };
 constexpr uint8_t kCategoryBits = 31;
-constexpr uint8_t kSpaceBit = 32;        // ECMAScript \s (what the reference tokenizer's regexes use)
+constexpr uint8_t kSpaceBit = 32;        // Unicode White_Space (\s in tokenizer.json regexes)
 constexpr uint8_t kNfcBit = 64;          // NFC may change the text here (NFC_QC is not Yes, or ccc != 0)
 constexpr uint8_t kDecomposesBit = 128;  // has a canonical decomposition
 constexpr uint32_t kBlockSize = 128;
@@ -190,7 +190,7 @@ struct UnicodeView {
     }
     size_t o = 0;
     for (size_t i = 0; i < w; ++i) {
-      if (o + 4 > out_capacity && o + static_cast<size_t>(utf8_length(cps[i])) > out_capacity) return -1;
+      if (o + static_cast<size_t>(utf8_length(cps[i])) > out_capacity) return -1;
       o += static_cast<size_t>(utf8_encode(cps[i], out + o));
     }
     return static_cast<long>(o);
