@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # End-to-end latency of three llama-family models with deterministic random weights, for
-# fp32, fp16 and int8 weights: prefill (pp64) and decode (tg128 after a 64-token prompt)
+# fp32, fp16, int8 and int4 weights (int4: int4 experts, int8 attention and embeddings)
+# and moe_convert's default recipe: prefill (pp64) and decode (tg128 after a 64-token prompt)
 # tokens/s with `moe_infer --bench`, which also probes the read bandwidth and prints each
 # result's fraction of the bandwidth roofline (the probe runs on as many threads as the
 # result). 1 and 2 threads (MOE_BENCH_THREADS="1 2"). Nothing large is committed: the
 # checkpoints come from moe_random_checkpoint.
-#   bench/bench_e2e.sh [OUT_DIR]     (default out/bench-e2e; results.jsonl and results.md there; ~6 min)
+#   bench/bench_e2e.sh [OUT_DIR]     (default out/bench-e2e; results.jsonl and results.md there; ~10 min)
+#   MOE_BENCH_WEIGHTS="int8 int4" picks recipes; MOE_BENCH_THREADS, MOE_BENCH_RUNS, MOE_BENCH_REPS as below
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 out=${1:-$root/out/bench-e2e}
@@ -26,11 +28,14 @@ declare -A recipes=(
   [f32]="--experts fp32 --attention fp32 --embeddings fp32"
   [f16]="--experts fp16 --attention fp16 --embeddings fp16"
   [int8]="--experts int8 --attention int8 --embeddings int8"
+  [int4]="--experts int4 --attention int8 --embeddings int8"
+  [default]=""
 )
+weights=${MOE_BENCH_WEIGHTS:-f32 f16 int8 int4 default}
 : > "$out/results.jsonl"
 for m in "${order[@]}"; do
   [ -f "$out/$m/model.safetensors" ] || "$build/converter/moe_random_checkpoint" --config "${models[$m]}" --out "$out/$m" --seed 1
-  for r in f32 f16 int8; do
+  for r in $weights; do
     # shellcheck disable=SC2086
     "$build/converter/moe_convert" "$out/$m" -o "$out/$m-$r.moe" ${recipes[$r]} -q
   done
@@ -39,7 +44,7 @@ done
 # figure is the median over sweeps spread across the whole run, of medians over reps.
 for ((run = 1; run <= ${MOE_BENCH_RUNS:-3}; ++run)); do
   for m in "${order[@]}"; do
-    for r in f32 f16 int8; do
+    for r in $weights; do
       for t in ${MOE_BENCH_THREADS:-1 2}; do
         echo "== sweep $run: $m $r, $t thread(s)"
         reps=${MOE_BENCH_REPS:-5}

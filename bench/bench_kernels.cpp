@@ -11,6 +11,7 @@
 
 #include "moe/kernels/attention.hpp"
 #include "moe/kernels/linear.hpp"
+#include "moe/kernels/linear_q4.hpp"
 #include "moe/kernels/linear_q8.hpp"
 #include "moe/kernels/topk.hpp"
 
@@ -24,7 +25,7 @@ struct Weights {
   Matrix m;
   Weights(int rows, int cols, DType dtype, int group) {
     std::mt19937 rng(1);
-    data.resize(static_cast<size_t>(rows) * cols * dtype_bytes(dtype));
+    data.resize(data_bytes(dtype, static_cast<uint64_t>(rows) * static_cast<uint64_t>(cols)));
     for (auto& b : data) b = static_cast<uint8_t>(rng() & 0x3f);  // small finite values in every dtype
     m.data = data.data();
     m.dtype = dtype;
@@ -34,6 +35,18 @@ struct Weights {
       m.group_size = group > 0 ? group : cols;
       scales.assign(static_cast<size_t>(rows) * (cols / m.group_size), 0.01f);
       m.scales = scales.data();
+    }
+    if (dtype == DType::q4) {
+      m.group_size = kQ4Block;
+      const int blocks = cols / kQ4Block;  // every block scale 1/128 (normal: no denormal arithmetic)
+      for (int r = 0; r < rows; ++r) {
+        uint8_t* group = data.data() + static_cast<size_t>(r) * blocks * kQ4BlockBytes;
+        for (int gi = 0; gi * kQ4GroupBlocks < blocks; ++gi) {
+          const int g = q4_group_blocks(blocks, gi);
+          for (int j = 0; j < g; ++j) group[2 * j] = 0x00, group[2 * j + 1] = 0x20;
+          group += g * kQ4BlockBytes;
+        }
+      }
     }
   }
   size_t bytes() const { return data.size() + scales.size() * sizeof(float); }
@@ -81,6 +94,26 @@ void linear_q8(benchmark::State& state, int group) {
   linear_counters(state, w, tokens);
 }
 
+// int4 weights x int8 activations (the engine's path for q4 where kInt8Dot), the
+// activation quantization included.
+template <class K>
+void linear_q4(benchmark::State& state) {
+  const int rows = static_cast<int>(state.range(0)), cols = static_cast<int>(state.range(1)),
+            tokens = static_cast<int>(state.range(2));
+  Weights w(rows, cols, DType::q4, 0);
+  std::vector<float> x(static_cast<size_t>(tokens) * cols, 0.5f), y(static_cast<size_t>(tokens) * rows);
+  std::vector<int8_t> q(x.size());
+  std::vector<float> qs(x.size() / kernels::kActBlock);
+  std::vector<int32_t> sums(qs.size());
+  for (auto _ : state) {
+    kernels::quantize_activations_q4(x.data(), tokens, cols, q.data(), qs.data(), sums.data());
+    kernels::linear_q4(K{}, w.m, kernels::ActQ4{q.data(), qs.data(), sums.data()}, tokens, y.data());
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  linear_counters(state, w, tokens);
+}
+
 // Shapes: Shakespeare model expert (512x128, 128x512), mixtral-tiny-a expert (128x64),
 // bench-s (bench_e2e.sh) expert (512x256, 256x512) and attention (256x256, 128x256),
 // bench-m expert (1408x512, 512x1408) and attention (512x512, 256x512); 1 token (decode)
@@ -113,6 +146,15 @@ MOE_LINEAR_BENCH(Simd, f16, f16, 0)
 MOE_LINEAR_BENCH(Simd, i8_row, i8, 0)
 MOE_LINEAR_BENCH(Simd, i8_g32, i8, 32)
 MOE_LINEAR_BENCH(Simd, i8_g64, i8, 64)
+MOE_LINEAR_BENCH(Simd, q4, q4, 0)
+#endif
+MOE_LINEAR_BENCH(Scalar, q4, q4, 0)
+
+void BM_linear_q4_q8act_Scalar(benchmark::State& s) { linear_q4<kernels::Scalar>(s); }
+BENCHMARK(BM_linear_q4_q8act_Scalar)->Apply(shapes);
+#if MOE_SIMD
+void BM_linear_q4_q8act_Simd(benchmark::State& s) { linear_q4<kernels::Simd>(s); }
+BENCHMARK(BM_linear_q4_q8act_Simd)->Apply(shapes);
 #endif
 
 #define MOE_LINEAR_Q8_BENCH(K, name, group)                                             \
@@ -136,7 +178,7 @@ MOE_LINEAR_Q8_BENCH(Simd, i8_g32_q8act, 32)
 void decode_from_memory(benchmark::State& state, DType dtype, bool q8) {
   using kernels::simd::W;
   const int rows = static_cast<int>(state.range(0)), cols = static_cast<int>(state.range(1));
-  const size_t one = static_cast<size_t>(rows) * cols * dtype_bytes(dtype);
+  const size_t one = data_bytes(dtype, static_cast<uint64_t>(rows) * static_cast<uint64_t>(cols));
   std::vector<Weights> set;
   for (size_t total = 0; total < (size_t{256} << 20); total += one) set.emplace_back(rows, cols, dtype, 0);
   std::vector<float> x(static_cast<size_t>(cols), 0.5f), y(static_cast<size_t>(rows)),
@@ -189,6 +231,48 @@ void BM_decode_from_memory_i8(benchmark::State& s) { decode_from_memory(s, DType
 BENCHMARK(BM_decode_from_memory_f32)->Args({512, 256})->Args({256, 256})->MinTime(2.0);
 BENCHMARK(BM_decode_from_memory_f16)->Args({512, 256})->MinTime(2.0);
 BENCHMARK(BM_decode_from_memory_i8)->Args({1408, 512})->Args({512, 1408})->Args({512, 256})->MinTime(2.0);
+
+// int4 against int8 from memory: 256 MiB of each, one decode product per matrix through
+// the engine's kernels (int8 activations where kInt8Dot, else f32), the two dtypes
+// alternating; counters give each one's weight GB/s and products per second, and the
+// ratio of products per second (int4 / int8).
+void BM_decode_from_memory_q4_vs_i8(benchmark::State& state) {
+  const int rows = static_cast<int>(state.range(0)), cols = static_cast<int>(state.range(1));
+  const DType dtypes[2] = {DType::i8, DType::q4};
+  std::vector<Weights> set[2];
+  size_t one[2];
+  for (int d = 0; d < 2; ++d) {
+    one[d] = data_bytes(dtypes[d], static_cast<uint64_t>(rows) * static_cast<uint64_t>(cols));
+    for (size_t total = 0; total < (size_t{256} << 20); total += one[d]) set[d].emplace_back(rows, cols, dtypes[d], 0);
+  }
+  std::vector<float> x(static_cast<size_t>(cols), 0.5f), y(static_cast<size_t>(rows)),
+      qs(static_cast<size_t>(cols) / kernels::kActBlock + 1);
+  std::vector<int8_t> q(static_cast<size_t>(cols)), q4(q.size());
+  std::vector<float> q4s(qs.size());
+  std::vector<int32_t> q4sum(qs.size());
+  kernels::quantize_activations(kernels::Simd{}, x.data(), 1, cols, q.data(), qs.data());
+  kernels::quantize_activations_q4(x.data(), 1, cols, q4.data(), q4s.data(), q4sum.data());
+  double seconds[2] = {0, 0}, count[2] = {0, 0};
+  size_t next = 0;
+  for (auto _ : state) {
+    for (int d = 0; d < 2; ++d) {
+      const Matrix& m = set[d][next % set[d].size()].m;
+      const auto t0 = std::chrono::steady_clock::now();
+      if (!kernels::kInt8Dot) kernels::linear(kernels::Simd{}, m, x.data(), 1, y.data());
+      else if (d == 0) kernels::linear_q8(kernels::Simd{}, m, q.data(), qs.data(), 1, y.data());
+      else kernels::linear_q4(kernels::Simd{}, m, kernels::ActQ4{q4.data(), q4s.data(), q4sum.data()}, 1, y.data());
+      benchmark::DoNotOptimize(y.data());
+      benchmark::ClobberMemory();
+      seconds[d] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      count[d] += 1;
+    }
+    ++next;
+  }
+  state.counters["i8_GB/s"] = count[0] * static_cast<double>(one[0]) / seconds[0] / 1e9;
+  state.counters["q4_GB/s"] = count[1] * static_cast<double>(one[1]) / seconds[1] / 1e9;
+  state.counters["q4/i8_speed"] = (count[1] / seconds[1]) / (count[0] / seconds[0]);
+}
+BENCHMARK(BM_decode_from_memory_q4_vs_i8)->Args({1408, 512})->Args({512, 1408})->Args({512, 256})->MinTime(2.0);
 #endif
 
 template <class K>

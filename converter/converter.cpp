@@ -31,10 +31,16 @@ DType QuantRecipe::dtype_for(TensorClass c) const {
   return DType::f32;
 }
 
+DType QuantRecipe::dtype_for(const TensorSpec& s) const {
+  const DType d = dtype_for(s.klass);
+  return d == DType::q4 && (!s.is_matrix() || s.cols % kQ4Block != 0) ? DType::i8 : d;
+}
+
 std::string QuantRecipe::describe() const {
   auto d = [&](DType t) {
     std::string s = dtype_name(t);
     if (t == DType::i8) s += group_size > 0 ? "/g" + std::to_string(group_size) : "/row";
+    if (t == DType::q4) s += "/g32";
     return s;
   };
   return "experts=" + d(experts) + " attention=" + d(attention) + " embeddings=" + d(embeddings);
@@ -42,9 +48,10 @@ std::string QuantRecipe::describe() const {
 
 DType parse_dtype(const std::string& text, const char* option) {
   if (text == "int8" || text == "i8") return DType::i8;
+  if (text == "int4" || text == "q4") return DType::q4;
   if (text == "fp16" || text == "f16") return DType::f16;
   if (text == "fp32" || text == "f32") return DType::f32;
-  throw InputError(std::string(option) + ": '" + text + "' is not one of int8, fp16, fp32");
+  throw InputError(std::string(option) + ": '" + text + "' is not one of int4, int8, fp16, fp32");
 }
 
 namespace {
@@ -76,13 +83,22 @@ void verify_as_the_engine_would(const std::vector<uint8_t>& bytes) {
 
 }  // namespace
 
+namespace detail {
+bool stores_q4(const ModelConfig& config, const QuantRecipe& recipe) {
+  bool any = false;
+  for_each_tensor_spec(config, [&](const TensorSpec& s) { any = any || recipe.dtype_for(s) == DType::q4; });
+  return any;
+}
+}  // namespace detail
+
 ConversionBudget conversion_budget(const ModelConfig& config, const QuantRecipe& recipe) {
   ConversionBudget b;
   double largest = 0;
   for_each_tensor_spec(config, [&](const TensorSpec& s) {
-    const DType d = recipe.dtype_for(s.klass);
+    const DType d = recipe.dtype_for(s);
     const double n = static_cast<double>(s.elements());
-    double bytes = n * dtype_bytes(d) + 128;  // + alignment and the table's fields
+    double bytes =
+        static_cast<double>(data_bytes(d, static_cast<uint64_t>(s.elements()))) + 128;  // + alignment, fields
     if (d == DType::i8) {
       const int cols = s.is_matrix() ? s.cols : 1;
       const int g = recipe.group_size > 0 && cols % recipe.group_size == 0 ? recipe.group_size : cols;
@@ -182,7 +198,14 @@ void tally(std::map<int, ClassReport>& classes, const TensorSpec& spec, DType dt
 }
 
 void finish_conversion(Conversion& out, const std::map<int, ClassReport>& classes, int ungrouped,
-                       const QuantRecipe& recipe) {
+                       const QuantRecipe& recipe, const ModelConfig& config) {
+  int int4_as_int8 = 0;
+  for_each_tensor_spec(config, [&](const TensorSpec& s) {
+    int4_as_int8 += recipe.dtype_for(s.klass) == DType::q4 && recipe.dtype_for(s) != DType::q4;
+  });
+  if (int4_as_int8 > 0)
+    out.notes.push_back(std::to_string(int4_as_int8) +
+                        " tensor(s) have a column count not divisible by 32 (int4's blocks): they are stored int8");
   if (ungrouped > 0)
     out.notes.push_back(std::to_string(ungrouped) +
                         " int8 tensor(s) have a column count not divisible by --group-size " +
@@ -213,14 +236,14 @@ Conversion convert_in_memory(const Checkpoint& ck, const ConvertOptions& options
   for_each_tensor_spec(cfg, [&](const TensorSpec& spec) {
     const std::vector<TensorSource> sources = ck.sources(spec);
     const std::string name = stored_name(sources);
-    const DType dtype = recipe.dtype_for(spec.klass);
+    const DType dtype = recipe.dtype_for(spec);
     // A source tensor already stored in this dtype (tied embeddings) is referenced: not
     // read, quantized or copied again.
     auto [stored, first_use] = shared.try_emplace(share_key(sources[0], dtype));
     size_t bytes = 0;
     if (first_use) {
       const int rows = spec.is_matrix() ? spec.rows : 1, cols = spec.is_matrix() ? spec.cols : spec.rows;
-      const Quantized q = quantize(ck.load(spec), rows, cols, dtype, recipe.group_size, name);
+      const Quantized q = quantize(ck.load(spec), rows, cols, dtype, recipe.group_size, name, recipe.q4_rule);
       if (dtype == DType::i8 && recipe.group_size > 0 && q.group_size != recipe.group_size) ++ungrouped;
       bytes = q.data.size() + q.scales.size() * sizeof(float);
       payload += bytes;
@@ -259,10 +282,11 @@ Conversion convert_in_memory(const Checkpoint& ck, const ConvertOptions& options
     tensors.push_back(tb.Finish());
     tally(classes, spec, dtype, bytes, first_use);
   });
-  finish_conversion(out, classes, ungrouped, recipe);
+  finish_conversion(out, classes, ungrouped, recipe, cfg);
 
   const auto tensors_off = fbb.CreateVector(tensors);
-  out.format_version = required_format_version(cfg, ck.constants, ck.bpe != nullptr, false);
+  out.format_version =
+      required_format_version(cfg, ck.constants, ck.bpe != nullptr, false, detail::stores_q4(cfg, recipe));
   fb::FinishSizePrefixedModelBuffer(fbb, create_model(fbb, ck, recipe, out.format_version, tensors_off));
   out.bytes.assign(fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize());
   out.file_bytes = out.bytes.size();

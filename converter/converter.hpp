@@ -7,25 +7,35 @@
 #include <vector>
 
 #include "converter/checkpoint.hpp"
+#include "converter/quantize.hpp"
 #include "moe/model_layout.hpp"
 #include "moe/tensor.hpp"
 
 namespace moe::converter {
 
 // Which dtype each tensor class is stored in. Norms, biases and routers are always f32.
+// The defaults follow bench/README.md's tables ("Choosing the default recipe"): at real
+// size decode is bound by the bytes each token reads, and int4 experts with int8
+// attention and embeddings read the fewest for a held-out loss equal to fp32's.
 struct QuantRecipe {
-  DType experts = DType::i8;
-  DType attention = DType::f16;
-  DType embeddings = DType::f16;
+  DType experts = DType::q4;
+  DType attention = DType::i8;
+  DType embeddings = DType::i8;
   // int8 columns per scale; 0: one scale per row, the default: it decodes faster than
   // groups of 32 at equal held-out loss (bench/README.md, "Design decisions").
   int group_size = 0;
+  // How int4 block scales are chosen (llama.cpp's rule only to compare against it).
+  Q4Rule q4_rule = Q4Rule::least_squares;
 
   DType dtype_for(TensorClass c) const;
+  // The dtype a tensor is stored in: its class's, except int4 for a tensor whose columns
+  // are not whole blocks of 32, which is stored int8 (a conversion note counts them).
+  DType dtype_for(const TensorSpec& s) const;
+  bool uses(DType d) const { return experts == d || attention == d || embeddings == d; }
   std::string describe() const;  // "experts=i8/g32 attention=f16 embeddings=f16"
 };
 
-// "int8" | "i8" | "fp16" | "f16" | "fp32" | "f32"; throws InputError otherwise.
+// "int4" | "q4" | "int8" | "i8" | "fp16" | "f16" | "fp32" | "f32"; throws InputError otherwise.
 DType parse_dtype(const std::string& text, const char* option);
 
 struct ConvertOptions {

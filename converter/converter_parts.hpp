@@ -30,10 +30,12 @@ Conversion begin_conversion(const Checkpoint& ck, const QuantRecipe& recipe);
 // (first_use: a tied tensor is counted once).
 void tally(std::map<int, ClassReport>& classes, const TensorSpec& spec, DType dtype, size_t stored_bytes,
            bool first_use);
-// Ends the report: the class lines, and a note on int8 tensors whose columns the group
-// size does not divide.
+// Ends the report: the class lines, and notes on int8 tensors whose columns the group
+// size does not divide and on int4 ones stored int8.
 void finish_conversion(Conversion& out, const std::map<int, ClassReport>& classes, int ungrouped,
-                       const QuantRecipe& recipe);
+                       const QuantRecipe& recipe, const ModelConfig& config);
+// Whether any tensor of the config is stored q4 (the file then needs format version 5).
+bool stores_q4(const ModelConfig& config, const QuantRecipe& recipe);
 // convert_checkpoint on an opened checkpoint.
 Conversion convert_in_memory(const Checkpoint& ck, const ConvertOptions& options);
 

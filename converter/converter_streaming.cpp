@@ -36,7 +36,8 @@ struct Record {
 
 uint64_t align64(uint64_t n) { return (n + kTensorAlignment - 1) / kTensorAlignment * kTensorAlignment; }
 
-std::vector<uint8_t> metadata(const Checkpoint& ck, const QuantRecipe& recipe, const std::vector<Record>& records) {
+std::vector<uint8_t> metadata(const Checkpoint& ck, const QuantRecipe& recipe, uint32_t version,
+                              const std::vector<Record>& records) {
   flatbuffers::FlatBufferBuilder fbb(1 << 20);
   fbb.ForceDefaults(true);
   std::vector<flatbuffers::Offset<fb::Tensor>> tensors;
@@ -62,7 +63,7 @@ std::vector<uint8_t> metadata(const Checkpoint& ck, const QuantRecipe& recipe, c
     tensors.push_back(tb.Finish());
   }
   const auto tensors_off = fbb.CreateVector(tensors);
-  fb::FinishSizePrefixedModelBuffer(fbb, detail::create_model(fbb, ck, recipe, 3, tensors_off));
+  fb::FinishSizePrefixedModelBuffer(fbb, detail::create_model(fbb, ck, recipe, version, tensors_off));
   return {fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize()};
 }
 
@@ -88,7 +89,8 @@ Conversion stream(const Checkpoint& ck, const ConvertOptions& options, const std
   const ModelConfig& cfg = ck.config;
   const QuantRecipe& recipe = options.recipe;
   Conversion out = detail::begin_conversion(ck, recipe);
-  out.format_version = required_format_version(ck.config, ck.constants, ck.bpe != nullptr, true);
+  out.format_version =
+      required_format_version(ck.config, ck.constants, ck.bpe != nullptr, true, detail::stores_q4(ck.config, recipe));
   // Every source tensor present with its shape before a byte is written: a missing shard
   // shows now, not an hour into a conversion.
   std::vector<Record> records;
@@ -99,16 +101,18 @@ Conversion stream(const Checkpoint& ck, const ConvertOptions& options, const std
     Record r;
     r.spec = spec;
     r.name = detail::stored_name(sources);
-    r.dtype = recipe.dtype_for(spec.klass);
+    r.dtype = recipe.dtype_for(spec);
     const int cols = spec.is_matrix() ? spec.cols : spec.rows;
-    r.group_size = r.dtype == DType::i8 ? int8_group_size(cols, recipe.group_size) : 0;
-    r.data_bytes = static_cast<uint64_t>(spec.elements()) * static_cast<uint64_t>(dtype_bytes(r.dtype));
+    r.group_size = r.dtype == DType::i8   ? int8_group_size(cols, recipe.group_size)
+                   : r.dtype == DType::q4 ? kQ4Block
+                                          : 0;
+    r.data_bytes = data_bytes(r.dtype, static_cast<uint64_t>(spec.elements()));
     if (r.dtype == DType::i8)
       r.scales_count =
           static_cast<uint64_t>(spec.is_matrix() ? spec.rows : 1) * static_cast<uint64_t>(cols / r.group_size);
     records.push_back(std::move(r));
   });
-  const size_t header_size = metadata(ck, recipe, records).size();
+  const size_t header_size = metadata(ck, recipe, out.format_version, records).size();
   const uint64_t first_offset = align64(header_size);
 
   std::map<int, ClassReport> classes;
@@ -127,7 +131,7 @@ Conversion stream(const Checkpoint& ck, const ConvertOptions& options, const std
       return;
     }
     const int rows = spec.is_matrix() ? spec.rows : 1, cols = spec.is_matrix() ? spec.cols : spec.rows;
-    const Quantized q = quantize(ck.load(spec), rows, cols, r.dtype, recipe.group_size, r.name);
+    const Quantized q = quantize(ck.load(spec), rows, cols, r.dtype, recipe.group_size, r.name, recipe.q4_rule);
     if (r.dtype == DType::i8 && recipe.group_size > 0 && q.group_size != recipe.group_size) ++ungrouped;
     r.crc = crc32c(q.data.data(), q.data.size());
     r.data_offset = at;
@@ -144,7 +148,7 @@ Conversion stream(const Checkpoint& ck, const ConvertOptions& options, const std
     }
     detail::tally(classes, spec, r.dtype, q.data.size() + q.scales.size() * sizeof(float), true);
   });
-  const std::vector<uint8_t> header = metadata(ck, recipe, records);
+  const std::vector<uint8_t> header = metadata(ck, recipe, out.format_version, records);
   if (header.size() != header_size) throw InputError("internal: the .moe metadata changed size while streaming");
   file.write_at(0, header.data(), header.size());
 
@@ -177,7 +181,7 @@ Conversion stream(const Checkpoint& ck, const ConvertOptions& options, const std
   }
   file.commit();
   out.file_bytes = end;
-  detail::finish_conversion(out, classes, ungrouped, recipe);
+  detail::finish_conversion(out, classes, ungrouped, recipe, ck.config);
   return out;
 }
 

@@ -15,14 +15,15 @@
 int main(int argc, char** argv) {
   const moe::converter::RecordInputs record_inputs;  // no output may replace what this run reads
   CLI::App app{"moe_convert: convert a Hugging Face Mixtral or makeMoE checkpoint directory to a .moe model"};
-  std::string input, output, experts = "int8", attention = "fp16", embeddings = "fp16";
+  std::string input, output, experts = "int4", attention = "int8", embeddings = "int8";
   moe::converter::ConvertOptions options;
   bool quiet = false;
   app.add_option("checkpoint", input, "checkpoint directory (config.json + model.safetensors)")->required();
   app.add_option("-o,--output", output, "output .moe file (written atomically)")->required();
-  app.add_option("--experts", experts, "expert weights: int8 | fp16 | fp32")->capture_default_str();
-  app.add_option("--attention", attention, "attention projections: int8 | fp16 | fp32")->capture_default_str();
-  app.add_option("--embeddings", embeddings, "token/position embeddings and lm_head: int8 | fp16 | fp32")
+  app.add_option("--experts", experts, "expert weights: int4 | int8 | fp16 | fp32 (int4: blocks of 32, f16 scales)")
+      ->capture_default_str();
+  app.add_option("--attention", attention, "attention projections: int4 | int8 | fp16 | fp32")->capture_default_str();
+  app.add_option("--embeddings", embeddings, "token/position embeddings and lm_head: int4 | int8 | fp16 | fp32")
       ->capture_default_str();
   app.add_option("--group-size", options.recipe.group_size, "int8: columns per scale (0 = one scale per row)")
       ->check(moe::tools::in_range(0, 1 << 22))

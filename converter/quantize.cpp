@@ -1,5 +1,6 @@
 #include "converter/quantize.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -8,8 +9,95 @@
 
 namespace moe::converter {
 
+namespace {
+
+// The block's nibbles for scale d (d != 0), and their squared error at d.
+double nibbles_at(const float* v, float d, uint8_t* q) {
+  double err = 0;
+  const float inv = 1.f / d;
+  for (int i = 0; i < kQ4Block; ++i) {
+    const float r = std::nearbyint(v[i] * inv);
+    const int n = static_cast<int>(r < -8.f ? -8.f : r > 7.f ? 7.f : r);
+    q[i] = static_cast<uint8_t>(n + 8);
+    const double e = static_cast<double>(v[i]) - static_cast<double>(n) * d;
+    err += e * e;
+  }
+  return err;
+}
+
+double block_error(const float* v, const Q4Block& b) {
+  const float d = half_to_float(b.scale);
+  double err = 0;
+  for (int i = 0; i < kQ4Block; ++i) {
+    const double e = static_cast<double>(v[i]) - static_cast<double>(static_cast<float>(b.nibbles[i] - 8) * d);
+    err += e * e;
+  }
+  return err;
+}
+
+Q4Block llama_q4_0_block(const float* v) {
+  float amax = 0.f, max = 0.f;
+  for (int i = 0; i < kQ4Block; ++i)
+    if (amax < std::fabs(v[i])) amax = std::fabs(v[i]), max = v[i];
+  const float d = max / -8.f, id = d != 0.f ? 1.f / d : 0.f;
+  Q4Block b;
+  b.scale = float_to_half(d);
+  for (int i = 0; i < kQ4Block; ++i)
+    b.nibbles[i] = static_cast<uint8_t>(std::min(15, static_cast<int>(static_cast<int8_t>(v[i] * id + 8.5f))));
+  return b;
+}
+
+// Column c of a q4 group of g blocks: its block and its index within the block (tensor.hpp).
+struct Q4Place {
+  int block, index;
+};
+Q4Place q4_place(int c, int g) {
+  const int chunk = 4 * g, k = c / chunk, b = c % chunk;
+  return {b / 4, 4 * k + b % 4};
+}
+
+}  // namespace
+
+Q4Block quantize_block_q4(const float* v, Q4Rule rule) {
+  const Q4Block q4_0 = llama_q4_0_block(v);
+  if (rule == Q4Rule::llama_q4_0) return q4_0;
+  float amax = 0.f, max = 0.f;
+  for (int i = 0; i < kQ4Block; ++i)
+    if (amax < std::fabs(v[i])) amax = std::fabs(v[i]), max = v[i];
+  Q4Block best = q4_0;
+  double best_err = block_error(v, q4_0);
+  if (amax == 0.f) return best;
+  uint8_t q[kQ4Block];
+  auto consider = [&](float d32) {
+    const uint16_t h = float_to_half(d32);
+    const float d = half_to_float(h);
+    if (!(std::fabs(d) > 0.f) || !std::isfinite(d)) return;
+    const double err = nibbles_at(v, d, q);
+    if (err < best_err) {
+      best_err = err;
+      best.scale = h;
+      std::copy(q, q + kQ4Block, best.nibbles);
+    }
+  };
+  for (float c : {-8.f, -7.5f, -7.f, -6.5f, -6.f, 7.5f, 7.f, 6.5f, 6.f}) {
+    consider(max / c);
+    // Least squares for the nibbles that scale gave: d = sum(v q) / sum(q q).
+    const float d0 = half_to_float(float_to_half(max / c));
+    if (!(std::fabs(d0) > 0.f) || !std::isfinite(d0)) continue;
+    nibbles_at(v, d0, q);
+    double vq = 0, qq = 0;
+    for (int i = 0; i < kQ4Block; ++i) {
+      const double n = static_cast<double>(q[i]) - 8;
+      vq += static_cast<double>(v[i]) * n;
+      qq += n * n;
+    }
+    if (qq > 0) consider(static_cast<float>(vq / qq));
+  }
+  return best;
+}
+
 Quantized quantize(const std::vector<float>& w, int rows, int cols, DType dtype, int group_size,
-                   const std::string& name) {
+                   const std::string& name, Q4Rule q4_rule) {
   Quantized q;
   q.dtype = dtype;
   const size_t n = w.size();
@@ -57,6 +145,47 @@ Quantized quantize(const std::vector<float>& w, int rows, int cols, DType dtype,
       }
       break;
     }
+    case DType::q4: {
+      if (cols % kQ4Block != 0)
+        throw InputError("tensor '" + name + "' has " + std::to_string(cols) +
+                         " columns: int4 needs a multiple of 32 (blocks of 32); store it as int8");
+      for (float v : w)
+        if (std::fabs(v) > 65504.f * 7.f)
+          throw InputError("tensor '" + name + "' has value " + std::to_string(v) +
+                           " beyond what an fp16 block scale can reach: store it as f32 or int8");
+      q.group_size = kQ4Block;
+      q.data.resize(data_bytes(DType::q4, n));
+      const int blocks = cols / kQ4Block;
+      uint8_t* out = q.data.data();
+      float v[kQ4GroupBlocks][kQ4Block];
+      Q4Block qb[kQ4GroupBlocks];
+      for (int r = 0; r < rows; ++r)
+        for (int gi = 0; gi * kQ4GroupBlocks < blocks; ++gi) {
+          const int g = q4_group_blocks(blocks, gi);
+          const float* src = w.data() + static_cast<size_t>(r) * static_cast<size_t>(cols) +
+                             static_cast<size_t>(gi * kQ4GroupBlocks * kQ4Block);
+          for (int c = 0; c < kQ4Block * g; ++c) {
+            const Q4Place at = q4_place(c, g);
+            v[at.block][at.index] = src[c];
+          }
+          for (int j = 0; j < g; ++j) {
+            qb[j] = quantize_block_q4(v[j], q4_rule);
+            out[2 * j] = static_cast<uint8_t>(qb[j].scale & 0xff);
+            out[2 * j + 1] = static_cast<uint8_t>(qb[j].scale >> 8);
+          }
+          uint8_t* nibbles = out + 2 * g;
+          const int chunk = 4 * g;
+          for (int c = 0; c < kQ4Block * g; ++c) {
+            const Q4Place at = q4_place(c, g);
+            const int k = c / chunk;
+            uint8_t& byte = nibbles[chunk * (k / 2) + c % chunk];
+            byte = static_cast<uint8_t>(k % 2 ? (byte & 0x0f) | qb[at.block].nibbles[at.index] << 4
+                                              : (byte & 0xf0) | qb[at.block].nibbles[at.index]);
+          }
+          out += g * kQ4BlockBytes;
+        }
+      break;
+    }
   }
   return q;
 }
@@ -75,6 +204,15 @@ float dequantized(const Quantized& q, int cols, long i) {
       const long row = i / cols, col = i % cols;
       return static_cast<float>(static_cast<int8_t>(q.data[static_cast<size_t>(i)])) *
              q.scales[static_cast<size_t>(row * (cols / q.group_size) + col / q.group_size)];
+    }
+    case DType::q4: {
+      const long row = i / cols, col = i % cols;
+      const int blocks = cols / kQ4Block, gi = static_cast<int>(col / (kQ4GroupBlocks * kQ4Block));
+      const uint8_t* group = q.data.data() + static_cast<size_t>(row) * static_cast<size_t>(blocks) * kQ4BlockBytes +
+                             static_cast<size_t>(gi) * kQ4GroupBlocks * kQ4BlockBytes;
+      float v[kQ4GroupBlocks * kQ4Block];
+      dequantize_q4_group(group, q4_group_blocks(blocks, gi), v);
+      return v[col % (kQ4GroupBlocks * kQ4Block)];
     }
   }
   return 0.f;

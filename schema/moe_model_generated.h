@@ -75,31 +75,34 @@ enum DType : uint8_t {
   DType_F32 = 0,
   DType_F16 = 1,
   DType_I8 = 2,
+  DType_Q4 = 3,
   DType_MIN = DType_F32,
-  DType_MAX = DType_I8
+  DType_MAX = DType_Q4
 };
 
-inline const DType (&EnumValuesDType())[3] {
+inline const DType (&EnumValuesDType())[4] {
   static const DType values[] = {
     DType_F32,
     DType_F16,
-    DType_I8
+    DType_I8,
+    DType_Q4
   };
   return values;
 }
 
 inline const char * const *EnumNamesDType() {
-  static const char * const names[4] = {
+  static const char * const names[5] = {
     "F32",
     "F16",
     "I8",
+    "Q4",
     nullptr
   };
   return names;
 }
 
 inline const char *EnumNameDType(DType e) {
-  if (flatbuffers::IsOutRange(e, DType_F32, DType_I8)) return "";
+  if (flatbuffers::IsOutRange(e, DType_F32, DType_Q4)) return "";
   const size_t index = static_cast<size_t>(e);
   return EnumNamesDType()[index];
 }

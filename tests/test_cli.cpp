@@ -49,9 +49,9 @@ void expect_failure(const Result& r, int code, const std::string& text) {
 TEST_F(Cli, ConvertPrintsTheReport) {
   const Result r = run({kConvert, test::fixture_dir("makemoe-tiny").string(), "-o", path("r.moe")});
   ASSERT_EQ(r.code, 0) << r.err;
-  for (const char* want :
-       {"config  classic-d32-l2-h4-kv4-hd8-e4-k2-f128-v65-c16", "recipe  experts=i8/row attention=f16 embeddings=f16",
-        "experts", "compression vs fp32 weights", "expert capacity factor 1", "noise_linear"})
+  for (const char* want : {"config  classic-d32-l2-h4-kv4-hd8-e4-k2-f128-v65-c16",
+                           "recipe  experts=q4/g32 attention=i8/row embeddings=i8/row", "experts",
+                           "compression vs fp32 weights", "expert capacity factor 1", "noise_linear"})
     EXPECT_NE(r.out.find(want), std::string::npos) << want << "\n" << r.out;
 }
 
@@ -59,8 +59,8 @@ TEST_F(Cli, ConvertRefusesBadInput) {
   expect_failure(run({kConvert}), 2, "checkpoint is required");
   expect_failure(run({kConvert, "/no/such/dir", "-o", path("x.moe")}), 1,
                  "'/no/such/dir' is not a checkpoint directory");
-  expect_failure(run({kConvert, test::fixture_dir("makemoe-tiny").string(), "-o", path("x.moe"), "--experts", "int4"}),
-                 1, "--experts: 'int4' is not one of int8, fp16, fp32");
+  expect_failure(run({kConvert, test::fixture_dir("makemoe-tiny").string(), "-o", path("x.moe"), "--experts", "int3"}),
+                 1, "--experts: 'int3' is not one of int4, int8, fp16, fp32");
   expect_failure(run({kConvert, test::fixture_dir("makemoe-tiny").string(), "-o", "/no/such/dir/x.moe"}), 1,
                  "directory '/no/such/dir' does not exist");
 }
@@ -154,6 +154,9 @@ TEST_F(Cli, BenchReportsThroughputAndTheWeightsEachTokenReads) {
   EXPECT_EQ(j["config"], "llama-d64-l2-h4-kv2-hd16-e4-k2-f128-v96-c128");
   EXPECT_GT(j["decode_tok_s"].get<double>(), 0);
   EXPECT_GT(j["prefill_tok_s"].get<double>(), 0);
+  EXPECT_EQ(j["pp_tok_s"], j["prefill_tok_s"]);  // llama-bench's pp is ours: from an empty cache
+  EXPECT_GT(j["tg_tok_s"].get<double>(), 0);     // llama-bench's tg: from an empty cache
+  EXPECT_NE(r.out.find("as llama-bench: pp16 "), std::string::npos) << r.out;
   EXPECT_GT(j["read_bandwidth_gb_s"].get<double>(), 0);
   EXPECT_EQ(j["threads"], 2);
   // fp32, d 64, kv dim 32, 4 experts of hidden 128, top-2, vocab 96: one embedding row,
@@ -179,6 +182,27 @@ TEST_F(Cli, InferTextIsReproducibleBySeed) {
   EXPECT_EQ(a.out.rfind("ROMEO:", 0), 0u);
   EXPECT_GE(a.out.size(), 6u + 60u);
   EXPECT_TRUE(a.err.empty()) << a.err;
+}
+
+// int4 through the programs: the report names it, the file is version 5, and generation
+// with the default threads (the physical cores) prints what one thread prints.
+TEST_F(Cli, Int4ConvertsAndGeneratesWithTheDefaultThreads) {
+  const Result c =
+      run({kConvert, test::fixture_dir("makemoe-tiny").string(), "-o", path("tiny4.moe"), "--experts", "int4"});
+  ASSERT_EQ(c.code, 0) << c.err;
+  EXPECT_NE(c.out.find("experts=q4/g32"), std::string::npos) << c.out;
+  const std::string bytes = slurp(path("tiny4.moe"));
+  test::AlignedBuffer buf(bytes.data(), bytes.size());
+  ModelFile file;
+  ASSERT_TRUE(ModelFile::open(buf.data(), buf.size(), file).ok());
+  EXPECT_EQ(file.format_version(), 5u);
+  const Result one =
+      run({kInfer, "-m", path("tiny4.moe"), "-p", "ROMEO:", "-n", "40", "--temp", "0", "--no-stats", "--threads", "1"});
+  const Result all = run({kInfer, "-m", path("tiny4.moe"), "-p", "ROMEO:", "-n", "40", "--temp", "0", "--no-stats"});
+  ASSERT_EQ(one.code, 0) << one.err;
+  ASSERT_EQ(all.code, 0) << all.err;
+  EXPECT_EQ(all.out, one.out);
+  EXPECT_GE(one.out.size(), 46u);
 }
 
 TEST_F(Cli, InferRefusesBadInput) {

@@ -7,10 +7,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <csignal>
 #include <fstream>
 #include <limits>
+#include <random>
 #include <nlohmann/json.hpp>
 
 #include "converter/atomic_file.hpp"
@@ -140,7 +142,7 @@ TEST(Converter, StreamedFormat3HoldsTheSameTensors) {
   for (const char* fixture : {"mixtral-tiny-a", "granitemoe-tiny-a", "makemoe-tiny", "qwen2moe-tiny-a"}) {
     SCOPED_TRACE(fixture);
     converter::ConvertOptions options;
-    options.recipe.group_size = 32;
+    options.recipe = test::recipe(DType::i8, DType::f16, DType::f16, 32);  // no int4: format 3, not 5
     options.stream_from_bytes = 0;
     test::TempDir tmp;
     const converter::Conversion streamed =
@@ -380,6 +382,112 @@ TEST(Quantize, DenormalRowsGetAPositiveScaleAndZeros) {
 TEST(Quantize, Fp16OverflowIsRefused) {
   const std::vector<float> w = {1.f, 70000.f};
   EXPECT_THROW((void)converter::quantize(w, 1, 2, DType::f16, 0, "big"), InputError);
+}
+
+// llama.cpp's Q4_0 rule, worked by hand on 1..32: the largest value (32) maps to -8, so
+// scale = 32 / -8 = -4, and q = min(15, (int)(v / -4 + 8.5)): 1 -> 8, 4 -> 7, 32 -> 0.
+TEST(Quantize, Int4LlamaQ4_0RuleByHand) {
+  float v[32];
+  for (int i = 0; i < 32; ++i) v[i] = static_cast<float>(i + 1);
+  const converter::Q4Block b = converter::quantize_block_q4(v, converter::Q4Rule::llama_q4_0);
+  EXPECT_EQ(half_to_float(b.scale), -4.f);
+  EXPECT_EQ(b.nibbles[0], 8);   // 1
+  EXPECT_EQ(b.nibbles[3], 7);   // 4 -> 7.5 -> 7
+  EXPECT_EQ(b.nibbles[31], 0);  // 32
+  EXPECT_EQ(b.nibbles[17], 4);  // 18 -> -4.5 + 8.5 = 4
+}
+
+// The least-squares rule: per block, its squared error is never above Q4_0's (which is
+// one of its candidates), and over Gaussian, smooth, outlier and all-zero blocks it is
+// clearly below on the whole. Through quantize(), a whole tensor's error is too.
+TEST(Quantize, Int4BlocksNeverWorseThanQ4_0) {
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal(0.f, 0.02f);
+  const auto error = [](const float* v, const converter::Q4Block& b) {
+    double e = 0;
+    for (int i = 0; i < 32; ++i) {
+      const double d = static_cast<double>(static_cast<float>(b.nibbles[i] - 8) * half_to_float(b.scale)) - v[i];
+      e += d * d;
+    }
+    return e;
+  };
+  double total_ours = 0, total_q4_0 = 0;
+  for (int block = 0; block < 400; ++block) {
+    float v[32];
+    for (int i = 0; i < 32; ++i) v[i] = normal(rng);
+    if (block % 4 == 1)
+      for (int i = 0; i < 32; ++i) v[i] = std::sin(0.3f * static_cast<float>(i + block));
+    if (block % 4 == 2) v[block % 32] = 0.5f;
+    if (block == 3) std::fill(v, v + 32, 0.f);
+    const converter::Q4Block ours = converter::quantize_block_q4(v, converter::Q4Rule::least_squares);
+    const converter::Q4Block q4_0 = converter::quantize_block_q4(v, converter::Q4Rule::llama_q4_0);
+    for (uint8_t n : ours.nibbles) EXPECT_LE(n, 15);
+    const double a = error(v, ours), c = error(v, q4_0);
+    EXPECT_LE(a, c) << "block " << block;
+    if (block == 3) {
+      EXPECT_EQ(a, 0.0);
+    }
+    total_ours += a, total_q4_0 += c;
+  }
+  EXPECT_LT(total_ours, 0.9 * total_q4_0);
+  const int rows = 8, cols = 1408;  // groups of 16, 16 and 12 blocks
+  std::vector<float> w(static_cast<size_t>(rows * cols));
+  for (float& x : w) x = normal(rng);
+  const converter::Quantized ours = converter::quantize(w, rows, cols, DType::q4, 0, "w");
+  const converter::Quantized q4_0 =
+      converter::quantize(w, rows, cols, DType::q4, 0, "w", converter::Q4Rule::llama_q4_0);
+  EXPECT_EQ(ours.group_size, 32);
+  ASSERT_EQ(ours.data.size(), w.size() / 32 * 18);
+  double e_ours = 0, e_q4_0 = 0;
+  for (size_t i = 0; i < w.size(); ++i) {
+    const double a = converter::dequantized(ours, cols, static_cast<long>(i)) - w[i];
+    const double c = converter::dequantized(q4_0, cols, static_cast<long>(i)) - w[i];
+    EXPECT_LE(std::fabs(a), 0.02 * 8) << i;  // within the block's range
+    e_ours += a * a, e_q4_0 += c * c;
+  }
+  EXPECT_LT(e_ours, e_q4_0);
+  EXPECT_THROW((void)converter::quantize(std::vector<float>(48, 1.f), 1, 48, DType::q4, 0, "w48"), InputError);
+}
+
+// int4 in the file: format version 5, streamed or in memory the same bytes; tensors
+// whose columns are not whole blocks of 32 stored int8, with a note.
+TEST(Converter, Int4ExpertsConvertStreamedAndInMemory) {
+  converter::ConvertOptions options;
+  options.recipe.experts = DType::q4;
+  const converter::Conversion memory = converter::convert_checkpoint(test::fixture_dir("mixtral-tiny-a"), options);
+  EXPECT_EQ(memory.format_version, 5u);
+  options.stream_from_bytes = 0;
+  test::TempDir tmp;
+  const converter::Conversion streamed =
+      converter::convert_to_file(test::fixture_dir("mixtral-tiny-a"), options, tmp / "s.moe");
+  EXPECT_EQ(streamed.format_version, 5u);
+  const std::string bytes = test::read_file(tmp / "s.moe");
+  test::AlignedBuffer buf(bytes.data(), bytes.size());
+  ModelFile s;
+  ASSERT_TRUE(ModelFile::open(buf.data(), buf.size(), s).ok());
+  Opened m(memory);
+  for (int i = 0; i < tensor_count(s.config()); ++i) {
+    const TensorBytes a = s.bytes(i), b = m.file.bytes(i);
+    ASSERT_EQ(a.bytes, b.bytes) << i;
+    EXPECT_EQ(std::memcmp(a.data, b.data, a.bytes), 0) << "tensor " << i;
+    EXPECT_EQ(s.tensor(i).dtype(), m.file.tensor(i).dtype());
+  }
+  // OLMoE's fixture has 48-column down projections: those are stored int8, with a note.
+  const converter::Conversion olmoe = converter::convert_checkpoint(test::fixture_dir("olmoe-tiny-a"), options);
+  Opened o(olmoe);
+  int q4 = 0, i8 = 0;
+  for (int i = 0; i < tensor_count(o.file.config()); ++i) {
+    const fb::Tensor& t = o.file.tensor(i);
+    if (t.expert() < 0) continue;
+    const bool whole_blocks = t.shape()->Get(1) % 32 == 0;
+    EXPECT_EQ(t.dtype(), whole_blocks ? fb::DType_Q4 : fb::DType_I8) << i;
+    (whole_blocks ? q4 : i8) += 1;
+  }
+  EXPECT_GT(q4, 0);
+  EXPECT_GT(i8, 0);
+  const std::string note =
+      std::to_string(i8) + " tensor(s) have a column count not divisible by 32 (int4's blocks): they are stored int8";
+  EXPECT_EQ(std::count(olmoe.notes.begin(), olmoe.notes.end(), note), 1) << olmoe.notes.size() << " notes";
 }
 
 // ---- crash-safe writes ---------------------------------------------------------------

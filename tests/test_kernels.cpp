@@ -14,6 +14,7 @@
 #include "moe/kernels/activation.hpp"
 #include "moe/kernels/attention.hpp"
 #include "moe/kernels/linear.hpp"
+#include "moe/kernels/linear_q4.hpp"
 #include "moe/kernels/linear_q8.hpp"
 #include "moe/kernels/norm.hpp"
 #include "moe/kernels/rope.hpp"
@@ -68,6 +69,27 @@ TestMatrix make_matrix(int rows, int cols, DType dtype, int group, std::mt19937&
     for (size_t i = 0; i < w.size(); ++i) {
       h[i] = float_to_half(w[i]);
       t.values[i] = half_to_float(h[i]);
+    }
+  } else if (dtype == DType::q4) {
+    // Every nibble (0 = -8 included) and scales of both signs; values as the layout
+    // defines them (tensor.hpp's reference).
+    t.m.group_size = kQ4Block;
+    t.storage.resize(data_bytes(dtype, w.size()));
+    std::uniform_int_distribution<int> byte(0, 255);
+    std::uniform_real_distribution<float> s(-0.05f, 0.05f);
+    const int blocks = cols / kQ4Block;
+    for (int r = 0; r < rows; ++r) {
+      uint8_t* group = t.storage.data() + static_cast<size_t>(r) * blocks * kQ4BlockBytes;
+      for (int gi = 0; gi * kQ4GroupBlocks < blocks; ++gi) {
+        const int g = q4_group_blocks(blocks, gi);
+        for (int j = 0; j < g; ++j) {
+          const uint16_t h = float_to_half(s(rng));
+          group[2 * j] = static_cast<uint8_t>(h & 0xff), group[2 * j + 1] = static_cast<uint8_t>(h >> 8);
+        }
+        for (int i = 0; i < 16 * g; ++i) group[2 * g + i] = static_cast<uint8_t>(byte(rng));
+        dequantize_q4_group(group, g, t.values.data() + static_cast<size_t>(r) * cols + gi * kQ4GroupBlocks * kQ4Block);
+        group += g * kQ4BlockBytes;
+      }
     }
   } else {
     t.m.group_size = group;
@@ -160,8 +182,9 @@ TEST(Crc32c, KnownVectorsAndIncrementalUpdate) {
 
 TEST(ScalarKernels, LinearMatchesDoublePrecision) {
   std::mt19937 rng(2);
-  for (DType dtype : {DType::f32, DType::f16, DType::i8}) {
+  for (DType dtype : {DType::f32, DType::f16, DType::i8, DType::q4}) {
     for (int cols : {16, 64, 96}) {
+      if (dtype == DType::q4 && cols % kQ4Block != 0) continue;
       const int rows = 5, n = 3;
       TestMatrix t = make_matrix(rows, cols, dtype, 16, rng);
       const std::vector<float> x = random_vector(n * cols, rng);
@@ -301,6 +324,69 @@ TEST(Int8Activations, LinearQ8EqualsDequantizedProduct) {
   EXPECT_FALSE(kernels::q8_eligible(odd.m));  // 48 columns are not whole blocks
 }
 
+// The q4 layout by hand (tensor.hpp): in a group of g blocks, column c is chunk c / 4g
+// and block (c % 4g) / 4; chunk pairs share bytes, the even chunk in the low nibble.
+TEST(Int4Weights, LayoutByHand) {
+  const int g = 2;  // a 64-column row: one group of two blocks, chunks of 8 columns
+  uint8_t group[2 * kQ4BlockBytes] = {};
+  const uint16_t one = float_to_half(1.f), half = float_to_half(0.5f);
+  group[0] = static_cast<uint8_t>(one & 0xff), group[1] = static_cast<uint8_t>(one >> 8);    // block 0: scale 1
+  group[2] = static_cast<uint8_t>(half & 0xff), group[3] = static_cast<uint8_t>(half >> 8);  // block 1: scale 0.5
+  uint8_t* nibbles = group + 2 * g;
+  for (int i = 0; i < 16 * g; ++i) nibbles[i] = 0x88;  // all zero
+  nibbles[0] = 0x9a;      // column 0 (chunk 0, block 0): 10 - 8 = 2; column 8 (chunk 1, block 0): 9 - 8 = 1
+  nibbles[8 + 5] = 0x08;  // pair 1 byte 5 = column 16 + 5 (chunk 2, block 1): 0; column 24 + 5 (chunk 3, block 1): -8
+  float v[64];
+  dequantize_q4_group(group, g, v);
+  EXPECT_EQ(v[0], 2.f);
+  EXPECT_EQ(v[8], 1.f);
+  EXPECT_EQ(v[21], 0.f);
+  EXPECT_EQ(v[29], -4.f);
+  for (int c : {1, 4, 9, 20, 63}) EXPECT_EQ(v[c], 0.f) << c;
+}
+
+// linear_q4 (int4 x int8) equals the product of the dequantized operands (the integer
+// sums are exact), and the f32-activation path (dot_q4) the dequantized weights times x.
+// 800 columns: a whole group of 16 blocks and a last one of 9.
+TEST(Int4Weights, LinearQ4EqualsDequantizedProduct) {
+  std::mt19937 rng(25);
+  const int rows = 9, cols = 800, n = 5;
+  TestMatrix t = make_matrix(rows, cols, DType::q4, 0, rng);
+  const auto x = random_vector(n * cols, rng);
+  std::vector<int8_t> q(x.size());
+  std::vector<float> s(static_cast<size_t>(n * cols / kQ4Block)), y(static_cast<size_t>(n * rows)), yf(y.size());
+  std::vector<int32_t> sums(s.size());
+  kernels::quantize_activations_q4(x.data(), n, cols, q.data(), s.data(), sums.data());
+  kernels::linear_q4(Scalar{}, t.m, kernels::ActQ4{q.data(), s.data(), sums.data()}, n, y.data());
+  kernels::linear(Scalar{}, t.m, x.data(), n, yf.data());
+  // The activation blocks are q4's: column c's scale is its block's.
+  std::vector<float> xq(x.size());
+  for (int tk = 0; tk < n; ++tk)
+    for (int gi = 0; gi * 16 < cols / 32; ++gi) {
+      const int g = q4_group_blocks(cols / 32, gi);
+      for (int c = 0; c < 32 * g; ++c) {
+        const size_t at = static_cast<size_t>(tk * cols + gi * 512 + c);
+        const size_t block = static_cast<size_t>(tk * (cols / 32) + gi * 16 + (c % (4 * g)) / 4);
+        xq[at] = q[at] * s[block];
+        EXPECT_LE(std::fabs(xq[at] - x[at]), s[block] * 0.5f + 1e-6f);
+      }
+    }
+  for (int tk = 0; tk < n; ++tk)
+    for (int r = 0; r < rows; ++r) {
+      double want = 0, want_f = 0;
+      for (int c = 0; c < cols; ++c) {
+        const double w = t.values[static_cast<size_t>(r * cols + c)];
+        want += w * xq[static_cast<size_t>(tk * cols + c)];
+        want_f += w * x[static_cast<size_t>(tk * cols + c)];
+      }
+      EXPECT_NEAR(y[static_cast<size_t>(tk * rows + r)], want, 1e-5 * (1 + std::fabs(want)));
+      EXPECT_NEAR(yf[static_cast<size_t>(tk * rows + r)], want_f, 1e-5 * (1 + std::fabs(want_f)));
+    }
+  std::vector<float> row(static_cast<size_t>(cols));
+  dequantize_row(t.m, 3, row.data());
+  EXPECT_TRUE(std::equal(row.begin(), row.end(), t.values.begin() + 3 * cols));
+}
+
 // ---- SIMD == scalar --------------------------------------------------------------------
 #if MOE_SIMD
 using kernels::Simd;
@@ -340,10 +426,11 @@ TEST(SimdEqualsScalar, HaddRowsPutsRowJInLaneJ) {
 
 TEST(SimdEqualsScalar, Linear) {
   std::mt19937 rng(5);
-  for (DType dtype : {DType::f32, DType::f16, DType::i8}) {
+  for (DType dtype : {DType::f32, DType::f16, DType::i8, DType::q4}) {
     for (int cols : kSizes) {
       for (int group : {cols, 16, 32}) {
         if (dtype != DType::i8 && group != cols) continue;
+        if (dtype == DType::q4 && cols % kQ4Block != 0) continue;
         if (cols % group != 0) continue;
         for (int n : {1, 3})
           // Whole blocks of W rows and a remainder; the one-token path reads blocks in fours
@@ -370,7 +457,7 @@ TEST(SimdEqualsScalar, Linear) {
 TEST(SimdKernels, RowResultsDoNotDependOnTheRowRange) {
   std::mt19937 rng(31);
   const int rows = 200, cols = 160;  // 160: a 128-column step and a lone 32-column block
-  for (DType dtype : {DType::f32, DType::f16, DType::i8}) {
+  for (DType dtype : {DType::f32, DType::f16, DType::i8, DType::q4}) {
     TestMatrix t = make_matrix(rows, cols, dtype, cols, rng);
     const std::vector<float> x = random_vector(cols, rng);
     std::vector<int8_t> q(static_cast<size_t>(cols));
@@ -379,6 +466,12 @@ TEST(SimdKernels, RowResultsDoNotDependOnTheRowRange) {
     std::vector<float> whole(static_cast<size_t>(rows)), whole_q8(whole.size());
     kernels::linear(Simd{}, t.m, x.data(), 1, whole.data());
     if (dtype == DType::i8) kernels::linear_q8(Simd{}, t.m, q.data(), s.data(), 1, whole_q8.data());
+    std::vector<int8_t> q4q(q.size());
+    std::vector<float> q4s(s.size());
+    std::vector<int32_t> q4sum(s.size());
+    kernels::quantize_activations_q4(x.data(), 1, cols, q4q.data(), q4s.data(), q4sum.data());
+    const kernels::ActQ4 a4{q4q.data(), q4s.data(), q4sum.data()};
+    if (dtype == DType::q4) kernels::linear_q4(Simd{}, t.m, a4, 1, whole_q8.data());
     for (int split : {16, 48, 64, 112, 176}) {  // multiples of 16, as the engine's worker shares
       std::vector<float> parts(whole.size()), parts_q8(whole.size());
       kernels::linear(Simd{}, t.m, x.data(), 1, parts.data(), 0, split);
@@ -388,6 +481,11 @@ TEST(SimdKernels, RowResultsDoNotDependOnTheRowRange) {
       if (dtype == DType::i8) {
         kernels::linear_q8(Simd{}, t.m, q.data(), s.data(), 1, parts_q8.data(), 0, split);
         kernels::linear_q8(Simd{}, t.m, q.data(), s.data(), 1, parts_q8.data(), split, rows);
+        EXPECT_EQ(parts_q8, whole_q8);
+      }
+      if (dtype == DType::q4) {
+        kernels::linear_q4(Simd{}, t.m, a4, 1, parts_q8.data(), 0, split);
+        kernels::linear_q4(Simd{}, t.m, a4, 1, parts_q8.data(), split, rows);
         EXPECT_EQ(parts_q8, whole_q8);
       }
     }
@@ -459,6 +557,34 @@ TEST(SimdEqualsScalar, LinearQ8) {
 #endif
           }
       }
+}
+
+// int4 x int8 against the scalar reference, to float rounding (each lane's block sum
+// is exact; the float sums go in another order). Columns: one short group (1, 2, 5, 12
+// blocks: masked and half vectors), whole groups, and whole groups then a short one
+// (1408 = 44 blocks: 16 + 16 + 12); tokens: groups of NT and the rest one by one.
+TEST(SimdEqualsScalar, LinearQ4) {
+  if (!kernels::kInt8Dot) GTEST_SKIP() << "this target has no integer dot products";
+  std::mt19937 rng(26);
+  for (bool one_sign : {false, true})
+    for (int cols : {32, 64, 160, 384, 512, 800, 1024, 1408})
+      for (int rows : {1, 17})
+        for (int n : {1, 3, 4, 9}) {
+          TestMatrix t = make_matrix(rows, cols, DType::q4, 0, rng);
+          auto x = random_vector(n * cols, rng);
+          if (one_sign)
+            for (float& v : x) v = std::fabs(v);
+          std::vector<int8_t> q(x.size());
+          std::vector<float> s(static_cast<size_t>(n * cols / kQ4Block)), a(static_cast<size_t>(n * rows)), b(a.size());
+          std::vector<int32_t> sums(s.size());
+          kernels::quantize_activations_q4(x.data(), n, cols, q.data(), s.data(), sums.data());
+          const kernels::ActQ4 act{q.data(), s.data(), sums.data()};
+          kernels::linear_q4(Scalar{}, t.m, act, n, a.data());
+          kernels::linear_q4(Simd{}, t.m, act, n, b.data());
+          SCOPED_TRACE(::testing::Message()
+                       << "rows " << rows << " cols " << cols << " tokens " << n << (one_sign ? " x >= 0" : ""));
+          expect_close(b, a, 1e-6 * std::sqrt(static_cast<double>(cols)), 1.0, "linear_q4");
+        }
 }
 
 TEST(SimdEqualsScalar, NormsSoftmaxActivation) {

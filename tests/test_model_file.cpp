@@ -23,8 +23,10 @@ constexpr ModelConfig kMakemoe = config_from_key("classic-d32-l2-h4-kv4-hd8-e4-k
 class ModelFileTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    good_ = new std::vector<uint8_t>(
-        converter::convert_checkpoint(test::fixture_dir("mixtral-tiny-a"), converter::ConvertOptions{}).bytes);
+    // int8 experts (with f32 scales), f16 attention and embeddings: the surgery below edits them.
+    converter::ConvertOptions o;
+    o.recipe = test::recipe(DType::i8, DType::f16, DType::f16);
+    good_ = new std::vector<uint8_t>(converter::convert_checkpoint(test::fixture_dir("mixtral-tiny-a"), o).bytes);
   }
   static void TearDownTestSuite() { delete good_; }
 
@@ -188,6 +190,54 @@ TEST_F(ModelFileTest, NonFiniteWeightsUnderACorrectChecksumAreRefused) {
     const int32_t ids[] = {5, 6};
     expect_error(engine->prefill(ids, 2), ErrorCode::non_finite, "non-finite logit");
     EXPECT_EQ(engine->position(), 0);
+  }
+}
+
+// A q4 file: version 5, its expert tensors' blocks sized by the shape, group size 32,
+// no int8 scales, every block scale finite (under a correct checksum), and refused in
+// a file whose version predates q4.
+TEST_F(ModelFileTest, BadInt4Tensors) {
+  converter::ConvertOptions o;
+  o.recipe.experts = DType::q4;
+  const std::vector<uint8_t> q4 = converter::convert_checkpoint(test::fixture_dir("mixtral-tiny-a"), o).bytes;
+  int first_expert = -1, i = 0;
+  for_each_tensor_spec(kMixtral, [&](const TensorSpec& s) {
+    if (first_expert < 0 && s.role == TensorRole::expert_w1) first_expert = i;
+    ++i;
+  });
+  {
+    Copy c(q4);
+    EXPECT_EQ(c.model->format_version(), 5u);
+    const fb::Tensor* t = c.tensor(first_expert);
+    ASSERT_EQ(t->dtype(), fb::DType_Q4);
+    EXPECT_EQ(t->data()->size(), 128u * 64 / 32 * 18);  // [128, 64]: 18 bytes per block of 32
+    EXPECT_TRUE(open(c.buf).ok());
+  }
+  {
+    Copy c(q4);
+    *c.field<uint32_t>(c.tensor(first_expert), fb::Tensor::VT_GROUP_SIZE) = 64;
+    expect_error(open(c.buf), ErrorCode::corrupt, "q4 needs groups of 32");
+  }
+  {
+    Copy c(q4);
+    *c.field<uint32_t>(c.model, fb::Model::VT_FORMAT_VERSION) = 4;
+    expect_error(open(c.buf), ErrorCode::corrupt, "q4 needs version 5");
+  }
+  {
+    Copy c(q4);
+    fb::Tensor* t = c.tensor(first_expert);
+    // [128, 64]: a row is one group of 2 blocks, 36 bytes (2 scales, then nibbles). Row 1,
+    // block 1's scale: its first column is 4 (the block's columns are 4..7 of each chunk).
+    uint8_t* scale = const_cast<uint8_t*>(t->data()->data()) + 36 + 2;
+    scale[0] = 0x00, scale[1] = 0x7c;  // +Inf
+    *c.field<uint32_t>(t, fb::Tensor::VT_CRC32C) = crc32c(t->data()->data(), t->data()->size());
+    expect_error(open(c.buf), ErrorCode::bad_tensor, "NaN or infinite q4 scale for the block at element 68 (row 1)");
+  }
+  {
+    Copy c(q4);
+    uint8_t* block = const_cast<uint8_t*>(c.tensor(first_expert)->data()->data());
+    block[7] ^= 0x10;  // one nibble
+    expect_error(open(c.buf), ErrorCode::corrupt, "fails its checksum");
   }
 }
 

@@ -115,5 +115,12 @@ TEST(EngineWorkers, SplitProductsGiveIdenticalLogitsInt8) {
         test::convert_fixture("mixtral-tiny-a", test::recipe(DType::i8, DType::i8, DType::i8, group)));
 }
 
+TEST(EngineWorkers, SplitProductsGiveIdenticalLogitsInt4) {
+  expect_same_logits_with_workers(
+      test::convert_fixture("mixtral-tiny-a", test::recipe(DType::q4, DType::q4, DType::q4)));
+  expect_same_logits_with_workers<config_from_key("llama-d64-l2-h4-kv4-hd16-e8-k2-f32-v256-c128-qkvb-s64")>(
+      test::convert_fixture("qwen2moe-tiny-a", test::recipe(DType::q4, DType::i8, DType::i8)));
+}
+
 }  // namespace
 }  // namespace moe

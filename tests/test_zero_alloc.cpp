@@ -158,6 +158,15 @@ TEST(ZeroAllocation, LlamaFamilyWholeGeneration) {
   EXPECT_EQ(allocations_over_a_generation(model, g_mixtral, {1, 5, 9, 12}, 200, 5), 0);  // runs into context_full
 }
 
+// int4 experts (their own activation quantization, with its sums), with workers.
+TEST(ZeroAllocation, Int4ExpertsWithWorkers) {
+  const auto model = convert_fixture("mixtral-tiny-a", "mix4.moe", -1., DType::q4);
+  platform::ThreadPool pool(2);
+  g_mixtral.set_workers(pool.workers(), 0);
+  EXPECT_EQ(allocations_over_a_generation(model, g_mixtral, {1, 5, 9, 12}, 200, 3), 0);
+  g_mixtral.set_workers(Workers{});
+}
+
 // Worker threads are started with the pool, before counting; handing every product's
 // rows to them (however small) allocates nothing, in prefill or decode.
 TEST(ZeroAllocation, LlamaFamilyWithWorkerThreads) {

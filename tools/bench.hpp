@@ -98,8 +98,9 @@ struct BenchOptions {
 };
 
 struct BenchResult {
-  double prefill_tok_s = 0, decode_tok_s = 0;  // medians
+  double prefill_tok_s = 0, decode_tok_s = 0;  // medians: pp from an empty cache; tg after the prompt
   double prefill_min = 0, prefill_max = 0, decode_min = 0, decode_max = 0;
+  double tg_empty_tok_s = 0, tg_empty_min = 0, tg_empty_max = 0;  // tg from an empty cache, as llama-bench
   double bytes_per_token = 0;
   double roofline_fraction = 0;  // bytes_per_token * decode_tok_s / bandwidth
 };
@@ -109,8 +110,10 @@ inline double median(std::vector<double> v) {
   return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
 }
 
-// pp: reset, prefill `prompt` tokens; tg: then decode `tokens` greedily. Token ids cycle
-// through the vocabulary (random-weight benchmark models have no text).
+// pp: reset, prefill `prompt` tokens; tg: then decode `tokens` greedily. And tg as
+// llama-bench runs it: reset, then `tokens` single-token decodes from an empty cache.
+// One untimed warm-up of each first. Token ids cycle through the vocabulary
+// (random-weight benchmark models have no text).
 template <class EngineT>
 Error run_bench(EngineT& engine, const ModelFile& file, const BenchOptions& o, BenchResult& r) {
   using Clock = std::chrono::steady_clock;
@@ -118,8 +121,8 @@ Error run_bench(EngineT& engine, const ModelFile& file, const BenchOptions& o, B
   std::vector<int32_t> prompt(static_cast<size_t>(o.prompt));
   for (int i = 0; i < o.prompt; ++i) prompt[static_cast<size_t>(i)] = (i * 7 + 1) % V;
   auto greedy = std::make_unique<Sampler<V>>(SamplingParams{0.f, 0, 1.f, 0});
-  std::vector<double> pp, tg;
-  for (int rep = 0; rep < o.reps; ++rep) {
+  std::vector<double> pp, tg, tg_empty;
+  for (int rep = -1; rep < o.reps; ++rep) {  // rep -1: the warm-up
     engine.reset();
     const auto t0 = Clock::now();
     if (Error e = engine.prefill(prompt.data(), o.prompt)) return e;
@@ -127,8 +130,15 @@ Error run_bench(EngineT& engine, const ModelFile& file, const BenchOptions& o, B
     int generated = 0;
     if (Error e = generate(engine, *greedy, o.tokens + 1, [&](int32_t) { return ++generated <= o.tokens; })) return e;
     const auto t2 = Clock::now();
+    engine.reset();
+    const auto t3 = Clock::now();
+    for (int i = 0; i < o.tokens; ++i)
+      if (Error e = engine.decode((i * 7 + 1) % V)) return e;
+    const auto t4 = Clock::now();
+    if (rep < 0) continue;
     pp.push_back(o.prompt / std::chrono::duration<double>(t1 - t0).count());
     tg.push_back(o.tokens / std::chrono::duration<double>(t2 - t1).count());
+    tg_empty.push_back(o.tokens / std::chrono::duration<double>(t4 - t3).count());
   }
   r.prefill_tok_s = median(pp);
   r.decode_tok_s = median(tg);
@@ -136,6 +146,9 @@ Error run_bench(EngineT& engine, const ModelFile& file, const BenchOptions& o, B
   r.prefill_max = *std::max_element(pp.begin(), pp.end());
   r.decode_min = *std::min_element(tg.begin(), tg.end());
   r.decode_max = *std::max_element(tg.begin(), tg.end());
+  r.tg_empty_tok_s = median(tg_empty);
+  r.tg_empty_min = *std::min_element(tg_empty.begin(), tg_empty.end());
+  r.tg_empty_max = *std::max_element(tg_empty.begin(), tg_empty.end());
   r.bytes_per_token = active_weight_bytes_per_token(file);
   r.roofline_fraction = o.bandwidth > 0 ? r.bytes_per_token * r.decode_tok_s / o.bandwidth : 0;
   return Error::none();

@@ -22,7 +22,9 @@
 #include "moe/generate.hpp"
 #include "moe/model_file.hpp"
 #include "moe/sampler.hpp"
+#include "platform/cpu_cores.hpp"
 #include "platform/mapped_file.hpp"
+#include "platform/split_calibration.hpp"
 #include "platform/thread_pool.hpp"
 #include "moe/text/stream_decoder.hpp"
 #include "tools/bench.hpp"
@@ -118,7 +120,8 @@ constexpr moe::KvCache kKvCache = moe::KvCache::f32;
 template <moe::ModelConfig C>
 struct Generate {
   using EngineT = moe::Engine<C, moe::kernels::Best, host_prefill_chunk(C), kKvCache>;
-  static int bench(EngineT& engine, const moe::ModelFile& file, const Options& o, moe::platform::ThreadPool& pool) {
+  static int bench(EngineT& engine, const moe::ModelFile& file, const Options& o, moe::platform::ThreadPool& pool,
+                   const moe::platform::SplitCalibration& split) {
     moe::tools::BenchOptions b = o.bench_options;
     b.bandwidth = moe::tools::read_bandwidth_probe(pool, static_cast<size_t>(o.bench_probe_mib) << 20);
     if (C.family == moe::Family::llama && b.prompt + b.tokens > C.max_context)
@@ -146,22 +149,32 @@ struct Generate {
     std::printf("pp%d: %.0f tok/s (min %.0f, max %.0f) | tg%d: %.0f tok/s (min %.0f, max %.0f) | median of %d\n",
                 b.prompt, r.prefill_tok_s, r.prefill_min, r.prefill_max, b.tokens, r.decode_tok_s, r.decode_min,
                 r.decode_max, b.reps);
+    std::printf("as llama-bench: pp%d %.0f tok/s | tg%d %.0f tok/s (min %.0f, max %.0f) from an empty cache\n",
+                b.prompt, r.prefill_tok_s, b.tokens, r.tg_empty_tok_s, r.tg_empty_min, r.tg_empty_max);
+    if (o.threads > 1)
+      std::printf("work split: hand-over %.2f us, one core %.1f GMAC/s: products shared from %s MACs per thread\n",
+                  split.handover_s * 1e6, split.macs_per_s / 1e9,
+                  moe::tools::grouped(split.min_macs_per_worker).c_str());
     std::printf(
         "read bandwidth (probe, %d thread%s) %.1f GB/s | decode moves %.1f GB/s of weights: %.0f%% of the roofline\n",
         o.threads, o.threads == 1 ? "" : "s", b.bandwidth / 1e9, r.bytes_per_token * r.decode_tok_s / 1e9,
         100 * r.roofline_fraction);
     if (!o.json.empty()) {
-      char buf[1024];
+      char buf[2048];
       std::snprintf(buf, sizeof buf,
                     "{\"config\": \"%s\", \"kernels\": \"%s\", \"threads\": %d, \"model_bytes\": %zu, "
                     "\"weight_bytes_per_token\": %.0f, "
                     "\"prompt_tokens\": %d, \"generated_tokens\": %d, \"reps\": %d, \"prefill_tok_s\": %.1f, "
                     "\"decode_tok_s\": %.1f, "
                     "\"prefill_tok_s_min\": %.1f, \"decode_tok_s_min\": %.1f, \"read_bandwidth_gb_s\": %.2f, "
-                    "\"roofline_fraction\": %.4f, \"load_ms\": %.1f, \"engine_bytes\": %zu, \"kv_cache\": \"%s\"}\n",
+                    "\"roofline_fraction\": %.4f, \"load_ms\": %.1f, \"engine_bytes\": %zu, \"kv_cache\": \"%s\", "
+                    "\"pp_tok_s\": %.1f, \"tg_tok_s\": %.1f, \"tg_tok_s_min\": %.1f, \"handover_us\": %.3f, "
+                    "\"min_macs_per_worker\": %ld}\n",
                     moe::ConfigKey(C).c_str(), kernels, o.threads, file.size_bytes(), r.bytes_per_token, b.prompt,
                     b.tokens, b.reps, r.prefill_tok_s, r.decode_tok_s, r.prefill_min, r.decode_min, b.bandwidth / 1e9,
-                    r.roofline_fraction, o.load_ms, sizeof(EngineT), kKvCache == moe::KvCache::f16 ? "f16" : "f32");
+                    r.roofline_fraction, o.load_ms, sizeof(EngineT), kKvCache == moe::KvCache::f16 ? "f16" : "f32",
+                    r.prefill_tok_s, r.tg_empty_tok_s, r.tg_empty_min, split.handover_s * 1e6,
+                    split.min_macs_per_worker);
       if (o.json == "-") {
         std::fputs(buf, stdout);
       } else if (const std::string error = moe::tools::write_output_file(o.json, buf); !error.empty()) {
@@ -176,11 +189,13 @@ struct Generate {
     // token, as are the worker threads; nothing is allocated while generating.
     moe::platform::ThreadPool pool(o.threads);
     auto engine = std::make_unique<EngineT>();
-    engine->set_workers(pool.workers());
+    moe::platform::SplitCalibration split;  // measured here, on this machine (a millisecond or two)
+    if (o.threads > 1) split = moe::platform::calibrate_split(pool);
+    engine->set_workers(pool.workers(), split.min_macs_per_worker);
     engine->set_int8_activations(o.int8_activations);
     auto sampler = std::make_unique<moe::Sampler<C.vocab_size>>(o.sampling);
     if (moe::Error e = engine->load(file)) return std::fprintf(stderr, "moe_infer: %s\n", e.what()), 1;
-    if (o.bench) return bench(*engine, file, o, pool);
+    if (o.bench) return bench(*engine, file, o, pool, split);
 
     const moe::CharTokenizer& tok = file.tokenizer();
     const moe::text::BpeTokenizer& bpe = file.bpe_tokenizer();
@@ -354,7 +369,11 @@ int main(int argc, char** argv) {
   args.option("-k,--top-k", o.sampling.top_k, "keep the k most likely tokens; 0 = off", -(1 << 30), 1 << 30);
   args.option("--top-p", o.sampling.top_p, "nucleus sampling threshold; 1 = off");
   args.option("-s,--seed", o.sampling.seed, "random seed: the same seed gives the same text");
-  args.option("--threads", o.threads, "cores that share each weight product (threads started once, at load)", 1, 256);
+  o.threads = std::min(moe::platform::physical_cores(), 256);
+  args.option("--threads", o.threads,
+              "cores that share each weight product (threads started once, at load; default: the physical cores "
+              "this process may use)",
+              1, 256);
   args.flag("--f32-activations", o.int8_activations, false,
             "int8 weights meet f32 activations (as on targets without int8 dot products) instead of int8 ones");
   args.flag("--no-stats", o.stats, false, "do not print the stats line");

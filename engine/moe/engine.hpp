@@ -265,7 +265,7 @@ class Engine {
   }
   void linear(const Matrix& m, const float* x, int n, float* y) {
     ProductInput in{x, n, m.cols};
-    Products p{&in, 1, {&m}, {y}, {}, false, act_q_, act_scale_};
+    Products p{&in, 1, {&m}, {y}, {}, false, act_q_, act_scale_, act_sum_};
     run_products(p);
   }
 
@@ -281,7 +281,8 @@ class Engine {
     // in new_values_, until they go to the cache.
     float* const new_keys = attn_[0];  // n rows of KVD floats: a product's output is row-major
     ProductInput in{xn_[0], n, D};
-    Products qkv{&in, 3, {&lw.wq, &lw.wk, &lw.wv}, {q_[0], new_keys, new_values_[0]}, {}, false, act_q_, act_scale_};
+    Products qkv{&in,        3,       {&lw.wq, &lw.wk, &lw.wv}, {q_[0], new_keys, new_values_[0]}, {}, false, act_q_,
+                 act_scale_, act_sum_};
     run_products(qkv);
     // Each kv head's positions are contiguous in the cache: attention walks one stream per
     // head (bench_kernels' BM_attention; rows interleaving the kv heads made it strided).
@@ -338,7 +339,7 @@ class Engine {
   void dense_block(int l, int n) {
     const LayerWeights& lw = w_.layers[l];
     for (int t = 0; t < n; ++t) norm(lw.ffn_norm, lw.ffn_norm_bias, x_[t], xn_[t]);
-    expert_ffn(lw.dense, xn_[0], n, hidden_[0], up_[0], delta_[0], act_q_, act_scale_, true);
+    expert_ffn(lw.dense, xn_[0], n, hidden_[0], up_[0], delta_[0], act_q_, act_scale_, act_sum_, true);
     add_residual(n);
   }
 
@@ -416,13 +417,14 @@ class Engine {
         const int m = expert_count_[e];
         if (m == 0) continue;
         for (int i = 0; i < m; ++i) std::memcpy(expert_in_[i], xn_[expert_token_[e][i]], sizeof(float) * D);
-        expert_ffn(lw.experts[e], expert_in_[0], m, hidden_[0], up_[0], expert_out_[0], act_q_, act_scale_, true);
+        expert_ffn(lw.experts[e], expert_in_[0], m, hidden_[0], up_[0], expert_out_[0], act_q_, act_scale_, act_sum_,
+                   true);
         for (int i = 0; i < m; ++i) kernels::axpy(delta_[expert_token_[e][i]], expert_gate_[e][i], expert_out_[i], D);
       }
     }
     if constexpr (kSharedExpert) {
       // Every token, after the routed experts: delta += sigmoid(x . g) * shared(x) (Qwen2-MoE).
-      expert_ffn(lw.shared, xn_[0], n, hidden_[0], up_[0], expert_out_[0], act_q_, act_scale_, true);
+      expert_ffn(lw.shared, xn_[0], n, hidden_[0], up_[0], expert_out_[0], act_q_, act_scale_, act_sum_, true);
       linear(lw.shared_gate, xn_[0], n, shared_gate_);
       for (int t = 0; t < n; ++t) kernels::axpy(delta_[t], kernels::sigmoid(shared_gate_[t]), expert_out_[t], D);
     }
@@ -445,26 +447,26 @@ class Engine {
     Engine& e = *task.engine;
     for (int j = part; j < task.count; j += parts)
       e.expert_ffn(task.lw->experts[task.active[j]], e.xn_[0], 1, e.slot_hidden_[j], e.slot_up_[j], e.slot_out_[j],
-                   e.slot_act_q_[j], e.slot_act_scale_[j], false);
+                   e.slot_act_q_[j], e.slot_act_scale_[j], e.slot_act_sum_[j], false);
   }
 
   // out [m, D] = expert(in [m, D]), with the given scratch (m rows of its hidden width,
   // at most FF); may_split: its products may be split across the workers. Also the
   // shared expert and a dense layer's MLP, which have the same structure.
   void expert_ffn(const ExpertWeights& ew, const float* in_rows, int m, float* hidden, float* up, float* out,
-                  int8_t* act_q, float* act_scale, bool may_split) {
+                  int8_t* act_q, float* act_scale, int32_t* act_sum, bool may_split) {
     const int width = ew.w1.rows;
     ProductInput in{in_rows, m, D};
     if constexpr (kClassic) {
-      Products up_proj{&in, 1, {&ew.w1}, {hidden}, {}, false, act_q, act_scale};
+      Products up_proj{&in, 1, {&ew.w1}, {hidden}, {}, false, act_q, act_scale, act_sum};
       run_products(up_proj, may_split);
       for (int i = 0; i < m; ++i) kernels::bias_relu(hidden + static_cast<long>(i) * width, ew.b1.data, width);
     } else {
-      Products gate_up{&in, 2, {&ew.w1, &ew.w3}, {hidden, up}, {}, true, act_q, act_scale};
+      Products gate_up{&in, 2, {&ew.w1, &ew.w3}, {hidden, up}, {}, true, act_q, act_scale, act_sum};
       run_products(gate_up, may_split);
     }
     ProductInput mid{hidden, m, width};
-    Products down{&mid, 1, {&ew.w2}, {out}, {}, false, act_q, act_scale};
+    Products down{&mid, 1, {&ew.w2}, {out}, {}, false, act_q, act_scale, act_sum};
     run_products(down, may_split);
     if constexpr (kClassic)
       for (int i = 0; i < m; ++i) kernels::add(out + static_cast<long>(i) * D, ew.b2.data, D);
@@ -522,8 +524,10 @@ class Engine {
   static constexpr int kActCols = kernels::kInt8Dot ? kMaxCols : 1;
   int8_t act_q_[P * kActCols] = {};
   float act_scale_[P * kActCols / kernels::kActBlock + 1] = {};
+  int32_t act_sum_[P * kActCols / kernels::kActBlock + 1] = {};  // q4 products
   int8_t slot_act_q_[TOPK][kActCols] = {};
   float slot_act_scale_[TOPK][kActCols / kernels::kActBlock + 1] = {};
+  int32_t slot_act_sum_[TOPK][kActCols / kernels::kActBlock + 1] = {};
 };
 
 }  // namespace moe

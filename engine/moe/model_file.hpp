@@ -25,8 +25,9 @@ namespace moe {
 // version from 1 on. A file gets the lowest version that holds it (required_format_version),
 // so a Mixtral or makeMoE model still loads in an engine built before version 2. Version
 // 3 (tensor bytes after the FlatBuffer) is what the converter writes for large models;
-// 4 adds BPE tokenizers (tensor bytes inside or after the FlatBuffer, per tensor).
-inline constexpr uint32_t kFormatVersion = 4;
+// 4 adds BPE tokenizers (tensor bytes inside or after the FlatBuffer, per tensor); 5,
+// 4-bit (q4) tensors.
+inline constexpr uint32_t kFormatVersion = 5;
 inline constexpr size_t kTensorAlignment = 64;
 
 static_assert(FLATBUFFERS_LITTLEENDIAN, "the .moe format is read in place: little-endian targets only");
@@ -35,6 +36,7 @@ static_assert(static_cast<int>(fb::TensorRole_MAX) + 1 == kTensorRoleCount &&
                   static_cast<int>(fb::TensorRole_ExpertW3) == static_cast<int>(TensorRole::expert_w3),
               "schema/moe_model.fbs TensorRole and moe::TensorRole must list the same roles in the same order");
 static_assert(static_cast<int>(fb::DType_I8) == static_cast<int>(DType::i8) &&
+                  static_cast<int>(fb::DType_MAX) == static_cast<int>(DType::q4) &&
                   static_cast<int>(fb::DType_F16) == static_cast<int>(DType::f16),
               "schema/moe_model.fbs DType and moe::DType must agree");
 static_assert(static_cast<int>(fb::Family_Llama) == static_cast<int>(Family::llama),
@@ -53,11 +55,12 @@ static_assert(static_cast<int>(fb::QkNorm_Whole) == static_cast<int>(QkNorm::who
 inline uint32_t required_format_version(const ModelConfig& c, const ModelConstants& k) {
   return c.has_optional_parts() || k.has_family_constants() ? 2u : 1u;
 }
-// ... and a file with a BPE tokenizer needs 4; one whose tensors follow the FlatBuffer, 3.
+// ... a file with 4-bit (q4) tensors needs 5; with a BPE tokenizer, 4; one whose
+// tensors follow the FlatBuffer, 3.
 inline uint32_t required_format_version(const ModelConfig& c, const ModelConstants& k, bool bpe_tokenizer,
-                                        bool tensors_after) {
+                                        bool tensors_after, bool q4 = false) {
   const uint32_t v = required_format_version(c, k);
-  return bpe_tokenizer ? 4u : tensors_after ? (v > 3u ? v : 3u) : v;
+  return q4 ? 5u : bpe_tokenizer ? 4u : tensors_after ? (v > 3u ? v : 3u) : v;
 }
 
 // Where a tensor's bytes are: inside the FlatBuffer (versions 1, 2) or after it (3).
@@ -234,7 +237,7 @@ inline Error check_tokenizer(const fb::Tokenizer* ft, const ModelConfig& c, Char
 }
 
 // Index of the first NaN/Inf among n bytes of f32 or f16 values (an exponent of all
-// ones), or -1; int8 values are always finite.
+// ones), or -1; int8 values are always finite (q4 scales: first_non_finite_q4_scale).
 inline long first_non_finite(const uint8_t* p, size_t n, DType dtype) {
   if (dtype == DType::f32) {
     for (size_t i = 0; i + 4 <= n; i += 4) {
@@ -246,6 +249,23 @@ inline long first_non_finite(const uint8_t* p, size_t n, DType dtype) {
     for (size_t i = 0; i + 2 <= n; i += 2) {
       const uint16_t bits = static_cast<uint16_t>(p[i] | p[i + 1] << 8);
       if ((bits & 0x7c00u) == 0x7c00u) return static_cast<long>(i / 2);
+    }
+  }
+  return -1;
+}
+
+// The first column of the first q4 block whose f16 scale is NaN or infinite, as an
+// element index (row * cols + column), or -1.
+inline long first_non_finite_q4_scale(const uint8_t* data, int rows, int cols) {
+  const int blocks = cols / kQ4Block;
+  for (int r = 0; r < rows; ++r) {
+    const uint8_t* group = data + static_cast<long>(r) * blocks * kQ4BlockBytes;
+    for (int gi = 0; gi * kQ4GroupBlocks < blocks; ++gi) {
+      const int g = q4_group_blocks(blocks, gi);
+      for (int j = 0; j < g; ++j)
+        if ((static_cast<uint16_t>(group[2 * j] | group[2 * j + 1] << 8) & 0x7c00u) == 0x7c00u)
+          return static_cast<long>(r) * cols + gi * kQ4GroupBlocks * kQ4Block + 4 * j;
+      group += g * kQ4BlockBytes;
     }
   }
   return -1;
@@ -310,7 +330,7 @@ inline Error check_tensor(const fb::Tensor* t, const TensorSpec& spec, int index
         name, got, want());
   }
   const auto dtype = t->dtype();
-  if (dtype != fb::DType_F32 && dtype != fb::DType_F16 && dtype != fb::DType_I8)
+  if (dtype != fb::DType_F32 && dtype != fb::DType_F16 && dtype != fb::DType_I8 && dtype != fb::DType_Q4)
     return Error::make(ErrorCode::bad_tensor, "tensor '%s' (%s) has unknown dtype %d", name, want(),
                        static_cast<int>(dtype));
   if (spec.klass == TensorClass::f32_only && dtype != fb::DType_F32)
@@ -343,9 +363,16 @@ inline Error check_tensor(const fb::Tensor* t, const TensorSpec& spec, int index
                          want());
     if (Error e = check_tensor_range(t, flatbuffer_end, size, name)) return e;
   }
+  if (dtype == fb::DType_Q4 && (cols % kQ4Block != 0 || t->group_size() != kQ4Block || !spec.is_matrix()))
+    return Error::make(ErrorCode::corrupt,
+                       "tensor '%s' (%s) is q4 with group size %u and %u columns: q4 needs groups of 32 and whole "
+                       "groups per row",
+                       name, want(), static_cast<unsigned>(t->group_size()), static_cast<unsigned>(cols));
+  if (dtype == fb::DType_Q4 && version < 5)
+    return Error::make(ErrorCode::corrupt, "tensor '%s' (%s) is q4 in a version %u file (q4 needs version 5)", name,
+                       want(), static_cast<unsigned>(version));
   const TensorBytes tb = tensor_bytes(t, base, version);
-  const uint64_t want_bytes =
-      static_cast<uint64_t>(spec.elements()) * static_cast<uint64_t>(dtype_bytes(static_cast<DType>(dtype)));
+  const uint64_t want_bytes = data_bytes(static_cast<DType>(dtype), static_cast<uint64_t>(spec.elements()));
   if (tb.data == nullptr || tb.bytes != want_bytes)
     return Error::make(ErrorCode::corrupt, "tensor '%s' (%s) holds %lu bytes, its shape and dtype need %lu", name,
                        want(), static_cast<unsigned long>(tb.bytes), static_cast<unsigned long>(want_bytes));
@@ -389,13 +416,20 @@ inline Error check_tensor(const fb::Tensor* t, const TensorSpec& spec, int index
       crc = crc32c_update(crc, tb.data + at, n);
       const long bad = first_non_finite(tb.data + at, n, static_cast<DType>(dtype));
       if (bad >= 0) {
-        const long element = static_cast<long>(at) / dtype_bytes(static_cast<DType>(dtype)) + bad;
+        const long element = static_cast<long>(at / data_bytes(static_cast<DType>(dtype), 1)) + bad;
         return Error::make(ErrorCode::bad_tensor,
                            "tensor '%s' (%s) holds a NaN or infinite value at element %ld (row %ld)", name, want(),
                            element, element / static_cast<long>(spec.is_matrix() ? cols : 1));
       }
     }
     if (tb.scale_count != 0) crc = crc32c_update(crc, tb.scales, static_cast<size_t>(tb.scale_count) * sizeof(float));
+    if (dtype == fb::DType_Q4) {
+      const long bad = first_non_finite_q4_scale(tb.data, static_cast<int>(rows), static_cast<int>(cols));
+      if (bad >= 0)
+        return Error::make(ErrorCode::bad_tensor,
+                           "tensor '%s' (%s) has a NaN or infinite q4 scale for the block at element %ld (row %ld)",
+                           name, want(), bad, bad / static_cast<long>(cols));
+    }
     if (crc != t->crc32c())
       return Error::make(ErrorCode::corrupt,
                          "tensor '%s' (%s) fails its checksum (CRC-32C %08x, file says %08x): the file is corrupt",

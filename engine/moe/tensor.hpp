@@ -8,13 +8,40 @@
 
 namespace moe {
 
-enum class DType : uint8_t { f32 = 0, f16 = 1, i8 = 2 };  // values match moe.fb.DType
+enum class DType : uint8_t { f32 = 0, f16 = 1, i8 = 2, q4 = 3 };  // values match moe.fb.DType
 
-constexpr const char* dtype_name(DType t) { return t == DType::f32 ? "f32" : t == DType::f16 ? "f16" : "i8"; }
-constexpr int dtype_bytes(DType t) { return t == DType::f32 ? 4 : t == DType::f16 ? 2 : 1; }
+constexpr const char* dtype_name(DType t) {
+  return t == DType::f32 ? "f32" : t == DType::f16 ? "f16" : t == DType::i8 ? "i8" : "q4";
+}
+
+// 4-bit weights (q4), laid out so that a SIMD lane holds one block from start to end.
+// A row's 32-column blocks are taken 16 at a time into groups (the row's last group holds
+// the rest, g = 1..16 blocks); a group of g blocks covers 32g columns in 18g bytes: g f16
+// scales, then 16g bytes of nibbles. Its columns form 8 chunks of 4g: column c is chunk
+// k = c / 4g, and belongs to block j = (c % 4g) / 4 -- so a block is 4 adjacent columns
+// of each chunk, and a vector of 4-byte lanes over a chunk has block j in lane j.
+// Chunks pair up: nibble byte 4g*p + b holds column 4g*2p + b (low nibble) and column
+// 4g*(2p+1) + b (high nibble). value = (nibble - 8) * scale of its block.
+inline constexpr int kQ4Block = 32;        // columns per block (one scale)
+inline constexpr int kQ4GroupBlocks = 16;  // blocks per group
+inline constexpr int kQ4BlockBytes = 18;   // f16 scale + 32 nibbles
+
+// Blocks in group `group` of a row of `blocks` blocks.
+constexpr int q4_group_blocks(int blocks, int group) {
+  return blocks - group * kQ4GroupBlocks < kQ4GroupBlocks ? blocks - group * kQ4GroupBlocks : kQ4GroupBlocks;
+}
+
+// Bytes of `elements` values of a dtype (q4: whole blocks of 32).
+constexpr uint64_t data_bytes(DType t, uint64_t elements) {
+  return t == DType::f32   ? 4 * elements
+         : t == DType::f16 ? 2 * elements
+         : t == DType::i8  ? elements
+                           : elements / kQ4Block * kQ4BlockBytes;
+}
 
 // A row-major [rows, cols] weight matrix, as nn.Linear stores it: y = W x.
 // For i8, element (r, c) = data[r*cols + c] * scales[r*(cols/group_size) + c/group_size].
+// For q4, a row is cols/32 * 18 bytes of groups (above) and group_size is 32.
 struct Matrix {
   const void* data = nullptr;
   const float* scales = nullptr;  // i8 only
@@ -26,6 +53,9 @@ struct Matrix {
   const float* f32() const { return static_cast<const float*>(data); }
   const uint16_t* f16() const { return static_cast<const uint16_t*>(data); }
   const int8_t* i8() const { return static_cast<const int8_t*>(data); }
+  const uint8_t* q4_row(int r) const {
+    return static_cast<const uint8_t*>(data) + static_cast<long>(r) * (cols / kQ4Block) * kQ4BlockBytes;
+  }
   int groups_per_row() const { return cols / group_size; }
 };
 
@@ -34,6 +64,20 @@ struct Vector {
   const float* data = nullptr;
   int n = 0;
 };
+
+// The 32g values of a q4 group of g blocks, in column order (the reference every q4
+// kernel is held to).
+inline void dequantize_q4_group(const uint8_t* group, int g, float* out) {
+  float scale[kQ4GroupBlocks];
+  for (int j = 0; j < g; ++j) scale[j] = half_to_float(static_cast<uint16_t>(group[2 * j] | group[2 * j + 1] << 8));
+  const uint8_t* nibbles = group + 2 * g;
+  const int chunk = 4 * g;
+  for (int c = 0; c < 8 * chunk; ++c) {
+    const int k = c / chunk, b = c % chunk;
+    const uint8_t byte = nibbles[chunk * (k / 2) + b];
+    out[c] = static_cast<float>((k % 2 ? byte >> 4 : byte & 15) - 8) * scale[b / 4];
+  }
+}
 
 // One row of a matrix as f32 (embedding lookups; not on a hot path).
 inline void dequantize_row(const Matrix& m, int row, float* out) {
@@ -48,6 +92,16 @@ inline void dequantize_row(const Matrix& m, int row, float* out) {
     case DType::i8: {
       const float* s = m.scales + static_cast<long>(row) * m.groups_per_row();
       for (int c = 0; c < m.cols; ++c) out[c] = static_cast<float>(m.i8()[base + c]) * s[c / m.group_size];
+      break;
+    }
+    case DType::q4: {
+      const uint8_t* group = m.q4_row(row);
+      const int blocks = m.cols / kQ4Block;
+      for (int gi = 0; gi * kQ4GroupBlocks < blocks; ++gi) {
+        const int g = q4_group_blocks(blocks, gi);
+        dequantize_q4_group(group, g, out + gi * kQ4GroupBlocks * kQ4Block);
+        group += g * kQ4BlockBytes;
+      }
       break;
     }
   }

@@ -10,6 +10,7 @@
 #include "moe/kernels/activation.hpp"
 #include "moe/kernels/backend.hpp"
 #include "moe/kernels/linear.hpp"
+#include "moe/kernels/linear_q4.hpp"
 #include "moe/kernels/linear_q8.hpp"
 #include "moe/tensor.hpp"
 #include "moe/workers.hpp"
@@ -29,13 +30,18 @@ struct WorkSplit {
   }
 };
 
+// How a product input is held in act_q: not at all, for int8 weights (blocks of 32
+// adjacent columns: quantize_activations) or for q4 weights (q4's blocks, with their
+// sums: quantize_activations_q4).
+enum class ActQuant { none, q8, q4 };
+
 // The input of one or more weight products: x [n, cols]. Where the target multiplies
-// int8 by int8, it is quantized once (into the products' act_q) for every eligible int8
-// matrix that reads it.
+// int8 by int8, it is quantized once (into the products' act_q) for the int8 or q4
+// matrices that read it.
 struct ProductInput {
   const float* x;
   int n, cols;
-  bool quantized = false;
+  ActQuant quantized = ActQuant::none;
 };
 
 // Up to three products that read one input (q, k and v; an expert's gate and up), run
@@ -47,10 +53,11 @@ struct Products {
   int count;
   const Matrix* m[3];
   float* y[3];
-  bool q8[3];
+  bool q8[3];  // multiplied by int8 activations (int8 or q4 weights)
   bool swiglu;
   int8_t* act_q;     // where the input is quantized (kInt8Dot): the engine's scratch,
   float* act_scale;  // or an expert slot's when experts run side by side
+  int32_t* act_sum;  // q4 inputs: -8 * each block's sum of act_q
 };
 
 // One worker's part of a Products (a Workers::Task).
@@ -65,7 +72,9 @@ template <class K>
     r0 = blocks * part / parts * kRowBlock;
     r1 = part + 1 == parts ? m.rows : blocks * (part + 1) / parts * kRowBlock;
     if (r0 >= r1) continue;
-    if (p.q8[i]) kernels::linear_q8(K{}, m, p.act_q, p.act_scale, p.in->n, p.y[i], r0, r1);
+    if (p.q8[i] && m.dtype == DType::q4)
+      kernels::linear_q4(K{}, m, kernels::ActQ4{p.act_q, p.act_scale, p.act_sum}, p.in->n, p.y[i], r0, r1);
+    else if (p.q8[i]) kernels::linear_q8(K{}, m, p.act_q, p.act_scale, p.in->n, p.y[i], r0, r1);
     else kernels::linear(K{}, m, p.in->x, p.in->n, p.y[i], r0, r1);
   }
   if (p.swiglu && r0 < r1) {  // gate and up have the same rows, so the same share
@@ -82,16 +91,28 @@ template <class K>
 void run_products(const WorkSplit& split, Products& p, bool int8_activations, bool may_split = true) {
   ProductInput& in = *p.in;
   long macs = 0;
+  // One quantization of the input serves one block layout: where int8 and q4 matrices
+  // share an input (not in the engine's recipes), the q4 ones take f32 activations.
+  ActQuant want = ActQuant::none;
   for (int i = 0; i < p.count; ++i) {
     p.q8[i] = false;
     if constexpr (kernels::kInt8Dot && !std::is_same_v<K, kernels::Scalar>) {
-      if (int8_activations && kernels::q8_eligible(*p.m[i])) {
-        if (!in.quantized) kernels::quantize_activations(K{}, in.x, in.n, in.cols, p.act_q, p.act_scale);
-        in.quantized = true;
-        p.q8[i] = true;
-      }
+      if (int8_activations && kernels::q8_eligible(*p.m[i])) want = ActQuant::q8;
+      else if (int8_activations && p.m[i]->dtype == DType::q4 && want == ActQuant::none && p.act_sum != nullptr)
+        want = ActQuant::q4;
     }
+  }
+  for (int i = 0; i < p.count; ++i) {
+    const bool i8 = p.m[i]->dtype == DType::i8 ? kernels::q8_eligible(*p.m[i]) : false;
+    p.q8[i] = want == ActQuant::q8 ? i8 : want == ActQuant::q4 && p.m[i]->dtype == DType::q4;
     macs += static_cast<long>(p.m[i]->rows) * p.m[i]->cols * in.n;
+  }
+  if constexpr (kernels::kInt8Dot && !std::is_same_v<K, kernels::Scalar>) {
+    if (want != ActQuant::none && in.quantized != want) {
+      if (want == ActQuant::q8) kernels::quantize_activations(K{}, in.x, in.n, in.cols, p.act_q, p.act_scale);
+      else kernels::quantize_activations_q4(in.x, in.n, in.cols, p.act_q, p.act_scale, p.act_sum);
+      in.quantized = want;
+    }
   }
   if (may_split) split.share(&products_part<K>, &p, macs);
   else products_part<K>(&p, 0, 1);

@@ -25,6 +25,22 @@ inline float dot_i8(Scalar, const int8_t* w, const float* scales, int group, con
   return total;
 }
 
+// q4 weights against f32 activations (targets without integer dot products, and
+// --f32-activations): each group dequantized (tensor.hpp), then multiplied.
+inline float dot_q4(Scalar, const uint8_t* row, const float* x, int cols) {
+  const int blocks = cols / kQ4Block;
+  float w[kQ4GroupBlocks * kQ4Block];
+  float total = 0.f;
+  for (int gi = 0; gi * kQ4GroupBlocks < blocks; ++gi) {
+    const int g = q4_group_blocks(blocks, gi);
+    dequantize_q4_group(row, g, w);
+    const float* xg = x + gi * kQ4GroupBlocks * kQ4Block;
+    for (int c = 0; c < g * kQ4Block; ++c) total += w[c] * xg[c];
+    row += g * kQ4BlockBytes;
+  }
+  return total;
+}
+
 // ---- xsimd --------------------------------------------------------------------------
 #if MOE_SIMD
 namespace simd {
@@ -56,7 +72,68 @@ template <class T>
   partial_dots<1>(&w, x, n, &out, &tail);
   return out;
 }
+
+// The nibbles of a q4 group of g blocks as signed bytes (nibble - 8) in column order:
+// pair p's low nibbles are chunk 2p, its high nibbles chunk 2p + 1 (tensor.hpp).
+inline void unpack_q4_group(const uint8_t* nibbles, int g, int8_t* out) {
+  const int chunk = 4 * g;
+  for (int p = 0; p < 4; ++p) {
+    const uint8_t* in = nibbles + chunk * p;
+    int8_t* lo = out + 2 * chunk * p;
+    int8_t* hi = lo + chunk;
+    int b = 0;
+#if defined(__ARM_NEON)
+    for (; b + 16 <= chunk; b += 16) {
+      const uint8x16_t v = vld1q_u8(in + b);
+      vst1q_s8(lo + b, vsubq_s8(vreinterpretq_s8_u8(vandq_u8(v, vdupq_n_u8(15))), vdupq_n_s8(8)));
+      vst1q_s8(hi + b, vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(v, 4)), vdupq_n_s8(8)));
+    }
+#elif defined(__SSE2__)
+    const __m128i low = _mm_set1_epi8(15), eight = _mm_set1_epi8(8);
+    for (; b + 16 <= chunk; b += 16) {
+      const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(in + b));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(lo + b), _mm_sub_epi8(_mm_and_si128(v, low), eight));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(hi + b),
+                       _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(v, 4), low), eight));
+    }
+#endif
+    for (; b < chunk; ++b) {
+      lo[b] = static_cast<int8_t>((in[b] & 15) - 8);
+      hi[b] = static_cast<int8_t>((in[b] >> 4) - 8);
+    }
+  }
+}
 }  // namespace simd
+
+// Each group's nibbles unpacked to bytes, widened and multiplied as int8 rows are, by a
+// per-column scale that repeats every chunk (4 columns of a chunk share a block).
+inline float dot_q4(Simd, const uint8_t* row, const float* x, int cols) {
+  using simd::fbatch, simd::W, simd::load;
+  const int blocks = cols / kQ4Block;
+  alignas(64) int8_t w[kQ4GroupBlocks * kQ4Block];
+  alignas(64) float column_scale[4 * kQ4GroupBlocks];
+  fbatch acc[2] = {fbatch(0.f), fbatch(0.f)};
+  float rest = 0.f;
+  for (int gi = 0; gi * kQ4GroupBlocks < blocks; ++gi) {
+    const int g = q4_group_blocks(blocks, gi), chunk = 4 * g;
+    const float* xg = x + gi * kQ4GroupBlocks * kQ4Block;
+    if (chunk % W != 0) {  // a short last group that vectors do not divide
+      rest += dot_q4(Scalar{}, row, xg, g * kQ4Block);
+    } else {
+      for (int j = 0; j < g; ++j)
+        for (int i = 0; i < 4; ++i)
+          column_scale[4 * j + i] = half_to_float(static_cast<uint16_t>(row[2 * j] | row[2 * j + 1] << 8));
+      simd::unpack_q4_group(row + 2 * g, g, w);
+      for (int k = 0; k < 8; ++k)
+        for (int b = 0; b < chunk; b += W) {
+          const int c = chunk * k + b;
+          acc[k & 1] = xsimd::fma(load(w + c) * fbatch::load_aligned(column_scale + b), load(xg + c), acc[k & 1]);
+        }
+    }
+    row += g * kQ4BlockBytes;
+  }
+  return xsimd::hadd(acc[0] + acc[1]) + rest;
+}
 
 template <class T>
 inline float dot(Simd, const T* w, const float* x, int n) {
@@ -109,6 +186,7 @@ inline void linear_rows(K k, const Matrix& m, const float* x, int n_tokens, floa
       switch (m.dtype) {
         case DType::f32: v = dot(k, m.f32() + row, xt, m.cols); break;
         case DType::f16: v = dot(k, m.f16() + row, xt, m.cols); break;
+        case DType::q4: v = dot_q4(k, m.q4_row(r), xt, m.cols); break;
         default:
           v = dot_i8(k, m.i8() + row, m.scales + static_cast<long>(r) * m.groups_per_row(), m.group_size, xt, m.cols);
           break;
@@ -184,7 +262,8 @@ template <class K>
 inline void linear(K k, const Matrix& m, const float* x, int n_tokens, float* y, int r0, int r1) {
 #if MOE_SIMD
   if constexpr (std::is_same_v<K, Simd>) {
-    if (n_tokens == 1 && (m.dtype != DType::i8 || m.group_size == m.cols))
+    if (n_tokens == 1 &&
+        (m.dtype == DType::f32 || m.dtype == DType::f16 || (m.dtype == DType::i8 && m.group_size == m.cols)))
       return simd::linear_one_token(m, x, y, r0, r1);
   }
 #endif

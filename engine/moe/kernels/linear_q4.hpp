@@ -1,0 +1,162 @@
+// y = W x with 4-bit weights (q4, tensor.hpp) and int8 activations. The activations of
+// a q4 product are quantized over the weights' own blocks (x ~ q * s, s = max|x| / 127
+// over the block's 32 columns, as for int8 weights but with q4's block membership), so
+// a weight block and an activation block meet in one exact integer sum: the nibbles
+// (0..15) multiply q as they are, and the 8 they are offset by comes off as -8 * sum(q),
+// a per-token number computed with the quantization (`sums`). The float work is one
+// multiply-add per block: by (weight scale x activation scale).
+//
+// Here: the quantizer and the scalar reference, and the dispatch; each instruction set
+// has its own file: linear_q4_x86.hpp (AVX2, AVX-VNNI, AVX-512 VNNI), linear_q4_neon.hpp
+// (ARMv8.2 dotprod). Targets without integer dot products multiply q4 weights by f32
+// activations (dot_q4, linear.hpp).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <type_traits>
+
+#include "moe/kernels/linear_q8.hpp"
+#include "moe/tensor.hpp"
+
+namespace moe::kernels {
+
+// x [n, cols] -> q [n, cols] (int8, column order), scales [n, cols/32] and sums
+// [n, cols/32] (-8 * the block's sum of q), both in block order: group by group, block j
+// of a group at 16 * group + j.
+inline void quantize_activations_q4(const float* x, int n, int cols, int8_t* q, float* scales, int32_t* sums) {
+  const int blocks = cols / kQ4Block;
+  for (int t = 0; t < n; ++t) {
+    const float* xt = x + static_cast<long>(t) * cols;
+    int8_t* qt = q + static_cast<long>(t) * cols;
+    for (int gi = 0; gi * kQ4GroupBlocks < blocks; ++gi) {
+      const int g = q4_group_blocks(blocks, gi), chunk = 4 * g, base = gi * kQ4GroupBlocks * kQ4Block;
+      for (int j = 0; j < g; ++j) {
+        float amax = 0.f;
+        for (int k = 0; k < 8; ++k)
+          for (int i = 0; i < 4; ++i) {
+            const float a = std::fabs(xt[base + chunk * k + 4 * j + i]);
+            amax = a > amax ? a : amax;  // a NaN is not kept (as fmax): check_logits reports it later
+          }
+        const float inv = amax > 0.f ? 127.f / amax : 0.f;
+        int32_t sum = 0;
+        for (int k = 0; k < 8; ++k)
+          for (int i = 0; i < 4; ++i) {
+            const int c = base + chunk * k + 4 * j + i;
+            qt[c] = static_cast<int8_t>(std::nearbyint(xt[c] * inv));
+            sum += qt[c];
+          }
+        scales[static_cast<long>(t) * blocks + gi * kQ4GroupBlocks + j] = amax / 127.f;
+        sums[static_cast<long>(t) * blocks + gi * kQ4GroupBlocks + j] = -8 * sum;
+      }
+    }
+  }
+}
+
+// The quantized activations of a q4 product (quantize_activations_q4's outputs).
+struct ActQ4 {
+  const int8_t* q;
+  const float* scales;
+  const int32_t* sums;
+};
+
+// One group of g blocks against one token: q, xs and sums point at the group's first
+// column and block.
+inline float group_dot_q4(Scalar, const uint8_t* group, int g, const int8_t* q, const float* xs, const int32_t* sums) {
+  const int chunk = 4 * g;
+  const uint8_t* nibbles = group + 2 * g;
+  float total = 0.f;
+  for (int j = 0; j < g; ++j) {
+    int32_t isum = sums[j];
+    for (int k = 0; k < 8; ++k)
+      for (int i = 0; i < 4; ++i) {
+        const uint8_t byte = nibbles[chunk * (k / 2) + 4 * j + i];
+        isum += (k % 2 ? byte >> 4 : byte & 15) * static_cast<int32_t>(q[chunk * k + 4 * j + i]);
+      }
+    const float ws = half_to_float(static_cast<uint16_t>(group[2 * j] | group[2 * j + 1] << 8));
+    total += static_cast<float>(isum) * (ws * xs[j]);
+  }
+  return total;
+}
+
+// One row against one token: its groups' sums.
+inline float row_dot_q4(Scalar, const uint8_t* row, int cols, const int8_t* q, const float* xs, const int32_t* sums) {
+  const int blocks = cols / kQ4Block;
+  float total = 0.f;
+  for (int gi = 0; gi * kQ4GroupBlocks < blocks; ++gi) {
+    const int g = q4_group_blocks(blocks, gi), at = gi * kQ4GroupBlocks;
+    total += group_dot_q4(Scalar{}, row, g, q + at * kQ4Block, xs + at, sums + at);
+    row += g * kQ4BlockBytes;
+  }
+  return total;
+}
+
+// Rows [r0, r1) of y = W x for n_tokens tokens.
+inline void linear_q4_rows(Scalar, const Matrix& m, const ActQ4& a, int n_tokens, float* y, int r0, int r1) {
+  const int blocks = m.cols / kQ4Block;
+  for (int r = r0; r < r1; ++r)
+    for (int t = 0; t < n_tokens; ++t)
+      y[static_cast<long>(t) * m.rows + r] =
+          row_dot_q4(Scalar{}, m.q4_row(r), m.cols, a.q + static_cast<long>(t) * m.cols,
+                     a.scales + static_cast<long>(t) * blocks, a.sums + static_cast<long>(t) * blocks);
+}
+
+}  // namespace moe::kernels
+
+#if MOE_SIMD && defined(__ARM_FEATURE_DOTPROD)
+#include "moe/kernels/linear_q4_neon.hpp"
+#elif MOE_Q8_X86
+#include "moe/kernels/linear_q4_x86.hpp"
+#endif
+
+namespace moe::kernels {
+
+// Each row meets the tokens NT at a time while it is in L1 (prefill), then one by one.
+template <class K>
+inline void linear_q4(K, const Matrix& m, const ActQ4& a, int n_tokens, float* y, int r0, int r1) {
+#if MOE_SIMD && (defined(__ARM_FEATURE_DOTPROD) || MOE_Q8_X86)
+  if constexpr (std::is_same_v<K, Simd>) {
+    const int blocks = m.cols / kQ4Block;
+    if constexpr (simd::kQ4DecodeRows > 1) {
+      if (n_tokens == 1) {  // W rows at a time, kQ4DecodeRows sharing each load of x, summed by one hadd_rows
+        using simd::W;
+        constexpr int R = simd::kQ4DecodeRows;
+        const long block_bytes = static_cast<long>(W) * blocks * kQ4BlockBytes;
+        for (; r0 + W <= r1; r0 += W) {
+          simd::fbatch lanes[W];
+          const uint8_t* ahead = m.q4_row(r0) + simd::kQ4PrefetchBlocks * block_bytes;
+          if (simd::kQ4PrefetchBlocks > 0)  // the hardware prefetcher alone left bandwidth unused
+            for (long b = 0; b < block_bytes; b += 64) simd::prefetch(ahead + b);
+          for (int i = 0; i < W; i += R) {
+            const uint8_t* rows[R];
+            for (int j = 0; j < R; ++j) rows[j] = m.q4_row(r0 + i + j);
+            simd::rows_dot_q4<R>(rows, m.cols, a.q, a.scales, a.sums, lanes + i);
+          }
+          simd::hadd_rows(lanes).store_unaligned(y + r0);
+        }
+      }
+    }
+    constexpr int NT = simd::kQ4Tokens;
+    for (int r = r0; r < r1; ++r) {
+      int t = 0;
+      for (; t + NT <= n_tokens; t += NT)
+        simd::row_dot_q4<NT>(m.q4_row(r), m.cols, a.q + static_cast<long>(t) * m.cols,
+                             a.scales + static_cast<long>(t) * blocks, a.sums + static_cast<long>(t) * blocks,
+                             y + static_cast<long>(t) * m.rows + r, m.rows);
+      for (; t < n_tokens; ++t)
+        simd::row_dot_q4<1>(m.q4_row(r), m.cols, a.q + static_cast<long>(t) * m.cols,
+                            a.scales + static_cast<long>(t) * blocks, a.sums + static_cast<long>(t) * blocks,
+                            y + static_cast<long>(t) * m.rows + r, m.rows);
+    }
+    return;
+  }
+#endif
+  linear_q4_rows(Scalar{}, m, a, n_tokens, y, r0, r1);
+}
+
+template <class K>
+inline void linear_q4(K k, const Matrix& m, const ActQ4& a, int n_tokens, float* y) {
+  linear_q4(k, m, a, n_tokens, y, 0, m.rows);
+}
+
+}  // namespace moe::kernels
