@@ -15,55 +15,72 @@ using Clock = std::chrono::steady_clock;
 
 double seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
 
-// One core's multiply-adds per second on a product that stays in cache: the int8 x int8
-// kernel where the target has it (the fastest, so the threshold is never too small for
-// it), else f32 weights. Best of a few runs.
-double macs_per_second() {
-  constexpr int kRows = 256, kCols = 512, kTokens = 4;
-  std::vector<int8_t> w(static_cast<size_t>(kRows) * kCols);
-  for (size_t i = 0; i < w.size(); ++i) w[i] = static_cast<int8_t>(i * 37 % 255 - 127);
-  std::vector<float> wf(w.begin(), w.end()), scales(kRows, 0.01f), x(static_cast<size_t>(kTokens) * kCols, 0.5f),
-      y(static_cast<size_t>(kTokens) * kRows), xs(x.size() / kernels::kActBlock);
-  std::vector<int8_t> xq(x.size());
-  Matrix m;
-  m.rows = kRows, m.cols = kCols;
-  if (kernels::kInt8Dot) {
-    m.data = w.data(), m.scales = scales.data(), m.dtype = DType::i8, m.group_size = kCols;
-  } else {
-    m.data = wf.data(), m.dtype = DType::f32;
-  }
-  double best = 1e9;
-  for (int rep = 0; rep < 30; ++rep) {
-    const auto t0 = Clock::now();
-    if (kernels::kInt8Dot) {
-      kernels::quantize_activations(kernels::Best{}, x.data(), kTokens, kCols, xq.data(), xs.data());
-      kernels::linear_q8(kernels::Best{}, m, xq.data(), xs.data(), kTokens, y.data());
-    } else {
-      kernels::linear(kernels::Best{}, m, x.data(), kTokens, y.data());
-    }
-    best = std::min(best, seconds(t0, Clock::now()));
-    x[static_cast<size_t>(rep)] += y[0] * 1e-30f;  // keeps the work observable
-  }
-  return static_cast<double>(kRows) * kCols * kTokens / best;
+double median(std::vector<double>& v) {
+  std::nth_element(v.begin(), v.begin() + static_cast<long>(v.size() / 2), v.end());
+  return v[v.size() / 2];
 }
+
+// A product that stays in cache: the int8 x int8 kernel where the target has it (the
+// fastest, so the threshold is never too small for it), else f32 weights.
+struct Probe {
+  static constexpr int kRows = 256, kCols = 512, kTokens = 4;
+  std::vector<int8_t> w, xq;
+  std::vector<float> wf, scales, x, y, xs;
+  Matrix m;
+  Probe()
+      : w(static_cast<size_t>(kRows) * kCols),
+        xq(static_cast<size_t>(kTokens) * kCols),
+        scales(kRows, 0.01f),
+        x(static_cast<size_t>(kTokens) * kCols, 0.5f),
+        y(static_cast<size_t>(kTokens) * kRows),
+        xs(x.size() / kernels::kActBlock) {
+    for (size_t i = 0; i < w.size(); ++i) w[i] = static_cast<int8_t>(i * 37 % 255 - 127);
+    wf.assign(w.begin(), w.end());
+    m.rows = kRows, m.cols = kCols;
+    if (kernels::kInt8Dot) m.data = w.data(), m.scales = scales.data(), m.dtype = DType::i8, m.group_size = kCols;
+    else m.data = wf.data(), m.dtype = DType::f32;
+    if (kernels::kInt8Dot)
+      kernels::quantize_activations(kernels::Best{}, x.data(), kTokens, kCols, xq.data(), xs.data());
+  }
+  // Rows of this part's share, in blocks of 16 as the engine splits them.
+  static void part(void* ctx, int part, int parts) {
+    Probe& p = *static_cast<Probe*>(ctx);
+    const int blocks = kRows / 16, r0 = blocks * part / parts * 16, r1 = blocks * (part + 1) / parts * 16;
+    if (kernels::kInt8Dot)
+      kernels::linear_q8(kernels::Best{}, p.m, p.xq.data(), p.xs.data(), kTokens, p.y.data(), r0, r1);
+    else kernels::linear(kernels::Best{}, p.m, p.x.data(), kTokens, p.y.data(), r0, r1);
+  }
+  static constexpr double macs() { return static_cast<double>(kRows) * kCols * kTokens; }
+};
 
 }  // namespace
 
 SplitCalibration calibrate_split(ThreadPool& pool) {
   SplitCalibration c;
-  c.macs_per_s = macs_per_second();
+  Probe probe;
+  std::vector<double> one, shared;
+  for (int rep = 0; rep < 60; ++rep) {
+    auto t0 = Clock::now();
+    Probe::part(&probe, 0, 1);
+    if (rep >= 10) one.push_back(seconds(t0, Clock::now()));
+  }
+  const double t_one = median(one);
+  c.macs_per_s = Probe::macs() / t_one;
   if (pool.threads() < 2) return c;
+  // The hand-over as the engine pays it: the same product shared, less its share of the
+  // work (the wake-up, the caches the other core must fill, the wait for the slowest).
   const Workers w = pool.workers();
-  const Workers::Task nothing = [](void*, int, int) {};
-  std::vector<double> times;
   for (int rep = 0; rep < 220; ++rep) {
     const auto t0 = Clock::now();
-    w.run(w.pool, nothing, nullptr);
-    if (rep >= 20) times.push_back(seconds(t0, Clock::now()));  // the first wake the workers from sleep
+    w.run(w.pool, &Probe::part, &probe);
+    if (rep >= 20) shared.push_back(seconds(t0, Clock::now()));  // the first wake the workers from sleep
   }
-  std::nth_element(times.begin(), times.begin() + static_cast<long>(times.size() / 2), times.end());
-  c.handover_s = times[times.size() / 2];
-  c.min_macs_per_worker = std::max(16384L, static_cast<long>(2 * c.handover_s * c.macs_per_s));
+  c.handover_s = std::max(0.0, median(shared) - t_one / w.parts);
+  // Six hand-overs' worth per worker: at two, tiny-a's prefill (products of 0.1-0.4M
+  // multiply-adds in cache) still ran slower on two threads than on one (bench/README.md,
+  // "Threads"). Capped so that a noisy measurement (a worker descheduled) cannot stop
+  // the memory-bound decode products of real models (0.7M and up) from being shared.
+  c.min_macs_per_worker = std::clamp(static_cast<long>(6 * c.handover_s * c.macs_per_s), 16384L, 262144L);
   return c;
 }
 

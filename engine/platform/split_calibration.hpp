@@ -12,9 +12,10 @@ struct SplitCalibration {
   long min_macs_per_worker = 0;  // for Engine::set_workers
 };
 
-// Measures both (a few milliseconds) and sets the threshold to twice what one core
-// multiplies during a hand-over: a product is split only when each worker's share
-// takes clearly longer than handing it over. A pool of one thread gets 0 (never splits).
+// Measures both on a product in cache (a few milliseconds: the same product on one core
+// and shared by the pool) and sets the threshold to six times what one core multiplies
+// during a hand-over (within 16K..256K): a product is split only when each worker's
+// share takes clearly longer than handing it over. A pool of one thread gets 0.
 SplitCalibration calibrate_split(ThreadPool& pool);
 
 }  // namespace moe::platform
