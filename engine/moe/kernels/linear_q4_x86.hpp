@@ -3,7 +3,7 @@
 // the first chunk to the last -- started at the block's -8 * sum(q) -- and the group ends
 // with one convert and one multiply-add per 16 blocks (AVX-512) or 8 (AVX2). Nibbles are
 // the unsigned operand as they are: 0..15 against |q| <= 127.
-// AVX-512 VNNI: a whole group per vector (masked loads for a row's last, shorter group).
+// AVX-512 VNNI: a whole group per vector (a row's last, shorter group: load_short).
 // AVX2: a group in two halves; vpmaddubsw's int16 pair sums of the group's 8 chunks stay
 // below 8 * 2 * 15 * 127 = 30480 before vpmaddwd widens them (AVX-VNNI: vpdpbusd).
 #pragma once
