@@ -90,7 +90,7 @@ SplitCalibration calibrate_split(ThreadPool& pool) {
   // multiply-adds in cache) still ran slower on two threads than on one (bench/README.md,
   // "Threads"). Capped so that a noisy measurement (a worker descheduled) cannot stop
   // the memory-bound decode products of real models (0.7M and up) from being shared.
-  c.min_macs_per_worker = std::clamp(static_cast<long>(6 * c.handover_s * c.macs_per_s), 16384L, 262144L);
+  c.min_macs_per_worker = static_cast<long>(std::clamp(6 * c.handover_s * c.macs_per_s, 16384.0, 262144.0));
   return c;
 }
 
