@@ -8,6 +8,10 @@
 # the f16 KV cache (MOE_KV_CACHE), at context 4096. Needs about 25 GB of disk (the
 # checkpoints are deleted once converted unless KEEP=1) and 3 GB of memory; ~15 min.
 #   bench/real_shapes.sh [OUT_DIR]     (default out/real-shapes; results.jsonl and logs there)
+# MOE_REAL_RECIPES="default int8 previous" also converts all-int8 and the previous default
+# (int8 experts, fp16 attention and embeddings) beside the default (int4 experts, int8
+# attention and embeddings), for the comparison in bench/README.md "int4" (each model's
+# checkpoint is deleted after its last recipe, unless KEEP=1).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 out=${1:-$root/out/real-shapes}
@@ -18,6 +22,9 @@ declare -A keys=(
 )
 declare -A types=([granite-1b-a400m]=granitemoe [olmoe-1b-7b]=olmoe)
 order=(granite-1b-a400m olmoe-1b-7b)
+declare -A recipe_flags=([default]="" [int8]="--experts int8 --attention int8 --embeddings int8"
+                         [previous]="--experts int8 --attention fp16 --embeddings fp16")
+read -r -a recipes <<< "${MOE_REAL_RECIPES:-default}"
 configs="${keys[granite-1b-a400m]};${keys[olmoe-1b-7b]}"
 for kv in f32 f16; do
   cmake -S "$root" -B "$root/build/real-shapes-$kv" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMOE_BUILD_TESTS=OFF \
@@ -27,20 +34,25 @@ done
 bin=$root/build/real-shapes-f32
 : > "$out/results.jsonl"
 for m in "${order[@]}"; do
-  if [ ! -f "$out/$m.moe" ]; then
-    /usr/bin/time -v "$bin/converter/moe_random_checkpoint" --model-type "${types[$m]}" --dtype bf16 --shard-mb 4000 \
-      --config "${keys[$m]}" --out "$out/$m" > "$out/$m.generate.log" 2>&1
-    /usr/bin/time -v "$bin/converter/moe_convert" "$out/$m" -o "$out/$m.moe" > "$out/$m.convert.log" 2>&1
-    [ "${KEEP:-0}" = 1 ] || rm -rf "${out:?}/$m"
-  fi
-  grep -E "Elapsed|Maximum resident" "$out/$m.convert.log" | sed "s/^/$m convert: /"
-  for kv in f32 f16; do
-    for t in 1 2; do
-      "$root/build/real-shapes-$kv/tools/moe_infer" -m "$out/$m.moe" --bench --bench-prompt 64 --bench-tokens 32 \
-        --bench-reps 3 --threads $t --json "$out/run.json" | sed "s/^/$m kv=$kv t=$t: /"
-      cat "$out/run.json" >> "$out/results.jsonl"
+  for r in "${recipes[@]}"; do
+    file=$out/$m.moe
+    [ "$r" = default ] || file=$out/$m-$r.moe
+    if [ ! -f "$file" ]; then
+      [ -d "$out/$m" ] || /usr/bin/time -v "$bin/converter/moe_random_checkpoint" --model-type "${types[$m]}" --dtype bf16 \
+        --shard-mb 4000 --config "${keys[$m]}" --out "$out/$m" > "$out/$m.generate.log" 2>&1
+      # shellcheck disable=SC2086
+      /usr/bin/time -v "$bin/converter/moe_convert" "$out/$m" -o "$file" ${recipe_flags[$r]} > "$out/$m-$r.convert.log" 2>&1
+    fi
+    grep -E "Elapsed|Maximum resident" "$out/$m-$r.convert.log" 2>/dev/null | sed "s/^/$m $r convert: /" || true
+    for kv in f32 f16; do
+      for t in 1 2; do
+        "$root/build/real-shapes-$kv/tools/moe_infer" -m "$file" --bench --bench-prompt 64 --bench-tokens 32 \
+          --bench-reps 3 --threads $t --json "$out/run.json" | sed "s/^/$m $r kv=$kv t=$t: /"
+        sed "s/^{/{\"model\": \"$m\", \"recipe\": \"$r\", /" "$out/run.json" >> "$out/results.jsonl"
+      done
+      /usr/bin/time -f "$m $r kv=$kv: process max RSS %M KB" "$root/build/real-shapes-$kv/tools/moe_infer" -m "$file" \
+        --ids 1,2,3,4,5,6,7,8 -n 32 --temp 0 --no-verify --no-echo --no-stats > /dev/null
     done
-    /usr/bin/time -f "$m kv=$kv: process max RSS %M KB" "$root/build/real-shapes-$kv/tools/moe_infer" -m "$out/$m.moe" \
-      --ids 1,2,3,4,5,6,7,8 -n 32 --temp 0 --no-verify --no-echo --no-stats > /dev/null
   done
+  [ "${KEEP:-0}" = 1 ] || rm -rf "${out:?}/$m"
 done

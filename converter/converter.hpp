@@ -31,7 +31,6 @@ struct QuantRecipe {
   // The dtype a tensor is stored in: its class's, except int4 for a tensor whose columns
   // are not whole blocks of 32, which is stored int8 (a conversion note counts them).
   DType dtype_for(const TensorSpec& s) const;
-  bool uses(DType d) const { return experts == d || attention == d || embeddings == d; }
   std::string describe() const;  // "experts=i8/g32 attention=f16 embeddings=f16"
 };
 

@@ -35,10 +35,16 @@ double block_error(const float* v, const Q4Block& b) {
   return err;
 }
 
-Q4Block llama_q4_0_block(const float* v) {
+// The block's value of largest magnitude (the first, on ties), as llama.cpp finds it.
+float largest(const float* v) {
   float amax = 0.f, max = 0.f;
   for (int i = 0; i < kQ4Block; ++i)
     if (amax < std::fabs(v[i])) amax = std::fabs(v[i]), max = v[i];
+  return max;
+}
+
+Q4Block llama_q4_0_block(const float* v) {
+  const float max = largest(v);
   const float d = max / -8.f, id = d != 0.f ? 1.f / d : 0.f;
   Q4Block b;
   b.scale = float_to_half(d);
@@ -47,26 +53,15 @@ Q4Block llama_q4_0_block(const float* v) {
   return b;
 }
 
-// Column c of a q4 group of g blocks: its block and its index within the block (tensor.hpp).
-struct Q4Place {
-  int block, index;
-};
-Q4Place q4_place(int c, int g) {
-  const int chunk = 4 * g, k = c / chunk, b = c % chunk;
-  return {b / 4, 4 * k + b % 4};
-}
-
 }  // namespace
 
 Q4Block quantize_block_q4(const float* v, Q4Rule rule) {
   const Q4Block q4_0 = llama_q4_0_block(v);
   if (rule == Q4Rule::llama_q4_0) return q4_0;
-  float amax = 0.f, max = 0.f;
-  for (int i = 0; i < kQ4Block; ++i)
-    if (amax < std::fabs(v[i])) amax = std::fabs(v[i]), max = v[i];
+  const float max = largest(v);
   Q4Block best = q4_0;
   double best_err = block_error(v, q4_0);
-  if (amax == 0.f) return best;
+  if (max == 0.f) return best;
   uint8_t q[kQ4Block];
   auto consider = [&](float d32) {
     const uint16_t h = float_to_half(d32);
@@ -165,7 +160,7 @@ Quantized quantize(const std::vector<float>& w, int rows, int cols, DType dtype,
           const float* src = w.data() + static_cast<size_t>(r) * static_cast<size_t>(cols) +
                              static_cast<size_t>(gi * kQ4GroupBlocks * kQ4Block);
           for (int c = 0; c < kQ4Block * g; ++c) {
-            const Q4Place at = q4_place(c, g);
+            const Q4Column at = q4_column(c, g);
             v[at.block][at.index] = src[c];
           }
           for (int j = 0; j < g; ++j) {
@@ -174,13 +169,9 @@ Quantized quantize(const std::vector<float>& w, int rows, int cols, DType dtype,
             out[2 * j + 1] = static_cast<uint8_t>(qb[j].scale >> 8);
           }
           uint8_t* nibbles = out + 2 * g;
-          const int chunk = 4 * g;
           for (int c = 0; c < kQ4Block * g; ++c) {
-            const Q4Place at = q4_place(c, g);
-            const int k = c / chunk;
-            uint8_t& byte = nibbles[chunk * (k / 2) + c % chunk];
-            byte = static_cast<uint8_t>(k % 2 ? (byte & 0x0f) | qb[at.block].nibbles[at.index] << 4
-                                              : (byte & 0xf0) | qb[at.block].nibbles[at.index]);
+            const Q4Column at = q4_column(c, g);
+            nibbles[at.byte] |= static_cast<uint8_t>(qb[at.block].nibbles[at.index] << (at.high ? 4 : 0));
           }
           out += g * kQ4BlockBytes;
         }

@@ -65,17 +65,26 @@ struct Vector {
   int n = 0;
 };
 
+// Where column c of a q4 group of g blocks lives: its block, its index within the block
+// (chunk k's 4 columns of the block are indices 4k..4k+3), and its nibble byte and half.
+struct Q4Column {
+  int block, index, byte;
+  bool high;
+};
+constexpr Q4Column q4_column(int c, int g) {
+  const int chunk = 4 * g, k = c / chunk, b = c % chunk;
+  return {b / 4, 4 * k + b % 4, chunk * (k / 2) + b, k % 2 == 1};
+}
+
 // The 32g values of a q4 group of g blocks, in column order (the reference every q4
 // kernel is held to).
 inline void dequantize_q4_group(const uint8_t* group, int g, float* out) {
   float scale[kQ4GroupBlocks];
   for (int j = 0; j < g; ++j) scale[j] = half_to_float(static_cast<uint16_t>(group[2 * j] | group[2 * j + 1] << 8));
   const uint8_t* nibbles = group + 2 * g;
-  const int chunk = 4 * g;
-  for (int c = 0; c < 8 * chunk; ++c) {
-    const int k = c / chunk, b = c % chunk;
-    const uint8_t byte = nibbles[chunk * (k / 2) + b];
-    out[c] = static_cast<float>((k % 2 ? byte >> 4 : byte & 15) - 8) * scale[b / 4];
+  for (int c = 0; c < kQ4Block * g; ++c) {
+    const Q4Column at = q4_column(c, g);
+    out[c] = static_cast<float>((at.high ? nibbles[at.byte] >> 4 : nibbles[at.byte] & 15) - 8) * scale[at.block];
   }
 }
 

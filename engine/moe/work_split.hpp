@@ -103,8 +103,7 @@ void run_products(const WorkSplit& split, Products& p, bool int8_activations, bo
     }
   }
   for (int i = 0; i < p.count; ++i) {
-    const bool i8 = p.m[i]->dtype == DType::i8 ? kernels::q8_eligible(*p.m[i]) : false;
-    p.q8[i] = want == ActQuant::q8 ? i8 : want == ActQuant::q4 && p.m[i]->dtype == DType::q4;
+    p.q8[i] = want == ActQuant::q8 ? kernels::q8_eligible(*p.m[i]) : want == ActQuant::q4 && p.m[i]->dtype == DType::q4;
     macs += static_cast<long>(p.m[i]->rows) * p.m[i]->cols * in.n;
   }
   if constexpr (kernels::kInt8Dot && !std::is_same_v<K, kernels::Scalar>) {

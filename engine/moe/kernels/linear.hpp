@@ -120,9 +120,10 @@ inline float dot_q4(Simd, const uint8_t* row, const float* x, int cols) {
     if (chunk % W != 0) {  // a short last group that vectors do not divide
       rest += dot_q4(Scalar{}, row, xg, g * kQ4Block);
     } else {
-      for (int j = 0; j < g; ++j)
-        for (int i = 0; i < 4; ++i)
-          column_scale[4 * j + i] = half_to_float(static_cast<uint16_t>(row[2 * j] | row[2 * j + 1] << 8));
+      for (int j = 0; j < g; ++j) {
+        const float s = half_to_float(static_cast<uint16_t>(row[2 * j] | row[2 * j + 1] << 8));
+        for (int i = 0; i < 4; ++i) column_scale[4 * j + i] = s;
+      }
       simd::unpack_q4_group(row + 2 * g, g, w);
       for (int k = 0; k < 8; ++k)
         for (int b = 0; b < chunk; b += W) {
