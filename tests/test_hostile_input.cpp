@@ -13,7 +13,6 @@
 #include <fstream>
 #include <sstream>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "converter/checkpoint.hpp"
@@ -320,13 +319,12 @@ TEST(HostileRun, AModelTruncatedWhileRunningGivesAMessageAndNoMmapIsImmune) {
     std::vector<std::string> argv = {kInfer,  "-m",        (tmp / "live.moe").string(), "-p", "ROMEO:", "-n",
                                      "20000", "--no-stats"};
     if (!mmap) argv.push_back("--no-mmap");
-    std::thread truncate_soon([&] {
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-      fs::resize_file(tmp / "live.moe", 0);  // what `cp new.moe live.moe` does first
-    });
+    // Truncated once the program has read the model and echoed the prompt: what a user's
+    // `cp new.moe live.moe` does first, while the old model is generating.
+    const auto truncate = [&] { fs::resize_file(tmp / "live.moe", 0); };
     // The read copy runs on (under the sanitizers it may still be running when we stop it).
-    const Result r = mmap ? run(argv) : test::run_program_killed_after(argv, 3'000'000);
-    truncate_soon.join();
+    const Result r = test::run_program_killed_after(argv, mmap ? kHang : 3'000'000, truncate);
+    EXPECT_EQ(fs::file_size(tmp / "live.moe"), 0u) << "the program ended before it printed anything";
     if (mmap) {
       EXPECT_EQ(r.code, 1) << r.err;
       EXPECT_NE(r.err.find("the model file changed or shrank while in use"), std::string::npos) << r.err;

@@ -97,7 +97,8 @@ std::string read_file(const std::filesystem::path& path) {
 
 ProgramResult run_program(std::vector<std::string> args) { return run_program_killed_after(std::move(args), 0); }
 
-ProgramResult run_program_killed_after(std::vector<std::string> args, long kill_after_us) {
+ProgramResult run_program_killed_after(std::vector<std::string> args, long kill_after_us,
+                                       const std::function<void()>& on_first_output) {
   TempDir tmp;
   const auto out = tmp / "out", err = tmp / "err";
   const pid_t pid = fork();
@@ -113,10 +114,16 @@ ProgramResult run_program_killed_after(std::vector<std::string> args, long kill_
     _exit(127);
   }
   int status = 0;
-  if (kill_after_us > 0) {
+  if (kill_after_us > 0 || on_first_output) {
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(kill_after_us);
+    bool output_seen = !on_first_output;
     while (waitpid(pid, &status, WNOHANG) == 0) {
-      if (std::chrono::steady_clock::now() >= deadline) {
+      std::error_code ec;
+      if (!output_seen && std::filesystem::file_size(out, ec) > 0 && !ec) {
+        output_seen = true;
+        on_first_output();
+      }
+      if (kill_after_us > 0 && std::chrono::steady_clock::now() >= deadline) {
         kill(pid, SIGKILL);
         waitpid(pid, &status, 0);
         break;

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -71,14 +72,17 @@ void copy_dir(const std::filesystem::path& from, const std::filesystem::path& to
 
 // Runs a program (argv[0] a path) and collects its exit code and output.
 // run_program_killed_after sends it SIGKILL after that many microseconds unless it has
-// ended by then (for the crash-safety tests).
+// ended by then (for the crash-safety tests); 0 waits for it however long it runs.
+// on_first_output, if given, is called once, as soon as the program has written to stdout
+// (a step taken at a known point of its run, not after a guessed delay).
 struct ProgramResult {
   int code = -1;  // exit status, or 128 + signal
   std::string out, err;
   bool killed() const { return code == 128 + 9; }
 };
 ProgramResult run_program(std::vector<std::string> argv);
-ProgramResult run_program_killed_after(std::vector<std::string> argv, long kill_after_us);
+ProgramResult run_program_killed_after(std::vector<std::string> argv, long kill_after_us,
+                                       const std::function<void()>& on_first_output = {});
 std::string read_file(const std::filesystem::path& path);
 
 // The tiny Shakespeare corpus shipped with the project, and makeMoE's split.
