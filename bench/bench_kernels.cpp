@@ -6,6 +6,7 @@
 #include <benchmark/benchmark.h>
 
 #include <chrono>
+#include <new>
 #include <random>
 #include <vector>
 
@@ -19,8 +20,23 @@ namespace {
 
 using namespace moe;
 
+// 64-byte aligned storage, as the engine's weights (kTensorAlignment) and quantized
+// activations are: a 64-byte load must not straddle two cache lines here either.
+template <class T>
+struct CacheLineAllocator {
+  using value_type = T;
+  CacheLineAllocator() = default;
+  template <class U>
+  CacheLineAllocator(const CacheLineAllocator<U>&) {}
+  T* allocate(size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t(64))); }
+  void deallocate(T* p, size_t) { ::operator delete(p, std::align_val_t(64)); }
+  bool operator==(const CacheLineAllocator&) const = default;
+};
+template <class T>
+using AlignedVector = std::vector<T, CacheLineAllocator<T>>;
+
 struct Weights {
-  std::vector<uint8_t> data;
+  AlignedVector<uint8_t> data;
   std::vector<float> scales;
   Matrix m;
   Weights(int rows, int cols, DType dtype, int group) {
@@ -83,7 +99,7 @@ void linear_q8(benchmark::State& state, int group) {
             tokens = static_cast<int>(state.range(2));
   Weights w(rows, cols, DType::i8, group);
   std::vector<float> x(static_cast<size_t>(tokens) * cols, 0.5f), y(static_cast<size_t>(tokens) * rows);
-  std::vector<int8_t> q(x.size());
+  AlignedVector<int8_t> q(x.size());
   std::vector<float> qs(x.size() / kernels::kActBlock);
   for (auto _ : state) {
     kernels::quantize_activations(K{}, x.data(), tokens, cols, q.data(), qs.data());
@@ -102,7 +118,7 @@ void linear_q4(benchmark::State& state) {
             tokens = static_cast<int>(state.range(2));
   Weights w(rows, cols, DType::q4, 0);
   std::vector<float> x(static_cast<size_t>(tokens) * cols, 0.5f), y(static_cast<size_t>(tokens) * rows);
-  std::vector<int8_t> q(x.size());
+  AlignedVector<int8_t> q(x.size());
   std::vector<float> qs(x.size() / kernels::kActBlock);
   std::vector<int32_t> sums(qs.size());
   for (auto _ : state) {
@@ -117,7 +133,7 @@ void linear_q4(benchmark::State& state) {
 // Shapes: Shakespeare model expert (512x128, 128x512), mixtral-tiny-a expert (128x64),
 // bench-s (bench_e2e.sh) expert (512x256, 256x512) and attention (256x256, 128x256),
 // bench-m expert (1408x512, 512x1408) and attention (512x512, 256x512); 1 token (decode)
-// and 16 (a prefill chunk).
+// 4 (an expert's usual share of a prefill chunk) and 16 (a whole chunk).
 void shapes(benchmark::internal::Benchmark* b) {
   for (auto rc : std::vector<std::pair<int, int>>{{128, 64},
                                                   {512, 128},
@@ -129,7 +145,7 @@ void shapes(benchmark::internal::Benchmark* b) {
                                                   {1408, 512},
                                                   {512, 1408},
                                                   {512, 512}})
-    for (int tokens : {1, 16}) b->Args({rc.first, rc.second, tokens});
+    for (int tokens : {1, 4, 16}) b->Args({rc.first, rc.second, tokens});
 }
 
 #define MOE_LINEAR_BENCH(K, name, dtype, group)                                                    \
@@ -183,7 +199,7 @@ void decode_from_memory(benchmark::State& state, DType dtype, bool q8) {
   for (size_t total = 0; total < (size_t{256} << 20); total += one) set.emplace_back(rows, cols, dtype, 0);
   std::vector<float> x(static_cast<size_t>(cols), 0.5f), y(static_cast<size_t>(rows)),
       qs(static_cast<size_t>(cols) / kernels::kActBlock + 1);
-  std::vector<int8_t> q(static_cast<size_t>(cols));
+  AlignedVector<int8_t> q(static_cast<size_t>(cols));
   if (q8) kernels::quantize_activations(kernels::Simd{}, x.data(), 1, cols, q.data(), qs.data());
   double seconds[2] = {0, 0}, bytes[2] = {0, 0};
   size_t next = 0;
@@ -247,7 +263,7 @@ void BM_decode_from_memory_q4_vs_i8(benchmark::State& state) {
   }
   std::vector<float> x(static_cast<size_t>(cols), 0.5f), y(static_cast<size_t>(rows)),
       qs(static_cast<size_t>(cols) / kernels::kActBlock + 1);
-  std::vector<int8_t> q(static_cast<size_t>(cols)), q4(q.size());
+  AlignedVector<int8_t> q(static_cast<size_t>(cols)), q4(q.size());
   std::vector<float> q4s(qs.size());
   std::vector<int32_t> q4sum(qs.size());
   kernels::quantize_activations(kernels::Simd{}, x.data(), 1, cols, q.data(), qs.data());

@@ -519,13 +519,14 @@ class Engine {
   float slot_hidden_[TOPK][F] = {};
   float slot_up_[TOPK][C.gated_experts() ? F : 1] = {};
   float slot_out_[TOPK][D] = {};
-  // Quantized activations for the int8 dot-product path (one element when unused).
+  // Quantized activations for the int8 dot-product path (one element when unused), on
+  // cache-line boundaries: the kernels' 64-byte loads of them must not straddle lines.
   static constexpr int kMaxCols = D > QD ? (D > FF ? D : FF) : (QD > FF ? QD : FF);
-  static constexpr int kActCols = kernels::kInt8Dot ? kMaxCols : 1;
-  int8_t act_q_[P * kActCols] = {};
+  static constexpr int kActCols = kernels::kInt8Dot ? (kMaxCols + 63) / 64 * 64 : 1;
+  alignas(64) int8_t act_q_[P * kActCols] = {};
   float act_scale_[P * kActCols / kernels::kActBlock + 1] = {};
   int32_t act_sum_[P * kActCols / kernels::kActBlock + 1] = {};  // q4 products
-  int8_t slot_act_q_[TOPK][kActCols] = {};
+  alignas(64) int8_t slot_act_q_[TOPK][kActCols] = {};
   float slot_act_scale_[TOPK][kActCols / kernels::kActBlock + 1] = {};
   int32_t slot_act_sum_[TOPK][kActCols / kernels::kActBlock + 1] = {};
 };

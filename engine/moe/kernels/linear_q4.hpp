@@ -111,42 +111,57 @@ inline void linear_q4_rows(Scalar, const Matrix& m, const ActQ4& a, int n_tokens
 
 namespace moe::kernels {
 
-// Each row meets the tokens NT at a time while it is in L1 (prefill), then one by one.
+#if MOE_SIMD && (defined(__ARM_FEATURE_DOTPROD) || MOE_Q8_X86)
+namespace detail {
+// Rows [r0, r0 + W) for tokens [t, t + NT): tiles of q4_tile_rows(NT) rows, then one
+// hadd_rows per token.
+template <int NT>
+[[gnu::always_inline]] inline void linear_q4_tiles(const Matrix& m, const ActQ4& a, int r0, int t, float* y) {
+  using simd::W;
+  constexpr int R = simd::q4_tile_rows(NT);
+  static_assert(W % R == 0, "a tile's rows divide W");
+  const long blocks = m.cols / kQ4Block;
+  simd::fbatch lanes[NT][W];
+  for (int i = 0; i < W; i += R) {
+    const uint8_t* rows[R];
+    MOE_UNROLL for (int j = 0; j < R; ++j) rows[j] = m.q4_row(r0 + i + j);
+    simd::tile_q4<R, NT>(rows, m.cols, a.q + t * m.cols, a.scales + t * blocks, a.sums + t * blocks, &lanes[0][i], W);
+  }
+  MOE_UNROLL for (int k = 0; k < NT; ++k) simd::hadd_rows(lanes[k]).store_unaligned(
+      y + static_cast<long>(t + k) * m.rows + r0);
+}
+}  // namespace detail
+#endif
+
+// W rows at a time: the tokens kQ4Tokens at a time while the rows are in L1 (prefill),
+// then one by one; rows past the last whole W one tile of one row each.
 template <class K>
 inline void linear_q4(K, const Matrix& m, const ActQ4& a, int n_tokens, float* y, int r0, int r1) {
 #if MOE_SIMD && (defined(__ARM_FEATURE_DOTPROD) || MOE_Q8_X86)
   if constexpr (std::is_same_v<K, Simd>) {
-    const int blocks = m.cols / kQ4Block;
-    if constexpr (simd::kQ4DecodeRows > 1) {
-      if (n_tokens == 1) {  // W rows at a time, kQ4DecodeRows sharing each load of x, summed by one hadd_rows
-        using simd::W;
-        constexpr int R = simd::kQ4DecodeRows;
-        const long block_bytes = static_cast<long>(W) * blocks * kQ4BlockBytes;
-        for (; r0 + W <= r1; r0 += W) {
-          simd::fbatch lanes[W];
-          const uint8_t* ahead = m.q4_row(r0) + simd::kQ4PrefetchBlocks * block_bytes;
-          if (simd::kQ4PrefetchBlocks > 0)  // the hardware prefetcher alone left bandwidth unused
-            for (long b = 0; b < block_bytes; b += 64) simd::prefetch(ahead + b);
-          for (int i = 0; i < W; i += R) {
-            const uint8_t* rows[R];
-            for (int j = 0; j < R; ++j) rows[j] = m.q4_row(r0 + i + j);
-            simd::rows_dot_q4<R>(rows, m.cols, a.q, a.scales, a.sums, lanes + i);
-          }
-          simd::hadd_rows(lanes).store_unaligned(y + r0);
-        }
-      }
-    }
+    using simd::W;
     constexpr int NT = simd::kQ4Tokens;
-    for (int r = r0; r < r1; ++r) {
+    const long blocks = m.cols / kQ4Block;
+    const long w_bytes = static_cast<long>(W) * blocks * kQ4BlockBytes;
+    for (; r0 + W <= r1; r0 += W) {
+      if (n_tokens == 1 &&
+          simd::kQ4PrefetchBlocks > 0) {  // decode: the hardware prefetcher alone left bandwidth unused
+        const uint8_t* ahead = m.q4_row(r0) + simd::kQ4PrefetchBlocks * w_bytes;
+        for (long b = 0; b < w_bytes; b += 64) simd::prefetch(ahead + b);
+      }
       int t = 0;
-      for (; t + NT <= n_tokens; t += NT)
-        simd::row_dot_q4<NT>(m.q4_row(r), m.cols, a.q + static_cast<long>(t) * m.cols,
-                             a.scales + static_cast<long>(t) * blocks, a.sums + static_cast<long>(t) * blocks,
-                             y + static_cast<long>(t) * m.rows + r, m.rows);
-      for (; t < n_tokens; ++t)
-        simd::row_dot_q4<1>(m.q4_row(r), m.cols, a.q + static_cast<long>(t) * m.cols,
-                            a.scales + static_cast<long>(t) * blocks, a.sums + static_cast<long>(t) * blocks,
-                            y + static_cast<long>(t) * m.rows + r, m.rows);
+      for (; t + NT <= n_tokens; t += NT) detail::linear_q4_tiles<NT>(m, a, r0, t, y);
+      if constexpr (NT > 2)
+        for (; t + 2 <= n_tokens; t += 2) detail::linear_q4_tiles<2>(m, a, r0, t, y);
+      for (; t < n_tokens; ++t) detail::linear_q4_tiles<1>(m, a, r0, t, y);
+    }
+    for (; r0 < r1; ++r0) {
+      const uint8_t* row = m.q4_row(r0);
+      for (int t = 0; t < n_tokens; ++t) {
+        simd::fbatch lanes;
+        simd::tile_q4<1, 1>(&row, m.cols, a.q + t * m.cols, a.scales + t * blocks, a.sums + t * blocks, &lanes, 1);
+        y[static_cast<long>(t) * m.rows + r0] = xsimd::hadd(lanes);
+      }
     }
     return;
   }

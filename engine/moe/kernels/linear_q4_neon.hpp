@@ -8,54 +8,61 @@
 
 namespace moe::kernels::simd {
 
+// Tile shapes: 2 rows for 1 or 2 tokens.
 inline constexpr int kQ4Tokens = 2;
-inline constexpr int kQ4DecodeRows = 1;  // one row at a time (linear_q4's loop)
-template <int R>                         // declared for linear_q4's decode branch, which kQ4DecodeRows == 1 discards
-void rows_dot_q4(const uint8_t* const*, int, const int8_t*, const float*, const int32_t*, fbatch*);
+constexpr int q4_tile_rows(int) { return 2; }
 inline constexpr int kQ4PrefetchBlocks = 0;
 inline void prefetch(const uint8_t*) {}
 
-template <int NT>
-inline void row_dot_q4(const uint8_t* row, int cols, const int8_t* q, const float* xs, const int32_t* sums, float* y,
-                       long y_stride) {
+// A tile: R rows against NT tokens (token k's q, scales and sums at k * cols and
+// k * blocks); out[k * out_stride + r] gets lanes whose sum is row r's result for token k.
+template <int R, int NT>
+[[gnu::always_inline]] inline void tile_q4(const uint8_t* const* rows, int cols, const int8_t* q, const float* xs,
+                                           const int32_t* sums, fbatch* out, int out_stride) {
   const int blocks = cols / kQ4Block;
   const uint8x16_t low = vdupq_n_u8(15);
-  float32x4_t acc[NT];
-  float rest[NT] = {};
-  MOE_UNROLL for (int k = 0; k < NT; ++k) acc[k] = vdupq_n_f32(0.f);
-  const uint8_t* group = row;
+  float32x4_t acc[R][NT];
+  float rest[R][NT] = {};
+  MOE_UNROLL for (int r = 0; r < R; ++r) MOE_UNROLL for (int k = 0; k < NT; ++k) acc[r][k] = vdupq_n_f32(0.f);
+  long offset = 0;  // the group's bytes within a row
   for (int gi = 0; gi * kQ4GroupBlocks < blocks; ++gi) {
     const int g = q4_group_blocks(blocks, gi), chunk = 4 * g, base = gi * kQ4GroupBlocks * kQ4Block;
     const long at = gi * kQ4GroupBlocks;
     if (g % 4 != 0) {  // the scalar reference on this group alone
-      MOE_UNROLL for (int k = 0; k < NT; ++k) rest[k] += group_dot_q4(
-          Scalar{}, group, g, q + static_cast<long>(k) * cols + base, xs + k * blocks + at, sums + k * blocks + at);
-      group += g * kQ4BlockBytes;
+      MOE_UNROLL for (int r = 0; r < R; ++r) MOE_UNROLL for (int k = 0; k < NT; ++k) rest[r][k] +=
+          group_dot_q4(Scalar{}, rows[r] + offset, g, q + static_cast<long>(k) * cols + base,
+                       xs + static_cast<long>(k) * blocks + at, sums + static_cast<long>(k) * blocks + at);
+      offset += g * kQ4BlockBytes;
       continue;
     }
-    const uint8_t* nibbles = group + 2 * g;
     for (int m = 0; m < g / 4; ++m) {  // blocks 4m .. 4m + 3
-      int32x4_t even[NT], odd[NT];
+      int32x4_t even[R][NT], odd[R][NT];
       MOE_UNROLL for (int k = 0; k < NT; ++k) {
-        even[k] = vld1q_s32(sums + k * blocks + at + 4 * m);
-        odd[k] = vdupq_n_s32(0);
+        const int32x4_t start = vld1q_s32(sums + static_cast<long>(k) * blocks + at + 4 * m);
+        MOE_UNROLL for (int r = 0; r < R; ++r) even[r][k] = start, odd[r][k] = vdupq_n_s32(0);
       }
       MOE_UNROLL for (int p = 0; p < 4; ++p) {
-        const uint8x16_t v = vld1q_u8(nibbles + chunk * p + 16 * m);
-        const int8x16_t lo = vreinterpretq_s8_u8(vandq_u8(v, low)), hi = vreinterpretq_s8_u8(vshrq_n_u8(v, 4));
-        MOE_UNROLL for (int k = 0; k < NT; ++k) {
-          const int8_t* x = q + static_cast<long>(k) * cols + base + 2 * chunk * p + 16 * m;
-          even[k] = vdotq_s32(even[k], lo, vld1q_s8(x));
-          odd[k] = vdotq_s32(odd[k], hi, vld1q_s8(x + chunk));
+        MOE_UNROLL for (int r = 0; r < R; ++r) {
+          const uint8x16_t v = vld1q_u8(rows[r] + offset + 2 * g + chunk * p + 16 * m);
+          const int8x16_t lo = vreinterpretq_s8_u8(vandq_u8(v, low)), hi = vreinterpretq_s8_u8(vshrq_n_u8(v, 4));
+          MOE_UNROLL for (int k = 0; k < NT; ++k) {
+            const int8_t* x = q + static_cast<long>(k) * cols + base + 2 * chunk * p + 16 * m;
+            even[r][k] = vdotq_s32(even[r][k], lo, vld1q_s8(x));
+            odd[r][k] = vdotq_s32(odd[r][k], hi, vld1q_s8(x + chunk));
+          }
         }
       }
-      const float32x4_t ws = vcvt_f32_f16(vreinterpret_f16_u8(vld1_u8(group + 8 * m)));
-      MOE_UNROLL for (int k = 0; k < NT; ++k) acc[k] = vfmaq_f32(
-          acc[k], vcvtq_f32_s32(vaddq_s32(even[k], odd[k])), vmulq_f32(ws, vld1q_f32(xs + k * blocks + at + 4 * m)));
+      MOE_UNROLL for (int r = 0; r < R; ++r) {
+        const float32x4_t ws = vcvt_f32_f16(vreinterpret_f16_u8(vld1_u8(rows[r] + offset + 8 * m)));
+        MOE_UNROLL for (int k = 0; k < NT; ++k) acc[r][k] =
+            vfmaq_f32(acc[r][k], vcvtq_f32_s32(vaddq_s32(even[r][k], odd[r][k])),
+                      vmulq_f32(ws, vld1q_f32(xs + static_cast<long>(k) * blocks + at + 4 * m)));
+      }
     }
-    group += g * kQ4BlockBytes;
+    offset += g * kQ4BlockBytes;
   }
-  MOE_UNROLL for (int k = 0; k < NT; ++k) y[k * y_stride] = vaddvq_f32(acc[k]) + rest[k];
+  MOE_UNROLL for (int r = 0; r < R; ++r) MOE_UNROLL for (int k = 0; k < NT; ++k) out[k * out_stride + r] =
+      vaddq_f32(acc[r][k], vsetq_lane_f32(rest[r][k], vdupq_n_f32(0.f), 0));
 }
 
 }  // namespace moe::kernels::simd

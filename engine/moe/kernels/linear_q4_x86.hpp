@@ -3,15 +3,15 @@
 // the first chunk to the last -- started at the block's -8 * sum(q) -- and the group ends
 // with one convert and one multiply-add per 16 blocks (AVX-512) or 8 (AVX2). Nibbles are
 // the unsigned operand as they are: 0..15 against |q| <= 127.
+// One kernel per ISA, tile_q4<R, NT>: R rows against NT tokens, each row's bytes
+// unpacked once for the NT tokens (decode is the NT = 1 tile; linear_q4 picks the shapes).
 // AVX-512 VNNI: a whole group per vector (a row's last, shorter group: load_short).
-// AVX2: a group in two halves; vpmaddubsw's int16 pair sums of the group's 8 chunks stay
-// below 8 * 2 * 15 * 127 = 30480 before vpmaddwd widens them (AVX-VNNI: vpdpbusd).
+// AVX2: a group in two halves, with vpmaddubsw (AVX-VNNI: vpdpbusd).
 #pragma once
 
 namespace moe::kernels::simd {
 
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__)
-inline constexpr int kQ4Tokens = 4;
 
 // The first `bytes` (< 64) bytes at p, the rest of the vector 0: plain loads for whole
 // 16-byte pieces (a row's last group is usually 4, 8 or 12 blocks), a masked load
@@ -28,125 +28,92 @@ inline __m512i load_short(const void* p, int bytes) {
   }
 }
 
-// One row against NT tokens (token k's q, scales, sums at k * cols, k * blocks);
-// writes y[k * y_stride].
-template <int NT>
-inline void row_dot_q4(const uint8_t* row, int cols, const int8_t* q, const float* xs, const int32_t* sums, float* y,
-                       long y_stride) {
-  const int blocks = cols / kQ4Block;
+// One group of a tile: R rows' group at `offset` against NT tokens' activations,
+// added to acc. Each (row, token) pair sums the group's blocks in int32 lanes, started at
+// the blocks' -8 * sum(q), in C chains (two when R * NT alone would leave the dot-product
+// unit waiting on the previous result); then one convert and one multiply-add.
+template <int R, int NT, bool kWhole>
+[[gnu::always_inline]] inline void tile_group_q4(const uint8_t* const* rows, long offset, int g, int cols,
+                                                 const int8_t* q, const float* xs, const int32_t* sums, long at,
+                                                 int base, __m512 (&acc)[R][NT]) {
+  constexpr int C = R * NT >= 8 ? 1 : 2;
+  const int blocks = cols / kQ4Block, chunk = kWhole ? 64 : 4 * g;
+  const __mmask16 lanes = static_cast<__mmask16>((1u << g) - 1);
+  const auto bytes = [chunk](const void* p) {
+    if constexpr (kWhole) return _mm512_loadu_si512(p);
+    else return load_short(p, chunk);
+  };
   const __m512i low = _mm512_set1_epi8(15);
-  __m512 acc[NT];
-  MOE_UNROLL for (int k = 0; k < NT; ++k) acc[k] = _mm512_setzero_ps();
-  const uint8_t* group = row;
-  for (int gi = 0; gi * kQ4GroupBlocks < blocks; ++gi) {
-    const int g = q4_group_blocks(blocks, gi), chunk = 4 * g, base = gi * kQ4GroupBlocks * kQ4Block;
-    const uint8_t* nibbles = group + 2 * g;
-    const long at = gi * kQ4GroupBlocks;
-    __m512i even[NT], odd[NT];  // lanes of the even and the odd chunks: two chains
-    __m512 scale[NT];
-    const __m512 ws =
-        _mm512_cvtph_ps(g == kQ4GroupBlocks ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(group))
-                                            : _mm256_maskz_loadu_epi16(static_cast<__mmask16>((1u << g) - 1), group));
-    if (g == kQ4GroupBlocks) {
-      MOE_UNROLL for (int k = 0; k < NT; ++k) {
-        even[k] = _mm512_loadu_si512(sums + k * blocks + at);
-        odd[k] = _mm512_setzero_si512();
-        scale[k] = _mm512_mul_ps(ws, _mm512_loadu_ps(xs + k * blocks + at));
-      }
-      MOE_UNROLL for (int p = 0; p < 4; ++p) {
-        const __m512i v = _mm512_loadu_si512(nibbles + 64 * p);
-        const __m512i lo = _mm512_and_si512(v, low), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
-        MOE_UNROLL for (int k = 0; k < NT; ++k) {
-          const int8_t* x = q + static_cast<long>(k) * cols + base + 128 * p;
-          even[k] = _mm512_dpbusd_epi32(even[k], lo, _mm512_loadu_si512(x));
-          odd[k] = _mm512_dpbusd_epi32(odd[k], hi, _mm512_loadu_si512(x + 64));
-        }
-      }
-    } else {  // the row's last group, g < 16 blocks: chunks of 4g bytes
-      const __mmask16 lanes = static_cast<__mmask16>((1u << g) - 1);
-      MOE_UNROLL for (int k = 0; k < NT; ++k) {
-        even[k] = _mm512_maskz_loadu_epi32(lanes, sums + k * blocks + at);
-        odd[k] = _mm512_setzero_si512();
-        scale[k] = _mm512_mul_ps(ws, _mm512_maskz_loadu_ps(lanes, xs + k * blocks + at));
-      }
-      for (int p = 0; p < 4; ++p) {
-        const __m512i v = load_short(nibbles + chunk * p, chunk);
-        const __m512i lo = _mm512_and_si512(v, low), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
-        MOE_UNROLL for (int k = 0; k < NT; ++k) {
-          const int8_t* x = q + static_cast<long>(k) * cols + base + 2 * chunk * p;
-          even[k] = _mm512_dpbusd_epi32(even[k], lo, load_short(x, chunk));
-          odd[k] = _mm512_dpbusd_epi32(odd[k], hi, load_short(x + chunk, chunk));
-        }
+  __m512i isum[C][R][NT];  // the blocks' -8 * sum(q) joins at the end
+  MOE_UNROLL for (int c = 0; c < C; ++c) MOE_UNROLL for (int r = 0; r < R; ++r) MOE_UNROLL for (int k = 0; k < NT; ++k)
+      isum[c][r][k] = _mm512_setzero_si512();
+  MOE_UNROLL for (int p = 0; p < 4; ++p) {
+    __m512i lo[R], hi[R];
+    MOE_UNROLL for (int r = 0; r < R; ++r) {
+      const __m512i v = bytes(rows[r] + offset + 2 * g + chunk * p);
+      lo[r] = _mm512_and_si512(v, low);
+      hi[r] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
+    }
+    MOE_UNROLL for (int k = 0; k < NT; ++k) {
+      const int8_t* x = q + static_cast<long>(k) * cols + base + 2 * chunk * p;
+      const __m512i x0 = bytes(x), x1 = bytes(x + chunk);
+      MOE_UNROLL for (int r = 0; r < R; ++r) {
+        isum[0][r][k] = _mm512_dpbusd_epi32(isum[0][r][k], lo[r], x0);
+        isum[C - 1][r][k] = _mm512_dpbusd_epi32(isum[C - 1][r][k], hi[r], x1);
       }
     }
-    MOE_UNROLL for (int k = 0; k < NT; ++k) acc[k] =
-        _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(even[k], odd[k])), scale[k], acc[k]);
-    group += g * kQ4BlockBytes;
   }
-  MOE_UNROLL for (int k = 0; k < NT; ++k) y[k * y_stride] = _mm512_reduce_add_ps(acc[k]);
+  __m512 x_scale[NT];
+  __m512i start[NT];
+  MOE_UNROLL for (int k = 0; k < NT; ++k) {
+    const float* s = xs + static_cast<long>(k) * blocks + at;
+    const int32_t* b = sums + static_cast<long>(k) * blocks + at;
+    x_scale[k] = kWhole ? _mm512_loadu_ps(s) : _mm512_maskz_loadu_ps(lanes, s);
+    start[k] = kWhole ? _mm512_loadu_si512(b) : _mm512_maskz_loadu_epi32(lanes, b);
+  }
+  MOE_UNROLL for (int r = 0; r < R; ++r) {
+    const uint8_t* scales = rows[r] + offset;
+    const __m512 ws = _mm512_cvtph_ps(kWhole ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(scales))
+                                             : _mm256_maskz_loadu_epi16(lanes, scales));
+    MOE_UNROLL for (int k = 0; k < NT; ++k) {
+      __m512i total = _mm512_add_epi32(start[k], isum[0][r][k]);
+      if constexpr (C == 2) total = _mm512_add_epi32(total, isum[1][r][k]);
+      acc[r][k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(total), _mm512_mul_ps(ws, x_scale[k]), acc[r][k]);
+    }
+  }
 }
 
-// Decode: R rows against one token, each chunk of x loaded once for the R rows; out[r]
-// holds lanes whose sum is row r's result (summed W rows at a time by hadd_rows).
-template <int R>
-[[gnu::always_inline]] inline void rows_dot_q4(const uint8_t* const* rows, int cols, const int8_t* q, const float* xs,
-                                               const int32_t* sums, fbatch* out) {
+// A tile: R rows against NT tokens (token k's q, scales and sums at k * cols and
+// k * blocks), each row's bytes loaded once for the NT tokens and each token's once per
+// row. out[k * out_stride + r] gets lanes whose sum is row r's result for token k.
+template <int R, int NT>
+[[gnu::always_inline]] inline void tile_q4(const uint8_t* const* rows, int cols, const int8_t* q, const float* xs,
+                                           const int32_t* sums, fbatch* out, int out_stride) {
   const int blocks = cols / kQ4Block;
-  const __m512i low = _mm512_set1_epi8(15);
-  __m512 acc[R];
-  MOE_UNROLL for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
+  __m512 acc[R][NT];
+  MOE_UNROLL for (int r = 0; r < R; ++r) MOE_UNROLL for (int k = 0; k < NT; ++k) acc[r][k] = _mm512_setzero_ps();
   long offset = 0;  // the group's bytes within a row
   for (int gi = 0; gi * kQ4GroupBlocks < blocks; ++gi) {
-    const int g = q4_group_blocks(blocks, gi), chunk = 4 * g, base = gi * kQ4GroupBlocks * kQ4Block;
+    const int g = q4_group_blocks(blocks, gi), base = gi * kQ4GroupBlocks * kQ4Block;
     const long at = gi * kQ4GroupBlocks;
-    __m512i even[R], odd[R];
-    __m512 x_scale;
-    if (g == kQ4GroupBlocks) {
-      const __m512i start = _mm512_loadu_si512(sums + at);
-      x_scale = _mm512_loadu_ps(xs + at);
-      MOE_UNROLL for (int r = 0; r < R; ++r) even[r] = start, odd[r] = _mm512_setzero_si512();
-      MOE_UNROLL for (int p = 0; p < 4; ++p) {
-        const __m512i x0 = _mm512_loadu_si512(q + base + 128 * p), x1 = _mm512_loadu_si512(q + base + 128 * p + 64);
-        MOE_UNROLL for (int r = 0; r < R; ++r) {
-          const __m512i v = _mm512_loadu_si512(rows[r] + offset + 2 * g + 64 * p);
-          even[r] = _mm512_dpbusd_epi32(even[r], _mm512_and_si512(v, low), x0);
-          odd[r] = _mm512_dpbusd_epi32(odd[r], _mm512_and_si512(_mm512_srli_epi16(v, 4), low), x1);
-        }
-      }
-      MOE_UNROLL for (int r = 0; r < R; ++r) acc[r] = _mm512_fmadd_ps(
-          _mm512_cvtepi32_ps(_mm512_add_epi32(even[r], odd[r])),
-          _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows[r] + offset))),
-                        x_scale),
-          acc[r]);
-    } else {
-      const __mmask16 lanes = static_cast<__mmask16>((1u << g) - 1);
-      const __m512i start = _mm512_maskz_loadu_epi32(lanes, sums + at);
-      x_scale = _mm512_maskz_loadu_ps(lanes, xs + at);
-      MOE_UNROLL for (int r = 0; r < R; ++r) even[r] = start, odd[r] = _mm512_setzero_si512();
-      for (int p = 0; p < 4; ++p) {
-        const __m512i x0 = load_short(q + base + 2 * chunk * p, chunk),
-                      x1 = load_short(q + base + 2 * chunk * p + chunk, chunk);
-        MOE_UNROLL for (int r = 0; r < R; ++r) {
-          const __m512i v = load_short(rows[r] + offset + 2 * g + chunk * p, chunk);
-          even[r] = _mm512_dpbusd_epi32(even[r], _mm512_and_si512(v, low), x0);
-          odd[r] = _mm512_dpbusd_epi32(odd[r], _mm512_and_si512(_mm512_srli_epi16(v, 4), low), x1);
-        }
-      }
-      MOE_UNROLL for (int r = 0; r < R; ++r) acc[r] = _mm512_fmadd_ps(
-          _mm512_cvtepi32_ps(_mm512_add_epi32(even[r], odd[r])),
-          _mm512_mul_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(lanes, rows[r] + offset)), x_scale), acc[r]);
-    }
+    if (g == kQ4GroupBlocks) tile_group_q4<R, NT, true>(rows, offset, g, cols, q, xs, sums, at, base, acc);
+    else tile_group_q4<R, NT, false>(rows, offset, g, cols, q, xs, sums, at, base, acc);
     offset += g * kQ4BlockBytes;
   }
-  MOE_UNROLL for (int r = 0; r < R; ++r) out[r] = acc[r];
+  MOE_UNROLL for (int r = 0; r < R; ++r) MOE_UNROLL for (int k = 0; k < NT; ++k) out[k * out_stride + r] = acc[r][k];
 }
-inline constexpr int kQ4DecodeRows = 4;
+// Tile shapes: rows per tile for NT tokens (32 registers: R * NT int32 sums, as many
+// float accumulators, the row's unpacked bytes).
+inline constexpr int kQ4Tokens = 4;
+constexpr int q4_tile_rows(int nt) { return nt >= 4 ? 2 : 4; }
 inline constexpr int kQ4PrefetchBlocks = 2;
 inline void prefetch(const uint8_t* p) { _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T0); }
 
 #else  // AVX2 (and AVX-VNNI)
+// Tile shapes: 2 rows for 1 or 2 tokens (16 registers: the sums, the float accumulators,
+// a row's unpacked bytes).
 inline constexpr int kQ4Tokens = 2;
-inline constexpr int kQ4DecodeRows = 2;  // 16 registers: two rows' accumulators and the shared x
+constexpr int q4_tile_rows(int) { return 2; }
 inline constexpr int kQ4PrefetchBlocks = 4;
 inline void prefetch(const uint8_t* p) { _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T0); }
 
@@ -186,123 +153,80 @@ inline __m256 load_scales(const uint8_t* p, int n) {
   return _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(halves)));
 }
 
-// Decode: R rows against one token, each chunk of x loaded once for the R rows; out[r]
-// holds lanes whose sum is row r's result.
-template <int R>
-[[gnu::always_inline]] inline void rows_dot_q4(const uint8_t* const* rows, int cols, const int8_t* q, const float* xs,
-                                               const int32_t* sums, fbatch* out) {
-  const int blocks = cols / kQ4Block;
+// One half of a group (blocks 8h .. 8h + n) of a tile: R rows at `offset` against NT
+// tokens, added to acc (the AVX-512 tile_group_q4, 8 blocks at a time), in two chains per
+// (row, token) when the tile has fewer than 4 of them. vpmaddubsw's int16 pair sums of the
+// half's 8 chunks stay below 8 * 2 * 15 * 127 = 30480 before vpmaddwd widens them.
+template <int R, int NT>
+[[gnu::always_inline]] inline void tile_half_q4(const uint8_t* const* rows, long offset, int g, int h, int cols,
+                                                const int8_t* q, const float* xs, const int32_t* sums, long at,
+                                                int base, __m256 (&acc)[R][NT]) {
+  constexpr int C = R * NT < 4 ? 2 : 1;
+  const int blocks = cols / kQ4Block, chunk = 4 * g, n = g - 8 * h < 8 ? g - 8 * h : 8;
   const __m256i low = _mm256_set1_epi8(15);
-  __m256 acc[R];
-  MOE_UNROLL for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
-  long offset = 0;
-  for (int gi = 0; gi * kQ4GroupBlocks < blocks; ++gi) {
-    const int g = q4_group_blocks(blocks, gi), chunk = 4 * g, base = gi * kQ4GroupBlocks * kQ4Block;
-    const long at = gi * kQ4GroupBlocks;
-    for (int h = 0; h * 8 < g; ++h) {
-      const int n = g - 8 * h < 8 ? g - 8 * h : 8;
-      const __m256i start = load_lanes(sums + at + 8 * h, n);
-      __m256i even[R], odd[R];
+  __m256i isum[C][R][NT];
+  MOE_UNROLL for (int k = 0; k < NT; ++k) {
 #if MOE_Q4_DPBUSD
-      MOE_UNROLL for (int r = 0; r < R; ++r) even[r] = start, odd[r] = _mm256_setzero_si256();
+    const __m256i start = load_lanes(sums + static_cast<long>(k) * blocks + at + 8 * h, n);
 #else
-      MOE_UNROLL for (int r = 0; r < R; ++r) even[r] = odd[r] = _mm256_setzero_si256();
+    const __m256i start = _mm256_setzero_si256();  // int16 pair sums: the block sums join after widening
 #endif
-      for (int p = 0; p < 4; ++p) {
-        const int8_t* x = q + base + 2 * chunk * p + 32 * h;
+    MOE_UNROLL for (int r = 0; r < R; ++r) {
+      isum[0][r][k] = start;
+      if constexpr (C == 2) isum[1][r][k] = _mm256_setzero_si256();
+    }
+  }
+  for (int p = 0; p < 4; ++p) {
+    MOE_UNROLL for (int r = 0; r < R; ++r) {
+      const __m256i v = load_lanes(rows[r] + offset + 2 * g + chunk * p + 32 * h, n);
+      const __m256i lo = _mm256_and_si256(v, low), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+      MOE_UNROLL for (int k = 0; k < NT; ++k) {
+        const int8_t* x = q + static_cast<long>(k) * cols + base + 2 * chunk * p + 32 * h;
         const __m256i x0 = load_lanes(x, n), x1 = load_lanes(x + chunk, n);
-        MOE_UNROLL for (int r = 0; r < R; ++r) {
-          const __m256i v = load_lanes(rows[r] + offset + 2 * g + chunk * p + 32 * h, n);
-          const __m256i lo = _mm256_and_si256(v, low), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
 #if MOE_Q4_DPBUSD
-          even[r] = dpbusd(even[r], lo, x0);
-          odd[r] = dpbusd(odd[r], hi, x1);
+        isum[0][r][k] = dpbusd(isum[0][r][k], lo, x0);
+        isum[C - 1][r][k] = dpbusd(isum[C - 1][r][k], hi, x1);
 #else
-          even[r] = _mm256_add_epi16(even[r], _mm256_maddubs_epi16(lo, x0));
-          odd[r] = _mm256_add_epi16(odd[r], _mm256_maddubs_epi16(hi, x1));
+        isum[0][r][k] = _mm256_add_epi16(isum[0][r][k], _mm256_maddubs_epi16(lo, x0));
+        isum[C - 1][r][k] = _mm256_add_epi16(isum[C - 1][r][k], _mm256_maddubs_epi16(hi, x1));
 #endif
-        }
-      }
-      const __m256 x_scale = load_lanes_ps(xs + at + 8 * h, n);
-      MOE_UNROLL for (int r = 0; r < R; ++r) {
-#if MOE_Q4_DPBUSD
-        const __m256i isum = _mm256_add_epi32(even[r], odd[r]);
-#else
-        const __m256i isum =
-            _mm256_add_epi32(start, _mm256_madd_epi16(_mm256_add_epi16(even[r], odd[r]), _mm256_set1_epi16(1)));
-#endif
-        acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum),
-                                 _mm256_mul_ps(load_scales(rows[r] + offset + 16 * h, n), x_scale), acc[r]);
       }
     }
-    offset += g * kQ4BlockBytes;
   }
-  MOE_UNROLL for (int r = 0; r < R; ++r) out[r] = acc[r];
+  __m256 x_scale[NT];
+  MOE_UNROLL for (int k = 0; k < NT; ++k) x_scale[k] =
+      load_lanes_ps(xs + static_cast<long>(k) * blocks + at + 8 * h, n);
+  MOE_UNROLL for (int r = 0; r < R; ++r) {
+    const __m256 ws = load_scales(rows[r] + offset + 16 * h, n);
+    MOE_UNROLL for (int k = 0; k < NT; ++k) {
+#if MOE_Q4_DPBUSD
+      const __m256i total = C == 2 ? _mm256_add_epi32(isum[0][r][k], isum[C - 1][r][k]) : isum[0][r][k];
+#else
+      const __m256i pairs = C == 2 ? _mm256_add_epi16(isum[0][r][k], isum[C - 1][r][k]) : isum[0][r][k];
+      const __m256i total = _mm256_add_epi32(load_lanes(sums + static_cast<long>(k) * blocks + at + 8 * h, n),
+                                             _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+#endif
+      acc[r][k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(total), _mm256_mul_ps(ws, x_scale[k]), acc[r][k]);
+    }
+  }
 }
 
-template <int NT>
-inline void row_dot_q4(const uint8_t* row, int cols, const int8_t* q, const float* xs, const int32_t* sums, float* y,
-                       long y_stride) {
+// A tile: R rows against NT tokens; out[k * out_stride + r] gets lanes whose sum is row
+// r's result for token k (as the AVX-512 tile_q4).
+template <int R, int NT>
+[[gnu::always_inline]] inline void tile_q4(const uint8_t* const* rows, int cols, const int8_t* q, const float* xs,
+                                           const int32_t* sums, fbatch* out, int out_stride) {
   const int blocks = cols / kQ4Block;
-  const __m256i low = _mm256_set1_epi8(15);
-  __m256 acc[NT];
-  MOE_UNROLL for (int k = 0; k < NT; ++k) acc[k] = _mm256_setzero_ps();
-  const uint8_t* group = row;
+  __m256 acc[R][NT];
+  MOE_UNROLL for (int r = 0; r < R; ++r) MOE_UNROLL for (int k = 0; k < NT; ++k) acc[r][k] = _mm256_setzero_ps();
+  long offset = 0;
   for (int gi = 0; gi * kQ4GroupBlocks < blocks; ++gi) {
-    const int g = q4_group_blocks(blocks, gi), chunk = 4 * g, base = gi * kQ4GroupBlocks * kQ4Block;
-    const uint8_t* nibbles = group + 2 * g;
-    const long at = gi * kQ4GroupBlocks;
-    for (int h = 0; h * 8 < g; ++h) {  // blocks 8h .. 8h + n of the group
-      const int n = g - 8 * h < 8 ? g - 8 * h : 8;
-      const __m256 ws = load_scales(group + 16 * h, n);
-#if defined(__AVXVNNI__) || (defined(__AVX512VNNI__) && defined(__AVX512VL__))
-      __m256i even[NT], odd[NT];
-      MOE_UNROLL for (int k = 0; k < NT; ++k) {
-        even[k] = load_lanes(sums + k * blocks + at + 8 * h, n);
-        odd[k] = _mm256_setzero_si256();
-      }
-#else
-      __m256i even[NT], odd[NT];  // int16 pair sums of the even and odd chunks
-      MOE_UNROLL for (int k = 0; k < NT; ++k) even[k] = odd[k] = _mm256_setzero_si256();
-#endif
-      for (int p = 0; p < 4; ++p) {
-        const __m256i v = load_lanes(nibbles + chunk * p + 32 * h, n);
-        const __m256i lo = _mm256_and_si256(v, low), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
-        MOE_UNROLL for (int k = 0; k < NT; ++k) {
-          const int8_t* x = q + static_cast<long>(k) * cols + base + 2 * chunk * p + 32 * h;
-          const __m256i x0 = load_lanes(x, n), x1 = load_lanes(x + chunk, n);
-#if defined(__AVXVNNI__) && !(defined(__AVX512VNNI__) && defined(__AVX512VL__))
-          even[k] = _mm256_dpbusd_avx_epi32(even[k], lo, x0);
-          odd[k] = _mm256_dpbusd_avx_epi32(odd[k], hi, x1);
-#elif defined(__AVX512VNNI__) && defined(__AVX512VL__)
-          even[k] = _mm256_dpbusd_epi32(even[k], lo, x0);
-          odd[k] = _mm256_dpbusd_epi32(odd[k], hi, x1);
-#else
-          even[k] = _mm256_add_epi16(even[k], _mm256_maddubs_epi16(lo, x0));
-          odd[k] = _mm256_add_epi16(odd[k], _mm256_maddubs_epi16(hi, x1));
-#endif
-        }
-      }
-      MOE_UNROLL for (int k = 0; k < NT; ++k) {
-#if defined(__AVXVNNI__) || (defined(__AVX512VNNI__) && defined(__AVX512VL__))
-        const __m256i isum = _mm256_add_epi32(even[k], odd[k]);
-#else
-        const __m256i isum =
-            _mm256_add_epi32(load_lanes(sums + k * blocks + at + 8 * h, n),
-                             _mm256_madd_epi16(_mm256_add_epi16(even[k], odd[k]), _mm256_set1_epi16(1)));
-#endif
-        const __m256 scale = _mm256_mul_ps(ws, load_lanes_ps(xs + k * blocks + at + 8 * h, n));
-        acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc[k]);
-      }
-    }
-    group += g * kQ4BlockBytes;
+    const int g = q4_group_blocks(blocks, gi), base = gi * kQ4GroupBlocks * kQ4Block;
+    for (int h = 0; h * 8 < g; ++h)
+      tile_half_q4<R, NT>(rows, offset, g, h, cols, q, xs, sums, gi * kQ4GroupBlocks, base, acc);
+    offset += g * kQ4BlockBytes;
   }
-  MOE_UNROLL for (int k = 0; k < NT; ++k) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc[k]), _mm256_extractf128_ps(acc[k], 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    y[k * y_stride] = _mm_cvtss_f32(s);
-  }
+  MOE_UNROLL for (int r = 0; r < R; ++r) MOE_UNROLL for (int k = 0; k < NT; ++k) out[k * out_stride + r] = acc[r][k];
 }
 #endif
 
