@@ -1,5 +1,5 @@
 // The static thread pool and the engine's use of it: every part of every task runs
-// exactly once, across sleeps; and an engine with 2 workers (decode runs the 2 chosen
+// exactly once, across sleeps and while a worker is held up; and an engine with 2 workers (decode runs the 2 chosen
 // experts side by side; prefill splits rows) or 3 (rows split everywhere) computes the
 // very same logits, bit for bit, as with one, for f32 and int8 weights.
 #include <gtest/gtest.h>
@@ -18,7 +18,7 @@ namespace moe {
 namespace {
 
 struct Tally {
-  std::atomic<int> runs[8] = {};
+  std::atomic<int> runs[16] = {};
   std::atomic<int> wrong_parts{0};
   int expected_parts = 0;
   static void task(void* ctx, int part, int parts) {
@@ -34,12 +34,13 @@ TEST(ThreadPool, EveryPartRunsOncePerTask) {
     const Workers w = pool.workers();
     ASSERT_EQ(w.parts, threads);
     Tally tally;
-    tally.expected_parts = threads;
+    tally.expected_parts = pool.pieces();
+    ASSERT_EQ(pool.pieces(), threads == 1 ? 1 : threads * platform::ThreadPool::kPiecesPerThread);
     constexpr int kTasks = 5000;
     for (int i = 0; i < kTasks; ++i) {
       w.run(w.pool, &Tally::task, &tally);
       // run() returns only when every part is done: the counts are exact here.
-      for (int p = 0; p < threads; ++p)
+      for (int p = 0; p < pool.pieces(); ++p)
         ASSERT_EQ(tally.runs[p].load(), i + 1) << "threads " << threads << " part " << p;
     }
     EXPECT_EQ(tally.wrong_parts.load(), 0);
@@ -50,12 +51,51 @@ TEST(ThreadPool, WakesWorkersThatFellAsleep) {
   platform::ThreadPool pool(3);
   const Workers w = pool.workers();
   Tally tally;
-  tally.expected_parts = 3;
+  tally.expected_parts = pool.pieces();
   for (int i = 0; i < 3; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(30));  // past the spin: workers wait in the kernel
     w.run(w.pool, &Tally::task, &tally);
   }
-  for (int p = 0; p < 3; ++p) EXPECT_EQ(tally.runs[p].load(), 3);
+  for (int p = 0; p < pool.pieces(); ++p) EXPECT_EQ(tally.runs[p].load(), 3);
+}
+
+// A worker that is held up inside a part (as when another process holds its core)
+// leaves the other parts to the threads that are free: here the caller runs all the
+// rest while part `held` waits for it to finish them.
+struct HeldUp {
+  std::atomic<int> held{-1};  // the part that waits
+  std::atomic<int> others_done{0};
+  std::atomic<bool> caller_ran_all{false};
+  std::thread::id caller;
+  static void task(void* ctx, int part, int parts) {
+    auto& h = *static_cast<HeldUp*>(ctx);
+    int expected = -1;
+    if (std::this_thread::get_id() != h.caller && h.held.compare_exchange_strong(expected, part)) {
+      // A worker: wait until every other part has run elsewhere (bounded: a pool that
+      // waited for this part instead would fail the test rather than hang it).
+      for (int i = 0; i < 5000 && h.others_done.load() < parts - 1; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      h.caller_ran_all = h.others_done.load() == parts - 1;
+      return;
+    }
+    h.others_done.fetch_add(1);
+  }
+};
+
+TEST(ThreadPool, AHeldUpWorkerLeavesItsShareToTheOthers) {
+  platform::ThreadPool pool(2);
+  const Workers w = pool.workers();
+  for (int i = 0; i < 20; ++i) {
+    HeldUp h;
+    h.caller = std::this_thread::get_id();
+    w.run(w.pool, &HeldUp::task, &h);
+    if (h.held.load() < 0) {  // the worker never woke in time: the caller ran every part
+      EXPECT_EQ(h.others_done.load(), pool.pieces());
+      continue;
+    }
+    EXPECT_TRUE(h.caller_ran_all.load()) << "the other parts waited for the held-up worker";
+    EXPECT_EQ(h.others_done.load(), pool.pieces() - 1);
+  }
 }
 
 constexpr ModelConfig kMixtral = config_from_key("llama-d64-l2-h4-kv2-hd16-e4-k2-f128-v96-c128");

@@ -7,8 +7,10 @@
 namespace moe {
 
 struct Workers {
-  // A task is run as task(ctx, part, parts) for every part in [0, parts), part 0 on the
-  // calling thread; `run` returns when all parts are done. It must not allocate.
+  // `run` calls task(ctx, part, parts) once for every part in [0, parts), on whichever
+  // thread is free (the caller takes parts too), and returns when all are done. `parts`
+  // is the pool's choice and may exceed the threads: a task must divide its work by
+  // part and parts alone. A task must not allocate.
   using Task = void (*)(void* ctx, int part, int parts);
   void* pool = nullptr;
   void (*run)(void* pool, Task task, void* ctx) = nullptr;

@@ -19,35 +19,60 @@ namespace {
 // work), then sleeping in the kernel.
 constexpr int kPauses = 2048;
 constexpr int kYields = 4096;
+constexpr uint64_t kPieceMask = 0xffffffffu;
 }  // namespace
 
-ThreadPool::ThreadPool(int threads) : parts_(threads < 1 ? 1 : threads > kMaxThreads ? kMaxThreads : threads) {
-  for (int part = 1; part < parts_; ++part) threads_[part - 1] = std::thread([this, part] { worker_loop(part); });
+ThreadPool::ThreadPool(int threads)
+    : threads_count_(threads < 1             ? 1
+                     : threads > kMaxThreads ? kMaxThreads
+                                             : threads),
+      pieces_(threads_count_ == 1 ? 1 : threads_count_ * kPiecesPerThread) {
+  for (int i = 0; i + 1 < threads_count_; ++i) threads_[i] = std::thread([this] { worker_loop(); });
 }
 
 ThreadPool::~ThreadPool() {
   stop_.store(true, std::memory_order_relaxed);
   generation_.fetch_add(1, std::memory_order_release);
   generation_.notify_all();
-  for (int i = 0; i + 1 < parts_; ++i) threads_[i].join();
+  for (int i = 0; i + 1 < threads_count_; ++i) threads_[i].join();
 }
 
 void ThreadPool::run(void* pool, Workers::Task task, void* ctx) {
   auto& self = *static_cast<ThreadPool*>(pool);
-  if (self.parts_ == 1) return task(ctx, 0, 1);
-  self.task_ = task;
-  self.ctx_ = ctx;
-  self.pending_.store(self.parts_ - 1, std::memory_order_relaxed);
-  self.generation_.fetch_add(1, std::memory_order_release);  // publishes task_, ctx_
-  self.generation_.notify_all();                             // cheap when no worker sleeps
-  task(ctx, 0, self.parts_);
-  for (int spins = 0; self.pending_.load(std::memory_order_acquire) != 0; ++spins) {
+  if (self.threads_count_ == 1) return task(ctx, 0, 1);
+  // Every piece of the previous task is done (below), so no thread reads task_ or ctx_
+  // for it any more: a thread reads them only while a piece is left to claim.
+  self.task_.store(task, std::memory_order_relaxed);
+  self.ctx_.store(ctx, std::memory_order_relaxed);
+  self.done_.store(0, std::memory_order_relaxed);
+  const uint64_t number = (self.claim_.load(std::memory_order_relaxed) >> 32) + 1;
+  self.claim_.store(number << 32, std::memory_order_release);  // publishes the task
+  self.generation_.fetch_add(1, std::memory_order_release);
+  self.generation_.notify_all();  // cheap when no worker sleeps
+  self.run_pieces();
+  for (int spins = 0; self.done_.load(std::memory_order_acquire) != self.pieces_; ++spins) {
     if (spins < kPauses) MOE_CPU_RELAX();
-    else std::this_thread::yield();  // a worker is not running: let it
+    else std::this_thread::yield();  // a worker holding a piece is not running: let it
   }
 }
 
-void ThreadPool::worker_loop(int part) {
+// Claims and runs pieces of the current task until none is left. A piece is claimed by
+// advancing claim_ from the value the task and context were read under: when that
+// succeeds, the task was still the current one.
+void ThreadPool::run_pieces() {
+  uint64_t claim = claim_.load(std::memory_order_acquire);
+  while (static_cast<int>(claim & kPieceMask) < pieces_) {
+    const Workers::Task task = task_.load(std::memory_order_relaxed);
+    void* ctx = ctx_.load(std::memory_order_relaxed);
+    if (!claim_.compare_exchange_weak(claim, claim + 1, std::memory_order_acq_rel, std::memory_order_acquire))
+      continue;  // claim now holds the current value
+    task(ctx, static_cast<int>(claim & kPieceMask), pieces_);
+    done_.fetch_add(1, std::memory_order_release);
+    claim = claim_.load(std::memory_order_acquire);
+  }
+}
+
+void ThreadPool::worker_loop() {
   int seen = 0;
   for (;;) {
     int now = generation_.load(std::memory_order_acquire);
@@ -63,8 +88,7 @@ void ThreadPool::worker_loop(int part) {
     }
     seen = now;
     if (stop_.load(std::memory_order_relaxed)) return;
-    task_(ctx_, part, parts_);
-    pending_.fetch_sub(1, std::memory_order_release);
+    run_pieces();
   }
 }
 

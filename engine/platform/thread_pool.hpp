@@ -1,6 +1,11 @@
 // A static pool of worker threads for the engine's Workers seam: the threads are
-// created once, here, and each task after that is handed over through two atomics, so a
+// created once, here, and each task after that is handed over through atomics, so a
 // generated token neither creates a thread nor allocates (test_zero_alloc proves it).
+//
+// A task is cut into more pieces than there are threads, and each thread, the caller
+// included, claims the next unclaimed piece until none is left: a worker that the OS has
+// not scheduled (another process holds its core) leaves its pieces to the others instead
+// of holding up the task, and a slowed one takes fewer.
 //
 // Between tasks a worker spins briefly (a decode issues ~10 products per layer,
 // microseconds apart: sleeping between them would cost more than the products), then
@@ -8,6 +13,7 @@
 #pragma once
 
 #include <atomic>
+#include <cstdint>
 #include <thread>
 
 #include "moe/workers.hpp"
@@ -17,6 +23,7 @@ namespace moe::platform {
 class ThreadPool {
  public:
   static constexpr int kMaxThreads = 256;
+  static constexpr int kPiecesPerThread = 4;
   // `threads` counts the calling thread: ThreadPool(2) starts one worker (at most
   // kMaxThreads in all).
   explicit ThreadPool(int threads);
@@ -24,19 +31,24 @@ class ThreadPool {
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
 
-  Workers workers() { return Workers{this, &ThreadPool::run, parts_}; }
-  int threads() const { return parts_; }
+  Workers workers() { return Workers{this, &ThreadPool::run, threads_count_}; }
+  int threads() const { return threads_count_; }
+  // How many parts a task is cut into: kPiecesPerThread per thread, 1 without workers.
+  int pieces() const { return pieces_; }
 
  private:
   static void run(void* pool, Workers::Task task, void* ctx);
-  void worker_loop(int part);
+  void run_pieces();
+  void worker_loop();
 
-  int parts_;
-  std::thread threads_[kMaxThreads - 1];  // [0, parts_ - 1) started
-  Workers::Task task_ = nullptr;
-  void* ctx_ = nullptr;
-  std::atomic<int> generation_{0};  // bumped once per task (and at shutdown)
-  std::atomic<int> pending_{0};     // workers still running the current task
+  int threads_count_;
+  int pieces_;
+  std::thread threads_[kMaxThreads - 1];  // [0, threads_count_ - 1) started
+  std::atomic<Workers::Task> task_{nullptr};
+  std::atomic<void*> ctx_{nullptr};
+  std::atomic<uint64_t> claim_{0};  // (task number << 32) | the next unclaimed piece
+  std::atomic<int> done_{0};        // pieces of the current task finished
+  std::atomic<int> generation_{0};  // bumped once per task (and at shutdown): wakes workers
   std::atomic<bool> stop_{false};
 };
 
