@@ -105,7 +105,7 @@ template <int R, int NT>
 // Tile shapes: rows per tile for NT tokens (32 registers: R * NT int32 sums, as many
 // float accumulators, the row's unpacked bytes).
 inline constexpr int kQ4Tokens = 4;
-constexpr int q4_tile_rows(int nt) { return nt >= 4 ? 2 : 4; }
+constexpr int q4_tile_rows(int nt) { return nt >= 4 ? 2 : nt == 2 ? 4 : 8; }
 inline constexpr int kQ4PrefetchBlocks = 2;
 inline void prefetch(const uint8_t* p) { _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T0); }
 
