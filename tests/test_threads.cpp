@@ -30,20 +30,22 @@ struct Tally {
 
 TEST(ThreadPool, EveryPartRunsOncePerTask) {
   for (int threads : {1, 2, 3}) {
-    platform::ThreadPool pool(threads);
-    const Workers w = pool.workers();
-    ASSERT_EQ(w.parts, threads);
-    Tally tally;
-    tally.expected_parts = pool.pieces();
-    ASSERT_EQ(pool.pieces(), threads == 1 ? 1 : threads * platform::ThreadPool::kPiecesPerThread);
-    constexpr int kTasks = 5000;
-    for (int i = 0; i < kTasks; ++i) {
-      w.run(w.pool, &Tally::task, &tally);
-      // run() returns only when every part is done: the counts are exact here.
-      for (int p = 0; p < pool.pieces(); ++p)
-        ASSERT_EQ(tally.runs[p].load(), i + 1) << "threads " << threads << " part " << p;
+    for (int parts_per_thread : {1, 4}) {
+      platform::ThreadPool pool(threads, parts_per_thread);
+      const Workers w = pool.workers();
+      ASSERT_EQ(w.parts, threads);
+      Tally tally;
+      tally.expected_parts = pool.pieces();
+      ASSERT_EQ(pool.pieces(), threads == 1 ? 1 : threads * parts_per_thread);
+      constexpr int kTasks = 5000;
+      for (int i = 0; i < kTasks; ++i) {
+        w.run(w.pool, &Tally::task, &tally);
+        // run() returns only when every part is done: the counts are exact here.
+        for (int p = 0; p < pool.pieces(); ++p)
+          ASSERT_EQ(tally.runs[p].load(), i + 1) << "threads " << threads << " part " << p;
+      }
+      EXPECT_EQ(tally.wrong_parts.load(), 0);
     }
-    EXPECT_EQ(tally.wrong_parts.load(), 0);
   }
 }
 
@@ -60,8 +62,9 @@ TEST(ThreadPool, WakesWorkersThatFellAsleep) {
 }
 
 // A worker that is held up inside a part (as when another process holds its core)
-// leaves the other parts to the threads that are free: here the caller runs all the
-// rest while part `held` waits for it to finish them.
+// leaves the other parts to the threads that are free: with 4 parts per thread, the
+// caller runs all the rest while part `held` waits for it to finish them (a pool that
+// gave each thread fixed parts would leave 3 of them to the held-up worker).
 struct HeldUp {
   std::atomic<int> held{-1};  // the part that waits
   std::atomic<int> others_done{0};
@@ -83,7 +86,7 @@ struct HeldUp {
 };
 
 TEST(ThreadPool, AHeldUpWorkerLeavesItsShareToTheOthers) {
-  platform::ThreadPool pool(2);
+  platform::ThreadPool pool(2, 4);
   const Workers w = pool.workers();
   for (int i = 0; i < 20; ++i) {
     HeldUp h;

@@ -22,11 +22,13 @@ constexpr int kYields = 4096;
 constexpr uint64_t kPieceMask = 0xffffffffu;
 }  // namespace
 
-ThreadPool::ThreadPool(int threads)
-    : threads_count_(threads < 1             ? 1
-                     : threads > kMaxThreads ? kMaxThreads
-                                             : threads),
-      pieces_(threads_count_ == 1 ? 1 : threads_count_ * kPiecesPerThread) {
+namespace {
+int clamp(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
+}  // namespace
+
+ThreadPool::ThreadPool(int threads, int parts_per_thread)
+    : threads_count_(clamp(threads, 1, kMaxThreads)),
+      pieces_(threads_count_ == 1 ? 1 : threads_count_ * clamp(parts_per_thread, 1, kMaxPartsPerThread)) {
   for (int i = 0; i + 1 < threads_count_; ++i) threads_[i] = std::thread([this] { worker_loop(); });
 }
 

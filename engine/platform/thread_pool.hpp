@@ -2,10 +2,12 @@
 // created once, here, and each task after that is handed over through atomics, so a
 // generated token neither creates a thread nor allocates (test_zero_alloc proves it).
 //
-// A task is cut into more pieces than there are threads, and each thread, the caller
-// included, claims the next unclaimed piece until none is left: a worker that the OS has
-// not scheduled (another process holds its core) leaves its pieces to the others instead
-// of holding up the task, and a slowed one takes fewer.
+// A task is cut into parts (one per thread by default), and each thread, the caller
+// included, claims the next unclaimed part until none is left: a worker that the OS has
+// not scheduled (another process holds its core) leaves its part to the others instead
+// of holding up the task. More parts per thread also let a slowed thread take fewer; on
+// the machines measured one per thread decoded fastest (bench/README.md, "Design
+// decisions").
 //
 // Between tasks a worker spins briefly (a decode issues ~10 products per layer,
 // microseconds apart: sleeping between them would cost more than the products), then
@@ -23,17 +25,17 @@ namespace moe::platform {
 class ThreadPool {
  public:
   static constexpr int kMaxThreads = 256;
-  static constexpr int kPiecesPerThread = 4;
+  static constexpr int kMaxPartsPerThread = 64;
   // `threads` counts the calling thread: ThreadPool(2) starts one worker (at most
-  // kMaxThreads in all).
-  explicit ThreadPool(int threads);
+  // kMaxThreads in all). Each task is cut into threads * parts_per_thread parts.
+  explicit ThreadPool(int threads, int parts_per_thread = 1);
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
 
   Workers workers() { return Workers{this, &ThreadPool::run, threads_count_}; }
   int threads() const { return threads_count_; }
-  // How many parts a task is cut into: kPiecesPerThread per thread, 1 without workers.
+  // How many parts a task is cut into (1 without workers).
   int pieces() const { return pieces_; }
 
  private:
