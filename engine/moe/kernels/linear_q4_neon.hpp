@@ -42,13 +42,18 @@ template <int R, int NT>
         MOE_UNROLL for (int r = 0; r < R; ++r) even[r][k] = start, odd[r][k] = vdupq_n_s32(0);
       }
       MOE_UNROLL for (int p = 0; p < 4; ++p) {
+        int8x16_t lo[R], hi[R];
         MOE_UNROLL for (int r = 0; r < R; ++r) {
           const uint8x16_t v = vld1q_u8(rows[r] + offset + 2 * g + chunk * p + 16 * m);
-          const int8x16_t lo = vreinterpretq_s8_u8(vandq_u8(v, low)), hi = vreinterpretq_s8_u8(vshrq_n_u8(v, 4));
-          MOE_UNROLL for (int k = 0; k < NT; ++k) {
-            const int8_t* x = q + static_cast<long>(k) * cols + base + 2 * chunk * p + 16 * m;
-            even[r][k] = vdotq_s32(even[r][k], lo, vld1q_s8(x));
-            odd[r][k] = vdotq_s32(odd[r][k], hi, vld1q_s8(x + chunk));
+          lo[r] = vreinterpretq_s8_u8(vandq_u8(v, low));
+          hi[r] = vreinterpretq_s8_u8(vshrq_n_u8(v, 4));
+        }
+        MOE_UNROLL for (int k = 0; k < NT; ++k) {
+          const int8_t* x = q + static_cast<long>(k) * cols + base + 2 * chunk * p + 16 * m;
+          const int8x16_t x0 = vld1q_s8(x), x1 = vld1q_s8(x + chunk);
+          MOE_UNROLL for (int r = 0; r < R; ++r) {
+            even[r][k] = vdotq_s32(even[r][k], lo[r], x0);
+            odd[r][k] = vdotq_s32(odd[r][k], hi[r], x1);
           }
         }
       }

@@ -177,18 +177,22 @@ template <int R, int NT>
     }
   }
   for (int p = 0; p < 4; ++p) {
+    __m256i lo[R], hi[R];
     MOE_UNROLL for (int r = 0; r < R; ++r) {
       const __m256i v = load_lanes(rows[r] + offset + 2 * g + chunk * p + 32 * h, n);
-      const __m256i lo = _mm256_and_si256(v, low), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
-      MOE_UNROLL for (int k = 0; k < NT; ++k) {
-        const int8_t* x = q + static_cast<long>(k) * cols + base + 2 * chunk * p + 32 * h;
-        const __m256i x0 = load_lanes(x, n), x1 = load_lanes(x + chunk, n);
+      lo[r] = _mm256_and_si256(v, low);
+      hi[r] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+    }
+    MOE_UNROLL for (int k = 0; k < NT; ++k) {
+      const int8_t* x = q + static_cast<long>(k) * cols + base + 2 * chunk * p + 32 * h;
+      const __m256i x0 = load_lanes(x, n), x1 = load_lanes(x + chunk, n);
+      MOE_UNROLL for (int r = 0; r < R; ++r) {
 #if MOE_Q4_DPBUSD
-        isum[0][r][k] = dpbusd(isum[0][r][k], lo, x0);
-        isum[C - 1][r][k] = dpbusd(isum[C - 1][r][k], hi, x1);
+        isum[0][r][k] = dpbusd(isum[0][r][k], lo[r], x0);
+        isum[C - 1][r][k] = dpbusd(isum[C - 1][r][k], hi[r], x1);
 #else
-        isum[0][r][k] = _mm256_add_epi16(isum[0][r][k], _mm256_maddubs_epi16(lo, x0));
-        isum[C - 1][r][k] = _mm256_add_epi16(isum[C - 1][r][k], _mm256_maddubs_epi16(hi, x1));
+        isum[0][r][k] = _mm256_add_epi16(isum[0][r][k], _mm256_maddubs_epi16(lo[r], x0));
+        isum[C - 1][r][k] = _mm256_add_epi16(isum[C - 1][r][k], _mm256_maddubs_epi16(hi[r], x1));
 #endif
       }
     }
