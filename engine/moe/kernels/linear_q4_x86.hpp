@@ -39,7 +39,7 @@ template <int R, int NT, bool kWhole>
   constexpr int C = R * NT >= 8 ? 1 : 2;
   const int blocks = cols / kQ4Block, chunk = kWhole ? 64 : 4 * g;
   const __mmask16 lanes = static_cast<__mmask16>((1u << g) - 1);
-  const auto bytes = [chunk](const void* p) {
+  const auto bytes = [&](const void* p) {
     if constexpr (kWhole) return _mm512_loadu_si512(p);
     else return load_short(p, chunk);
   };
