@@ -132,8 +132,9 @@ void linear_q4(benchmark::State& state) {
 
 // Shapes: Shakespeare model expert (512x128, 128x512), mixtral-tiny-a expert (128x64),
 // bench-s (bench_e2e.sh) expert (512x256, 256x512) and attention (256x256, 128x256),
-// bench-m expert (1408x512, 512x1408) and attention (512x512, 256x512); 1 token (decode)
-// 4 (an expert's usual share of a prefill chunk) and 16 (a whole chunk).
+// bench-m expert (1408x512, 512x1408) and attention (512x512, 256x512); 1 token (decode),
+// 2-3 (below the int8 prefill tile's threshold), 4 and 8 (an expert's share of a prefill
+// chunk), 16 (an engine's default chunk) and 64 (moe_infer's chunk, which attention sees).
 void shapes(benchmark::internal::Benchmark* b) {
   for (auto rc : std::vector<std::pair<int, int>>{{128, 64},
                                                   {512, 128},
@@ -145,7 +146,7 @@ void shapes(benchmark::internal::Benchmark* b) {
                                                   {1408, 512},
                                                   {512, 1408},
                                                   {512, 512}})
-    for (int tokens : {1, 4, 16}) b->Args({rc.first, rc.second, tokens});
+    for (int tokens : {1, 2, 3, 4, 8, 16, 64}) b->Args({rc.first, rc.second, tokens});
 }
 
 #define MOE_LINEAR_BENCH(K, name, dtype, group)                                                    \

@@ -451,45 +451,48 @@ TEST(SimdEqualsScalar, Linear) {
   }
 }
 
-// Decode reads blocks of rows in fours or pairs (memory streams); which blocks a row is
-// read beside depends on the row range (a worker's share), so each row's arithmetic must not:
-// any split of the rows gives the same bits as the whole product.
+// Decode reads blocks of rows in fours or pairs (memory streams), and prefill turns tiles
+// of rows (int8 on x86); which rows a row is read beside depends on the row range (a
+// worker's share), so each row's arithmetic must not: any split of the rows gives the
+// same bits as the whole product, for one token and for a prefill's several.
 TEST(SimdKernels, RowResultsDoNotDependOnTheRowRange) {
   std::mt19937 rng(31);
   const int rows = 200, cols = 160;  // 160: a 128-column step and a lone 32-column block
-  for (DType dtype : {DType::f32, DType::f16, DType::i8, DType::q4}) {
-    TestMatrix t = make_matrix(rows, cols, dtype, cols, rng);
-    const std::vector<float> x = random_vector(cols, rng);
-    std::vector<int8_t> q(static_cast<size_t>(cols));
-    std::vector<float> s(static_cast<size_t>(cols / kernels::kActBlock));
-    kernels::quantize_activations(Simd{}, x.data(), 1, cols, q.data(), s.data());
-    std::vector<float> whole(static_cast<size_t>(rows)), whole_q8(whole.size());
-    kernels::linear(Simd{}, t.m, x.data(), 1, whole.data());
-    if (dtype == DType::i8) kernels::linear_q8(Simd{}, t.m, q.data(), s.data(), 1, whole_q8.data());
-    std::vector<int8_t> q4q(q.size());
-    std::vector<float> q4s(s.size());
-    std::vector<int32_t> q4sum(s.size());
-    kernels::quantize_activations_q4(x.data(), 1, cols, q4q.data(), q4s.data(), q4sum.data());
-    const kernels::ActQ4 a4{q4q.data(), q4s.data(), q4sum.data()};
-    if (dtype == DType::q4) kernels::linear_q4(Simd{}, t.m, a4, 1, whole_q8.data());
-    for (int split : {16, 48, 64, 112, 176}) {  // multiples of 16, as the engine's worker shares
-      std::vector<float> parts(whole.size()), parts_q8(whole.size());
-      kernels::linear(Simd{}, t.m, x.data(), 1, parts.data(), 0, split);
-      kernels::linear(Simd{}, t.m, x.data(), 1, parts.data(), split, rows);
-      SCOPED_TRACE(::testing::Message() << dtype_name(dtype) << " split at row " << split);
-      EXPECT_EQ(parts, whole);
-      if (dtype == DType::i8) {
-        kernels::linear_q8(Simd{}, t.m, q.data(), s.data(), 1, parts_q8.data(), 0, split);
-        kernels::linear_q8(Simd{}, t.m, q.data(), s.data(), 1, parts_q8.data(), split, rows);
-        EXPECT_EQ(parts_q8, whole_q8);
-      }
-      if (dtype == DType::q4) {
-        kernels::linear_q4(Simd{}, t.m, a4, 1, parts_q8.data(), 0, split);
-        kernels::linear_q4(Simd{}, t.m, a4, 1, parts_q8.data(), split, rows);
-        EXPECT_EQ(parts_q8, whole_q8);
+  for (int n : {1, 5})
+    for (DType dtype : {DType::f32, DType::f16, DType::i8, DType::q4}) {
+      TestMatrix t = make_matrix(rows, cols, dtype, cols, rng);
+      const std::vector<float> x = random_vector(n * cols, rng);
+      const size_t out = static_cast<size_t>(n) * rows;
+      std::vector<int8_t> q(x.size());
+      std::vector<float> s(static_cast<size_t>(n * cols / kernels::kActBlock));
+      kernels::quantize_activations(Simd{}, x.data(), n, cols, q.data(), s.data());
+      std::vector<float> whole(out), whole_q8(out);
+      kernels::linear(Simd{}, t.m, x.data(), n, whole.data());
+      if (dtype == DType::i8) kernels::linear_q8(Simd{}, t.m, q.data(), s.data(), n, whole_q8.data());
+      std::vector<int8_t> q4q(q.size());
+      std::vector<float> q4s(s.size());
+      std::vector<int32_t> q4sum(s.size());
+      kernels::quantize_activations_q4(x.data(), n, cols, q4q.data(), q4s.data(), q4sum.data());
+      const kernels::ActQ4 a4{q4q.data(), q4s.data(), q4sum.data()};
+      if (dtype == DType::q4) kernels::linear_q4(Simd{}, t.m, a4, n, whole_q8.data());
+      for (int split : {16, 48, 64, 112, 176}) {  // multiples of 16, as the engine's worker shares
+        std::vector<float> parts(out), parts_q8(out);
+        kernels::linear(Simd{}, t.m, x.data(), n, parts.data(), 0, split);
+        kernels::linear(Simd{}, t.m, x.data(), n, parts.data(), split, rows);
+        SCOPED_TRACE(::testing::Message() << dtype_name(dtype) << " split at row " << split << ", " << n << " tokens");
+        EXPECT_EQ(parts, whole);
+        if (dtype == DType::i8) {
+          kernels::linear_q8(Simd{}, t.m, q.data(), s.data(), n, parts_q8.data(), 0, split);
+          kernels::linear_q8(Simd{}, t.m, q.data(), s.data(), n, parts_q8.data(), split, rows);
+          EXPECT_EQ(parts_q8, whole_q8);
+        }
+        if (dtype == DType::q4) {
+          kernels::linear_q4(Simd{}, t.m, a4, n, parts_q8.data(), 0, split);
+          kernels::linear_q4(Simd{}, t.m, a4, n, parts_q8.data(), split, rows);
+          EXPECT_EQ(parts_q8, whole_q8);
+        }
       }
     }
-  }
 }
 
 TEST(SimdEqualsScalar, QuantizeActivationsSameBytes) {
@@ -529,8 +532,8 @@ TEST(SimdEqualsScalar, LinearQ8) {
         if (cols % group != 0) continue;
         for (int rows :
              {11, 37, 53})  // 53: on AVX-512, a pair of 16-row blocks read as two streams, a lone block, 5 rows
-          for (int n :
-               {1, 4, 6, 13, 70}) {  // prefill groups tokens by 8 and 4 (13 = 8 + 4 + 1) within 64 at a time (70)
+          for (int n : {1, 3, 4, 5, 13, 70}) {  // prefill: fewer than 4 tokens one at a time, else x86's turned
+                                                // tiles, 2 tokens per step (odd counts), 64 at a time (70)
             TestMatrix t = make_matrix(rows, cols, DType::i8, group, rng);
             t.storage[0] = 0x80;  // -128
             t.storage[static_cast<size_t>(cols + 5)] = 0x80;

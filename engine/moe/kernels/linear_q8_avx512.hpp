@@ -71,58 +71,117 @@ template <int R>
       _mm512_add_ps(_mm512_add_ps(acc0[r], acc1[r]), _mm512_zextps256_ps512(tail[r]));
 }
 
-// Prefill: one row against NT tokens, the row's bytes loaded and offset once for all NT
-// (row_dots_q8's lanes, per token, row_offset_q8 included).
-template <int NT>
-inline void row_dot_q8_tokens(const int8_t* w, const int8_t* x, const float* xs, int cols, fbatch* out) {
-  const int blocks = cols / 32;
-  __m512 acc[NT];
-  for (int k = 0; k < NT; ++k) acc[k] = _mm512_setzero_ps();
-  int c = 0;
-  for (; c < whole(cols, 64); c += 64) {
-    const __m512i u = offset_weights(w + c);
-    for (int k = 0; k < NT; ++k) {
-      const __m512i d =
-          _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, _mm512_loadu_si512(x + static_cast<long>(k) * cols + c));
-      acc[k] =
-          _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), chunk_scales(xs + static_cast<long>(k) * blocks + c / 32), acc[k]);
-    }
+// Prefill: the 16 rows' 64-column chunk turned so that each 32-bit lane holds one row
+// (lane j of out[k]: row j's columns 4k..4k+3), each token's 4 columns then broadcast
+// against all 16 rows: a block's 8 vpdpbusd sum exactly in int32 before one convert and
+// multiply-add, where row-wise lanes need both per 4 columns (bench/README.md, "Design
+// decisions"). Four stages of 16 shuffles: 32-bit pairs, 64-bit pairs, then 128-bit lanes.
+[[gnu::always_inline]] inline void rows_to_lanes(__m512i (&v)[16]) {
+  __m512i t[16];
+  MOE_UNROLL for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_epi32(v[i], v[i + 1]);
+    t[i + 1] = _mm512_unpackhi_epi32(v[i], v[i + 1]);
   }
-  for (int k = 0; k < NT; ++k) {
-    if (c < cols) {  // a lone block of 32
-      const __m256 lanes = _mm256_cvtepi32_ps(block_lanes_q8(w + c, x + static_cast<long>(k) * cols + c));
-      acc[k] = _mm512_add_ps(acc[k], _mm512_zextps256_ps512(_mm256_mul_ps(
-                                         lanes, _mm256_set1_ps(xs[static_cast<long>(k) * blocks + c / 32]))));
-    }
-    out[k] = acc[k];
+  MOE_UNROLL for (int i = 0; i < 16; i += 4) {  // v[i + j], lane L: dword 4L + j of rows i..i+3
+    v[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+    v[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+    v[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+    v[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+  }
+  MOE_UNROLL for (int j = 0; j < 4; ++j) {  // a 4x4 transpose of 128-bit lanes
+    t[j] = _mm512_shuffle_i32x4(v[j], v[4 + j], 0x44);
+    t[4 + j] = _mm512_shuffle_i32x4(v[j], v[4 + j], 0xee);
+    t[8 + j] = _mm512_shuffle_i32x4(v[8 + j], v[12 + j], 0x44);
+    t[12 + j] = _mm512_shuffle_i32x4(v[8 + j], v[12 + j], 0xee);
+  }
+  MOE_UNROLL for (int j = 0; j < 4; ++j) {
+    v[j] = _mm512_shuffle_i32x4(t[j], t[8 + j], 0x88);
+    v[4 + j] = _mm512_shuffle_i32x4(t[j], t[8 + j], 0xdd);
+    v[8 + j] = _mm512_shuffle_i32x4(t[4 + j], t[12 + j], 0x88);
+    v[12 + j] = _mm512_shuffle_i32x4(t[4 + j], t[12 + j], 0xdd);
   }
 }
 
-// Rows [r, r + W) for tokens [t, t + NT) of y = W x, finished by one haddp per token;
-// offsets[k]: row_offset_q8 of token t + k.
+// Tokens in flight in the prefill tile: 2 (4 ran slower: the 16 turned rows take half
+// the registers).
+inline constexpr int kQ8Tokens = 2;
+
+// One block of 32 columns of NT tokens (x[i]) against 16 turned rows (w[0..7]): the
+// rows' exact int32 sums per token, 128 * x included. Two chains per token (even and
+// odd steps), NT tokens in flight.
 template <int NT>
-inline void q8_token_group(const Matrix& m, const int8_t* xq, const float* xs, const float* offsets, int r, int t,
-                           const fbatch& row_scales, float* y) {
-  const int blocks = m.cols / 32;
-  fbatch sums[NT][W], one_row[NT];
-  for (int j = 0; j < W; ++j) {
-    row_dot_q8_tokens<NT>(m.i8() + static_cast<long>(r + j) * m.cols, xq + static_cast<long>(t) * m.cols,
-                          xs + static_cast<long>(t) * blocks, m.cols, one_row);
-    for (int k = 0; k < NT; ++k) sums[k][j] = one_row[k];
+[[gnu::always_inline]] inline void block_sums_q8(const __m512i* w, const int8_t* const* x, __m512i* sums) {
+  __m512i a[NT], b[NT];
+  MOE_UNROLL for (int i = 0; i < NT; ++i) a[i] = b[i] = _mm512_setzero_si512();
+  MOE_UNROLL for (int k = 0; k < 8; k += 2) MOE_UNROLL for (int i = 0; i < NT; ++i) {
+    int32_t p, q;
+    __builtin_memcpy(&p, x[i] + 4 * k, 4);
+    __builtin_memcpy(&q, x[i] + 4 * k + 4, 4);
+    a[i] = _mm512_dpbusd_epi32(a[i], w[k], _mm512_set1_epi32(p));
+    b[i] = _mm512_dpbusd_epi32(b[i], w[k + 1], _mm512_set1_epi32(q));
   }
-  for (int k = 0; k < NT; ++k)
-    ((hadd_rows(sums[k]) - fbatch(offsets[k])) * row_scales).store_unaligned(y + static_cast<long>(t + k) * m.rows + r);
+  MOE_UNROLL for (int i = 0; i < NT; ++i) sums[i] = _mm512_add_epi32(a[i], b[i]);
 }
-// Prefill, rows [r, r + W): tokens [t0, t1) in groups of 8, then 4 (an expert's share
-// of a 16-token chunk is often 2-6), sharing each row's loads. Returns the first token
-// left for one at a time; offsets[k] is row_offset_q8 of token t0 + k.
+
+// Prefill, rows [r, r + 16) for tokens [t0, t1) (at most 64) of y = W x. offsets[k]:
+// row_offset_q8 of token t0 + k (the whole 64-column chunks); a lone last block of 32
+// carries its own 128 * x, taken off here.
+inline void q8_rows_tokens(const Matrix& m, const int8_t* xq, const float* xs, const float* offsets, int r, int t0,
+                           int t1, float* y) {
+  static_assert(W == 16, "AVX-512 build expects 16 float lanes");
+  const int cols = m.cols, blocks = cols / 32, n = t1 - t0;
+  const int8_t* w = m.i8() + static_cast<long>(r) * cols;
+  __m512 acc[64 + kQ8Tokens - 1];  // room for a short last group's repeats
+  for (int k = 0; k < n + kQ8Tokens - 1; ++k) acc[k] = _mm512_setzero_ps();
+  __m512i v[16];
+  for (int c = 0; c < cols; c += 64) {
+    const bool lone = c + 64 > cols;  // one block of 32 left
+    const __mmask64 bytes = lone ? 0xffffffffull : ~0ull;
+    MOE_UNROLL for (int j = 0; j < 16; ++j) {
+      const int8_t* row = w + static_cast<long>(j) * cols + c;
+      _mm_prefetch(reinterpret_cast<const char*>(row + kQ8PrefetchBytes), _MM_HINT_T0);
+      v[j] = _mm512_xor_si512(_mm512_maskz_loadu_epi8(bytes, row), _mm512_set1_epi8(-128));
+    }
+    rows_to_lanes(v);
+    for (int k = 0; k < n; k += kQ8Tokens) {  // a short last group repeats its last token
+      const int8_t* x[kQ8Tokens];
+      const float* s[kQ8Tokens];
+      MOE_UNROLL for (int i = 0; i < kQ8Tokens; ++i) {
+        const long t = t0 + (k + i < n ? k + i : n - 1);
+        x[i] = xq + t * cols + c;
+        s[i] = xs + t * blocks + c / 32;
+      }
+      for (int b = 0; b < (lone ? 1 : 2); ++b) {
+        __m512i d[kQ8Tokens];
+        block_sums_q8<kQ8Tokens>(v + 8 * b, x, d);
+        MOE_UNROLL for (int i = 0; i < kQ8Tokens; ++i) {
+          acc[k + i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d[i]), _mm512_set1_ps(s[i][b]), acc[k + i]);
+          x[i] += 32;
+        }
+      }
+    }
+  }
+  const fbatch row_scales = fbatch::load_unaligned(m.scales + r);
+  for (int k = 0; k < n; ++k) {
+    const long t = t0 + k;
+    float offset = offsets[k];
+    if (cols % 64) {
+      const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + t * cols + cols - 32));
+      const __m256i sum = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(-128), x);
+      offset += static_cast<float>(hsum(sum)) * xs[t * blocks + blocks - 1];
+    }
+    ((fbatch(acc[k]) - fbatch(offset)) * row_scales).store_unaligned(y + t * m.rows + r);
+  }
+}
+
+// Prefill, rows [r, r + W): tokens [t0, t1) when there are 4 or more (the turning pays
+// for itself from about 4 tokens: bench/README.md, "Design decisions"). Returns the first
+// token left for one at a time.
 inline int q8_token_groups(const Matrix& m, const int8_t* xq, const float* xs, const float* offsets, int r, int t0,
                            int t1, float* y) {
-  const fbatch row_scales = fbatch::load_unaligned(m.scales + r);
-  int t = t0;
-  for (; t + 8 <= t1; t += 8) q8_token_group<8>(m, xq, xs, offsets + (t - t0), r, t, row_scales, y);
-  for (; t + 4 <= t1; t += 4) q8_token_group<4>(m, xq, xs, offsets + (t - t0), r, t, row_scales, y);
-  return t;
+  if (t1 - t0 < 4) return t0;
+  q8_rows_tokens(m, xq, xs, offsets, r, t0, t1, y);
+  return t1;
 }
 
 }  // namespace moe::kernels::simd
