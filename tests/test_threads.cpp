@@ -33,15 +33,15 @@ TEST(ThreadPool, EveryPartRunsOncePerTask) {
     for (int parts_per_thread : {1, 4}) {
       platform::ThreadPool pool(threads, parts_per_thread);
       const Workers w = pool.workers();
-      ASSERT_EQ(w.parts, threads);
+      ASSERT_EQ(w.threads, threads);
       Tally tally;
-      tally.expected_parts = pool.pieces();
-      ASSERT_EQ(pool.pieces(), threads == 1 ? 1 : threads * parts_per_thread);
+      tally.expected_parts = pool.parts();
+      ASSERT_EQ(pool.parts(), threads == 1 ? 1 : threads * parts_per_thread);
       constexpr int kTasks = 5000;
       for (int i = 0; i < kTasks; ++i) {
         w.run(w.pool, &Tally::task, &tally);
         // run() returns only when every part is done: the counts are exact here.
-        for (int p = 0; p < pool.pieces(); ++p)
+        for (int p = 0; p < pool.parts(); ++p)
           ASSERT_EQ(tally.runs[p].load(), i + 1) << "threads " << threads << " part " << p;
       }
       EXPECT_EQ(tally.wrong_parts.load(), 0);
@@ -53,12 +53,12 @@ TEST(ThreadPool, WakesWorkersThatFellAsleep) {
   platform::ThreadPool pool(3);
   const Workers w = pool.workers();
   Tally tally;
-  tally.expected_parts = pool.pieces();
+  tally.expected_parts = pool.parts();
   for (int i = 0; i < 3; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(30));  // past the spin: workers wait in the kernel
     w.run(w.pool, &Tally::task, &tally);
   }
-  for (int p = 0; p < pool.pieces(); ++p) EXPECT_EQ(tally.runs[p].load(), 3);
+  for (int p = 0; p < pool.parts(); ++p) EXPECT_EQ(tally.runs[p].load(), 3);
 }
 
 // A worker that is held up inside a part (as when another process holds its core)
@@ -93,11 +93,11 @@ TEST(ThreadPool, AHeldUpWorkerLeavesItsShareToTheOthers) {
     h.caller = std::this_thread::get_id();
     w.run(w.pool, &HeldUp::task, &h);
     if (h.held.load() < 0) {  // the worker never woke in time: the caller ran every part
-      EXPECT_EQ(h.others_done.load(), pool.pieces());
+      EXPECT_EQ(h.others_done.load(), pool.parts());
       continue;
     }
     EXPECT_TRUE(h.caller_ran_all.load()) << "the other parts waited for the held-up worker";
-    EXPECT_EQ(h.others_done.load(), pool.pieces() - 1);
+    EXPECT_EQ(h.others_done.load(), pool.parts() - 1);
   }
 }
 

@@ -82,9 +82,9 @@ inline double read_bandwidth_probe(platform::ThreadPool& pool, size_t bytes = si
     const auto t0 = std::chrono::steady_clock::now();
     w.run(w.pool, &Probe::part, &probe);
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    for (int i = 0; i < w.parts; ++i) sink = sink + probe.sums[i];
-    best = std::max(best, static_cast<double>(n / 256 / static_cast<size_t>(w.parts) * 256 *
-                                              static_cast<size_t>(w.parts) * sizeof(float)) /
+    for (int i = 0; i < w.threads; ++i) sink = sink + probe.sums[i];
+    best = std::max(best, static_cast<double>(n / 256 / static_cast<size_t>(w.threads) * 256 *
+                                              static_cast<size_t>(w.threads) * sizeof(float)) /
                               s);
   }
   return best;

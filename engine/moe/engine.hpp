@@ -434,7 +434,7 @@ class Engine {
   // Each expert must be worth several hand-overs: small ones run faster on one core
   // (bench/README.md, "Design decisions").
   bool experts_side_by_side() const {
-    return split_.workers.parts > 1 && TOPK % split_.workers.parts == 0 && 3L * D * F >= 8 * split_.min_macs_per_worker;
+    return split_.workers.threads > 1 && TOPK % split_.workers.threads == 0 && 3L * D * F >= 8 * split_.min_macs_per_worker;
   }
   struct SideBySide {
     Engine* engine;

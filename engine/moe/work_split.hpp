@@ -25,7 +25,7 @@ struct WorkSplit {
   // Runs task over the workers when the work (multiply-adds) repays a hand-over per
   // worker, else on this core as its only part.
   void share(Workers::Task task, void* ctx, long macs) const {
-    if (workers.parts > 1 && macs >= min_macs_per_worker * workers.parts) workers.run(workers.pool, task, ctx);
+    if (workers.threads > 1 && macs >= min_macs_per_worker * workers.threads) workers.run(workers.pool, task, ctx);
     else task(ctx, 0, 1);
   }
 };

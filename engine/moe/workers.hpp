@@ -14,7 +14,7 @@ struct Workers {
   using Task = void (*)(void* ctx, int part, int parts);
   void* pool = nullptr;
   void (*run)(void* pool, Task task, void* ctx) = nullptr;
-  int parts = 1;  // threads, the caller included
+  int threads = 1;  // the caller included
 };
 
 }  // namespace moe

@@ -85,7 +85,7 @@ SplitCalibration calibrate_split(ThreadPool& pool) {
     if (m > best * 0.9 && best < t_one) break;  // settled
     best = std::min(best, m);
   }
-  c.handover_s = std::max(0.0, best - t_one / w.parts);
+  c.handover_s = std::max(0.0, best - t_one / w.threads);
   // Six hand-overs' worth per worker: at two, tiny-a's prefill (products of 0.1-0.4M
   // multiply-adds in cache) still ran slower on two threads than on one (bench/README.md,
   // "Threads"). Capped so that a noisy measurement (a worker descheduled) cannot stop

@@ -19,7 +19,7 @@ namespace {
 // work), then sleeping in the kernel.
 constexpr int kPauses = 2048;
 constexpr int kYields = 4096;
-constexpr uint64_t kPieceMask = 0xffffffffu;
+constexpr uint64_t kPartMask = 0xffffffffu;
 }  // namespace
 
 namespace {
@@ -28,7 +28,7 @@ int clamp(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
 
 ThreadPool::ThreadPool(int threads, int parts_per_thread)
     : threads_count_(clamp(threads, 1, kMaxThreads)),
-      pieces_(threads_count_ == 1 ? 1 : threads_count_ * clamp(parts_per_thread, 1, kMaxPartsPerThread)) {
+      parts_(threads_count_ == 1 ? 1 : threads_count_ * clamp(parts_per_thread, 1, kMaxPartsPerThread)) {
   for (int i = 0; i + 1 < threads_count_; ++i) threads_[i] = std::thread([this] { worker_loop(); });
 }
 
@@ -42,8 +42,8 @@ ThreadPool::~ThreadPool() {
 void ThreadPool::run(void* pool, Workers::Task task, void* ctx) {
   auto& self = *static_cast<ThreadPool*>(pool);
   if (self.threads_count_ == 1) return task(ctx, 0, 1);
-  // Every piece of the previous task is done (below), so no thread reads task_ or ctx_
-  // for it any more: a thread reads them only while a piece is left to claim.
+  // Every part of the previous task is done (below), so no thread reads task_ or ctx_
+  // for it any more: a thread reads them only while a part is left to claim.
   self.task_.store(task, std::memory_order_relaxed);
   self.ctx_.store(ctx, std::memory_order_relaxed);
   self.done_.store(0, std::memory_order_relaxed);
@@ -51,24 +51,24 @@ void ThreadPool::run(void* pool, Workers::Task task, void* ctx) {
   self.claim_.store(number << 32, std::memory_order_release);  // publishes the task
   self.generation_.fetch_add(1, std::memory_order_release);
   self.generation_.notify_all();  // cheap when no worker sleeps
-  self.run_pieces();
-  for (int spins = 0; self.done_.load(std::memory_order_acquire) != self.pieces_; ++spins) {
+  self.run_parts();
+  for (int spins = 0; self.done_.load(std::memory_order_acquire) != self.parts_; ++spins) {
     if (spins < kPauses) MOE_CPU_RELAX();
-    else std::this_thread::yield();  // a worker holding a piece is not running: let it
+    else std::this_thread::yield();  // a worker holding a part is not running: let it
   }
 }
 
-// Claims and runs pieces of the current task until none is left. A piece is claimed by
+// Claims and runs parts of the current task until none is left. A part is claimed by
 // advancing claim_ from the value the task and context were read under: when that
 // succeeds, the task was still the current one.
-void ThreadPool::run_pieces() {
+void ThreadPool::run_parts() {
   uint64_t claim = claim_.load(std::memory_order_acquire);
-  while (static_cast<int>(claim & kPieceMask) < pieces_) {
+  while (static_cast<int>(claim & kPartMask) < parts_) {
     const Workers::Task task = task_.load(std::memory_order_relaxed);
     void* ctx = ctx_.load(std::memory_order_relaxed);
     if (!claim_.compare_exchange_weak(claim, claim + 1, std::memory_order_acq_rel, std::memory_order_acquire))
       continue;  // claim now holds the current value
-    task(ctx, static_cast<int>(claim & kPieceMask), pieces_);
+    task(ctx, static_cast<int>(claim & kPartMask), parts_);
     done_.fetch_add(1, std::memory_order_release);
     claim = claim_.load(std::memory_order_acquire);
   }
@@ -90,7 +90,7 @@ void ThreadPool::worker_loop() {
     }
     seen = now;
     if (stop_.load(std::memory_order_relaxed)) return;
-    run_pieces();
+    run_parts();
   }
 }
 

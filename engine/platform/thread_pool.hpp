@@ -36,20 +36,20 @@ class ThreadPool {
   Workers workers() { return Workers{this, &ThreadPool::run, threads_count_}; }
   int threads() const { return threads_count_; }
   // How many parts a task is cut into (1 without workers).
-  int pieces() const { return pieces_; }
+  int parts() const { return parts_; }
 
  private:
   static void run(void* pool, Workers::Task task, void* ctx);
-  void run_pieces();
+  void run_parts();
   void worker_loop();
 
   int threads_count_;
-  int pieces_;
+  int parts_;
   std::thread threads_[kMaxThreads - 1];  // [0, threads_count_ - 1) started
   std::atomic<Workers::Task> task_{nullptr};
   std::atomic<void*> ctx_{nullptr};
-  std::atomic<uint64_t> claim_{0};  // (task number << 32) | the next unclaimed piece
-  std::atomic<int> done_{0};        // pieces of the current task finished
+  std::atomic<uint64_t> claim_{0};  // (task number << 32) | the next unclaimed part
+  std::atomic<int> done_{0};        // parts of the current task finished
   std::atomic<int> generation_{0};  // bumped once per task (and at shutdown): wakes workers
   std::atomic<bool> stop_{false};
 };
