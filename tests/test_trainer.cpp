@@ -330,7 +330,7 @@ TEST(TrainerExport, LlamaRoundTripsThroughConverterAndEngine) {
 
 TEST(TrainerGemm, FastPathEqualsReferenceForEveryLayout) {
   std::mt19937 rng(5);
-  for (int M : {1, 7, 8, 9, 33}) {
+  for (int M : {1, 6, 7, 8, 9, 13, 33}) {  // whole tiles of MR rows (6 with AVX2, 8 with AVX-512) and remainders
     for (int N : {1, 15, 16, 31, 32, 33, 70}) {
       for (int K : {1, 5, 64}) {
         std::vector<float> A(M * K), B(K * N), C1(M * N), C2(M * N);

@@ -1,8 +1,10 @@
 #include "trainer/gemm.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cstdlib>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "moe/kernels/backend.hpp"
@@ -34,7 +36,7 @@ namespace {
 using kernels::simd::fbatch;
 constexpr int W = kernels::simd::W;
 constexpr int NR = 2 * W;  // panel width: two vectors (32 floats on AVX-512)
-constexpr int MR = 8;      // rows per tile: 16 accumulators of 32 registers
+constexpr int MR = W == 8 ? 6 : 8;  // rows per tile: 2 * MR accumulators, 16 or 32 registers
 
 // Bp[p][k][NR] = B[k][p*NR + j], zero beyond N: each micro-kernel step loads NR
 // consecutive floats. (Runs inside gemm's caller thread team when large.)
@@ -100,9 +102,11 @@ void micro_kernel(int K, const float* A, long a_row, long a_col, const float* Bp
 }
 
 using MicroKernel = void (*)(int, const float*, long, long, const float*, long, float*, long, int, bool);
-constexpr MicroKernel kKernels[MR + 1] = {nullptr,         micro_kernel<1>, micro_kernel<2>,
-                                          micro_kernel<3>, micro_kernel<4>, micro_kernel<5>,
-                                          micro_kernel<6>, micro_kernel<7>, micro_kernel<8>};
+template <int... R>
+constexpr std::array<MicroKernel, MR + 1> micro_kernels(std::integer_sequence<int, R...>) {
+  return {nullptr, &micro_kernel<R + 1>...};
+}
+constexpr auto kKernels = micro_kernels(std::make_integer_sequence<int, MR>{});
 
 struct AlignedFree {
   void operator()(float* p) const { std::free(p); }
