@@ -56,7 +56,11 @@ template <int R, int NT, bool kWhole>
     }
     MOE_UNROLL for (int k = 0; k < NT; ++k) {
       const int8_t* x = q + static_cast<long>(k) * cols + base + 2 * chunk * p;
-      const __m512i x0 = bytes(x), x1 = bytes(x + chunk);
+      __m512i x0 = bytes(x), x1 = bytes(x + chunk);
+      // Prefill: in registers. GCC otherwise folds the load into each row's vpdpbusd, and
+      // the 64-byte loads, not the dot products, bound the tile (bench/README.md, "Design
+      // decisions"). Decode (one token) is left as it was measured.
+      if constexpr (R > 1 && NT > 1) __asm__("" : "+v"(x0), "+v"(x1));
       MOE_UNROLL for (int r = 0; r < R; ++r) {
         isum[0][r][k] = _mm512_dpbusd_epi32(isum[0][r][k], lo[r], x0);
         isum[C - 1][r][k] = _mm512_dpbusd_epi32(isum[C - 1][r][k], hi[r], x1);
