@@ -55,16 +55,6 @@ template <int R>
   MOE_UNROLL for (int k = 0; k < 8; ++k) v[k] = t[k];
 }
 
-// acc + the products of u (unsigned) and s (signed) summed by 4 per 32-bit lane: exact
-// (|u| <= 128, |s| <= 127: vpmaddubsw's pair sums stay in int16).
-[[gnu::always_inline]] inline __m256i dot4_q8(__m256i acc, __m256i u, __m256i s) {
-#if defined(__AVXVNNI__) || (defined(__AVX512VNNI__) && defined(__AVX512VL__))
-  return _mm256_dpbusd_avx_epi32(acc, u, s);
-#else
-  return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
-#endif
-}
-
 // Prefill, rows [r, r + 8) for tokens [t0, t1) (at most 64) of y = W x: per block, the
 // rows turned (|w| as the unsigned operand, w's signs moved onto each broadcast x).
 inline void q8_rows_tokens(const Matrix& m, const int8_t* xq, const float* xs, int r, int t0, int t1, float* y) {

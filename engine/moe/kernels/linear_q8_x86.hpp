@@ -6,21 +6,26 @@
 
 namespace moe::kernels::simd {
 
+// acc + the products of u (unsigned) and s (signed) summed by 4 into 8 int32 lanes.
+// Exact for the int8 operands here: |u| <= 128 and |s| <= 127 keep even vpmaddubsw's
+// int16 pair sums in range (2 * 128 * 127 = 32512).
+[[gnu::always_inline]] inline __m256i dot4_q8(__m256i acc, __m256i u, __m256i s) {
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+  return _mm256_dpbusd_epi32(acc, u, s);
+#elif defined(__AVXVNNI__)
+  return _mm256_dpbusd_avx_epi32(acc, u, s);
+#else
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
+#endif
+}
+
 // The 32 products of one block, summed in pairs of 4 into 8 int32 lanes. The x86
 // instructions multiply unsigned by signed bytes, so |w| meets x with w's sign moved
-// onto it: exact, since |x| <= 127 (quantize_activations) and |w| <= 128 keep even
-// vpmaddubsw's int16 pair sums in range (2 * 128 * 127 = 32512).
+// onto it (|x| <= 127: quantize_activations).
 inline __m256i block_lanes_q8(const int8_t* w, const int8_t* x) {
   const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
   const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x));
-  const __m256i u = _mm256_abs_epi8(wv), s = _mm256_sign_epi8(xv, wv);
-#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
-  return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
-#elif defined(__AVXVNNI__)
-  return _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), u, s);
-#else
-  return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
-#endif
+  return dot4_q8(_mm256_setzero_si256(), _mm256_abs_epi8(wv), _mm256_sign_epi8(xv, wv));
 }
 
 // Prefill tiles read 8 or 16 rows side by side, more streams than the hardware
