@@ -145,8 +145,10 @@ void shapes(benchmark::internal::Benchmark* b) {
                                                   {128, 256},
                                                   {1408, 512},
                                                   {512, 1408},
-                                                  {512, 512}})
-    for (int tokens : {1, 2, 3, 4, 8, 16, 64}) b->Args({rc.first, rc.second, tokens});
+                                                  {512, 512},
+                                                  {1024, 1024},  // granite-3.1-1b-a400m attention
+                                                  {512, 1024}})
+    for (int tokens : {1, 2, 3, 4, 6, 8, 16, 64}) b->Args({rc.first, rc.second, tokens});
 }
 
 #define MOE_LINEAR_BENCH(K, name, dtype, group)                                                    \
@@ -249,11 +251,12 @@ BENCHMARK(BM_decode_from_memory_f32)->Args({512, 256})->Args({256, 256})->MinTim
 BENCHMARK(BM_decode_from_memory_f16)->Args({512, 256})->MinTime(2.0);
 BENCHMARK(BM_decode_from_memory_i8)->Args({1408, 512})->Args({512, 1408})->Args({512, 256})->MinTime(2.0);
 
-// int4 against int8 from memory: 256 MiB of each, one decode product per matrix through
-// the engine's kernels (int8 activations where kInt8Dot, else f32), the two dtypes
+// int4 against int8 from memory: 256 MiB of each, one product per matrix through the
+// engine's kernels (int8 activations where kInt8Dot, else f32), the two dtypes
 // alternating; counters give each one's weight GB/s and products per second, and the
-// ratio of products per second (int4 / int8).
-void BM_decode_from_memory_q4_vs_i8(benchmark::State& state) {
+// ratio of products per second (int4 / int8). Decode: one token; prefill: an expert's
+// share of a 64-token chunk (the third argument).
+void from_memory_q4_vs_i8(benchmark::State& state, int tokens) {
   const int rows = static_cast<int>(state.range(0)), cols = static_cast<int>(state.range(1));
   const DType dtypes[2] = {DType::i8, DType::q4};
   std::vector<Weights> set[2];
@@ -262,22 +265,22 @@ void BM_decode_from_memory_q4_vs_i8(benchmark::State& state) {
     one[d] = data_bytes(dtypes[d], static_cast<uint64_t>(rows) * static_cast<uint64_t>(cols));
     for (size_t total = 0; total < (size_t{256} << 20); total += one[d]) set[d].emplace_back(rows, cols, dtypes[d], 0);
   }
-  std::vector<float> x(static_cast<size_t>(cols), 0.5f), y(static_cast<size_t>(rows)),
-      qs(static_cast<size_t>(cols) / kernels::kActBlock + 1);
-  AlignedVector<int8_t> q(static_cast<size_t>(cols)), q4(q.size());
+  const size_t n = static_cast<size_t>(tokens);
+  std::vector<float> x(n * cols, 0.5f), y(n * rows), qs(n * cols / kernels::kActBlock + 1);
+  AlignedVector<int8_t> q(n * cols), q4(q.size());
   std::vector<float> q4s(qs.size());
   std::vector<int32_t> q4sum(qs.size());
-  kernels::quantize_activations(kernels::Simd{}, x.data(), 1, cols, q.data(), qs.data());
-  kernels::quantize_activations_q4(x.data(), 1, cols, q4.data(), q4s.data(), q4sum.data());
+  kernels::quantize_activations(kernels::Simd{}, x.data(), tokens, cols, q.data(), qs.data());
+  kernels::quantize_activations_q4(x.data(), tokens, cols, q4.data(), q4s.data(), q4sum.data());
   double seconds[2] = {0, 0}, count[2] = {0, 0};
   size_t next = 0;
   for (auto _ : state) {
     for (int d = 0; d < 2; ++d) {
       const Matrix& m = set[d][next % set[d].size()].m;
       const auto t0 = std::chrono::steady_clock::now();
-      if (!kernels::kInt8Dot) kernels::linear(kernels::Simd{}, m, x.data(), 1, y.data());
-      else if (d == 0) kernels::linear_q8(kernels::Simd{}, m, q.data(), qs.data(), 1, y.data());
-      else kernels::linear_q4(kernels::Simd{}, m, kernels::ActQ4{q4.data(), q4s.data(), q4sum.data()}, 1, y.data());
+      if (!kernels::kInt8Dot) kernels::linear(kernels::Simd{}, m, x.data(), tokens, y.data());
+      else if (d == 0) kernels::linear_q8(kernels::Simd{}, m, q.data(), qs.data(), tokens, y.data());
+      else kernels::linear_q4(kernels::Simd{}, m, kernels::ActQ4{q4.data(), q4s.data(), q4sum.data()}, tokens, y.data());
       benchmark::DoNotOptimize(y.data());
       benchmark::ClobberMemory();
       seconds[d] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -289,7 +292,18 @@ void BM_decode_from_memory_q4_vs_i8(benchmark::State& state) {
   state.counters["q4_GB/s"] = count[1] * static_cast<double>(one[1]) / seconds[1] / 1e9;
   state.counters["q4/i8_speed"] = (count[1] / seconds[1]) / (count[0] / seconds[0]);
 }
+void BM_decode_from_memory_q4_vs_i8(benchmark::State& state) { from_memory_q4_vs_i8(state, 1); }
+void BM_prefill_from_memory_q4_vs_i8(benchmark::State& state) {
+  from_memory_q4_vs_i8(state, static_cast<int>(state.range(2)));
+}
 BENCHMARK(BM_decode_from_memory_q4_vs_i8)->Args({1408, 512})->Args({512, 1408})->Args({512, 256})->MinTime(2.0);
+// bench-m's and granite-3.1-1b-a400m's expert products (gate/up, down) at 16 tokens.
+BENCHMARK(BM_prefill_from_memory_q4_vs_i8)
+    ->Args({1408, 512, 16})
+    ->Args({512, 1408, 16})
+    ->Args({512, 1024, 16})
+    ->Args({1024, 512, 16})
+    ->MinTime(2.0);
 #endif
 
 template <class K>

@@ -572,7 +572,7 @@ TEST(SimdEqualsScalar, LinearQ4) {
   for (bool one_sign : {false, true})
     for (int cols : {32, 64, 160, 384, 512, 800, 1024, 1408})
       for (int rows : {1, 17})
-        for (int n : {1, 3, 4, 9}) {
+        for (int n : {1, 3, 4, 6, 9, 70}) {  // 70: the turned tiles take 64 tokens at a time
           TestMatrix t = make_matrix(rows, cols, DType::q4, 0, rng);
           auto x = random_vector(n * cols, rng);
           if (one_sign)

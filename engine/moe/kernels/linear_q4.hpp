@@ -143,6 +143,13 @@ inline void linear_q4(K, const Matrix& m, const ActQ4& a, int n_tokens, float* y
     constexpr int NT = simd::kQ4Tokens;
     const long blocks = m.cols / kQ4Block;
     const long w_bytes = static_cast<long>(W) * blocks * kQ4BlockBytes;
+#if MOE_Q8_X86
+    if (n_tokens >= simd::kQ4TurnedFrom)  // prefill: turned tiles
+      for (; r0 + W <= r1; r0 += W)
+        for (int t0 = 0; t0 < n_tokens; t0 += simd::kQ4TurnedTokens)
+          simd::q4_rows_tokens(
+              m, a, r0, t0, n_tokens - t0 < simd::kQ4TurnedTokens ? n_tokens : t0 + simd::kQ4TurnedTokens, y);
+#endif
     for (; r0 + W <= r1; r0 += W) {
       if (n_tokens == 1 &&
           simd::kQ4PrefetchBlocks > 0) {  // decode: the hardware prefetcher alone left bandwidth unused

@@ -113,6 +113,42 @@ constexpr int q4_tile_rows(int nt) { return nt >= 4 ? 2 : nt == 2 ? 4 : 8; }
 inline constexpr int kQ4PrefetchBlocks = 2;
 inline void prefetch(const uint8_t* p) { _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T0); }
 
+// The turned prefill tile's parts (q4_rows_tokens, below): n (<= 16) 4-byte lanes of
+// nibbles, n f16 scales as float bits, and one block's sums.
+using q4_ivec = __m512i;
+inline __m512i q4_lane_bytes(const uint8_t* p, int n) { return n == 16 ? _mm512_loadu_si512(p) : load_short(p, 4 * n); }
+inline __m512i q4_scale_bits(const uint8_t* p, int n) {
+  return _mm512_castps_si512(
+      _mm512_cvtph_ps(n == 16 ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))
+                              : _mm256_maskz_loadu_epi16(static_cast<__mmask16>((1u << n) - 1), p)));
+}
+inline fbatch q4_bits_float(__m512i v) { return _mm512_castsi512_ps(v); }
+inline fbatch q4_int_float(__m512i v) { return _mm512_cvtepi32_ps(v); }
+inline void q4_nibbles(__m512i v, __m512i& lo, __m512i& hi) {
+  lo = _mm512_and_si512(v, _mm512_set1_epi8(15));
+  hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), _mm512_set1_epi8(15));
+}
+// One block of NT tokens against W turned rows (w[s]: step s's nibbles, 4 per row lane):
+// each row's exact int32 sum, started at the token's -8 * sum(q). x[i]: token i's block
+// columns at step 0; step s is `chunk` bytes further. Two chains per token.
+template <int NT>
+[[gnu::always_inline]] inline void block_sums_q4(const __m512i* w, const int8_t* const* x, int chunk,
+                                                 const int32_t* start, __m512i* out) {
+  __m512i a[NT], b[NT];
+  MOE_UNROLL for (int i = 0; i < NT; ++i) {
+    a[i] = _mm512_set1_epi32(start[i]);
+    b[i] = _mm512_setzero_si512();
+  }
+  MOE_UNROLL for (int s = 0; s < 8; s += 2) MOE_UNROLL for (int i = 0; i < NT; ++i) {
+    int32_t p, q;
+    __builtin_memcpy(&p, x[i] + chunk * s, 4);
+    __builtin_memcpy(&q, x[i] + chunk * (s + 1), 4);
+    a[i] = _mm512_dpbusd_epi32(a[i], w[s], _mm512_set1_epi32(p));
+    b[i] = _mm512_dpbusd_epi32(b[i], w[s + 1], _mm512_set1_epi32(q));
+  }
+  MOE_UNROLL for (int i = 0; i < NT; ++i) out[i] = _mm512_add_epi32(a[i], b[i]);
+}
+
 #else  // AVX2 (and AVX-VNNI)
 // Tile shapes: 2 rows for 1 or 2 tokens (16 registers: the sums, the float accumulators,
 // a row's unpacked bytes).
@@ -155,6 +191,45 @@ inline __m256 load_scales(const uint8_t* p, int n) {
   alignas(16) uint16_t halves[8] = {};
   for (int j = 0; j < n; ++j) halves[j] = static_cast<uint16_t>(p[2 * j] | p[2 * j + 1] << 8);
   return _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(halves)));
+}
+
+// The turned prefill tile's parts (q4_rows_tokens, below), as the AVX-512 ones: 8 lanes.
+using q4_ivec = __m256i;
+inline __m256i q4_lane_bytes(const uint8_t* p, int n) { return load_lanes(p, n); }
+inline __m256i q4_scale_bits(const uint8_t* p, int n) { return _mm256_castps_si256(load_scales(p, n)); }
+inline fbatch q4_bits_float(__m256i v) { return _mm256_castsi256_ps(v); }
+inline fbatch q4_int_float(__m256i v) { return _mm256_cvtepi32_ps(v); }
+inline void q4_nibbles(__m256i v, __m256i& lo, __m256i& hi) {
+  lo = _mm256_and_si256(v, _mm256_set1_epi8(15));
+  hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), _mm256_set1_epi8(15));
+}
+// One block of NT tokens against 8 turned rows (the AVX-512 block_sums_q4). Without VNNI
+// the steps sum in int16 (8 * 2 * 15 * 127 = 30480 fits) and widen once.
+template <int NT>
+[[gnu::always_inline]] inline void block_sums_q4(const __m256i* w, const int8_t* const* x, int chunk,
+                                                 const int32_t* start, __m256i* out) {
+  __m256i a[NT], b[NT];
+  MOE_UNROLL for (int i = 0; i < NT; ++i) a[i] = b[i] = _mm256_setzero_si256();
+  MOE_UNROLL for (int s = 0; s < 8; s += 2) MOE_UNROLL for (int i = 0; i < NT; ++i) {
+    int32_t p, q;
+    __builtin_memcpy(&p, x[i] + chunk * s, 4);
+    __builtin_memcpy(&q, x[i] + chunk * (s + 1), 4);
+#if MOE_Q4_DPBUSD
+    a[i] = dpbusd(a[i], w[s], _mm256_set1_epi32(p));
+    b[i] = dpbusd(b[i], w[s + 1], _mm256_set1_epi32(q));
+#else
+    a[i] = _mm256_add_epi16(a[i], _mm256_maddubs_epi16(w[s], _mm256_set1_epi32(p)));
+    b[i] = _mm256_add_epi16(b[i], _mm256_maddubs_epi16(w[s + 1], _mm256_set1_epi32(q)));
+#endif
+  }
+  MOE_UNROLL for (int i = 0; i < NT; ++i) {
+#if MOE_Q4_DPBUSD
+    out[i] = _mm256_add_epi32(_mm256_set1_epi32(start[i]), _mm256_add_epi32(a[i], b[i]));
+#else
+    out[i] = _mm256_add_epi32(_mm256_set1_epi32(start[i]),
+                              _mm256_madd_epi16(_mm256_add_epi16(a[i], b[i]), _mm256_set1_epi16(1)));
+#endif
+  }
 }
 
 // One half of a group (blocks 8h .. 8h + n) of a tile: R rows at `offset` against NT
@@ -237,5 +312,92 @@ template <int R, int NT>
   MOE_UNROLL for (int r = 0; r < R; ++r) MOE_UNROLL for (int k = 0; k < NT; ++k) out[k * out_stride + r] = acc[r][k];
 }
 #endif
+
+// Prefill, rows [r, r + W) for tokens [t0, t1) (at most kQ4TurnedTokens) of y = W x: the
+// int8 turned tile (q8_rows_tokens) for q4. A row's chunk already has one block per
+// 4-byte lane, so the W rows' chunks turned (rows_to_lanes) give, per block, W rows in
+// lanes; each token's 4 columns of a step are broadcast against them. A block's 8 steps
+// sum in int32 for W rows before one convert and one multiply-add by (the W rows' block
+// scales x the token's), where the row-wise tile needs both per row; the results are
+// whole lanes (no horizontal sums), and a short group costs what its blocks do. The
+// slice of a group turned at once is W blocks; its nibbles wait, turned and packed, in
+// `packed` while every token meets them, two blocks at a time.
+inline constexpr int kQ4TurnedTokens = 64;
+inline constexpr int kQ4TurnedStep = 2;  // tokens in flight
+inline constexpr int kQ4TurnedFrom = 6;  // fewer take the row-wise tiles
+
+// B blocks (packed[0..3][j..j + B), scales ws[j..j + B)) against n tokens: token k's block
+// columns at x + k * cols, its block sums and scales at sums / scales + k * blocks.
+template <int B>
+[[gnu::always_inline]] inline void turned_blocks_q4(const q4_ivec (&packed)[4][W], const fbatch* ws, int j, int chunk,
+                                                    const int8_t* x, const int32_t* sums, const float* scales,
+                                                    long cols, long blocks, int n, fbatch* acc) {
+  constexpr int NT = kQ4TurnedStep;
+  q4_ivec w[B][8];
+  MOE_UNROLL for (int b = 0; b < B; ++b) MOE_UNROLL for (int p = 0; p < 4; ++p)
+      q4_nibbles(packed[p][j + b], w[b][2 * p], w[b][2 * p + 1]);
+  const auto step = [&]<int N>(std::integral_constant<int, N>, int k) {
+    MOE_UNROLL for (int b = 0; b < B; ++b) {
+      const int8_t* xp[N];
+      int32_t start[N];
+      MOE_UNROLL for (int i = 0; i < N; ++i) {
+        xp[i] = x + i * cols + 4 * b;
+        start[i] = sums[i * blocks + b];
+      }
+      q4_ivec d[N];
+      block_sums_q4<N>(w[b], xp, chunk, start, d);
+      MOE_UNROLL for (int i = 0; i < N; ++i) acc[k + i] =
+          xsimd::fma(q4_int_float(d[i]), ws[j + b] * fbatch(scales[i * blocks + b]), acc[k + i]);
+    }
+  };
+  int k = 0;
+  for (; k + NT <= n; k += NT, x += NT * cols, sums += NT * blocks, scales += NT * blocks)
+    step(std::integral_constant<int, NT>{}, k);
+  for (; k < n; ++k, x += cols, sums += blocks, scales += blocks) step(std::integral_constant<int, 1>{}, k);
+}
+
+inline void q4_rows_tokens(const Matrix& m, const ActQ4& a, int r, int t0, int t1, float* y) {
+  const int cols = m.cols, blocks = cols / kQ4Block, n = t1 - t0;
+  const uint8_t* rows[W];
+#pragma GCC unroll 16
+  for (int j = 0; j < W; ++j) rows[j] = m.q4_row(r + j);
+  fbatch acc[kQ4TurnedTokens];
+  for (int k = 0; k < n; ++k) acc[k] = fbatch(0.f);
+  const long row_bytes = static_cast<long>(blocks) * kQ4BlockBytes;
+  long offset = 0;  // the group's bytes within a row
+  for (int gi = 0; gi * kQ4GroupBlocks < blocks; ++gi) {
+    const int g = q4_group_blocks(blocks, gi), chunk = 4 * g, base = gi * kQ4GroupBlocks * kQ4Block;
+    const long group_bytes = static_cast<long>(g) * kQ4BlockBytes;
+    for (int first = 0; first < g; first += W) {  // a slice of blocks [first, first + nb)
+      const int nb = g - first < W ? g - first : W;
+      q4_ivec v[W], packed[4][W];
+      fbatch ws[W];
+#pragma GCC unroll 16
+      for (int j = 0; j < W; ++j) v[j] = q4_scale_bits(rows[j] + offset + 2 * first, nb);
+      rows_to_lanes(v);
+#pragma GCC unroll 16
+      for (int j = 0; j < W; ++j) ws[j] = q4_bits_float(v[j]);
+      MOE_UNROLL for (int p = 0; p < 4; ++p) {
+#pragma GCC unroll 16
+        for (int j = 0; j < W; ++j) {
+          const uint8_t* src = rows[j] + offset + 2 * g + chunk * p + 4 * first;
+          prefetch(src + kQ8PrefetchTiles * W * row_bytes);
+          v[j] = q4_lane_bytes(src, nb);
+        }
+        rows_to_lanes(v);
+#pragma GCC unroll 16
+        for (int j = 0; j < W; ++j) packed[p][j] = v[j];
+      }
+      for (int j = 0; j < nb; j += 2) {
+        const long at = static_cast<long>(t0) * blocks + gi * kQ4GroupBlocks + first + j;
+        const int8_t* x = a.q + static_cast<long>(t0) * cols + base + 4 * (first + j);
+        if (nb - j >= 2) turned_blocks_q4<2>(packed, ws, j, chunk, x, a.sums + at, a.scales + at, cols, blocks, n, acc);
+        else turned_blocks_q4<1>(packed, ws, j, chunk, x, a.sums + at, a.scales + at, cols, blocks, n, acc);
+      }
+    }
+    offset += group_bytes;
+  }
+  for (int k = 0; k < n; ++k) acc[k].store_unaligned(y + static_cast<long>(t0 + k) * m.rows + r);
+}
 
 }  // namespace moe::kernels::simd

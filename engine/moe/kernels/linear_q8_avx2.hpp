@@ -66,7 +66,7 @@ inline void q8_rows_tokens(const Matrix& m, const int8_t* xq, const float* xs, i
     __m256i signs[8], u[8];
     MOE_UNROLL for (int j = 0; j < 8; ++j) {
       const int8_t* row = w + static_cast<long>(j) * cols + c;
-      _mm_prefetch(reinterpret_cast<const char*>(row + kQ8PrefetchBytes), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(row + kQ8PrefetchTiles * 8L * cols), _MM_HINT_T0);
       signs[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row));
     }
     rows_to_lanes(signs);

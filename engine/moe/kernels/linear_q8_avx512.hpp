@@ -138,7 +138,7 @@ inline void q8_rows_tokens(const Matrix& m, const int8_t* xq, const float* xs, c
     const bool lone = c + 64 > cols;  // one block of 32 left
     MOE_UNROLL for (int j = 0; j < 16; ++j) {
       const int8_t* row = w + static_cast<long>(j) * cols + c;
-      _mm_prefetch(reinterpret_cast<const char*>(row + kQ8PrefetchBytes), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(row + kQ8PrefetchTiles * 16L * cols), _MM_HINT_T0);
       const __m512i bytes = lone ? _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row)))
                                  : _mm512_loadu_si512(row);  // plain loads: masked ones are slow from memory
       v[j] = _mm512_xor_si512(bytes, _mm512_set1_epi8(-128));

@@ -30,9 +30,9 @@ inline __m256i block_lanes_q8(const int8_t* w, const int8_t* x) {
 
 // Prefill tiles read 8 or 16 rows side by side, more streams than the hardware
 // prefetcher follows: from memory their loads stalled the tile (bench/README.md, "Design
-// decisions"). Each row is prefetched this far ahead; past a row's end that touches the
-// next row's start, which is harmless.
-inline constexpr int kQ8PrefetchBytes = 128;
+// decisions"). Each load prefetches the same bytes of the tile this many tiles ahead (the
+// int8 and q4 turned tiles); past a matrix's end that is harmless.
+inline constexpr int kQ8PrefetchTiles = 1;
 
 inline int32_t hsum(__m256i v) {
   __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
