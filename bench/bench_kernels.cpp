@@ -122,7 +122,7 @@ void linear_q4(benchmark::State& state) {
   std::vector<float> qs(x.size() / kernels::kActBlock);
   std::vector<int32_t> sums(qs.size());
   for (auto _ : state) {
-    kernels::quantize_activations_q4(x.data(), tokens, cols, q.data(), qs.data(), sums.data());
+    kernels::quantize_activations_q4(K{}, x.data(), tokens, cols, q.data(), qs.data(), sums.data());
     kernels::linear_q4(K{}, w.m, kernels::ActQ4{q.data(), qs.data(), sums.data()}, tokens, y.data());
     benchmark::DoNotOptimize(y.data());
     benchmark::ClobberMemory();
@@ -271,7 +271,7 @@ void from_memory_q4_vs_i8(benchmark::State& state, int tokens) {
   std::vector<float> q4s(qs.size());
   std::vector<int32_t> q4sum(qs.size());
   kernels::quantize_activations(kernels::Simd{}, x.data(), tokens, cols, q.data(), qs.data());
-  kernels::quantize_activations_q4(x.data(), tokens, cols, q4.data(), q4s.data(), q4sum.data());
+  kernels::quantize_activations_q4(kernels::Simd{}, x.data(), tokens, cols, q4.data(), q4s.data(), q4sum.data());
   double seconds[2] = {0, 0}, count[2] = {0, 0};
   size_t next = 0;
   for (auto _ : state) {

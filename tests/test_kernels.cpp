@@ -356,7 +356,7 @@ TEST(Int4Weights, LinearQ4EqualsDequantizedProduct) {
   std::vector<int8_t> q(x.size());
   std::vector<float> s(static_cast<size_t>(n * cols / kQ4Block)), y(static_cast<size_t>(n * rows)), yf(y.size());
   std::vector<int32_t> sums(s.size());
-  kernels::quantize_activations_q4(x.data(), n, cols, q.data(), s.data(), sums.data());
+  kernels::quantize_activations_q4(Scalar{}, x.data(), n, cols, q.data(), s.data(), sums.data());
   kernels::linear_q4(Scalar{}, t.m, kernels::ActQ4{q.data(), s.data(), sums.data()}, n, y.data());
   kernels::linear(Scalar{}, t.m, x.data(), n, yf.data());
   // The activation blocks are q4's: column c's scale is its block's.
@@ -472,7 +472,7 @@ TEST(SimdKernels, RowResultsDoNotDependOnTheRowRange) {
       std::vector<int8_t> q4q(q.size());
       std::vector<float> q4s(s.size());
       std::vector<int32_t> q4sum(s.size());
-      kernels::quantize_activations_q4(x.data(), n, cols, q4q.data(), q4s.data(), q4sum.data());
+      kernels::quantize_activations_q4(Simd{}, x.data(), n, cols, q4q.data(), q4s.data(), q4sum.data());
       const kernels::ActQ4 a4{q4q.data(), q4s.data(), q4sum.data()};
       if (dtype == DType::q4) kernels::linear_q4(Simd{}, t.m, a4, n, whole_q8.data());
       for (int split : {16, 48, 64, 112, 176}) {  // multiples of 16, as the engine's worker shares
@@ -566,6 +566,31 @@ TEST(SimdEqualsScalar, LinearQ8) {
 // is exact; the float sums go in another order). Columns: one short group (1, 2, 5, 12
 // blocks: masked and half vectors), whole groups, and whole groups then a short one
 // (1408 = 44 blocks: 16 + 16 + 12); tokens: groups of NT and the rest one by one.
+TEST(SimdEqualsScalar, QuantizeActivationsQ4SameBytes) {
+  std::mt19937 rng(32);
+  for (int cols : {32, 64, 160, 384, 512, 800, 1408}) {  // groups of 1, 2, 5, 12, 16, 16 + 9, 16 + 16 + 12 blocks
+    const int n = 3, blocks = cols / kQ4Block;
+    auto x = random_vector(n * cols, rng, 2.f);
+    for (int k = 0; k < 8; ++k)  // token 1's block 0 all zero (its columns 4 at a step of the group's 4g)
+      for (int i = 0; i < 4; ++i) x[static_cast<size_t>(cols + k * 4 * std::min(blocks, 16) + i)] = 0.f;
+    x[0] = 127.f;  // token 0's block 0: a step of exactly 1, so these are ties: half to even
+    x[1] = 2.5f;
+    x[2] = -3.5f;
+    std::vector<int8_t> a(x.size()), b(x.size());
+    std::vector<float> sa(static_cast<size_t>(n * blocks)), sb(sa.size());
+    std::vector<int32_t> ua(sa.size()), ub(sa.size());
+    kernels::quantize_activations_q4(Scalar{}, x.data(), n, cols, a.data(), sa.data(), ua.data());
+    kernels::quantize_activations_q4(Simd{}, x.data(), n, cols, b.data(), sb.data(), ub.data());
+    SCOPED_TRACE(::testing::Message() << cols << " columns");
+    EXPECT_EQ(a[1], 2);
+    EXPECT_EQ(a[2], -4);
+    EXPECT_EQ(sa[static_cast<size_t>(blocks)], 0.f);
+    EXPECT_EQ(a, b);
+    EXPECT_EQ(sa, sb);
+    EXPECT_EQ(ua, ub);
+  }
+}
+
 TEST(SimdEqualsScalar, LinearQ4) {
   if (!kernels::kInt8Dot) GTEST_SKIP() << "this target has no integer dot products";
   std::mt19937 rng(26);
@@ -580,7 +605,7 @@ TEST(SimdEqualsScalar, LinearQ4) {
           std::vector<int8_t> q(x.size());
           std::vector<float> s(static_cast<size_t>(n * cols / kQ4Block)), a(static_cast<size_t>(n * rows)), b(a.size());
           std::vector<int32_t> sums(s.size());
-          kernels::quantize_activations_q4(x.data(), n, cols, q.data(), s.data(), sums.data());
+          kernels::quantize_activations_q4(Scalar{}, x.data(), n, cols, q.data(), s.data(), sums.data());
           const kernels::ActQ4 act{q.data(), s.data(), sums.data()};
           kernels::linear_q4(Scalar{}, t.m, act, n, a.data());
           kernels::linear_q4(Simd{}, t.m, act, n, b.data());

@@ -109,7 +109,7 @@ void run_products(const WorkSplit& split, Products& p, bool int8_activations, bo
   if constexpr (kernels::kInt8Dot && !std::is_same_v<K, kernels::Scalar>) {
     if (want != ActQuant::none && in.quantized != want) {
       if (want == ActQuant::q8) kernels::quantize_activations(K{}, in.x, in.n, in.cols, p.act_q, p.act_scale);
-      else kernels::quantize_activations_q4(in.x, in.n, in.cols, p.act_q, p.act_scale, p.act_sum);
+      else kernels::quantize_activations_q4(K{}, in.x, in.n, in.cols, p.act_q, p.act_scale, p.act_sum);
       in.quantized = want;
     }
   }

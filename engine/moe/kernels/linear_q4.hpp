@@ -24,7 +24,8 @@ namespace moe::kernels {
 // x [n, cols] -> q [n, cols] (int8, column order), scales [n, cols/32] and sums
 // [n, cols/32] (-8 * the block's sum of q), both in block order: group by group, block j
 // of a group at 16 * group + j.
-inline void quantize_activations_q4(const float* x, int n, int cols, int8_t* q, float* scales, int32_t* sums) {
+inline void quantize_activations_q4(Scalar, const float* x, int n, int cols, int8_t* q, float* scales,
+                                    int32_t* sums) {
   const int blocks = cols / kQ4Block;
   for (int t = 0; t < n; ++t) {
     const float* xt = x + static_cast<long>(t) * cols;
@@ -110,6 +111,24 @@ inline void linear_q4_rows(Scalar, const Matrix& m, const ActQ4& a, int n_tokens
 #endif
 
 namespace moe::kernels {
+
+#if MOE_SIMD
+// The same bytes as the scalar quantizer (one multiply by 127 / max, round half to even);
+// AVX-512 does a group's step of 16 blocks per instruction.
+inline void quantize_activations_q4(Simd, const float* x, int n, int cols, int8_t* q, float* scales, int32_t* sums) {
+#if MOE_Q8_X86 && defined(__AVX512F__)
+  const int blocks = cols / kQ4Block;
+  for (int t = 0; t < n; ++t)
+    for (int gi = 0; gi * kQ4GroupBlocks < blocks; ++gi) {
+      const long at = static_cast<long>(t) * blocks + gi * kQ4GroupBlocks;
+      const long c = static_cast<long>(t) * cols + gi * kQ4GroupBlocks * kQ4Block;
+      simd::quantize_group_q4(x + c, q4_group_blocks(blocks, gi), q + c, scales + at, sums + at);
+    }
+#else
+  quantize_activations_q4(Scalar{}, x, n, cols, q, scales, sums);
+#endif
+}
+#endif
 
 #if MOE_SIMD && (defined(__ARM_FEATURE_DOTPROD) || MOE_Q8_X86)
 namespace detail {

@@ -113,6 +113,40 @@ constexpr int q4_tile_rows(int nt) { return nt >= 4 ? 2 : nt == 2 ? 4 : 8; }
 inline constexpr int kQ4PrefetchBlocks = 2;
 inline void prefetch(const uint8_t* p) { _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T0); }
 
+// One group of g blocks of one token's activations quantized (quantize_activations_q4):
+// a step of the group is 4g columns, 4 per block, so lanes 4j..4j+3 of the step's
+// vectors belong to block j (of the vector's four); their maximum and sum come from two
+// in-lane shuffles. x, q: the group's first column; scales, sums: its first block.
+inline void quantize_group_q4(const float* x, int g, int8_t* q, float* scales, int32_t* sums) {
+  const int chunk = 4 * g, nv = (chunk + 15) / 16;  // vectors per step, the last maybe partial
+  const auto lanes = [&](int v) { return static_cast<__mmask16>(chunk - 16 * v >= 16 ? 0xffff : (1u << (chunk - 16 * v)) - 1); };
+  const auto per_block = [](__m512 v, auto op) {  // op over each block's 4 lanes, in all 4
+    v = op(v, _mm512_permute_ps(v, 0xb1));
+    return op(v, _mm512_permute_ps(v, 0x4e));
+  };
+  for (int v = 0; v < nv; ++v) {
+    const __mmask16 m = lanes(v);
+    __m512 amax = _mm512_setzero_ps();
+    for (int k = 0; k < 8; ++k)  // max(|x|, amax): a NaN is not kept (as the scalar quantizer)
+      amax = _mm512_max_ps(_mm512_abs_ps(_mm512_maskz_loadu_ps(m, x + chunk * k + 16 * v)), amax);
+    amax = per_block(amax, [](__m512 a, __m512 b) { return _mm512_max_ps(a, b); });
+    const __m512 inv = _mm512_maskz_div_ps(_mm512_cmp_ps_mask(amax, _mm512_setzero_ps(), _CMP_GT_OQ),
+                                           _mm512_set1_ps(127.f), amax);
+    __m512i sum = _mm512_setzero_si512();
+    for (int k = 0; k < 8; ++k) {
+      const __m512i qi = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + chunk * k + 16 * v), inv));
+      _mm_mask_storeu_epi8(q + chunk * k + 16 * v, m, _mm512_cvtepi32_epi8(qi));
+      sum = _mm512_add_epi32(sum, qi);
+    }
+    const __m512i total = _mm512_castps_si512(per_block(_mm512_castsi512_ps(sum), [](__m512 a, __m512 b) {
+      return _mm512_castsi512_ps(_mm512_add_epi32(_mm512_castps_si512(a), _mm512_castps_si512(b)));
+    }));
+    const __mmask16 firsts = static_cast<__mmask16>(m & 0x1111);  // lane 4j: block j's
+    _mm512_mask_compressstoreu_ps(scales + 4 * v, firsts, _mm512_div_ps(amax, _mm512_set1_ps(127.f)));
+    _mm512_mask_compressstoreu_epi32(sums + 4 * v, firsts, _mm512_mullo_epi32(total, _mm512_set1_epi32(-8)));
+  }
+}
+
 // The turned prefill tile's parts (q4_rows_tokens, below): n (<= 16) 4-byte lanes of
 // nibbles, n f16 scales as float bits, and one block's sums.
 using q4_ivec = __m512i;
