@@ -114,9 +114,9 @@ namespace moe::kernels {
 
 #if MOE_SIMD
 // The same bytes as the scalar quantizer (one multiply by 127 / max, round half to even);
-// AVX-512 does a group's step of 16 blocks per instruction.
+// on x86 a group's step takes 16 blocks (AVX-512) or 8 (AVX2) per instruction.
 inline void quantize_activations_q4(Simd, const float* x, int n, int cols, int8_t* q, float* scales, int32_t* sums) {
-#if MOE_Q8_X86 && defined(__AVX512F__)
+#if MOE_Q8_X86
   const int blocks = cols / kQ4Block;
   for (int t = 0; t < n; ++t)
     for (int gi = 0; gi * kQ4GroupBlocks < blocks; ++gi) {
@@ -152,8 +152,9 @@ template <int NT>
 }  // namespace detail
 #endif
 
-// W rows at a time: the tokens kQ4Tokens at a time while the rows are in L1 (prefill),
-// then one by one; rows past the last whole W one tile of one row each.
+// W rows at a time: on x86, kQ4TurnedFrom tokens or more in turned tiles; otherwise the
+// tokens kQ4Tokens at a time while the rows are in L1, then one by one; rows past the
+// last whole W one tile of one row each.
 template <class K>
 inline void linear_q4(K, const Matrix& m, const ActQ4& a, int n_tokens, float* y, int r0, int r1) {
 #if MOE_SIMD && (defined(__ARM_FEATURE_DOTPROD) || MOE_Q8_X86)

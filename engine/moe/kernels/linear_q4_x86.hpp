@@ -5,6 +5,8 @@
 // the unsigned operand as they are: 0..15 against |q| <= 127.
 // One kernel per ISA, tile_q4<R, NT>: R rows against NT tokens, each row's bytes
 // unpacked once for the NT tokens (decode is the NT = 1 tile; linear_q4 picks the shapes).
+// Prefill of kQ4TurnedFrom tokens or more takes q4_rows_tokens (end of this file), which
+// both ISAs share: W rows turned so that each lane holds a row.
 // AVX-512 VNNI: a whole group per vector (a row's last, shorter group: load_short).
 // AVX2: a group in two halves, with vpmaddubsw (AVX-VNNI: vpdpbusd).
 #pragma once
@@ -225,6 +227,49 @@ inline __m256 load_scales(const uint8_t* p, int n) {
   alignas(16) uint16_t halves[8] = {};
   for (int j = 0; j < n; ++j) halves[j] = static_cast<uint16_t>(p[2 * j] | p[2 * j + 1] << 8);
   return _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(halves)));
+}
+
+// One group of g blocks of one token's activations quantized, as the AVX-512
+// quantize_group_q4: each 128-bit lane of a step's vectors is one block's.
+inline void quantize_group_q4(const float* x, int g, int8_t* q, float* scales, int32_t* sums) {
+  const int chunk = 4 * g;
+  const auto per_block = [](__m256 v, auto op) {  // op over each block's 4 lanes, in all 4
+    v = op(v, _mm256_permute_ps(v, 0xb1));
+    return op(v, _mm256_permute_ps(v, 0x4e));
+  };
+  for (int v = 0; v < chunk; v += 8) {
+    const bool two = chunk - v >= 8;  // else one block left: the low lane
+    const auto load = [&](int k) {
+      const float* p = x + chunk * k + v;
+      return two ? _mm256_loadu_ps(p) : _mm256_zextps128_ps256(_mm_loadu_ps(p));
+    };
+    __m256 amax = _mm256_setzero_ps();
+    for (int k = 0; k < 8; ++k)  // max(|x|, amax): a NaN is not kept (as the scalar quantizer)
+      amax = _mm256_max_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.f), load(k)), amax);
+    amax = per_block(amax, [](__m256 a, __m256 b) { return _mm256_max_ps(a, b); });
+    const __m256 inv = _mm256_and_ps(_mm256_cmp_ps(amax, _mm256_setzero_ps(), _CMP_GT_OQ),
+                                     _mm256_div_ps(_mm256_set1_ps(127.f), amax));
+    __m256i sum = _mm256_setzero_si256();
+    for (int k = 0; k < 8; ++k) {
+      const __m256i qi = _mm256_cvtps_epi32(_mm256_mul_ps(load(k), inv));
+      const __m256i bytes = _mm256_packs_epi16(_mm256_packs_epi32(qi, qi), _mm256_setzero_si256());
+      const __m128i eight = _mm_unpacklo_epi32(_mm256_castsi256_si128(bytes), _mm256_extracti128_si256(bytes, 1));
+      int8_t* out = q + chunk * k + v;
+      if (two) _mm_storel_epi64(reinterpret_cast<__m128i*>(out), eight);
+      else __builtin_memcpy(out, &eight, 4);
+      sum = _mm256_add_epi32(sum, qi);
+    }
+    const __m256i total = _mm256_castps_si256(per_block(_mm256_castsi256_ps(sum), [](__m256 a, __m256 b) {
+      return _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(a), _mm256_castps_si256(b)));
+    }));
+    const __m256 scale = _mm256_div_ps(amax, _mm256_set1_ps(127.f));
+    scales[v / 4] = _mm256_cvtss_f32(scale);
+    sums[v / 4] = -8 * _mm256_cvtsi256_si32(total);
+    if (two) {
+      scales[v / 4 + 1] = _mm_cvtss_f32(_mm256_extractf128_ps(scale, 1));
+      sums[v / 4 + 1] = -8 * _mm_cvtsi128_si32(_mm256_extracti128_si256(total, 1));
+    }
+  }
 }
 
 // The turned prefill tile's parts (q4_rows_tokens, below), as the AVX-512 ones: 8 lanes.
