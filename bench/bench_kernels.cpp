@@ -280,7 +280,8 @@ void from_memory_q4_vs_i8(benchmark::State& state, int tokens) {
       const auto t0 = std::chrono::steady_clock::now();
       if (!kernels::kInt8Dot) kernels::linear(kernels::Simd{}, m, x.data(), tokens, y.data());
       else if (d == 0) kernels::linear_q8(kernels::Simd{}, m, q.data(), qs.data(), tokens, y.data());
-      else kernels::linear_q4(kernels::Simd{}, m, kernels::ActQ4{q4.data(), q4s.data(), q4sum.data()}, tokens, y.data());
+      else
+        kernels::linear_q4(kernels::Simd{}, m, kernels::ActQ4{q4.data(), q4s.data(), q4sum.data()}, tokens, y.data());
       benchmark::DoNotOptimize(y.data());
       benchmark::ClobberMemory();
       seconds[d] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -562,10 +562,7 @@ TEST(SimdEqualsScalar, LinearQ8) {
       }
 }
 
-// int4 x int8 against the scalar reference, to float rounding (each lane's block sum
-// is exact; the float sums go in another order). Columns: one short group (1, 2, 5, 12
-// blocks: masked and half vectors), whole groups, and whole groups then a short one
-// (1408 = 44 blocks: 16 + 16 + 12); tokens: groups of NT and the rest one by one.
+// The SIMD q4 quantizer against the scalar one: the same bytes, scales and sums.
 TEST(SimdEqualsScalar, QuantizeActivationsQ4SameBytes) {
   std::mt19937 rng(32);
   for (int cols : {32, 64, 160, 384, 512, 800, 1408}) {  // groups of 1, 2, 5, 12, 16, 16 + 9, 16 + 16 + 12 blocks
@@ -591,6 +588,11 @@ TEST(SimdEqualsScalar, QuantizeActivationsQ4SameBytes) {
   }
 }
 
+// int4 x int8 against the scalar reference, to float rounding (each lane's block sum
+// is exact; the float sums go in another order). Columns: one short group (1, 2, 5, 12
+// blocks: masked and half vectors), whole groups, and whole groups then a short one
+// (1408 = 44 blocks: 16 + 16 + 12); tokens: groups of NT and the rest one by one, and
+// on x86 the turned tiles from kQ4TurnedFrom (6) tokens.
 TEST(SimdEqualsScalar, LinearQ4) {
   if (!kernels::kInt8Dot) GTEST_SKIP() << "this target has no integer dot products";
   std::mt19937 rng(26);

@@ -24,8 +24,7 @@ namespace moe::kernels {
 // x [n, cols] -> q [n, cols] (int8, column order), scales [n, cols/32] and sums
 // [n, cols/32] (-8 * the block's sum of q), both in block order: group by group, block j
 // of a group at 16 * group + j.
-inline void quantize_activations_q4(Scalar, const float* x, int n, int cols, int8_t* q, float* scales,
-                                    int32_t* sums) {
+inline void quantize_activations_q4(Scalar, const float* x, int n, int cols, int8_t* q, float* scales, int32_t* sums) {
   const int blocks = cols / kQ4Block;
   for (int t = 0; t < n; ++t) {
     const float* xt = x + static_cast<long>(t) * cols;
@@ -167,8 +166,8 @@ inline void linear_q4(K, const Matrix& m, const ActQ4& a, int n_tokens, float* y
     if (n_tokens >= simd::kQ4TurnedFrom)  // prefill: turned tiles
       for (; r0 + W <= r1; r0 += W)
         for (int t0 = 0; t0 < n_tokens; t0 += simd::kQ4TurnedTokens)
-          simd::q4_rows_tokens(
-              m, a, r0, t0, n_tokens - t0 < simd::kQ4TurnedTokens ? n_tokens : t0 + simd::kQ4TurnedTokens, y);
+          simd::q4_rows_tokens(m, a, r0, t0,
+                               n_tokens - t0 < simd::kQ4TurnedTokens ? n_tokens : t0 + simd::kQ4TurnedTokens, y);
 #endif
     for (; r0 + W <= r1; r0 += W) {
       if (n_tokens == 1 &&

@@ -121,7 +121,9 @@ inline void prefetch(const uint8_t* p) { _mm_prefetch(reinterpret_cast<const cha
 // in-lane shuffles. x, q: the group's first column; scales, sums: its first block.
 inline void quantize_group_q4(const float* x, int g, int8_t* q, float* scales, int32_t* sums) {
   const int chunk = 4 * g, nv = (chunk + 15) / 16;  // vectors per step, the last maybe partial
-  const auto lanes = [&](int v) { return static_cast<__mmask16>(chunk - 16 * v >= 16 ? 0xffff : (1u << (chunk - 16 * v)) - 1); };
+  const auto lanes = [&](int v) {
+    return static_cast<__mmask16>(chunk - 16 * v >= 16 ? 0xffff : (1u << (chunk - 16 * v)) - 1);
+  };
   const auto per_block = [](__m512 v, auto op) {  // op over each block's 4 lanes, in all 4
     v = op(v, _mm512_permute_ps(v, 0xb1));
     return op(v, _mm512_permute_ps(v, 0x4e));
@@ -132,8 +134,8 @@ inline void quantize_group_q4(const float* x, int g, int8_t* q, float* scales, i
     for (int k = 0; k < 8; ++k)  // max(|x|, amax): a NaN is not kept (as the scalar quantizer)
       amax = _mm512_max_ps(_mm512_abs_ps(_mm512_maskz_loadu_ps(m, x + chunk * k + 16 * v)), amax);
     amax = per_block(amax, [](__m512 a, __m512 b) { return _mm512_max_ps(a, b); });
-    const __m512 inv = _mm512_maskz_div_ps(_mm512_cmp_ps_mask(amax, _mm512_setzero_ps(), _CMP_GT_OQ),
-                                           _mm512_set1_ps(127.f), amax);
+    const __m512 inv =
+        _mm512_maskz_div_ps(_mm512_cmp_ps_mask(amax, _mm512_setzero_ps(), _CMP_GT_OQ), _mm512_set1_ps(127.f), amax);
     __m512i sum = _mm512_setzero_si512();
     for (int k = 0; k < 8; ++k) {
       const __m512i qi = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + chunk * k + 16 * v), inv));
@@ -154,9 +156,9 @@ inline void quantize_group_q4(const float* x, int g, int8_t* q, float* scales, i
 using q4_ivec = __m512i;
 inline __m512i q4_lane_bytes(const uint8_t* p, int n) { return n == 16 ? _mm512_loadu_si512(p) : load_short(p, 4 * n); }
 inline __m512i q4_scale_bits(const uint8_t* p, int n) {
-  return _mm512_castps_si512(
-      _mm512_cvtph_ps(n == 16 ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))
-                              : _mm256_maskz_loadu_epi16(static_cast<__mmask16>((1u << n) - 1), p)));
+  return _mm512_castps_si512(_mm512_cvtph_ps(n == 16
+                                                 ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))
+                                                 : _mm256_maskz_loadu_epi16(static_cast<__mmask16>((1u << n) - 1), p)));
 }
 inline fbatch q4_bits_float(__m512i v) { return _mm512_castsi512_ps(v); }
 inline fbatch q4_int_float(__m512i v) { return _mm512_cvtepi32_ps(v); }
@@ -207,15 +209,10 @@ inline __m256 load_lanes_ps(const float* p, int n) {
   return _mm256_maskload_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(n), index));
 }
 
+// With VNNI the q4 kernels sum in int32 with dot4_q8 (vpdpbusd); without it they sum
+// vpmaddubsw's int16 pairs over several steps before widening once.
 #if defined(__AVXVNNI__) || (defined(__AVX512VNNI__) && defined(__AVX512VL__))
 #define MOE_Q4_DPBUSD 1
-inline __m256i dpbusd(__m256i acc, __m256i u, __m256i s) {
-#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
-  return _mm256_dpbusd_epi32(acc, u, s);
-#else
-  return _mm256_dpbusd_avx_epi32(acc, u, s);
-#endif
-}
 #else
 #define MOE_Q4_DPBUSD 0
 #endif
@@ -247,8 +244,8 @@ inline void quantize_group_q4(const float* x, int g, int8_t* q, float* scales, i
     for (int k = 0; k < 8; ++k)  // max(|x|, amax): a NaN is not kept (as the scalar quantizer)
       amax = _mm256_max_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.f), load(k)), amax);
     amax = per_block(amax, [](__m256 a, __m256 b) { return _mm256_max_ps(a, b); });
-    const __m256 inv = _mm256_and_ps(_mm256_cmp_ps(amax, _mm256_setzero_ps(), _CMP_GT_OQ),
-                                     _mm256_div_ps(_mm256_set1_ps(127.f), amax));
+    const __m256 inv =
+        _mm256_and_ps(_mm256_cmp_ps(amax, _mm256_setzero_ps(), _CMP_GT_OQ), _mm256_div_ps(_mm256_set1_ps(127.f), amax));
     __m256i sum = _mm256_setzero_si256();
     for (int k = 0; k < 8; ++k) {
       const __m256i qi = _mm256_cvtps_epi32(_mm256_mul_ps(load(k), inv));
@@ -294,8 +291,8 @@ template <int NT>
     __builtin_memcpy(&p, x[i] + chunk * s, 4);
     __builtin_memcpy(&q, x[i] + chunk * (s + 1), 4);
 #if MOE_Q4_DPBUSD
-    a[i] = dpbusd(a[i], w[s], _mm256_set1_epi32(p));
-    b[i] = dpbusd(b[i], w[s + 1], _mm256_set1_epi32(q));
+    a[i] = dot4_q8(a[i], w[s], _mm256_set1_epi32(p));
+    b[i] = dot4_q8(b[i], w[s + 1], _mm256_set1_epi32(q));
 #else
     a[i] = _mm256_add_epi16(a[i], _mm256_maddubs_epi16(w[s], _mm256_set1_epi32(p)));
     b[i] = _mm256_add_epi16(b[i], _mm256_maddubs_epi16(w[s + 1], _mm256_set1_epi32(q)));
@@ -346,8 +343,8 @@ template <int R, int NT>
       const __m256i x0 = load_lanes(x, n), x1 = load_lanes(x + chunk, n);
       MOE_UNROLL for (int r = 0; r < R; ++r) {
 #if MOE_Q4_DPBUSD
-        isum[0][r][k] = dpbusd(isum[0][r][k], lo[r], x0);
-        isum[C - 1][r][k] = dpbusd(isum[C - 1][r][k], hi[r], x1);
+        isum[0][r][k] = dot4_q8(isum[0][r][k], lo[r], x0);
+        isum[C - 1][r][k] = dot4_q8(isum[C - 1][r][k], hi[r], x1);
 #else
         isum[0][r][k] = _mm256_add_epi16(isum[0][r][k], _mm256_maddubs_epi16(lo[r], x0));
         isum[C - 1][r][k] = _mm256_add_epi16(isum[C - 1][r][k], _mm256_maddubs_epi16(hi[r], x1));
