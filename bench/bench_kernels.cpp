@@ -238,7 +238,8 @@ void decode_from_memory(benchmark::State& state, DType dtype, bool q8) {
   state.counters["streams/one"] = (bytes[1] / seconds[1]) / (bytes[0] / seconds[0]);
 }
 // bench-s expert (512x256) and attention (256x256) in f32 and f16; bench-m expert
-// (1408x512, 512x1408) and bench-s expert in int8, through the int8 x int8 kernel on x86.
+// (1408x512, 512x1408), bench-s expert and the real shapes' attention in int8, through
+// the int8 x int8 kernel on x86.
 void BM_decode_from_memory_f32(benchmark::State& s) { decode_from_memory(s, DType::f32, false); }
 void BM_decode_from_memory_f16(benchmark::State& s) { decode_from_memory(s, DType::f16, false); }
 #if MOE_Q8_X86
@@ -249,7 +250,13 @@ constexpr bool kX86Q8 = false;  // elsewhere int8 weights are compared through t
 void BM_decode_from_memory_i8(benchmark::State& s) { decode_from_memory(s, DType::i8, kX86Q8); }
 BENCHMARK(BM_decode_from_memory_f32)->Args({512, 256})->Args({256, 256})->MinTime(2.0);
 BENCHMARK(BM_decode_from_memory_f16)->Args({512, 256})->MinTime(2.0);
-BENCHMARK(BM_decode_from_memory_i8)->Args({1408, 512})->Args({512, 1408})->Args({512, 256})->MinTime(2.0);
+BENCHMARK(BM_decode_from_memory_i8)
+    ->Args({1408, 512})
+    ->Args({512, 1408})
+    ->Args({512, 256})
+    ->Args({1024, 1024})  // granite-3.1-1b-a400m attention
+    ->Args({2048, 2048})  // OLMoE-1B-7B attention
+    ->MinTime(2.0);
 
 // int4 against int8 from memory: 256 MiB of each, one product per matrix through the
 // engine's kernels (int8 activations where kInt8Dot, else f32), the two dtypes
@@ -297,7 +304,16 @@ void BM_decode_from_memory_q4_vs_i8(benchmark::State& state) { from_memory_q4_vs
 void BM_prefill_from_memory_q4_vs_i8(benchmark::State& state) {
   from_memory_q4_vs_i8(state, static_cast<int>(state.range(2)));
 }
-BENCHMARK(BM_decode_from_memory_q4_vs_i8)->Args({1408, 512})->Args({512, 1408})->Args({512, 256})->MinTime(2.0);
+// bench-m's, granite-3.1-1b-a400m's, OLMoE-1B-7B's and bench-s's expert products.
+BENCHMARK(BM_decode_from_memory_q4_vs_i8)
+    ->Args({1408, 512})
+    ->Args({512, 1408})
+    ->Args({512, 1024})
+    ->Args({1024, 512})
+    ->Args({1024, 2048})
+    ->Args({2048, 1024})
+    ->Args({512, 256})
+    ->MinTime(2.0);
 // bench-m's and granite-3.1-1b-a400m's expert products (gate/up, down) at 16 tokens.
 BENCHMARK(BM_prefill_from_memory_q4_vs_i8)
     ->Args({1408, 512, 16})

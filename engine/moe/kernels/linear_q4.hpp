@@ -12,6 +12,7 @@
 // activations (dot_q4, linear.hpp).
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <type_traits>
@@ -169,12 +170,18 @@ inline void linear_q4(K, const Matrix& m, const ActQ4& a, int n_tokens, float* y
           simd::q4_rows_tokens(m, a, r0, t0,
                                n_tokens - t0 < simd::kQ4TurnedTokens ? n_tokens : t0 + simd::kQ4TurnedTokens, y);
 #endif
+    // Decode: the hardware prefetcher alone left bandwidth unused. Each row block asks
+    // for the bytes kQ4PrefetchBytes past its start (a distance in bytes, not in blocks:
+    // blocks of long rows put it beyond L1), the range's first ones at once, never past
+    // the range (another thread's rows, or another tensor).
+    const uint8_t* const end = m.q4_row(r1);
+    const auto prefetch_rows = [&](const uint8_t* from, long bytes) {
+      for (long b = 0; b < std::min(bytes, static_cast<long>(end - from)); b += 64) simd::prefetch(from + b);
+    };
+    constexpr long ahead = simd::kQ4PrefetchBytes;
+    if (n_tokens == 1) prefetch_rows(m.q4_row(r0), ahead);
     for (; r0 + W <= r1; r0 += W) {
-      if (n_tokens == 1 &&
-          simd::kQ4PrefetchBlocks > 0) {  // decode: the hardware prefetcher alone left bandwidth unused
-        const uint8_t* ahead = m.q4_row(r0) + simd::kQ4PrefetchBlocks * w_bytes;
-        for (long b = 0; b < w_bytes; b += 64) simd::prefetch(ahead + b);
-      }
+      if (n_tokens == 1) prefetch_rows(m.q4_row(r0) + ahead, w_bytes);
       int t = 0;
       for (; t + NT <= n_tokens; t += NT) detail::linear_q4_tiles<NT>(m, a, r0, t, y);
       if constexpr (NT > 2)

@@ -112,7 +112,7 @@ template <int R, int NT>
 // float accumulators, the row's unpacked bytes).
 inline constexpr int kQ4Tokens = 4;
 constexpr int q4_tile_rows(int nt) { return nt >= 4 ? 2 : nt == 2 ? 4 : 8; }
-inline constexpr int kQ4PrefetchBlocks = 2;
+inline constexpr long kQ4PrefetchBytes = 4096;
 inline void prefetch(const uint8_t* p) { _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T0); }
 
 // One group of g blocks of one token's activations quantized (quantize_activations_q4):
@@ -192,7 +192,7 @@ template <int NT>
 // a row's unpacked bytes).
 inline constexpr int kQ4Tokens = 2;
 constexpr int q4_tile_rows(int) { return 2; }
-inline constexpr int kQ4PrefetchBlocks = 4;
+inline constexpr long kQ4PrefetchBytes = 4096;
 inline void prefetch(const uint8_t* p) { _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T0); }
 
 // 4-byte lanes [0, n) of p, the rest 0.

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# A/B of moe_infer builds that each need their own model file (an older build reads only
+# the format of its own converter): each side is BIN=FILE, the first one the baseline.
+# The sides take turns round after round (round r starts with side r mod n), at each
+# thread count, so all see the same machine load; the table gives each side's median
+# pp64 and tg (after the prompt) over rounds, their ranges, and its ratio to the
+# baseline's.
+#   AB_THREADS="1 2" AB_REPS=5 bench/ab_files.sh ROUNDS BASE_BIN=BASE_FILE BIN=FILE [BIN=FILE...] [-- moe_infer flags]
+# Example (issue 20's baseline: the build before it, all-int8, against today's default):
+#   bench/ab_files.sh 3 /tmp/old/moe_infer=granite-int8-old.moe build/x/tools/moe_infer=granite.moe
+set -euo pipefail
+rounds=$1
+shift
+sides=()
+while [ $# -gt 0 ] && [ "$1" != -- ]; do
+  [[ $1 == *=* ]] || { echo "ab_files.sh: '$1' is not BIN=FILE" >&2; exit 1; }
+  sides+=("$1")
+  shift
+done
+[ $# -gt 0 ] && shift  # the --
+[ ${#sides[@]} -ge 2 ] || { echo "ab_files.sh: give a baseline and at least one other BIN=FILE" >&2; exit 1; }
+for s in "${sides[@]}"; do
+  [ -x "${s%%=*}" ] || { echo "ab_files.sh: ${s%%=*}: not an executable" >&2; exit 1; }
+  [ -f "${s#*=}" ] || { echo "ab_files.sh: ${s#*=}: no such file" >&2; exit 1; }
+done
+threads=${AB_THREADS:-1 2} reps=${AB_REPS:-5}
+n=${#sides[@]}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+field() { sed -E "s/.*\"$1\": ([0-9.]+).*/\\1/" "$2"; }
+for ((r = 0; r < rounds; ++r)); do
+  for t in $threads; do
+    for ((k = 0; k < n; ++k)); do
+      i=$(((r + k) % n))
+      s=${sides[$i]}
+      "${s%%=*}" -m "${s#*=}" --bench --bench-prompt 64 --bench-tokens 32 --bench-reps "$reps" --bench-probe-mib 64 \
+        --threads "$t" --json "$tmp/j" "$@" >/dev/null
+      echo "$(field prefill_tok_s "$tmp/j") $(field decode_tok_s "$tmp/j")" >> "$tmp/$i.$t"
+    done
+  done
+done
+med() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
+echo "| build = file | threads | pp64 tok/s (range) | ratio | tg32 tok/s (range) | ratio |"
+echo "|---|---:|---:|---:|---:|---:|"
+for t in $threads; do
+  p0=$(cut -d' ' -f1 "$tmp/0.$t" | med) t0=$(cut -d' ' -f2 "$tmp/0.$t" | med)
+  for ((i = 0; i < n; ++i)); do
+    p=$(cut -d' ' -f1 "$tmp/$i.$t" | med) d=$(cut -d' ' -f2 "$tmp/$i.$t" | med)
+    pr=$(cut -d' ' -f1 "$tmp/$i.$t" | sort -g | awk 'NR == 1 {a = $1} {b = $1} END {printf "%.0f-%.0f", a, b}')
+    dr=$(cut -d' ' -f2 "$tmp/$i.$t" | sort -g | awk 'NR == 1 {a = $1} {b = $1} END {printf "%.1f-%.1f", a, b}')
+    awk -v s="${sides[$i]}" -v t="$t" -v p="$p" -v p0="$p0" -v d="$d" -v d0="$t0" -v pr="$pr" -v dr="$dr" \
+      'BEGIN {printf "| %s | %d | %.0f (%s) | %.2f | %.1f (%s) | %.2f |\n", s, t, p, pr, p / p0, d, dr, d / d0}'
+  done
+done
