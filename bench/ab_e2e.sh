@@ -14,7 +14,8 @@ models=${AB_MODELS:-$(cd "$dir" && ls tiny-a-*.moe bench-s-*.moe bench-m-*.moe 2
 [ -n "$models" ] || { echo "ab_e2e.sh: no models in $dir (run bench/bench_e2e.sh first)" >&2; exit 1; }
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-field() { sed -E "s/.*\"$1\": ([0-9.]+).*/\\1/" "$2"; }
+# shellcheck source=bench/ab_lib.sh
+source "$(dirname "$0")/ab_lib.sh"
 for ((r = 0; r < rounds; ++r)); do
   for m in $models; do
     # Odd rounds run new first: whichever binary runs second in a pair measured up to
@@ -28,7 +29,6 @@ for ((r = 0; r < rounds; ++r)); do
     done
   done
 done
-med() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 echo "| model | pp64 old | pp64 new | ratio | tg128 old | tg128 new | ratio |"
 echo "|---|---:|---:|---:|---:|---:|---:|"
 for m in $models; do

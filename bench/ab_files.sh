@@ -27,7 +27,8 @@ threads=${AB_THREADS:-1 2} reps=${AB_REPS:-5}
 n=${#sides[@]}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-field() { sed -E "s/.*\"$1\": ([0-9.]+).*/\\1/" "$2"; }
+# shellcheck source=bench/ab_lib.sh
+source "$(dirname "$0")/ab_lib.sh"
 for ((r = 0; r < rounds; ++r)); do
   for t in $threads; do
     for ((k = 0; k < n; ++k)); do
@@ -39,7 +40,6 @@ for ((r = 0; r < rounds; ++r)); do
     done
   done
 done
-med() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 echo "| build = file | threads | pp64 tok/s (range) | ratio | tg32 tok/s (range) | ratio |"
 echo "|---|---:|---:|---:|---:|---:|"
 for t in $threads; do

@@ -11,8 +11,10 @@
 #include <memory>
 #include <random>
 #include <sstream>
+#include <string>
 
 #include "converter/converter.hpp"
+#include "converter/quantize.hpp"
 #include "converter/safetensors.hpp"
 #include "tools/eval.hpp"
 
@@ -55,15 +57,13 @@ const Recipe kRecipes[] = {
 // 8 bits, so its own error is a little larger. A rule quantizes n values in place.
 using BlockRule = void (*)(float* v, int n);
 
-// Q4_0 (18 bytes per 32): scale = the value of largest magnitude / -8;
-// q = min(15, (int)(w / scale + 8.5)); f16 scale.
+// Q4_0 (18 bytes per 32): the converter's copy of llama.cpp's rule (Q4Rule::llama_q4_0).
 void q4_0_block(float* v, int n) {
-  float amax = 0.f, max = 0.f;
-  for (int i = 0; i < n; ++i)
-    if (amax < std::fabs(v[i])) amax = std::fabs(v[i]), max = v[i];
-  const float d = max / -8.f, id = d != 0.f ? 1.f / d : 0.f, stored = half_to_float(float_to_half(d));
-  for (int i = 0; i < n; ++i)
-    v[i] = static_cast<float>(std::min(15, static_cast<int>(static_cast<int8_t>(v[i] * id + 8.5f))) - 8) * stored;
+  for (int b = 0; b < n; b += kQ4Block) {
+    const converter::Q4Block q = converter::quantize_block_q4(v + b, converter::Q4Rule::llama_q4_0);
+    const float scale = half_to_float(q.scale);
+    for (int i = 0; i < kQ4Block; ++i) v[b + i] = static_cast<float>(q.nibbles[i] - 8) * scale;
+  }
 }
 
 // Q4_1 (20 bytes per 32): w = q * d + min, d = (max - min) / 15, q = min(15, (int)((w - min) / d + 0.5));
@@ -212,34 +212,28 @@ void sweep(const std::string& dir, int loss_windows) {
     val = tools::encode_lenient(ref.file.tokenizer(),
                                 text.substr(static_cast<size_t>(0.9 * static_cast<double>(text.size()))));
   }
+  // One line: the agreement with fp32 and (with text) the held-out loss.
   double loss32 = 0;
-  for (const Recipe& r : kRecipes) {
-    Loaded q(dir, r);
+  const auto report = [&](const char* name, const std::string& bytes, const ModelFile& file, bool is_fp32) {
     auto engine = std::make_unique<Engine<C>>();
-    if (engine->load(q.file)) std::abort();
+    if (engine->load(file)) std::abort();
     const tools::Agreement a = tools::compare_logits(*engine, *fp32, seqs);
-    std::printf("%-32s %10zu %12.5f %7.1f%%", r.name, q.bytes.size(), a.mean_abs_error, 100 * a.top1);
+    std::printf("%-32s %10s %12.5f %7.1f%%", name, bytes.c_str(), a.mean_abs_error, 100 * a.top1);
     if (!val.empty()) {
       const double loss = tools::held_out_loss(*engine, val, loss_windows);
-      if (&r == kRecipes) loss32 = loss;
+      if (is_fp32) loss32 = loss;
       std::printf(" %12.4f %+8.2f%%", loss, 100 * (loss / loss32 - 1));
     }
     std::printf("\n");
+  };
+  for (const Recipe& r : kRecipes) {
+    Loaded q(dir, r);
+    report(r.name, std::to_string(q.bytes.size()), q.file, &r == kRecipes);
   }
   // llama.cpp's 4-bit formats on the experts, in f32 (llama_copy).
   const std::filesystem::path copy = std::filesystem::temp_directory_path() / "moe_quant_accuracy_llama";
-  for (const LlamaFormat& f : kLlamaFormats) {
-    Loaded q(llama_copy(dir, f, copy).string(), kRecipes[0]);
-    auto engine = std::make_unique<Engine<C>>();
-    if (engine->load(q.file)) std::abort();
-    const tools::Agreement a = tools::compare_logits(*engine, *fp32, seqs);
-    std::printf("%-32s %10s %12.5f %7.1f%%", f.name, "-", a.mean_abs_error, 100 * a.top1);
-    if (!val.empty()) {
-      const double loss = tools::held_out_loss(*engine, val, loss_windows);
-      std::printf(" %12.4f %+8.2f%%", loss, 100 * (loss / loss32 - 1));
-    }
-    std::printf("\n");
-  }
+  for (const LlamaFormat& f : kLlamaFormats)
+    report(f.name, "-", Loaded(llama_copy(dir, f, copy).string(), kRecipes[0]).file, false);
   std::filesystem::remove_all(copy);
 }
 
