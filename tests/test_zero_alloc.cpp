@@ -170,11 +170,14 @@ TEST(ZeroAllocation, Int4ExpertsWithWorkers) {
 // Worker threads are started with the pool, before counting; handing every product's
 // rows to them (however small) allocates nothing, in prefill or decode.
 TEST(ZeroAllocation, LlamaFamilyWithWorkerThreads) {
-  for (int threads : {2, 3}) {  // 2 divides top_k: decode runs the two experts side by side; 3 splits rows
+  for (int threads : {2, 3}) {  // 2 divides top_k: experts side by side (decode and prefill); 3 splits rows
     const auto model = convert_fixture("mixtral-tiny-a", "mixw.moe");
     platform::ThreadPool pool(threads);
     g_mixtral.set_workers(pool.workers(), 0);
-    EXPECT_EQ(allocations_over_a_generation(model, g_mixtral, {1, 5, 9, 12}, 200, 3), 0) << threads << " threads";
+    // A prompt long enough to route to all four experts (prefill's side by side needs two per worker).
+    EXPECT_EQ(allocations_over_a_generation(model, g_mixtral, {1, 5, 9, 12, 40, 3, 77, 20, 21, 60, 2, 8, 13}, 200, 3),
+              0)
+        << threads << " threads";
     g_mixtral.set_workers(Workers{});
   }
 }

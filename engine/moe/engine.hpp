@@ -411,7 +411,28 @@ class Engine {
       for (int e = 0; e < E; ++e)
         if (expert_count_[e] > 0) task.active[task.count++] = e;
       split_.workers.run(split_.workers.pool, &Engine::experts_part, &task);
-      for (int j = 0; j < task.count; ++j) kernels::axpy(delta_[0], expert_gate_[task.active[j]][0], slot_out_[j], D);
+      for (int j = 0; j < task.count; ++j) kernels::axpy(delta_[0], expert_gate_[task.active[j]][0], routed_out_[j], D);
+    } else if (n > 1 && prefill_experts_side_by_side()) {
+      // Prefill with workers: whole experts per worker (one hand-over per layer, not two
+      // per expert), each on its own rows of the routed scratch; the outputs are summed
+      // here in index order, as below, so the result does not depend on who ran what.
+      PrefillExperts task{this, &lw, {}, {}, 0};
+      for (int e = 0, row = 0; e < E; ++e) {
+        task.first_row[e] = row;
+        row += expert_count_[e];
+        if (expert_count_[e] > 0) task.order[task.count++] = e;
+      }
+      // Largest first (stable), dealt to the parts back and forth: even shares.
+      for (int i = 1; i < task.count; ++i)
+        for (int j = i; j > 0 && expert_count_[task.order[j]] > expert_count_[task.order[j - 1]]; --j) {
+          const int swap = task.order[j];
+          task.order[j] = task.order[j - 1];
+          task.order[j - 1] = swap;
+        }
+      split_.workers.run(split_.workers.pool, &Engine::prefill_experts_part, &task);
+      for (int e = 0; e < E; ++e)
+        for (int i = 0; i < expert_count_[e]; ++i)
+          kernels::axpy(delta_[expert_token_[e][i]], expert_gate_[e][i], routed_out_[task.first_row[e] + i], D);
     } else {
       for (int e = 0; e < E; ++e) {
         const int m = expert_count_[e];
@@ -431,10 +452,13 @@ class Engine {
     add_residual(n);
   }
 
-  // Each expert must be worth several hand-overs: small ones run faster on one core
-  // (bench/README.md, "Design decisions").
+  // One hand-over per layer instead of one per product, when each worker's experts are
+  // worth a hand-over by the rule a product's split follows (min_macs_per_worker); the
+  // token's experts cost the same, so the shares are even (bench/README.md, "Design
+  // decisions").
   bool experts_side_by_side() const {
-    return split_.workers.threads > 1 && TOPK % split_.workers.threads == 0 && 3L * D * F >= 8 * split_.min_macs_per_worker;
+    return split_.workers.threads > 1 && TOPK % split_.workers.threads == 0 &&
+           TOPK / split_.workers.threads * 3L * D * F >= split_.min_macs_per_worker;
   }
   struct SideBySide {
     Engine* engine;
@@ -445,9 +469,47 @@ class Engine {
   static void experts_part(void* ctx, int part, int parts) {
     const SideBySide& task = *static_cast<const SideBySide*>(ctx);
     Engine& e = *task.engine;
-    for (int j = part; j < task.count; j += parts)
-      e.expert_ffn(task.lw->experts[task.active[j]], e.xn_[0], 1, e.slot_hidden_[j], e.slot_up_[j], e.slot_out_[j],
-                   e.slot_act_q_[j], e.slot_act_scale_[j], e.slot_act_sum_[j], false);
+    for (int j = part; j < task.count; j += parts) e.routed_ffn(task.lw->experts[task.active[j]], e.xn_[0], 1, j);
+  }
+
+  // Prefill: as in decode, when the chunk's expert work repays a hand-over per worker
+  // (the product rule) and there are experts enough to share (two per worker or more).
+  bool prefill_experts_side_by_side() const {
+    if (kPrefillRoutedRows == 0 || split_.workers.threads < 2) return false;
+    long rows = 0;
+    int active = 0;
+    for (int e = 0; e < E; ++e) {
+      rows += expert_count_[e];
+      active += expert_count_[e] > 0;
+    }
+    return active >= 2 * split_.workers.threads &&
+           rows * 3L * D * F >= split_.min_macs_per_worker * split_.workers.threads;
+  }
+  struct PrefillExperts {
+    Engine* engine;
+    const LayerWeights* lw;
+    int first_row[E];  // each expert's rows of the routed scratch
+    int order[E];      // the active experts, most tokens first
+    int count;
+  };
+  static void prefill_experts_part(void* ctx, int part, int parts) {
+    const PrefillExperts& task = *static_cast<const PrefillExperts*>(ctx);
+    Engine& en = *task.engine;
+    for (int j = 0; j < task.count; ++j) {
+      const int lap = j / parts, seat = j % parts;
+      if ((lap % 2 == 0 ? seat : parts - 1 - seat) != part) continue;
+      const int e = task.order[j], first = task.first_row[e], m = en.expert_count_[e];
+      for (int i = 0; i < m; ++i)
+        std::memcpy(en.routed_in_[first + i], en.xn_[en.expert_token_[e][i]], sizeof(float) * D);
+      en.routed_ffn(task.lw->experts[e], en.routed_in_[first], m, first);
+    }
+  }
+
+  // An expert on `m` input rows, into routed rows [first, first + m) of the scratch, on
+  // this core (its products are not split again).
+  void routed_ffn(const ExpertWeights& ew, const float* in_rows, int m, int first) {
+    expert_ffn(ew, in_rows, m, routed_hidden_[first], routed_up_[first], routed_out_[first], routed_act_q_[first],
+               routed_act_scale_[first], routed_act_sum_[first], false);
   }
 
   // out [m, D] = expert(in [m, D]), with the given scratch (m rows of its hidden width,
@@ -515,10 +577,19 @@ class Engine {
   float expert_out_[P][D] = {};
   float shared_gate_[kSharedExpert ? P : 1] = {};  // the shared expert's gate logit per token
   float logits_[V] = {};
-  // One token's expert evaluations side by side (experts_side_by_side): a slot each.
-  float slot_hidden_[TOPK][F] = {};
-  float slot_up_[TOPK][C.gated_experts() ? F : 1] = {};
-  float slot_out_[TOPK][D] = {};
+  // Experts side by side (experts_side_by_side, prefill_experts_side_by_side): each
+  // expert's tokens on their own rows, P * TOPK in all (decode: a row per expert). Bare
+  // metal has no workers, so no prefill rows: only decode's TOPK.
+#ifdef MOE_BARE_METAL
+  static constexpr int kPrefillRoutedRows = 0;
+#else
+  static constexpr int kPrefillRoutedRows = P * TOPK;
+#endif
+  static constexpr int kRoutedRows = kPrefillRoutedRows > TOPK ? kPrefillRoutedRows : TOPK;
+  float routed_in_[kPrefillRoutedRows > 0 ? kPrefillRoutedRows : 1][D] = {};  // prefill's gathered tokens
+  float routed_hidden_[kRoutedRows][F] = {};
+  float routed_up_[kRoutedRows][C.gated_experts() ? F : 1] = {};
+  float routed_out_[kRoutedRows][D] = {};
   // Quantized activations for the int8 dot-product path (one element when unused), on
   // cache-line boundaries: the kernels' 64-byte loads of them must not straddle lines.
   static constexpr int kMaxCols = D > QD ? (D > FF ? D : FF) : (QD > FF ? QD : FF);
@@ -526,9 +597,9 @@ class Engine {
   alignas(64) int8_t act_q_[P * kActCols] = {};
   float act_scale_[P * kActCols / kernels::kActBlock + 1] = {};
   int32_t act_sum_[P * kActCols / kernels::kActBlock + 1] = {};  // q4 products
-  alignas(64) int8_t slot_act_q_[TOPK][kActCols] = {};
-  float slot_act_scale_[TOPK][kActCols / kernels::kActBlock + 1] = {};
-  int32_t slot_act_sum_[TOPK][kActCols / kernels::kActBlock + 1] = {};
+  alignas(64) int8_t routed_act_q_[kRoutedRows][kActCols] = {};
+  float routed_act_scale_[kRoutedRows][kActCols / kernels::kActBlock + 1] = {};
+  int32_t routed_act_sum_[kRoutedRows][kActCols / kernels::kActBlock + 1] = {};
 };
 
 }  // namespace moe
