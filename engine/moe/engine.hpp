@@ -99,10 +99,12 @@ class Engine {
   }
 
   // Splits each weight product of at least `min_macs_per_worker` multiply-adds per
-  // worker across these workers from now on (the Workers must outlive the engine's use
-  // of them); Workers{} returns to one core. Results do not change: every output row is
-  // computed the same way by whichever thread owns it. The default threshold keeps
-  // products too small to repay the hand-over (about a microsecond) on one core.
+  // worker across these workers from now on, or hands them whole experts where a
+  // layer's experts give each worker that much (the Workers must outlive the engine's
+  // use of them); Workers{} returns to one core. Results do not change: every output
+  // row is computed the same way by whichever thread owns it, and experts' outputs are
+  // summed in expert order. The default threshold keeps products too small to repay the
+  // hand-over (about a microsecond) on one core.
   void set_workers(const Workers& w, long min_macs_per_worker = 16384) { split_ = WorkSplit{w, min_macs_per_worker}; }
 
   // Where the target multiplies int8 by int8 (kInt8Dot), int8 matrices quantize their
