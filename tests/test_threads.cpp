@@ -1,8 +1,7 @@
 // The static thread pool and the engine's use of it: every part of every task runs
 // exactly once, across sleeps and while a worker is held up; and an engine with 2 workers
-// (experts side by side, in decode and in prefill) or 3 (rows split
-// everywhere) computes the very same logits, bit for bit, as with one, for f32, int8
-// and int4 weights.
+// (experts side by side, in decode and in prefill) or 3 (rows split everywhere) computes
+// the very same logits, bit for bit, as with one, for f32, int8 and int4 weights.
 #include <gtest/gtest.h>
 
 #include <atomic>

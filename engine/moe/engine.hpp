@@ -320,7 +320,7 @@ class Engine {
     }
     // Heads are independent: with workers, each takes a share of them.
     Heads heads{this, l, p0, n};
-    split_.share(&Engine::heads_part, &heads, 2L * H * HD * n * (p0 + n));
+    split_.share(&Engine::heads_part, &heads, int64_t{2} * H * HD * n * (p0 + n));
     linear(lw.wo, attn_[0], n, delta_[0]);
     for (int t = 0; t < n; ++t) {
       if constexpr (kClassic) kernels::add(delta_[t], lw.wo_bias.data, D);
@@ -454,13 +454,11 @@ class Engine {
     add_residual(n);
   }
 
-  // One hand-over per layer instead of one per product, when each worker's experts are
-  // worth a hand-over by the rule a product's split follows (min_macs_per_worker); the
-  // token's experts cost the same, so the shares are even (bench/README.md, "Design
-  // decisions").
+  // One hand-over per layer instead of one per product, when the token's experts repay
+  // it by the rule a product's split follows (WorkSplit::repays); they cost the same, so
+  // workers that divide top_k get even shares (bench/README.md, "Design decisions").
   bool experts_side_by_side() const {
-    return split_.workers.threads > 1 && TOPK % split_.workers.threads == 0 &&
-           TOPK / split_.workers.threads * 3L * D * F >= split_.min_macs_per_worker;
+    return split_.workers.threads > 1 && TOPK % split_.workers.threads == 0 && split_.repays(int64_t{TOPK} * 3 * D * F);
   }
   struct SideBySide {
     Engine* engine;
@@ -478,14 +476,13 @@ class Engine {
   // (the product rule) and there are experts enough to share (two per worker or more).
   bool prefill_experts_side_by_side() const {
     if (kPrefillRoutedRows == 0 || split_.workers.threads < 2) return false;
-    long rows = 0;
+    int64_t rows = 0;
     int active = 0;
     for (int e = 0; e < E; ++e) {
       rows += expert_count_[e];
       active += expert_count_[e] > 0;
     }
-    return active >= 2 * split_.workers.threads &&
-           rows * 3L * D * F >= split_.min_macs_per_worker * split_.workers.threads;
+    return active >= 2 * split_.workers.threads && split_.repays(rows * 3 * D * F);
   }
   struct PrefillExperts {
     Engine* engine;

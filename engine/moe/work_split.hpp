@@ -5,6 +5,7 @@
 // computed the same way by whichever thread owns it.
 #pragma once
 
+#include <cstdint>
 #include <type_traits>
 
 #include "moe/kernels/activation.hpp"
@@ -22,10 +23,15 @@ struct WorkSplit {
   Workers workers{};
   long min_macs_per_worker = 0;
 
-  // Runs task over the workers when the work (multiply-adds) repays a hand-over per
-  // worker, else on this core as its only part.
-  void share(Workers::Task task, void* ctx, long macs) const {
-    if (workers.threads > 1 && macs >= min_macs_per_worker * workers.threads) workers.run(workers.pool, task, ctx);
+  // Whether work of `macs` multiply-adds repays a hand-over per worker (64-bit: a
+  // chunk's work passes 2^31 on large models, and long is 32-bit on armv7).
+  bool repays(int64_t macs) const {
+    return workers.threads > 1 && macs >= static_cast<int64_t>(min_macs_per_worker) * workers.threads;
+  }
+
+  // Runs task over the workers when the work repays it, else on this core as its only part.
+  void share(Workers::Task task, void* ctx, int64_t macs) const {
+    if (repays(macs)) workers.run(workers.pool, task, ctx);
     else task(ctx, 0, 1);
   }
 };
@@ -90,7 +96,7 @@ template <class K>
 template <class K>
 void run_products(const WorkSplit& split, Products& p, bool int8_activations, bool may_split = true) {
   ProductInput& in = *p.in;
-  long macs = 0;
+  int64_t macs = 0;
   // One quantization of the input serves one block layout: where int8 and q4 matrices
   // share an input (not in the engine's recipes), the q4 ones take f32 activations.
   ActQuant want = ActQuant::none;
@@ -104,7 +110,7 @@ void run_products(const WorkSplit& split, Products& p, bool int8_activations, bo
   }
   for (int i = 0; i < p.count; ++i) {
     p.q8[i] = want == ActQuant::q8 ? kernels::q8_eligible(*p.m[i]) : want == ActQuant::q4 && p.m[i]->dtype == DType::q4;
-    macs += static_cast<long>(p.m[i]->rows) * p.m[i]->cols * in.n;
+    macs += static_cast<int64_t>(p.m[i]->rows) * p.m[i]->cols * in.n;
   }
   if constexpr (kernels::kInt8Dot && !std::is_same_v<K, kernels::Scalar>) {
     if (want != ActQuant::none && in.quantized != want) {
