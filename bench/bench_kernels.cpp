@@ -315,7 +315,8 @@ BENCHMARK(BM_decode_from_memory_q4_vs_i8)
     ->Args({512, 256})
     ->MinTime(2.0);
 // bench-m's and granite-3.1-1b-a400m's expert products (gate/up, down) at 16 tokens,
-// OLMoE-1B-7B's at 8 (64 experts, top 8: a 64-token chunk gives each about 8).
+// OLMoE-1B-7B's at 8 (64 experts, top 8: a 64-token chunk gives each about 8), and at 2
+// and 4 (its experts given few tokens: the row-wise tiles).
 BENCHMARK(BM_prefill_from_memory_q4_vs_i8)
     ->Args({1408, 512, 16})
     ->Args({512, 1408, 16})
@@ -323,6 +324,9 @@ BENCHMARK(BM_prefill_from_memory_q4_vs_i8)
     ->Args({1024, 512, 16})
     ->Args({1024, 2048, 8})
     ->Args({2048, 1024, 8})
+    ->Args({1024, 2048, 2})
+    ->Args({1024, 2048, 4})
+    ->Args({2048, 1024, 4})
     ->MinTime(2.0);
 #endif
 

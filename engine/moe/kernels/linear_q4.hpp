@@ -170,18 +170,19 @@ inline void linear_q4(K, const Matrix& m, const ActQ4& a, int n_tokens, float* y
           simd::q4_rows_tokens(m, a, r0, t0,
                                n_tokens - t0 < simd::kQ4TurnedTokens ? n_tokens : t0 + simd::kQ4TurnedTokens, y);
 #endif
-    // Decode: the hardware prefetcher alone left bandwidth unused. Each row block asks
-    // for the bytes kQ4PrefetchBytes past its start (a distance in bytes, not in blocks:
-    // blocks of long rows put it beyond L1), the range's first ones at once, never past
-    // the range (another thread's rows, or another tensor).
+    // Row-wise tiles (decode, and prefill below kQ4TurnedFrom tokens): the hardware
+    // prefetcher alone left bandwidth unused. Each row block asks for the bytes
+    // kQ4PrefetchBytes past its start (a distance in bytes, not in blocks: blocks of long
+    // rows put it beyond L1), the range's first ones at once, never past the range
+    // (another thread's rows, or another tensor).
     const uint8_t* const end = m.q4_row(r1);
     const auto prefetch_rows = [&](const uint8_t* from, long bytes) {
       for (long b = 0; b < std::min(bytes, static_cast<long>(end - from)); b += 64) simd::prefetch(from + b);
     };
     constexpr long ahead = simd::kQ4PrefetchBytes;
-    if (n_tokens == 1) prefetch_rows(m.q4_row(r0), ahead);
+    prefetch_rows(m.q4_row(r0), ahead);
     for (; r0 + W <= r1; r0 += W) {
-      if (n_tokens == 1) prefetch_rows(m.q4_row(r0) + ahead, w_bytes);
+      prefetch_rows(m.q4_row(r0) + ahead, w_bytes);
       int t = 0;
       for (; t + NT <= n_tokens; t += NT) detail::linear_q4_tiles<NT>(m, a, r0, t, y);
       if constexpr (NT > 2)
