@@ -114,9 +114,10 @@ namespace moe::kernels {
 
 #if MOE_SIMD
 // The same bytes as the scalar quantizer (one multiply by 127 / max, round half to even);
-// on x86 a group's step takes 16 blocks (AVX-512) or 8 (AVX2) per instruction.
+// on x86 a group's step takes 16 blocks (AVX-512) or 8 (AVX2) per instruction, on ARM
+// dotprod a block is 8 vectors of 4.
 inline void quantize_activations_q4(Simd, const float* x, int n, int cols, int8_t* q, float* scales, int32_t* sums) {
-#if MOE_Q8_X86
+#if MOE_Q8_X86 || (defined(__ARM_FEATURE_DOTPROD) && defined(__aarch64__))
   const int blocks = cols / kQ4Block;
   for (int t = 0; t < n; ++t)
     for (int gi = 0; gi * kQ4GroupBlocks < blocks; ++gi) {

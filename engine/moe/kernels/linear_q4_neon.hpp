@@ -70,4 +70,33 @@ template <int R, int NT>
       vaddq_f32(acc[r][k], vsetq_lane_f32(rest[r][k], vdupq_n_f32(0.f), 0));
 }
 
+// One group of g blocks of one token's activations quantized (quantize_activations_q4):
+// block j's columns are 4 at each of the group's 8 steps, so a block is 8 vectors.
+// x, q: the group's first column; scales, sums: its first block. (AArch64: across-lane
+// max and sum.)
+#if defined(__aarch64__)
+inline void quantize_group_q4(const float* x, int g, int8_t* q, float* scales, int32_t* sums) {
+  const int chunk = 4 * g;
+  for (int j = 0; j < g; ++j) {
+    float32x4_t v[8], amax = vdupq_n_f32(0.f);
+    MOE_UNROLL for (int k = 0; k < 8; ++k) {
+      v[k] = vld1q_f32(x + chunk * k + 4 * j);
+      amax = vmaxnmq_f32(vabsq_f32(v[k]), amax);  // a NaN is not kept (as the scalar quantizer)
+    }
+    const float m = vmaxnmvq_f32(amax), inv = m > 0.f ? 127.f / m : 0.f;
+    int32x4_t sum = vdupq_n_s32(0);
+    MOE_UNROLL for (int k = 0; k < 8; k += 2) {
+      const int32x4_t a = vcvtnq_s32_f32(vmulq_n_f32(v[k], inv)), b = vcvtnq_s32_f32(vmulq_n_f32(v[k + 1], inv));
+      sum = vaddq_s32(sum, vaddq_s32(a, b));
+      const int32x2_t bytes = vreinterpret_s32_s8(vmovn_s16(vcombine_s16(vmovn_s32(a), vmovn_s32(b))));
+      const int32_t lo = vget_lane_s32(bytes, 0), hi = vget_lane_s32(bytes, 1);
+      __builtin_memcpy(q + chunk * k + 4 * j, &lo, 4);
+      __builtin_memcpy(q + chunk * (k + 1) + 4 * j, &hi, 4);
+    }
+    scales[j] = m / 127.f;
+    sums[j] = -8 * vaddvq_s32(sum);
+  }
+}
+#endif
+
 }  // namespace moe::kernels::simd
