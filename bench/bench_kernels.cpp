@@ -396,6 +396,52 @@ void BM_fma_peak(benchmark::State& state) {
 BENCHMARK(BM_fma_peak)->Threads(1)->Threads(2)->UseRealTime();
 #endif
 
+#if MOE_Q8_X86 && (defined(__AVX512VNNI__) || defined(__AVXVNNI__))
+// The int8 dot-product instruction's rate (vpdpbusd: 64 lanes with AVX-512 VNNI, 32 with
+// AVX-VNNI; builds without VNNI have none), 12 register-resident accumulators: kPer 0 takes the second operand from a
+// register; kPer k broadcasts it from memory once per k instructions. The turned int8 and q4 tiles broadcast a token's
+// 4 columns once per instruction (kPer 1): this is the yardstick for their rate.
+//   ./build/release/bench/bench_kernels --benchmark_filter=int8_dot_peak
+template <int kPer>
+void BM_int8_dot_peak(benchmark::State& state) {
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+  using V = __m512i;
+  const auto dot = [](V acc, V u, V s) { return _mm512_dpbusd_epi32(acc, u, s); };
+  const auto bcast = [](int32_t v) { return _mm512_set1_epi32(v); };
+#else
+  using V = __m256i;
+  const auto dot = [](V acc, V u, V s) { return kernels::simd::dot4_q8(acc, u, s); };
+  const auto bcast = [](int32_t v) { return _mm256_set1_epi32(v); };
+#endif
+  alignas(64) int32_t xs[64];
+  for (int i = 0; i < 64; ++i) xs[i] = 0x01010101 * (i % 7);
+  V a0 = bcast(0), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0, a8 = a0, a9 = a0, a10 = a0, a11 = a0;
+  const V w0 = bcast(0x01020304), w1 = bcast(0x05060708);
+  V reg = bcast(0x0a0b0c0d);
+  constexpr int kInner = 1000;
+  for (auto _ : state) {
+    for (int i = 0; i < kInner; ++i) {
+      const int32_t* x = xs + (i & 31);
+      __asm__ volatile("" : "+v"(reg));  // an operand the compiler cannot see through
+      const auto operand = [&](int k) { return kPer == 0 ? reg : bcast(x[k / (kPer > 0 ? kPer : 1)]); };
+      a0 = dot(a0, w0, operand(0)), a1 = dot(a1, w1, operand(1)), a2 = dot(a2, w0, operand(2));
+      a3 = dot(a3, w1, operand(3)), a4 = dot(a4, w0, operand(4)), a5 = dot(a5, w1, operand(5));
+      a6 = dot(a6, w0, operand(6)), a7 = dot(a7, w1, operand(7)), a8 = dot(a8, w0, operand(8));
+      a9 = dot(a9, w1, operand(9)), a10 = dot(a10, w0, operand(10)), a11 = dot(a11, w1, operand(11));
+    }
+    benchmark::DoNotOptimize(xs);
+  }
+  for (V v : {a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11}) a0 = dot(a0, v, w0);
+  benchmark::DoNotOptimize(a0);
+  state.counters["dots/ns"] =
+      benchmark::Counter(12.0 * kInner * static_cast<double>(state.iterations()) / 1e9, benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_int8_dot_peak<0>);
+BENCHMARK(BM_int8_dot_peak<1>);
+BENCHMARK(BM_int8_dot_peak<2>);
+BENCHMARK(BM_int8_dot_peak<4>);
+#endif
+
 }  // namespace
 
 BENCHMARK_MAIN();

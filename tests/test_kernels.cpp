@@ -562,7 +562,13 @@ TEST(SimdEqualsScalar, LinearQ8) {
       }
 }
 
-// The SIMD q4 quantizer against the scalar one: the same bytes, scales and sums.
+// The SIMD q4 quantizer against the scalar one: the same bytes, scales and sums. Where
+// an ISA header has one (x86, AArch64 dotprod), the Simd kernel must be it, not the
+// scalar quantizer under another name.
+#if MOE_SIMD && (MOE_Q8_X86 || (defined(__ARM_FEATURE_DOTPROD) && defined(__aarch64__))) && \
+    !defined(MOE_Q4_SIMD_QUANTIZER)
+#error "this target has a SIMD q4 quantizer, and quantize_activations_q4(Simd) does not take it"
+#endif
 TEST(SimdEqualsScalar, QuantizeActivationsQ4SameBytes) {
   std::mt19937 rng(32);
   for (int cols : {32, 64, 160, 384, 512, 800, 1408}) {  // groups of 1, 2, 5, 12, 16, 16 + 9, 16 + 16 + 12 blocks
@@ -592,13 +598,14 @@ TEST(SimdEqualsScalar, QuantizeActivationsQ4SameBytes) {
 // is exact; the float sums go in another order). Columns: one short group (1, 2, 5, 12
 // blocks: masked and half vectors), whole groups, and whole groups then a short one
 // (1408 = 44 blocks: 16 + 16 + 12); tokens: groups of NT and the rest one by one, and
-// on x86 the turned tiles from kQ4TurnedFrom (6) tokens.
+// on x86 the turned tiles from kQ4TurnedFrom (6) tokens; rows: one, a tile and one, and
+// 49 (AVX-512: two tiles side by side, then one tile, then one row).
 TEST(SimdEqualsScalar, LinearQ4) {
   if (!kernels::kInt8Dot) GTEST_SKIP() << "this target has no integer dot products";
   std::mt19937 rng(26);
   for (bool one_sign : {false, true})
     for (int cols : {32, 64, 160, 384, 512, 800, 1024, 1408})
-      for (int rows : {1, 17})
+      for (int rows : {1, 17, 49})
         for (int n : {1, 3, 4, 6, 9, 70}) {  // 70: the turned tiles take 64 tokens at a time
           TestMatrix t = make_matrix(rows, cols, DType::q4, 0, rng);
           auto x = random_vector(n * cols, rng);

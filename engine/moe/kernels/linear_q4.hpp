@@ -117,7 +117,7 @@ namespace moe::kernels {
 // on x86 a group's step takes 16 blocks (AVX-512) or 8 (AVX2) per instruction, on ARM
 // dotprod a block is 8 vectors of 4.
 inline void quantize_activations_q4(Simd, const float* x, int n, int cols, int8_t* q, float* scales, int32_t* sums) {
-#if MOE_Q8_X86 || (defined(__ARM_FEATURE_DOTPROD) && defined(__aarch64__))
+#if defined(MOE_Q4_SIMD_QUANTIZER)  // set by the ISA header that has quantize_group_q4
   const int blocks = cols / kQ4Block;
   for (int t = 0; t < n; ++t)
     for (int gi = 0; gi * kQ4GroupBlocks < blocks; ++gi) {

@@ -75,6 +75,7 @@ template <int R, int NT>
 // x, q: the group's first column; scales, sums: its first block. (AArch64: across-lane
 // max and sum.)
 #if defined(__aarch64__)
+#define MOE_Q4_SIMD_QUANTIZER 1  // linear_q4.hpp: quantize_activations_q4(Simd) calls this one
 inline void quantize_group_q4(const float* x, int g, int8_t* q, float* scales, int32_t* sums) {
   const int chunk = 4 * g;
   for (int j = 0; j < g; ++j) {

@@ -11,6 +11,8 @@
 // AVX2: a group in two halves, with vpmaddubsw (AVX-VNNI: vpdpbusd).
 #pragma once
 
+#define MOE_Q4_SIMD_QUANTIZER 1  // both instruction sets below have quantize_group_q4
+
 namespace moe::kernels::simd {
 
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__)
