@@ -398,9 +398,10 @@ BENCHMARK(BM_fma_peak)->Threads(1)->Threads(2)->UseRealTime();
 
 #if MOE_Q8_X86 && (defined(__AVX512VNNI__) || defined(__AVXVNNI__))
 // The int8 dot-product instruction's rate (vpdpbusd: 64 lanes with AVX-512 VNNI, 32 with
-// AVX-VNNI; builds without VNNI have none), 12 register-resident accumulators: kPer 0 takes the second operand from a
-// register; kPer k broadcasts it from memory once per k instructions. The turned int8 and q4 tiles broadcast a token's
-// 4 columns once per instruction (kPer 1): this is the yardstick for their rate.
+// AVX-VNNI; builds without VNNI have none), 12 register-resident accumulators. kPer 0
+// takes the second operand from a register; kPer k broadcasts it from memory once per k
+// instructions. The turned int8 and q4 tiles broadcast a token's 4 columns once per
+// instruction (kPer 1): this is the yardstick for their rate.
 //   ./build/release/bench/bench_kernels --benchmark_filter=int8_dot_peak
 template <int kPer>
 void BM_int8_dot_peak(benchmark::State& state) {

@@ -599,7 +599,7 @@ TEST(SimdEqualsScalar, QuantizeActivationsQ4SameBytes) {
 // blocks: masked and half vectors), whole groups, and whole groups then a short one
 // (1408 = 44 blocks: 16 + 16 + 12); tokens: groups of NT and the rest one by one, and
 // on x86 the turned tiles from kQ4TurnedFrom (6) tokens; rows: one, a tile and one, and
-// 49 (AVX-512: two tiles side by side, then one tile, then one row).
+// several tiles and one (49).
 TEST(SimdEqualsScalar, LinearQ4) {
   if (!kernels::kInt8Dot) GTEST_SKIP() << "this target has no integer dot products";
   std::mt19937 rng(26);
