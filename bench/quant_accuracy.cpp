@@ -212,12 +212,13 @@ void sweep(const std::string& dir, int loss_windows) {
     val = tools::encode_lenient(ref.file.tokenizer(),
                                 text.substr(static_cast<size_t>(0.9 * static_cast<double>(text.size()))));
   }
+  const std::vector<std::vector<float>> fp32_logits = tools::all_logits(*fp32, seqs);
   // One line: the agreement with fp32 and (with text) the held-out loss.
   double loss32 = 0;
   const auto report = [&](const char* name, const std::string& bytes, const ModelFile& file, bool is_fp32) {
     auto engine = std::make_unique<Engine<C>>();
     if (engine->load(file)) std::abort();
-    const tools::Agreement a = tools::compare_logits(*engine, *fp32, seqs);
+    const tools::Agreement a = tools::compare_logits(tools::all_logits(*engine, seqs), fp32_logits, C.vocab_size);
     std::printf("%-32s %10s %12.5f %7.1f%%", name, bytes.c_str(), a.mean_abs_error, 100 * a.top1);
     if (!val.empty()) {
       const double loss = tools::held_out_loss(*engine, val, loss_windows);

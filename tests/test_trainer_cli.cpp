@@ -69,12 +69,12 @@ TEST(TrainerCli, ShortTrainingReachesThresholdAndFeedsTheEngine) {
 TEST(TrainerCli, ResumeContinuesBitExactly) {
   test::TempDir tmp;
   ASSERT_EQ(
-      run(train_args(tmp / "full", {"--steps", "40", "--checkpoint-interval", "20", "--eval-interval", "20"})).code, 0);
+      run(train_args(tmp / "full", {"--steps", "20", "--checkpoint-interval", "10", "--eval-interval", "10"})).code, 0);
   ASSERT_EQ(
-      run(train_args(tmp / "part", {"--steps", "20", "--checkpoint-interval", "20", "--eval-interval", "20"})).code, 0);
-  const Result r = run({kTrain, "--data", kData, "--out", (tmp / "part").string(), "--resume", "--steps", "40"});
+      run(train_args(tmp / "part", {"--steps", "10", "--checkpoint-interval", "10", "--eval-interval", "10"})).code, 0);
+  const Result r = run({kTrain, "--data", kData, "--out", (tmp / "part").string(), "--resume", "--steps", "20"});
   ASSERT_EQ(r.code, 0) << r.err;
-  EXPECT_NE(r.out.find("resuming at step 20"), std::string::npos);
+  EXPECT_NE(r.out.find("resuming at step 10"), std::string::npos);
   EXPECT_EQ(loss_columns(tmp / "part" / "metrics.csv"), loss_columns(tmp / "full" / "metrics.csv"));
   EXPECT_EQ(slurp(tmp / "part" / "train_state.bin"), slurp(tmp / "full" / "train_state.bin"));
   EXPECT_EQ(slurp(tmp / "part" / "model.safetensors"), slurp(tmp / "full" / "model.safetensors"));
@@ -120,8 +120,8 @@ TEST(TrainerCli, KilledAnywhereResumesOntoTheSameTrajectory) {
 
 TEST(TrainerCli, ThreadCountDoesNotChangeResults) {
   test::TempDir tmp;
-  ASSERT_EQ(run(train_args(tmp / "one", {"--steps", "30", "--threads", "1"})).code, 0);
-  ASSERT_EQ(run(train_args(tmp / "two", {"--steps", "30", "--threads", "2"})).code, 0);
+  ASSERT_EQ(run(train_args(tmp / "one", {"--steps", "15", "--threads", "1"})).code, 0);
+  ASSERT_EQ(run(train_args(tmp / "two", {"--steps", "15", "--threads", "2"})).code, 0);
   EXPECT_EQ(loss_columns(tmp / "one" / "metrics.csv"), loss_columns(tmp / "two" / "metrics.csv"));
   EXPECT_EQ(slurp(tmp / "one" / "train_state.bin"), slurp(tmp / "two" / "train_state.bin"));
 }

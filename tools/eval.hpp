@@ -60,35 +60,52 @@ struct Agreement {
   long positions = 0;
 };
 
-// Runs both engines over the same token sequences (all positions) and compares logits.
-template <class EngineA, class EngineB>
-Agreement compare_logits(EngineA& candidate, EngineB& reference, const std::vector<std::vector<int32_t>>& sequences) {
-  constexpr int V = EngineA::config.vocab_size;
+// The logits at every position of each sequence (one prefill per sequence); empty if a
+// prefill fails.
+template <class EngineT>
+std::vector<std::vector<float>> all_logits(EngineT& engine, const std::vector<std::vector<int32_t>>& sequences) {
+  constexpr int V = EngineT::config.vocab_size;
+  std::vector<std::vector<float>> logits;
+  for (const auto& seq : sequences) {
+    const int n = static_cast<int>(seq.size());
+    std::vector<float>& x = logits.emplace_back(static_cast<size_t>(n) * V);
+    engine.reset();
+    if (engine.prefill(seq.data(), n, x.data())) return {};
+  }
+  return logits;
+}
+
+// Agreement of a candidate's logits with a reference's, as all_logits gives them for the
+// same sequences. A reference computed once serves every candidate compared with it.
+inline Agreement compare_logits(const std::vector<std::vector<float>>& candidate,
+                                const std::vector<std::vector<float>>& reference, int vocab) {
+  if (candidate.empty() || candidate.size() != reference.size()) return Agreement{NAN, NAN, 0, 0};
   Agreement a;
   long agree = 0;
   double sum_error = 0;
-  for (const auto& seq : sequences) {
-    const int n = static_cast<int>(seq.size());
-    std::vector<float> x(static_cast<size_t>(n) * V), y(x.size());
-    candidate.reset();
-    reference.reset();
-    if (candidate.prefill(seq.data(), n, x.data()) || reference.prefill(seq.data(), n, y.data()))
-      return Agreement{NAN, NAN, 0, 0};
-    for (int t = 0; t < n; ++t) {
-      const float* rx = x.data() + static_cast<long>(t) * V;
-      const float* ry = y.data() + static_cast<long>(t) * V;
-      for (int i = 0; i < V; ++i) {
+  for (size_t s = 0; s < candidate.size(); ++s) {
+    const long n = static_cast<long>(reference[s].size()) / vocab;
+    for (long t = 0; t < n; ++t) {
+      const float* rx = candidate[s].data() + t * vocab;
+      const float* ry = reference[s].data() + t * vocab;
+      for (int i = 0; i < vocab; ++i) {
         a.max_abs_error = std::max(a.max_abs_error, std::fabs(static_cast<double>(rx[i]) - ry[i]));
         sum_error += std::fabs(static_cast<double>(rx[i]) - ry[i]);
         a.max_abs_logit = std::max(a.max_abs_logit, std::fabs(static_cast<double>(ry[i])));
       }
-      agree += argmax(rx, V) == argmax(ry, V);
+      agree += argmax(rx, vocab) == argmax(ry, vocab);
       ++a.positions;
     }
   }
   a.top1 = static_cast<double>(agree) / static_cast<double>(a.positions);
-  a.mean_abs_error = sum_error / static_cast<double>(a.positions * V);
+  a.mean_abs_error = sum_error / static_cast<double>(a.positions * vocab);
   return a;
+}
+
+// Runs both engines over the same token sequences (all positions) and compares logits.
+template <class EngineA, class EngineB>
+Agreement compare_logits(EngineA& candidate, EngineB& reference, const std::vector<std::vector<int32_t>>& sequences) {
+  return compare_logits(all_logits(candidate, sequences), all_logits(reference, sequences), EngineA::config.vocab_size);
 }
 
 }  // namespace moe::tools
