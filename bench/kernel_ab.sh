@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The decode kernels of two versions of engine/moe, alternated token by token in one
-# process over bench-s's and bench-m's decode weights (bench/kernel_ab/driver.cpp): a
-# finer A/B than ab_e2e.sh for a kernel change. The weights sit in heap buffers (4 KB
-# pages), unlike moe_infer's mapped model file: confirm a gain with ab_e2e.sh.
+# process over the decode weights of bench-s, bench-m and, in int4, OLMoE's shapes
+# (bench/kernel_ab/driver.cpp): a finer A/B than ab_e2e.sh for a kernel change. The
+# weights sit in heap buffers (4 KB pages), unlike moe_infer's mapped model file:
+# confirm a gain with ab_e2e.sh.
 #   bench/kernel_ab.sh OLD_REV [NEW_REV]     (NEW_REV default: the working tree)
-#   KERNEL_AB_FLAGS (default "-O3 -march=native") compiles both.
+#   KERNEL_AB_FLAGS (default "-O3 -march=native") compiles both; KERNEL_AB_DTYPES (default
+#   "0 1 2 3": f32 f16 int8 int4) picks the weight types run.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 old=${1:?usage: bench/kernel_ab.sh OLD_REV [NEW_REV]} new=${2:-}
@@ -20,10 +22,15 @@ if [ -n "$new" ]; then git -C "$root" archive "$new" engine/moe | tar -x -C "$tm
   g++ -std=c++20 $flags -DNDEBUG -I"$tmp/new/engine" -DMOE_AB_FN=kernels_new -c "$root/bench/kernel_ab/kernels_tu.cpp" -o "$tmp/new.o"
   g++ -std=c++20 -O2 "$root/bench/kernel_ab/driver.cpp" "$tmp/old.o" "$tmp/new.o" -o "$tmp/kernel_ab"
 }
-for rep in 1 2; do
-  "$tmp/kernel_ab" 256 512 256 128 0 400    # bench-s f32
-  "$tmp/kernel_ab" 256 512 256 128 1 1000   # bench-s f16
-  "$tmp/kernel_ab" 256 512 256 128 2 2000   # bench-s int8
-  "$tmp/kernel_ab" 512 1408 512 256 0 100   # bench-m f32
-  "$tmp/kernel_ab" 512 1408 512 256 2 400   # bench-m int8
+run() {  # D F QD KVD DTYPE TOKENS
+  if [[ " ${KERNEL_AB_DTYPES:-0 1 2 3} " == *" $5 "* ]]; then "$tmp/kernel_ab" "$@"; fi
+}
+for _ in 1 2; do
+  run 256 512 256 128 0 400    # bench-s f32
+  run 256 512 256 128 1 1000   # bench-s f16
+  run 256 512 256 128 2 2000   # bench-s int8
+  run 512 1408 512 256 0 100   # bench-m f32
+  run 512 1408 512 256 2 400   # bench-m int8
+  run 512 1408 512 256 3 400   # bench-m int4
+  run 2048 1024 2048 2048 3 40 # OLMoE-1B-7B's shapes, int4 (300 MB: from memory)
 done

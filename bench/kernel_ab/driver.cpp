@@ -2,7 +2,7 @@
 // decode token of a llama MoE streams (4 attention matrices and 2 of 8 experts' 3
 // matrices per layer, 8 layers, experts drawn at random per token), so that both see
 // the same machine load; each token runs both builds, in alternating order.
-//   driver D F QD KVD DTYPE TOKENS      (DTYPE 0 f32, 1 f16, 2 int8)
+//   driver D F QD KVD DTYPE TOKENS      (DTYPE 0 f32, 1 f16, 2 int8, 3 int4)
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -34,10 +34,21 @@ int main(int argc, char** argv) {
   const int elem = dtype == 0 ? 4 : dtype == 1 ? 2 : 1;
   std::mt19937 rng(1);
   auto make = [&](int rows, int cols) {
-    Weights w{std::vector<uint8_t>(static_cast<size_t>(rows) * cols * elem),
-              std::vector<float>(static_cast<size_t>(rows), 0.01f), rows, cols};
-    for (size_t i = 0; i < w.bytes.size(); ++i)  // int8: random; f32/f16: small finite values
-      w.bytes[i] = dtype == 2 ? static_cast<uint8_t>(rng()) : (i % elem == static_cast<size_t>(elem - 1) ? 0x3c : 0);
+    // int4 (tensor.hpp's q4): 18 bytes per block of 32, a row's groups of up to 16 blocks
+    // each as [the blocks' f16 scales][their nibbles].
+    const size_t row_bytes = dtype == 3 ? static_cast<size_t>(cols) / 32 * 18 : static_cast<size_t>(cols) * elem;
+    Weights w{std::vector<uint8_t>(rows * row_bytes), std::vector<float>(static_cast<size_t>(rows), 0.01f), rows, cols};
+    for (size_t i = 0; i < w.bytes.size(); ++i)  // int8, int4: random; f32/f16: small finite values
+      w.bytes[i] = dtype >= 2 ? static_cast<uint8_t>(rng()) : (i % elem == static_cast<size_t>(elem - 1) ? 0x3c : 0);
+    if (dtype == 3)
+      for (int r = 0; r < rows; ++r) {
+        uint8_t* group = w.bytes.data() + r * row_bytes;
+        for (int first = 0; first < cols / 32; first += 16) {
+          const int g = std::min(16, cols / 32 - first);
+          for (int j = 0; j < g; ++j) group[2 * j] = 0, group[2 * j + 1] = 0x20;  // scale 2^-7
+          group += 18 * g;
+        }
+      }
     return w;
   };
   std::vector<Weights> attention, experts;
@@ -79,7 +90,8 @@ int main(int argc, char** argv) {
   std::printf("d %d ffn %d %s: old %.0f tok/s (%.1f GB/s), new %.0f tok/s (%.1f GB/s), new/old %.3f\n", D, F,
               dtype == 0   ? "f32"
               : dtype == 1 ? "f16"
-                           : "int8",
+              : dtype == 2 ? "int8"
+                           : "int4",
               tokens / seconds[0], bytes / seconds[0] / 1e9, tokens / seconds[1], bytes / seconds[1] / 1e9,
               seconds[0] / seconds[1]);
 }
