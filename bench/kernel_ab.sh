@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # The decode kernels of two versions of engine/moe, alternated token by token in one
 # process over the decode weights of bench-s, bench-m and, in int4, OLMoE's shapes
-# (bench/kernel_ab/driver.cpp): a finer A/B than ab_e2e.sh for a kernel change. The
+# (bench/kernel_ab/driver.cpp): a finer A/B than ab_e2e.sh for a kernel change; then
+# their prefill kernels, every product against 16 tokens (bench-m) or 8 (OLMoE: 64
+# experts, top 8, so a 64-token chunk gives each about 8). The
 # weights sit in heap buffers (4 KB pages), unlike moe_infer's mapped model file:
 # confirm a gain with ab_e2e.sh.
 #   bench/kernel_ab.sh OLD_REV [NEW_REV]     (NEW_REV default: the working tree)
 #   KERNEL_AB_FLAGS (default "-O3 -march=native") compiles both; KERNEL_AB_DTYPES (default
-#   "0 1 2 3": f32 f16 int8 int4) picks the weight types run.
+#   "0 1 2 3": f32 f16 int8 int4) picks the weight types run; KERNEL_AB_KINDS (default
+#   "decode prefill") the rows.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 old=${1:?usage: bench/kernel_ab.sh OLD_REV [NEW_REV]} new=${2:-}
@@ -22,15 +25,24 @@ if [ -n "$new" ]; then git -C "$root" archive "$new" engine/moe | tar -x -C "$tm
   g++ -std=c++20 $flags -DNDEBUG -I"$tmp/new/engine" -DMOE_AB_FN=kernels_new -c "$root/bench/kernel_ab/kernels_tu.cpp" -o "$tmp/new.o"
   g++ -std=c++20 -O2 "$root/bench/kernel_ab/driver.cpp" "$tmp/old.o" "$tmp/new.o" -o "$tmp/kernel_ab"
 }
-run() {  # D F QD KVD DTYPE TOKENS
+run() {  # D F QD KVD DTYPE TOKENS [N]
   if [[ " ${KERNEL_AB_DTYPES:-0 1 2 3} " == *" $5 "* ]]; then "$tmp/kernel_ab" "$@"; fi
 }
+kinds=" ${KERNEL_AB_KINDS:-decode prefill} "
 for _ in 1 2; do
-  run 256 512 256 128 0 400    # bench-s f32
-  run 256 512 256 128 1 1000   # bench-s f16
-  run 256 512 256 128 2 2000   # bench-s int8
-  run 512 1408 512 256 0 100   # bench-m f32
-  run 512 1408 512 256 2 400   # bench-m int8
-  run 512 1408 512 256 3 400   # bench-m int4
-  run 2048 1024 2048 2048 3 40 # OLMoE-1B-7B's shapes, int4 (300 MB: from memory)
+  if [[ $kinds == *" decode "* ]]; then
+    run 256 512 256 128 0 400    # bench-s f32
+    run 256 512 256 128 1 1000   # bench-s f16
+    run 256 512 256 128 2 2000   # bench-s int8
+    run 512 1408 512 256 0 100   # bench-m f32
+    run 512 1408 512 256 2 400   # bench-m int8
+    run 512 1408 512 256 3 400   # bench-m int4
+    run 2048 1024 2048 2048 3 40 # OLMoE-1B-7B's shapes, int4 (300 MB: from memory)
+  fi
+  if [[ $kinds == *" prefill "* ]]; then
+    run 512 1408 512 256 2 40 16     # bench-m int8, 16 tokens a product
+    run 512 1408 512 256 3 40 16     # bench-m int4
+    run 2048 1024 2048 2048 2 10 8   # OLMoE's shapes int8, 8 tokens a product
+    run 2048 1024 2048 2048 3 10 8   # OLMoE's shapes int4
+  fi
 done

@@ -1,8 +1,10 @@
 // Two builds of the decode kernels, alternated token by token over the weights one
 // decode token of a llama MoE streams (4 attention matrices and 2 of 8 experts' 3
 // matrices per layer, 8 layers, experts drawn at random per token), so that both see
-// the same machine load; each token runs both builds, in alternating order.
-//   driver D F QD KVD DTYPE TOKENS      (DTYPE 0 f32, 1 f16, 2 int8, 3 int4)
+// the same machine load; each token runs both builds, in alternating order. With N > 1
+// every product takes N tokens at once, as prefill's expert products do (a "token" is
+// then one such pass over the layers).
+//   driver D F QD KVD DTYPE TOKENS [N]      (DTYPE 0 f32, 1 f16, 2 int8, 3 int4)
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -11,8 +13,8 @@
 #include <random>
 #include <vector>
 
-void kernels_old(const void*, const float*, int, int, int, const float*, const int8_t*, const float*, float*);
-void kernels_new(const void*, const float*, int, int, int, const float*, const int8_t*, const float*, float*);
+void kernels_old(const void*, const float*, int, int, int, int, const float*, const int8_t*, const float*, float*);
+void kernels_new(const void*, const float*, int, int, int, int, const float*, const int8_t*, const float*, float*);
 
 namespace {
 struct Weights {
@@ -24,12 +26,16 @@ double now() { return std::chrono::duration<double>(std::chrono::steady_clock::n
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 7) {
-    std::fprintf(stderr, "usage: %s D F QD KVD DTYPE TOKENS\n", argv[0]);
+  if (argc != 7 && argc != 8) {
+    std::fprintf(stderr, "usage: %s D F QD KVD DTYPE TOKENS [N]\n", argv[0]);
     return 2;
   }
   const int D = std::atoi(argv[1]), F = std::atoi(argv[2]), QD = std::atoi(argv[3]), KVD = std::atoi(argv[4]);
-  const int dtype = std::atoi(argv[5]), tokens = std::atoi(argv[6]);
+  const int dtype = std::atoi(argv[5]), tokens = std::atoi(argv[6]), n = argc == 8 ? std::atoi(argv[7]) : 1;
+  if (n < 1 || n > 64) {
+    std::fprintf(stderr, "N: 1 to 64\n");
+    return 2;
+  }
   constexpr int L = 8, E = 8;
   const int elem = dtype == 0 ? 4 : dtype == 1 ? 2 : 1;
   std::mt19937 rng(1);
@@ -64,9 +70,11 @@ int main(int argc, char** argv) {
     }
   }
   const int widest = std::max({D, F, QD});
-  std::vector<float> x(static_cast<size_t>(widest), 0.1f), y(static_cast<size_t>(widest)),
-      xs(static_cast<size_t>(widest / 32 + 1), 0.01f);
-  std::vector<int8_t> xq(static_cast<size_t>(widest), 3);
+  std::vector<float> x(static_cast<size_t>(n) * widest), y(static_cast<size_t>(n) * widest),
+      xs(static_cast<size_t>(n) * (widest / 32 + 1), 0.01f);
+  for (float& v : x) v = static_cast<float>(static_cast<int>(rng() % 2001) - 1000) / 1000.f;
+  std::vector<int8_t> xq(static_cast<size_t>(n) * widest);
+  for (int8_t& v : xq) v = static_cast<int8_t>(static_cast<int>(rng() % 255) - 127);
   double seconds[2] = {0, 0}, bytes = 0;
   for (int t = 0; t < tokens; ++t)
     for (int turn = 0; turn < 2; ++turn) {
@@ -80,18 +88,21 @@ int main(int argc, char** argv) {
         for (int e : {e0, e1})
           for (int k = 0; k < 3; ++k) product.push_back(&experts[static_cast<size_t>((l * E + e) * 3 + k)]);
         for (const Weights* w : product) {
-          (side ? kernels_new : kernels_old)(w->bytes.data(), w->scales.data(), dtype, w->rows, w->cols, x.data(),
+          (side ? kernels_new : kernels_old)(w->bytes.data(), w->scales.data(), dtype, w->rows, w->cols, n, x.data(),
                                              xq.data(), xs.data(), y.data());
           if (side == 0) bytes += static_cast<double>(w->bytes.size());
         }
       }
       seconds[side] += now() - t0;
     }
-  std::printf("d %d ffn %d %s: old %.0f tok/s (%.1f GB/s), new %.0f tok/s (%.1f GB/s), new/old %.3f\n", D, F,
-              dtype == 0   ? "f32"
-              : dtype == 1 ? "f16"
-              : dtype == 2 ? "int8"
-                           : "int4",
-              tokens / seconds[0], bytes / seconds[0] / 1e9, tokens / seconds[1], bytes / seconds[1] / 1e9,
-              seconds[0] / seconds[1]);
+  std::printf(
+      "d %d ffn %d %s, %d token(s) a product: old %.0f tok/s (%.1f GB/s), new %.0f tok/s (%.1f GB/s), "
+      "new/old %.3f\n",
+      D, F,
+      dtype == 0   ? "f32"
+      : dtype == 1 ? "f16"
+      : dtype == 2 ? "int8"
+                   : "int4",
+      n, static_cast<double>(n) * tokens / seconds[0], bytes / seconds[0] / 1e9,
+      static_cast<double>(n) * tokens / seconds[1], bytes / seconds[1] / 1e9, seconds[0] / seconds[1]);
 }

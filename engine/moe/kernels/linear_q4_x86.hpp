@@ -168,6 +168,9 @@ inline void q4_nibbles(__m512i v, __m512i& lo, __m512i& hi) {
   lo = _mm512_and_si512(v, _mm512_set1_epi8(15));
   hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), _mm512_set1_epi8(15));
 }
+// The turned tile's shape: two blocks at a time against 2 tokens in flight.
+inline constexpr int kQ4TurnedBlocks = 2;
+inline constexpr int kQ4TurnedStep = 2;
 // One block of NT tokens against W turned rows (w[s]: step s's nibbles, 4 per row lane):
 // each row's exact int32 sum, started at the token's -8 * sum(q). x[i]: token i's block
 // columns at step 0; step s is `chunk` bytes further. Two chains per token.
@@ -281,45 +284,54 @@ inline void q4_nibbles(__m256i v, __m256i& lo, __m256i& hi) {
   lo = _mm256_and_si256(v, _mm256_set1_epi8(15));
   hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), _mm256_set1_epi8(15));
 }
+// The turned tile's shape for 16 registers: one block at a time (its 8 steps' nibbles
+// take 8) against 4 tokens in flight, one chain each; two blocks, or two chains, spill.
+inline constexpr int kQ4TurnedBlocks = 1;
+inline constexpr int kQ4TurnedStep = 4;
 // One block of NT tokens against 8 turned rows (the AVX-512 block_sums_q4). Without VNNI
 // the steps sum in int16 (8 * 2 * 15 * 127 = 30480 fits) and widen once.
 template <int NT>
 [[gnu::always_inline]] inline void block_sums_q4(const __m256i* w, const int8_t* const* x, int chunk,
                                                  const int32_t* start, __m256i* out) {
-  __m256i a[NT], b[NT];
-  MOE_UNROLL for (int i = 0; i < NT; ++i) a[i] = b[i] = _mm256_setzero_si256();
-  MOE_UNROLL for (int s = 0; s < 8; s += 2) MOE_UNROLL for (int i = 0; i < NT; ++i) {
-    int32_t p, q;
+  constexpr int C = NT >= 2 ? 1 : 2;  // chains per token
+  __m256i a[C][NT];
+  MOE_UNROLL for (int c = 0; c < C; ++c) MOE_UNROLL for (int i = 0; i < NT; ++i) a[c][i] = _mm256_setzero_si256();
+  MOE_UNROLL for (int s = 0; s < 8; ++s) MOE_UNROLL for (int i = 0; i < NT; ++i) {
+    int32_t p;
     __builtin_memcpy(&p, x[i] + chunk * s, 4);
-    __builtin_memcpy(&q, x[i] + chunk * (s + 1), 4);
 #if MOE_Q4_DPBUSD
-    a[i] = dot4_q8(a[i], w[s], _mm256_set1_epi32(p));
-    b[i] = dot4_q8(b[i], w[s + 1], _mm256_set1_epi32(q));
+    a[s % C][i] = dot4_q8(a[s % C][i], w[s], _mm256_set1_epi32(p));
 #else
-    a[i] = _mm256_add_epi16(a[i], _mm256_maddubs_epi16(w[s], _mm256_set1_epi32(p)));
-    b[i] = _mm256_add_epi16(b[i], _mm256_maddubs_epi16(w[s + 1], _mm256_set1_epi32(q)));
+    a[s % C][i] = _mm256_add_epi16(a[s % C][i], _mm256_maddubs_epi16(w[s], _mm256_set1_epi32(p)));
 #endif
+    // Kept in order: GCC otherwise regroups the sums, issues all 8 * NT products first
+    // and spills them.
+    __asm__("" : "+x"(a[s % C][i]));
   }
   MOE_UNROLL for (int i = 0; i < NT; ++i) {
 #if MOE_Q4_DPBUSD
-    out[i] = _mm256_add_epi32(_mm256_set1_epi32(start[i]), _mm256_add_epi32(a[i], b[i]));
+    const __m256i total = C == 2 ? _mm256_add_epi32(a[0][i], a[C - 1][i]) : a[0][i];
 #else
-    out[i] = _mm256_add_epi32(_mm256_set1_epi32(start[i]),
-                              _mm256_madd_epi16(_mm256_add_epi16(a[i], b[i]), _mm256_set1_epi16(1)));
+    const __m256i pairs = C == 2 ? _mm256_add_epi16(a[0][i], a[C - 1][i]) : a[0][i];
+    const __m256i total = _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
 #endif
+    out[i] = _mm256_add_epi32(_mm256_set1_epi32(start[i]), total);
   }
 }
 
 // One half of a group (blocks 8h .. 8h + n) of a tile: R rows at `offset` against NT
-// tokens, added to acc (the AVX-512 tile_group_q4, 8 blocks at a time), in two chains per
-// (row, token) when the tile has fewer than 4 of them. vpmaddubsw's int16 pair sums of the
-// half's 8 chunks stay below 8 * 2 * 15 * 127 = 30480 before vpmaddwd widens them.
-template <int R, int NT>
+// tokens, added to acc (the AVX-512 tile_group_q4, 8 blocks at a time). kWhole: a whole
+// group's half (n = 8, g = 16, known when compiled, so every load is a whole vector).
+// Without VNNI each (row, token) adds its low and high nibbles' vpmaddubsw pairs before
+// its int16 sum: the half's 8 chunks stay below 8 * 2 * 15 * 127 = 30480 before vpmaddwd
+// widens them. With VNNI, two chains per (row, token) when the tile has fewer than 4.
+template <int R, int NT, bool kWhole>
 [[gnu::always_inline]] inline void tile_half_q4(const uint8_t* const* rows, long offset, int g, int h, int cols,
                                                 const int8_t* q, const float* xs, const int32_t* sums, long at,
                                                 int base, __m256 (&acc)[R][NT]) {
-  constexpr int C = R * NT < 4 ? 2 : 1;
-  const int blocks = cols / kQ4Block, chunk = 4 * g, n = g - 8 * h < 8 ? g - 8 * h : 8;
+  constexpr int C = MOE_Q4_DPBUSD && R * NT < 4 ? 2 : 1;
+  if constexpr (kWhole) g = kQ4GroupBlocks;
+  const int blocks = cols / kQ4Block, chunk = 4 * g, n = kWhole ? 8 : g - 8 * h < 8 ? g - 8 * h : 8;
   const __m256i low = _mm256_set1_epi8(15);
   __m256i isum[C][R][NT];
   MOE_UNROLL for (int k = 0; k < NT; ++k) {
@@ -333,7 +345,7 @@ template <int R, int NT>
       if constexpr (C == 2) isum[1][r][k] = _mm256_setzero_si256();
     }
   }
-  for (int p = 0; p < 4; ++p) {
+  MOE_UNROLL for (int p = 0; p < 4; ++p) {
     __m256i lo[R], hi[R];
     MOE_UNROLL for (int r = 0; r < R; ++r) {
       const __m256i v = load_lanes(rows[r] + offset + 2 * g + chunk * p + 32 * h, n);
@@ -342,15 +354,18 @@ template <int R, int NT>
     }
     MOE_UNROLL for (int k = 0; k < NT; ++k) {
       const int8_t* x = q + static_cast<long>(k) * cols + base + 2 * chunk * p + 32 * h;
-      const __m256i x0 = load_lanes(x, n), x1 = load_lanes(x + chunk, n);
+      __m256i x0 = load_lanes(x, n), x1 = load_lanes(x + chunk, n);
+      // In registers: GCC otherwise copies them to the stack and reads each row's copy there.
+      __asm__("" : "+x"(x0), "+x"(x1));
       MOE_UNROLL for (int r = 0; r < R; ++r) {
 #if MOE_Q4_DPBUSD
         isum[0][r][k] = dot4_q8(isum[0][r][k], lo[r], x0);
         isum[C - 1][r][k] = dot4_q8(isum[C - 1][r][k], hi[r], x1);
 #else
-        isum[0][r][k] = _mm256_add_epi16(isum[0][r][k], _mm256_maddubs_epi16(lo[r], x0));
-        isum[C - 1][r][k] = _mm256_add_epi16(isum[C - 1][r][k], _mm256_maddubs_epi16(hi[r], x1));
+        isum[0][r][k] = _mm256_add_epi16(
+            isum[0][r][k], _mm256_add_epi16(_mm256_maddubs_epi16(lo[r], x0), _mm256_maddubs_epi16(hi[r], x1)));
 #endif
+        __asm__("" : "+x"(isum[0][r][k]));  // in order, as block_sums_q4's
       }
     }
   }
@@ -363,45 +378,10 @@ template <int R, int NT>
 #if MOE_Q4_DPBUSD
       const __m256i total = C == 2 ? _mm256_add_epi32(isum[0][r][k], isum[C - 1][r][k]) : isum[0][r][k];
 #else
-      const __m256i pairs = C == 2 ? _mm256_add_epi16(isum[0][r][k], isum[C - 1][r][k]) : isum[0][r][k];
       const __m256i total = _mm256_add_epi32(load_lanes(sums + static_cast<long>(k) * blocks + at + 8 * h, n),
-                                             _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+                                             _mm256_madd_epi16(isum[0][r][k], _mm256_set1_epi16(1)));
 #endif
       acc[r][k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(total), _mm256_mul_ps(ws, x_scale[k]), acc[r][k]);
-    }
-  }
-}
-
-// Decode's whole group (16 blocks) without VNNI: R rows against one token, as tile_half_q4
-// but with no lengths at run time (every load a whole vector) and each row's low and
-// high nibbles' vpmaddubsw pairs added before its int16 sum (8 * 2 * 15 * 127 = 30480
-// fits), which widens once per half. Faster than tile_half_q4 on Zen 3 (bench/README.md,
-// "int4 on an AVX2-only machine").
-template <int R>
-[[gnu::always_inline]] inline void decode_group_q4(const uint8_t* const* rows, long offset, const int8_t* q,
-                                                   const float* xs, const int32_t* sums, __m256 (&acc)[R][1]) {
-  constexpr int chunk = 4 * kQ4GroupBlocks;
-  const __m256i low = _mm256_set1_epi8(15);
-  MOE_UNROLL for (int h = 0; h < 2; ++h) {
-    __m256i isum[R];
-    MOE_UNROLL for (int r = 0; r < R; ++r) isum[r] = _mm256_setzero_si256();
-    MOE_UNROLL for (int p = 0; p < 4; ++p) {
-      const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 2 * chunk * p + 32 * h));
-      const __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 2 * chunk * p + chunk + 32 * h));
-      MOE_UNROLL for (int r = 0; r < R; ++r) {
-        const __m256i v = _mm256_loadu_si256(
-            reinterpret_cast<const __m256i*>(rows[r] + offset + 2 * kQ4GroupBlocks + chunk * p + 32 * h));
-        const __m256i lo = _mm256_and_si256(v, low), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
-        isum[r] =
-            _mm256_add_epi16(isum[r], _mm256_add_epi16(_mm256_maddubs_epi16(lo, x0), _mm256_maddubs_epi16(hi, x1)));
-      }
-    }
-    const __m256i start = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sums + 8 * h));
-    const __m256 x_scale = _mm256_loadu_ps(xs + 8 * h);
-    MOE_UNROLL for (int r = 0; r < R; ++r) {
-      const __m256 ws = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rows[r] + offset + 16 * h)));
-      const __m256i total = _mm256_add_epi32(start, _mm256_madd_epi16(isum[r], _mm256_set1_epi16(1)));
-      acc[r][0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(total), _mm256_mul_ps(ws, x_scale), acc[r][0]);
     }
   }
 }
@@ -417,14 +397,12 @@ template <int R, int NT>
   long offset = 0;
   for (int gi = 0; gi * kQ4GroupBlocks < blocks; ++gi) {
     const int g = q4_group_blocks(blocks, gi), base = gi * kQ4GroupBlocks * kQ4Block;
-    if constexpr (NT == 1 && !MOE_Q4_DPBUSD)
-      if (g == kQ4GroupBlocks) {
-        decode_group_q4<R>(rows, offset, q + base, xs + gi * kQ4GroupBlocks, sums + gi * kQ4GroupBlocks, acc);
-        offset += g * kQ4BlockBytes;
-        continue;
-      }
-    for (int h = 0; h * 8 < g; ++h)
-      tile_half_q4<R, NT>(rows, offset, g, h, cols, q, xs, sums, gi * kQ4GroupBlocks, base, acc);
+    const long at = gi * kQ4GroupBlocks;
+    if (g == kQ4GroupBlocks)
+      MOE_UNROLL for (int h = 0; h < 2; ++h)
+          tile_half_q4<R, NT, true>(rows, offset, g, h, cols, q, xs, sums, at, base, acc);
+    else
+      for (int h = 0; h * 8 < g; ++h) tile_half_q4<R, NT, false>(rows, offset, g, h, cols, q, xs, sums, at, base, acc);
     offset += g * kQ4BlockBytes;
   }
   MOE_UNROLL for (int r = 0; r < R; ++r) MOE_UNROLL for (int k = 0; k < NT; ++k) out[k * out_stride + r] = acc[r][k];
@@ -441,7 +419,6 @@ template <int R, int NT>
 // slice of a group turned at once is W blocks; its nibbles wait, turned and packed, in
 // `packed` while every token meets them, two blocks at a time.
 inline constexpr int kQ4TurnedTokens = 64;
-inline constexpr int kQ4TurnedStep = 2;  // tokens in flight
 inline constexpr int kQ4TurnedFrom = 6;  // fewer take the row-wise tiles
 
 // B blocks (packed[0..3][j..j + B), scales ws[j..j + B)) against n tokens: token k's block
@@ -471,6 +448,9 @@ template <int B>
   int k = 0;
   for (; k + NT <= n; k += NT, x += NT * cols, sums += NT * blocks, scales += NT * blocks)
     step(std::integral_constant<int, NT>{}, k);
+  if constexpr (NT > 2)
+    for (; k + 2 <= n; k += 2, x += 2 * cols, sums += 2 * blocks, scales += 2 * blocks)
+      step(std::integral_constant<int, 2>{}, k);
   for (; k < n; ++k, x += cols, sums += blocks, scales += blocks) step(std::integral_constant<int, 1>{}, k);
 }
 
@@ -506,10 +486,11 @@ inline void q4_rows_tokens(const Matrix& m, const ActQ4& a, int r, int t0, int t
 #pragma GCC unroll 16
         for (int j = 0; j < W; ++j) packed[p][j] = v[j];
       }
-      for (int j = 0; j < nb; j += 2) {
+      for (int j = 0; j < nb; j += kQ4TurnedBlocks) {
         const long at = static_cast<long>(t0) * blocks + gi * kQ4GroupBlocks + first + j;
         const int8_t* x = a.q + static_cast<long>(t0) * cols + base + 4 * (first + j);
-        if (nb - j >= 2) turned_blocks_q4<2>(packed, ws, j, chunk, x, a.sums + at, a.scales + at, cols, blocks, n, acc);
+        if (kQ4TurnedBlocks == 2 && nb - j >= 2)
+          turned_blocks_q4<2>(packed, ws, j, chunk, x, a.sums + at, a.scales + at, cols, blocks, n, acc);
         else turned_blocks_q4<1>(packed, ws, j, chunk, x, a.sums + at, a.scales + at, cols, blocks, n, acc);
       }
     }
