@@ -419,7 +419,8 @@ template <int R, int NT>
 // slice of a group turned at once is W blocks; its nibbles wait, turned and packed, in
 // `packed` while every token meets them, two blocks at a time.
 inline constexpr int kQ4TurnedTokens = 64;
-inline constexpr int kQ4TurnedFrom = 6;  // fewer take the row-wise tiles
+inline constexpr int kQ4TurnedChunk = 16;  // tokens that meet a slice's blocks before the next ones
+inline constexpr int kQ4TurnedFrom = 6;    // fewer take the row-wise tiles
 
 // B blocks (packed[0..3][j..j + B), scales ws[j..j + B)) against n tokens: token k's block
 // columns at x + k * cols, its block sums and scales at sums / scales + k * blocks.
@@ -486,12 +487,15 @@ inline void q4_rows_tokens(const Matrix& m, const ActQ4& a, int r, int t0, int t
 #pragma GCC unroll 16
         for (int j = 0; j < W; ++j) packed[p][j] = v[j];
       }
-      for (int j = 0; j < nb; j += kQ4TurnedBlocks) {
-        const long at = static_cast<long>(t0) * blocks + gi * kQ4GroupBlocks + first + j;
-        const int8_t* x = a.q + static_cast<long>(t0) * cols + base + 4 * (first + j);
-        if (kQ4TurnedBlocks == 2 && nb - j >= 2)
-          turned_blocks_q4<2>(packed, ws, j, chunk, x, a.sums + at, a.scales + at, cols, blocks, n, acc);
-        else turned_blocks_q4<1>(packed, ws, j, chunk, x, a.sums + at, a.scales + at, cols, blocks, n, acc);
+      for (int k0 = 0; k0 < n; k0 += kQ4TurnedChunk) {  // the chunk's x stays in L1 over the slice
+        const int nk = n - k0 < kQ4TurnedChunk ? n - k0 : kQ4TurnedChunk;
+        for (int j = 0; j < nb; j += kQ4TurnedBlocks) {
+          const long at = static_cast<long>(t0 + k0) * blocks + gi * kQ4GroupBlocks + first + j;
+          const int8_t* x = a.q + static_cast<long>(t0 + k0) * cols + base + 4 * (first + j);
+          if (kQ4TurnedBlocks == 2 && nb - j >= 2)
+            turned_blocks_q4<2>(packed, ws, j, chunk, x, a.sums + at, a.scales + at, cols, blocks, nk, acc + k0);
+          else turned_blocks_q4<1>(packed, ws, j, chunk, x, a.sums + at, a.scales + at, cols, blocks, nk, acc + k0);
+        }
       }
     }
     offset += group_bytes;
