@@ -598,7 +598,7 @@ TEST(SimdEqualsScalar, QuantizeActivationsQ4SameBytes) {
 // is exact; the float sums go in another order). Columns: one short group (1, 2, 5, 12
 // blocks: masked and half vectors), whole groups, and whole groups then a short one
 // (1408 = 44 blocks: 16 + 16 + 12); tokens: groups of NT and the rest one by one, and
-// on x86 the turned tiles from kQ4TurnedFrom (6) tokens, 4 (AVX2) or 2 at a time, in
+// on x86 the turned tiles from kQ4TurnedFrom (5 or 6) tokens, 4 (AVX2) or 2 at a time, in
 // chunks of kQ4TurnedChunk (16); rows: one, a tile and one, and
 // several tiles and one (49).
 TEST(SimdEqualsScalar, LinearQ4) {
@@ -607,7 +607,7 @@ TEST(SimdEqualsScalar, LinearQ4) {
   for (bool one_sign : {false, true})
     for (int cols : {32, 64, 160, 384, 512, 800, 1024, 1408})
       for (int rows : {1, 17, 49})
-        for (int n : {1, 3, 4, 6, 9, 23, 70}) {  // 23: chunks of 16 and 7; 70: 64 tokens at a time
+        for (int n : {1, 3, 4, 5, 6, 9, 23, 70}) {  // 23: chunks of 16 and 7; 70: 64 tokens at a time
           TestMatrix t = make_matrix(rows, cols, DType::q4, 0, rng);
           auto x = random_vector(n * cols, rng);
           if (one_sign)

@@ -168,9 +168,11 @@ inline void q4_nibbles(__m512i v, __m512i& lo, __m512i& hi) {
   lo = _mm512_and_si512(v, _mm512_set1_epi8(15));
   hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), _mm512_set1_epi8(15));
 }
-// The turned tile's shape: two blocks at a time against 2 tokens in flight.
+// The turned tile's shape: two blocks at a time against 2 tokens in flight, from 6 tokens
+// (fewer take the row-wise tiles).
 inline constexpr int kQ4TurnedBlocks = 2;
 inline constexpr int kQ4TurnedStep = 2;
+inline constexpr int kQ4TurnedFrom = 6;
 // One block of NT tokens against W turned rows (w[s]: step s's nibbles, 4 per row lane):
 // each row's exact int32 sum, started at the token's -8 * sum(q). x[i]: token i's block
 // columns at step 0; step s is `chunk` bytes further. Two chains per token.
@@ -285,9 +287,11 @@ inline void q4_nibbles(__m256i v, __m256i& lo, __m256i& hi) {
   hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), _mm256_set1_epi8(15));
 }
 // The turned tile's shape for 16 registers: one block at a time (its 8 steps' nibbles
-// take 8) against 4 tokens in flight, one chain each; two blocks, or two chains, spill.
+// take 8) against 4 tokens in flight, one chain each (two blocks, or two chains, spill);
+// from 5 tokens, where the row-wise tiles would read the rows twice.
 inline constexpr int kQ4TurnedBlocks = 1;
 inline constexpr int kQ4TurnedStep = 4;
+inline constexpr int kQ4TurnedFrom = 5;
 // One block of NT tokens against 8 turned rows (the AVX-512 block_sums_q4). Without VNNI
 // the steps sum in int16 (8 * 2 * 15 * 127 = 30480 fits) and widen once.
 template <int NT>
@@ -420,7 +424,6 @@ template <int R, int NT>
 // `packed` while every token meets them, two blocks at a time.
 inline constexpr int kQ4TurnedTokens = 64;
 inline constexpr int kQ4TurnedChunk = 16;  // tokens that meet a slice's blocks before the next ones
-inline constexpr int kQ4TurnedFrom = 6;    // fewer take the row-wise tiles
 
 // B blocks (packed[0..3][j..j + B), scales ws[j..j + B)) against n tokens: token k's block
 // columns at x + k * cols, its block sums and scales at sums / scales + k * blocks.
