@@ -307,10 +307,10 @@ template <int NT>
     a[s % C][i] = dot4_q8(a[s % C][i], w[s], _mm256_set1_epi32(p));
 #else
     a[s % C][i] = _mm256_add_epi16(a[s % C][i], _mm256_maddubs_epi16(w[s], _mm256_set1_epi32(p)));
-#endif
     // Kept in order: GCC otherwise regroups the sums, issues all 8 * NT products first
     // and spills them.
     __asm__("" : "+x"(a[s % C][i]));
+#endif
   }
   MOE_UNROLL for (int i = 0; i < NT; ++i) {
 #if MOE_Q4_DPBUSD
@@ -359,8 +359,10 @@ template <int R, int NT, bool kWhole>
     MOE_UNROLL for (int k = 0; k < NT; ++k) {
       const int8_t* x = q + static_cast<long>(k) * cols + base + 2 * chunk * p + 32 * h;
       __m256i x0 = load_lanes(x, n), x1 = load_lanes(x + chunk, n);
+#if !MOE_Q4_DPBUSD
       // In registers: GCC otherwise copies them to the stack and reads each row's copy there.
       __asm__("" : "+x"(x0), "+x"(x1));
+#endif
       MOE_UNROLL for (int r = 0; r < R; ++r) {
 #if MOE_Q4_DPBUSD
         isum[0][r][k] = dot4_q8(isum[0][r][k], lo[r], x0);
@@ -368,8 +370,8 @@ template <int R, int NT, bool kWhole>
 #else
         isum[0][r][k] = _mm256_add_epi16(
             isum[0][r][k], _mm256_add_epi16(_mm256_maddubs_epi16(lo[r], x0), _mm256_maddubs_epi16(hi[r], x1)));
-#endif
         __asm__("" : "+x"(isum[0][r][k]));  // in order, as block_sums_q4's
+#endif
       }
     }
   }
@@ -421,7 +423,8 @@ template <int R, int NT>
 // scales x the token's), where the row-wise tile needs both per row; the results are
 // whole lanes (no horizontal sums), and a short group costs what its blocks do. The
 // slice of a group turned at once is W blocks; its nibbles wait, turned and packed, in
-// `packed` while every token meets them, two blocks at a time.
+// `packed` while every token meets them, kQ4TurnedBlocks blocks against kQ4TurnedChunk
+// tokens at a time.
 inline constexpr int kQ4TurnedTokens = 64;
 inline constexpr int kQ4TurnedChunk = 16;  // tokens that meet a slice's blocks before the next ones
 
