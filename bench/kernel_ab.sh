@@ -9,7 +9,8 @@
 #   bench/kernel_ab.sh OLD_REV [NEW_REV]     (NEW_REV default: the working tree)
 #   KERNEL_AB_FLAGS (default "-O3 -march=native") compiles both; KERNEL_AB_DTYPES (default
 #   "0 1 2 3": f32 f16 int8 int4) picks the weight types run; KERNEL_AB_KINDS (default
-#   "decode prefill") the rows.
+#   "decode prefill") the rows; KERNEL_AB_TOKENS (1 to 64) sets every prefill row's
+#   tokens per product.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 old=${1:?usage: bench/kernel_ab.sh OLD_REV [NEW_REV]} new=${2:-}
@@ -40,9 +41,9 @@ for _ in 1 2; do
     run 2048 1024 2048 2048 3 40 # OLMoE-1B-7B's shapes, int4 (300 MB: from memory)
   fi
   if [[ $kinds == *" prefill "* ]]; then
-    run 512 1408 512 256 2 40 16     # bench-m int8, 16 tokens a product
-    run 512 1408 512 256 3 40 16     # bench-m int4
-    run 2048 1024 2048 2048 2 10 8   # OLMoE's shapes int8, 8 tokens a product
-    run 2048 1024 2048 2048 3 10 8   # OLMoE's shapes int4
+    run 512 1408 512 256 2 40 "${KERNEL_AB_TOKENS:-16}"     # bench-m int8, 16 tokens a product
+    run 512 1408 512 256 3 40 "${KERNEL_AB_TOKENS:-16}"     # bench-m int4
+    run 2048 1024 2048 2048 2 10 "${KERNEL_AB_TOKENS:-8}"   # OLMoE's shapes int8, 8 tokens a product
+    run 2048 1024 2048 2048 3 10 "${KERNEL_AB_TOKENS:-8}"   # OLMoE's shapes int4
   fi
 done

@@ -1,6 +1,6 @@
-// One build of the decode and prefill kernels behind a plain-C entry point. kernel_ab.sh compiles it
-// twice, from two versions of engine/moe, the old one with `-Dmoe=moe_old` so both fit in
-// one program; MOE_AB_FN names the entry point.
+// One build of the decode and prefill kernels behind a plain-C entry point. kernel_ab.sh
+// compiles it twice, from two versions of engine/moe, the old one with `-Dmoe=moe_old` so
+// both fit in one program; MOE_AB_FN names the entry point.
 #include <cstdlib>
 
 #include "moe/kernels/linear.hpp"
