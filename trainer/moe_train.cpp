@@ -274,8 +274,12 @@ int main(int argc, char** argv) {
                      last_good(last_saved).c_str());
         return false;
       }
-      save_train_state(state_path, TrainState{c, vocab, done, model.params, opt.m, opt.v});
+      // The model first, the state last: train_state.bin is what --resume continues from, so
+      // a kill or a failed write between the two must leave the older state, which reruns
+      // the steps and rewrites the model. The other order could leave a final state beside
+      // an older model, and a resume would find nothing left to do.
       export_model(dir, c, vocab, model.table(), model.params);
+      save_train_state(state_path, TrainState{c, vocab, done, model.params, opt.m, opt.v});
       last_saved = done;
       return true;
     };
