@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The decode kernels of two versions of engine/moe, alternated token by token in one
-# process over the decode weights of bench-s, bench-m and, in int4, OLMoE's shapes
-# (bench/kernel_ab/driver.cpp): a finer A/B than ab_e2e.sh for a kernel change; then
+# process over the decode weights of bench-s, bench-m and, in int4, granite's and OLMoE's
+# shapes (bench/kernel_ab/driver.cpp): a finer A/B than ab_e2e.sh for a kernel change; then
 # their prefill kernels, every product against 16 tokens (bench-m) or 8 (OLMoE: 64
 # experts, top 8, so a 64-token chunk gives each about 8). The
 # weights sit in heap buffers (4 KB pages), unlike moe_infer's mapped model file:
@@ -38,6 +38,7 @@ for _ in 1 2; do
     run 512 1408 512 256 0 100   # bench-m f32
     run 512 1408 512 256 2 400   # bench-m int8
     run 512 1408 512 256 3 400   # bench-m int4
+    run 1024 512 1024 512 3 100  # granite-1b-a400m's shapes, int4 (from memory)
     run 2048 1024 2048 2048 3 40 # OLMoE-1B-7B's shapes, int4 (300 MB: from memory)
   fi
   if [[ $kinds == *" prefill "* ]]; then

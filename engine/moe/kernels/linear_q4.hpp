@@ -133,12 +133,11 @@ inline void quantize_activations_q4(Simd, const float* x, int n, int cols, int8_
 
 #if MOE_SIMD && (defined(__ARM_FEATURE_DOTPROD) || MOE_Q8_X86)
 namespace detail {
-// Rows [r0, r0 + W) for tokens [t, t + NT): tiles of q4_tile_rows(NT) rows, then one
-// hadd_rows per token.
-template <int NT>
+// Rows [r0, r0 + W) for tokens [t, t + NT): tiles of R rows, then one hadd_rows per
+// token.
+template <int NT, int R = simd::q4_tile_rows(NT)>
 [[gnu::always_inline]] inline void linear_q4_tiles(const Matrix& m, const ActQ4& a, int r0, int t, float* y) {
   using simd::W;
-  constexpr int R = simd::q4_tile_rows(NT);
   static_assert(W % R == 0, "a tile's rows divide W");
   const long blocks = m.cols / kQ4Block;
   simd::fbatch lanes[NT][W];
@@ -172,22 +171,31 @@ inline void linear_q4(K, const Matrix& m, const ActQ4& a, int n_tokens, float* y
                                n_tokens - t0 < simd::kQ4TurnedTokens ? n_tokens : t0 + simd::kQ4TurnedTokens, y);
 #endif
     // Row-wise tiles (decode, and prefill below kQ4TurnedFrom tokens): the hardware
-    // prefetcher alone left bandwidth unused. Each row block asks for the bytes
+    // prefetcher alone left bandwidth unused. Unless the ISA's own decode tile spreads
+    // its prefetches over its loads (kQ4SpreadBytes), each row block asks for the bytes
     // kQ4PrefetchBytes past its start (a distance in bytes, not in blocks: blocks of long
-    // rows put it beyond L1), the range's first ones at once, never past the range
-    // (another thread's rows, or another tensor).
+    // rows put it beyond L1), never past the range (another thread's rows, or another
+    // tensor). Either way the range's first bytes are asked for at once.
+    const bool own_decode =
+        simd::kQ4DecodeRows != simd::q4_tile_rows(1) && n_tokens == 1 && m.cols >= simd::kQ4DecodeRowsFromCols;
+    const bool burst = simd::kQ4SpreadBytes == 0 || !own_decode;
     const uint8_t* const end = m.q4_row(r1);
     const auto prefetch_rows = [&](const uint8_t* from, long bytes) {
       for (long b = 0; b < std::min(bytes, static_cast<long>(end - from)); b += 64) simd::prefetch(from + b);
     };
     constexpr long ahead = simd::kQ4PrefetchBytes;
-    prefetch_rows(m.q4_row(r0), ahead);
+    prefetch_rows(m.q4_row(r0), burst ? ahead : simd::kQ4SpreadBytes);
     for (; r0 + W <= r1; r0 += W) {
-      prefetch_rows(m.q4_row(r0) + ahead, w_bytes);
+      if (burst) prefetch_rows(m.q4_row(r0) + ahead, w_bytes);
       int t = 0;
       for (; t + NT <= n_tokens; t += NT) detail::linear_q4_tiles<NT>(m, a, r0, t, y);
       if constexpr (NT > 2)
         for (; t + 2 <= n_tokens; t += 2) detail::linear_q4_tiles<2>(m, a, r0, t, y);
+      if constexpr (simd::kQ4DecodeRows != simd::q4_tile_rows(1))  // decode's own tile shape
+        if (own_decode) {
+          detail::linear_q4_tiles<1, simd::kQ4DecodeRows>(m, a, r0, 0, y);
+          continue;
+        }
       for (; t < n_tokens; ++t) detail::linear_q4_tiles<1>(m, a, r0, t, y);
     }
     for (; r0 < r1; ++r0) {

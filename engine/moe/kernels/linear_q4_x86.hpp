@@ -114,7 +114,9 @@ template <int R, int NT>
 // float accumulators, the row's unpacked bytes).
 inline constexpr int kQ4Tokens = 4;
 constexpr int q4_tile_rows(int nt) { return nt >= 4 ? 2 : nt == 2 ? 4 : 8; }
+inline constexpr int kQ4DecodeRows = q4_tile_rows(1), kQ4DecodeRowsFromCols = 0;
 inline constexpr long kQ4PrefetchBytes = 4096;
+inline constexpr long kQ4SpreadBytes = 0;  // decode takes linear_q4's burst too: measured best here
 inline void prefetch(const uint8_t* p) { _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T0); }
 
 // One group of g blocks of one token's activations quantized (quantize_activations_q4):
@@ -196,10 +198,17 @@ template <int NT>
 
 #else  // AVX2 (and AVX-VNNI)
 // Tile shapes: 2 rows for 1 or 2 tokens (16 registers: the sums, the float accumulators,
-// a row's unpacked bytes).
+// a row's unpacked bytes). Decode of rows of 1,024 columns or more: 1 row, so that the
+// rows are read as one stream in order, each step's load asking for the bytes
+// kQ4SpreadBytes further on (the row's next ones, or the next rows'), in place of
+// linear_q4's burst per row block. There, two rows side by side moved far less from
+// memory, with the burst or with their own prefetches; shorter rows, and prefill, keep
+// them and the burst (bench/README.md, "Design decisions").
 inline constexpr int kQ4Tokens = 2;
 constexpr int q4_tile_rows(int) { return 2; }
+inline constexpr int kQ4DecodeRows = 1, kQ4DecodeRowsFromCols = 1024;
 inline constexpr long kQ4PrefetchBytes = 4096;
+inline constexpr long kQ4SpreadBytes = 2048;
 inline void prefetch(const uint8_t* p) { _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T0); }
 
 // 4-byte lanes [0, n) of p, the rest 0.
@@ -352,6 +361,9 @@ template <int R, int NT, bool kWhole>
   MOE_UNROLL for (int p = 0; p < 4; ++p) {
     __m256i lo[R], hi[R];
     MOE_UNROLL for (int r = 0; r < R; ++r) {
+      // Decode: a whole group's step (both halves) is 64 bytes, a line: one prefetch a
+      // step, at h = 0. The last ones reach past the range's end: a few lines.
+      if (R * NT == 1 && h == 0) prefetch(rows[r] + offset + 2 * g + chunk * p + kQ4SpreadBytes);
       const __m256i v = load_lanes(rows[r] + offset + 2 * g + chunk * p + 32 * h, n);
       lo[r] = _mm256_and_si256(v, low);
       hi[r] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
@@ -360,8 +372,9 @@ template <int R, int NT, bool kWhole>
       const int8_t* x = q + static_cast<long>(k) * cols + base + 2 * chunk * p + 32 * h;
       __m256i x0 = load_lanes(x, n), x1 = load_lanes(x + chunk, n);
 #if !MOE_Q4_DPBUSD
-      // In registers: GCC otherwise copies them to the stack and reads each row's copy there.
-      __asm__("" : "+x"(x0), "+x"(x1));
+      // In registers for the tile's rows: GCC otherwise copies them to the stack and reads
+      // each row's copy there. One row (decode) ran faster without either pin.
+      if constexpr (R > 1) __asm__("" : "+x"(x0), "+x"(x1));
 #endif
       MOE_UNROLL for (int r = 0; r < R; ++r) {
 #if MOE_Q4_DPBUSD
@@ -370,7 +383,7 @@ template <int R, int NT, bool kWhole>
 #else
         isum[0][r][k] = _mm256_add_epi16(
             isum[0][r][k], _mm256_add_epi16(_mm256_maddubs_epi16(lo[r], x0), _mm256_maddubs_epi16(hi[r], x1)));
-        __asm__("" : "+x"(isum[0][r][k]));  // in order, as block_sums_q4's
+        if constexpr (R * NT > 1) __asm__("" : "+x"(isum[0][r][k]));  // in order, as block_sums_q4's
 #endif
       }
     }
