@@ -176,9 +176,9 @@ inline void linear_q4(K, const Matrix& m, const ActQ4& a, int n_tokens, float* y
     // kQ4PrefetchBytes past its start (a distance in bytes, not in blocks: blocks of long
     // rows put it beyond L1), never past the range (another thread's rows, or another
     // tensor). Either way the range's first bytes are asked for at once.
-    const bool own_decode =
-        simd::kQ4DecodeRows != simd::q4_tile_rows(1) && n_tokens == 1 && m.cols >= simd::kQ4DecodeRowsFromCols;
-    const bool burst = simd::kQ4SpreadBytes == 0 || !own_decode;
+    constexpr bool has_own_decode = simd::kQ4DecodeRows != simd::q4_tile_rows(1);
+    const bool own_decode = has_own_decode && n_tokens == 1 && m.cols >= simd::kQ4DecodeRowsFromCols;
+    const bool burst = !own_decode;
     const uint8_t* const end = m.q4_row(r1);
     const auto prefetch_rows = [&](const uint8_t* from, long bytes) {
       for (long b = 0; b < std::min(bytes, static_cast<long>(end - from)); b += 64) simd::prefetch(from + b);
@@ -191,7 +191,7 @@ inline void linear_q4(K, const Matrix& m, const ActQ4& a, int n_tokens, float* y
       for (; t + NT <= n_tokens; t += NT) detail::linear_q4_tiles<NT>(m, a, r0, t, y);
       if constexpr (NT > 2)
         for (; t + 2 <= n_tokens; t += 2) detail::linear_q4_tiles<2>(m, a, r0, t, y);
-      if constexpr (simd::kQ4DecodeRows != simd::q4_tile_rows(1))  // decode's own tile shape
+      if constexpr (has_own_decode)
         if (own_decode) {
           detail::linear_q4_tiles<1, simd::kQ4DecodeRows>(m, a, r0, 0, y);
           continue;

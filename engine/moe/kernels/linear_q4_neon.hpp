@@ -11,7 +11,7 @@ namespace moe::kernels::simd {
 // Tile shapes: 2 rows for 1 or 2 tokens.
 inline constexpr int kQ4Tokens = 2;
 constexpr int q4_tile_rows(int) { return 2; }
-inline constexpr int kQ4DecodeRows = 2, kQ4DecodeRowsFromCols = 0;
+inline constexpr int kQ4DecodeRows = 2, kQ4DecodeRowsFromCols = 0;  // no decode tile of its own
 inline constexpr long kQ4PrefetchBytes = 0;
 inline constexpr long kQ4SpreadBytes = 0;
 inline void prefetch(const uint8_t*) {}

@@ -114,9 +114,11 @@ template <int R, int NT>
 // float accumulators, the row's unpacked bytes).
 inline constexpr int kQ4Tokens = 4;
 constexpr int q4_tile_rows(int nt) { return nt >= 4 ? 2 : nt == 2 ? 4 : 8; }
+// Decode takes the one-token tile and linear_q4's burst: no tile of its own (measured
+// best here), so the two constants after it are not used.
 inline constexpr int kQ4DecodeRows = q4_tile_rows(1), kQ4DecodeRowsFromCols = 0;
 inline constexpr long kQ4PrefetchBytes = 4096;
-inline constexpr long kQ4SpreadBytes = 0;  // decode takes linear_q4's burst too: measured best here
+inline constexpr long kQ4SpreadBytes = 0;
 inline void prefetch(const uint8_t* p) { _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T0); }
 
 // One group of g blocks of one token's activations quantized (quantize_activations_q4):
