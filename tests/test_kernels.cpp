@@ -600,8 +600,9 @@ TEST(SimdEqualsScalar, QuantizeActivationsQ4SameBytes) {
 // (1408 = 44 blocks: 16 + 16 + 12); tokens: groups of NT and the rest one by one, and
 // on x86 the turned tiles from kQ4TurnedFrom (5 or 6) tokens, 4 (AVX2) or 2 at a time, in
 // chunks of kQ4TurnedChunk (16); rows: one, a tile and one, and
-// several tiles and one (49), one token taking AVX2's one-row decode tiles from 1,024
-// columns (kQ4DecodeRowsFromCols) and two-row ones below.
+// several tiles and one (49), one token taking AVX2's one-row decode tiles from 512
+// columns (kQ4DecodeRowsFromCols; 800 and 1408 end in a short group) and two-row ones
+// below.
 TEST(SimdEqualsScalar, LinearQ4) {
   if (!kernels::kInt8Dot) GTEST_SKIP() << "this target has no integer dot products";
   std::mt19937 rng(26);

@@ -206,15 +206,15 @@ template <int NT>
 
 #else  // AVX2 (and AVX-VNNI)
 // Tile shapes: 2 rows for 1 or 2 tokens (16 registers: the sums, the float accumulators,
-// a row's unpacked bytes). Decode of rows of 1,024 columns or more: 1 row, so that the
+// a row's unpacked bytes). Decode of rows of 512 columns or more: 1 row, so that the
 // rows are read as one stream in order, each step's load asking for the bytes
 // kQ4SpreadBytes further on (the row's next ones, or the next rows'), in place of
 // linear_q4's burst per row block. There, two rows side by side moved far less from
-// memory, with the burst or with their own prefetches; shorter rows, and prefill, keep
-// them and the burst (bench/README.md, "Design decisions").
+// memory; shorter rows, and prefill, keep them and the burst (bench/README.md, "Design
+// decisions").
 inline constexpr int kQ4Tokens = 2;
 constexpr int q4_tile_rows(int) { return 2; }
-inline constexpr int kQ4DecodeRows = 1, kQ4DecodeRowsFromCols = 1024;
+inline constexpr int kQ4DecodeRows = 1, kQ4DecodeRowsFromCols = 512;
 inline constexpr long kQ4PrefetchBytes = 4096;
 inline constexpr long kQ4SpreadBytes = 4096;
 
