@@ -15,9 +15,9 @@
 
 namespace moe::kernels::simd {
 
-// always_inline: GCC 12 judged a plain inline wrapper "looping const" and, C++ loops
-// being finite, deleted the calls it had not yet inlined (AVX2's tile_q4 lost its
-// per-step prefetches).
+// always_inline: GCC 12 found a plain inline wrapper "looping const" (a prefetch has no
+// effect in its model) and its dead-code pass deleted the calls not yet inlined (AVX2's
+// tile_q4 lost its per-step prefetches).
 [[gnu::always_inline]] inline void prefetch(const uint8_t* p) {
   _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T0);
 }
