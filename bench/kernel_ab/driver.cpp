@@ -1,16 +1,18 @@
 // Two builds of the decode kernels, alternated token by token over the weights one
 // decode token of a llama MoE streams (4 attention matrices and 2 of 8 experts' 3
-// matrices per layer, 8 layers, experts drawn at random per token), so that both see
+// matrices per layer, experts drawn at random per token), so that both see
 // the same machine load; each token runs both builds, in alternating order. With N > 1
 // every product takes N tokens at once, as prefill's expert products do (a "token" is
-// then one such pass over the layers).
-//   driver D F QD KVD DTYPE TOKENS [N]      (DTYPE 0 f32, 1 f16, 2 int8, 3 int4)
+// then one such pass over the layers). L layers of E experts (default 8 and 8) set how
+// much is read: 1 and 2 keep a small model's weights in the caches.
+//   driver D F QD KVD DTYPE TOKENS [N [L E]]      (DTYPE 0 f32, 1 f16, 2 int8, 3 int4)
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <random>
+#include <string>
 #include <vector>
 
 void kernels_old(const void*, const float*, int, int, int, int, const float*, const int8_t*, const float*, float*);
@@ -26,17 +28,17 @@ double now() { return std::chrono::duration<double>(std::chrono::steady_clock::n
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 7 && argc != 8) {
-    std::fprintf(stderr, "usage: %s D F QD KVD DTYPE TOKENS [N]\n", argv[0]);
+  if (argc != 7 && argc != 8 && argc != 10) {
+    std::fprintf(stderr, "usage: %s D F QD KVD DTYPE TOKENS [N [L E]]\n", argv[0]);
     return 2;
   }
   const int D = std::atoi(argv[1]), F = std::atoi(argv[2]), QD = std::atoi(argv[3]), KVD = std::atoi(argv[4]);
-  const int dtype = std::atoi(argv[5]), tokens = std::atoi(argv[6]), n = argc == 8 ? std::atoi(argv[7]) : 1;
-  if (n < 1 || n > 64) {
-    std::fprintf(stderr, "N: 1 to 64\n");
+  const int dtype = std::atoi(argv[5]), tokens = std::atoi(argv[6]), n = argc >= 8 ? std::atoi(argv[7]) : 1;
+  const int L = argc == 10 ? std::atoi(argv[8]) : 8, E = argc == 10 ? std::atoi(argv[9]) : 8;
+  if (n < 1 || n > 64 || L < 1 || E < 2) {
+    std::fprintf(stderr, "N: 1 to 64; L: 1 or more; E: 2 or more\n");
     return 2;
   }
-  constexpr int L = 8, E = 8;
   const int elem = dtype == 0 ? 4 : dtype == 1 ? 2 : 1;
   std::mt19937 rng(1);
   auto make = [&](int rows, int cols) {
@@ -96,13 +98,14 @@ int main(int argc, char** argv) {
       seconds[side] += now() - t0;
     }
   std::printf(
-      "d %d ffn %d %s, %d token(s) a product: old %.0f tok/s (%.1f GB/s), new %.0f tok/s (%.1f GB/s), "
+      "d %d ffn %d %s, %d token(s) a product%s: old %.0f tok/s (%.1f GB/s), new %.0f tok/s (%.1f GB/s), "
       "new/old %.3f\n",
       D, F,
       dtype == 0   ? "f32"
       : dtype == 1 ? "f16"
       : dtype == 2 ? "int8"
                    : "int4",
-      n, static_cast<double>(n) * tokens / seconds[0], bytes / seconds[0] / 1e9,
+      n, argc == 10 ? (" (" + std::to_string(L) + " layer(s) of " + std::to_string(E) + " experts)").c_str() : "",
+      static_cast<double>(n) * tokens / seconds[0], bytes / seconds[0] / 1e9,
       static_cast<double>(n) * tokens / seconds[1], bytes / seconds[1] / 1e9, seconds[0] / seconds[1]);
 }
