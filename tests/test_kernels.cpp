@@ -607,7 +607,7 @@ TEST(SimdEqualsScalar, LinearQ4) {
   if (!kernels::kInt8Dot) GTEST_SKIP() << "this target has no integer dot products";
   std::mt19937 rng(26);
   for (bool one_sign : {false, true})
-    for (int cols : {32, 64, 160, 384, 512, 800, 1024, 1408})
+    for (int cols : {32, 64, 128, 160, 384, 512, 800, 1024, 1408})
       for (int rows : {1, 17, 49})
         for (int n : {1, 3, 4, 5, 6, 9, 23, 70}) {  // 23: chunks of 16 and 7; 70: 64 tokens at a time
           TestMatrix t = make_matrix(rows, cols, DType::q4, 0, rng);

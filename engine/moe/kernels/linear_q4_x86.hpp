@@ -412,12 +412,94 @@ template <int R, int NT, bool kWhole>
   }
 }
 
+// Decode, one group of g blocks of a row against one token, added to acc0 (blocks 0-7)
+// and acc1 (blocks 8-15): the group's 4 steps of 4g bytes in address order, each step's
+// two halves in their own sums. kWhole: g = 16, so every load is a whole vector.
+// Written out rather than as tile_half_q4<1, 1>: there GCC kept the loaded bytes on the
+// stack and reread them, and the in-cache kernel moved 0.55-0.75x of what this one does
+// (bench/README.md, "Design decisions").
+template <bool kWhole>
+[[gnu::always_inline]] inline void decode_group_q4(const uint8_t* group, int g, const int8_t* x, const float* xs,
+                                                   const int32_t* sums, __m256& acc0, __m256& acc1) {
+  if constexpr (kWhole) g = kQ4GroupBlocks;
+  const int chunk = 4 * g, n0 = g < 8 ? g : 8, n1 = g - n0;  // n1 > 0: a second half
+  const __m256i low = _mm256_set1_epi8(15);
+  const uint8_t* w = group + 2 * g;  // the nibbles, after the g scales
+  const auto at = [&](const void* p, int n) {
+    if constexpr (kWhole) return _mm256_loadu_si256(static_cast<const __m256i*>(p));
+    else return load_lanes(p, n);
+  };
+#if MOE_Q4_DPBUSD
+  __m256i s0 = at(sums, n0), s1 = n1 > 0 ? at(sums + 8, n1) : _mm256_setzero_si256();
+  __m256i t0 = _mm256_setzero_si256(), t1 = t0;  // two chains a half
+#else
+  __m256i s0 = _mm256_setzero_si256(), s1 = s0;  // int16 pairs: 8 products of a half stay below 30480
+#endif
+  MOE_UNROLL for (int p = 0; p < 4; ++p) {
+    const uint8_t* step = w + static_cast<long>(chunk) * p;
+    prefetch(step + kQ4SpreadBytes);
+    const int8_t* xp = x + 2L * chunk * p;  // its low nibbles' columns, then its high nibbles'
+    const __m256i v0 = at(step, n0);
+#if MOE_Q4_DPBUSD
+    s0 = dot4_q8(s0, _mm256_and_si256(v0, low), at(xp, n0));
+    t0 = dot4_q8(t0, _mm256_and_si256(_mm256_srli_epi16(v0, 4), low), at(xp + chunk, n0));
+    if (kWhole || n1 > 0) {
+      const __m256i v1 = at(step + 32, n1);
+      s1 = dot4_q8(s1, _mm256_and_si256(v1, low), at(xp + 32, n1));
+      t1 = dot4_q8(t1, _mm256_and_si256(_mm256_srli_epi16(v1, 4), low), at(xp + chunk + 32, n1));
+    }
+#else
+    s0 = _mm256_add_epi16(s0, _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_and_si256(v0, low), at(xp, n0)),
+                                               _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v0, 4), low),
+                                                                    at(xp + chunk, n0))));
+    if (kWhole || n1 > 0) {
+      const __m256i v1 = at(step + 32, n1);
+      s1 = _mm256_add_epi16(s1, _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_and_si256(v1, low), at(xp + 32, n1)),
+                                                 _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v1, 4), low),
+                                                                      at(xp + chunk + 32, n1))));
+    }
+    __asm__("" : "+x"(s0), "+x"(s1));  // step by step: GCC otherwise hoists the loads and spills
+#endif
+  }
+#if MOE_Q4_DPBUSD
+  const __m256i total0 = _mm256_add_epi32(s0, t0), total1 = _mm256_add_epi32(s1, t1);
+#else
+  const __m256i ones = _mm256_set1_epi16(1);
+  const __m256i total0 = _mm256_add_epi32(at(sums, n0), _mm256_madd_epi16(s0, ones));
+#endif
+  const auto scales = [&](const uint8_t* p, int n) { return kWhole ? load_scales(p, 8) : load_scales(p, n); };
+  const auto xscales = [&](const float* p, int n) { return kWhole ? _mm256_loadu_ps(p) : load_lanes_ps(p, n); };
+  acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(total0), _mm256_mul_ps(scales(group, n0), xscales(xs, n0)), acc0);
+  if (kWhole || n1 > 0) {
+#if !MOE_Q4_DPBUSD
+    const __m256i total1 = _mm256_add_epi32(at(sums + 8, n1), _mm256_madd_epi16(s1, ones));
+#endif
+    acc1 =
+        _mm256_fmadd_ps(_mm256_cvtepi32_ps(total1), _mm256_mul_ps(scales(group + 16, n1), xscales(xs + 8, n1)), acc1);
+  }
+}
+
 // A tile: R rows against NT tokens; out[k * out_stride + r] gets lanes whose sum is row
-// r's result for token k (as the AVX-512 tile_q4).
+// r's result for token k (as the AVX-512 tile_q4). One row against one token (decode):
+// decode_group_q4, group by group.
 template <int R, int NT>
 [[gnu::always_inline]] inline void tile_q4(const uint8_t* const* rows, int cols, const int8_t* q, const float* xs,
                                            const int32_t* sums, fbatch* out, int out_stride) {
   const int blocks = cols / kQ4Block;
+  if constexpr (R == 1 && NT == 1) {
+    const int whole_groups = blocks / kQ4GroupBlocks;
+    constexpr long group_bytes = kQ4GroupBlocks * kQ4BlockBytes;
+    constexpr int group_cols = kQ4GroupBlocks * kQ4Block;
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0;
+    for (int gi = 0; gi < whole_groups; ++gi)
+      decode_group_q4<true>(rows[0] + gi * group_bytes, kQ4GroupBlocks, q + gi * group_cols, xs + gi * kQ4GroupBlocks,
+                            sums + gi * kQ4GroupBlocks, acc0, acc1);
+    if (const int g = blocks - whole_groups * kQ4GroupBlocks; g > 0)
+      decode_group_q4<false>(rows[0] + whole_groups * group_bytes, g, q + whole_groups * group_cols,
+                             xs + whole_groups * kQ4GroupBlocks, sums + whole_groups * kQ4GroupBlocks, acc0, acc1);
+    out[0] = _mm256_add_ps(acc0, acc1);
+    return;
+  }
   __m256 acc[R][NT];
   MOE_UNROLL for (int r = 0; r < R; ++r) MOE_UNROLL for (int k = 0; k < NT; ++k) acc[r][k] = _mm256_setzero_ps();
   long offset = 0;
