@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <iterator>
 #include <memory>
 #include <random>
 #include <type_traits>
@@ -181,15 +182,30 @@ const RecipeCase kCases[] = {
      {0.014, 0.9, 0.5, 0.002}},
 };
 
-// One test per fixture, not per recipe: its fp32 side is then computed once.
+// Recipes [first, last) of kCases on one fixture, against one fp32 side. Two tests per
+// fixture, not one per recipe: the fp32 side is computed once per half, and the halves
+// run side by side under CTest (one test of all eight was the emulated suites' longest).
 template <ModelConfig C>
-void check_recipes(const char* fixture, Bounds RecipeCase::*bounds) {
+void check_recipes(const char* fixture, Bounds RecipeCase::*bounds, int first, int last) {
   const Fp32Reference<C> fp32(fixture);
-  for (const RecipeCase& c : kCases) check_recipe<C>(fp32, c.name, c.recipe, c.*bounds);
+  for (int i = first; i < last; ++i) check_recipe<C>(fp32, kCases[i].name, kCases[i].recipe, kCases[i].*bounds);
 }
+constexpr int kCaseCount = static_cast<int>(std::size(kCases));
+constexpr int kInt4Cases = 4;  // kCases from here on: the int4 recipes and all-int8
+static_assert(kCaseCount == 8, "the two halves below split kCases at kInt4Cases");
 
-TEST(QuantizedRecipes, MixtralTinyCloseToFp32) { check_recipes<kMixtral>("mixtral-tiny-a", &RecipeCase::mixtral); }
-TEST(QuantizedRecipes, MakemoeTinyCloseToFp32) { check_recipes<kMakemoe>("makemoe-tiny", &RecipeCase::makemoe); }
+TEST(QuantizedRecipes, MixtralTinyF16AndInt8ExpertsCloseToFp32) {
+  check_recipes<kMixtral>("mixtral-tiny-a", &RecipeCase::mixtral, 0, kInt4Cases);
+}
+TEST(QuantizedRecipes, MixtralTinyInt4AndAllInt8CloseToFp32) {
+  check_recipes<kMixtral>("mixtral-tiny-a", &RecipeCase::mixtral, kInt4Cases, kCaseCount);
+}
+TEST(QuantizedRecipes, MakemoeTinyF16AndInt8ExpertsCloseToFp32) {
+  check_recipes<kMakemoe>("makemoe-tiny", &RecipeCase::makemoe, 0, kInt4Cases);
+}
+TEST(QuantizedRecipes, MakemoeTinyInt4AndAllInt8CloseToFp32) {
+  check_recipes<kMakemoe>("makemoe-tiny", &RecipeCase::makemoe, kInt4Cases, kCaseCount);
+}
 
 // The Hugging Face families through int8 experts with fp16 attention and embeddings (the
 // default before int4), all-int8 and int4 experts: the same measures against their own fp32, bounds set from
