@@ -415,9 +415,8 @@ template <int R, int NT, bool kWhole>
 // Decode, one group of g blocks of a row against one token, added to acc0 (blocks 0-7)
 // and acc1 (blocks 8-15): the group's 4 steps of 4g bytes in address order, each step's
 // two halves in their own sums. kWhole: g = 16, so every load is a whole vector.
-// Written out rather than as tile_half_q4<1, 1>: there GCC kept the loaded bytes on the
-// stack and reread them, and the in-cache kernel moved 0.55-0.75x of what this one does
-// (bench/README.md, "Design decisions").
+// Written out rather than as tile_half_q4<1, 1>, where GCC kept the loaded bytes on the
+// stack and reread them (bench/README.md, "Design decisions").
 template <bool kWhole>
 [[gnu::always_inline]] inline void decode_group_q4(const uint8_t* group, int g, const int8_t* x, const float* xs,
                                                    const int32_t* sums, __m256& acc0, __m256& acc1) {
