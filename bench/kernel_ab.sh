@@ -9,8 +9,8 @@
 #   bench/kernel_ab.sh OLD_REV [NEW_REV]     (NEW_REV default: the working tree)
 #   KERNEL_AB_FLAGS (default "-O3 -march=native") compiles both; KERNEL_AB_DTYPES (default
 #   "0 1 2 3": f32 f16 int8 int4) picks the weight types run; KERNEL_AB_KINDS (default
-#   "decode prefill"; also "cache": decode of one layer, in the caches) the rows; KERNEL_AB_TOKENS (1 to 64) sets every prefill row's
-#   tokens per product.
+#   "decode prefill"; also "cache": decode of one layer of 2 experts, in the caches) the
+#   rows; KERNEL_AB_TOKENS (1 to 64) sets every prefill row's tokens per product.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 old=${1:?usage: bench/kernel_ab.sh OLD_REV [NEW_REV]} new=${2:-}
