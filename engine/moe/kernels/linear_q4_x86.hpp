@@ -345,10 +345,12 @@ template <int NT>
 // Without VNNI each (row, token) adds its low and high nibbles' vpmaddubsw pairs before
 // its int16 sum: the half's 8 chunks stay below 8 * 2 * 15 * 127 = 30480 before vpmaddwd
 // widens them. With VNNI, two chains per (row, token) when the tile has fewer than 4.
+// One row against one token (decode) is decode_group_q4's, below.
 template <int R, int NT, bool kWhole>
 [[gnu::always_inline]] inline void tile_half_q4(const uint8_t* const* rows, long offset, int g, int h, int cols,
                                                 const int8_t* q, const float* xs, const int32_t* sums, long at,
                                                 int base, __m256 (&acc)[R][NT]) {
+  static_assert(R > 1, "tiles of one row are decode's: decode_group_q4");
   constexpr int C = MOE_Q4_DPBUSD && R * NT < 4 ? 2 : 1;
   if constexpr (kWhole) g = kQ4GroupBlocks;
   const int blocks = cols / kQ4Block, chunk = 4 * g, n = kWhole ? 8 : g - 8 * h < 8 ? g - 8 * h : 8;
@@ -368,9 +370,6 @@ template <int R, int NT, bool kWhole>
   MOE_UNROLL for (int p = 0; p < 4; ++p) {
     __m256i lo[R], hi[R];
     MOE_UNROLL for (int r = 0; r < R; ++r) {
-      // Decode: a whole group's step (both halves) is 64 bytes, a line: one prefetch a
-      // step, at h = 0. The last ones reach past the range's end: a few lines.
-      if (R * NT == 1 && h == 0) prefetch(rows[r] + offset + 2 * g + chunk * p + kQ4SpreadBytes);
       const __m256i v = load_lanes(rows[r] + offset + 2 * g + chunk * p + 32 * h, n);
       lo[r] = _mm256_and_si256(v, low);
       hi[r] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
@@ -380,8 +379,8 @@ template <int R, int NT, bool kWhole>
       __m256i x0 = load_lanes(x, n), x1 = load_lanes(x + chunk, n);
 #if !MOE_Q4_DPBUSD
       // In registers for the tile's rows: GCC otherwise copies them to the stack and reads
-      // each row's copy there. One row (decode) ran faster without either pin.
-      if constexpr (R > 1) __asm__("" : "+x"(x0), "+x"(x1));
+      // each row's copy there.
+      __asm__("" : "+x"(x0), "+x"(x1));
 #endif
       MOE_UNROLL for (int r = 0; r < R; ++r) {
 #if MOE_Q4_DPBUSD
@@ -390,7 +389,7 @@ template <int R, int NT, bool kWhole>
 #else
         isum[0][r][k] = _mm256_add_epi16(
             isum[0][r][k], _mm256_add_epi16(_mm256_maddubs_epi16(lo[r], x0), _mm256_maddubs_epi16(hi[r], x1)));
-        if constexpr (R * NT > 1) __asm__("" : "+x"(isum[0][r][k]));  // in order, as block_sums_q4's
+        __asm__("" : "+x"(isum[0][r][k]));  // in order, as block_sums_q4's
 #endif
       }
     }
@@ -436,7 +435,7 @@ template <bool kWhole>
 #endif
   MOE_UNROLL for (int p = 0; p < 4; ++p) {
     const uint8_t* step = w + static_cast<long>(chunk) * p;
-    prefetch(step + kQ4SpreadBytes);
+    prefetch(step + kQ4SpreadBytes);        // a whole group's step is a line; the last reach past the range
     const int8_t* xp = x + 2L * chunk * p;  // its low nibbles' columns, then its high nibbles'
     const __m256i v0 = at(step, n0);
 #if MOE_Q4_DPBUSD
@@ -497,22 +496,23 @@ template <int R, int NT>
       decode_group_q4<false>(rows[0] + whole_groups * group_bytes, g, q + whole_groups * group_cols,
                              xs + whole_groups * kQ4GroupBlocks, sums + whole_groups * kQ4GroupBlocks, acc0, acc1);
     out[0] = _mm256_add_ps(acc0, acc1);
-    return;
+  } else {
+    __m256 acc[R][NT];
+    MOE_UNROLL for (int r = 0; r < R; ++r) MOE_UNROLL for (int k = 0; k < NT; ++k) acc[r][k] = _mm256_setzero_ps();
+    long offset = 0;
+    for (int gi = 0; gi * kQ4GroupBlocks < blocks; ++gi) {
+      const int g = q4_group_blocks(blocks, gi), base = gi * kQ4GroupBlocks * kQ4Block;
+      const long at = gi * kQ4GroupBlocks;
+      if (g == kQ4GroupBlocks)
+        MOE_UNROLL for (int h = 0; h < 2; ++h)
+            tile_half_q4<R, NT, true>(rows, offset, g, h, cols, q, xs, sums, at, base, acc);
+      else
+        for (int h = 0; h * 8 < g; ++h)
+          tile_half_q4<R, NT, false>(rows, offset, g, h, cols, q, xs, sums, at, base, acc);
+      offset += g * kQ4BlockBytes;
+    }
+    MOE_UNROLL for (int r = 0; r < R; ++r) MOE_UNROLL for (int k = 0; k < NT; ++k) out[k * out_stride + r] = acc[r][k];
   }
-  __m256 acc[R][NT];
-  MOE_UNROLL for (int r = 0; r < R; ++r) MOE_UNROLL for (int k = 0; k < NT; ++k) acc[r][k] = _mm256_setzero_ps();
-  long offset = 0;
-  for (int gi = 0; gi * kQ4GroupBlocks < blocks; ++gi) {
-    const int g = q4_group_blocks(blocks, gi), base = gi * kQ4GroupBlocks * kQ4Block;
-    const long at = gi * kQ4GroupBlocks;
-    if (g == kQ4GroupBlocks)
-      MOE_UNROLL for (int h = 0; h < 2; ++h)
-          tile_half_q4<R, NT, true>(rows, offset, g, h, cols, q, xs, sums, at, base, acc);
-    else
-      for (int h = 0; h * 8 < g; ++h) tile_half_q4<R, NT, false>(rows, offset, g, h, cols, q, xs, sums, at, base, acc);
-    offset += g * kQ4BlockBytes;
-  }
-  MOE_UNROLL for (int r = 0; r < R; ++r) MOE_UNROLL for (int k = 0; k < NT; ++k) out[k * out_stride + r] = acc[r][k];
 }
 #endif
 
