@@ -164,11 +164,17 @@ inline void linear_q4(K, const Matrix& m, const ActQ4& a, int n_tokens, float* y
     const long blocks = m.cols / kQ4Block;
     const long w_bytes = static_cast<long>(W) * blocks * kQ4BlockBytes;
 #if MOE_Q8_X86
-    if (n_tokens >= simd::kQ4TurnedFrom)  // prefill: turned tiles
-      for (; r0 + W <= r1; r0 += W)
+    if (n_tokens >= simd::kQ4TurnedFrom) {  // prefill: turned tiles, kQ4TurnedTiles at once while the rows last
+      const auto rows_tokens = [&]<int T>(std::integral_constant<int, T>) {
         for (int t0 = 0; t0 < n_tokens; t0 += simd::kQ4TurnedTokens)
-          simd::q4_rows_tokens(m, a, r0, t0,
-                               n_tokens - t0 < simd::kQ4TurnedTokens ? n_tokens : t0 + simd::kQ4TurnedTokens, y);
+          simd::q4_rows_tokens<T>(m, a, r0, t0,
+                                  n_tokens - t0 < simd::kQ4TurnedTokens ? n_tokens : t0 + simd::kQ4TurnedTokens, y);
+      };
+      constexpr int T = simd::kQ4TurnedTiles;
+      if constexpr (T > 1)
+        for (; r0 + T * W <= r1; r0 += T * W) rows_tokens(std::integral_constant<int, T>{});
+      for (; r0 + W <= r1; r0 += W) rows_tokens(std::integral_constant<int, 1>{});
+    }
 #endif
     // Row-wise tiles (decode, and prefill below kQ4TurnedFrom tokens): the hardware
     // prefetcher alone left bandwidth unused. Unless the ISA's own decode tile spreads

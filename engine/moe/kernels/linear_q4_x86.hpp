@@ -183,25 +183,39 @@ inline void q4_nibbles(__m512i v, __m512i& lo, __m512i& hi) {
 inline constexpr int kQ4TurnedBlocks = 2;
 inline constexpr int kQ4TurnedStep = 2;
 inline constexpr int kQ4TurnedFrom = 6;
-// One block of NT tokens against W turned rows (w[s]: step s's nibbles, 4 per row lane):
-// each row's exact int32 sum, started at the token's -8 * sum(q). x[i]: token i's block
-// columns at step 0; step s is `chunk` bytes further. Two chains per token.
-template <int NT>
+// Row tiles of W that share each token's broadcast in the turned tile: a broadcast load
+// per vpdpbusd halves its rate (BM_int8_dot_peak<1> against <2>). One block of each
+// tile at a time: the two tiles' 8 steps take the 16 registers that two blocks of one
+// tile took.
+inline constexpr int kQ4TurnedTiles = 2;
+// One block of NT tokens against T tiles of W turned rows (tile u's step s: w[8u + s],
+// its nibbles, 4 per row lane): each row's exact int32 sum (tile u, token i: out[u * NT
+// + i]), started at the token's -8 * sum(q). x[i]: token i's block columns at step 0;
+// step s is `chunk` bytes further. Each broadcast meets every tile; two chains per token
+// and tile.
+template <int NT, int T = 1>
 [[gnu::always_inline]] inline void block_sums_q4(const __m512i* w, const int8_t* const* x, int chunk,
                                                  const int32_t* start, __m512i* out) {
-  __m512i a[NT], b[NT];
+  __m512i a[T][NT], b[T][NT];
   MOE_UNROLL for (int i = 0; i < NT; ++i) {
-    a[i] = _mm512_set1_epi32(start[i]);
-    b[i] = _mm512_setzero_si512();
+    const __m512i first = _mm512_set1_epi32(start[i]);
+    MOE_UNROLL for (int u = 0; u < T; ++u) {
+      a[u][i] = first;
+      b[u][i] = _mm512_setzero_si512();
+    }
   }
   MOE_UNROLL for (int s = 0; s < 8; s += 2) MOE_UNROLL for (int i = 0; i < NT; ++i) {
     int32_t p, q;
     __builtin_memcpy(&p, x[i] + chunk * s, 4);
     __builtin_memcpy(&q, x[i] + chunk * (s + 1), 4);
-    a[i] = _mm512_dpbusd_epi32(a[i], w[s], _mm512_set1_epi32(p));
-    b[i] = _mm512_dpbusd_epi32(b[i], w[s + 1], _mm512_set1_epi32(q));
+    const __m512i xp = _mm512_set1_epi32(p), xq = _mm512_set1_epi32(q);
+    MOE_UNROLL for (int u = 0; u < T; ++u) {
+      a[u][i] = _mm512_dpbusd_epi32(a[u][i], w[8 * u + s], xp);
+      b[u][i] = _mm512_dpbusd_epi32(b[u][i], w[8 * u + s + 1], xq);
+    }
   }
-  MOE_UNROLL for (int i = 0; i < NT; ++i) out[i] = _mm512_add_epi32(a[i], b[i]);
+  MOE_UNROLL for (int u = 0; u < T; ++u) MOE_UNROLL for (int i = 0; i < NT; ++i) out[u * NT + i] =
+      _mm512_add_epi32(a[u][i], b[u][i]);
 }
 
 #else  // AVX2 (and AVX-VNNI)
@@ -308,11 +322,13 @@ inline void q4_nibbles(__m256i v, __m256i& lo, __m256i& hi) {
 inline constexpr int kQ4TurnedBlocks = 1;
 inline constexpr int kQ4TurnedStep = 4;
 inline constexpr int kQ4TurnedFrom = 5;
+inline constexpr int kQ4TurnedTiles = 1;  // a second tile would not fit in 16 registers
 // One block of NT tokens against 8 turned rows (the AVX-512 block_sums_q4). Without VNNI
 // the steps sum in int16 (8 * 2 * 15 * 127 = 30480 fits) and widen once.
-template <int NT>
+template <int NT, int T = 1>
 [[gnu::always_inline]] inline void block_sums_q4(const __m256i* w, const int8_t* const* x, int chunk,
                                                  const int32_t* start, __m256i* out) {
+  static_assert(T == 1);
   constexpr int C = NT >= 2 ? 1 : 2;  // chains per token
   __m256i a[C][NT];
   MOE_UNROLL for (int c = 0; c < C; ++c) MOE_UNROLL for (int i = 0; i < NT; ++i) a[c][i] = _mm256_setzero_si256();
@@ -525,20 +541,23 @@ template <int R, int NT>
 // whole lanes (no horizontal sums), and a short group costs what its blocks do. The
 // slice of a group turned at once is W blocks; its nibbles wait, turned and packed, in
 // `packed` while every token meets them, kQ4TurnedBlocks blocks against kQ4TurnedChunk
-// tokens at a time.
+// tokens at a time (or, with kQ4TurnedTiles tiles turned side by side, one block of
+// each, so that each broadcast meets every tile).
 inline constexpr int kQ4TurnedTokens = 64;
 inline constexpr int kQ4TurnedChunk = 16;  // tokens that meet a slice's blocks before the next ones
 
-// B blocks (packed[0..3][j..j + B), scales ws[j..j + B)) against n tokens: token k's block
-// columns at x + k * cols, its block sums and scales at sums / scales + k * blocks.
-template <int B>
-[[gnu::always_inline]] inline void turned_blocks_q4(const q4_ivec (&packed)[4][W], const fbatch* ws, int j, int chunk,
-                                                    const int8_t* x, const int32_t* sums, const float* scales,
-                                                    long cols, long blocks, int n, fbatch* acc) {
+// B blocks of each of T tiles (tile u: packed[u][0..3][j..j + B), scales ws[u][j..j + B),
+// accumulators acc[u * kQ4TurnedTokens + k]; B * T <= 2) against n tokens: token k's
+// block columns at x + k * cols, its block sums and scales at sums / scales + k * blocks.
+template <int B, int T>
+[[gnu::always_inline]] inline void turned_blocks_q4(const q4_ivec (*packed)[4][W], const fbatch (*ws)[W], int j,
+                                                    int chunk, const int8_t* x, const int32_t* sums,
+                                                    const float* scales, long cols, long blocks, int n, fbatch* acc) {
+  static_assert(B == 1 || T == 1);
   constexpr int NT = kQ4TurnedStep;
-  q4_ivec w[B][8];
-  MOE_UNROLL for (int b = 0; b < B; ++b) MOE_UNROLL for (int p = 0; p < 4; ++p)
-      q4_nibbles(packed[p][j + b], w[b][2 * p], w[b][2 * p + 1]);
+  q4_ivec w[T][B][8];
+  MOE_UNROLL for (int u = 0; u < T; ++u) MOE_UNROLL for (int b = 0; b < B; ++b) MOE_UNROLL for (int p = 0; p < 4; ++p)
+      q4_nibbles(packed[u][p][j + b], w[u][b][2 * p], w[u][b][2 * p + 1]);
   const auto step = [&]<int N>(std::integral_constant<int, N>, int k) {
     MOE_UNROLL for (int b = 0; b < B; ++b) {
       const int8_t* xp[N];
@@ -547,10 +566,13 @@ template <int B>
         xp[i] = x + i * cols + 4 * b;
         start[i] = sums[i * blocks + b];
       }
-      q4_ivec d[N];
-      block_sums_q4<N>(w[b], xp, chunk, start, d);
-      MOE_UNROLL for (int i = 0; i < N; ++i) acc[k + i] =
-          xsimd::fma(q4_int_float(d[i]), ws[j + b] * fbatch(scales[i * blocks + b]), acc[k + i]);
+      q4_ivec d[T * N];
+      block_sums_q4<N, T>(w[0][b], xp, chunk, start, d);
+      MOE_UNROLL for (int i = 0; i < N; ++i) {
+        const fbatch scale(scales[i * blocks + b]);
+        MOE_UNROLL for (int u = 0; u < T; ++u) acc[u * kQ4TurnedTokens + k + i] =
+            xsimd::fma(q4_int_float(d[u * N + i]), ws[u][j + b] * scale, acc[u * kQ4TurnedTokens + k + i]);
+      }
     }
   };
   int k = 0;
@@ -562,13 +584,16 @@ template <int B>
   for (; k < n; ++k, x += cols, sums += blocks, scales += blocks) step(std::integral_constant<int, 1>{}, k);
 }
 
+// Rows [r, r + T W) (T tiles of W rows) for tokens [t0, t1).
+template <int T>
 inline void q4_rows_tokens(const Matrix& m, const ActQ4& a, int r, int t0, int t1, float* y) {
   const int cols = m.cols, blocks = cols / kQ4Block, n = t1 - t0;
-  const uint8_t* rows[W];
-#pragma GCC unroll 16
-  for (int j = 0; j < W; ++j) rows[j] = m.q4_row(r + j);
-  fbatch acc[kQ4TurnedTokens];
-  for (int k = 0; k < n; ++k) acc[k] = fbatch(0.f);
+  const uint8_t* rows[T * W];
+#pragma GCC unroll 32
+  for (int j = 0; j < T * W; ++j) rows[j] = m.q4_row(r + j);
+  fbatch acc[T * kQ4TurnedTokens];
+  for (int u = 0; u < T; ++u)
+    for (int k = 0; k < n; ++k) acc[u * kQ4TurnedTokens + k] = fbatch(0.f);
   const long row_bytes = static_cast<long>(blocks) * kQ4BlockBytes;
   long offset = 0;  // the group's bytes within a row
   for (int gi = 0; gi * kQ4GroupBlocks < blocks; ++gi) {
@@ -576,38 +601,44 @@ inline void q4_rows_tokens(const Matrix& m, const ActQ4& a, int r, int t0, int t
     const long group_bytes = static_cast<long>(g) * kQ4BlockBytes;
     for (int first = 0; first < g; first += W) {  // a slice of blocks [first, first + nb)
       const int nb = g - first < W ? g - first : W;
-      q4_ivec v[W], packed[4][W];
-      fbatch ws[W];
+      q4_ivec v[W], packed[T][4][W];
+      fbatch ws[T][W];
+      MOE_UNROLL for (int u = 0; u < T; ++u) {
+        const uint8_t* const* tile = rows + u * W;
 #pragma GCC unroll 16
-      for (int j = 0; j < W; ++j) v[j] = q4_scale_bits(rows[j] + offset + 2 * first, nb);
-      rows_to_lanes(v);
-#pragma GCC unroll 16
-      for (int j = 0; j < W; ++j) ws[j] = q4_bits_float(v[j]);
-      MOE_UNROLL for (int p = 0; p < 4; ++p) {
-#pragma GCC unroll 16
-        for (int j = 0; j < W; ++j) {
-          const uint8_t* src = rows[j] + offset + 2 * g + chunk * p + 4 * first;
-          prefetch(src + kQ8PrefetchTiles * W * row_bytes);
-          v[j] = q4_lane_bytes(src, nb);
-        }
+        for (int j = 0; j < W; ++j) v[j] = q4_scale_bits(tile[j] + offset + 2 * first, nb);
         rows_to_lanes(v);
 #pragma GCC unroll 16
-        for (int j = 0; j < W; ++j) packed[p][j] = v[j];
+        for (int j = 0; j < W; ++j) ws[u][j] = q4_bits_float(v[j]);
+        MOE_UNROLL for (int p = 0; p < 4; ++p) {
+#pragma GCC unroll 16
+          for (int j = 0; j < W; ++j) {
+            const uint8_t* src = tile[j] + offset + 2 * g + chunk * p + 4 * first;
+            prefetch(src + kQ8PrefetchTiles * T * W * row_bytes);
+            v[j] = q4_lane_bytes(src, nb);
+          }
+          rows_to_lanes(v);
+#pragma GCC unroll 16
+          for (int j = 0; j < W; ++j) packed[u][p][j] = v[j];
+        }
       }
       for (int k0 = 0; k0 < n; k0 += kQ4TurnedChunk) {  // the chunk's x stays in L1 over the slice
         const int nk = n - k0 < kQ4TurnedChunk ? n - k0 : kQ4TurnedChunk;
-        for (int j = 0; j < nb; j += kQ4TurnedBlocks) {
+        constexpr int step = T > 1 ? 1 : kQ4TurnedBlocks;
+        for (int j = 0; j < nb; j += step) {
           const long at = static_cast<long>(t0 + k0) * blocks + gi * kQ4GroupBlocks + first + j;
           const int8_t* x = a.q + static_cast<long>(t0 + k0) * cols + base + 4 * (first + j);
-          if (kQ4TurnedBlocks == 2 && nb - j >= 2)
-            turned_blocks_q4<2>(packed, ws, j, chunk, x, a.sums + at, a.scales + at, cols, blocks, nk, acc + k0);
-          else turned_blocks_q4<1>(packed, ws, j, chunk, x, a.sums + at, a.scales + at, cols, blocks, nk, acc + k0);
+          if (step == 2 && nb - j >= 2)
+            turned_blocks_q4<2, 1>(packed, ws, j, chunk, x, a.sums + at, a.scales + at, cols, blocks, nk, acc + k0);
+          else turned_blocks_q4<1, T>(packed, ws, j, chunk, x, a.sums + at, a.scales + at, cols, blocks, nk, acc + k0);
         }
       }
     }
     offset += group_bytes;
   }
-  for (int k = 0; k < n; ++k) acc[k].store_unaligned(y + static_cast<long>(t0 + k) * m.rows + r);
+  for (int u = 0; u < T; ++u)
+    for (int k = 0; k < n; ++k)
+      acc[u * kQ4TurnedTokens + k].store_unaligned(y + static_cast<long>(t0 + k) * m.rows + r + u * W);
 }
 
 }  // namespace moe::kernels::simd

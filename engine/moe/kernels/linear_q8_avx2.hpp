@@ -82,22 +82,22 @@ inline void q8_rows_tokens(const Matrix& m, const int8_t* xq, const float* xs, i
         a = dot4_q8(a, u[j], _mm256_sign_epi8(_mm256_set1_epi32(p), signs[j]));
         b = dot4_q8(b, u[j + 1], _mm256_sign_epi8(_mm256_set1_epi32(q), signs[j + 1]));
       }
-      acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(a, b)), _mm256_set1_ps(xs[t * blocks + c / 32]),
-                               acc[k]);
+      acc[k] =
+          _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(a, b)), _mm256_set1_ps(xs[t * blocks + c / 32]), acc[k]);
     }
   }
   const fbatch row_scales = fbatch::load_unaligned(m.scales + r);
-  for (int k = 0; k < n; ++k)
-    (fbatch(acc[k]) * row_scales).store_unaligned(y + static_cast<long>(t0 + k) * m.rows + r);
+  for (int k = 0; k < n; ++k) (fbatch(acc[k]) * row_scales).store_unaligned(y + static_cast<long>(t0 + k) * m.rows + r);
 }
 
 // Prefill, rows [r, r + W): tokens [t0, t1) when there are 4 or more. Returns the first
 // token left for one at a time.
-inline int q8_token_groups(const Matrix& m, const int8_t* xq, const float* xs, const float*, int r, int t0, int t1,
+inline int q8_token_groups(const Matrix& m, const int8_t* xq, const float* xs, const float*, int r, int, int t0, int t1,
                            float* y) {
   if (t1 - t0 < 4) return t0;
   q8_rows_tokens(m, xq, xs, r, t0, t1, y);
   return t1;
 }
+inline int q8_tile_rows(int) { return W; }  // rows that q8_token_groups takes at once
 
 }  // namespace moe::kernels::simd

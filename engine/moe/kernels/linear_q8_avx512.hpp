@@ -102,45 +102,73 @@ template <int R>
   }
 }
 
-// Tokens in flight in the prefill tile: 2 (4 ran slower: the 16 turned rows take half
-// the registers).
+// Tokens in flight in the prefill tile: 2 (4 ran slower: the 16 turned registers take
+// half of them).
 inline constexpr int kQ8Tokens = 2;
+// Row tiles of 16 that share each token's broadcast: 2 when the rows allow. A
+// broadcast load per vpdpbusd halves its rate (BM_int8_dot_peak<1> against <2>), so
+// two tiles of one 32-column block each take the turned 16 registers, where one tile
+// takes a 64-column chunk.
+inline constexpr int kQ8Tiles = 2, kQ8TilesFrom = 16;
 
-// One block of 32 columns of NT tokens (x[i]) against 16 turned rows (w[0..7]): the
-// rows' exact int32 sums per token, 128 * x included. Two chains per token (even and
-// odd steps), NT tokens in flight.
-template <int NT>
+// One block of 32 columns of NT tokens (x[i]) against T tiles of 16 turned rows (tile u:
+// w[8u..8u+7]): each tile's exact int32 sums per token (sums[u * NT + i]), 128 * x
+// included. Each broadcast meets every tile; two chains per token and tile (even and odd
+// steps).
+template <int NT, int T>
 [[gnu::always_inline]] inline void block_sums_q8(const __m512i* w, const int8_t* const* x, __m512i* sums) {
-  __m512i a[NT], b[NT];
-  MOE_UNROLL for (int i = 0; i < NT; ++i) a[i] = b[i] = _mm512_setzero_si512();
+  __m512i a[T][NT], b[T][NT];
+  MOE_UNROLL for (int u = 0; u < T; ++u) MOE_UNROLL for (int i = 0; i < NT; ++i) a[u][i] = b[u][i] =
+      _mm512_setzero_si512();
   MOE_UNROLL for (int k = 0; k < 8; k += 2) MOE_UNROLL for (int i = 0; i < NT; ++i) {
     int32_t p, q;
     __builtin_memcpy(&p, x[i] + 4 * k, 4);
     __builtin_memcpy(&q, x[i] + 4 * k + 4, 4);
-    a[i] = _mm512_dpbusd_epi32(a[i], w[k], _mm512_set1_epi32(p));
-    b[i] = _mm512_dpbusd_epi32(b[i], w[k + 1], _mm512_set1_epi32(q));
+    const __m512i xp = _mm512_set1_epi32(p), xq = _mm512_set1_epi32(q);
+    MOE_UNROLL for (int u = 0; u < T; ++u) {
+      a[u][i] = _mm512_dpbusd_epi32(a[u][i], w[8 * u + k], xp);
+      b[u][i] = _mm512_dpbusd_epi32(b[u][i], w[8 * u + k + 1], xq);
+    }
   }
-  MOE_UNROLL for (int i = 0; i < NT; ++i) sums[i] = _mm512_add_epi32(a[i], b[i]);
+  MOE_UNROLL for (int u = 0; u < T; ++u) MOE_UNROLL for (int i = 0; i < NT; ++i) sums[u * NT + i] =
+      _mm512_add_epi32(a[u][i], b[u][i]);
 }
 
-// Prefill, rows [r, r + 16) for tokens [t0, t1) (at most 64) of y = W x. offsets[k]:
-// row_offset_q8 of token t0 + k (the whole 64-column chunks); a lone last block of 32
-// carries its own 128 * x, taken off here.
+// Prefill, rows [r, r + 16 T) for tokens [t0, t1) (at most 64) of y = W x. One tile
+// turns a 64-column chunk of its 16 rows at a time, two tiles a 32-column block of their
+// 32 (row j and row 16 + j in one register: rows_to_lanes then leaves tile 0's block in
+// v[0..7] and tile 1's in v[8..15]). offsets[k]: row_offset_q8 of token t0 + k (the whole
+// 64-column chunks); a lone last block of 32 carries its own 128 * x, taken off here.
+template <int T>
 inline void q8_rows_tokens(const Matrix& m, const int8_t* xq, const float* xs, const float* offsets, int r, int t0,
                            int t1, float* y) {
   static_assert(W == 16, "AVX-512 build expects 16 float lanes");
+  static_assert(T == 1 || T == 2);
+  constexpr int C = 64 / T;  // columns turned at once
   const int cols = m.cols, blocks = cols / 32, n = t1 - t0;
   const int8_t* w = m.i8() + static_cast<long>(r) * cols;
-  __m512 acc[64 + kQ8Tokens - 1];  // room for a short last group's repeats
-  for (int k = 0; k < n + kQ8Tokens - 1; ++k) acc[k] = _mm512_setzero_ps();
+  __m512 acc[T][64 + kQ8Tokens - 1];  // room for a short last group's repeats
+  for (int u = 0; u < T; ++u)
+    for (int k = 0; k < n + kQ8Tokens - 1; ++k) acc[u][k] = _mm512_setzero_ps();
   __m512i v[16];
-  for (int c = 0; c < cols; c += 64) {
-    const bool lone = c + 64 > cols;  // one block of 32 left
+  for (int c = 0; c < cols; c += C) {
+    const bool lone = T == 1 && c + 64 > cols;  // one block of 32 left
     MOE_UNROLL for (int j = 0; j < 16; ++j) {
       const int8_t* row = w + static_cast<long>(j) * cols + c;
-      _mm_prefetch(reinterpret_cast<const char*>(row + kQ8PrefetchTiles * 16L * cols), _MM_HINT_T0);
-      const __m512i bytes = lone ? _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row)))
-                                 : _mm512_loadu_si512(row);  // plain loads: masked ones are slow from memory
+      __m512i bytes;  // plain loads: masked ones are slow from memory
+      if constexpr (T == 1) {
+        _mm_prefetch(reinterpret_cast<const char*>(row + kQ8PrefetchTiles * 16L * cols), _MM_HINT_T0);
+        bytes = lone ? _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row)))
+                     : _mm512_loadu_si512(row);
+      } else {
+        const int8_t* row2 = row + 16L * cols;
+        if (c % 64 == 0) {  // a line holds two blocks
+          _mm_prefetch(reinterpret_cast<const char*>(row + kQ8PrefetchTiles * 32L * cols), _MM_HINT_T0);
+          _mm_prefetch(reinterpret_cast<const char*>(row2 + kQ8PrefetchTiles * 32L * cols), _MM_HINT_T0);
+        }
+        bytes = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row))),
+                                   _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row2)), 1);
+      }
       v[j] = _mm512_xor_si512(bytes, _mm512_set1_epi8(-128));
     }
     rows_to_lanes(v);
@@ -152,37 +180,44 @@ inline void q8_rows_tokens(const Matrix& m, const int8_t* xq, const float* xs, c
         x[i] = xq + t * cols + c;
         s[i] = xs + t * blocks + c / 32;
       }
-      for (int b = 0; b < (lone ? 1 : 2); ++b) {
-        __m512i d[kQ8Tokens];
-        block_sums_q8<kQ8Tokens>(v + 8 * b, x, d);
+      for (int b = 0; b < (T == 2 || lone ? 1 : 2); ++b) {
+        __m512i d[T * kQ8Tokens];
+        block_sums_q8<kQ8Tokens, T>(v + 8 * b, x, d);
         MOE_UNROLL for (int i = 0; i < kQ8Tokens; ++i) {
-          acc[k + i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d[i]), _mm512_set1_ps(s[i][b]), acc[k + i]);
+          const __m512 scale = _mm512_set1_ps(s[i][b]);
+          MOE_UNROLL for (int u = 0; u < T; ++u) acc[u][k + i] =
+              _mm512_fmadd_ps(_mm512_cvtepi32_ps(d[u * kQ8Tokens + i]), scale, acc[u][k + i]);
           x[i] += 32;
         }
       }
     }
   }
-  const fbatch row_scales = fbatch::load_unaligned(m.scales + r);
-  for (int k = 0; k < n; ++k) {
-    const long t = t0 + k;
-    float offset = offsets[k];
-    if (cols % 64) {
-      const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + t * cols + cols - 32));
-      const __m256i sum = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(-128), x);
-      offset += static_cast<float>(hsum(sum)) * xs[t * blocks + blocks - 1];
+  for (int u = 0; u < T; ++u) {
+    const fbatch row_scales = fbatch::load_unaligned(m.scales + r + 16 * u);
+    for (int k = 0; k < n; ++k) {
+      const long t = t0 + k;
+      float offset = offsets[k];
+      if (cols % 64) {
+        const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + t * cols + cols - 32));
+        const __m256i sum = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(-128), x);
+        offset += static_cast<float>(hsum(sum)) * xs[t * blocks + blocks - 1];
+      }
+      ((fbatch(acc[u][k]) - fbatch(offset)) * row_scales).store_unaligned(y + t * m.rows + r + 16 * u);
     }
-    ((fbatch(acc[k]) - fbatch(offset)) * row_scales).store_unaligned(y + t * m.rows + r);
   }
 }
 
-// Prefill, rows [r, r + W): tokens [t0, t1) when there are 4 or more (the turning pays
-// for itself from about 4 tokens: bench/README.md, "Design decisions"). Returns the first
-// token left for one at a time.
-inline int q8_token_groups(const Matrix& m, const int8_t* xq, const float* xs, const float* offsets, int r, int t0,
-                           int t1, float* y) {
+// Prefill, rows [r, r + rows) (rows: W or 2 W, q8_tile_rows): tokens [t0, t1) when there
+// are 4 or more (the turning pays for itself from about 4 tokens: bench/README.md,
+// "Design decisions"). Returns the first token left for one at a time.
+inline int q8_token_groups(const Matrix& m, const int8_t* xq, const float* xs, const float* offsets, int r, int rows,
+                           int t0, int t1, float* y) {
   if (t1 - t0 < 4) return t0;
-  q8_rows_tokens(m, xq, xs, offsets, r, t0, t1, y);
+  if (rows == 2 * W && t1 - t0 >= kQ8TilesFrom) q8_rows_tokens<kQ8Tiles>(m, xq, xs, offsets, r, t0, t1, y);
+  else
+    for (int b = r; b < r + rows; b += W) q8_rows_tokens<1>(m, xq, xs, offsets, b, t0, t1, y);
   return t1;
 }
+inline int q8_tile_rows(int left) { return left >= kQ8Tiles * W ? kQ8Tiles * W : W; }
 
 }  // namespace moe::kernels::simd

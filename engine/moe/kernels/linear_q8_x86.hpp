@@ -124,11 +124,13 @@ inline int linear_q8_blocks(const Matrix& m, const int8_t* xq, const float* xs, 
     float offsets[kTokens];
     for (int t = t0; t < t1; ++t)
       offsets[t - t0] = row_offset_q8(xq + static_cast<long>(t) * m.cols, xs + static_cast<long>(t) * blocks, m.cols);
-    for (int r = r0; r < end; r += W) {
-      int t = q8_token_groups(m, xq, xs, offsets, r, t0, t1, y);  // what the ISA takes in groups
-      for (; t < t1; ++t)
-        q8_one_token_blocks<1>(m, xq + static_cast<long>(t) * m.cols, xs + static_cast<long>(t) * blocks,
-                               offsets[t - t0], &r, y + static_cast<long>(t) * m.rows);
+    for (int r = r0, rows; r < end; r += rows) {
+      rows = q8_tile_rows(end - r);
+      const int t = q8_token_groups(m, xq, xs, offsets, r, rows, t0, t1, y);  // what the ISA takes in groups
+      for (int b = r; b < r + rows; b += W)
+        for (int u = t; u < t1; ++u)
+          q8_one_token_blocks<1>(m, xq + static_cast<long>(u) * m.cols, xs + static_cast<long>(u) * blocks,
+                                 offsets[u - t0], &b, y + static_cast<long>(u) * m.rows);
     }
   }
   return end;
