@@ -3,6 +3,9 @@
 #   release          host, optimised
 #   debug            host, AddressSanitizer + UndefinedBehaviorSanitizer
 #   fuzz             libFuzzer targets (clang), each run for MOE_FUZZ_SECONDS (default 40)
+#   x86-avx2         the x86 AVX2 kernels (-march=haswell) beside the host's own, so an
+#                    AVX-512 host tests them too: kernel and quantization tests
+#   x86-avxvnni      the same with AVX-VNNI; skipped on a host without it
 #   aarch64, armv7   ARM Linux cross builds, suites under qemu-user
 #   aarch64-dotprod  the ARMv8.2 int8 dot-product kernels, under qemu-aarch64 -cpu max
 #   cortex-m4/m55    bare-metal firmware generating under qemu-system-arm, checked
@@ -15,12 +18,12 @@ cd "$(dirname "$0")/.."
 
 presets=("$@")
 if ((${#presets[@]} == 0)); then
-  presets=(release debug fuzz aarch64 armv7 aarch64-dotprod cortex-m4 cortex-m55)
+  presets=(release debug fuzz x86-avx2 x86-avxvnni aarch64 armv7 aarch64-dotprod cortex-m4 cortex-m55)
 fi
 groups=()
 for p in "${presets[@]}"; do
   case "$p" in
-  release | debug) ;;
+  release | debug | x86-*) ;;
   fuzz) groups+=(fuzz) ;;
   *) [[ " ${groups[*]} " == *" cross "* ]] || groups+=(cross) ;;
   esac
@@ -28,7 +31,17 @@ done
 ./scripts/install-deps.sh "${groups[@]}"
 
 times=()
+# The CPU features an x86-* preset's binaries execute (/proc/cpuinfo's names).
+declare -A cpu_needs=([x86-avx2]="avx2 fma f16c bmi2" [x86-avxvnni]="avx2 fma f16c bmi2 avx_vnni")
+cpu_flags=" $(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | cut -d: -f2) "
 for preset in "${presets[@]}"; do
+  missing=()
+  for f in ${cpu_needs[$preset]:-}; do [[ "$cpu_flags" == *" $f "* ]] || missing+=("$f"); done
+  if ((${#missing[@]})); then
+    echo "== $preset: skipped, this CPU has no ${missing[*]}"
+    times+=("$preset: skipped (no ${missing[*]})")
+    continue
+  fi
   echo "== $preset"
   start=$SECONDS
   case "$preset" in cortex-*)  # the firmware's model is converted by the host build
