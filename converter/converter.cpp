@@ -243,7 +243,8 @@ Conversion convert_in_memory(const Checkpoint& ck, const ConvertOptions& options
     size_t bytes = 0;
     if (first_use) {
       const int rows = spec.is_matrix() ? spec.rows : 1, cols = spec.is_matrix() ? spec.cols : spec.rows;
-      const Quantized q = quantize(ck.load(spec), rows, cols, dtype, recipe.group_size, name, recipe.q4_rule);
+      const Quantized q =
+          quantize(ck.load(spec), rows, cols, dtype, recipe.group_size, name, recipe.q4_rule, options.workers);
       if (dtype == DType::i8 && recipe.group_size > 0 && q.group_size != recipe.group_size) ++ungrouped;
       bytes = q.data.size() + q.scales.size() * sizeof(float);
       payload += bytes;

@@ -44,6 +44,9 @@ struct ConvertOptions {
   // convert_to_file streams files of at least this many bytes (estimated) in format
   // version 3, one tensor in memory at a time; smaller ones are built in memory.
   double stream_from_bytes = 1024.0 * 1024 * 1024;
+  // Threads that share each int8 and int4 tensor's quantization (moe_convert: its pool);
+  // the default, none: the calling thread alone. The file is the same either way.
+  Workers workers;
 };
 
 struct ClassReport {

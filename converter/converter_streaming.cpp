@@ -131,7 +131,8 @@ Conversion stream(const Checkpoint& ck, const ConvertOptions& options, const std
       return;
     }
     const int rows = spec.is_matrix() ? spec.rows : 1, cols = spec.is_matrix() ? spec.cols : spec.rows;
-    const Quantized q = quantize(ck.load(spec), rows, cols, r.dtype, recipe.group_size, r.name, recipe.q4_rule);
+    const Quantized q =
+        quantize(ck.load(spec), rows, cols, r.dtype, recipe.group_size, r.name, recipe.q4_rule, options.workers);
     if (r.dtype == DType::i8 && recipe.group_size > 0 && q.group_size != recipe.group_size) ++ungrouped;
     r.crc = crc32c(q.data.data(), q.data.size());
     r.data_offset = at;

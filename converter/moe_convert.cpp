@@ -3,12 +3,15 @@
 //   moe_convert tests/fixtures/makemoe-tiny -o tiny.moe                 # int8 experts
 //   moe_convert ckpt/ -o m.moe --experts fp16 --attention fp32 --group-size 0
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
 
 #include "converter/input_file.hpp"
 #include "converter/atomic_file.hpp"
 #include "converter/input_error.hpp"
 #include "converter/converter.hpp"
+#include "platform/cpu_cores.hpp"
+#include "platform/thread_pool.hpp"
 #include "tools/cli_support.hpp"
 #include "tools/compiled_models.hpp"
 
@@ -35,12 +38,19 @@ int main(int argc, char** argv) {
                  "cache until the "
                  "position table is full, but the model no longer computes what it was trained to)")
       ->check(moe::tools::in_range(0, 1e6));
+  int threads = std::min(moe::platform::physical_cores(), moe::platform::ThreadPool::kMaxThreads);
+  app.add_option("--threads", threads,
+                 "threads that quantize int8 and int4 tensors (default: the physical cores this process may use)")
+      ->check(moe::tools::in_range(1, moe::platform::ThreadPool::kMaxThreads))
+      ->capture_default_str();
   app.add_flag("-q,--quiet", quiet, "print nothing but errors");
   if (const int code = moe::tools::parse_command_line(app, argc, argv); code >= 0) return code;
   try {
     options.recipe.experts = moe::converter::parse_dtype(experts, "--experts");
     options.recipe.attention = moe::converter::parse_dtype(attention, "--attention");
     options.recipe.embeddings = moe::converter::parse_dtype(embeddings, "--embeddings");
+    moe::platform::ThreadPool pool(threads, 4);  // 4 parts a thread: a busy core's are taken by the others
+    options.workers = pool.workers();
     const moe::converter::Conversion c = moe::converter::convert_to_file(input, options, output);
     if (!quiet) {
       const moe::ConfigKey key(c.config);

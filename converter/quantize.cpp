@@ -11,17 +11,21 @@ namespace moe::converter {
 
 namespace {
 
-// The block's nibbles for scale d (d != 0), and their squared error at d.
+// The block's nibbles for scale d (d != 0), and their squared error at d. The errors are
+// found first (a loop the compiler vectorizes) and then summed in index order, so the
+// sum, and the scale it picks, do not depend on the vector width.
 double nibbles_at(const float* v, float d, uint8_t* q) {
-  double err = 0;
   const float inv = 1.f / d;
+  float n[kQ4Block];
+  double e[kQ4Block];
   for (int i = 0; i < kQ4Block; ++i) {
     const float r = std::nearbyint(v[i] * inv);
-    const int n = static_cast<int>(r < -8.f ? -8.f : r > 7.f ? 7.f : r);
-    q[i] = static_cast<uint8_t>(n + 8);
-    const double e = static_cast<double>(v[i]) - static_cast<double>(n) * d;
-    err += e * e;
+    n[i] = r < -8.f ? -8.f : r > 7.f ? 7.f : r;
   }
+  for (int i = 0; i < kQ4Block; ++i) q[i] = static_cast<uint8_t>(static_cast<int>(n[i]) + 8);
+  for (int i = 0; i < kQ4Block; ++i) e[i] = static_cast<double>(v[i]) - static_cast<double>(n[i]) * d;
+  double err = 0;
+  for (int i = 0; i < kQ4Block; ++i) err += e[i] * e[i];
   return err;
 }
 
@@ -63,23 +67,23 @@ Q4Block quantize_block_q4(const float* v, Q4Rule rule) {
   double best_err = block_error(v, q4_0);
   if (max == 0.f) return best;
   uint8_t q[kQ4Block];
+  // The scale d32 rounded to f16; false where that is 0 or not finite. Otherwise q holds
+  // its nibbles, and best takes them where they err less.
   auto consider = [&](float d32) {
     const uint16_t h = float_to_half(d32);
     const float d = half_to_float(h);
-    if (!(std::fabs(d) > 0.f) || !std::isfinite(d)) return;
+    if (!(std::fabs(d) > 0.f) || !std::isfinite(d)) return false;
     const double err = nibbles_at(v, d, q);
     if (err < best_err) {
       best_err = err;
       best.scale = h;
       std::copy(q, q + kQ4Block, best.nibbles);
     }
+    return true;
   };
   for (float c : {-8.f, -7.5f, -7.f, -6.5f, -6.f, 7.5f, 7.f, 6.5f, 6.f}) {
-    consider(max / c);
-    // Least squares for the nibbles that scale gave: d = sum(v q) / sum(q q).
-    const float d0 = half_to_float(float_to_half(max / c));
-    if (!(std::fabs(d0) > 0.f) || !std::isfinite(d0)) continue;
-    nibbles_at(v, d0, q);
+    if (!consider(max / c)) continue;
+    // Least squares for the nibbles that scale gave (still in q): d = sum(v q) / sum(q q).
     double vq = 0, qq = 0;
     for (int i = 0; i < kQ4Block; ++i) {
       const double n = static_cast<double>(q[i]) - 8;
@@ -91,8 +95,31 @@ Q4Block quantize_block_q4(const float* v, Q4Rule rule) {
   return best;
 }
 
+namespace {
+
+// f(r0, r1) over the rows [0, rows), in parts shared among the workers' threads where it
+// has them. Each part writes only its own rows, so the result does not depend on the split.
+template <class F>
+void for_row_parts(const Workers& workers, int rows, const F& f) {
+  if (workers.threads <= 1 || rows < 2) return f(0, rows);
+  struct Job {
+    const F* f;
+    int rows;
+  } job{&f, rows};
+  workers.run(
+      workers.pool,
+      [](void* ctx, int part, int parts) {
+        const Job& j = *static_cast<const Job*>(ctx);
+        (*j.f)(static_cast<int>(static_cast<long>(j.rows) * part / parts),
+               static_cast<int>(static_cast<long>(j.rows) * (part + 1) / parts));
+      },
+      &job);
+}
+
+}  // namespace
+
 Quantized quantize(const std::vector<float>& w, int rows, int cols, DType dtype, int group_size,
-                   const std::string& name, Q4Rule q4_rule) {
+                   const std::string& name, Q4Rule q4_rule, const Workers& workers) {
   Quantized q;
   q.dtype = dtype;
   const size_t n = w.size();
@@ -118,26 +145,27 @@ Quantized quantize(const std::vector<float>& w, int rows, int cols, DType dtype,
       q.group_size = g;
       q.data.resize(n);
       q.scales.resize(static_cast<size_t>(rows) * static_cast<size_t>(cols / g));
-      for (int r = 0; r < rows; ++r) {
-        for (int g0 = 0; g0 < cols; g0 += g) {
-          const float* src = w.data() + static_cast<long>(r) * cols + g0;
-          float amax = 0.f;
-          for (int i = 0; i < g; ++i) amax = std::fmax(amax, std::fabs(src[i]));
-          // An all-zero group gets scale 1 (its values are 0 anyway): scales stay > 0,
-          // which the loader checks. So does a group of denormals so small that
-          // amax / 127 underflows to 0 (found by fuzz_checkpoint: 0 / 0 gave NaN);
-          // all its values round to 0 at scale 1 too.
-          const float tight = amax / 127.f;
-          const float scale = tight > 0.f ? tight : 1.f;
-          q.scales[static_cast<size_t>(r) * static_cast<size_t>(cols / g) + static_cast<size_t>(g0 / g)] = scale;
-          for (int i = 0; i < g; ++i) {
-            const float v = std::nearbyint(src[i] / scale);
-            const float clamped = v > 127.f ? 127.f : v < -127.f ? -127.f : v;
-            q.data[static_cast<size_t>(r) * static_cast<size_t>(cols) + static_cast<size_t>(g0 + i)] =
-                static_cast<uint8_t>(static_cast<int8_t>(clamped));
+      for_row_parts(workers, rows, [&](int r0, int r1) {
+        for (int r = r0; r < r1; ++r)
+          for (int g0 = 0; g0 < cols; g0 += g) {
+            const float* src = w.data() + static_cast<long>(r) * cols + g0;
+            float amax = 0.f;
+            for (int i = 0; i < g; ++i) amax = std::fmax(amax, std::fabs(src[i]));
+            // An all-zero group gets scale 1 (its values are 0 anyway): scales stay > 0,
+            // which the loader checks. So does a group of denormals so small that
+            // amax / 127 underflows to 0 (found by fuzz_checkpoint: 0 / 0 gave NaN);
+            // all its values round to 0 at scale 1 too.
+            const float tight = amax / 127.f;
+            const float scale = tight > 0.f ? tight : 1.f;
+            q.scales[static_cast<size_t>(r) * static_cast<size_t>(cols / g) + static_cast<size_t>(g0 / g)] = scale;
+            for (int i = 0; i < g; ++i) {
+              const float v = std::nearbyint(src[i] / scale);
+              const float clamped = v > 127.f ? 127.f : v < -127.f ? -127.f : v;
+              q.data[static_cast<size_t>(r) * static_cast<size_t>(cols) + static_cast<size_t>(g0 + i)] =
+                  static_cast<uint8_t>(static_cast<int8_t>(clamped));
+            }
           }
-        }
-      }
+      });
       break;
     }
     case DType::q4: {
@@ -150,31 +178,37 @@ Quantized quantize(const std::vector<float>& w, int rows, int cols, DType dtype,
                            " beyond what an fp16 block scale can reach: store it as f32 or int8");
       q.group_size = kQ4Block;
       q.data.resize(data_bytes(DType::q4, n));
+      // Each row's groups: the blocks in q4_column's order, then their scales and nibbles
+      // (or-ed into the zeroed bytes).
       const int blocks = cols / kQ4Block;
-      uint8_t* out = q.data.data();
-      float v[kQ4GroupBlocks][kQ4Block];
-      Q4Block qb[kQ4GroupBlocks];
-      for (int r = 0; r < rows; ++r)
-        for (int gi = 0; gi * kQ4GroupBlocks < blocks; ++gi) {
-          const int g = q4_group_blocks(blocks, gi);
-          const float* src = w.data() + static_cast<size_t>(r) * static_cast<size_t>(cols) +
-                             static_cast<size_t>(gi * kQ4GroupBlocks * kQ4Block);
-          for (int c = 0; c < kQ4Block * g; ++c) {
-            const Q4Column at = q4_column(c, g);
-            v[at.block][at.index] = src[c];
+      const size_t row_bytes = data_bytes(DType::q4, static_cast<uint64_t>(cols));
+      for_row_parts(workers, rows, [&](int r0, int r1) {
+        float v[kQ4GroupBlocks][kQ4Block];
+        Q4Block qb[kQ4GroupBlocks];
+        for (int r = r0; r < r1; ++r) {
+          uint8_t* out = q.data.data() + static_cast<size_t>(r) * row_bytes;
+          for (int gi = 0; gi * kQ4GroupBlocks < blocks; ++gi) {
+            const int g = q4_group_blocks(blocks, gi);
+            const float* src = w.data() + static_cast<size_t>(r) * static_cast<size_t>(cols) +
+                               static_cast<size_t>(gi * kQ4GroupBlocks * kQ4Block);
+            for (int c = 0; c < kQ4Block * g; ++c) {
+              const Q4Column at = q4_column(c, g);
+              v[at.block][at.index] = src[c];
+            }
+            for (int j = 0; j < g; ++j) {
+              qb[j] = quantize_block_q4(v[j], q4_rule);
+              out[2 * j] = static_cast<uint8_t>(qb[j].scale & 0xff);
+              out[2 * j + 1] = static_cast<uint8_t>(qb[j].scale >> 8);
+            }
+            uint8_t* nibbles = out + 2 * g;
+            for (int c = 0; c < kQ4Block * g; ++c) {
+              const Q4Column at = q4_column(c, g);
+              nibbles[at.byte] |= static_cast<uint8_t>(qb[at.block].nibbles[at.index] << (at.high ? 4 : 0));
+            }
+            out += g * kQ4BlockBytes;
           }
-          for (int j = 0; j < g; ++j) {
-            qb[j] = quantize_block_q4(v[j], q4_rule);
-            out[2 * j] = static_cast<uint8_t>(qb[j].scale & 0xff);
-            out[2 * j + 1] = static_cast<uint8_t>(qb[j].scale >> 8);
-          }
-          uint8_t* nibbles = out + 2 * g;
-          for (int c = 0; c < kQ4Block * g; ++c) {
-            const Q4Column at = q4_column(c, g);
-            nibbles[at.byte] |= static_cast<uint8_t>(qb[at.block].nibbles[at.index] << (at.high ? 4 : 0));
-          }
-          out += g * kQ4BlockBytes;
         }
+      });
       break;
     }
   }

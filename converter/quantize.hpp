@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "moe/tensor.hpp"
+#include "moe/workers.hpp"
 
 namespace moe::converter {
 
@@ -39,8 +40,10 @@ inline int int8_group_size(int cols, int group_size) {
   return group_size > 0 && cols % group_size == 0 ? group_size : cols;
 }
 
+// int8 and int4 rows are shared among `workers` where it has threads (moe_convert's
+// pool); the bytes do not depend on the split.
 Quantized quantize(const std::vector<float>& w, int rows, int cols, DType dtype, int group_size,
-                   const std::string& name, Q4Rule q4_rule = Q4Rule::least_squares);
+                   const std::string& name, Q4Rule q4_rule = Q4Rule::least_squares, const Workers& workers = {});
 
 // One q4 block: its f16 scale and 32 nibbles (0..15, value = (nibble - 8) * scale).
 struct Q4Block {

@@ -63,6 +63,8 @@ TEST_F(Cli, ConvertRefusesBadInput) {
                  1, "--experts: 'int3' is not one of int4, int8, fp16, fp32");
   expect_failure(run({kConvert, test::fixture_dir("makemoe-tiny").string(), "-o", "/no/such/dir/x.moe"}), 1,
                  "directory '/no/such/dir' does not exist");
+  expect_failure(run({kConvert, test::fixture_dir("makemoe-tiny").string(), "-o", path("x.moe"), "--threads", "0"}), 2,
+                 "--threads");
 }
 
 TEST_F(Cli, InferGreedyMatchesTheReferenceContinuation) {
@@ -196,6 +198,12 @@ TEST_F(Cli, Int4ConvertsAndGeneratesWithTheDefaultThreads) {
   ModelFile file;
   ASSERT_TRUE(ModelFile::open(buf.data(), buf.size(), file).ok());
   EXPECT_EQ(file.format_version(), 5u);
+  // The converter's threads share the quantization, not the result.
+  ASSERT_EQ(run({kConvert, test::fixture_dir("makemoe-tiny").string(), "-o", path("tiny4-1.moe"), "--experts", "int4",
+                 "--threads", "1", "-q"})
+                .code,
+            0);
+  EXPECT_EQ(slurp(path("tiny4-1.moe")), bytes);
   const Result one =
       run({kInfer, "-m", path("tiny4.moe"), "-p", "ROMEO:", "-n", "40", "--temp", "0", "--no-stats", "--threads", "1"});
   const Result all = run({kInfer, "-m", path("tiny4.moe"), "-p", "ROMEO:", "-n", "40", "--temp", "0", "--no-stats"});

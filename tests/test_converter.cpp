@@ -20,6 +20,7 @@
 #include "converter/input_error.hpp"
 #include "converter/quantize.hpp"
 #include "converter/safetensors.hpp"
+#include "platform/thread_pool.hpp"
 #include "support/test_support.hpp"
 
 namespace moe {
@@ -447,6 +448,31 @@ TEST(Quantize, Int4BlocksNeverWorseThanQ4_0) {
   }
   EXPECT_LT(e_ours, e_q4_0);
   EXPECT_THROW((void)converter::quantize(std::vector<float>(48, 1.f), 1, 48, DType::q4, 0, "w48"), InputError);
+}
+
+// moe_convert shares each int8 and int4 tensor's rows among its threads: every split
+// (3 threads in 12 parts over 37 rows: parts of 3 and 4 rows) gives the one-thread bytes.
+TEST(Quantize, ThreadsGiveTheSameBytes) {
+  platform::ThreadPool pool(3, 4);
+  const Workers workers = pool.workers();
+  ASSERT_GT(workers.threads, 1);
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal(0.f, 0.02f);
+  const int rows = 37, cols = 1408;  // int4 groups of 16, 16 and 12 blocks
+  std::vector<float> w(static_cast<size_t>(rows * cols));
+  for (float& x : w) x = normal(rng);
+  for (const auto& [dtype, group] : {std::pair{DType::q4, 0}, {DType::i8, 0}, {DType::i8, 32}}) {
+    const converter::Quantized one = converter::quantize(w, rows, cols, dtype, group, "w");
+    const converter::Quantized shared =
+        converter::quantize(w, rows, cols, dtype, group, "w", converter::Q4Rule::least_squares, workers);
+    EXPECT_EQ(shared.data, one.data) << static_cast<int>(dtype) << " g" << group;
+    EXPECT_EQ(shared.scales, one.scales) << static_cast<int>(dtype) << " g" << group;
+  }
+  converter::ConvertOptions options;
+  const converter::Conversion one = converter::convert_checkpoint(test::fixture_dir("mixtral-tiny-a"), options);
+  options.workers = workers;
+  const converter::Conversion shared = converter::convert_checkpoint(test::fixture_dir("mixtral-tiny-a"), options);
+  EXPECT_EQ(shared.bytes, one.bytes);
 }
 
 // int4 in the file: format version 5, streamed or in memory the same bytes; tensors
