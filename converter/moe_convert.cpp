@@ -1,6 +1,6 @@
 // moe_convert: checkpoint directory -> .moe file.
 //
-//   moe_convert tests/fixtures/makemoe-tiny -o tiny.moe                 # int8 experts
+//   moe_convert tests/fixtures/makemoe-tiny -o tiny.moe                 # int4 experts (the default)
 //   moe_convert ckpt/ -o m.moe --experts fp16 --attention fp32 --group-size 0
 #include <CLI/CLI.hpp>
 #include <algorithm>
