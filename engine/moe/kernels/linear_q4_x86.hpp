@@ -22,7 +22,7 @@ namespace moe::kernels::simd {
   _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T0);
 }
 
-#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512DQ__)  // as linear_q8_avx512.hpp
 
 // The first `bytes` (< 64) bytes at p, the rest of the vector 0: plain loads for whole
 // 16-byte pieces (a row's last group is usually 4, 8 or 12 blocks), a masked load
@@ -188,36 +188,14 @@ inline constexpr int kQ4TurnedFrom = 6;
 // tile at a time: the two tiles' 8 steps take the 16 registers that two blocks of one
 // tile took.
 inline constexpr int kQ4TurnedTiles = 2;
-// One block of NT tokens against T tiles of W turned rows (tile u's step s: w[8u + s],
-// its nibbles, 4 per row lane): each row's exact int32 sum (tile u, token i: out[u * NT
-// + i]), started at the token's -8 * sum(q). x[i]: token i's block columns at step 0;
-// step s is `chunk` bytes further. Each broadcast meets every tile; two chains per token
-// and tile.
+// One block of NT tokens against T tiles of W turned rows, their nibbles 4 per row lane:
+// each row's exact int32 sum (tile u, token i: out[u * NT + i]), started at the token's
+// -8 * sum(q). x[i]: token i's block columns at step 0; step s is `chunk` bytes further.
 template <int NT, int T = 1>
 [[gnu::always_inline]] inline void block_sums_q4(const __m512i* w, const int8_t* const* x, int chunk,
                                                  const int32_t* start, __m512i* out) {
-  __m512i a[T][NT], b[T][NT];
-  MOE_UNROLL for (int i = 0; i < NT; ++i) {
-    const __m512i first = _mm512_set1_epi32(start[i]);
-    MOE_UNROLL for (int u = 0; u < T; ++u) {
-      a[u][i] = first;
-      b[u][i] = _mm512_setzero_si512();
-    }
-  }
-  MOE_UNROLL for (int s = 0; s < 8; s += 2) MOE_UNROLL for (int i = 0; i < NT; ++i) {
-    int32_t p, q;
-    __builtin_memcpy(&p, x[i] + chunk * s, 4);
-    __builtin_memcpy(&q, x[i] + chunk * (s + 1), 4);
-    const __m512i xp = _mm512_set1_epi32(p), xq = _mm512_set1_epi32(q);
-    MOE_UNROLL for (int u = 0; u < T; ++u) {
-      a[u][i] = _mm512_dpbusd_epi32(a[u][i], w[8 * u + s], xp);
-      b[u][i] = _mm512_dpbusd_epi32(b[u][i], w[8 * u + s + 1], xq);
-    }
-  }
-  MOE_UNROLL for (int u = 0; u < T; ++u) MOE_UNROLL for (int i = 0; i < NT; ++i) out[u * NT + i] =
-      _mm512_add_epi32(a[u][i], b[u][i]);
+  turned_block_sums<NT, T>(w, x, chunk, start, out);
 }
-
 #else  // AVX2 (and AVX-VNNI)
 // Tile shapes: 2 rows for 1 or 2 tokens (16 registers: the sums, the float accumulators,
 // a row's unpacked bytes). Decode of rows of 512 columns or more: 1 row, so that the

@@ -111,26 +111,33 @@ inline constexpr int kQ8Tokens = 2;
 // takes a 64-column chunk.
 inline constexpr int kQ8Tiles = 2, kQ8TilesFrom = 16;
 
-// One block of 32 columns of NT tokens (x[i]) against T tiles of 16 turned rows (tile u:
-// w[8u..8u+7]): each tile's exact int32 sums per token (sums[u * NT + i]), 128 * x
-// included. Each broadcast meets every tile; two chains per token and tile (even and odd
-// steps).
+// One block of NT tokens against T tiles of 16 turned rows (tile u's step s: w[8u + s], 4
+// bytes per row lane): each row's exact int32 sum (tile u, token i: out[u * NT + i]),
+// started at start[i] (nullptr: 0). x[i]: token i's 4 bytes of step 0; step s is `stride`
+// bytes further. Each broadcast meets every tile; two chains per token and tile (even and
+// odd steps). The int8 and the q4 turned tiles (linear_q4_x86.hpp) both sum through it.
 template <int NT, int T>
-[[gnu::always_inline]] inline void block_sums_q8(const __m512i* w, const int8_t* const* x, __m512i* sums) {
+[[gnu::always_inline]] inline void turned_block_sums(const __m512i* w, const int8_t* const* x, int stride,
+                                                     const int32_t* start, __m512i* out) {
   __m512i a[T][NT], b[T][NT];
-  MOE_UNROLL for (int u = 0; u < T; ++u) MOE_UNROLL for (int i = 0; i < NT; ++i) a[u][i] = b[u][i] =
-      _mm512_setzero_si512();
-  MOE_UNROLL for (int k = 0; k < 8; k += 2) MOE_UNROLL for (int i = 0; i < NT; ++i) {
-    int32_t p, q;
-    __builtin_memcpy(&p, x[i] + 4 * k, 4);
-    __builtin_memcpy(&q, x[i] + 4 * k + 4, 4);
-    const __m512i xp = _mm512_set1_epi32(p), xq = _mm512_set1_epi32(q);
+  MOE_UNROLL for (int i = 0; i < NT; ++i) {
+    const __m512i first = start != nullptr ? _mm512_set1_epi32(start[i]) : _mm512_setzero_si512();
     MOE_UNROLL for (int u = 0; u < T; ++u) {
-      a[u][i] = _mm512_dpbusd_epi32(a[u][i], w[8 * u + k], xp);
-      b[u][i] = _mm512_dpbusd_epi32(b[u][i], w[8 * u + k + 1], xq);
+      a[u][i] = first;
+      b[u][i] = _mm512_setzero_si512();
     }
   }
-  MOE_UNROLL for (int u = 0; u < T; ++u) MOE_UNROLL for (int i = 0; i < NT; ++i) sums[u * NT + i] =
+  MOE_UNROLL for (int s = 0; s < 8; s += 2) MOE_UNROLL for (int i = 0; i < NT; ++i) {
+    int32_t p, q;
+    __builtin_memcpy(&p, x[i] + stride * s, 4);
+    __builtin_memcpy(&q, x[i] + stride * (s + 1), 4);
+    const __m512i xp = _mm512_set1_epi32(p), xq = _mm512_set1_epi32(q);
+    MOE_UNROLL for (int u = 0; u < T; ++u) {
+      a[u][i] = _mm512_dpbusd_epi32(a[u][i], w[8 * u + s], xp);
+      b[u][i] = _mm512_dpbusd_epi32(b[u][i], w[8 * u + s + 1], xq);
+    }
+  }
+  MOE_UNROLL for (int u = 0; u < T; ++u) MOE_UNROLL for (int i = 0; i < NT; ++i) out[u * NT + i] =
       _mm512_add_epi32(a[u][i], b[u][i]);
 }
 
@@ -182,7 +189,7 @@ inline void q8_rows_tokens(const Matrix& m, const int8_t* xq, const float* xs, c
       }
       for (int b = 0; b < (T == 2 || lone ? 1 : 2); ++b) {
         __m512i d[T * kQ8Tokens];
-        block_sums_q8<kQ8Tokens, T>(v + 8 * b, x, d);
+        turned_block_sums<kQ8Tokens, T>(v + 8 * b, x, 4, nullptr, d);  // 128 * x included
         MOE_UNROLL for (int i = 0; i < kQ8Tokens; ++i) {
           const __m512 scale = _mm512_set1_ps(s[i][b]);
           MOE_UNROLL for (int u = 0; u < T; ++u) acc[u][k + i] =
