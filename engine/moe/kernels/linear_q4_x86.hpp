@@ -39,6 +39,14 @@ inline __m512i load_short(const void* p, int bytes) {
   }
 }
 
+// Decode's own tile: kQ4DecodeRows rows against one token, each step's load asking for
+// the bytes kQ4SpreadBytes further on (in place of linear_q4's burst per row block), on
+// rows of kQ4DecodeRowsFromCols columns or more. Prefill's tiles (and the one-token tile
+// of kQ4Tokens' rest) keep the burst.
+inline constexpr int kQ4DecodeRows = 4, kQ4DecodeRowsFromCols = 0;
+inline constexpr long kQ4PrefetchBytes = 4096;
+inline constexpr long kQ4SpreadBytes = 4096;
+
 // One group of a tile: R rows' group at `offset` against NT tokens' activations,
 // added to acc. Each (row, token) pair sums the group's blocks in int32 lanes, started at
 // the blocks' -8 * sum(q), in C chains (two when R * NT alone would leave the dot-product
@@ -61,6 +69,7 @@ template <int R, int NT, bool kWhole>
   MOE_UNROLL for (int p = 0; p < 4; ++p) {
     __m512i lo[R], hi[R];
     MOE_UNROLL for (int r = 0; r < R; ++r) {
+      if constexpr (NT == 1 && R == kQ4DecodeRows) prefetch(rows[r] + offset + 2 * g + chunk * p + kQ4SpreadBytes);
       const __m512i v = bytes(rows[r] + offset + 2 * g + chunk * p);
       lo[r] = _mm512_and_si512(v, low);
       hi[r] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
@@ -121,11 +130,6 @@ template <int R, int NT>
 // float accumulators, the row's unpacked bytes).
 inline constexpr int kQ4Tokens = 4;
 constexpr int q4_tile_rows(int nt) { return nt >= 4 ? 2 : nt == 2 ? 4 : 8; }
-// Decode takes the one-token tile and linear_q4's burst: no tile of its own (measured
-// best here), so the two constants after it are not used.
-inline constexpr int kQ4DecodeRows = q4_tile_rows(1), kQ4DecodeRowsFromCols = 0;
-inline constexpr long kQ4PrefetchBytes = 4096;
-inline constexpr long kQ4SpreadBytes = 0;
 
 // One group of g blocks of one token's activations quantized (quantize_activations_q4):
 // a step of the group is 4g columns, 4 per block, so lanes 4j..4j+3 of the step's

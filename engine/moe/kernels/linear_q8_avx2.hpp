@@ -11,7 +11,7 @@ inline float row_offset_q8(const int8_t*, const float*, int) { return 0.f; }  //
 // row, lanes whose sum is its dot product. Blocks stay in their own lanes until scaled
 // by their activation scale. Each row gets the same operations in the same order
 // whatever R is.
-template <int R>
+template <int R, bool kSpread = false>
 [[gnu::always_inline]] inline void row_dots_q8(const int8_t* const* w, const int8_t* x, const float* xs, int cols,
                                                fbatch* out) {
   static_assert(W == 8, "AVX2 build expects 8 float lanes");
@@ -21,6 +21,7 @@ template <int R>
   for (; c < whole(cols, 64); c += 64) {
     const __m256 s0 = _mm256_set1_ps(xs[c / 32]), s1 = _mm256_set1_ps(xs[c / 32 + 1]);
     MOE_UNROLL for (int r = 0; r < R; ++r) {
+      if constexpr (kSpread) _mm_prefetch(reinterpret_cast<const char*>(w[r] + c + kQ8SpreadBytes), _MM_HINT_T0);
       acc0[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(block_lanes_q8(w[r] + c, x + c)), s0, acc0[r]);
       acc1[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(block_lanes_q8(w[r] + c + 32, x + c + 32)), s1, acc1[r]);
     }

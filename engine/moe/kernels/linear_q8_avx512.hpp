@@ -38,7 +38,7 @@ inline float row_offset_q8(const int8_t* x, const float* xs, int cols) {
 // row, lanes whose sum is its dot product plus row_offset_q8. Blocks stay in their own
 // lanes until scaled by their activation scale, two blocks per vector. Each row gets the
 // same operations in the same order whatever R is.
-template <int R>
+template <int R, bool kSpread = false>
 [[gnu::always_inline]] inline void row_dots_q8(const int8_t* const* w, const int8_t* x, const float* xs, int cols,
                                                fbatch* out) {
   static_assert(W == 16, "AVX-512 build expects 16 float lanes");
@@ -53,6 +53,10 @@ template <int R>
     const __m512i x0 = _mm512_loadu_si512(x + c), x1 = _mm512_loadu_si512(x + c + 64);
     const __m512 s0 = chunk_scales(xs + c / 32), s1 = chunk_scales(xs + c / 32 + 2);
     MOE_UNROLL for (int r = 0; r < R; ++r) {
+      if constexpr (kSpread) {
+        _mm_prefetch(reinterpret_cast<const char*>(w[r] + c + kQ8SpreadBytes), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(w[r] + c + 64 + kQ8SpreadBytes), _MM_HINT_T0);
+      }
       acc0[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(chunk_lanes_q8(w[r] + c, x0)), s0, acc0[r]);
       acc1[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(chunk_lanes_q8(w[r] + c + 64, x1)), s1, acc1[r]);
     }

@@ -33,6 +33,10 @@ inline __m256i block_lanes_q8(const int8_t* w, const int8_t* x) {
 // decisions"). Each load prefetches the same bytes of the tile this many tiles ahead (the
 // int8 and q4 turned tiles); past a matrix's end that is harmless.
 inline constexpr int kQ8PrefetchTiles = 1;
+// Decode reads each row whole, in address order, but the hardware prefetcher alone left
+// bandwidth unused (bench/README.md, "Decode's spread prefetches"): each load
+// also asks for the bytes this far on (the row's next ones, or the next rows').
+inline constexpr long kQ8SpreadBytes = 4096;
 
 inline int32_t hsum(__m256i v) {
   __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
@@ -78,8 +82,9 @@ inline void quantize_activations(Simd, const float* x, int n, int cols, int8_t* 
 namespace simd {
 
 // Decode: the W rows of each of R blocks, finished by one haddp per block. `offset`:
-// row_offset_q8 of this token.
-template <int R>
+// row_offset_q8 of this token. kSpread: each load also prefetches kQ8SpreadBytes on
+// (decode's streams; prefill's rows are in L1).
+template <int R, bool kSpread = false>
 inline void q8_one_token_blocks(const Matrix& m, const int8_t* xq, const float* xs, float offset, const int* block_rows,
                                 float* y) {
   fbatch sums[R][W];
@@ -87,7 +92,7 @@ inline void q8_one_token_blocks(const Matrix& m, const int8_t* xq, const float* 
     const int8_t* rows[R];
     fbatch out[R];
     for (int b = 0; b < R; ++b) rows[b] = m.i8() + static_cast<long>(block_rows[b] + j) * m.cols;
-    row_dots_q8<R>(rows, xq, xs, m.cols, out);
+    row_dots_q8<R, kSpread>(rows, xq, xs, m.cols, out);
     for (int b = 0; b < R; ++b) sums[b][j] = out[b];
   }
   for (int b = 0; b < R; ++b)
@@ -100,7 +105,7 @@ inline void q8_one_token_blocks(const Matrix& m, const int8_t* xq, const float* 
 inline void q8_one_token_streams(const Matrix& m, const int8_t* xq, const float* xs, int r0, int end, float* y) {
   const float offset = row_offset_q8(xq, xs, m.cols);
   stream_blocks<2>(r0, end, [&](auto blocks, const int* first_rows) {
-    q8_one_token_blocks<decltype(blocks)::value>(m, xq, xs, offset, first_rows, y);
+    q8_one_token_blocks<decltype(blocks)::value, true>(m, xq, xs, offset, first_rows, y);
   });
 }
 
