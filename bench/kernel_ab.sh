@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The decode kernels of two versions of engine/moe, alternated token by token in one
-# process over the decode weights of bench-s, bench-m and, in int4, granite's and OLMoE's
-# shapes (bench/kernel_ab/driver.cpp): a finer A/B than ab_e2e.sh for a kernel change; then
+# process over the decode weights of bench-s, bench-m and, in int8 and int4, granite's and
+# OLMoE's shapes (bench/kernel_ab/driver.cpp): a finer A/B than ab_e2e.sh for a kernel change; then
 # their prefill kernels, every product against 16 tokens (bench-m) or 8 (OLMoE: 64
 # experts, top 8, so a 64-token chunk gives each about 8). The
 # weights sit in heap buffers (4 KB pages), unlike moe_infer's mapped model file:
@@ -35,11 +35,14 @@ for _ in 1 2; do
     run 256 512 256 128 0 400    # bench-s f32
     run 256 512 256 128 1 1000   # bench-s f16
     run 256 512 256 128 2 2000   # bench-s int8
+    run 256 512 256 128 3 2000   # bench-s int4
     run 512 1408 512 256 0 100   # bench-m f32
     run 512 1408 512 256 2 400   # bench-m int8
     run 512 1408 512 256 3 400   # bench-m int4
     run 1024 512 1024 512 3 100  # granite-1b-a400m's shapes, int4 (from memory)
     run 2048 1024 2048 2048 3 40 # OLMoE-1B-7B's shapes, int4 (300 MB: from memory)
+    run 1024 512 1024 512 2 100  # granite's shapes, int8 (its attention and lm_head are int8 by default)
+    run 2048 1024 2048 2048 2 40 # OLMoE's shapes, int8
   fi
   if [[ $kinds == *" cache "* ]]; then  # decode in the caches: one layer of 2 experts
     run 512 1408 512 256 2 4000 1 1 2    # bench-m int8 (about 5 MB)
