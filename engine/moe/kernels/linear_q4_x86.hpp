@@ -21,6 +21,11 @@ namespace moe::kernels::simd {
 [[gnu::always_inline]] inline void prefetch(const uint8_t* p) {
   _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T0);
 }
+// linear_q4's burst per row block asks for the bytes this far past the block's start; a
+// decode tile of the ISA's own (kQ4DecodeRows) instead has each load ask for the bytes
+// kQ8SpreadBytes on, as int8 decode's streams do (bench/README.md, "Design decisions").
+inline constexpr long kQ4PrefetchBytes = 4096;
+inline constexpr long kQ4SpreadBytes = kQ8SpreadBytes;
 
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512DQ__)  // as linear_q8_avx512.hpp
 
@@ -44,8 +49,6 @@ inline __m512i load_short(const void* p, int bytes) {
 // rows of kQ4DecodeRowsFromCols columns or more. Prefill's tiles (and the one-token tile
 // of kQ4Tokens' rest) keep the burst.
 inline constexpr int kQ4DecodeRows = 4, kQ4DecodeRowsFromCols = 0;
-inline constexpr long kQ4PrefetchBytes = 4096;
-inline constexpr long kQ4SpreadBytes = 4096;
 
 // One group of a tile: R rows' group at `offset` against NT tokens' activations,
 // added to acc. Each (row, token) pair sums the group's blocks in int32 lanes, started at
@@ -211,8 +214,6 @@ template <int NT, int T = 1>
 inline constexpr int kQ4Tokens = 2;
 constexpr int q4_tile_rows(int) { return 2; }
 inline constexpr int kQ4DecodeRows = 1, kQ4DecodeRowsFromCols = 512;
-inline constexpr long kQ4PrefetchBytes = 4096;
-inline constexpr long kQ4SpreadBytes = 4096;
 
 // 4-byte lanes [0, n) of p, the rest 0.
 inline __m256i load_lanes(const void* p, int n) {
