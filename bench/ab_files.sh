@@ -6,8 +6,11 @@
 # pp64 and tg (after the prompt) over rounds, their ranges, and its ratio to the
 # baseline's.
 #   AB_THREADS="1 2" AB_REPS=5 bench/ab_files.sh ROUNDS BASE_BIN=BASE_FILE BIN=FILE [BIN=FILE...] [-- moe_infer flags]
+# A side may add its own moe_infer flags after a second '=': BIN=FILE="--load read".
 # Example (issue 20's baseline: the build before it, all-int8, against today's default):
 #   bench/ab_files.sh 3 /tmp/old/moe_infer=granite-int8-old.moe build/x/tools/moe_infer=granite.moe
+# The same build and file, mapped against read into memory:
+#   bench/ab_files.sh 5 build/x/tools/moe_infer=granite.moe build/x/tools/moe_infer=granite.moe="--load read"
 set -euo pipefail
 rounds=$1
 shift
@@ -19,9 +22,12 @@ while [ $# -gt 0 ] && [ "$1" != -- ]; do
 done
 [ $# -gt 0 ] && shift  # the --
 [ ${#sides[@]} -ge 2 ] || { echo "ab_files.sh: give a baseline and at least one other BIN=FILE" >&2; exit 1; }
+bin() { echo "${1%%=*}"; }
+file() { local rest=${1#*=}; echo "${rest%%=*}"; }
+flags() { local rest=${1#*=}; [[ $rest == *=* ]] && echo "${rest#*=}"; true; }
 for s in "${sides[@]}"; do
-  [ -x "${s%%=*}" ] || { echo "ab_files.sh: ${s%%=*}: not an executable" >&2; exit 1; }
-  [ -f "${s#*=}" ] || { echo "ab_files.sh: ${s#*=}: no such file" >&2; exit 1; }
+  [ -x "$(bin "$s")" ] || { echo "ab_files.sh: $(bin "$s"): not an executable" >&2; exit 1; }
+  [ -f "$(file "$s")" ] || { echo "ab_files.sh: $(file "$s"): no such file" >&2; exit 1; }
 done
 threads=${AB_THREADS:-1 2} reps=${AB_REPS:-5}
 n=${#sides[@]}
@@ -34,7 +40,8 @@ for ((r = 0; r < rounds; ++r)); do
     for ((k = 0; k < n; ++k)); do
       i=$(((r + k) % n))
       s=${sides[$i]}
-      "${s%%=*}" -m "${s#*=}" --bench --bench-prompt 64 --bench-tokens 32 --bench-reps "$reps" --bench-probe-mib 64 \
+      # shellcheck disable=SC2046  # a side's flags are words
+      "$(bin "$s")" -m "$(file "$s")" $(flags "$s") --bench --bench-prompt 64 --bench-tokens 32 --bench-reps "$reps" --bench-probe-mib 64 \
         --threads "$t" --json "$tmp/j" "$@" >/dev/null
       echo "$(field prefill_tok_s "$tmp/j") $(field decode_tok_s "$tmp/j")" >> "$tmp/$i.$t"
     done

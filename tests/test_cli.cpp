@@ -161,6 +161,7 @@ TEST_F(Cli, BenchReportsThroughputAndTheWeightsEachTokenReads) {
   EXPECT_NE(r.out.find("as llama-bench: pp16 "), std::string::npos) << r.out;
   EXPECT_GT(j["read_bandwidth_gb_s"].get<double>(), 0);
   EXPECT_EQ(j["threads"], 2);
+  EXPECT_EQ(j["load"], "map");  // the default
   // fp32, d 64, kv dim 32, 4 experts of hidden 128, top-2, vocab 96: one embedding row,
   // then per layer two norms, q/k/v/o, the router and 2 of the 4 experts' three matrices,
   // then the final norm and lm_head.
@@ -169,6 +170,23 @@ TEST_F(Cli, BenchReportsThroughputAndTheWeightsEachTokenReads) {
   expect_failure(
       run({kInfer, "--model", path("mix32.moe"), "--bench", "--bench-prompt", "100", "--bench-tokens", "100"}), 2,
       "exceed the model's context of 128 tokens");
+}
+
+// The weights read into memory (huge pages) and mapped are the same bytes: the same text.
+TEST_F(Cli, MappedAndReadModelsGiveTheSameText) {
+  std::string text[3];
+  const std::vector<std::string> loads[3] = {{"--load", "map"}, {"--load", "read", "--threads", "2"}, {"--no-mmap"}};
+  for (int i = 0; i < 3; ++i) {
+    std::vector<std::string> argv = {kInfer, "-m",        path("mix32.moe"), "--ids", "1,2,3", "-n", "20", "--temp",
+                                     "0.8",  "--seed",    "7",               "--no-stats"};
+    argv.insert(argv.end(), loads[i].begin(), loads[i].end());
+    const Result r = run(argv);
+    ASSERT_EQ(r.code, 0) << loads[i][0] << ": " << r.err;
+    text[i] = r.out;
+  }
+  EXPECT_FALSE(text[0].empty());
+  EXPECT_EQ(text[0], text[1]);
+  EXPECT_EQ(text[0], text[2]);
 }
 
 TEST_F(Cli, InferTextIsReproducibleBySeed) {
@@ -241,6 +259,8 @@ TEST_F(Cli, InferRefusesBadInput) {
                  "--prompt and --ids cannot be given together");
   expect_failure(run({kInfer, "-m", path("tiny.moe"), "-p"}), 2, "-p needs a value");
   expect_failure(run({kInfer, "-m", path("tiny.moe"), "-p", "A", "extra"}), 2, "unexpected argument 'extra'");
+  expect_failure(run({kInfer, "-m", path("tiny.moe"), "-p", "A", "--load", "mmap"}), 2,
+                 "--load is map or read, not 'mmap'");
   // A truncated copy of a model.
   const std::string bytes = slurp(path("tiny.moe"));
   std::ofstream(path("cut.moe"), std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size() / 2));
@@ -252,7 +272,8 @@ TEST_F(Cli, InferHelpListsEveryOptionWithItsDefault) {
   ASSERT_EQ(r.code, 0) << r.err;
   for (const char* option : {"--model", "--prompt", "--ids", "--tokens", "--temp", "--top-k", "--top-p", "--seed",
                              "--threads", "--no-stats", "--no-echo", "--no-verify", "--list-configs", "--bench",
-                             "--bench-prompt", "--bench-tokens", "--bench-reps", "--bench-probe-mib", "--json"})
+                             "--bench-prompt", "--bench-tokens", "--bench-reps", "--bench-probe-mib", "--json", "--load",
+                             "--no-mmap"})
     EXPECT_NE(r.out.find(option), std::string::npos) << option;
   EXPECT_NE(r.out.find("tokens to generate [200]"), std::string::npos) << r.out;
   // --name=value is the same as --name value.

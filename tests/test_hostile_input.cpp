@@ -311,14 +311,19 @@ TEST(HostileInput, FifosAreRefusedInsteadOfHanging) {
 
 // ---- 8, 9, 10. a model replaced while running, output that cannot be written, threads ----
 
-TEST(HostileRun, AModelTruncatedWhileRunningGivesAMessageAndNoMmapIsImmune) {
+// Mapped (the default, --load map), a file truncated under the run stops it with a
+// message; read into memory (--load read, or its old spelling --no-mmap) it runs on.
+TEST(HostileRun, AModelTruncatedWhileRunningGivesAMessageAndAReadModelIsImmune) {
   test::TempDir tmp;
   ASSERT_EQ(run(convert_args(test::fixture_dir("makemoe-tiny"), tmp / "model.moe")).code, 0);
-  for (const bool mmap : {true, false}) {
+  const std::vector<std::vector<std::string>> loads = {{}, {"--load", "map"}, {"--load", "read"}, {"--no-mmap"}};
+  for (const std::vector<std::string>& load : loads) {
+    const bool mmap = load.empty() || load.back() == "map";
+    SCOPED_TRACE(load.empty() ? "default" : load.back());
     fs::copy_file(tmp / "model.moe", tmp / "live.moe", fs::copy_options::overwrite_existing);
     std::vector<std::string> argv = {kInfer,  "-m",        (tmp / "live.moe").string(), "-p", "ROMEO:", "-n",
                                      "20000", "--no-stats"};
-    if (!mmap) argv.push_back("--no-mmap");
+    argv.insert(argv.end(), load.begin(), load.end());
     // Truncated once the program has read the model and echoed the prompt: what a user's
     // `cp new.moe live.moe` does first, while the old model is generating.
     const auto truncate = [&] { fs::resize_file(tmp / "live.moe", 0); };

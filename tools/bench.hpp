@@ -3,6 +3,8 @@
 // timed generation).
 #pragma once
 
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
@@ -41,7 +43,8 @@ inline double active_weight_bytes_per_token(const ModelFile& file) {
 
 // Read bandwidth of the pool's cores: each thread sums its share of a buffer far larger
 // than the caches as four far-apart streams (one sequential stream reads less: bench/
-// README.md); best of `reps` passes (bytes per second).
+// README.md); best of `reps` passes (bytes per second). The buffer asks for huge pages,
+// as MappedFile::read's weights do, so the roofline is the best the machine reads.
 inline double read_bandwidth_probe(platform::ThreadPool& pool, size_t bytes = size_t{512} << 20, int reps = 5) {
   struct Probe {
     const float* buf;
@@ -70,9 +73,14 @@ inline double read_bandwidth_probe(platform::ThreadPool& pool, size_t bytes = si
     }
   };
   const size_t n = bytes / sizeof(float) / 256 * 256;
-  std::unique_ptr<float[], void (*)(float*)> buf(static_cast<float*>(std::aligned_alloc(64, n * sizeof(float))),
+  constexpr size_t kHugePage = size_t{2} << 20;
+  const size_t rounded = (n * sizeof(float) + kHugePage - 1) / kHugePage * kHugePage;
+  std::unique_ptr<float[], void (*)(float*)> buf(static_cast<float*>(std::aligned_alloc(kHugePage, rounded)),
                                                  [](float* f) { std::free(f); });
   if (!buf) return 0;  // no memory for the probe: no roofline (printed as 0)
+#ifdef MADV_HUGEPAGE
+  madvise(buf.get(), rounded, MADV_HUGEPAGE);
+#endif
   for (size_t i = 0; i < n; ++i) buf[i] = static_cast<float>(i & 1023);  // touch every page
   Probe probe{buf.get(), n, {}};
   const Workers w = pool.workers();

@@ -57,7 +57,7 @@ void context_hint(int max_context) {
 void on_sigbus(int) {
   static const char message[] =
       "\nmoe_infer: the model file changed or shrank while in use (replace a model with mv, not cp; "
-      "or run with --no-mmap)\n";
+      "or run with --load read)\n";
   [[maybe_unused]] const ssize_t n = ::write(2, message, sizeof message - 1);
   ::_exit(1);
 }
@@ -81,7 +81,8 @@ struct Options {
   bool stats = true;
   bool echo = true;
   bool verify = true;
-  bool mmap = true;
+  std::string load = "map";  // --load: map or read
+  bool no_mmap = false;      // --no-mmap: the older spelling of --load read
   int threads = 1;
   bool int8_activations = true;
   bool bench = false;
@@ -89,6 +90,7 @@ struct Options {
   std::string json;        // --bench results as JSON: a path, or "-" for stdout
   std::string logits_out;  // the logits after every prompt token, as JSON
   double load_ms = 0;      // mapping (or reading) and verifying the file
+  const char* loaded = "";  // "map" or "read": what --load chose
   moe::tools::BenchOptions bench_options;
 };
 
@@ -142,7 +144,8 @@ struct Generate {
                 moe::ConfigKey(C).c_str(), kernels, o.threads,
                 moe::tools::grouped(static_cast<long long>(file.size_bytes())).c_str(),
                 moe::tools::grouped(static_cast<long long>(r.bytes_per_token)).c_str());
-    std::printf("load %.1f ms (%s) | engine RAM %s B (KV cache %s)\n", o.load_ms,
+    std::printf("load %.1f ms (%s, %s) | engine RAM %s B (KV cache %s)\n", o.load_ms,
+                std::strcmp(o.loaded, "read") == 0 ? "read into memory" : "mapped",
                 o.verify ? "with the CRC-32C check of every weight" : "--no-verify",
                 moe::tools::grouped(static_cast<long long>(sizeof(EngineT))).c_str(),
                 kKvCache == moe::KvCache::f16 ? "f16" : "f32");
@@ -169,12 +172,12 @@ struct Generate {
                     "\"prefill_tok_s_min\": %.1f, \"decode_tok_s_min\": %.1f, \"read_bandwidth_gb_s\": %.2f, "
                     "\"roofline_fraction\": %.4f, \"load_ms\": %.1f, \"engine_bytes\": %zu, \"kv_cache\": \"%s\", "
                     "\"pp_tok_s\": %.1f, \"tg_tok_s\": %.1f, \"tg_tok_s_min\": %.1f, \"handover_us\": %.3f, "
-                    "\"min_macs_per_worker\": %ld}\n",
+                    "\"min_macs_per_worker\": %ld, \"load\": \"%s\"}\n",
                     moe::ConfigKey(C).c_str(), kernels, o.threads, file.size_bytes(), r.bytes_per_token, b.prompt,
                     b.tokens, b.reps, r.prefill_tok_s, r.decode_tok_s, r.prefill_min, r.decode_min, b.bandwidth / 1e9,
                     r.roofline_fraction, o.load_ms, sizeof(EngineT), kKvCache == moe::KvCache::f16 ? "f16" : "f32",
                     r.prefill_tok_s, r.tg_empty_tok_s, r.tg_empty_min, split.handover_s * 1e6,
-                    split.min_macs_per_worker);
+                    split.min_macs_per_worker, o.loaded);
       if (o.json == "-") {
         std::fputs(buf, stdout);
       } else if (const std::string error = moe::tools::write_output_file(o.json, buf); !error.empty()) {
@@ -379,8 +382,11 @@ int main(int argc, char** argv) {
   args.flag("--no-stats", o.stats, false, "do not print the stats line");
   args.flag("--no-echo", o.echo, false, "do not print the prompt before the continuation");
   args.flag("--no-verify", o.verify, false, "skip the CRC-32C check of the weights at load");
-  args.flag("--no-mmap", o.mmap, false,
-            "read the model into memory instead of mapping it (a file replaced in place cannot then stop the run)");
+  args.option("--load", o.load,
+              "how the model gets into memory: map (the file's pages, shared and loaded at once) or read (a copy in "
+              "huge pages where the OS gives them: decode reads weights faster, the copy costs time at load, and a "
+              "file replaced in place cannot stop the run)");
+  args.flag("--no-mmap", o.no_mmap, true, "the same as --load read");
   args.flag("--list-configs", list, true, "print the model configs this build supports");
   args.flag("--bench", o.bench, true,
             "measure prefill and decode tokens/s (token ids; no prompt needed) and the bandwidth roofline");
@@ -399,6 +405,9 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (o.model.empty()) return std::fprintf(stderr, "moe_infer: --model is required (see --help)\n"), 2;
+  if (o.load != "map" && o.load != "read")
+    return std::fprintf(stderr, "moe_infer: --load is map or read, not '%s'\n", o.load.c_str()), 2;
+  const bool read_model = o.load == "read" || o.no_mmap;
   // The prompt from a file or stdin, read whole before the model is opened.
   if (!o.prompt_file.empty() || o.prompt == "-") {
     FILE* in = o.prompt == "-" ? stdin : std::fopen(o.prompt_file.c_str(), "rb");
@@ -428,9 +437,11 @@ int main(int argc, char** argv) {
 
   const auto t_load = Clock::now();
   moe::MappedFile map;
-  if (moe::Error e = o.mmap ? moe::MappedFile::open(o.model.c_str(), map) : moe::MappedFile::read(o.model.c_str(), map))
+  if (moe::Error e = read_model ? moe::MappedFile::read(o.model.c_str(), map, o.threads)
+                                : moe::MappedFile::open(o.model.c_str(), map))
     return std::fprintf(stderr, "moe_infer: %s\n", e.what()), 1;
-  if (o.mmap) {
+  o.loaded = map.owned() ? "read" : "map";
+  if (!map.owned()) {
     struct sigaction bus {};
     bus.sa_handler = on_sigbus;
     sigaction(SIGBUS, &bus, nullptr);

@@ -5,10 +5,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <thread>
 #include <utility>
 
 namespace moe {
@@ -99,6 +101,24 @@ Error read_fully(int fd, void* buf, size_t size, const char* path) {
   return Error::none();
 }
 
+namespace {
+
+// pread's loop: n bytes at `offset`; a short file is an error naming `path`.
+Error pread_fully(int fd, char* buf, size_t n, size_t offset, const char* path) {
+  size_t have = 0;
+  while (have < n) {
+    const ssize_t got = ::pread(fd, buf + have, n - have, static_cast<off_t>(offset + have));
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0)
+      return Error::make(ErrorCode::io, "cannot read '%s': %s", path,
+                         got < 0 ? std::strerror(errno) : "it shrank while being read");
+    have += static_cast<size_t>(got);
+  }
+  return Error::none();
+}
+
+}  // namespace
+
 void release_pages(const void* data, size_t n) {
   const auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
   const auto begin = (reinterpret_cast<uintptr_t>(data) + page - 1) / page * page;
@@ -110,25 +130,46 @@ double physical_memory_bytes() {
   return static_cast<double>(sysconf(_SC_PHYS_PAGES)) * static_cast<double>(sysconf(_SC_PAGESIZE));
 }
 
-Error MappedFile::read(const char* path, MappedFile& out) {
+Error MappedFile::read(const char* path, MappedFile& out, int threads) {
   out = MappedFile{};
   int fd = -1;
   struct stat st {};
   if (Error e = open_regular_file(path, fd, &st)) return e;
   const auto size = static_cast<size_t>(st.st_size);
-  void* p = size == 0 ? nullptr : std::aligned_alloc(64, (size + 63) / 64 * 64);
+  constexpr size_t kHugePage = size_t{2} << 20;
+  const size_t rounded = (size + kHugePage - 1) / kHugePage * kHugePage;
+  void* p = size == 0 ? nullptr : std::aligned_alloc(kHugePage, rounded);
+#ifdef MADV_HUGEPAGE
+  // Before the first touch, so the pages come huge; where THP is off this does nothing.
+  if (p != nullptr) madvise(p, rounded, MADV_HUGEPAGE);
+#endif
   if (p == nullptr) {
     close(fd);
     return size == 0 ? Error::make(ErrorCode::not_a_model, "'%s' is empty", path)
                      : Error::make(ErrorCode::io, "cannot read '%s': %lu bytes do not fit in memory", path,
                                    static_cast<unsigned long>(size));
   }
-  const Error e = read_fully(fd, p, size, path);
+  // Slices of whole huge pages, one per thread: the copy's page faults (a fresh page's
+  // zeroing, and on a VM the host backing it) run side by side.
+  constexpr int kMaxThreads = 16;
+  const size_t pages = rounded / kHugePage;
+  const int parts = static_cast<int>(std::min(static_cast<size_t>(std::clamp(threads, 1, kMaxThreads)), pages));
+  Error errors[kMaxThreads];
+  const auto read_part = [&](int i) {
+    const size_t begin = pages * static_cast<size_t>(i) / static_cast<size_t>(parts) * kHugePage;
+    const size_t end = std::min(size, pages * static_cast<size_t>(i + 1) / static_cast<size_t>(parts) * kHugePage);
+    errors[i] = pread_fully(fd, static_cast<char*>(p) + begin, end - begin, begin, path);
+  };
+  std::thread helpers[kMaxThreads];
+  for (int i = 1; i < parts; ++i) helpers[i] = std::thread(read_part, i);
+  read_part(0);
+  for (int i = 1; i < parts; ++i) helpers[i].join();
   close(fd);
-  if (e) {
-    std::free(p);
-    return e;
-  }
+  for (int i = 0; i < parts; ++i)
+    if (errors[i]) {
+      std::free(p);
+      return errors[i];
+    }
   out.data_ = p;
   out.size_ = size;
   out.owned_ = true;

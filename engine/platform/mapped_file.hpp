@@ -44,12 +44,17 @@ class MappedFile {
   // Maps `path` (page-aligned, so 64-byte aligned as the model format needs); a regular
   // file only (open_regular_file).
   static Error open(const char* path, MappedFile& out);
-  // Reads the whole file into 64-byte aligned memory instead: the file may then change or
-  // go away without affecting the reader (moe_infer --no-mmap).
-  static Error read(const char* path, MappedFile& out);
+  // Reads the whole file into memory instead: the file may then change or go away
+  // without affecting the reader. The memory is 2 MB aligned and asks for transparent
+  // huge pages (MADV_HUGEPAGE), so a reader streaming GBs of weights goes through one
+  // TLB entry per 2 MB, where a mapping of the page cache may take one per 4 KB
+  // (bench/README.md, "Weights in huge pages"). `threads` read slices of it side by side.
+  static Error read(const char* path, MappedFile& out, int threads = 1);
 
   const void* data() const { return data_; }
   size_t size() const { return size_; }
+  // True when read into memory, false when mapped.
+  bool owned() const { return owned_; }
 
  private:
   void release();
