@@ -42,8 +42,11 @@ struct ConvertOptions {
   int max_context = 0;           // > 0: override the checkpoint's context length
   double capacity_factor = -1.;  // >= 0: override the checkpoint's expert capacity (0: none)
   // convert_to_file streams files of at least this many bytes (estimated) in format
-  // version 3, one tensor in memory at a time; smaller ones are built in memory.
-  double stream_from_bytes = 1024.0 * 1024 * 1024;
+  // version 3, one tensor in memory at a time; smaller ones are built in memory (about
+  // three times the file at the peak) and keep the lowest version that holds them, which
+  // older engines (firmware) read. Streaming is no slower (bench/README.md, "Streaming
+  // from 64 MiB").
+  double stream_from_bytes = 64.0 * 1024 * 1024;
   // Threads that share each int8 and int4 tensor's quantization (moe_convert: its pool);
   // the default, none: the calling thread alone. The file is the same either way.
   Workers workers;
