@@ -46,6 +46,7 @@ const Recipe kRecipes[] = {
     {"experts int4, Q4_0 scale rule", DType::q4, DType::f32, DType::f32, 0, kQ4_0},
     {"int4 experts + f16 attn/emb", DType::q4, DType::f16, DType::f16, 0},
     {"int4 experts + i8/row attn/emb", DType::q4, DType::i8, DType::i8, 0},
+    {"int4 experts + int4 attn, i8/row emb", DType::q4, DType::q4, DType::i8, 0},
     {"all int4", DType::q4, DType::q4, DType::q4, 0},
     {"all int4, Q4_0 scale rule", DType::q4, DType::q4, DType::q4, 0, kQ4_0},
 };
