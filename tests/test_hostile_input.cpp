@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -21,6 +22,7 @@
 #include "converter/input_file.hpp"
 #include "converter/safetensors.hpp"
 #include "moe/model_file.hpp"
+#include "platform/mapped_file.hpp"
 #include "support/test_support.hpp"
 #include "trainer/merge/recipe.hpp"
 
@@ -310,6 +312,29 @@ TEST(HostileInput, FifosAreRefusedInsteadOfHanging) {
 }
 
 // ---- 8, 9, 10. a model replaced while running, output that cannot be written, threads ----
+
+// MappedFile::read (moe_infer --load read): slices of whole huge pages read on several
+// threads give the file byte for byte, in memory aligned to a huge page, whether the
+// threads outnumber the pages or not.
+TEST(HostileRun, AFileReadOnSeveralThreadsIsTheFileByteForByte) {
+  test::TempDir tmp;
+  std::string bytes(5 * kHugePageBytes + 123, '\0');
+  uint32_t x = 12345;
+  for (char& c : bytes) c = static_cast<char>((x = x * 1664525u + 1013904223u) >> 24);
+  std::ofstream(tmp / "f.bin", std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  for (const int threads : {1, 3, 16}) {
+    MappedFile file;
+    ASSERT_TRUE(MappedFile::read((tmp / "f.bin").c_str(), file, threads).ok()) << threads;
+    ASSERT_EQ(file.size(), bytes.size());
+    EXPECT_TRUE(file.owned());
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(file.data()) % kHugePageBytes, 0u);
+    EXPECT_EQ(std::memcmp(file.data(), bytes.data(), bytes.size()), 0) << threads << " threads";
+  }
+  MappedFile empty;
+  std::ofstream(tmp / "empty.bin").close();
+  const Error e = MappedFile::read((tmp / "empty.bin").c_str(), empty, 4);
+  EXPECT_EQ(e.code, ErrorCode::not_a_model) << e.what();
+}
 
 // Mapped (the default, --load map), a file truncated under the run stops it with a
 // message; read into memory (--load read, or its old spelling --no-mmap) it runs on.

@@ -3,8 +3,6 @@
 // timed generation).
 #pragma once
 
-#include <sys/mman.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
@@ -18,6 +16,7 @@
 #include "moe/generate.hpp"
 #include "moe/model_file.hpp"
 #include "moe/sampler.hpp"
+#include "platform/mapped_file.hpp"
 #include "platform/thread_pool.hpp"
 
 namespace moe::tools {
@@ -73,14 +72,9 @@ inline double read_bandwidth_probe(platform::ThreadPool& pool, size_t bytes = si
     }
   };
   const size_t n = bytes / sizeof(float) / 256 * 256;
-  constexpr size_t kHugePage = size_t{2} << 20;
-  const size_t rounded = (n * sizeof(float) + kHugePage - 1) / kHugePage * kHugePage;
-  std::unique_ptr<float[], void (*)(float*)> buf(static_cast<float*>(std::aligned_alloc(kHugePage, rounded)),
-                                                 [](float* f) { std::free(f); });
+  std::unique_ptr<float[], void (*)(float*)> buf(
+      static_cast<float*>(moe::allocate_in_huge_pages(n * sizeof(float))), [](float* f) { std::free(f); });
   if (!buf) return 0;  // no memory for the probe: no roofline (printed as 0)
-#ifdef MADV_HUGEPAGE
-  madvise(buf.get(), rounded, MADV_HUGEPAGE);
-#endif
   for (size_t i = 0; i < n; ++i) buf[i] = static_cast<float>(i & 1023);  // touch every page
   Probe probe{buf.get(), n, {}};
   const Workers w = pool.workers();

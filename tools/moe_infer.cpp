@@ -90,7 +90,7 @@ struct Options {
   std::string json;        // --bench results as JSON: a path, or "-" for stdout
   std::string logits_out;  // the logits after every prompt token, as JSON
   double load_ms = 0;      // mapping (or reading) and verifying the file
-  const char* loaded = "";  // "map" or "read": what --load chose
+  bool model_read = false;  // read into memory (--load read), not mapped
   moe::tools::BenchOptions bench_options;
 };
 
@@ -145,7 +145,7 @@ struct Generate {
                 moe::tools::grouped(static_cast<long long>(file.size_bytes())).c_str(),
                 moe::tools::grouped(static_cast<long long>(r.bytes_per_token)).c_str());
     std::printf("load %.1f ms (%s, %s) | engine RAM %s B (KV cache %s)\n", o.load_ms,
-                std::strcmp(o.loaded, "read") == 0 ? "read into memory" : "mapped",
+                o.model_read ? "read into memory" : "mapped",
                 o.verify ? "with the CRC-32C check of every weight" : "--no-verify",
                 moe::tools::grouped(static_cast<long long>(sizeof(EngineT))).c_str(),
                 kKvCache == moe::KvCache::f16 ? "f16" : "f32");
@@ -177,7 +177,7 @@ struct Generate {
                     b.tokens, b.reps, r.prefill_tok_s, r.decode_tok_s, r.prefill_min, r.decode_min, b.bandwidth / 1e9,
                     r.roofline_fraction, o.load_ms, sizeof(EngineT), kKvCache == moe::KvCache::f16 ? "f16" : "f32",
                     r.prefill_tok_s, r.tg_empty_tok_s, r.tg_empty_min, split.handover_s * 1e6,
-                    split.min_macs_per_worker, o.loaded);
+                    split.min_macs_per_worker, o.model_read ? "read" : "map");
       if (o.json == "-") {
         std::fputs(buf, stdout);
       } else if (const std::string error = moe::tools::write_output_file(o.json, buf); !error.empty()) {
@@ -440,8 +440,8 @@ int main(int argc, char** argv) {
   if (moe::Error e = read_model ? moe::MappedFile::read(o.model.c_str(), map, o.threads)
                                 : moe::MappedFile::open(o.model.c_str(), map))
     return std::fprintf(stderr, "moe_infer: %s\n", e.what()), 1;
-  o.loaded = map.owned() ? "read" : "map";
-  if (!map.owned()) {
+  o.model_read = map.owned();
+  if (!o.model_read) {
     struct sigaction bus {};
     bus.sa_handler = on_sigbus;
     sigaction(SIGBUS, &bus, nullptr);

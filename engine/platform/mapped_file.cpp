@@ -88,10 +88,10 @@ Error MappedFile::open(const char* path, MappedFile& out) {
   return Error::none();
 }
 
-Error read_fully(int fd, void* buf, size_t size, const char* path) {
+Error read_fully(int fd, void* buf, size_t size, const char* path, size_t offset) {
   size_t have = 0;
   while (have < size) {
-    const ssize_t n = ::read(fd, static_cast<char*>(buf) + have, size - have);
+    const ssize_t n = ::pread(fd, static_cast<char*>(buf) + have, size - have, static_cast<off_t>(offset + have));
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0)
       return Error::make(ErrorCode::io, "cannot read '%s': %s", path,
@@ -101,23 +101,15 @@ Error read_fully(int fd, void* buf, size_t size, const char* path) {
   return Error::none();
 }
 
-namespace {
-
-// pread's loop: n bytes at `offset`; a short file is an error naming `path`.
-Error pread_fully(int fd, char* buf, size_t n, size_t offset, const char* path) {
-  size_t have = 0;
-  while (have < n) {
-    const ssize_t got = ::pread(fd, buf + have, n - have, static_cast<off_t>(offset + have));
-    if (got < 0 && errno == EINTR) continue;
-    if (got <= 0)
-      return Error::make(ErrorCode::io, "cannot read '%s': %s", path,
-                         got < 0 ? std::strerror(errno) : "it shrank while being read");
-    have += static_cast<size_t>(got);
-  }
-  return Error::none();
+void* allocate_in_huge_pages(size_t bytes) {
+  const size_t rounded = (bytes + kHugePageBytes - 1) / kHugePageBytes * kHugePageBytes;
+  void* p = bytes == 0 ? nullptr : std::aligned_alloc(kHugePageBytes, rounded);
+#ifdef MADV_HUGEPAGE
+  // Before the first touch, so the pages come huge; where THP is off this does nothing.
+  if (p != nullptr) madvise(p, rounded, MADV_HUGEPAGE);
+#endif
+  return p;
 }
-
-}  // namespace
 
 void release_pages(const void* data, size_t n) {
   const auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
@@ -136,13 +128,7 @@ Error MappedFile::read(const char* path, MappedFile& out, int threads) {
   struct stat st {};
   if (Error e = open_regular_file(path, fd, &st)) return e;
   const auto size = static_cast<size_t>(st.st_size);
-  constexpr size_t kHugePage = size_t{2} << 20;
-  const size_t rounded = (size + kHugePage - 1) / kHugePage * kHugePage;
-  void* p = size == 0 ? nullptr : std::aligned_alloc(kHugePage, rounded);
-#ifdef MADV_HUGEPAGE
-  // Before the first touch, so the pages come huge; where THP is off this does nothing.
-  if (p != nullptr) madvise(p, rounded, MADV_HUGEPAGE);
-#endif
+  void* p = allocate_in_huge_pages(size);
   if (p == nullptr) {
     close(fd);
     return size == 0 ? Error::make(ErrorCode::not_a_model, "'%s' is empty", path)
@@ -152,13 +138,14 @@ Error MappedFile::read(const char* path, MappedFile& out, int threads) {
   // Slices of whole huge pages, one per thread: the copy's page faults (a fresh page's
   // zeroing, and on a VM the host backing it) run side by side.
   constexpr int kMaxThreads = 16;
-  const size_t pages = rounded / kHugePage;
+  const size_t pages = (size + kHugePageBytes - 1) / kHugePageBytes;
   const int parts = static_cast<int>(std::min(static_cast<size_t>(std::clamp(threads, 1, kMaxThreads)), pages));
   Error errors[kMaxThreads];
   const auto read_part = [&](int i) {
-    const size_t begin = pages * static_cast<size_t>(i) / static_cast<size_t>(parts) * kHugePage;
-    const size_t end = std::min(size, pages * static_cast<size_t>(i + 1) / static_cast<size_t>(parts) * kHugePage);
-    errors[i] = pread_fully(fd, static_cast<char*>(p) + begin, end - begin, begin, path);
+    const size_t begin = pages * static_cast<size_t>(i) / static_cast<size_t>(parts) * kHugePageBytes;
+    const size_t end =
+        std::min(size, pages * static_cast<size_t>(i + 1) / static_cast<size_t>(parts) * kHugePageBytes);
+    errors[i] = read_fully(fd, static_cast<char*>(p) + begin, end - begin, path, begin);
   };
   std::thread helpers[kMaxThreads];
   for (int i = 1; i < parts; ++i) helpers[i] = std::thread(read_part, i);

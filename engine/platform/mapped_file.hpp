@@ -13,9 +13,17 @@ namespace moe {
 // "a directory", "a FIFO (named pipe)", ...: what a file of this st_mode is, for messages.
 const char* file_kind(unsigned st_mode);
 
-// Reads exactly n bytes from fd into buf (EINTR retried); a short file is an error naming
-// `path`.
-Error read_fully(int fd, void* buf, size_t n, const char* path);
+// Reads exactly n bytes of fd from `offset` into buf (pread: several threads may read one
+// fd; EINTR retried); a short file is an error naming `path`.
+Error read_fully(int fd, void* buf, size_t n, const char* path, size_t offset = 0);
+
+// Transparent huge pages' size on x86-64 and AArch64 with 4 KB base pages.
+inline constexpr size_t kHugePageBytes = size_t{2} << 20;
+
+// `bytes` (rounded up to whole huge pages) aligned to kHugePageBytes, asking the kernel
+// for transparent huge pages (MADV_HUGEPAGE) before anything touches them; std::free it.
+// nullptr when bytes is 0 or memory is short.
+void* allocate_in_huge_pages(size_t bytes);
 
 // This machine's physical memory in bytes (for refusing work that cannot fit).
 double physical_memory_bytes();
