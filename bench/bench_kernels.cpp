@@ -5,7 +5,9 @@
 // attention: kv_GB/s = cached keys and values read per second.
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <chrono>
+#include <memory>
 #include <new>
 #include <random>
 #include <vector>
@@ -15,6 +17,7 @@
 #include "moe/kernels/linear_q4.hpp"
 #include "moe/kernels/linear_q8.hpp"
 #include "moe/kernels/topk.hpp"
+#include "moe/sampler.hpp"
 
 namespace {
 
@@ -371,6 +374,49 @@ BENCHMARK(BM_router_topk<kernels::Scalar>)->ArgsProduct({{4, 8, 64}, {1, 2, 8}})
 #if MOE_SIMD
 BENCHMARK(BM_router_topk<kernels::Simd>)->ArgsProduct({{4, 8, 64}, {1, 2, 8}});
 #endif
+
+// One token's draw at moe_infer's default sampling (temperature 0.8, top-p 0.95) over a
+// real vocabulary (granite's, Qwen's), with logits ~ N(0, spread): spread 1 leaves most of
+// the vocabulary in the nucleus, 5 a few hundred tokens. Beside it, the same scaling and
+// softmax followed by a sort of the whole vocabulary, which is what the sampler did
+// before it found the nucleus without one.
+template <int V>
+std::vector<float> spread_logits(double spread) {
+  std::vector<float> logits(V);
+  std::mt19937 rng(5);
+  for (auto& v : logits) v = static_cast<float>(spread) * std::normal_distribution<float>()(rng);
+  return logits;
+}
+
+template <int V>
+void BM_sample_top_p(benchmark::State& state) {
+  const auto logits = spread_logits<V>(static_cast<double>(state.range(0)));
+  auto sampler = std::make_unique<Sampler<V>>(SamplingParams{0.8f, 0, 0.95f, 1});
+  for (auto _ : state) benchmark::DoNotOptimize(sampler->sample(logits.data()));
+  state.SetItemsProcessed(state.iterations());  // tokens drawn
+}
+
+template <int V>
+void BM_sample_sort_vocabulary(benchmark::State& state) {
+  const auto logits = spread_logits<V>(static_cast<double>(state.range(0)));
+  std::vector<float> probs(V);
+  std::vector<int32_t> order(V);
+  for (auto _ : state) {
+    for (int i = 0; i < V; ++i) probs[static_cast<size_t>(i)] = logits[static_cast<size_t>(i)] * (1.f / 0.8f);
+    kernels::softmax(kernels::Scalar{}, probs.data(), V);
+    for (int i = 0; i < V; ++i) order[static_cast<size_t>(i)] = i;
+    std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) {
+      return probs[static_cast<size_t>(a)] > probs[static_cast<size_t>(b)] ||
+             (probs[static_cast<size_t>(a)] == probs[static_cast<size_t>(b)] && a < b);
+    });
+    benchmark::DoNotOptimize(order.data());
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_sample_top_p<49155>)->Arg(1)->Arg(3)->Arg(5);
+BENCHMARK(BM_sample_sort_vocabulary<49155>)->Arg(1)->Arg(3)->Arg(5);
+BENCHMARK(BM_sample_top_p<151936>)->Arg(1)->Arg(3)->Arg(5);
+BENCHMARK(BM_sample_sort_vocabulary<151936>)->Arg(1)->Arg(3)->Arg(5);
 
 #if MOE_SIMD
 // The machine's fp32 FMA peak: 12 independent register-resident accumulators (enough to

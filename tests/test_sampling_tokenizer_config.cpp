@@ -2,9 +2,11 @@
 // config key that names a compiled model.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -74,6 +76,80 @@ TEST(Sampler, TopPKeepsTheSmallestSetReachingP) {
   EXPECT_NEAR(h[3] / double(n), 0.4 / 0.7, 0.01);
   Sampler<4> tiny(SamplingParams{1.f, 0, 0.01f, 7});  // only the most likely token
   EXPECT_EQ(histogram(tiny, kLogits, 1000)[3], 1000);
+}
+
+// Top-p as the words say: every token sorted most likely first (ties by id), the shortest
+// prefix whose probability reaches p of the whole, a draw from it. The sampler finds the
+// prefix without sorting the vocabulary; with the same generator it must draw the same ids.
+template <int V>
+std::vector<int32_t> top_p_by_full_sort(std::vector<float> logits, float temperature, float top_p, uint64_t seed,
+                                        int draws) {
+  const float inv_t = 1.f / temperature;  // as the sampler scales
+  for (float& l : logits) l *= inv_t;
+  kernels::softmax(kernels::Scalar{}, logits.data(), V);
+  std::vector<int32_t> order(V);
+  for (int i = 0; i < V; ++i) order[static_cast<size_t>(i)] = i;
+  std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) {
+    return logits[static_cast<size_t>(a)] > logits[static_cast<size_t>(b)] ||
+           (logits[static_cast<size_t>(a)] == logits[static_cast<size_t>(b)] && a < b);
+  });
+  float mass = 0.f;
+  for (float p : logits) mass += p;
+  size_t n = order.size();
+  float cumulative = 0.f;
+  for (size_t i = 0; i < order.size(); ++i) {
+    cumulative += logits[static_cast<size_t>(order[i])];
+    if (cumulative >= top_p * mass) {
+      n = i + 1;
+      break;
+    }
+  }
+  float kept = 0.f;
+  for (size_t i = 0; i < n; ++i) kept += logits[static_cast<size_t>(order[i])];
+  Pcg32 rng(seed);
+  std::vector<int32_t> ids;
+  for (int d = 0; d < draws; ++d) {
+    const float r = rng.uniform() * kept;
+    float c = 0.f;
+    int32_t id = order[n - 1];
+    for (size_t i = 0; i < n; ++i) {
+      c += logits[static_cast<size_t>(order[i])];
+      if (r < c) {
+        id = order[i];
+        break;
+      }
+    }
+    ids.push_back(id);
+  }
+  return ids;
+}
+
+TEST(Sampler, TopPDrawsWhatAFullSortDraws) {
+  constexpr int V = 20000;  // its nucleus takes from 1 to all of the 4 sizes the sampler tries
+  auto sampler_ids = [](const std::vector<float>& logits, float t, float p, uint64_t seed, int draws) {
+    auto s = std::make_unique<Sampler<V>>(SamplingParams{t, 0, p, seed});
+    std::vector<int32_t> ids;
+    for (int d = 0; d < draws; ++d) ids.push_back(s->sample(logits.data()));
+    return ids;
+  };
+  Pcg32 rng(99);
+  auto normal = [&] {  // Box-Muller
+    const float u = (static_cast<float>(rng.next() >> 8) + 0.5f) / 16777216.f, v = rng.uniform();
+    return std::sqrt(-2.f * std::log(u)) * std::cos(6.2831853f * v);
+  };
+  // Logit spreads from flat (the nucleus is most of the vocabulary) to peaked (a handful),
+  // and a distribution of ties, so the prefix ends inside a run of equal probabilities.
+  for (const float spread : {0.05f, 1.f, 3.f, 6.f, 12.f}) {
+    std::vector<float> logits(V);
+    for (float& l : logits) l = spread * normal();
+    for (const float p : {0.1f, 0.5f, 0.9f, 0.95f, 0.999f}) {
+      SCOPED_TRACE(testing::Message() << "spread " << spread << " top-p " << p);
+      EXPECT_EQ(sampler_ids(logits, 0.8f, p, 5, 60), top_p_by_full_sort<V>(logits, 0.8f, p, 5, 60));
+    }
+  }
+  std::vector<float> ties(V);
+  for (int i = 0; i < V; ++i) ties[static_cast<size_t>(i)] = static_cast<float>(i % 7 == 0 ? 3 : i % 5);
+  for (const float p : {0.3f, 0.95f}) EXPECT_EQ(sampler_ids(ties, 1.f, p, 9, 60), top_p_by_full_sort<V>(ties, 1.f, p, 9, 60));
 }
 
 TEST(Sampler, SameSeedSameSequenceOtherSeedOther) {

@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <functional>
 
 #include "moe/error.hpp"
 #include "moe/kernels/softmax.hpp"
@@ -76,49 +78,89 @@ class Sampler {
     kernels::softmax(kernels::Scalar{}, probs_, V);
 
     int n = V;
-    const bool cut_k = params_.top_k > 0 && params_.top_k < V;
-    const bool cut_p = params_.top_p < 1.f;
-    for (int i = 0; i < V; ++i) order_[i] = i;
-    if (cut_k || cut_p) {
-      // Most likely first; ties by id, so the order is the same on every platform.
-      const auto more_likely = [this](int32_t a, int32_t b) {
-        return probs_[a] > probs_[b] || (probs_[a] == probs_[b] && a < b);
-      };
-      if (cut_k) {
-        n = params_.top_k;
-        std::partial_sort(order_, order_ + n, order_ + V, more_likely);
-      } else {
-        std::sort(order_, order_ + V, more_likely);
-      }
-      if (cut_p) {
-        float cumulative = 0.f;
+    if (params_.top_k > 0 && params_.top_k < V) {
+      for (int i = 0; i < V; ++i) ranked_[i] = rank_key(probs_[i], i);
+      n = params_.top_k;
+      std::partial_sort(ranked_, ranked_ + n, ranked_ + V, std::greater<>{});
+      if (params_.top_p < 1.f) {
         float mass = 0.f;
-        for (int i = 0; i < n; ++i) mass += probs_[order_[i]];
-        for (int i = 0; i < n; ++i) {
-          cumulative += probs_[order_[i]];
-          if (cumulative >= params_.top_p * mass) {
-            n = i + 1;
-            break;
-          }
-        }
+        for (int i = 0; i < n; ++i) mass += prob_of(ranked_[i]);
+        n = reach(n, n, params_.top_p * mass);
       }
+    } else if (params_.top_p < 1.f) {
+      n = nucleus();
+    } else {
+      for (int i = 0; i < V; ++i) ranked_[i] = rank_key(probs_[i], i);
     }
     float mass = 0.f;
-    for (int i = 0; i < n; ++i) mass += probs_[order_[i]];
+    for (int i = 0; i < n; ++i) mass += prob_of(ranked_[i]);
     const float r = rng_.uniform() * mass;
     float cumulative = 0.f;
     for (int i = 0; i < n; ++i) {
-      cumulative += probs_[order_[i]];
-      if (r < cumulative) return order_[i];
+      cumulative += prob_of(ranked_[i]);
+      if (r < cumulative) return id_of(ranked_[i]);
     }
-    return order_[n - 1];  // rounding left r at the very top
+    return id_of(ranked_[n - 1]);  // rounding left r at the very top
   }
 
  private:
+  // A token as one integer that sorts most likely first (descending), ties by id: the
+  // probability's bits above (a probability is >= 0, and the bits of floats >= 0 order as
+  // the floats do), the id's complement below. Sorting these needs no look-up into probs_,
+  // and the order is the same on every platform.
+  static uint64_t rank_key(float p, int32_t id) {
+    uint32_t bits;
+    std::memcpy(&bits, &p, sizeof bits);
+    return uint64_t{bits} << 32 | (0xffffffffu - static_cast<uint32_t>(id));
+  }
+  static float prob_of(uint64_t key) {
+    const auto bits = static_cast<uint32_t>(key >> 32);
+    float p;
+    std::memcpy(&p, &bits, sizeof p);
+    return p;
+  }
+  static int32_t id_of(uint64_t key) { return static_cast<int32_t>(0xffffffffu - static_cast<uint32_t>(key)); }
+
+  // How many of ranked_[0, m), sorted, it takes for their probability to reach `target`;
+  // give_up if all m fall short.
+  int reach(int m, int give_up, float target) const {
+    float cumulative = 0.f;
+    for (int i = 0; i < m; ++i) {
+      cumulative += prob_of(ranked_[i]);
+      if (cumulative >= target) return i + 1;
+    }
+    return give_up;
+  }
+
+  // Top-p without sorting the vocabulary. The nucleus is a prefix of the tokens sorted most
+  // likely first, and no token under (1 - p) * mass / (V - 1) is in it: all of those
+  // together hold less than 1 - p of the mass. Of the rest, the m most likely are brought
+  // forward (nth_element) and sorted, m growing until they reach p: the prefix a full sort
+  // gives, at the cost of sorting about its own length.
+  int nucleus() {
+    float mass = 0.f;
+    for (int i = 0; i < V; ++i) mass += probs_[i];
+    const float target = params_.top_p * mass;
+    const float floor = 0.5f * (1.f - params_.top_p) * mass / static_cast<float>(V > 1 ? V - 1 : 1);  // half: rounding
+    int candidates = 0;
+    for (int i = 0; i < V; ++i)
+      if (probs_[i] >= floor) ranked_[candidates++] = rank_key(probs_[i], i);
+    if (candidates == 0) {  // NaN logits: no probability compares
+      ranked_[0] = rank_key(0.f, argmax(probs_, V));
+      return 1;
+    }
+    for (int m = std::min(candidates, 64);; m = std::min(candidates, m * 8)) {
+      if (m < candidates) std::nth_element(ranked_, ranked_ + m, ranked_ + candidates, std::greater<>{});
+      std::sort(ranked_, ranked_ + m, std::greater<>{});
+      if (m == candidates) return reach(m, m, target);  // only rounding can fall short here
+      if (const int n = reach(m, 0, target)) return n;
+    }
+  }
+
   SamplingParams params_;
   Pcg32 rng_;
   float probs_[V] = {};
-  int32_t order_[V] = {};
+  uint64_t ranked_[V] = {};  // rank_key of each token, sorted as far as the filters need
 };
 
 }  // namespace moe
