@@ -39,7 +39,7 @@ for _ in 1 2; do
     run 512 1408 512 256 0 100   # bench-m f32
     run 512 1408 512 256 2 400   # bench-m int8
     run 512 1408 512 256 3 400   # bench-m int4
-    run 1024 512 1024 512 3 100  # granite-1b-a400m's shapes, int4 (from memory)
+    run 1024 512 1024 512 3 100  # granite-1b-a400m's shapes, int4 (71 MB: from memory, unless L3 holds it, as on Emerald Rapids' 260 MB)
     run 2048 1024 2048 2048 3 40 # OLMoE-1B-7B's shapes, int4 (300 MB: from memory)
     run 1024 512 1024 512 2 100  # granite's shapes, int8 (its attention and lm_head are int8 by default)
     run 2048 1024 2048 2048 2 40 # OLMoE's shapes, int8
