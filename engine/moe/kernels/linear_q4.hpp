@@ -149,6 +149,27 @@ template <int NT, int R = simd::q4_tile_rows(NT)>
   MOE_UNROLL for (int k = 0; k < NT; ++k) simd::hadd_rows(lanes[k]).store_unaligned(
       y + static_cast<long>(t + k) * m.rows + r0);
 }
+
+// Decode's own tile over S streams (stream_blocks): block i of each stream at once, the
+// tile's kQ4DecodeRows rows taken kQ4DecodeRows / S from each, then one hadd_rows per
+// block.
+template <int S>
+[[gnu::always_inline]] inline void linear_q4_decode_streams(const Matrix& m, const ActQ4& a, const int* first_rows,
+                                                            float* y) {
+  using simd::W;
+  constexpr int R = simd::kQ4DecodeRows, P = R / S;
+  static_assert(P >= 1 && R % S == 0, "a decode tile's rows divide among the streams");
+  simd::fbatch lanes[S][W];
+  for (int i = 0; i < W; i += P) {
+    const uint8_t* rows[R];
+    MOE_UNROLL for (int s = 0; s < S; ++s) MOE_UNROLL for (int j = 0; j < P; ++j) rows[s * P + j] =
+        m.q4_row(first_rows[s] + i + j);
+    simd::fbatch out[R];
+    simd::tile_q4<R, 1>(rows, m.cols, a.q, a.scales, a.sums, out, 1);
+    MOE_UNROLL for (int s = 0; s < S; ++s) MOE_UNROLL for (int j = 0; j < P; ++j) lanes[s][i + j] = out[s * P + j];
+  }
+  MOE_UNROLL for (int s = 0; s < S; ++s) simd::hadd_rows(lanes[s]).store_unaligned(y + first_rows[s]);
+}
 }  // namespace detail
 #endif
 
@@ -190,6 +211,17 @@ inline void linear_q4(K, const Matrix& m, const ActQ4& a, int n_tokens, float* y
       for (long b = 0; b < std::min(bytes, static_cast<long>(end - from)); b += 64) simd::prefetch(from + b);
     };
     constexpr long ahead = simd::kQ4PrefetchBytes;
+    // Decode as streams: each stream's first bytes asked for at once, as below.
+    if constexpr (has_own_decode && simd::kQ4DecodeStreams > 1)
+      if (own_decode && m.cols >= simd::kQ4DecodeStreamsFromCols) {
+        const int end = r0 + simd::whole(r1 - r0, W);
+        const int part = (end - r0) / W / simd::kQ4DecodeStreams * W;
+        for (int s = 0; s < simd::kQ4DecodeStreams; ++s) prefetch_rows(m.q4_row(r0 + s * part), simd::kQ4SpreadBytes);
+        simd::stream_blocks<simd::kQ4DecodeStreams>(r0, end, [&](auto streams, const int* first_rows) {
+          detail::linear_q4_decode_streams<decltype(streams)::value>(m, a, first_rows, y);
+        });
+        r0 = end;
+      }
     prefetch_rows(m.q4_row(r0), burst ? ahead : simd::kQ4SpreadBytes);
     for (; r0 + W <= r1; r0 += W) {
       if (burst) prefetch_rows(m.q4_row(r0) + ahead, w_bytes);

@@ -12,6 +12,7 @@ namespace moe::kernels::simd {
 inline constexpr int kQ4Tokens = 2;
 constexpr int q4_tile_rows(int) { return 2; }
 inline constexpr int kQ4DecodeRows = 2, kQ4DecodeRowsFromCols = 0;  // no decode tile of its own
+inline constexpr int kQ4DecodeStreams = 1, kQ4DecodeStreamsFromCols = 0;
 inline constexpr long kQ4PrefetchBytes = 0;
 inline constexpr long kQ4SpreadBytes = 0;
 inline void prefetch(const uint8_t*) {}

@@ -47,8 +47,11 @@ inline __m512i load_short(const void* p, int bytes) {
 // Decode's own tile: kQ4DecodeRows rows against one token, each step's load asking for
 // the bytes kQ4SpreadBytes further on (in place of linear_q4's burst per row block), on
 // rows of kQ4DecodeRowsFromCols columns or more. Prefill's tiles (and the one-token tile
-// of kQ4Tokens' rest) keep the burst.
+// of kQ4Tokens' rest) keep the burst. On rows of kQ4DecodeStreamsFromCols columns or
+// more the tile's rows come from kQ4DecodeStreams streams (stream_blocks), half from
+// each (bench/README.md, "Design decisions").
 inline constexpr int kQ4DecodeRows = 4, kQ4DecodeRowsFromCols = 0;
+inline constexpr int kQ4DecodeStreams = 2, kQ4DecodeStreamsFromCols = 512;
 
 // One group of a tile: R rows' group at `offset` against NT tokens' activations,
 // added to acc. Each (row, token) pair sums the group's blocks in int32 lanes, started at
@@ -214,6 +217,7 @@ template <int NT, int T = 1>
 inline constexpr int kQ4Tokens = 2;
 constexpr int q4_tile_rows(int) { return 2; }
 inline constexpr int kQ4DecodeRows = 1, kQ4DecodeRowsFromCols = 512;
+inline constexpr int kQ4DecodeStreams = 1, kQ4DecodeStreamsFromCols = 0;  // one row: nothing to divide
 
 // 4-byte lanes [0, n) of p, the rest 0.
 inline __m256i load_lanes(const void* p, int n) {
