@@ -602,7 +602,8 @@ TEST(SimdEqualsScalar, QuantizeActivationsQ4SameBytes) {
 // chunks of kQ4TurnedChunk (16); rows: one, a tile and one, and
 // several tiles and one (49), one token taking AVX2's one-row decode tiles from 512
 // columns (kQ4DecodeRowsFromCols; 800 and 1408 end in a short group) and two-row ones
-// below.
+// below; on AVX-512 from 512 columns a row block from each of two streams (49), then a
+// block from one stream alone (17, 49), below them the 4-row tile.
 TEST(SimdEqualsScalar, LinearQ4) {
   if (!kernels::kInt8Dot) GTEST_SKIP() << "this target has no integer dot products";
   std::mt19937 rng(26);

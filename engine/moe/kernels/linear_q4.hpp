@@ -150,23 +150,19 @@ template <int NT, int R = simd::q4_tile_rows(NT)>
       y + static_cast<long>(t + k) * m.rows + r0);
 }
 
-// Decode's own tile over S streams (stream_blocks): block i of each stream at once, the
-// tile's kQ4DecodeRows rows taken kQ4DecodeRows / S from each, then one hadd_rows per
-// block.
+// Decode's own tile over S streams (stream_blocks): block i of each stream at once, one
+// row from each stream in the tile, then one hadd_rows per block.
 template <int S>
 [[gnu::always_inline]] inline void linear_q4_decode_streams(const Matrix& m, const ActQ4& a, const int* first_rows,
                                                             float* y) {
   using simd::W;
-  constexpr int R = simd::kQ4DecodeRows, P = R / S;
-  static_assert(P >= 1 && R % S == 0, "a decode tile's rows divide among the streams");
   simd::fbatch lanes[S][W];
-  for (int i = 0; i < W; i += P) {
-    const uint8_t* rows[R];
-    MOE_UNROLL for (int s = 0; s < S; ++s) MOE_UNROLL for (int j = 0; j < P; ++j) rows[s * P + j] =
-        m.q4_row(first_rows[s] + i + j);
-    simd::fbatch out[R];
-    simd::tile_q4<R, 1>(rows, m.cols, a.q, a.scales, a.sums, out, 1);
-    MOE_UNROLL for (int s = 0; s < S; ++s) MOE_UNROLL for (int j = 0; j < P; ++j) lanes[s][i + j] = out[s * P + j];
+  for (int i = 0; i < W; ++i) {
+    const uint8_t* rows[S];
+    MOE_UNROLL for (int s = 0; s < S; ++s) rows[s] = m.q4_row(first_rows[s] + i);
+    simd::fbatch out[S];
+    simd::tile_q4<S, 1, true>(rows, m.cols, a.q, a.scales, a.sums, out, 1);
+    MOE_UNROLL for (int s = 0; s < S; ++s) lanes[s][i] = out[s];
   }
   MOE_UNROLL for (int s = 0; s < S; ++s) simd::hadd_rows(lanes[s]).store_unaligned(y + first_rows[s]);
 }

@@ -22,8 +22,8 @@ namespace moe::kernels::simd {
   _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T0);
 }
 // linear_q4's burst per row block asks for the bytes this far past the block's start; a
-// decode tile of the ISA's own (kQ4DecodeRows) instead has each load ask for the bytes
-// kQ8SpreadBytes on, as int8 decode's streams do (bench/README.md, "Design decisions").
+// decode tile of the ISA's own instead has each load ask for the bytes kQ8SpreadBytes
+// on, as int8 decode's streams do (bench/README.md, "Design decisions").
 inline constexpr long kQ4PrefetchBytes = 4096;
 inline constexpr long kQ4SpreadBytes = kQ8SpreadBytes;
 
@@ -44,24 +44,27 @@ inline __m512i load_short(const void* p, int bytes) {
   }
 }
 
-// Decode's own tile: kQ4DecodeRows rows against one token, each step's load asking for
-// the bytes kQ4SpreadBytes further on (in place of linear_q4's burst per row block), on
-// rows of kQ4DecodeRowsFromCols columns or more. Prefill's tiles (and the one-token tile
-// of kQ4Tokens' rest) keep the burst. On rows of kQ4DecodeStreamsFromCols columns or
-// more the tile's rows come from kQ4DecodeStreams streams (stream_blocks), half from
-// each (bench/README.md, "Design decisions").
+// Decode's own tiles: against one token, each step's load asking for the bytes
+// kQ4SpreadBytes further on (in place of linear_q4's burst per row block). Rows of
+// kQ4DecodeStreamsFromCols columns or more are read as kQ4DecodeStreams streams
+// (stream_blocks), the tile taking one row from each; shorter rows (from
+// kQ4DecodeRowsFromCols) take tiles of kQ4DecodeRows rows. Prefill's tiles (and the
+// one-token tile of kQ4Tokens' rest) keep the burst (bench/README.md, "Design decisions").
 inline constexpr int kQ4DecodeRows = 4, kQ4DecodeRowsFromCols = 0;
 inline constexpr int kQ4DecodeStreams = 2, kQ4DecodeStreamsFromCols = 512;
 
 // One group of a tile: R rows' group at `offset` against NT tokens' activations,
 // added to acc. Each (row, token) pair sums the group's blocks in int32 lanes, started at
-// the blocks' -8 * sum(q), in C chains (two when R * NT alone would leave the dot-product
-// unit waiting on the previous result); then one convert and one multiply-add.
-template <int R, int NT, bool kWhole>
+// the blocks' -8 * sum(q), in C chains (more when R * NT alone would leave the
+// dot-product unit waiting on the previous result: its latency is four of its issue
+// slots); then one convert and one multiply-add. kSpread: decode's prefetch per load.
+template <int R, int NT, bool kWhole, bool kSpread>
 [[gnu::always_inline]] inline void tile_group_q4(const uint8_t* const* rows, long offset, int g, int cols,
                                                  const int8_t* q, const float* xs, const int32_t* sums, long at,
                                                  int base, __m512 (&acc)[R][NT]) {
-  constexpr int C = R * NT >= 8 ? 1 : 2;
+  // Chains 2i sum low nibbles, 2i + 1 high ones (kept as 16 h: no shift per load; exact,
+  // at most 4 * 4 * 240 * 127 a lane and group), step p going to pair p % (C / 2).
+  constexpr int C = R * NT >= 8 ? 1 : R * NT >= 4 ? 2 : 4;
   const int blocks = cols / kQ4Block, chunk = kWhole ? 64 : 4 * g;
   const __mmask16 lanes = static_cast<__mmask16>((1u << g) - 1);
   const auto bytes = [&](const void* p) {
@@ -75,23 +78,22 @@ template <int R, int NT, bool kWhole>
   MOE_UNROLL for (int p = 0; p < 4; ++p) {
     __m512i lo[R], hi[R];
     MOE_UNROLL for (int r = 0; r < R; ++r) {
-      if constexpr (NT == 1 && R == kQ4DecodeRows) prefetch(rows[r] + offset + 2 * g + chunk * p + kQ4SpreadBytes);
+      if constexpr (kSpread) prefetch(rows[r] + offset + 2 * g + chunk * p + kQ4SpreadBytes);
       const __m512i v = bytes(rows[r] + offset + 2 * g + chunk * p);
       lo[r] = _mm512_and_si512(v, low);
-      // With two chains the high nibbles' stays 16 h (240 * 127 * 4 a lane and step: exact
-      // in int32) and is shifted once at the end: one instruction a load fewer.
-      hi[r] = C == 2 ? _mm512_andnot_si512(low, v) : _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
+      hi[r] = C > 1 ? _mm512_andnot_si512(low, v) : _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
     }
     MOE_UNROLL for (int k = 0; k < NT; ++k) {
       const int8_t* x = q + static_cast<long>(k) * cols + base + 2 * chunk * p;
       __m512i x0 = bytes(x), x1 = bytes(x + chunk);
-      // Prefill: in registers. GCC otherwise folds the load into each row's vpdpbusd, and
-      // the 64-byte loads, not the dot products, bound the tile (bench/README.md, "Design
-      // decisions"). Decode (one token) is left as it was measured.
-      if constexpr (R > 1 && NT > 1) __asm__("" : "+v"(x0), "+v"(x1));
+      // In registers: GCC otherwise folds the load into each row's vpdpbusd, and the
+      // 64-byte loads, not the dot products, bound the tile (bench/README.md, "Design
+      // decisions").
+      if constexpr (R > 1) __asm__("" : "+v"(x0), "+v"(x1));
+      const int cl = C == 1 ? 0 : 2 * (p % (C / 2)), ch = C == 1 ? 0 : cl + 1;
       MOE_UNROLL for (int r = 0; r < R; ++r) {
-        isum[0][r][k] = _mm512_dpbusd_epi32(isum[0][r][k], lo[r], x0);
-        isum[C - 1][r][k] = _mm512_dpbusd_epi32(isum[C - 1][r][k], hi[r], x1);
+        isum[cl][r][k] = _mm512_dpbusd_epi32(isum[cl][r][k], lo[r], x0);
+        isum[ch][r][k] = _mm512_dpbusd_epi32(isum[ch][r][k], hi[r], x1);
       }
     }
   }
@@ -109,7 +111,14 @@ template <int R, int NT, bool kWhole>
                                              : _mm256_maskz_loadu_epi16(lanes, scales));
     MOE_UNROLL for (int k = 0; k < NT; ++k) {
       __m512i total = _mm512_add_epi32(start[k], isum[0][r][k]);
-      if constexpr (C == 2) total = _mm512_add_epi32(total, _mm512_srai_epi32(isum[1][r][k], 4));
+      if constexpr (C > 1) {
+        __m512i high = isum[1][r][k];
+        MOE_UNROLL for (int c = 2; c < C; c += 2) {
+          total = _mm512_add_epi32(total, isum[c][r][k]);
+          high = _mm512_add_epi32(high, isum[c + 1][r][k]);
+        }
+        total = _mm512_add_epi32(total, _mm512_srai_epi32(high, 4));
+      }
       acc[r][k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(total), _mm512_mul_ps(ws, x_scale[k]), acc[r][k]);
     }
   }
@@ -118,7 +127,8 @@ template <int R, int NT, bool kWhole>
 // A tile: R rows against NT tokens (token k's q, scales and sums at k * cols and
 // k * blocks), each row's bytes loaded once for the NT tokens and each token's once per
 // row. out[k * out_stride + r] gets lanes whose sum is row r's result for token k.
-template <int R, int NT>
+// kSpread: decode's own tiles (kQ4DecodeRows rows, or a stream tile).
+template <int R, int NT, bool kSpread = NT == 1 && R == kQ4DecodeRows>
 [[gnu::always_inline]] inline void tile_q4(const uint8_t* const* rows, int cols, const int8_t* q, const float* xs,
                                            const int32_t* sums, fbatch* out, int out_stride) {
   const int blocks = cols / kQ4Block;
@@ -128,8 +138,8 @@ template <int R, int NT>
   for (int gi = 0; gi * kQ4GroupBlocks < blocks; ++gi) {
     const int g = q4_group_blocks(blocks, gi), base = gi * kQ4GroupBlocks * kQ4Block;
     const long at = gi * kQ4GroupBlocks;
-    if (g == kQ4GroupBlocks) tile_group_q4<R, NT, true>(rows, offset, g, cols, q, xs, sums, at, base, acc);
-    else tile_group_q4<R, NT, false>(rows, offset, g, cols, q, xs, sums, at, base, acc);
+    if (g == kQ4GroupBlocks) tile_group_q4<R, NT, true, kSpread>(rows, offset, g, cols, q, xs, sums, at, base, acc);
+    else tile_group_q4<R, NT, false, kSpread>(rows, offset, g, cols, q, xs, sums, at, base, acc);
     offset += g * kQ4BlockBytes;
   }
   MOE_UNROLL for (int r = 0; r < R; ++r) MOE_UNROLL for (int k = 0; k < NT; ++k) out[k * out_stride + r] = acc[r][k];
