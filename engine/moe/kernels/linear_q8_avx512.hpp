@@ -50,7 +50,8 @@ template <int R, bool kSpread = false>
   }
   int c = 0;
   for (; c < whole(cols, 128); c += 128) {
-    const __m512i x0 = _mm512_loadu_si512(x + c), x1 = _mm512_loadu_si512(x + c + 64);
+    __m512i x0 = _mm512_loadu_si512(x + c), x1 = _mm512_loadu_si512(x + c + 64);
+    if constexpr (R > 1) __asm__("" : "+v"(x0), "+v"(x1));
     const __m512 s0 = chunk_scales(xs + c / 32), s1 = chunk_scales(xs + c / 32 + 2);
     MOE_UNROLL for (int r = 0; r < R; ++r) {
       if constexpr (kSpread) {
