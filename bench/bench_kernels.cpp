@@ -10,6 +10,7 @@
 #include <memory>
 #include <new>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "moe/kernels/attention.hpp"
@@ -487,6 +488,48 @@ BENCHMARK(BM_int8_dot_peak<0>);
 BENCHMARK(BM_int8_dot_peak<1>);
 BENCHMARK(BM_int8_dot_peak<2>);
 BENCHMARK(BM_int8_dot_peak<4>);
+
+// The same instruction over kChains dependent chains (12 instructions a step, operands
+// in registers): below the chains that cover its latency, each waits on its previous
+// result. The yardstick for how many int32 sums a decode tile keeps per row
+// (tile_group_q4's C).
+//   ./build/release/bench/bench_kernels --benchmark_filter=int8_dot_chains
+template <int kChains>
+void BM_int8_dot_chains(benchmark::State& state) {
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+  using V = __m512i;
+  const auto dot = [](V acc, V u, V s) { return _mm512_dpbusd_epi32(acc, u, s); };
+  const auto bcast = [](int32_t v) { return _mm512_set1_epi32(v); };
+#else
+  using V = __m256i;
+  const auto dot = [](V acc, V u, V s) { return kernels::simd::dot4_q8(acc, u, s); };
+  const auto bcast = [](int32_t v) { return _mm256_set1_epi32(v); };
+#endif
+  V acc[12];  // constant indices only (a fold over k), so the chains stay in registers
+  const V w = bcast(0x01020304);
+  V x = bcast(0x0a0b0c0d);
+  constexpr int kInner = 1000;
+  const auto steps = [&]<int... k>(std::integer_sequence<int, k...>) {
+    ((acc[k] = bcast(0)), ...);
+    for (auto _ : state)
+      for (int i = 0; i < kInner; ++i) {
+        __asm__ volatile("" : "+v"(x));
+        ((acc[k % kChains] = dot(acc[k % kChains], w, x)), ...);
+      }
+    V all = bcast(0);
+    ((all = dot(all, acc[k % kChains], w)), ...);
+    return all;
+  };
+  V all = steps(std::make_integer_sequence<int, 12>{});
+  benchmark::DoNotOptimize(all);
+  state.counters["dots/ns"] =
+      benchmark::Counter(12.0 * kInner * static_cast<double>(state.iterations()) / 1e9, benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_int8_dot_chains<1>);
+BENCHMARK(BM_int8_dot_chains<2>);
+BENCHMARK(BM_int8_dot_chains<4>);
+BENCHMARK(BM_int8_dot_chains<6>);
+BENCHMARK(BM_int8_dot_chains<12>);
 #endif
 
 }  // namespace

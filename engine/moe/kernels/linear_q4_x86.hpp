@@ -56,8 +56,8 @@ inline constexpr int kQ4DecodeStreams = 2, kQ4DecodeStreamsFromCols = 512;
 // One group of a tile: R rows' group at `offset` against NT tokens' activations,
 // added to acc. Each (row, token) pair sums the group's blocks in int32 lanes, started at
 // the blocks' -8 * sum(q), in C chains (more when R * NT alone would leave the
-// dot-product unit waiting on the previous result: its latency is four of its issue
-// slots); then one convert and one multiply-add. kSpread: decode's prefetch per load.
+// dot-product unit waiting on the previous result: bench_kernels' int8_dot_chains); then
+// one convert and one multiply-add. kSpread: decode's prefetch per load.
 template <int R, int NT, bool kWhole, bool kSpread>
 [[gnu::always_inline]] inline void tile_group_q4(const uint8_t* const* rows, long offset, int g, int cols,
                                                  const int8_t* q, const float* xs, const int32_t* sums, long at,
