@@ -9,7 +9,8 @@
 #   bench/kernel_ab.sh OLD_REV [NEW_REV]     (NEW_REV default: the working tree)
 #   KERNEL_AB_FLAGS (default "-O3 -march=native") compiles both; KERNEL_AB_DTYPES (default
 #   "0 1 2 3": f32 f16 int8 int4) picks the weight types run; KERNEL_AB_KINDS (default
-#   "decode prefill"; also "cache": decode of one layer of 2 experts, in the caches) the
+#   "decode prefill"; also "cache": decode of one layer of 2 experts, in the caches, and
+#   "full": decode over granite's whole expert set, 24 layers of 32, 0.73 GB in int4) the
 #   rows; KERNEL_AB_TOKENS (1 to 64) sets every prefill row's tokens per product.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -48,6 +49,10 @@ for _ in 1 2; do
     run 512 1408 512 256 2 4000 1 1 2    # bench-m int8 (about 5 MB)
     run 512 1408 512 256 3 4000 1 1 2    # bench-m int4 (about 3 MB)
     run 1024 512 1024 512 3 4000 1 1 2   # granite's shapes, int4 (about 3.5 MB)
+  fi
+  if [[ $kinds == *" full "* ]]; then  # decode at full size: no part of it stays in L3
+    run 1024 512 1024 512 3 60 1 24 32   # granite-1b-a400m, int4
+    run 1024 512 1024 512 2 60 1 24 32   # the same in int8 (1.3 GB)
   fi
   if [[ $kinds == *" prefill "* ]]; then
     run 512 1408 512 256 2 40 "${KERNEL_AB_TOKENS:-16}"     # bench-m int8, 16 tokens a product
