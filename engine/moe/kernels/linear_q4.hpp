@@ -151,7 +151,8 @@ template <int NT, int R = simd::q4_tile_rows(NT)>
 }
 
 // Decode's own tile over S streams (stream_blocks): block i of each stream at once, one
-// row from each stream in the tile, then one hadd_rows per block.
+// row from each stream in the tile, then one hadd_rows per block. For an ISA whose
+// kQ4DecodeStreams > 1; its tile_q4 takes kSpread.
 template <int S>
 [[gnu::always_inline]] inline void linear_q4_decode_streams(const Matrix& m, const ActQ4& a, const int* first_rows,
                                                             float* y) {

@@ -51,7 +51,7 @@ template <int R, bool kSpread = false>
   int c = 0;
   for (; c < whole(cols, 128); c += 128) {
     __m512i x0 = _mm512_loadu_si512(x + c), x1 = _mm512_loadu_si512(x + c + 64);
-    if constexpr (R > 1) __asm__("" : "+v"(x0), "+v"(x1));
+    if constexpr (R > 1) __asm__("" : "+v"(x0), "+v"(x1));  // else GCC loads them once per row
     const __m512 s0 = chunk_scales(xs + c / 32), s1 = chunk_scales(xs + c / 32 + 2);
     MOE_UNROLL for (int r = 0; r < R; ++r) {
       if constexpr (kSpread) {
