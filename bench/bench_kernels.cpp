@@ -444,6 +444,17 @@ BENCHMARK(BM_fma_peak)->Threads(1)->Threads(2)->UseRealTime();
 #endif
 
 #if MOE_Q8_X86 && (defined(__AVX512VNNI__) || defined(__AVXVNNI__))
+// The int8 dot-product instruction of the widest VNNI the build has, and a broadcast.
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+using Int8DotVec = __m512i;
+Int8DotVec int8_dot(Int8DotVec acc, Int8DotVec u, Int8DotVec s) { return _mm512_dpbusd_epi32(acc, u, s); }
+Int8DotVec int8_dot_bcast(int32_t v) { return _mm512_set1_epi32(v); }
+#else
+using Int8DotVec = __m256i;
+Int8DotVec int8_dot(Int8DotVec acc, Int8DotVec u, Int8DotVec s) { return kernels::simd::dot4_q8(acc, u, s); }
+Int8DotVec int8_dot_bcast(int32_t v) { return _mm256_set1_epi32(v); }
+#endif
+
 // The int8 dot-product instruction's rate (vpdpbusd: 64 lanes with AVX-512 VNNI, 32 with
 // AVX-VNNI; builds without VNNI have none), 12 register-resident accumulators. kPer 0
 // takes the second operand from a register; kPer k broadcasts it from memory once per k
@@ -452,34 +463,27 @@ BENCHMARK(BM_fma_peak)->Threads(1)->Threads(2)->UseRealTime();
 //   ./build/release/bench/bench_kernels --benchmark_filter=int8_dot_peak
 template <int kPer>
 void BM_int8_dot_peak(benchmark::State& state) {
-#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
-  using V = __m512i;
-  const auto dot = [](V acc, V u, V s) { return _mm512_dpbusd_epi32(acc, u, s); };
-  const auto bcast = [](int32_t v) { return _mm512_set1_epi32(v); };
-#else
-  using V = __m256i;
-  const auto dot = [](V acc, V u, V s) { return kernels::simd::dot4_q8(acc, u, s); };
-  const auto bcast = [](int32_t v) { return _mm256_set1_epi32(v); };
-#endif
+  using V = Int8DotVec;
   alignas(64) int32_t xs[64];
   for (int i = 0; i < 64; ++i) xs[i] = 0x01010101 * (i % 7);
-  V a0 = bcast(0), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0, a8 = a0, a9 = a0, a10 = a0, a11 = a0;
-  const V w0 = bcast(0x01020304), w1 = bcast(0x05060708);
-  V reg = bcast(0x0a0b0c0d);
+  V a0 = int8_dot_bcast(0), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0, a8 = a0, a9 = a0, a10 = a0,
+    a11 = a0;
+  const V w0 = int8_dot_bcast(0x01020304), w1 = int8_dot_bcast(0x05060708);
+  V reg = int8_dot_bcast(0x0a0b0c0d);
   constexpr int kInner = 1000;
   for (auto _ : state) {
     for (int i = 0; i < kInner; ++i) {
       const int32_t* x = xs + (i & 31);
       __asm__ volatile("" : "+v"(reg));  // an operand the compiler cannot see through
-      const auto operand = [&](int k) { return kPer == 0 ? reg : bcast(x[k / (kPer > 0 ? kPer : 1)]); };
-      a0 = dot(a0, w0, operand(0)), a1 = dot(a1, w1, operand(1)), a2 = dot(a2, w0, operand(2));
-      a3 = dot(a3, w1, operand(3)), a4 = dot(a4, w0, operand(4)), a5 = dot(a5, w1, operand(5));
-      a6 = dot(a6, w0, operand(6)), a7 = dot(a7, w1, operand(7)), a8 = dot(a8, w0, operand(8));
-      a9 = dot(a9, w1, operand(9)), a10 = dot(a10, w0, operand(10)), a11 = dot(a11, w1, operand(11));
+      const auto operand = [&](int k) { return kPer == 0 ? reg : int8_dot_bcast(x[k / (kPer > 0 ? kPer : 1)]); };
+      a0 = int8_dot(a0, w0, operand(0)), a1 = int8_dot(a1, w1, operand(1)), a2 = int8_dot(a2, w0, operand(2));
+      a3 = int8_dot(a3, w1, operand(3)), a4 = int8_dot(a4, w0, operand(4)), a5 = int8_dot(a5, w1, operand(5));
+      a6 = int8_dot(a6, w0, operand(6)), a7 = int8_dot(a7, w1, operand(7)), a8 = int8_dot(a8, w0, operand(8));
+      a9 = int8_dot(a9, w1, operand(9)), a10 = int8_dot(a10, w0, operand(10)), a11 = int8_dot(a11, w1, operand(11));
     }
     benchmark::DoNotOptimize(xs);
   }
-  for (V v : {a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11}) a0 = dot(a0, v, w0);
+  for (V v : {a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11}) a0 = int8_dot(a0, v, w0);
   benchmark::DoNotOptimize(a0);
   state.counters["dots/ns"] =
       benchmark::Counter(12.0 * kInner * static_cast<double>(state.iterations()) / 1e9, benchmark::Counter::kIsRate);
@@ -496,28 +500,20 @@ BENCHMARK(BM_int8_dot_peak<4>);
 //   ./build/release/bench/bench_kernels --benchmark_filter=int8_dot_chains
 template <int kChains>
 void BM_int8_dot_chains(benchmark::State& state) {
-#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
-  using V = __m512i;
-  const auto dot = [](V acc, V u, V s) { return _mm512_dpbusd_epi32(acc, u, s); };
-  const auto bcast = [](int32_t v) { return _mm512_set1_epi32(v); };
-#else
-  using V = __m256i;
-  const auto dot = [](V acc, V u, V s) { return kernels::simd::dot4_q8(acc, u, s); };
-  const auto bcast = [](int32_t v) { return _mm256_set1_epi32(v); };
-#endif
+  using V = Int8DotVec;
   V acc[12];  // constant indices only (a fold over k), so the chains stay in registers
-  const V w = bcast(0x01020304);
-  V x = bcast(0x0a0b0c0d);
+  const V w = int8_dot_bcast(0x01020304);
+  V x = int8_dot_bcast(0x0a0b0c0d);
   constexpr int kInner = 1000;
   const auto steps = [&]<int... k>(std::integer_sequence<int, k...>) {
-    ((acc[k] = bcast(0)), ...);
+    ((acc[k] = int8_dot_bcast(0)), ...);
     for (auto _ : state)
       for (int i = 0; i < kInner; ++i) {
         __asm__ volatile("" : "+v"(x));
-        ((acc[k % kChains] = dot(acc[k % kChains], w, x)), ...);
+        ((acc[k % kChains] = int8_dot(acc[k % kChains], w, x)), ...);
       }
-    V all = bcast(0);
-    ((all = dot(all, acc[k % kChains], w)), ...);
+    V all = int8_dot_bcast(0);
+    ((all = int8_dot(all, acc[k % kChains], w)), ...);
     return all;
   };
   V all = steps(std::make_integer_sequence<int, 12>{});
