@@ -12,6 +12,14 @@
 # (int8 experts, fp16 attention and embeddings) beside the default (int4 experts, int8
 # attention and embeddings), for the comparison in bench/README.md "int4" (each model's
 # checkpoint is deleted after its last recipe, unless KEEP=1).
+# MOE_REAL_BASELINE=REV (issue 20's: 6ecf1b6, the commit before its first change) also
+# builds REV's moe_infer and moe_convert (from `git archive`, under OUT_DIR), converts
+# each model all-int8 with REV's converter (REV reads only its own format), and runs
+# bench/ab_files.sh (AB_ROUNDS rounds, default 3) with REV on that file against this
+# build's default recipe, mapped (REV has no --load) and read into memory: pp64 and tg32
+# against REV's int8. MOE_REAL_MODELS (default both) picks the models; MOE_ARCH_FLAGS
+# (default CMake's -march=native) builds every side for another instruction set, e.g.
+# -march=haswell for the AVX2 code on an AVX-512 machine.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 out=${1:-$root/out/real-shapes}
@@ -21,16 +29,31 @@ declare -A keys=(
   [olmoe-1b-7b]=llama-d2048-l16-h16-kv16-hd128-e64-k8-f1024-v50304-c4096-qkw
 )
 declare -A types=([granite-1b-a400m]=granitemoe [olmoe-1b-7b]=olmoe)
-order=(granite-1b-a400m olmoe-1b-7b)
+read -r -a order <<< "${MOE_REAL_MODELS:-granite-1b-a400m olmoe-1b-7b}"
 declare -A recipe_flags=([default]="" [int8]="--experts int8 --attention int8 --embeddings int8"
                          [previous]="--experts int8 --attention fp16 --embeddings fp16")
 read -r -a recipes <<< "${MOE_REAL_RECIPES:-default}"
 configs="${keys[granite-1b-a400m]};${keys[olmoe-1b-7b]}"
+arch=()
+[ -z "${MOE_ARCH_FLAGS:-}" ] || arch=(-DMOE_ARCH_FLAGS="$MOE_ARCH_FLAGS")
+build() {  # SOURCE BUILD_DIR KV TARGETS...
+  cmake -S "$1" -B "$2" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMOE_BUILD_TESTS=OFF -DMOE_BUILD_BENCH=OFF \
+    -DMOE_BUILD_TRAINER=OFF -DMOE_ONLY_CONFIGS="$configs" -DMOE_KV_CACHE="$3" "${arch[@]}" >/dev/null
+  cmake --build "$2" --target "${@:4}"
+}
 for kv in f32 f16; do
-  cmake -S "$root" -B "$root/build/real-shapes-$kv" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMOE_BUILD_TESTS=OFF \
-    -DMOE_BUILD_BENCH=OFF -DMOE_BUILD_TRAINER=OFF -DMOE_ONLY_CONFIGS="$configs" -DMOE_KV_CACHE=$kv >/dev/null
-  cmake --build "$root/build/real-shapes-$kv" --target moe_infer moe_convert moe_random_checkpoint
+  build "$root" "$root/build/real-shapes-$kv" $kv moe_infer moe_convert moe_random_checkpoint
 done
+baseline=${MOE_REAL_BASELINE:-}
+if [ -n "$baseline" ]; then
+  base_src=$out/baseline-$baseline
+  if [ ! -d "$base_src" ]; then
+    mkdir -p "$base_src.tmp"
+    git -C "$root" archive "$baseline" | tar -x -C "$base_src.tmp"
+    mv "$base_src.tmp" "$base_src"
+  fi
+  build "$base_src" "$base_src/build" f32 moe_infer moe_convert
+fi
 bin=$root/build/real-shapes-f32
 : > "$out/results.jsonl"
 for m in "${order[@]}"; do
@@ -54,5 +77,18 @@ for m in "${order[@]}"; do
         --ids 1,2,3,4,5,6,7,8 -n 32 --temp 0 --no-verify --no-echo --no-stats > /dev/null
     done
   done
+  if [ -n "$baseline" ]; then
+    base_file=$out/$m-baseline-$baseline.moe
+    if [ ! -f "$base_file" ]; then
+      [ -d "$out/$m" ] || "$bin/converter/moe_random_checkpoint" --model-type "${types[$m]}" --dtype bf16 \
+        --shard-mb 4000 --config "${keys[$m]}" --out "$out/$m" > "$out/$m.generate.log" 2>&1
+      # shellcheck disable=SC2086
+      "$base_src/build/converter/moe_convert" "$out/$m" -o "$base_file" ${recipe_flags[int8]} > "$out/$m-baseline.convert.log" 2>&1
+    fi
+    echo "$m: $baseline all-int8 (mapped) against this build's default, mapped and read into memory"
+    cat "$base_file" "$out/$m.moe" > /dev/null  # both in the page cache: a mapped side must not wait on the disk
+    AB_REPS=${AB_REPS:-3} "$root/bench/ab_files.sh" "${AB_ROUNDS:-3}" "$base_src/build/tools/moe_infer=$base_file" \
+      "$bin/tools/moe_infer=$out/$m.moe" "$bin/tools/moe_infer=$out/$m.moe=--load read" -- --no-verify
+  fi
   [ "${KEEP:-0}" = 1 ] || rm -rf "${out:?}/$m"
 done
