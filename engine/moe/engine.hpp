@@ -318,11 +318,9 @@ class Engine {
         store_kv(value_cache_[l][kv][p0 + t], new_values_[t] + kv * HD);
       }
     }
-    // Heads are independent: with workers, each takes a share of them. The split rule
-    // counts an int8 product's multiply-adds, each reading a byte of weights; each of
-    // attention's reads a cached element of sizeof(KvElement) bytes, so it weighs that
-    // much (counted as multiply-adds alone, decode's attention stayed on one core up to
-    // granite's 256th position: bench/README.md, "Design decisions").
+    // Heads are independent: with workers, each takes a share of them. Each multiply-add
+    // reads a cached element, so it weighs sizeof(KvElement) units of the split rule (an
+    // int8 weight's multiply-add, one byte; bench/README.md, "Design decisions").
     Heads heads{this, l, p0, n};
     split_.share(&Engine::heads_part, &heads, int64_t{2} * H * HD * n * (p0 + n) * int64_t{sizeof(KvElement)});
     linear(lw.wo, attn_[0], n, delta_[0]);
