@@ -55,14 +55,17 @@ if [ -n "$baseline" ]; then
   build "$base_src" "$base_src/build" f32 moe_infer moe_convert
 fi
 bin=$root/build/real-shapes-f32
+checkpoint() {  # MODEL: its bf16 checkpoint under OUT_DIR, unless it is there
+  [ -d "$out/$1" ] || /usr/bin/time -v "$bin/converter/moe_random_checkpoint" --model-type "${types[$1]}" --dtype bf16 \
+    --shard-mb 4000 --config "${keys[$1]}" --out "$out/$1" > "$out/$1.generate.log" 2>&1
+}
 : > "$out/results.jsonl"
 for m in "${order[@]}"; do
   for r in "${recipes[@]}"; do
     file=$out/$m.moe
     [ "$r" = default ] || file=$out/$m-$r.moe
     if [ ! -f "$file" ]; then
-      [ -d "$out/$m" ] || /usr/bin/time -v "$bin/converter/moe_random_checkpoint" --model-type "${types[$m]}" --dtype bf16 \
-        --shard-mb 4000 --config "${keys[$m]}" --out "$out/$m" > "$out/$m.generate.log" 2>&1
+      checkpoint "$m"
       # shellcheck disable=SC2086
       /usr/bin/time -v "$bin/converter/moe_convert" "$out/$m" -o "$file" ${recipe_flags[$r]} > "$out/$m-$r.convert.log" 2>&1
     fi
@@ -80,8 +83,7 @@ for m in "${order[@]}"; do
   if [ -n "$baseline" ]; then
     base_file=$out/$m-baseline-$baseline.moe
     if [ ! -f "$base_file" ]; then
-      [ -d "$out/$m" ] || "$bin/converter/moe_random_checkpoint" --model-type "${types[$m]}" --dtype bf16 \
-        --shard-mb 4000 --config "${keys[$m]}" --out "$out/$m" > "$out/$m.generate.log" 2>&1
+      checkpoint "$m"
       # shellcheck disable=SC2086
       "$base_src/build/converter/moe_convert" "$out/$m" -o "$base_file" ${recipe_flags[int8]} > "$out/$m-baseline.convert.log" 2>&1
     fi
