@@ -160,6 +160,12 @@ TEST_F(Cli, BenchReportsThroughputAndTheWeightsEachTokenReads) {
   EXPECT_GT(j["tg_tok_s"].get<double>(), 0);     // llama-bench's tg: from an empty cache
   EXPECT_NE(r.out.find("as llama-bench: pp16 "), std::string::npos) << r.out;
   EXPECT_GT(j["read_bandwidth_gb_s"].get<double>(), 0);
+  // The paired roofline: its own tg runs, each against probe passes beside it.
+  EXPECT_GT(j["read_bandwidth_paired_gb_s"].get<double>(), 0);
+  EXPECT_GT(j["roofline_fraction_paired"].get<double>(), 0);
+  EXPECT_LE(j["roofline_fraction_paired_min"].get<double>(), j["roofline_fraction_paired"].get<double>());
+  EXPECT_GE(j["roofline_fraction_paired_max"].get<double>(), j["roofline_fraction_paired"].get<double>());
+  EXPECT_NE(r.out.find("paired with the probe (2 more tg32"), std::string::npos) << r.out;
   EXPECT_EQ(j["threads"], 2);
   EXPECT_EQ(j["load"], "map");  // the default
   // fp32, d 64, kv dim 32, 4 experts of hidden 128, top-2, vocab 96: one embedding row,

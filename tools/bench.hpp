@@ -42,15 +42,43 @@ inline double active_weight_bytes_per_token(const ModelFile& file) {
 
 // Read bandwidth of the pool's cores: each thread sums its share of a buffer far larger
 // than the caches as four far-apart streams (one sequential stream reads less: bench/
-// README.md); best of `reps` passes (bytes per second). The buffer asks for huge pages,
-// as MappedFile::read's weights do, so the roofline is the best the machine reads.
-inline double read_bandwidth_probe(platform::ThreadPool& pool, size_t bytes = size_t{512} << 20, int reps = 5) {
-  struct Probe {
+// README.md). The buffer asks for huge pages, as MappedFile::read's weights do, so the
+// roofline is the best the machine reads. The buffer is kept, so that passes can run
+// between a benchmark's own (the paired roofline, run_bench).
+class ReadBandwidthProbe {
+ public:
+  ReadBandwidthProbe(platform::ThreadPool& pool, size_t bytes)
+      : workers_(pool.workers()),
+        n_(bytes / sizeof(float) / 256 * 256),
+        buf_(static_cast<float*>(moe::allocate_in_huge_pages(n_ * sizeof(float))), [](float* f) { std::free(f); }) {
+    if (!buf_) return;  // no memory for the probe: no roofline (printed as 0)
+    for (size_t i = 0; i < n_; ++i) buf_[i] = static_cast<float>(i & 1023);  // touch every page
+  }
+
+  // One pass over the buffer, all threads: bytes per second (0 without a buffer).
+  double pass() {
+    if (!buf_) return 0;
+    Pass p{buf_.get(), n_, {}};
+    const auto t0 = std::chrono::steady_clock::now();
+    workers_.run(workers_.pool, &Pass::part, &p);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    for (int i = 0; i < workers_.threads; ++i) sink_ = sink_ + p.sums[i];
+    const size_t parts = static_cast<size_t>(workers_.threads);
+    return static_cast<double>(n_ / 256 / parts * 256 * parts * sizeof(float)) / s;
+  }
+  double best(int reps) {
+    double b = 0;
+    for (int r = 0; r < reps; ++r) b = std::max(b, pass());
+    return b;
+  }
+
+ private:
+  struct Pass {
     const float* buf;
     size_t n;
     float sums[256];
     static void part(void* ctx, int part, int parts) {
-      auto& p = *static_cast<Probe*>(ctx);
+      auto& p = *static_cast<Pass*>(ctx);
       const size_t share = p.n / 256 / static_cast<size_t>(parts) * 256, quarter = share / 4;
       const float* s = p.buf + share * static_cast<size_t>(part);
 #if MOE_SIMD
@@ -71,32 +99,18 @@ inline double read_bandwidth_probe(platform::ThreadPool& pool, size_t bytes = si
 #endif
     }
   };
-  const size_t n = bytes / sizeof(float) / 256 * 256;
-  std::unique_ptr<float[], void (*)(float*)> buf(
-      static_cast<float*>(moe::allocate_in_huge_pages(n * sizeof(float))), [](float* f) { std::free(f); });
-  if (!buf) return 0;  // no memory for the probe: no roofline (printed as 0)
-  for (size_t i = 0; i < n; ++i) buf[i] = static_cast<float>(i & 1023);  // touch every page
-  Probe probe{buf.get(), n, {}};
-  const Workers w = pool.workers();
-  double best = 0;
-  volatile float sink = 0;
-  for (int r = 0; r < reps; ++r) {
-    const auto t0 = std::chrono::steady_clock::now();
-    w.run(w.pool, &Probe::part, &probe);
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    for (int i = 0; i < w.threads; ++i) sink = sink + probe.sums[i];
-    best = std::max(best, static_cast<double>(n / 256 / static_cast<size_t>(w.threads) * 256 *
-                                              static_cast<size_t>(w.threads) * sizeof(float)) /
-                              s);
-  }
-  return best;
-}
+  Workers workers_;
+  size_t n_;
+  std::unique_ptr<float[], void (*)(float*)> buf_;
+  volatile float sink_ = 0;
+};
 
 struct BenchOptions {
   int prompt = 64;   // pp: prompt tokens; tg: generated after a prompt of this length
   int tokens = 128;  // tg: tokens generated
   int reps = 5;
-  double bandwidth = 0;  // bytes/s, from read_bandwidth_probe
+  double bandwidth = 0;  // bytes/s: the probe's best of its first passes
+  ReadBandwidthProbe* probe = nullptr;  // with it, run_bench measures the paired roofline too
 };
 
 struct BenchResult {
@@ -105,6 +119,10 @@ struct BenchResult {
   double tg_empty_tok_s = 0, tg_empty_min = 0, tg_empty_max = 0;  // tg from an empty cache, as llama-bench
   double bytes_per_token = 0;
   double roofline_fraction = 0;  // bytes_per_token * decode_tok_s / bandwidth
+  // The paired roofline: `reps` more tg runs, each against the better of the probe passes
+  // just before and just after it (a shared machine's bandwidth moves from second to
+  // second); the median fraction and its range, and the median of those bandwidths.
+  double paired_fraction = 0, paired_fraction_min = 0, paired_fraction_max = 0, paired_bandwidth = 0;
 };
 
 inline double median(std::vector<double> v) {
@@ -123,24 +141,31 @@ Error run_bench(EngineT& engine, const ModelFile& file, const BenchOptions& o, B
   std::vector<int32_t> prompt(static_cast<size_t>(o.prompt));
   for (int i = 0; i < o.prompt; ++i) prompt[static_cast<size_t>(i)] = (i * 7 + 1) % V;
   auto greedy = std::make_unique<Sampler<V>>(SamplingParams{0.f, 0, 1.f, 0});
-  std::vector<double> pp, tg, tg_empty;
-  for (int rep = -1; rep < o.reps; ++rep) {  // rep -1: the warm-up
+  const auto seconds = [](Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); };
+  // From an empty cache: the prompt, then `tokens` generated greedily (pp and tg, in s).
+  const auto prompt_then_tokens = [&](double& pp_s, double& tg_s) {
     engine.reset();
     const auto t0 = Clock::now();
     if (Error e = engine.prefill(prompt.data(), o.prompt)) return e;
     const auto t1 = Clock::now();
     int generated = 0;
     if (Error e = generate(engine, *greedy, o.tokens + 1, [&](int32_t) { return ++generated <= o.tokens; })) return e;
-    const auto t2 = Clock::now();
+    pp_s = seconds(t0, t1), tg_s = seconds(t1, Clock::now());
+    return Error::none();
+  };
+  std::vector<double> pp, tg, tg_empty;
+  for (int rep = -1; rep < o.reps; ++rep) {  // rep -1: the warm-up
+    double pp_s = 0, tg_s = 0;
+    if (Error e = prompt_then_tokens(pp_s, tg_s)) return e;
     engine.reset();
     const auto t3 = Clock::now();
     for (int i = 0; i < o.tokens; ++i)
       if (Error e = engine.decode((i * 7 + 1) % V)) return e;
     const auto t4 = Clock::now();
     if (rep < 0) continue;
-    pp.push_back(o.prompt / std::chrono::duration<double>(t1 - t0).count());
-    tg.push_back(o.tokens / std::chrono::duration<double>(t2 - t1).count());
-    tg_empty.push_back(o.tokens / std::chrono::duration<double>(t4 - t3).count());
+    pp.push_back(o.prompt / pp_s);
+    tg.push_back(o.tokens / tg_s);
+    tg_empty.push_back(o.tokens / seconds(t3, t4));
   }
   r.prefill_tok_s = median(pp);
   r.decode_tok_s = median(tg);
@@ -153,6 +178,24 @@ Error run_bench(EngineT& engine, const ModelFile& file, const BenchOptions& o, B
   r.tg_empty_max = *std::max_element(tg_empty.begin(), tg_empty.end());
   r.bytes_per_token = active_weight_bytes_per_token(file);
   r.roofline_fraction = o.bandwidth > 0 ? r.bytes_per_token * r.decode_tok_s / o.bandwidth : 0;
+  if (o.probe == nullptr) return Error::none();
+  // The paired roofline, after the figures above so that the probe's passes (which push
+  // the weights out of the caches) do not touch them.
+  std::vector<double> fractions, bandwidths;
+  double before = o.probe->pass();
+  for (int rep = 0; rep < o.reps && before > 0; ++rep) {
+    double pp_s = 0, tg_s = 0;
+    if (Error e = prompt_then_tokens(pp_s, tg_s)) return e;
+    const double after = o.probe->pass(), bandwidth = std::max(before, after);
+    fractions.push_back(r.bytes_per_token * o.tokens / tg_s / bandwidth);
+    bandwidths.push_back(bandwidth);
+    before = after;
+  }
+  if (fractions.empty()) return Error::none();
+  r.paired_fraction = median(fractions);
+  r.paired_fraction_min = *std::min_element(fractions.begin(), fractions.end());
+  r.paired_fraction_max = *std::max_element(fractions.begin(), fractions.end());
+  r.paired_bandwidth = median(bandwidths);
   return Error::none();
 }
 

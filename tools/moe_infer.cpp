@@ -125,7 +125,9 @@ struct Generate {
   static int bench(EngineT& engine, const moe::ModelFile& file, const Options& o, moe::platform::ThreadPool& pool,
                    const moe::platform::SplitCalibration& split) {
     moe::tools::BenchOptions b = o.bench_options;
-    b.bandwidth = moe::tools::read_bandwidth_probe(pool, static_cast<size_t>(o.bench_probe_mib) << 20);
+    moe::tools::ReadBandwidthProbe probe(pool, static_cast<size_t>(o.bench_probe_mib) << 20);
+    b.bandwidth = probe.best(5);
+    b.probe = &probe;
     if (C.family == moe::Family::llama && b.prompt + b.tokens > C.max_context)
       return std::fprintf(stderr,
                           "moe_infer: --bench-prompt %d + --bench-tokens %d exceed the model's context of %d tokens\n",
@@ -162,6 +164,11 @@ struct Generate {
         "read bandwidth (probe, %d thread%s) %.1f GB/s | decode moves %.1f GB/s of weights: %.0f%% of the roofline\n",
         o.threads, o.threads == 1 ? "" : "s", b.bandwidth / 1e9, r.bytes_per_token * r.decode_tok_s / 1e9,
         100 * r.roofline_fraction);
+    std::printf(
+        "paired with the probe (%d more tg%d, each against the better of a probe pass just before and after "
+        "it): %.1f GB/s | %.0f%% of the roofline (min %.0f%%, max %.0f%%)\n",
+        b.reps, b.tokens, r.paired_bandwidth / 1e9, 100 * r.paired_fraction, 100 * r.paired_fraction_min,
+        100 * r.paired_fraction_max);
     if (!o.json.empty()) {
       char buf[2048];
       std::snprintf(buf, sizeof buf,
@@ -172,12 +179,15 @@ struct Generate {
                     "\"prefill_tok_s_min\": %.1f, \"decode_tok_s_min\": %.1f, \"read_bandwidth_gb_s\": %.2f, "
                     "\"roofline_fraction\": %.4f, \"load_ms\": %.1f, \"engine_bytes\": %zu, \"kv_cache\": \"%s\", "
                     "\"pp_tok_s\": %.1f, \"tg_tok_s\": %.1f, \"tg_tok_s_min\": %.1f, \"handover_us\": %.3f, "
-                    "\"min_macs_per_worker\": %ld, \"load\": \"%s\"}\n",
+                    "\"min_macs_per_worker\": %ld, \"load\": \"%s\", \"read_bandwidth_paired_gb_s\": %.2f, "
+                    "\"roofline_fraction_paired\": %.4f, \"roofline_fraction_paired_min\": %.4f, "
+                    "\"roofline_fraction_paired_max\": %.4f}\n",
                     moe::ConfigKey(C).c_str(), kernels, o.threads, file.size_bytes(), r.bytes_per_token, b.prompt,
                     b.tokens, b.reps, r.prefill_tok_s, r.decode_tok_s, r.prefill_min, r.decode_min, b.bandwidth / 1e9,
                     r.roofline_fraction, o.load_ms, sizeof(EngineT), kKvCache == moe::KvCache::f16 ? "f16" : "f32",
                     r.prefill_tok_s, r.tg_empty_tok_s, r.tg_empty_min, split.handover_s * 1e6,
-                    split.min_macs_per_worker, o.model_read ? "read" : "map");
+                    split.min_macs_per_worker, o.model_read ? "read" : "map", r.paired_bandwidth / 1e9,
+                    r.paired_fraction, r.paired_fraction_min, r.paired_fraction_max);
       if (o.json == "-") {
         std::fputs(buf, stdout);
       } else if (const std::string error = moe::tools::write_output_file(o.json, buf); !error.empty()) {
