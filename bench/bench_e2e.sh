@@ -4,8 +4,10 @@
 # and moe_convert's default recipe: prefill (pp64) and decode (tg128 after a 64-token prompt)
 # tokens/s with `moe_infer --bench`, which also probes the read bandwidth and prints each
 # result's fraction of the bandwidth roofline (the probe runs on as many threads as the
-# result). 1 and 2 threads (MOE_BENCH_THREADS="1 2"). Nothing large is committed: the
-# checkpoints come from moe_random_checkpoint.
+# result), once against its best of five passes and once paired (probe passes beside each
+# of further tg runs: bench/README.md "The paired roofline"). 1 and 2 threads
+# (MOE_BENCH_THREADS="1 2"). Nothing large is committed: the checkpoints come from
+# moe_random_checkpoint.
 #   bench/bench_e2e.sh [OUT_DIR]     (default out/bench-e2e; results.jsonl and results.md there; ~10 min)
 #   MOE_BENCH_WEIGHTS="int8 int4" picks recipes; MOE_BENCH_THREADS, MOE_BENCH_RUNS, MOE_BENCH_REPS as below
 set -euo pipefail
@@ -58,9 +60,9 @@ for ((run = 1; run <= ${MOE_BENCH_RUNS:-3}; ++run)); do
 done
 
 {
-  echo "| model | weights | threads | pp64 tok/s | tg128 tok/s | weight bytes/token | roofline |"
-  echo "|---|---|---:|---:|---:|---:|---:|"
-  sed -E 's/.*"model": "([^"]*)", "weights": "([^"]*)".*"threads": ([0-9]+).*"weight_bytes_per_token": ([0-9]+).*"prefill_tok_s": ([0-9.]+), "decode_tok_s": ([0-9.]+),.*"roofline_fraction": ([0-9.]+).*/\1 \2 \3 \4 \5 \6 \7/' "$out/results.jsonl" |
+  echo "| model | weights | threads | pp64 tok/s | tg128 tok/s | weight bytes/token | roofline | paired roofline |"
+  echo "|---|---|---:|---:|---:|---:|---:|---:|"
+  sed -E 's/.*"model": "([^"]*)", "weights": "([^"]*)".*"threads": ([0-9]+).*"weight_bytes_per_token": ([0-9]+).*"prefill_tok_s": ([0-9.]+), "decode_tok_s": ([0-9.]+),.*"roofline_fraction": ([0-9.]+).*"roofline_fraction_paired": ([0-9.]+).*/\1 \2 \3 \4 \5 \6 \7 \8/' "$out/results.jsonl" |
     awk '
       function median(list,  a, n, i, j, t) {
         n = split(list, a, " ")
@@ -68,7 +70,8 @@ done
         return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
       }
       { key = $1 " | " $2 " | " $3; if (!(key in pp)) { order[++count] = key; bytes[key] = $4 }
-        pp[key] = pp[key] " " $5; tg[key] = tg[key] " " $6; roof[key] = roof[key] " " $7 }
+        pp[key] = pp[key] " " $5; tg[key] = tg[key] " " $6; roof[key] = roof[key] " " $7; paired[key] = paired[key] " " $8 }
       END { for (i = 1; i <= count; ++i) { k = order[i]
-              printf "| %s | %.0f | %.0f | %s | %.0f%% |\n", k, median(pp[k]), median(tg[k]), bytes[k], 100 * median(roof[k]) } }'
+              printf "| %s | %.0f | %.0f | %s | %.0f%% | %.0f%% |\n", k, median(pp[k]), median(tg[k]), bytes[k],
+                     100 * median(roof[k]), 100 * median(paired[k]) } }'
 } | tee "$out/results.md"
