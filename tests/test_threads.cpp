@@ -1,7 +1,8 @@
 // The static thread pool and the engine's use of it: every part of every task runs
 // exactly once, across sleeps and while a worker is held up; and an engine with 2 workers
 // (experts side by side, in decode and in prefill) or 3 (rows split everywhere) computes
-// the very same logits, bit for bit, as with one, for f32, int8 and int4 weights.
+// the very same logits, bit for bit, as with one, for f32, int8 and int4 weights; and the
+// split rule's units (WorkSplit).
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -128,6 +129,46 @@ void expect_same_logits_with_workers(const test::AlignedBuffer& buf) {
     ASSERT_TRUE(engine->load(file).ok());
     engine->set_workers(pool.workers(), 0);  // split every product, however small
     EXPECT_EQ(logits_of(*engine), want) << threads << " threads";
+  }
+}
+
+// The split rule's units: a prefill product counts its multiply-adds, a decode product
+// (one token) its weights' bytes times kStreamedByteMacs. A product is shared when it
+// reaches min_macs_per_worker per worker (here 2 workers that run every part in turn).
+TEST(WorkSplit, DecodeProductsWeighTheirBytes) {
+  static int shared = 0;
+  const auto run_in_turn = [](void*, Workers::Task task, void* ctx) {
+    ++shared;
+    for (int part = 0; part < 2; ++part) task(ctx, part, 2);
+  };
+  constexpr int kRows = 64, kCols = 128, kTokens = 3;
+  std::vector<uint8_t> weights(size_t{kRows} * kCols * 4);
+  std::vector<float> scales(kRows, 0.f), x(size_t{kTokens} * kCols, 1.f), y(size_t{kTokens} * kRows);
+  std::vector<int8_t> act_q(size_t{kTokens} * kCols);
+  std::vector<float> act_scale(kTokens * kCols / 32);
+  std::vector<int32_t> act_sum(kTokens * kCols / 32);
+  const auto shares = [&](DType dtype, int tokens, long min_macs_per_worker) {
+    const Matrix m{weights.data(), scales.data(), dtype, kRows, kCols, dtype == DType::q4 ? kQ4Block : kCols};
+    ProductInput in{x.data(), tokens, kCols};
+    Products p{&in, 1, {&m}, {y.data()}, {}, false, act_q.data(), act_scale.data(), act_sum.data()};
+    const WorkSplit split{Workers{nullptr, +run_in_turn, 2}, min_macs_per_worker};
+    shared = 0;
+    run_products<kernels::Best>(split, p, true);
+    return shared == 1;
+  };
+  const long bytes_i8 = long{kRows} * kCols, bytes_q4 = long{kRows} * (kCols / kQ4Block) * kQ4BlockBytes;
+  const long bytes_f32 = 4 * bytes_i8;
+  // Decode: 2 workers share from kStreamedByteMacs * bytes / 2 per worker.
+  for (const auto& [dtype, bytes] : {std::pair{DType::i8, bytes_i8}, {DType::q4, bytes_q4}, {DType::f32, bytes_f32}}) {
+    const long at = kStreamedByteMacs * bytes / 2;
+    EXPECT_TRUE(shares(dtype, 1, at)) << static_cast<int>(dtype);
+    EXPECT_FALSE(shares(dtype, 1, at + 1)) << static_cast<int>(dtype);
+  }
+  // Prefill: multiply-adds, whatever the weights' bytes.
+  for (DType dtype : {DType::i8, DType::q4, DType::f32}) {
+    const long at = long{kRows} * kCols * kTokens / 2;
+    EXPECT_TRUE(shares(dtype, kTokens, at)) << static_cast<int>(dtype);
+    EXPECT_FALSE(shares(dtype, kTokens, at + 1)) << static_cast<int>(dtype);
   }
 }
 

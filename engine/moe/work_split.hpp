@@ -89,6 +89,12 @@ template <class K>
   }
 }
 
+// The split rule's units are the calibrated in-cache multiply-adds (split_calibration).
+// Decode (one token) reads each weight once, from memory once a model outgrows the
+// caches, so its products weigh their bytes, each worth this many in-cache multiply-adds
+// (bench/README.md, "Design decisions").
+inline constexpr int64_t kStreamedByteMacs = 3;
+
 // Every weight product of the engine goes through here. On targets with integer dot
 // products (kInt8Dot) eligible int8 matrices multiply quantized activations when
 // `int8_activations`; otherwise int8/f16 weights are widened to f32. may_split: the
@@ -110,7 +116,9 @@ void run_products(const WorkSplit& split, Products& p, bool int8_activations, bo
   }
   for (int i = 0; i < p.count; ++i) {
     p.q8[i] = want == ActQuant::q8 ? kernels::q8_eligible(*p.m[i]) : want == ActQuant::q4 && p.m[i]->dtype == DType::q4;
-    macs += static_cast<int64_t>(p.m[i]->rows) * p.m[i]->cols * in.n;
+    const Matrix& m = *p.m[i];
+    macs += in.n == 1 ? kStreamedByteMacs * static_cast<int64_t>(data_bytes(m.dtype, uint64_t(m.rows) * m.cols))
+                      : static_cast<int64_t>(m.rows) * m.cols * in.n;
   }
   if constexpr (kernels::kInt8Dot && !std::is_same_v<K, kernels::Scalar>) {
     if (want != ActQuant::none && in.quantized != want) {
