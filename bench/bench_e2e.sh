@@ -52,6 +52,7 @@ for ((run = 1; run <= ${MOE_BENCH_RUNS:-3}; ++run)); do
         reps=${MOE_BENCH_REPS:-5}
         [ "$m" = tiny-a ] && reps=$((reps * 10))  # a tiny-a run lasts ~2 ms: scheduler noise needs more of them
         "$build/tools/moe_infer" -m "$out/$m-$r.moe" --bench --bench-prompt 64 --bench-tokens 128 --bench-reps "$reps" \
+          --bench-paired-reps "$reps" \
           --threads "$t" --json "$out/$m-$r-t$t.json"
         sed "s/^{/{\"model\": \"$m\", \"weights\": \"$r\", /" "$out/$m-$r-t$t.json" >> "$out/results.jsonl"
       done

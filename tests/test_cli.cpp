@@ -148,7 +148,8 @@ TEST_F(Cli, LogitsOutRowsAndRefusals) {
 TEST_F(Cli, BenchReportsThroughputAndTheWeightsEachTokenReads) {
   const std::string json_path = path("bench.json");
   const Result r = run({kInfer, "--model", path("mix32.moe"), "--bench", "--bench-prompt", "16", "--bench-tokens", "32",
-                        "--bench-reps", "2", "--bench-probe-mib", "32", "--json", json_path, "--threads", "2"});
+                        "--bench-reps", "2", "--bench-paired-reps", "2", "--bench-probe-mib", "32", "--json", json_path,
+                        "--threads", "2"});
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.out.find("pp16: "), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("tg32: "), std::string::npos) << r.out;
@@ -166,6 +167,13 @@ TEST_F(Cli, BenchReportsThroughputAndTheWeightsEachTokenReads) {
   EXPECT_LE(j["roofline_fraction_paired_min"].get<double>(), j["roofline_fraction_paired"].get<double>());
   EXPECT_GE(j["roofline_fraction_paired_max"].get<double>(), j["roofline_fraction_paired"].get<double>());
   EXPECT_NE(r.out.find("paired with the probe (2 more tg32"), std::string::npos) << r.out;
+  const std::string unpaired_path = path("unpaired.json");
+  const Result unpaired = run({kInfer, "--model", path("mix32.moe"), "--bench", "--bench-prompt", "4", "--bench-tokens",
+                               "4", "--bench-reps", "1", "--bench-paired-reps", "0", "--bench-probe-mib", "32",
+                               "--json", unpaired_path});
+  ASSERT_EQ(unpaired.code, 0) << unpaired.err;
+  EXPECT_EQ(unpaired.out.find("paired with the probe"), std::string::npos) << unpaired.out;
+  EXPECT_EQ(nlohmann::json::parse(slurp(unpaired_path))["roofline_fraction_paired"].get<double>(), 0);
   EXPECT_EQ(j["threads"], 2);
   EXPECT_EQ(j["load"], "map");  // the default
   // fp32, d 64, kv dim 32, 4 experts of hidden 128, top-2, vocab 96: one embedding row,
@@ -278,7 +286,8 @@ TEST_F(Cli, InferHelpListsEveryOptionWithItsDefault) {
   ASSERT_EQ(r.code, 0) << r.err;
   for (const char* option : {"--model", "--prompt", "--ids", "--tokens", "--temp", "--top-k", "--top-p", "--seed",
                              "--threads", "--no-stats", "--no-echo", "--no-verify", "--list-configs", "--bench",
-                             "--bench-prompt", "--bench-tokens", "--bench-reps", "--bench-probe-mib", "--json", "--load",
+                             "--bench-prompt", "--bench-tokens", "--bench-reps", "--bench-paired-reps", "--bench-probe-mib",
+                             "--json", "--load",
                              "--no-mmap"})
     EXPECT_NE(r.out.find(option), std::string::npos) << option;
   EXPECT_NE(r.out.find("tokens to generate [200]"), std::string::npos) << r.out;

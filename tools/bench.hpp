@@ -110,7 +110,8 @@ struct BenchOptions {
   int tokens = 128;  // tg: tokens generated
   int reps = 5;
   double bandwidth = 0;  // bytes/s: the probe's best of its first passes
-  ReadBandwidthProbe* probe = nullptr;  // with it, run_bench measures the paired roofline too
+  ReadBandwidthProbe* probe = nullptr;  // with it, run_bench measures the paired roofline too,
+  int paired_reps = 3;                   // over this many more tg runs (0: none)
 };
 
 struct BenchResult {
@@ -119,7 +120,7 @@ struct BenchResult {
   double tg_empty_tok_s = 0, tg_empty_min = 0, tg_empty_max = 0;  // tg from an empty cache, as llama-bench
   double bytes_per_token = 0;
   double roofline_fraction = 0;  // bytes_per_token * decode_tok_s / bandwidth
-  // The paired roofline: `reps` more tg runs, each against the better of the probe passes
+  // The paired roofline: `paired_reps` more tg runs, each against the better of the probe passes
   // just before and just after it (a shared machine's bandwidth moves from second to
   // second); the median fraction and its range, and the median of those bandwidths.
   double paired_fraction = 0, paired_fraction_min = 0, paired_fraction_max = 0, paired_bandwidth = 0;
@@ -178,12 +179,12 @@ Error run_bench(EngineT& engine, const ModelFile& file, const BenchOptions& o, B
   r.tg_empty_max = *std::max_element(tg_empty.begin(), tg_empty.end());
   r.bytes_per_token = active_weight_bytes_per_token(file);
   r.roofline_fraction = o.bandwidth > 0 ? r.bytes_per_token * r.decode_tok_s / o.bandwidth : 0;
-  if (o.probe == nullptr) return Error::none();
+  if (o.probe == nullptr || o.paired_reps < 1) return Error::none();
   // The paired roofline, after the figures above so that the probe's passes (which push
   // the weights out of the caches) do not touch them.
   std::vector<double> fractions, bandwidths;
   double before = o.probe->pass();
-  for (int rep = 0; rep < o.reps && before > 0; ++rep) {
+  for (int rep = 0; rep < o.paired_reps && before > 0; ++rep) {
     double pp_s = 0, tg_s = 0;
     if (Error e = prompt_then_tokens(pp_s, tg_s)) return e;
     const double after = o.probe->pass(), bandwidth = std::max(before, after);

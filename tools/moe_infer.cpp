@@ -164,10 +164,11 @@ struct Generate {
         "read bandwidth (probe, %d thread%s) %.1f GB/s | decode moves %.1f GB/s of weights: %.0f%% of the roofline\n",
         o.threads, o.threads == 1 ? "" : "s", b.bandwidth / 1e9, r.bytes_per_token * r.decode_tok_s / 1e9,
         100 * r.roofline_fraction);
-    std::printf(
-        "paired with the probe (%d more tg%d, each against the better of a probe pass just before and after "
-        "it): %.1f GB/s | %.0f%% of the roofline (min %.0f%%, max %.0f%%)\n",
-        b.reps, b.tokens, r.paired_bandwidth / 1e9, 100 * r.paired_fraction, 100 * r.paired_fraction_min,
+    if (b.paired_reps > 0)
+      std::printf(
+          "paired with the probe (%d more tg%d, each against the better of a probe pass just before and after "
+          "it): %.1f GB/s | %.0f%% of the roofline (min %.0f%%, max %.0f%%)\n",
+          b.paired_reps, b.tokens, r.paired_bandwidth / 1e9, 100 * r.paired_fraction, 100 * r.paired_fraction_min,
         100 * r.paired_fraction_max);
     if (!o.json.empty()) {
       char buf[2048];
@@ -403,6 +404,10 @@ int main(int argc, char** argv) {
   args.option("--bench-prompt", o.bench_options.prompt, "--bench: prompt tokens (pp)", 1, 1 << 30);
   args.option("--bench-tokens", o.bench_options.tokens, "--bench: tokens generated after the prompt (tg)", 1, 1 << 30);
   args.option("--bench-reps", o.bench_options.reps, "--bench: repetitions (medians are reported)", 1, 1 << 20);
+  args.option("--bench-paired-reps", o.bench_options.paired_reps,
+              "--bench: further tg runs for the paired roofline, each against probe passes just before and after "
+              "it (0: none)",
+              0, 1 << 20);
   args.option("--bench-probe-mib", o.bench_probe_mib,
               "--bench: size of the bandwidth probe's buffer (far beyond the caches)", 1, 4096);
   args.option("--json", o.json, "--bench: also write the results as JSON to this file ('-': stdout)");
