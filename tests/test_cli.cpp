@@ -168,9 +168,9 @@ TEST_F(Cli, BenchReportsThroughputAndTheWeightsEachTokenReads) {
   EXPECT_GE(j["roofline_fraction_paired_max"].get<double>(), j["roofline_fraction_paired"].get<double>());
   EXPECT_NE(r.out.find("paired with the probe (2 more tg32"), std::string::npos) << r.out;
   const std::string unpaired_path = path("unpaired.json");
-  const Result unpaired = run({kInfer, "--model", path("mix32.moe"), "--bench", "--bench-prompt", "4", "--bench-tokens",
-                               "4", "--bench-reps", "1", "--bench-paired-reps", "0", "--bench-probe-mib", "32",
-                               "--json", unpaired_path});
+  const Result unpaired =
+      run({kInfer, "--model", path("mix32.moe"), "--bench", "--bench-prompt", "4", "--bench-tokens", "4",
+           "--bench-reps", "1", "--bench-paired-reps", "0", "--bench-probe-mib", "32", "--json", unpaired_path});
   ASSERT_EQ(unpaired.code, 0) << unpaired.err;
   EXPECT_EQ(unpaired.out.find("paired with the probe"), std::string::npos) << unpaired.out;
   EXPECT_EQ(nlohmann::json::parse(slurp(unpaired_path))["roofline_fraction_paired"].get<double>(), 0);
@@ -284,11 +284,11 @@ TEST_F(Cli, InferRefusesBadInput) {
 TEST_F(Cli, InferHelpListsEveryOptionWithItsDefault) {
   const Result r = run({kInfer, "--help"});
   ASSERT_EQ(r.code, 0) << r.err;
-  for (const char* option : {"--model", "--prompt", "--ids", "--tokens", "--temp", "--top-k", "--top-p", "--seed",
-                             "--threads", "--no-stats", "--no-echo", "--no-verify", "--list-configs", "--bench",
-                             "--bench-prompt", "--bench-tokens", "--bench-reps", "--bench-paired-reps", "--bench-probe-mib",
-                             "--json", "--load",
-                             "--no-mmap"})
+  for (const char* option :
+       {"--model",           "--prompt", "--ids",          "--tokens",       "--temp",       "--top-k",
+        "--top-p",           "--seed",   "--threads",      "--no-stats",     "--no-echo",    "--no-verify",
+        "--list-configs",    "--bench",  "--bench-prompt", "--bench-tokens", "--bench-reps", "--bench-paired-reps",
+        "--bench-probe-mib", "--json",   "--load",         "--no-mmap"})
     EXPECT_NE(r.out.find(option), std::string::npos) << option;
   EXPECT_NE(r.out.find("tokens to generate [200]"), std::string::npos) << r.out;
   // --name=value is the same as --name value.

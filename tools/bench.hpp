@@ -109,9 +109,9 @@ struct BenchOptions {
   int prompt = 64;   // pp: prompt tokens; tg: generated after a prompt of this length
   int tokens = 128;  // tg: tokens generated
   int reps = 5;
-  double bandwidth = 0;  // bytes/s: the probe's best of its first passes
+  double bandwidth = 0;                 // bytes/s: the probe's best pass, measured before the runs
   ReadBandwidthProbe* probe = nullptr;  // with it, run_bench measures the paired roofline too,
-  int paired_reps = 3;                   // over this many more tg runs (0: none)
+  int paired_reps = 3;                  // over this many more tg runs (0: none)
 };
 
 struct BenchResult {
@@ -120,9 +120,9 @@ struct BenchResult {
   double tg_empty_tok_s = 0, tg_empty_min = 0, tg_empty_max = 0;  // tg from an empty cache, as llama-bench
   double bytes_per_token = 0;
   double roofline_fraction = 0;  // bytes_per_token * decode_tok_s / bandwidth
-  // The paired roofline: `paired_reps` more tg runs, each against the better of the probe passes
-  // just before and just after it (a shared machine's bandwidth moves from second to
-  // second); the median fraction and its range, and the median of those bandwidths.
+  // The paired roofline: `paired_reps` more tg runs, each against the better of the probe
+  // passes just before and just after it (a shared machine's bandwidth moves from second
+  // to second); the median fraction and its range, and the median of those bandwidths.
   double paired_fraction = 0, paired_fraction_min = 0, paired_fraction_max = 0, paired_bandwidth = 0;
 };
 
@@ -142,7 +142,9 @@ Error run_bench(EngineT& engine, const ModelFile& file, const BenchOptions& o, B
   std::vector<int32_t> prompt(static_cast<size_t>(o.prompt));
   for (int i = 0; i < o.prompt; ++i) prompt[static_cast<size_t>(i)] = (i * 7 + 1) % V;
   auto greedy = std::make_unique<Sampler<V>>(SamplingParams{0.f, 0, 1.f, 0});
-  const auto seconds = [](Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); };
+  const auto seconds = [](Clock::time_point a, Clock::time_point b) {
+    return std::chrono::duration<double>(b - a).count();
+  };
   // From an empty cache: the prompt, then `tokens` generated greedily (pp and tg, in s).
   const auto prompt_then_tokens = [&](double& pp_s, double& tg_s) {
     engine.reset();

@@ -87,9 +87,9 @@ struct Options {
   bool int8_activations = true;
   bool bench = false;
   int bench_probe_mib = 512;
-  std::string json;        // --bench results as JSON: a path, or "-" for stdout
-  std::string logits_out;  // the logits after every prompt token, as JSON
-  double load_ms = 0;      // mapping (or reading) and verifying the file
+  std::string json;         // --bench results as JSON: a path, or "-" for stdout
+  std::string logits_out;   // the logits after every prompt token, as JSON
+  double load_ms = 0;       // mapping (or reading) and verifying the file
   bool model_read = false;  // read into memory (--load read), not mapped
   moe::tools::BenchOptions bench_options;
 };
@@ -169,7 +169,7 @@ struct Generate {
           "paired with the probe (%d more tg%d, each against the better of a probe pass just before and after "
           "it): %.1f GB/s | %.0f%% of the roofline (min %.0f%%, max %.0f%%)\n",
           b.paired_reps, b.tokens, r.paired_bandwidth / 1e9, 100 * r.paired_fraction, 100 * r.paired_fraction_min,
-        100 * r.paired_fraction_max);
+          100 * r.paired_fraction_max);
     if (!o.json.empty()) {
       char buf[2048];
       std::snprintf(buf, sizeof buf,
