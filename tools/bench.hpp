@@ -109,9 +109,8 @@ struct BenchOptions {
   int prompt = 64;   // pp: prompt tokens; tg: generated after a prompt of this length
   int tokens = 128;  // tg: tokens generated
   int reps = 5;
-  double bandwidth = 0;                 // bytes/s: the probe's best pass, measured before the runs
-  ReadBandwidthProbe* probe = nullptr;  // with it, run_bench measures the paired roofline too,
-  int paired_reps = 3;                  // over this many more tg runs (0: none)
+  ReadBandwidthProbe* probe = nullptr;  // with it, run_bench measures the rooflines (without: 0)
+  int paired_reps = 3;                  // tg runs of the paired roofline (0: none)
 };
 
 struct BenchResult {
@@ -119,6 +118,7 @@ struct BenchResult {
   double prefill_min = 0, prefill_max = 0, decode_min = 0, decode_max = 0;
   double tg_empty_tok_s = 0, tg_empty_min = 0, tg_empty_max = 0;  // tg from an empty cache, as llama-bench
   double bytes_per_token = 0;
+  double bandwidth = 0;          // bytes/s: the probe's best of five passes, before the runs
   double roofline_fraction = 0;  // bytes_per_token * decode_tok_s / bandwidth
   // The paired roofline: `paired_reps` more tg runs, each against the better of the probe
   // passes just before and just after it (a shared machine's bandwidth moves from second
@@ -156,6 +156,7 @@ Error run_bench(EngineT& engine, const ModelFile& file, const BenchOptions& o, B
     pp_s = seconds(t0, t1), tg_s = seconds(t1, Clock::now());
     return Error::none();
   };
+  r.bandwidth = o.probe != nullptr ? o.probe->best(5) : 0;
   std::vector<double> pp, tg, tg_empty;
   for (int rep = -1; rep < o.reps; ++rep) {  // rep -1: the warm-up
     double pp_s = 0, tg_s = 0;
@@ -180,7 +181,7 @@ Error run_bench(EngineT& engine, const ModelFile& file, const BenchOptions& o, B
   r.tg_empty_min = *std::min_element(tg_empty.begin(), tg_empty.end());
   r.tg_empty_max = *std::max_element(tg_empty.begin(), tg_empty.end());
   r.bytes_per_token = active_weight_bytes_per_token(file);
-  r.roofline_fraction = o.bandwidth > 0 ? r.bytes_per_token * r.decode_tok_s / o.bandwidth : 0;
+  r.roofline_fraction = r.bandwidth > 0 ? r.bytes_per_token * r.decode_tok_s / r.bandwidth : 0;
   if (o.probe == nullptr || o.paired_reps < 1) return Error::none();
   // The paired roofline, after the figures above so that the probe's passes (which push
   // the weights out of the caches) do not touch them.

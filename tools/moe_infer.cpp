@@ -125,14 +125,13 @@ struct Generate {
   static int bench(EngineT& engine, const moe::ModelFile& file, const Options& o, moe::platform::ThreadPool& pool,
                    const moe::platform::SplitCalibration& split) {
     moe::tools::BenchOptions b = o.bench_options;
-    moe::tools::ReadBandwidthProbe probe(pool, static_cast<size_t>(o.bench_probe_mib) << 20);
-    b.bandwidth = probe.best(5);
-    b.probe = &probe;
     if (C.family == moe::Family::llama && b.prompt + b.tokens > C.max_context)
       return std::fprintf(stderr,
                           "moe_infer: --bench-prompt %d + --bench-tokens %d exceed the model's context of %d tokens\n",
                           b.prompt, b.tokens, C.max_context),
              2;
+    moe::tools::ReadBandwidthProbe probe(pool, static_cast<size_t>(o.bench_probe_mib) << 20);
+    b.probe = &probe;
     moe::tools::BenchResult r;
     if (moe::Error e = moe::tools::run_bench(engine, file, b, r))
       return std::fprintf(stderr, "moe_infer: %s\n", e.what()), 1;
@@ -162,7 +161,7 @@ struct Generate {
                   moe::tools::grouped(split.min_macs_per_worker).c_str());
     std::printf(
         "read bandwidth (probe, %d thread%s) %.1f GB/s | decode moves %.1f GB/s of weights: %.0f%% of the roofline\n",
-        o.threads, o.threads == 1 ? "" : "s", b.bandwidth / 1e9, r.bytes_per_token * r.decode_tok_s / 1e9,
+        o.threads, o.threads == 1 ? "" : "s", r.bandwidth / 1e9, r.bytes_per_token * r.decode_tok_s / 1e9,
         100 * r.roofline_fraction);
     if (b.paired_reps > 0)
       std::printf(
@@ -184,7 +183,7 @@ struct Generate {
                     "\"roofline_fraction_paired\": %.4f, \"roofline_fraction_paired_min\": %.4f, "
                     "\"roofline_fraction_paired_max\": %.4f}\n",
                     moe::ConfigKey(C).c_str(), kernels, o.threads, file.size_bytes(), r.bytes_per_token, b.prompt,
-                    b.tokens, b.reps, r.prefill_tok_s, r.decode_tok_s, r.prefill_min, r.decode_min, b.bandwidth / 1e9,
+                    b.tokens, b.reps, r.prefill_tok_s, r.decode_tok_s, r.prefill_min, r.decode_min, r.bandwidth / 1e9,
                     r.roofline_fraction, o.load_ms, sizeof(EngineT), kKvCache == moe::KvCache::f16 ? "f16" : "f32",
                     r.prefill_tok_s, r.tg_empty_tok_s, r.tg_empty_min, split.handover_s * 1e6,
                     split.min_macs_per_worker, o.model_read ? "read" : "map", r.paired_bandwidth / 1e9,
