@@ -4,7 +4,10 @@
 # The sides take turns round after round (round r starts with side r mod n), at each
 # thread count, so all see the same machine load; the table gives each side's median
 # pp64 and tg (after the prompt) over rounds, their ranges, and its ratio to the
-# baseline's.
+# baseline's; then its decode's paired roofline (each round's median over its tg runs
+# with probe passes beside them: bench/README.md "The paired roofline"): the median over
+# rounds and its range, which the machine's bandwidth moving between rounds moves less
+# than it moves tok/s.
 #   AB_THREADS="1 2" AB_REPS=5 bench/ab_files.sh ROUNDS BASE_BIN=BASE_FILE BIN=FILE [BIN=FILE...] [-- moe_infer flags]
 # A side may add its own moe_infer flags after a second '=': BIN=FILE="--load read".
 # Example (issue 20's baseline: the build before it, all-int8, against today's default):
@@ -43,19 +46,25 @@ for ((r = 0; r < rounds; ++r)); do
       # shellcheck disable=SC2046  # a side's flags are words
       "$(bin "$s")" -m "$(file "$s")" $(flags "$s") --bench --bench-prompt 64 --bench-tokens 32 --bench-reps "$reps" --bench-probe-mib 64 \
         --threads "$t" --json "$tmp/j" "$@" >/dev/null
-      echo "$(field prefill_tok_s "$tmp/j") $(field decode_tok_s "$tmp/j")" >> "$tmp/$i.$t"
+      echo "$(field prefill_tok_s "$tmp/j") $(field decode_tok_s "$tmp/j") $(field roofline_fraction_paired "$tmp/j")" >> "$tmp/$i.$t"
     done
   done
 done
-echo "| build = file | threads | pp64 tok/s (range) | ratio | tg32 tok/s (range) | ratio |"
-echo "|---|---:|---:|---:|---:|---:|"
+echo "| build = file | threads | pp64 tok/s (range) | ratio | tg32 tok/s (range) | ratio | paired roofline (range) |"
+echo "|---|---:|---:|---:|---:|---:|---:|"
 for t in $threads; do
   p0=$(cut -d' ' -f1 "$tmp/0.$t" | med) t0=$(cut -d' ' -f2 "$tmp/0.$t" | med)
   for ((i = 0; i < n; ++i)); do
     p=$(cut -d' ' -f1 "$tmp/$i.$t" | med) d=$(cut -d' ' -f2 "$tmp/$i.$t" | med)
     pr=$(cut -d' ' -f1 "$tmp/$i.$t" | sort -g | awk 'NR == 1 {a = $1} {b = $1} END {printf "%.0f-%.0f", a, b}')
     dr=$(cut -d' ' -f2 "$tmp/$i.$t" | sort -g | awk 'NR == 1 {a = $1} {b = $1} END {printf "%.1f-%.1f", a, b}')
-    awk -v s="${sides[$i]}" -v t="$t" -v p="$p" -v p0="$p0" -v d="$d" -v d0="$t0" -v pr="$pr" -v dr="$dr" \
-      'BEGIN {printf "| %s | %d | %.0f (%s) | %.2f | %.1f (%s) | %.2f |\n", s, t, p, pr, p / p0, d, dr, d / d0}'
+    paired="—"  # builds older than the paired roofline do not report it
+    if cut -d' ' -f3 "$tmp/$i.$t" | grep -q .; then
+      paired=$(cut -d' ' -f3 "$tmp/$i.$t" | grep . | sort -g |
+        awk '{a[NR] = $1} END {m = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2
+                               printf "%.0f%% (%.0f-%.0f%%)", 100 * m, 100 * a[1], 100 * a[NR]}')
+    fi
+    awk -v s="${sides[$i]}" -v t="$t" -v p="$p" -v p0="$p0" -v d="$d" -v d0="$t0" -v pr="$pr" -v dr="$dr" -v f="$paired" \
+      'BEGIN {printf "| %s | %d | %.0f (%s) | %.2f | %.1f (%s) | %.2f | %s |\n", s, t, p, pr, p / p0, d, dr, d / d0, f}'
   done
 done

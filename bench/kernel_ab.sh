@@ -3,15 +3,17 @@
 # process over the decode weights of bench-s, bench-m and, in int8 and int4, granite's and
 # OLMoE's shapes (bench/kernel_ab/driver.cpp): a finer A/B than ab_e2e.sh for a kernel change; then
 # their prefill kernels, every product against 16 tokens (bench-m) or 8 (OLMoE: 64
-# experts, top 8, so a 64-token chunk gives each about 8). The
-# weights sit in heap buffers (4 KB pages), unlike moe_infer's mapped model file:
-# confirm a gain with ab_e2e.sh.
+# experts, top 8, so a 64-token chunk gives each about 8). The weights sit in huge pages,
+# as `moe_infer --load read` holds a model (KERNEL_AB_PAGES=4k: 4 KB pages, as a mapped
+# file's): confirm a gain with ab_files.sh or ab_e2e.sh.
 #   bench/kernel_ab.sh OLD_REV [NEW_REV]     (NEW_REV default: the working tree)
 #   KERNEL_AB_FLAGS (default "-O3 -march=native") compiles both; KERNEL_AB_DTYPES (default
 #   "0 1 2 3": f32 f16 int8 int4) picks the weight types run; KERNEL_AB_KINDS (default
 #   "decode prefill"; also "cache": decode of one layer of 2 experts, in the caches, and
-#   "full": decode over granite's whole expert set, 24 layers of 32, 0.73 GB in int4) the
-#   rows; KERNEL_AB_TOKENS (1 to 64) sets every prefill row's tokens per product.
+#   "full": decode over granite's whole expert set, 24 layers of 32, 8 a token as granite
+#   routes, 0.73 GB in int4, each token after a 256 MiB pass of `moe_infer --bench`'s
+#   read-bandwidth probe, against which both sides' GB/s are also given) the rows;
+#   KERNEL_AB_TOKENS (1 to 64) sets every prefill row's tokens per product.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 old=${1:?usage: bench/kernel_ab.sh OLD_REV [NEW_REV]} new=${2:-}
@@ -25,7 +27,7 @@ if [ -n "$new" ]; then git -C "$root" archive "$new" engine/moe | tar -x -C "$tm
 {
   g++ -std=c++20 $flags -DNDEBUG -I"$tmp/old/engine" -Dmoe=moe_old -DMOE_AB_FN=kernels_old -c "$root/bench/kernel_ab/kernels_tu.cpp" -o "$tmp/old.o"
   g++ -std=c++20 $flags -DNDEBUG -I"$tmp/new/engine" -DMOE_AB_FN=kernels_new -c "$root/bench/kernel_ab/kernels_tu.cpp" -o "$tmp/new.o"
-  g++ -std=c++20 -O2 "$root/bench/kernel_ab/driver.cpp" "$tmp/old.o" "$tmp/new.o" -o "$tmp/kernel_ab"
+  g++ -std=c++20 $flags "$root/bench/kernel_ab/driver.cpp" "$tmp/old.o" "$tmp/new.o" -o "$tmp/kernel_ab"
 }
 run() {  # D F QD KVD DTYPE TOKENS [N]
   if [[ " ${KERNEL_AB_DTYPES:-0 1 2 3} " == *" $5 "* ]]; then "$tmp/kernel_ab" "$@"; fi
@@ -51,8 +53,8 @@ for _ in 1 2; do
     run 1024 512 1024 512 3 4000 1 1 2   # granite's shapes, int4 (about 3.5 MB)
   fi
   if [[ $kinds == *" full "* ]]; then  # decode at full size: no part of it stays in L3
-    run 1024 512 1024 512 3 60 1 24 32   # granite-1b-a400m, int4
-    run 1024 512 1024 512 2 60 1 24 32   # the same in int8 (1.3 GB)
+    KERNEL_AB_PROBE_MIB=256 run 1024 512 1024 512 3 30 1 24 32 8   # granite-1b-a400m, int4
+    KERNEL_AB_PROBE_MIB=256 run 1024 512 1024 512 2 30 1 24 32 8   # the same in int8 (1.3 GB)
   fi
   if [[ $kinds == *" prefill "* ]]; then
     run 512 1408 512 256 2 40 "${KERNEL_AB_TOKENS:-16}"     # bench-m int8, 16 tokens a product
