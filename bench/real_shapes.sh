@@ -17,7 +17,8 @@
 # each model all-int8 with REV's converter (REV reads only its own format), and runs
 # bench/ab_files.sh (AB_ROUNDS rounds, default 3) with REV on that file against this
 # build's default recipe, mapped (REV has no --load) and read into memory: pp64 and tg32
-# against REV's int8. MOE_REAL_MODELS (default both) picks the models; MOE_ARCH_FLAGS
+# against REV's int8, and each side's paired roofline (issue 20's two goals in one
+# table). MOE_REAL_MODELS (default both) picks the models; MOE_ARCH_FLAGS
 # (default CMake's -march=native) builds every side for another instruction set, e.g.
 # -march=haswell for the AVX2 code on an AVX-512 machine.
 set -euo pipefail
