@@ -60,9 +60,9 @@ for t in $threads; do
     dr=$(cut -d' ' -f2 "$tmp/$i.$t" | sort -g | awk 'NR == 1 {a = $1} {b = $1} END {printf "%.1f-%.1f", a, b}')
     paired="—"  # builds older than the paired roofline do not report it
     if cut -d' ' -f3 "$tmp/$i.$t" | grep -q .; then
-      paired=$(cut -d' ' -f3 "$tmp/$i.$t" | grep . | sort -g |
-        awk '{a[NR] = $1} END {m = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2
-                               printf "%.0f%% (%.0f-%.0f%%)", 100 * m, 100 * a[1], 100 * a[NR]}')
+      f=$(cut -d' ' -f3 "$tmp/$i.$t" | grep . | med)
+      fr=$(cut -d' ' -f3 "$tmp/$i.$t" | grep . | sort -g | awk 'NR == 1 {a = $1} {b = $1} END {printf "%.0f-%.0f%%", 100 * a, 100 * b}')
+      paired=$(awk -v f="$f" -v fr="$fr" 'BEGIN {printf "%.0f%% (%s)", 100 * f, fr}')
     fi
     awk -v s="${sides[$i]}" -v t="$t" -v p="$p" -v p0="$p0" -v d="$d" -v d0="$t0" -v pr="$pr" -v dr="$dr" -v f="$paired" \
       'BEGIN {printf "| %s | %d | %.0f (%s) | %.2f | %.1f (%s) | %.2f | %s |\n", s, t, p, pr, p / p0, d, dr, d / d0, f}'

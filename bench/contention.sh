@@ -41,13 +41,14 @@ for ((run = 1; run <= ${MOE_BENCH_RUNS:-3}; ++run)); do
 done
 echo "| machine | threads | pp64 tok/s | tg tok/s | pp, tg against 1 thread |"
 echo "|---|---:|---:|---:|---:|"
-median() { sort -g | awk '{ a[NR] = $1 } END { printf "%.1f", NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+# shellcheck source=bench/ab_lib.sh
+source "$(dirname "$0")/ab_lib.sh"  # med
 for load in quiet busy; do
   one=$(grep "^$load 1 " "$out/contention.txt")
-  p1=$(awk '{ print $3 }' <<<"$one" | median) d1=$(awk '{ print $4 }' <<<"$one" | median)
+  p1=$(awk '{ print $3 }' <<<"$one" | med) d1=$(awk '{ print $4 }' <<<"$one" | med)
   for t in 1 "$cores"; do
     rows=$(grep "^$load $t " "$out/contention.txt")
-    p=$(awk '{ print $3 }' <<<"$rows" | median) d=$(awk '{ print $4 }' <<<"$rows" | median)
+    p=$(awk '{ print $3 }' <<<"$rows" | med) d=$(awk '{ print $4 }' <<<"$rows" | med)
     awk -v l="$load" -v t="$t" -v p="$p" -v d="$d" -v p1="$p1" -v d1="$d1" \
       'BEGIN { printf "| %s | %d | %.0f | %.1f | %.2f, %.2f |\n", l, t, p, d, p / p1, d / d1 }'
   done

@@ -36,7 +36,9 @@ struct Weights {
 double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
 // `bytes` in 2 MB pages where the kernel grants them (asked for before the first touch),
-// else 4 KB ones; never freed (the program's lifetime).
+// else 4 KB ones; never freed (the program's lifetime). This and the probe's pass below
+// repeat allocate_in_huge_pages and tools/bench.hpp's loop: the driver links no engine
+// code, since two versions of it share the program (kernels_tu.cpp).
 uint8_t* allocate(size_t bytes, bool huge) {
   constexpr size_t kHuge = size_t{2} << 20;
   const size_t rounded = (bytes + kHuge - 1) / kHuge * kHuge;
