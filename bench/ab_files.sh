@@ -9,6 +9,8 @@
 # rounds and its range, which the machine's bandwidth moving between rounds moves less
 # than it moves tok/s.
 #   AB_THREADS="1 2" AB_REPS=5 bench/ab_files.sh ROUNDS BASE_BIN=BASE_FILE BIN=FILE [BIN=FILE...] [-- moe_infer flags]
+# AB_PROMPT (default 64) and AB_TOKENS (32) set the prompt and the tokens decoded after it
+# (a long prompt puts decode at a long context).
 # A side may add its own moe_infer flags after a second '=': BIN=FILE="--load read".
 # Example (issue 20's baseline: the build before it, all-int8, against today's default):
 #   bench/ab_files.sh 3 /tmp/old/moe_infer=granite-int8-old.moe build/x/tools/moe_infer=granite.moe
@@ -32,7 +34,7 @@ for s in "${sides[@]}"; do
   [ -x "$(bin "$s")" ] || { echo "ab_files.sh: $(bin "$s"): not an executable" >&2; exit 1; }
   [ -f "$(file "$s")" ] || { echo "ab_files.sh: $(file "$s"): no such file" >&2; exit 1; }
 done
-threads=${AB_THREADS:-1 2} reps=${AB_REPS:-5}
+threads=${AB_THREADS:-1 2} reps=${AB_REPS:-5} prompt=${AB_PROMPT:-64} tokens=${AB_TOKENS:-32}
 n=${#sides[@]}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -44,13 +46,13 @@ for ((r = 0; r < rounds; ++r)); do
       i=$(((r + k) % n))
       s=${sides[$i]}
       # shellcheck disable=SC2046  # a side's flags are words
-      "$(bin "$s")" -m "$(file "$s")" $(flags "$s") --bench --bench-prompt 64 --bench-tokens 32 --bench-reps "$reps" --bench-probe-mib 64 \
+      "$(bin "$s")" -m "$(file "$s")" $(flags "$s") --bench --bench-prompt "$prompt" --bench-tokens "$tokens" --bench-reps "$reps" --bench-probe-mib 64 \
         --threads "$t" --json "$tmp/j" "$@" >/dev/null
       echo "$(field prefill_tok_s "$tmp/j") $(field decode_tok_s "$tmp/j") $(field roofline_fraction_paired "$tmp/j")" >> "$tmp/$i.$t"
     done
   done
 done
-echo "| build = file | threads | pp64 tok/s (range) | ratio | tg32 tok/s (range) | ratio | paired roofline (range) |"
+echo "| build = file | threads | pp$prompt tok/s (range) | ratio | tg$tokens tok/s (range) | ratio | paired roofline (range) |"
 echo "|---|---:|---:|---:|---:|---:|---:|"
 for t in $threads; do
   p0=$(cut -d' ' -f1 "$tmp/0.$t" | med) t0=$(cut -d' ' -f2 "$tmp/0.$t" | med)

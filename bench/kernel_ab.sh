@@ -12,8 +12,11 @@
 #   "decode prefill"; also "cache": decode of one layer of 2 experts, in the caches, and
 #   "full": decode over granite's whole expert set, 24 layers of 32, 8 a token as granite
 #   routes, 0.73 GB in int4, each token after a 256 MiB pass of `moe_infer --bench`'s
-#   read-bandwidth probe, against which both sides' GB/s are also given) the rows;
-#   KERNEL_AB_TOKENS (1 to 64) sets every prefill row's tokens per product.
+#   read-bandwidth probe, against which both sides' GB/s are also given, and against the
+#   probe's loop over the token's own matrices: plain loads over the same bytes) the rows;
+#   KERNEL_AB_TOKENS (1 to 64) sets every prefill row's tokens per product. KINDS may also
+#   name "attention": decode's attention over granite's and OLMoE's f32 KV caches at 256,
+#   1,024 and 4,096 positions (bench/kernel_ab/attention.cpp).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 old=${1:?usage: bench/kernel_ab.sh OLD_REV [NEW_REV]} new=${2:-}
@@ -25,9 +28,10 @@ git -C "$root" archive "$old" engine/moe | tar -x -C "$tmp/old"
 if [ -n "$new" ]; then git -C "$root" archive "$new" engine/moe | tar -x -C "$tmp/new"; else mkdir -p "$tmp/new/engine" && cp -r "$root/engine/moe" "$tmp/new/engine/"; fi
 # shellcheck disable=SC2086
 {
-  g++ -std=c++20 $flags -DNDEBUG -I"$tmp/old/engine" -Dmoe=moe_old -DMOE_AB_FN=kernels_old -c "$root/bench/kernel_ab/kernels_tu.cpp" -o "$tmp/old.o"
-  g++ -std=c++20 $flags -DNDEBUG -I"$tmp/new/engine" -DMOE_AB_FN=kernels_new -c "$root/bench/kernel_ab/kernels_tu.cpp" -o "$tmp/new.o"
+  g++ -std=c++20 $flags -DNDEBUG -I"$tmp/old/engine" -Dmoe=moe_old -DMOE_AB_FN=kernels_old -DMOE_AB_ATTN_FN=attention_old -c "$root/bench/kernel_ab/kernels_tu.cpp" -o "$tmp/old.o"
+  g++ -std=c++20 $flags -DNDEBUG -I"$tmp/new/engine" -DMOE_AB_FN=kernels_new -DMOE_AB_ATTN_FN=attention_new -c "$root/bench/kernel_ab/kernels_tu.cpp" -o "$tmp/new.o"
   g++ -std=c++20 $flags "$root/bench/kernel_ab/driver.cpp" "$tmp/old.o" "$tmp/new.o" -o "$tmp/kernel_ab"
+  g++ -std=c++20 $flags "$root/bench/kernel_ab/attention.cpp" "$tmp/old.o" "$tmp/new.o" -o "$tmp/attention"
 }
 run() {  # D F QD KVD DTYPE TOKENS [N]
   if [[ " ${KERNEL_AB_DTYPES:-0 1 2 3} " == *" $5 "* ]]; then "$tmp/kernel_ab" "$@"; fi
@@ -53,8 +57,14 @@ for _ in 1 2; do
     run 1024 512 1024 512 3 4000 1 1 2   # granite's shapes, int4 (about 3.5 MB)
   fi
   if [[ $kinds == *" full "* ]]; then  # decode at full size: no part of it stays in L3
-    KERNEL_AB_PROBE_MIB=256 run 1024 512 1024 512 3 30 1 24 32 8   # granite-1b-a400m, int4
-    KERNEL_AB_PROBE_MIB=256 run 1024 512 1024 512 2 30 1 24 32 8   # the same in int8 (1.3 GB)
+    KERNEL_AB_PROBE_MIB=256 KERNEL_AB_PLAIN=1 run 1024 512 1024 512 3 30 1 24 32 8   # granite-1b-a400m, int4
+    KERNEL_AB_PROBE_MIB=256 KERNEL_AB_PLAIN=1 run 1024 512 1024 512 2 30 1 24 32 8   # the same in int8 (1.3 GB)
+  fi
+  if [[ $kinds == *" attention "* ]]; then  # decode's attention over an f32 cache, from memory
+    for pos in 256 1024 4096; do
+      "$tmp/attention" 24 8 2 64 $pos $((pos < 1024 ? 200 : 20))     # granite-1b-a400m: 8 kv heads of 2 query heads
+      "$tmp/attention" 16 16 1 128 $pos $((pos < 1024 ? 100 : 10))   # OLMoE-1B-7B: 16 kv heads of 1
+    done
   fi
   if [[ $kinds == *" prefill "* ]]; then
     run 512 1408 512 256 2 40 "${KERNEL_AB_TOKENS:-16}"     # bench-m int8, 16 tokens a product

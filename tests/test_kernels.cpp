@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <numeric>
 #include <random>
 #include <vector>
@@ -675,6 +676,50 @@ TEST(SimdEqualsScalar, RopeAndAttention) {
       expect_close(os, oa, 1e-5, 1.0, "attention");
     }
   }
+}
+
+// The query heads of a kv head in one pass (the engine's grouped-query attention): the same
+// bits as attention() head by head, for groups beyond one pass's kAttentionGroupMax and
+// positions over several blocks of keys, in f32 and in the f16 cache's halves; and the
+// reference's result, within SIMD's rounding.
+template <class T>
+void check_attention_group(std::mt19937& rng) {
+  for (int hd : {16, 32, 64, 128, 34}) {
+    for (int group : {1, 2, 3, 8, 17}) {
+      for (int n_pos : {1, 7, 16, 33, 100, 300}) {
+        SCOPED_TRACE(::testing::Message() << "head_dim " << hd << " group " << group << " positions " << n_pos
+                                          << (sizeof(T) == 2 ? " f16" : " f32"));
+        std::vector<T> keys(static_cast<size_t>(n_pos) * hd), values(keys.size());
+        for (size_t i = 0; i < keys.size(); ++i) {
+          const float k = std::normal_distribution<float>()(rng), v = std::normal_distribution<float>()(rng);
+          if constexpr (sizeof(T) == 2) keys[i] = float_to_half(k), values[i] = float_to_half(v);
+          else keys[i] = k, values[i] = v;
+        }
+        const auto q = random_vector(group * hd, rng);
+        const long stride = n_pos + 5;  // the engine's rows are longer than the positions
+        std::vector<float> sg(static_cast<size_t>(group) * stride), og(static_cast<size_t>(group) * hd),
+            sh(static_cast<size_t>(n_pos)), oh(static_cast<size_t>(hd)), sr(sh.size()), orf(oh.size());
+        const float scale = 1.f / std::sqrt(static_cast<float>(hd));
+        kernels::attention_group(Simd{}, q.data(), group, keys.data(), values.data(), n_pos, hd, scale, sg.data(),
+                                 stride, og.data());
+        for (int g = 0; g < group; ++g) {
+          const float* qh = q.data() + static_cast<long>(g) * hd;
+          kernels::attention(Simd{}, qh, keys.data(), values.data(), n_pos, hd, scale, sh.data(), oh.data());
+          ASSERT_EQ(std::memcmp(oh.data(), og.data() + static_cast<long>(g) * hd, sizeof(float) * hd), 0)
+              << "head " << g;
+          kernels::attention(Scalar{}, qh, keys.data(), values.data(), n_pos, hd, scale, sr.data(), orf.data());
+          expect_close(std::vector<float>(og.begin() + g * hd, og.begin() + (g + 1) * hd), orf, 1e-5, 1.0,
+                       "attention_group");
+        }
+      }
+    }
+  }
+}
+
+TEST(SimdEqualsScalar, AttentionGroupIsAttentionHeadByHead) {
+  std::mt19937 rng(12);
+  check_attention_group<float>(rng);
+  check_attention_group<uint16_t>(rng);
 }
 
 TEST(SimdEqualsScalar, TopkIncludingTies) {

@@ -10,7 +10,10 @@
 // file's). KERNEL_AB_PROBE_MIB=M (M > 0) adds a third side to each token: one pass over M
 // MiB of the read-bandwidth probe's loop (tools/bench.hpp: four streams of vector loads,
 // huge pages), so that the kernels' GB/s can be read against what the core reads in the
-// same seconds.
+// same seconds. KERNEL_AB_PLAIN=1 adds another: the probe's loop over each of the token's
+// matrices in turn (plain_pass), so that the kernels' GB/s can also be read against what
+// plain loads read over the same bytes in the same order (short streams, one matrix after
+// another), not only over the probe's one long buffer.
 //   driver D F QD KVD DTYPE TOKENS [N [L E [K]]]    (DTYPE 0 f32, 1 f16, 2 int8, 3 int4)
 #include <algorithm>
 #include <chrono>
@@ -77,6 +80,23 @@ double probe_pass(const fvec* buf, size_t vectors) {
   for (size_t i = 0; i < sizeof(fvec) / sizeof(float); ++i) sum += a[i];
   probe_sink = sum;
   return s;
+}
+
+// The probe's loop over one matrix's bytes (64-byte aligned; the rest past four whole
+// quarters of vectors in a plain loop): the plain-loads side of KERNEL_AB_PLAIN.
+void plain_pass(const uint8_t* bytes, size_t size) {
+  const auto* buf = reinterpret_cast<const fvec*>(bytes);
+  const size_t quarter = size / sizeof(fvec) / 4;
+  fvec a0{}, a1{}, a2{}, a3{};
+  for (size_t i = 0; i < quarter; ++i) {
+    a0 += buf[i];
+    a1 += buf[quarter + i];
+    a2 += buf[2 * quarter + i];
+    a3 += buf[3 * quarter + i];
+  }
+  for (size_t i = 4 * quarter; i < size / sizeof(fvec); ++i) a0 += buf[i];
+  const fvec a = (a0 + a1) + (a2 + a3);
+  probe_sink = a[0];
 }
 }  // namespace
 
@@ -153,11 +173,13 @@ int main(int argc, char** argv) {
     float* f = reinterpret_cast<float*>(probe);
     for (size_t i = 0; i < probe_bytes / sizeof(float); ++i) f[i] = static_cast<float>(i & 1023);  // touch every page
   }
-  double seconds[2] = {0, 0}, bytes = 0, probe_seconds = 0;
+  const char* plain_env = std::getenv("KERNEL_AB_PLAIN");
+  const int sides = plain_env != nullptr && std::string(plain_env) == "1" ? 3 : 2;
+  double seconds[3] = {0, 0, 0}, bytes = 0, probe_seconds = 0;
   for (int t = 0; t < tokens; ++t) {
     if (probe) probe_seconds += probe_pass(probe, probe_vectors);
-    for (int turn = 0; turn < 2; ++turn) {
-      const int side = (t + turn) % 2;  // 0 old, 1 new
+    for (int turn = 0; turn < sides; ++turn) {
+      const int side = (t + turn) % sides;  // 0 old, 1 new, 2 plain loads
       std::mt19937 pick(static_cast<unsigned>(t));
       std::vector<const Weights*> product;  // the token's products, layer by layer
       for (int l = 0; l < L; ++l) {
@@ -174,8 +196,10 @@ int main(int argc, char** argv) {
       }
       const double t0 = now();
       for (const Weights* w : product) {
-        (side ? kernels_new : kernels_old)(w->bytes, w->scales.data(), dtype, w->rows, w->cols, n, x.data(), xq.data(),
-                                           xs.data(), y.data());
+        if (side == 2) plain_pass(w->bytes, w->size);
+        else
+          (side ? kernels_new : kernels_old)(w->bytes, w->scales.data(), dtype, w->rows, w->cols, n, x.data(),
+                                             xq.data(), xs.data(), y.data());
         if (side == 0) bytes += static_cast<double>(w->size);
       }
       seconds[side] += now() - t0;
@@ -196,6 +220,11 @@ int main(int argc, char** argv) {
                  : "",
       static_cast<double>(n) * tokens / seconds[0], bytes / seconds[0] / 1e9,
       static_cast<double>(n) * tokens / seconds[1], bytes / seconds[1] / 1e9, seconds[0] / seconds[1]);
+  if (sides == 3) {
+    const double plain_gb_s = bytes / seconds[2] / 1e9;
+    std::printf("  plain loads over the same matrices %.1f GB/s: old %.2f, new %.2f of it\n", plain_gb_s,
+                bytes / seconds[0] / 1e9 / plain_gb_s, bytes / seconds[1] / 1e9 / plain_gb_s);
+  }
   if (probe) {
     const double probe_gb_s = static_cast<double>(probe_bytes) * tokens / probe_seconds / 1e9;
     long huge_kb = 0;  // what the kernel granted in 2 MB pages

@@ -3,6 +3,7 @@
 // both fit in one program; MOE_AB_FN names the entry point.
 #include <cstdlib>
 
+#include "moe/kernels/attention.hpp"
 #include "moe/kernels/linear.hpp"
 #include "moe/kernels/linear_q8.hpp"
 #if __has_include("moe/kernels/linear_q4.hpp")
@@ -34,4 +35,27 @@ void MOE_AB_FN(const void* w, const float* scales, int dtype, int rows, int cols
   const moe::Matrix m{w, scales, static_cast<moe::DType>(dtype), rows, cols, cols};
   if (dtype == 2 && moe::kernels::kInt8Dot) moe::kernels::linear_q8(moe::kernels::Simd{}, m, xq, xs, n, y);
   else moe::kernels::linear(moe::kernels::Simd{}, m, x, n, y);
+}
+
+// One decode token's attention over the KV cache: L layers of kv_heads kv heads, each
+// read by `group` query heads (q, scores and out hold them one after another), as the
+// engine's heads run: the whole group in one pass where the version has attention_group,
+// else head by head.
+void MOE_AB_ATTN_FN(const float* keys, const float* values, const float* q, float* scores, float* out, int L,
+                    int kv_heads, int group, int head_dim, int n_pos) {
+  const long head = static_cast<long>(n_pos) * head_dim;
+  for (int l = 0; l < L; ++l)
+    for (int kv = 0; kv < kv_heads; ++kv) {
+      const float* k = keys + (static_cast<long>(l) * kv_heads + kv) * head;
+      const float* v = values + (static_cast<long>(l) * kv_heads + kv) * head;
+      const long at = static_cast<long>(kv) * group * head_dim;
+#ifdef MOE_ATTENTION_GROUP
+      moe::kernels::attention_group(moe::kernels::Simd{}, q + at, group, k, v, n_pos, head_dim, 0.125f,
+                                    scores + static_cast<long>(kv) * group * n_pos, n_pos, out + at);
+#else
+      for (int g = 0; g < group; ++g)
+        moe::kernels::attention(moe::kernels::Simd{}, q + at + g * head_dim, k, v, n_pos, head_dim, 0.125f,
+                                scores + static_cast<long>(kv * group + g) * n_pos, out + at + g * head_dim);
+#endif
+    }
 }

@@ -358,16 +358,21 @@ class Engine {
     int l, p0, n;
   };
   // Token t sees positions [0, p0 + t]: causal within the chunk. Each head has its own
-  // scores scratch, so workers can take heads side by side.
+  // scores scratch, so workers can take heads side by side: whole kv heads, each with
+  // the query heads that read it (its cache read once for all of them), where the parts
+  // divide the kv heads; else query heads one by one. A chunk's later tokens find the
+  // cache where its first one left it, in the caches (from_memory: t == 0).
   static void heads_part(void* ctx, int part, int parts) {
     const Heads& a = *static_cast<const Heads*>(ctx);
     Engine& e = *a.engine;
     constexpr int group = H / KVH;
-    for (int h = H * part / parts; h < H * (part + 1) / parts; ++h) {
-      const int kv = h / group;
+    const bool whole_kv = KVH % parts == 0;
+    const int units = whole_kv ? KVH : H, size = whole_kv ? group : 1;  // a unit: `size` query heads
+    for (int u = units * part / parts; u < units * (part + 1) / parts; ++u) {
+      const int h = u * size, kv = h / group;
       for (int t = 0; t < a.n; ++t)
-        kernels::attention(K{}, e.q_[t] + h * HD, e.key_cache_[a.l][kv][0], e.value_cache_[a.l][kv][0], a.p0 + t + 1,
-                           HD, e.attention_factor_, e.scores_[h], e.attn_[t] + h * HD);
+        kernels::attention_group(K{}, e.q_[t] + h * HD, size, e.key_cache_[a.l][kv][0], e.value_cache_[a.l][kv][0],
+                                 a.p0 + t + 1, HD, e.attention_factor_, e.scores_[h], T, e.attn_[t] + h * HD, t == 0);
     }
   }
 
