@@ -52,6 +52,7 @@ for ((r = 0; r < rounds; ++r)); do
     done
   done
 done
+paired_fractions() { cut -d' ' -f3 "$1" | awk '$1 > 0'; }  # a round's paired roofline, where it has one
 echo "| build = file | threads | pp$prompt tok/s (range) | ratio | tg$tokens tok/s (range) | ratio | paired roofline (range) |"
 echo "|---|---:|---:|---:|---:|---:|---:|"
 for t in $threads; do
@@ -60,10 +61,10 @@ for t in $threads; do
     p=$(cut -d' ' -f1 "$tmp/$i.$t" | med) d=$(cut -d' ' -f2 "$tmp/$i.$t" | med)
     pr=$(cut -d' ' -f1 "$tmp/$i.$t" | sort -g | awk 'NR == 1 {a = $1} {b = $1} END {printf "%.0f-%.0f", a, b}')
     dr=$(cut -d' ' -f2 "$tmp/$i.$t" | sort -g | awk 'NR == 1 {a = $1} {b = $1} END {printf "%.1f-%.1f", a, b}')
-    paired="—"  # builds older than the paired roofline do not report it
-    if cut -d' ' -f3 "$tmp/$i.$t" | grep -q .; then
-      f=$(cut -d' ' -f3 "$tmp/$i.$t" | grep . | med)
-      fr=$(cut -d' ' -f3 "$tmp/$i.$t" | grep . | sort -g | awk 'NR == 1 {a = $1} {b = $1} END {printf "%.0f-%.0f%%", 100 * a, 100 * b}')
+    paired="—"  # builds older than the paired roofline do not report it, nor runs without paired reps (0)
+    if paired_fractions "$tmp/$i.$t" | grep -q .; then
+      f=$(paired_fractions "$tmp/$i.$t" | med)
+      fr=$(paired_fractions "$tmp/$i.$t" | sort -g | awk 'NR == 1 {a = $1} {b = $1} END {printf "%.0f-%.0f%%", 100 * a, 100 * b}')
       paired=$(awk -v f="$f" -v fr="$fr" 'BEGIN {printf "%.0f%% (%s)", 100 * f, fr}')
     fi
     awk -v s="${sides[$i]}" -v t="$t" -v p="$p" -v p0="$p0" -v d="$d" -v d0="$t0" -v pr="$pr" -v dr="$dr" -v f="$paired" \
