@@ -54,8 +54,9 @@ uint8_t* allocate(size_t bytes, bool huge) {
   return static_cast<uint8_t*>(p);
 }
 
-// The probe's pass (tools/bench.hpp's loop on one thread, in vectors of this build's
-// width): bytes read a second.
+// The probe's loop (tools/bench.hpp's, on one thread, in vectors of this build's width)
+// over `size` bytes at a 64-byte aligned `bytes`, the rest past four whole quarters of
+// vectors in a plain loop: the probe's pass, and the plain-loads side of KERNEL_AB_PLAIN.
 #if defined(__AVX512F__)
 using fvec = float __attribute__((vector_size(64)));
 #elif defined(__AVX__)
@@ -64,26 +65,6 @@ using fvec = float __attribute__((vector_size(32)));
 using fvec = float __attribute__((vector_size(16)));
 #endif
 volatile float probe_sink;
-double probe_pass(const fvec* buf, size_t vectors) {
-  const size_t quarter = vectors / 4;
-  fvec a0{}, a1{}, a2{}, a3{};
-  const double t0 = now();
-  for (size_t i = 0; i < quarter; ++i) {
-    a0 += buf[i];
-    a1 += buf[quarter + i];
-    a2 += buf[2 * quarter + i];
-    a3 += buf[3 * quarter + i];
-  }
-  const double s = now() - t0;
-  const fvec a = (a0 + a1) + (a2 + a3);
-  float sum = 0;
-  for (size_t i = 0; i < sizeof(fvec) / sizeof(float); ++i) sum += a[i];
-  probe_sink = sum;
-  return s;
-}
-
-// The probe's loop over one matrix's bytes (64-byte aligned; the rest past four whole
-// quarters of vectors in a plain loop): the plain-loads side of KERNEL_AB_PLAIN.
 void plain_pass(const uint8_t* bytes, size_t size) {
   const auto* buf = reinterpret_cast<const fvec*>(bytes);
   const size_t quarter = size / sizeof(fvec) / 4;
@@ -96,7 +77,15 @@ void plain_pass(const uint8_t* bytes, size_t size) {
   }
   for (size_t i = 4 * quarter; i < size / sizeof(fvec); ++i) a0 += buf[i];
   const fvec a = (a0 + a1) + (a2 + a3);
-  probe_sink = a[0];
+  float sum = 0;
+  for (size_t i = 0; i < sizeof(fvec) / sizeof(float); ++i) sum += a[i];
+  probe_sink = sum;
+}
+// The probe's pass: seconds to read `size` bytes.
+double probe_pass(const uint8_t* bytes, size_t size) {
+  const double t0 = now();
+  plain_pass(bytes, size);
+  return now() - t0;
 }
 }  // namespace
 
@@ -117,8 +106,7 @@ int main(int argc, char** argv) {
   const char* pages = std::getenv("KERNEL_AB_PAGES");
   const bool huge = pages == nullptr || std::string(pages) != "4k";
   const char* probe_mib = std::getenv("KERNEL_AB_PROBE_MIB");
-  const size_t probe_vectors =
-      (probe_mib ? std::strtoul(probe_mib, nullptr, 10) : 0) * (size_t{1} << 20) / sizeof(fvec) / 4 * 4;
+  const size_t probe_bytes = (probe_mib ? std::strtoul(probe_mib, nullptr, 10) : 0) << 20;
   std::mt19937 rng(1);
   // int4 (tensor.hpp's q4): 18 bytes per block of 32, a row's groups of up to 16 blocks
   // each as [the blocks' f16 scales][their nibbles]. Each matrix starts on a 64-byte line.
@@ -166,10 +154,9 @@ int main(int argc, char** argv) {
   for (float& v : x) v = static_cast<float>(static_cast<int>(rng() % 2001) - 1000) / 1000.f;
   std::vector<int8_t> xq(static_cast<size_t>(n) * widest);
   for (int8_t& v : xq) v = static_cast<int8_t>(static_cast<int>(rng() % 255) - 127);
-  const size_t probe_bytes = probe_vectors * sizeof(fvec);
-  fvec* probe = nullptr;
-  if (probe_vectors > 0) {
-    probe = reinterpret_cast<fvec*>(allocate(probe_bytes, true));
+  uint8_t* probe = nullptr;
+  if (probe_bytes > 0) {
+    probe = allocate(probe_bytes, true);
     float* f = reinterpret_cast<float*>(probe);
     for (size_t i = 0; i < probe_bytes / sizeof(float); ++i) f[i] = static_cast<float>(i & 1023);  // touch every page
   }
@@ -177,7 +164,7 @@ int main(int argc, char** argv) {
   const int sides = plain_env != nullptr && std::string(plain_env) == "1" ? 3 : 2;
   double seconds[3] = {0, 0, 0}, bytes = 0, probe_seconds = 0;
   for (int t = 0; t < tokens; ++t) {
-    if (probe) probe_seconds += probe_pass(probe, probe_vectors);
+    if (probe) probe_seconds += probe_pass(probe, probe_bytes);
     for (int turn = 0; turn < sides; ++turn) {
       const int side = (t + turn) % sides;  // 0 old, 1 new, 2 plain loads
       std::mt19937 pick(static_cast<unsigned>(t));

@@ -41,21 +41,27 @@ void MOE_AB_FN(const void* w, const float* scales, int dtype, int rows, int cols
 // read by `group` query heads (q, scores and out hold them one after another), as the
 // engine's heads run: the whole group in one pass where the version has attention_group,
 // else head by head.
+namespace {
+template <class K>  // a template, so that a version without attention_group compiles too
+void kv_head(K k, const float* q, int group, const float* keys, const float* values, int n_pos, int head_dim,
+             float* scores, float* out) {
+  if constexpr (requires { attention_group(k, q, group, keys, values, n_pos, head_dim, 0.f, scores, 0L, out); })
+    attention_group(k, q, group, keys, values, n_pos, head_dim, 0.125f, scores, static_cast<long>(n_pos), out);
+  else
+    for (int g = 0; g < group; ++g)
+      attention(k, q + g * head_dim, keys, values, n_pos, head_dim, 0.125f, scores + static_cast<long>(g) * n_pos,
+                out + g * head_dim);
+}
+}  // namespace
+
 void MOE_AB_ATTN_FN(const float* keys, const float* values, const float* q, float* scores, float* out, int L,
                     int kv_heads, int group, int head_dim, int n_pos) {
   const long head = static_cast<long>(n_pos) * head_dim;
   for (int l = 0; l < L; ++l)
     for (int kv = 0; kv < kv_heads; ++kv) {
-      const float* k = keys + (static_cast<long>(l) * kv_heads + kv) * head;
-      const float* v = values + (static_cast<long>(l) * kv_heads + kv) * head;
       const long at = static_cast<long>(kv) * group * head_dim;
-#ifdef MOE_ATTENTION_GROUP
-      moe::kernels::attention_group(moe::kernels::Simd{}, q + at, group, k, v, n_pos, head_dim, 0.125f,
-                                    scores + static_cast<long>(kv) * group * n_pos, n_pos, out + at);
-#else
-      for (int g = 0; g < group; ++g)
-        moe::kernels::attention(moe::kernels::Simd{}, q + at + g * head_dim, k, v, n_pos, head_dim, 0.125f,
-                                scores + static_cast<long>(kv * group + g) * n_pos, out + at + g * head_dim);
-#endif
+      kv_head(moe::kernels::Simd{}, q + at, group, keys + (static_cast<long>(l) * kv_heads + kv) * head,
+              values + (static_cast<long>(l) * kv_heads + kv) * head, n_pos, head_dim,
+              scores + static_cast<long>(kv) * group * n_pos, out + at);
     }
 }

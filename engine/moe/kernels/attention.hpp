@@ -1,8 +1,6 @@
 // Query heads attending over the cached keys and values of their kv head.
 #pragma once
 
-#define MOE_ATTENTION_GROUP 1  // attention_group below (bench/kernel_ab tells versions apart by it)
-
 #include "moe/kernels/activation.hpp"
 #include "moe/kernels/linear.hpp"
 #include "moe/kernels/softmax.hpp"
@@ -58,13 +56,15 @@ inline constexpr int kAttentionGroupMax = 16;  // heads of one pass; more take m
 // Keys and values stream from memory at long contexts: the scores loop asks for the keys
 // this far ahead, the weighted sum for the values (bench/README.md, "Design decisions").
 inline constexpr long kAttentionAheadBytes = 8192;
+inline constexpr int kAttentionBlockBytes = 8192;  // a block's keys (or values): L1 holds them for the group
 template <int S, class T>
 [[gnu::always_inline]] inline void attention_group_whole(const float* q, int group, const T* keys, const T* values,
                                                          int n_pos, float scale, float* scores, long scores_stride,
                                                          float* out, bool ahead) {
   constexpr int HD = S * W;
-  // Positions a block: about 8 KB of keys or values, a multiple of W and of the chains below.
-  constexpr int kBlock = 8192 / (HD * static_cast<int>(sizeof(T))) / 16 * 16;
+  // Positions a block: about kAttentionBlockBytes of keys or values, a multiple of W and
+  // of the chains below.
+  constexpr int kBlock = kAttentionBlockBytes / (HD * static_cast<int>(sizeof(T))) / 16 * 16;
   constexpr int B = kBlock > 16 ? kBlock : 16;
   const int blocked = whole(n_pos, W), rest = n_pos - blocked;
   const auto* key_bytes = reinterpret_cast<const char*>(keys);
