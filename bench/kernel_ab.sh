@@ -16,7 +16,8 @@
 #   probe's loop over the token's own matrices: plain loads over the same bytes) the rows;
 #   KERNEL_AB_TOKENS (1 to 64) sets every prefill row's tokens per product. KINDS may also
 #   name "attention": decode's attention over granite's and OLMoE's f32 KV caches at 256,
-#   1,024 and 4,096 positions (bench/kernel_ab/attention.cpp).
+#   1,024 and 4,096 positions (bench/kernel_ab/attention.cpp); "chunk-attention": prefill's,
+#   a 64-token chunk's attention ending at 512 and 2,048 positions.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 old=${1:?usage: bench/kernel_ab.sh OLD_REV [NEW_REV]} new=${2:-}
@@ -64,6 +65,12 @@ for _ in 1 2; do
     for pos in 256 1024 4096; do
       "$tmp/attention" 24 8 2 64 $pos $((pos < 1024 ? 200 : 20))     # granite-1b-a400m: 8 kv heads of 2 query heads
       "$tmp/attention" 16 16 1 128 $pos $((pos < 1024 ? 100 : 10))   # OLMoE-1B-7B: 16 kv heads of 1
+    done
+  fi
+  if [[ $kinds == *" chunk-attention "* ]]; then  # prefill's attention: a 64-token chunk's, ending at 512 or 2,048 positions
+    for pos in 512 2048; do
+      "$tmp/attention" 24 8 2 64 $pos $((pos < 1024 ? 20 : 4)) 64     # granite-1b-a400m
+      "$tmp/attention" 16 16 1 128 $pos $((pos < 1024 ? 20 : 4)) 64   # OLMoE-1B-7B
     done
   fi
   if [[ $kinds == *" prefill "* ]]; then

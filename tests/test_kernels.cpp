@@ -678,8 +678,8 @@ TEST(SimdEqualsScalar, RopeAndAttention) {
   }
 }
 
-// The query heads of a kv head in one pass (the engine's grouped-query attention): the same
-// bits as attention() head by head, for groups beyond one pass's kAttentionGroupMax and
+// One token's query heads of a kv head in one pass (decode's grouped-query attention): the
+// same bits as attention() head by head, for groups beyond one pass's kAttentionPairs and
 // positions over several blocks of keys, in f32 and in the f16 cache's halves; and the
 // reference's result, within SIMD's rounding.
 template <class T>
@@ -700,8 +700,8 @@ void check_attention_group(std::mt19937& rng) {
         std::vector<float> sg(static_cast<size_t>(group) * stride), og(static_cast<size_t>(group) * hd),
             sh(static_cast<size_t>(n_pos)), oh(static_cast<size_t>(hd)), sr(sh.size()), orf(oh.size());
         const float scale = 1.f / std::sqrt(static_cast<float>(hd));
-        kernels::attention_group(Simd{}, q.data(), group, keys.data(), values.data(), n_pos, hd, scale, sg.data(),
-                                 stride, og.data());
+        kernels::attention_chunk(Simd{}, q.data(), 0, 1, group, keys.data(), values.data(), n_pos, hd, scale, sg.data(),
+                                 stride, og.data(), 0);
         for (int g = 0; g < group; ++g) {
           const float* qh = q.data() + static_cast<long>(g) * hd;
           kernels::attention(Simd{}, qh, keys.data(), values.data(), n_pos, hd, scale, sh.data(), oh.data());
@@ -709,17 +709,82 @@ void check_attention_group(std::mt19937& rng) {
               << "head " << g;
           kernels::attention(Scalar{}, qh, keys.data(), values.data(), n_pos, hd, scale, sr.data(), orf.data());
           expect_close(std::vector<float>(og.begin() + g * hd, og.begin() + (g + 1) * hd), orf, 1e-5, 1.0,
-                       "attention_group");
+                       "a token's group");
         }
       }
     }
   }
 }
 
-TEST(SimdEqualsScalar, AttentionGroupIsAttentionHeadByHead) {
+TEST(SimdEqualsScalar, AttentionOfATokensGroupIsAttentionHeadByHead) {
   std::mt19937 rng(12);
   check_attention_group<float>(rng);
   check_attention_group<uint16_t>(rng);
+}
+
+// A chunk's tokens in passes over one kv head's cache (prefill), token i seeing n_pos + i
+// positions: within SIMD's rounding of the reference, for groups that fill a pass's
+// kAttentionPairs with several tokens, exactly or not, and beyond it; in f32 and f16.
+// And the same bits for a (token, head) whatever the engine puts beside it: its heads one
+// at a time (a worker's share when the kv heads do not divide), or the token given with
+// just one other.
+template <class T>
+void check_attention_chunk(std::mt19937& rng) {
+  for (int hd : {16, 64, 128, 34}) {
+    for (int group : {1, 2, 3, 8, 17}) {
+      for (int tokens : {1, 2, 5, 16, 19}) {
+        for (int n_pos : {1, 15, 33, 130}) {
+          SCOPED_TRACE(::testing::Message() << "head_dim " << hd << " group " << group << " tokens " << tokens
+                                            << " first positions " << n_pos << (sizeof(T) == 2 ? " f16" : " f32"));
+          const int last = n_pos + tokens - 1;
+          std::vector<T> keys(static_cast<size_t>(last) * hd), values(keys.size());
+          for (size_t i = 0; i < keys.size(); ++i) {
+            const float k = std::normal_distribution<float>()(rng), v = std::normal_distribution<float>()(rng);
+            if constexpr (sizeof(T) == 2) keys[i] = float_to_half(k), values[i] = float_to_half(v);
+            else keys[i] = k, values[i] = v;
+          }
+          const long q_stride = static_cast<long>(group) * hd + 3;  // a token's row holds other heads too
+          const auto q = random_vector(static_cast<int>(tokens * q_stride), rng);
+          const long stride = last + 2;
+          std::vector<float> scores(static_cast<size_t>(std::max(group, kernels::kAttentionPairs) * stride));
+          std::vector<float> out(static_cast<size_t>(tokens * q_stride)), part(out.size()),
+              sr(static_cast<size_t>(last)), orf(static_cast<size_t>(hd));
+          const float scale = 1.f / std::sqrt(static_cast<float>(hd));
+          const auto chunk = [&](int i0, int n, int g0, int heads, std::vector<float>& o) {
+            kernels::attention_chunk(Simd{}, q.data() + i0 * q_stride + g0 * hd, q_stride, n, heads, keys.data(),
+                                     values.data(), n_pos + i0, hd, scale, scores.data(), stride,
+                                     o.data() + i0 * q_stride + g0 * hd, q_stride);
+          };
+          chunk(0, tokens, 0, group, out);
+          for (int i = 0; i < tokens; ++i) {
+            const float* qt = q.data() + i * q_stride;
+            const float* ot = out.data() + i * q_stride;
+            for (int g = 0; g < group; ++g) {
+              kernels::attention(Scalar{}, qt + static_cast<long>(g) * hd, keys.data(), values.data(), n_pos + i, hd,
+                                 scale, sr.data(), orf.data());
+              expect_close(std::vector<float>(ot + g * hd, ot + (g + 1) * hd), orf, 1e-5, 1.0, "attention_chunk");
+            }
+          }
+          if (tokens > kernels::kAttentionPairs / group) continue;  // more than the engine gives a call
+          for (int g = 0; g < group; ++g) chunk(0, tokens, g, 1, part);
+          ASSERT_EQ(std::memcmp(part.data(), out.data(), sizeof(float) * out.size()), 0) << "heads one at a time";
+          for (int i = 0; i + 1 < tokens; ++i) {
+            chunk(i, 2, 0, group, part);
+            ASSERT_EQ(std::memcmp(part.data() + i * q_stride, out.data() + i * q_stride,
+                                  sizeof(float) * 2 * q_stride - 3 * sizeof(float)),
+                      0)
+                << "tokens " << i << " and " << i + 1 << " alone";
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(SimdEqualsScalar, AttentionChunkMatchesReferenceWhateverItsNeighbours) {
+  std::mt19937 rng(13);
+  check_attention_chunk<float>(rng);
+  check_attention_chunk<uint16_t>(rng);
 }
 
 TEST(SimdEqualsScalar, TopkIncludingTies) {

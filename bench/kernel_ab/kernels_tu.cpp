@@ -37,31 +37,48 @@ void MOE_AB_FN(const void* w, const float* scales, int dtype, int rows, int cols
   else moe::kernels::linear(moe::kernels::Simd{}, m, x, n, y);
 }
 
-// One decode token's attention over the KV cache: L layers of kv_heads kv heads, each
-// read by `group` query heads (q, scores and out hold them one after another), as the
-// engine's heads run: the whole group in one pass where the version has attention_group,
-// else head by head.
+// The attention of a chunk's last `chunk` tokens (1: a decode token) over the KV cache: L
+// layers of kv_heads kv heads, each read by `group` query heads; token i of the chunk sees
+// n_pos - chunk + 1 + i positions. q and out hold a token's heads one after another, the
+// tokens one after another; scores, a kv head's rows (chunk x group of n_pos each). As the
+// engine's heads run: the chunk's tokens in passes over the cache where the version has
+// attention_chunk, else token by token, each token's group in one pass where it has
+// attention_group, else head by head; a chunk's first token from memory.
 namespace {
-template <class K>  // a template, so that a version without attention_group compiles too
-void kv_head(K k, const float* q, int group, const float* keys, const float* values, int n_pos, int head_dim,
-             float* scores, float* out) {
-  if constexpr (requires { attention_group(k, q, group, keys, values, n_pos, head_dim, 0.f, scores, 0L, out); })
-    attention_group(k, q, group, keys, values, n_pos, head_dim, 0.125f, scores, static_cast<long>(n_pos), out);
+template <class K>  // a template, so that older versions compile too
+void kv_head(K k, const float* q, long q_stride, int chunk, int group, const float* keys, const float* values,
+             int n_pos, int head_dim, float* scores, float* out) {
+  const int first = n_pos - chunk + 1;
+  if constexpr (requires {
+                  attention_chunk(k, q, 0L, chunk, group, keys, values, n_pos, head_dim, 0.f, scores, 0L, out, 0L,
+                                  true);
+                })
+    attention_chunk(k, q, q_stride, chunk, group, keys, values, first, head_dim, 0.125f, scores,
+                    static_cast<long>(n_pos), out, q_stride, true);
   else
-    for (int g = 0; g < group; ++g)
-      attention(k, q + g * head_dim, keys, values, n_pos, head_dim, 0.125f, scores + static_cast<long>(g) * n_pos,
-                out + g * head_dim);
+    for (int t = 0; t < chunk; ++t) {
+      const float* qt = q + t * q_stride;
+      float* ot = out + t * q_stride;
+      if constexpr (requires { attention_group(k, q, group, keys, values, n_pos, head_dim, 0.f, scores, 0L, out); })
+        attention_group(k, qt, group, keys, values, first + t, head_dim, 0.125f, scores, static_cast<long>(n_pos), ot,
+                        t == 0);
+      else
+        for (int g = 0; g < group; ++g)
+          attention(k, qt + g * head_dim, keys, values, first + t, head_dim, 0.125f,
+                    scores + static_cast<long>(g) * n_pos, ot + g * head_dim);
+    }
 }
 }  // namespace
 
 void MOE_AB_ATTN_FN(const float* keys, const float* values, const float* q, float* scores, float* out, int L,
-                    int kv_heads, int group, int head_dim, int n_pos) {
-  const long head = static_cast<long>(n_pos) * head_dim;
+                    int kv_heads, int group, int head_dim, int n_pos, int chunk) {
+  const long head = static_cast<long>(n_pos) * head_dim, q_stride = static_cast<long>(kv_heads) * group * head_dim;
   for (int l = 0; l < L; ++l)
     for (int kv = 0; kv < kv_heads; ++kv) {
       const long at = static_cast<long>(kv) * group * head_dim;
-      kv_head(moe::kernels::Simd{}, q + at, group, keys + (static_cast<long>(l) * kv_heads + kv) * head,
+      kv_head(moe::kernels::Simd{}, q + at, q_stride, chunk, group,
+              keys + (static_cast<long>(l) * kv_heads + kv) * head,
               values + (static_cast<long>(l) * kv_heads + kv) * head, n_pos, head_dim,
-              scores + static_cast<long>(kv) * group * n_pos, out + at);
+              scores + static_cast<long>(kv) * chunk * group * n_pos, out + at);
     }
 }

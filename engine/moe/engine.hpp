@@ -29,6 +29,7 @@
 // within the first max_context tokens, after which the classic family re-encodes anyway.)
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
@@ -360,8 +361,9 @@ class Engine {
   // Token t sees positions [0, p0 + t]: causal within the chunk. Each head has its own
   // scores scratch, so workers can take heads side by side: whole kv heads, each with
   // the query heads that read it (its cache read once for all of them), where the parts
-  // divide the kv heads; else query heads one by one. A chunk's later tokens find the
-  // cache where its first one left it, in the caches (from_memory: t == 0).
+  // divide the kv heads; else query heads one by one. The chunk's tokens go
+  // kAttentionTokens at a time, each pass over the cache serving all of them; the later
+  // passes find the cache where the first left it, in the caches (from_memory: t == 0).
   static void heads_part(void* ctx, int part, int parts) {
     const Heads& a = *static_cast<const Heads*>(ctx);
     Engine& e = *a.engine;
@@ -370,9 +372,10 @@ class Engine {
     const int units = whole_kv ? KVH : H, size = whole_kv ? group : 1;  // a unit: `size` query heads
     for (int u = units * part / parts; u < units * (part + 1) / parts; ++u) {
       const int h = u * size, kv = h / group;
-      for (int t = 0; t < a.n; ++t)
-        kernels::attention_group(K{}, e.q_[t] + h * HD, size, e.key_cache_[a.l][kv][0], e.value_cache_[a.l][kv][0],
-                                 a.p0 + t + 1, HD, e.attention_factor_, e.scores_[h], T, e.attn_[t] + h * HD, t == 0);
+      for (int t = 0; t < a.n; t += kAttentionTokens)
+        kernels::attention_chunk(K{}, e.q_[t] + h * HD, QD, std::min(kAttentionTokens, a.n - t), size,
+                                 e.key_cache_[a.l][kv][0], e.value_cache_[a.l][kv][0], a.p0 + t + 1, HD,
+                                 e.attention_factor_, e.scores_[h * kScoresRows], T, e.attn_[t] + h * HD, QD, t == 0);
     }
   }
 
@@ -566,9 +569,19 @@ class Engine {
   float xn_[P][D] = {};  // normalised input of the current sub-block
   float q_[P][QD] = {};
   float new_values_[P][KVD] = {};  // the chunk's values on their way to the cache
-  float attn_[P][QD] = {};   // attention output, before Wo (before that, the chunk's keys on their way to the cache)
-  float delta_[P][D] = {};   // what a sub-block adds to the residual
-  float scores_[H][T] = {};  // attention weights, one row per head
+  float attn_[P][QD] = {};  // attention output, before Wo (before that, the chunk's keys on their way to the cache)
+  float delta_[P][D] = {};  // what a sub-block adds to the residual
+  // Tokens of a chunk that attention_chunk takes at once: as many as fill its passes'
+  // (token, query head) pairs with the kv head's query heads. It needs kAttentionPairs
+  // rows of scores scratch, so each head has that many: a worker's heads start their
+  // rows apart. Bare metal: one token at a time, a row a head (decode's scratch).
+#ifdef MOE_BARE_METAL
+  static constexpr int kAttentionTokens = 1, kScoresRows = 1;
+#else
+  static constexpr int kAttentionTokens = std::clamp(kernels::kAttentionPairs / (H / KVH), 1, P);
+  static constexpr int kScoresRows = kernels::kAttentionPairs;
+#endif
+  float scores_[H * kScoresRows][T] = {};  // attention weights
   float rope_cos_[P][kRopeHalf] = {};
   float rope_sin_[P][kRopeHalf] = {};
   float router_logits_[P][E] = {};

@@ -1,6 +1,9 @@
 // Query heads attending over the cached keys and values of their kv head.
 #pragma once
 
+#include <limits>
+#include <type_traits>
+
 #include "moe/kernels/activation.hpp"
 #include "moe/kernels/linear.hpp"
 #include "moe/kernels/softmax.hpp"
@@ -24,19 +27,28 @@ inline void attention(K k, const float* q, const T* keys, const T* values, int n
   }
 }
 
-// The `group` query heads that share one kv head (grouped-query attention), held one
-// after another in q and out, head g's scores at scores + g * scores_stride: attention()
-// for each of them. The reference, and any backend without a twin.
-// `from_memory`: the cache is not in the caches (decode; a chunk's first token): SIMD
+// Consecutive tokens of a chunk, each with the `group` query heads that share one kv head
+// (grouped-query attention): token i sees positions [0, n_pos + i) (causal within the
+// chunk); head g of token i reads q + i * q_stride + g * head_dim and writes
+// out + i * out_stride + g * head_dim. `scores`: scratch of max(group, kAttentionPairs)
+// rows of scores_stride >= n_pos + tokens - 1 floats. attention() for each of them. The
+// reference, and any backend without a twin.
+// `from_memory`: the cache is not in the caches (decode; a chunk's first tokens): SIMD
 // kernels then ask for it ahead.
 template <class K, class T>
-inline void attention_group(K k, const float* q, int group, const T* keys, const T* values, int n_pos, int head_dim,
-                            float scale, float* scores, long scores_stride, float* out, bool from_memory = true) {
+inline void attention_chunk(K k, const float* q, long q_stride, int tokens, int group, const T* keys, const T* values,
+                            int n_pos, int head_dim, float scale, float* scores, long scores_stride, float* out,
+                            long out_stride, bool from_memory = true) {
   (void)from_memory;
-  for (int g = 0; g < group; ++g)
-    attention(k, q + static_cast<long>(g) * head_dim, keys, values, n_pos, head_dim, scale, scores + g * scores_stride,
-              out + static_cast<long>(g) * head_dim);
+  for (int i = 0; i < tokens; ++i)
+    for (int g = 0; g < group; ++g)
+      attention(k, q + i * q_stride + static_cast<long>(g) * head_dim, keys, values, n_pos + i, head_dim, scale,
+                scores + static_cast<long>(g) * scores_stride, out + i * out_stride + static_cast<long>(g) * head_dim);
 }
+
+// (token, query head) pairs that one pass of the SIMD kernels takes: the rows of scores
+// scratch a call needs, and how many tokens of a chunk the engine hands it at once.
+inline constexpr int kAttentionPairs = 16;
 
 #if MOE_SIMD
 namespace simd {
@@ -52,7 +64,6 @@ namespace simd {
 // Softmax's division scales `out` once instead of every score (`scores` are left
 // unnormalised). BM_attention measures it in the caches, kernel_ab.sh's "attention"
 // rows from memory.
-inline constexpr int kAttentionGroupMax = 16;  // heads of one pass; more take more passes
 // Keys and values stream from memory at long contexts: the scores loop asks for the keys
 // this far ahead, the weighted sum for the values (bench/README.md, "Design decisions").
 inline constexpr long kAttentionAheadBytes = 8192;
@@ -117,7 +128,7 @@ template <int S, class T>
   if (rest > 0)
     for (int g = 0; g < group; ++g) head_scores(g, blocked, n_pos, false);
 
-  float inv_sum[kAttentionGroupMax];  // softmax's division, applied to out
+  float inv_sum[kAttentionPairs];  // softmax's division, applied to out
   for (int g = 0; g < group; ++g) inv_sum[g] = 1.f / exp_shifted(Simd{}, scores + g * scores_stride, n_pos);
 
   constexpr int G = S < 4 ? S : S == 8 ? 8 : 4;  // slices of out per pass over the positions
@@ -161,7 +172,7 @@ template <int S, class T>
       finish(0, acc);
       continue;
     }
-    fbatch carry[kAttentionGroupMax][C][G];  // each head's accumulators between blocks
+    fbatch carry[kAttentionPairs][C][G];  // each head's accumulators between blocks
     for (int g = 0; g < group; ++g)
       MOE_UNROLL for (int c = 0; c < C; ++c) MOE_UNROLL for (int k = 0; k < G; ++k) carry[g][c][k] = fbatch(0.f);
     for (int b0 = 0; b0 < chained; b0 += B) {
@@ -177,36 +188,221 @@ template <int S, class T>
     for (int g = 0; g < group; ++g) finish(g, carry[g]);
   }
 }
+// Prefill: the (token, query head) pairs of two or more tokens (attention_chunk's
+// layout), a pair in each lane, W pairs at a time, as matrix-matrix work. The scores: the
+// pairs' queries turned into lanes once a pass (`qt`: element d of every pair), each
+// multiplied by a key's element d broadcast, U positions at a time, in two chains a
+// position (even and odd d); they wait in `scores` as a row of W lanes a position, so the
+// softmax runs across lanes, a pair's positions past its own token set to -inf (weight
+// 0). The weighted sum: each value row loaded once for P pairs, SG slices of out a pass;
+// a pair's positions past the pass's first token, pair by pair. A pair's arithmetic is
+// its own: the same bits whatever the pairs beside it (a worker's heads, the tokens of
+// its pass), though not decode's (attention_group_whole sums in another order).
+// kernel_ab.sh's "chunk-attention" rows measure it.
+#if defined(__AVX512F__) || defined(__aarch64__)
+inline constexpr int kAttentionRegisters = 32;
+#else
+inline constexpr int kAttentionRegisters = 16;  // AVX2, armv7 NEON
+#endif
+inline constexpr int kAttentionLanePositions = kAttentionRegisters / 4;  // U: 2U sums beside a q element
+// P: the most pairs (a power of two, at most W) whose s accumulators and a value row of s
+// vectors fit the registers.
+constexpr int attention_value_pairs(int s) {
+  int p = 1;
+  while (2 * p * s + s + 2 <= kAttentionRegisters && 2 * p <= W) p *= 2;
+  return p;
+}
+template <int S, class T>
+[[gnu::always_inline]] inline void attention_lanes_whole(const float* q, long q_stride, int tokens, int group,
+                                                         const T* keys, const T* values, int n_pos, float scale,
+                                                         float* scores, float* out, long out_stride, bool ahead) {
+  constexpr int HD = S * W, U = kAttentionLanePositions;
+  constexpr int SG = S < kAttentionRegisters / 4 ? S : kAttentionRegisters / 4;  // slices of out a pass
+  constexpr int P = attention_value_pairs(SG);
+  constexpr int B = kAttentionBlockBytes / (HD * static_cast<int>(sizeof(T))) > 16
+                        ? kAttentionBlockBytes / (HD * static_cast<int>(sizeof(T)))
+                        : 16;  // positions of values a block
+  const int pairs = tokens * group, last = n_pos + tokens - 1;
+  const long row_bytes = HD * static_cast<long>(sizeof(T));
+  const auto* key_bytes = reinterpret_cast<const char*>(keys);
+  const auto* value_bytes = reinterpret_cast<const char*>(values);
+  const long kv_bytes = last * row_bytes;
+  const fbatch minus_inf(-std::numeric_limits<float>::infinity());  // softmax's start
+  for (int p0 = 0; p0 < pairs; p0 += W) {
+    const int lanes = pairs - p0 < W ? pairs - p0 : W;
+    alignas(64) float qt[HD][W];  // qt[d]: element d of each lane's query
+    for (int j = 0; j < W; ++j) {
+      const int p = p0 + j;
+      const float* qp = q + (p / group) * q_stride + static_cast<long>(p % group) * HD;
+      for (int d = 0; d < HD; ++d) qt[d][j] = j < lanes ? qp[d] : 0.f;
+    }
+    if (ahead && kv_bytes > kAttentionAheadBytes)
+      for (long b = 0; b < kAttentionAheadBytes; b += 64) __builtin_prefetch(key_bytes + b);
+    // Scores, position t's lanes at scores + t * W.
+    const auto lane_scores = [&]<int N>(std::integral_constant<int, N>, int t) {
+      alignas(64) float widened[std::is_same_v<T, float> ? 1 : N][HD];  // f16 keys as floats
+      const float* row[N];
+      MOE_UNROLL for (int u = 0; u < N; ++u) {
+        if constexpr (std::is_same_v<T, float>) {
+          row[u] = keys + static_cast<long>(t + u) * HD;
+        } else {
+          MOE_UNROLL for (int s = 0; s < S; ++s) load(keys + static_cast<long>(t + u) * HD + s * W)
+              .store_aligned(widened[u] + s * W);
+          row[u] = widened[u];
+        }
+      }
+      if (ahead)
+        for (long b = 0; b < N * row_bytes; b += 64)
+          if (t * row_bytes + kAttentionAheadBytes + b < kv_bytes)
+            __builtin_prefetch(key_bytes + t * row_bytes + kAttentionAheadBytes + b);
+      fbatch acc[2][N];  // even and odd elements: two chains a position
+      MOE_UNROLL for (int c = 0; c < 2; ++c) MOE_UNROLL for (int u = 0; u < N; ++u) acc[c][u] = fbatch(0.f);
+      for (int d = 0; d < HD; d += 2) MOE_UNROLL for (int c = 0; c < 2; ++c) {
+          const fbatch element = fbatch::load_aligned(qt[d + c]);
+          MOE_UNROLL for (int u = 0; u < N; ++u) acc[c][u] = xsimd::fma(element, fbatch(row[u][d + c]), acc[c][u]);
+        }
+      MOE_UNROLL for (int u = 0; u < N; ++u)((acc[0][u] + acc[1][u]) * fbatch(scale))
+          .store_unaligned(scores + (t + u) * W);
+    };
+    int t = 0;
+    for (; t + U <= last; t += U) lane_scores(std::integral_constant<int, U>{}, t);
+    for (; t < last; ++t) lane_scores(std::integral_constant<int, 1>{}, t);
+    // The chunk's own positions past a pair's token are not its to see.
+    for (int t = n_pos; t < last; ++t)
+      for (int j = 0; j < lanes; ++j)
+        if (t >= n_pos + (p0 + j) / group)
+          scores[static_cast<long>(t) * W + j] = -std::numeric_limits<float>::infinity();
+    // Softmax across lanes, left unnormalised; its division scales out.
+    fbatch vmax = minus_inf, vsum(0.f);
+    for (int t = 0; t < last; ++t) vmax = xsimd::max(vmax, load(scores + t * W));
+    for (int t = 0; t < last; ++t) {
+      const fbatch e = xsimd::exp(load(scores + t * W) - vmax);
+      e.store_unaligned(scores + t * W);
+      vsum += e;
+    }
+    alignas(64) float inv_sum[W];
+    (fbatch(1.f) / vsum).store_aligned(inv_sum);
+    // The weighted sums: positions [0, n_pos) for P pairs at once, block by block (each
+    // pair's S sums carried between blocks), then each pair's own last positions.
+    fbatch carry[kAttentionPairs][S];
+    for (int j = 0; j < lanes; ++j) MOE_UNROLL for (int s = 0; s < S; ++s) carry[j][s] = fbatch(0.f);
+    const auto sum_one = [&](int j, int t0, int t1) {  // lane j's sums over positions [t0, t1)
+      fbatch acc[S];
+      MOE_UNROLL for (int s = 0; s < S; ++s) acc[s] = carry[j][s];
+      for (int t = t0; t < t1; ++t) {
+        const fbatch w(scores[static_cast<long>(t) * W + j]);
+        MOE_UNROLL for (int s = 0; s < S; ++s) acc[s] =
+            xsimd::fma(w, load(values + static_cast<long>(t) * HD + s * W), acc[s]);
+      }
+      MOE_UNROLL for (int s = 0; s < S; ++s) carry[j][s] = acc[s];
+    };
+    for (int b0 = 0; b0 < n_pos; b0 += B) {
+      const int b1 = b0 + B < n_pos ? b0 + B : n_pos;
+      for (long b = b0 * row_bytes + kAttentionAheadBytes;
+           ahead && b < b1 * row_bytes + kAttentionAheadBytes && b < kv_bytes; b += 64)
+        __builtin_prefetch(value_bytes + b);
+      for (int j0 = 0; j0 < lanes; j0 += P) {
+        if (lanes - j0 < P) {
+          for (int j = j0; j < lanes; ++j) sum_one(j, b0, b1);
+          break;
+        }
+        for (int s0 = 0; s0 < S; s0 += SG) {
+          fbatch acc[P][SG];
+          MOE_UNROLL for (int k = 0; k < P; ++k) MOE_UNROLL for (int s = 0; s < SG; ++s) acc[k][s] =
+              carry[j0 + k][s0 + s];
+          for (int t = b0; t < b1; ++t) {
+            fbatch v[SG];
+            MOE_UNROLL for (int s = 0; s < SG; ++s) {
+              v[s] = load(values + static_cast<long>(t) * HD + (s0 + s) * W);
+              if constexpr (P > 1) in_register(v[s]);  // loaded once for the P pairs
+            }
+            MOE_UNROLL for (int k = 0; k < P; ++k) {
+              const fbatch w(scores[static_cast<long>(t) * W + j0 + k]);
+              MOE_UNROLL for (int s = 0; s < SG; ++s) acc[k][s] = xsimd::fma(w, v[s], acc[k][s]);
+            }
+          }
+          MOE_UNROLL for (int k = 0; k < P; ++k) MOE_UNROLL for (int s = 0; s < SG; ++s) carry[j0 + k][s0 + s] =
+              acc[k][s];
+        }
+      }
+    }
+    for (int j = 0; j < lanes; ++j) {
+      const int p = p0 + j;
+      sum_one(j, n_pos, n_pos + p / group);
+      float* o = out + (p / group) * out_stride + static_cast<long>(p % group) * HD;
+      MOE_UNROLL for (int s = 0; s < S; ++s)(carry[j][s] * fbatch(inv_sum[j])).store_unaligned(o + s * W);
+    }
+  }
+}
 }  // namespace simd
 
+// Decode (one token): its group in passes of up to kAttentionPairs heads
+// (attention_group_whole). Prefill (two tokens or more): the pairs in lanes, as many
+// tokens a pass as fill kAttentionPairs with the group (attention_lanes_whole), which
+// also takes heads of 16 vectors (128-wide on AVX2, 64-wide on NEON) and of 32 (128-wide
+// on NEON); larger groups token by token. Only the first pass is from memory: the later
+// ones find the cache where it left it. Other heads: the reference's loops over SIMD dot,
+// softmax and axpy.
 template <class T>
-inline void attention_group(Simd, const float* q, int group, const T* keys, const T* values, int n_pos, int head_dim,
-                            float scale, float* scores, long scores_stride, float* out, bool from_memory = true) {
+inline void attention_chunk(Simd, const float* q, long q_stride, int tokens, int group, const T* keys, const T* values,
+                            int n_pos, int head_dim, float scale, float* scores, long scores_stride, float* out,
+                            long out_stride, bool from_memory = true) {
   using simd::W;
-  for (int g0 = 0; g0 < group; g0 += simd::kAttentionGroupMax) {
-    const int n = group - g0 < simd::kAttentionGroupMax ? group - g0 : simd::kAttentionGroupMax;
-    const float* qg = q + static_cast<long>(g0) * head_dim;
-    float* sg = scores + g0 * scores_stride;
-    float* og = out + static_cast<long>(g0) * head_dim;
-    if (head_dim == W)
-      simd::attention_group_whole<1>(qg, n, keys, values, n_pos, scale, sg, scores_stride, og, from_memory);
-    else if (head_dim == 2 * W)
-      simd::attention_group_whole<2>(qg, n, keys, values, n_pos, scale, sg, scores_stride, og, from_memory);
-    else if (head_dim == 4 * W)
-      simd::attention_group_whole<4>(qg, n, keys, values, n_pos, scale, sg, scores_stride, og, from_memory);
-    else if (head_dim == 8 * W)
-      simd::attention_group_whole<8>(qg, n, keys, values, n_pos, scale, sg, scores_stride, og, from_memory);
-    else  // other head sizes: the reference's loops over SIMD dot, softmax and axpy
-      for (int g = 0; g < n; ++g)
-        attention<Simd, T>(Simd{}, qg + static_cast<long>(g) * head_dim, keys, values, n_pos, head_dim, scale,
-                           sg + g * scores_stride, og + static_cast<long>(g) * head_dim);
+  const int S = head_dim % W == 0 ? head_dim / W : 0;
+  const bool whole = S == 1 || S == 2 || S == 4 || S == 8;
+  const bool lanes = whole || (W <= 8 && S == 16) || (W == 4 && S == 32);
+  const auto reference = [&](int i0, int n, int g0, int heads) {
+    for (int i = i0; i < i0 + n; ++i)
+      for (int g = g0; g < g0 + heads; ++g)
+        attention<Simd, T>(Simd{}, q + i * q_stride + static_cast<long>(g) * head_dim, keys, values, n_pos + i,
+                           head_dim, scale, scores + static_cast<long>(g - g0) * scores_stride,
+                           out + i * out_stride + static_cast<long>(g) * head_dim);
+  };
+  const auto decode = [&](int i, int g0, int heads, bool ahead) {
+    const float* qi = q + i * q_stride + static_cast<long>(g0) * head_dim;
+    float* oi = out + i * out_stride + static_cast<long>(g0) * head_dim;
+    const auto run = [&]<int V>(std::integral_constant<int, V>) {
+      simd::attention_group_whole<V>(qi, heads, keys, values, n_pos + i, scale, scores, scores_stride, oi, ahead);
+    };
+    if (S == 1) run(std::integral_constant<int, 1>{});
+    else if (S == 2) run(std::integral_constant<int, 2>{});
+    else if (S == 4) run(std::integral_constant<int, 4>{});
+    else if (S == 8) run(std::integral_constant<int, 8>{});
+    else reference(i, 1, g0, heads);
+  };
+  if (tokens >= 2 && group <= kAttentionPairs / 2 && lanes) {
+    const int per_pass = kAttentionPairs / group;
+    for (int i0 = 0; i0 < tokens; i0 += per_pass) {
+      const int n = tokens - i0 < per_pass ? tokens - i0 : per_pass;
+      const bool ahead = from_memory && i0 == 0;
+      if (n == 1) {  // a pass's lone token: decode's kernel
+        decode(i0, 0, group, ahead);
+        continue;
+      }
+      const auto run = [&]<int V>(std::integral_constant<int, V>) {
+        simd::attention_lanes_whole<V>(q + i0 * q_stride, q_stride, n, group, keys, values, n_pos + i0, scale, scores,
+                                       out + i0 * out_stride, out_stride, ahead);
+      };
+      if (S == 1) run(std::integral_constant<int, 1>{});
+      else if (S == 2) run(std::integral_constant<int, 2>{});
+      else if (S == 4) run(std::integral_constant<int, 4>{});
+      else if (S == 8) run(std::integral_constant<int, 8>{});
+      else if constexpr (W <= 8) {
+        if (S == 16) run(std::integral_constant<int, 16>{});
+        else if constexpr (W == 4) run(std::integral_constant<int, 32>{});
+      }
+    }
+    return;
   }
+  for (int i = 0; i < tokens; ++i)
+    for (int g0 = 0; g0 < group; g0 += kAttentionPairs)
+      decode(i, g0, group - g0 < kAttentionPairs ? group - g0 : kAttentionPairs, from_memory && i == 0);
 }
 
 template <class T>
 inline void attention(Simd, const float* q, const T* keys, const T* values, int n_pos, int head_dim, float scale,
                       float* scores, float* out) {
-  attention_group(Simd{}, q, 1, keys, values, n_pos, head_dim, scale, scores, 0, out);
+  attention_chunk(Simd{}, q, 0, 1, 1, keys, values, n_pos, head_dim, scale, scores, 0, out, 0);
 }
 #endif
 

@@ -78,6 +78,22 @@ inline fbatch load(const float* p) { return fbatch::load_unaligned(p); }
 // `i + W <= n` form, once inlined with a known n, as a loop that may overflow.
 constexpr int whole(int n, int step) { return n - n % step; }
 
+// Keeps v in a register for the instructions after it: GCC otherwise folds its load
+// into each of them, reading the same bytes once per use (x86; elsewhere nothing).
+[[gnu::always_inline]] inline void in_register(fbatch& v) {
+#if defined(__AVX512F__)
+  __m512 r = v;
+  __asm__("" : "+v"(r));
+  v = r;
+#elif defined(__AVX__)
+  __m256 r = v;
+  __asm__("" : "+x"(r));
+  v = r;
+#else
+  (void)v;
+#endif
+}
+
 // W int8 values -> W floats. xsimd 8.1's load_as<float>(int8*) converts lane by lane
 // (about 5x slower), so each target widens with its own instructions.
 inline fbatch load(const int8_t* p) {
