@@ -204,7 +204,7 @@ inline constexpr int kAttentionRegisters = 32;
 #else
 inline constexpr int kAttentionRegisters = 16;  // AVX2, armv7 NEON
 #endif
-inline constexpr int kAttentionLanePositions = kAttentionRegisters / 4;  // U: 2U sums beside a q element
+inline constexpr int kAttentionLanePositions = kAttentionRegisters == 16 ? 6 : 8;  // U: 2U sums beside a q element
 // P: the most pairs (a power of two, at most W) whose s accumulators and a value row of s
 // vectors fit the registers.
 constexpr int attention_value_pairs(int s) {
