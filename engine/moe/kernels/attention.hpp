@@ -219,15 +219,14 @@ template <int S, class T>
   constexpr int HD = S * W, U = kAttentionLanePositions;
   constexpr int SG = S < kAttentionRegisters / 4 ? S : kAttentionRegisters / 4;  // slices of out a pass
   constexpr int P = attention_value_pairs(SG);
-  constexpr int B = kAttentionBlockBytes / (HD * static_cast<int>(sizeof(T))) > 16
-                        ? kAttentionBlockBytes / (HD * static_cast<int>(sizeof(T)))
-                        : 16;  // positions of values a block
+  constexpr int kBlock = kAttentionBlockBytes / (HD * static_cast<int>(sizeof(T)));
+  constexpr int B = kBlock > 16 ? kBlock : 16;  // positions of values a block
   const int pairs = tokens * group, last = n_pos + tokens - 1;
   const long row_bytes = HD * static_cast<long>(sizeof(T));
   const auto* key_bytes = reinterpret_cast<const char*>(keys);
   const auto* value_bytes = reinterpret_cast<const char*>(values);
   const long kv_bytes = last * row_bytes;
-  const fbatch minus_inf(-std::numeric_limits<float>::infinity());  // softmax's start
+  constexpr float kMinusInf = -std::numeric_limits<float>::infinity();
   for (int p0 = 0; p0 < pairs; p0 += W) {
     const int lanes = pairs - p0 < W ? pairs - p0 : W;
     alignas(64) float qt[HD][W];  // qt[d]: element d of each lane's query
@@ -270,10 +269,9 @@ template <int S, class T>
     // The chunk's own positions past a pair's token are not its to see.
     for (int t = n_pos; t < last; ++t)
       for (int j = 0; j < lanes; ++j)
-        if (t >= n_pos + (p0 + j) / group)
-          scores[static_cast<long>(t) * W + j] = -std::numeric_limits<float>::infinity();
+        if (t >= n_pos + (p0 + j) / group) scores[static_cast<long>(t) * W + j] = kMinusInf;
     // Softmax across lanes, left unnormalised; its division scales out.
-    fbatch vmax = minus_inf, vsum(0.f);
+    fbatch vmax(kMinusInf), vsum(0.f);
     for (int t = 0; t < last; ++t) vmax = xsimd::max(vmax, load(scores + t * W));
     for (int t = 0; t < last; ++t) {
       const fbatch e = xsimd::exp(load(scores + t * W) - vmax);
@@ -340,63 +338,58 @@ template <int S, class T>
 // (attention_group_whole). Prefill (two tokens or more): the pairs in lanes, as many
 // tokens a pass as fill kAttentionPairs with the group (attention_lanes_whole), which
 // also takes heads of 16 vectors (128-wide on AVX2, 64-wide on NEON) and of 32 (128-wide
-// on NEON); larger groups token by token. Only the first pass is from memory: the later
-// ones find the cache where it left it. Other heads: the reference's loops over SIMD dot,
-// softmax and axpy.
+// on NEON); larger groups, and a pass's lone token, as decode. Only the first pass is
+// from memory: the later ones find the cache where it left it.
 template <class T>
 inline void attention_chunk(Simd, const float* q, long q_stride, int tokens, int group, const T* keys, const T* values,
                             int n_pos, int head_dim, float scale, float* scores, long scores_stride, float* out,
                             long out_stride, bool from_memory = true) {
   using simd::W;
-  const int S = head_dim % W == 0 ? head_dim / W : 0;
-  const bool whole = S == 1 || S == 2 || S == 4 || S == 8;
-  const bool lanes = whole || (W <= 8 && S == 16) || (W == 4 && S == 32);
-  const auto reference = [&](int i0, int n, int g0, int heads) {
-    for (int i = i0; i < i0 + n; ++i)
-      for (int g = g0; g < g0 + heads; ++g)
-        attention<Simd, T>(Simd{}, q + i * q_stride + static_cast<long>(g) * head_dim, keys, values, n_pos + i,
-                           head_dim, scale, scores + static_cast<long>(g - g0) * scores_stride,
-                           out + i * out_stride + static_cast<long>(g) * head_dim);
+  const int S = head_dim % W == 0 ? head_dim / W : 0;  // vectors a head; 0: not whole vectors
+  // kernel(integral_constant<int, S>) for heads of 1, 2, 4 or 8 whole vectors, and of 16
+  // and 32 where vectors are narrow; false for other heads.
+  const auto whole_vectors = [&](auto kernel) {
+    const auto run = [&]<int V>(std::integral_constant<int, V> v) {
+      if (S == V) kernel(v);
+      return S == V;
+    };
+    bool ran = run(std::integral_constant<int, 1>{}) || run(std::integral_constant<int, 2>{}) ||
+               run(std::integral_constant<int, 4>{}) || run(std::integral_constant<int, 8>{});
+    if constexpr (W <= 8) ran = ran || run(std::integral_constant<int, 16>{});
+    if constexpr (W == 4) ran = ran || run(std::integral_constant<int, 32>{});
+    return ran;
   };
-  const auto decode = [&](int i, int g0, int heads, bool ahead) {
+  // Token i's heads [g0, g0 + heads): decode's kernel for heads of up to 8 vectors, else
+  // the reference's loops over SIMD dot, softmax and axpy.
+  const auto one_token = [&](int i, int g0, int heads, bool ahead) {
     const float* qi = q + i * q_stride + static_cast<long>(g0) * head_dim;
     float* oi = out + i * out_stride + static_cast<long>(g0) * head_dim;
-    const auto run = [&]<int V>(std::integral_constant<int, V>) {
-      simd::attention_group_whole<V>(qi, heads, keys, values, n_pos + i, scale, scores, scores_stride, oi, ahead);
-    };
-    if (S == 1) run(std::integral_constant<int, 1>{});
-    else if (S == 2) run(std::integral_constant<int, 2>{});
-    else if (S == 4) run(std::integral_constant<int, 4>{});
-    else if (S == 8) run(std::integral_constant<int, 8>{});
-    else reference(i, 1, g0, heads);
+    if (S <= 8 && whole_vectors([&]<int V>(std::integral_constant<int, V>) {
+          if constexpr (V <= 8)
+            simd::attention_group_whole<V>(qi, heads, keys, values, n_pos + i, scale, scores, scores_stride, oi, ahead);
+        }))
+      return;
+    for (int g = 0; g < heads; ++g)
+      attention<Simd, T>(Simd{}, qi + static_cast<long>(g) * head_dim, keys, values, n_pos + i, head_dim, scale,
+                         scores + static_cast<long>(g) * scores_stride, oi + static_cast<long>(g) * head_dim);
   };
-  if (tokens >= 2 && group <= kAttentionPairs / 2 && lanes) {
+  if (tokens >= 2 && group <= kAttentionPairs / 2) {
     const int per_pass = kAttentionPairs / group;
     for (int i0 = 0; i0 < tokens; i0 += per_pass) {
       const int n = tokens - i0 < per_pass ? tokens - i0 : per_pass;
       const bool ahead = from_memory && i0 == 0;
-      if (n == 1) {  // a pass's lone token: decode's kernel
-        decode(i0, 0, group, ahead);
+      if (n >= 2 && whole_vectors([&]<int V>(std::integral_constant<int, V>) {
+            simd::attention_lanes_whole<V>(q + i0 * q_stride, q_stride, n, group, keys, values, n_pos + i0, scale,
+                                           scores, out + i0 * out_stride, out_stride, ahead);
+          }))
         continue;
-      }
-      const auto run = [&]<int V>(std::integral_constant<int, V>) {
-        simd::attention_lanes_whole<V>(q + i0 * q_stride, q_stride, n, group, keys, values, n_pos + i0, scale, scores,
-                                       out + i0 * out_stride, out_stride, ahead);
-      };
-      if (S == 1) run(std::integral_constant<int, 1>{});
-      else if (S == 2) run(std::integral_constant<int, 2>{});
-      else if (S == 4) run(std::integral_constant<int, 4>{});
-      else if (S == 8) run(std::integral_constant<int, 8>{});
-      else if constexpr (W <= 8) {
-        if (S == 16) run(std::integral_constant<int, 16>{});
-        else if constexpr (W == 4) run(std::integral_constant<int, 32>{});
-      }
+      for (int i = i0; i < i0 + n; ++i) one_token(i, 0, group, ahead && i == i0);  // a lone token, other heads
     }
     return;
   }
   for (int i = 0; i < tokens; ++i)
     for (int g0 = 0; g0 < group; g0 += kAttentionPairs)
-      decode(i, g0, group - g0 < kAttentionPairs ? group - g0 : kAttentionPairs, from_memory && i == 0);
+      one_token(i, g0, group - g0 < kAttentionPairs ? group - g0 : kAttentionPairs, from_memory && i == 0);
 }
 
 template <class T>
