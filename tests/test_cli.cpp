@@ -181,6 +181,15 @@ TEST_F(Cli, BenchReportsThroughputAndTheWeightsEachTokenReads) {
   // then the final norm and lm_head.
   const long f = 4, per_layer = 2 * 64 * f + (64 * 64 + 2 * 32 * 64 + 64 * 64) * f + 4 * 64 * f + 2 * 3 * 128 * 64 * f;
   EXPECT_EQ(j["weight_bytes_per_token"].get<long>(), 64 * f + 2 * per_layer + 64 * f + 96 * 64 * f);
+  // tg32 after 16 tokens: positions 16..47 see 17..48 cached positions, 32.5 on average,
+  // each holding a key and a value of kv dim 32 in 2 layers.
+  const double kv_element = j["kv_cache"] == "f16" ? 2 : 4;
+  const double kv_bytes = 32.5 * 2 * 2 * 32 * kv_element, weight_bytes = j["weight_bytes_per_token"].get<double>();
+  EXPECT_EQ(j["kv_cache_bytes_per_token"].get<double>(), kv_bytes);
+  EXPECT_NEAR(j["roofline_fraction_with_kv"].get<double>() / j["roofline_fraction"].get<double>(),
+              (weight_bytes + kv_bytes) / weight_bytes, 2e-3);
+  EXPECT_GT(j["roofline_fraction_paired_with_kv"].get<double>(), j["roofline_fraction_paired"].get<double>());
+  EXPECT_NE(r.out.find("B more a token at positions 16-47): "), std::string::npos) << r.out;
   expect_failure(
       run({kInfer, "--model", path("mix32.moe"), "--bench", "--bench-prompt", "100", "--bench-tokens", "100"}), 2,
       "exceed the model's context of 128 tokens");
@@ -191,8 +200,8 @@ TEST_F(Cli, MappedAndReadModelsGiveTheSameText) {
   std::string text[3];
   const std::vector<std::string> loads[3] = {{"--load", "map"}, {"--load", "read", "--threads", "2"}, {"--no-mmap"}};
   for (int i = 0; i < 3; ++i) {
-    std::vector<std::string> argv = {kInfer, "-m",        path("mix32.moe"), "--ids", "1,2,3", "-n", "20", "--temp",
-                                     "0.8",  "--seed",    "7",               "--no-stats"};
+    std::vector<std::string> argv = {kInfer,   "-m",  path("mix32.moe"), "--ids", "1,2,3",     "-n", "20",
+                                     "--temp", "0.8", "--seed",          "7",     "--no-stats"};
     argv.insert(argv.end(), loads[i].begin(), loads[i].end());
     const Result r = run(argv);
     ASSERT_EQ(r.code, 0) << loads[i][0] << ": " << r.err;

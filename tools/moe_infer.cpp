@@ -169,6 +169,13 @@ struct Generate {
           "it): %.1f GB/s | %.0f%% of the roofline (min %.0f%%, max %.0f%%)\n",
           b.paired_reps, b.tokens, r.paired_bandwidth / 1e9, 100 * r.paired_fraction, 100 * r.paired_fraction_min,
           100 * r.paired_fraction_max);
+    if (r.bandwidth > 0) {
+      char paired[32] = "";
+      if (b.paired_reps > 0) std::snprintf(paired, sizeof paired, ", paired %.0f%%", 100 * r.paired_fraction_with_kv);
+      std::printf("with the KV cache (%s B more a token at positions %d-%d): %.0f%% of the roofline%s\n",
+                  moe::tools::grouped(static_cast<long long>(r.kv_bytes_per_token)).c_str(), b.prompt,
+                  b.prompt + b.tokens - 1, 100 * r.roofline_fraction_with_kv, paired);
+    }
     if (!o.json.empty()) {
       char buf[2048];
       std::snprintf(buf, sizeof buf,
@@ -181,13 +188,15 @@ struct Generate {
                     "\"pp_tok_s\": %.1f, \"tg_tok_s\": %.1f, \"tg_tok_s_min\": %.1f, \"handover_us\": %.3f, "
                     "\"min_macs_per_worker\": %ld, \"load\": \"%s\", \"read_bandwidth_paired_gb_s\": %.2f, "
                     "\"roofline_fraction_paired\": %.4f, \"roofline_fraction_paired_min\": %.4f, "
-                    "\"roofline_fraction_paired_max\": %.4f}\n",
+                    "\"roofline_fraction_paired_max\": %.4f, \"kv_cache_bytes_per_token\": %.0f, "
+                    "\"roofline_fraction_with_kv\": %.4f, \"roofline_fraction_paired_with_kv\": %.4f}\n",
                     moe::ConfigKey(C).c_str(), kernels, o.threads, file.size_bytes(), r.bytes_per_token, b.prompt,
                     b.tokens, b.reps, r.prefill_tok_s, r.decode_tok_s, r.prefill_min, r.decode_min, r.bandwidth / 1e9,
                     r.roofline_fraction, o.load_ms, sizeof(EngineT), kKvCache == moe::KvCache::f16 ? "f16" : "f32",
                     r.prefill_tok_s, r.tg_empty_tok_s, r.tg_empty_min, split.handover_s * 1e6,
                     split.min_macs_per_worker, o.model_read ? "read" : "map", r.paired_bandwidth / 1e9,
-                    r.paired_fraction, r.paired_fraction_min, r.paired_fraction_max);
+                    r.paired_fraction, r.paired_fraction_min, r.paired_fraction_max, r.kv_bytes_per_token,
+                    r.roofline_fraction_with_kv, r.paired_fraction_with_kv);
       if (o.json == "-") {
         std::fputs(buf, stdout);
       } else if (const std::string error = moe::tools::write_output_file(o.json, buf); !error.empty()) {
@@ -201,7 +210,11 @@ struct Generate {
     // The engine and sampler are large (KV cache): allocated once here, before any
     // token, as are the worker threads; nothing is allocated while generating.
     moe::platform::ThreadPool pool(o.threads);
-    auto engine = std::make_unique<EngineT>();
+    const auto engine = moe::make_in_huge_pages<EngineT>();
+    if (!engine)
+      return std::fprintf(stderr, "moe_infer: %lu bytes for the engine (KV cache and scratch) do not fit in memory\n",
+                          static_cast<unsigned long>(sizeof(EngineT))),
+             1;
     moe::platform::SplitCalibration split;  // measured here, on this machine (a millisecond or two)
     if (o.threads > 1) split = moe::platform::calibrate_split(pool);
     engine->set_workers(pool.workers(), split.min_macs_per_worker);

@@ -163,6 +163,9 @@ class Engine {
   const ModelConstants& constants() const { return rt_; }
 
   static constexpr long active_params() { return active_params_per_token(C); }
+  // Bytes of keys and values one cached position holds, all layers and kv heads: what a
+  // decoded token's attention reads for each position it sees.
+  static constexpr long kv_bytes_per_position() { return 2L * L * KVH * HD * static_cast<long>(sizeof(KvElement)); }
 
  private:
   static constexpr int D = C.d_model, L = C.n_layers, H = C.n_heads, KVH = C.n_kv_heads, HD = C.head_dim;
