@@ -1,20 +1,17 @@
 // The static thread pool and the engine's use of it: every part of every task runs
 // exactly once, across sleeps and while a worker is held up; and an engine with 2 workers
 // (experts side by side, in decode and in prefill) or 3 (rows split everywhere) computes
-// the very same logits, bit for bit, as with one, for f32, int8 and int4 weights (the
-// engines with workers in huge pages, as moe_infer has them); and the split rule's units
-// (WorkSplit).
+// the very same logits, bit for bit, as with one, for f32, int8 and int4 weights; and the
+// split rule's units (WorkSplit).
 #include <gtest/gtest.h>
 
 #include <atomic>
 #include <chrono>
-#include <cstdint>
 #include <memory>
 #include <thread>
 #include <vector>
 
 #include "moe/engine.hpp"
-#include "platform/mapped_file.hpp"
 #include "platform/thread_pool.hpp"
 #include "support/test_support.hpp"
 
@@ -128,9 +125,7 @@ void expect_same_logits_with_workers(const test::AlignedBuffer& buf) {
   const std::vector<float> want = logits_of(*one);
   for (int threads : {2, 3}) {
     platform::ThreadPool pool(threads);
-    const auto engine = make_in_huge_pages<EngineT>();  // as moe_infer allocates it
-    ASSERT_NE(engine, nullptr);
-    EXPECT_EQ(reinterpret_cast<uintptr_t>(engine.get()) % kHugePageBytes, 0u);
+    auto engine = std::make_unique<EngineT>();
     ASSERT_TRUE(engine->load(file).ok());
     engine->set_workers(pool.workers(), 0);  // split every product, however small
     EXPECT_EQ(logits_of(*engine), want) << threads << " threads";

@@ -210,11 +210,7 @@ struct Generate {
     // The engine and sampler are large (KV cache): allocated once here, before any
     // token, as are the worker threads; nothing is allocated while generating.
     moe::platform::ThreadPool pool(o.threads);
-    const auto engine = moe::make_in_huge_pages<EngineT>();
-    if (!engine)
-      return std::fprintf(stderr, "moe_infer: %lu bytes for the engine (KV cache and scratch) do not fit in memory\n",
-                          static_cast<unsigned long>(sizeof(EngineT))),
-             1;
+    auto engine = std::make_unique<EngineT>();
     moe::platform::SplitCalibration split;  // measured here, on this machine (a millisecond or two)
     if (o.threads > 1) split = moe::platform::calibrate_split(pool);
     engine->set_workers(pool.workers(), split.min_macs_per_worker);

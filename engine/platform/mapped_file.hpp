@@ -3,9 +3,6 @@
 #pragma once
 
 #include <cstddef>
-#include <cstdlib>
-#include <memory>
-#include <new>
 
 #include "moe/error.hpp"
 
@@ -27,25 +24,6 @@ inline constexpr size_t kHugePageBytes = size_t{2} << 20;
 // for transparent huge pages (MADV_HUGEPAGE) before anything touches them; std::free it.
 // nullptr when bytes is 0 or memory is short.
 void* allocate_in_huge_pages(size_t bytes);
-
-// A value-initialized T (zeroed, as std::make_unique<T>() gives it) in memory from
-// allocate_in_huge_pages; nullptr when memory is short. For the engine: its KV cache is
-// hundreds of MB that decode writes a row and reads a stream of per kv head and layer,
-// each in another 4 KB page (bench/README.md, "The engine in huge pages").
-template <class T>
-struct HugePagesDelete {
-  void operator()(T* p) const {
-    p->~T();
-    std::free(p);
-  }
-};
-template <class T>
-using HugePagesPtr = std::unique_ptr<T, HugePagesDelete<T>>;
-template <class T>
-HugePagesPtr<T> make_in_huge_pages() {
-  void* p = allocate_in_huge_pages(sizeof(T));
-  return HugePagesPtr<T>(p == nullptr ? nullptr : new (p) T());
-}
 
 // This machine's physical memory in bytes (for refusing work that cannot fit).
 double physical_memory_bytes();
