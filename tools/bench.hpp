@@ -125,8 +125,8 @@ struct BenchResult {
   // to second); the median fraction and its range, and the median of those bandwidths.
   double paired_fraction = 0, paired_fraction_min = 0, paired_fraction_max = 0, paired_bandwidth = 0;
   // The KV cache tg's tokens read on average (each attends to every cached position up
-  // to its own): also bytes a decoded token must read. The fractions above over weights
-  // and cache together; at long contexts the cache outweighs the weights.
+  // to its own): also bytes a decoded token must read. The two fractions above over
+  // weights and cache together; at long contexts the cache outweighs the weights.
   double kv_bytes_per_token = 0, roofline_fraction_with_kv = 0, paired_fraction_with_kv = 0;
 };
 
@@ -190,19 +190,18 @@ Error run_bench(EngineT& engine, const ModelFile& file, const BenchOptions& o, B
   for (int i = 0; i < o.tokens; ++i) positions += std::min(o.prompt + i + 1, EngineT::config.max_context);
   r.kv_bytes_per_token =
       o.tokens > 0 ? positions / o.tokens * static_cast<double>(EngineT::kv_bytes_per_position()) : 0;
-  const double read_per_token = r.bytes_per_token + r.kv_bytes_per_token;
-  r.roofline_fraction_with_kv = r.bandwidth > 0 ? read_per_token * r.decode_tok_s / r.bandwidth : 0;
+  const double with_kv = r.bytes_per_token > 0 ? (r.bytes_per_token + r.kv_bytes_per_token) / r.bytes_per_token : 1;
+  r.roofline_fraction_with_kv = r.roofline_fraction * with_kv;
   if (o.probe == nullptr || o.paired_reps < 1) return Error::none();
   // The paired roofline, after the figures above so that the probe's passes (which push
   // the weights out of the caches) do not touch them.
-  std::vector<double> fractions, fractions_with_kv, bandwidths;
+  std::vector<double> fractions, bandwidths;
   double before = o.probe->pass();
   for (int rep = 0; rep < o.paired_reps && before > 0; ++rep) {
     double pp_s = 0, tg_s = 0;
     if (Error e = prompt_then_tokens(pp_s, tg_s)) return e;
     const double after = o.probe->pass(), bandwidth = std::max(before, after);
     fractions.push_back(r.bytes_per_token * o.tokens / tg_s / bandwidth);
-    fractions_with_kv.push_back(read_per_token * o.tokens / tg_s / bandwidth);
     bandwidths.push_back(bandwidth);
     before = after;
   }
@@ -211,7 +210,7 @@ Error run_bench(EngineT& engine, const ModelFile& file, const BenchOptions& o, B
   r.paired_fraction_min = *std::min_element(fractions.begin(), fractions.end());
   r.paired_fraction_max = *std::max_element(fractions.begin(), fractions.end());
   r.paired_bandwidth = median(bandwidths);
-  r.paired_fraction_with_kv = median(fractions_with_kv);
+  r.paired_fraction_with_kv = r.paired_fraction * with_kv;
   return Error::none();
 }
 
