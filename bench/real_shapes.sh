@@ -25,11 +25,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 out=${1:-$root/out/real-shapes}
 mkdir -p "$out"
-declare -A keys=(
-  [granite-1b-a400m]=llama-d1024-l24-h16-kv8-hd64-e32-k8-f512-v49155-c4096
-  [olmoe-1b-7b]=llama-d2048-l16-h16-kv16-hd128-e64-k8-f1024-v50304-c4096-qkw
-)
-declare -A types=([granite-1b-a400m]=granitemoe [olmoe-1b-7b]=olmoe)
+source "$root/bench/real_shapes_models.sh"
 read -r -a order <<< "${MOE_REAL_MODELS:-granite-1b-a400m olmoe-1b-7b}"
 declare -A recipe_flags=([default]="" [int8]="--experts int8 --attention int8 --embeddings int8"
                          [previous]="--experts int8 --attention fp16 --embeddings fp16")
@@ -56,10 +52,7 @@ if [ -n "$baseline" ]; then
   build "$base_src" "$base_src/build" f32 moe_infer moe_convert
 fi
 bin=$root/build/real-shapes-f32
-checkpoint() {  # MODEL: its bf16 checkpoint under OUT_DIR, unless it is there
-  [ -d "$out/$1" ] || /usr/bin/time -v "$bin/converter/moe_random_checkpoint" --model-type "${types[$1]}" --dtype bf16 \
-    --shard-mb 4000 --config "${keys[$1]}" --out "$out/$1" > "$out/$1.generate.log" 2>&1
-}
+checkpoint() { random_checkpoint "$bin" "$1" "$out"; }  # MODEL
 : > "$out/results.jsonl"
 for m in "${order[@]}"; do
   for r in "${recipes[@]}"; do
