@@ -1,15 +1,17 @@
 #!/usr/bin/env python3
-"""Write a Hub checkpoint of moe_random_checkpoint (bf16 safetensors, granitemoe or olmoe)
+"""Write a Hub checkpoint of moe_random_checkpoint (bf16 safetensors: granitemoe, olmoe or
+mixtral)
 as an f16 GGUF for llama.cpp, so that llama.cpp runs the same weights as moe_infer in
-bench/vs_llama_cpp.sh (llama-quantize then makes its Q4_0 / Q8_0 files from it).
+bench/vs_llama_cpp.sh (llama-quantize then makes its Q4_0 / Q4_K_M files from it).
 
   python3 bench/llama_cpp_gguf.py LLAMA_CPP_DIR CHECKPOINT_DIR OUT.gguf
 
 Uses the `gguf` package of the llama.cpp checkout (LLAMA_CPP_DIR/gguf-py) and numpy; no
 torch and no tokenizer (the file says tokenizer model "none" with the config's vocab size:
-llama-bench feeds token ids). The tensors follow llama.cpp's own converter: Granite's q and
-k rows reordered for its rotary layout and its merged input_linear split into gate and up;
-OLMoE's experts stacked into one tensor per projection."""
+llama-bench feeds token ids). The tensors follow llama.cpp's own converter: Granite's and
+Mixtral's q and k rows reordered for its rotary layout, Granite's merged input_linear
+split into gate and up, OLMoE's and Mixtral's experts stacked into one tensor per
+projection."""
 import json
 import os
 import struct
@@ -28,7 +30,7 @@ import gguf  # noqa: E402
 
 cfg = json.load(open(os.path.join(src, 'config.json')))
 model_type = cfg['model_type']
-archs = {'granitemoe': gguf.MODEL_ARCH.GRANITE_MOE, 'olmoe': gguf.MODEL_ARCH.OLMOE}
+archs = {'granitemoe': gguf.MODEL_ARCH.GRANITE_MOE, 'olmoe': gguf.MODEL_ARCH.OLMOE, 'mixtral': gguf.MODEL_ARCH.LLAMA}
 if model_type not in archs:
     sys.exit(f'llama_cpp_gguf.py: model_type {model_type!r} is not one of {sorted(archs)}')
 
@@ -61,7 +63,7 @@ w.add_block_count(layers)
 w.add_feed_forward_length(cfg['intermediate_size'])
 w.add_head_count(heads)
 w.add_head_count_kv(kv_heads)
-w.add_rope_dimension_count(cfg['hidden_size'] // heads)
+w.add_rope_dimension_count(cfg.get('head_dim') or cfg['hidden_size'] // heads)
 w.add_rope_freq_base(cfg.get('rope_theta', 10000.0))
 w.add_layer_norm_rms_eps(cfg['rms_norm_eps'])
 w.add_expert_count(cfg.get('num_local_experts', cfg.get('num_experts')))
@@ -92,7 +94,7 @@ for i in range(layers):
     put(f'blk.{i}.attn_norm.weight', load(p + 'input_layernorm.weight'))
     put(f'blk.{i}.ffn_norm.weight', load(p + 'post_attention_layernorm.weight'))
     q, k = load(p + 'self_attn.q_proj.weight'), load(p + 'self_attn.k_proj.weight')
-    if model_type == 'granitemoe':
+    if model_type in ('granitemoe', 'mixtral'):
         q, k = rotary_rows(q, heads), rotary_rows(k, kv_heads)
     put(f'blk.{i}.attn_q.weight', q)
     put(f'blk.{i}.attn_k.weight', k)
@@ -104,6 +106,11 @@ for i in range(layers):
         put(f'blk.{i}.ffn_gate_exps.weight', gate_up[:, :f, :])
         put(f'blk.{i}.ffn_up_exps.weight', gate_up[:, f:, :])
         put(f'blk.{i}.ffn_down_exps.weight', load(p + 'block_sparse_moe.output_linear.weight'))
+    elif model_type == 'mixtral':
+        put(f'blk.{i}.ffn_gate_inp.weight', load(p + 'block_sparse_moe.gate.weight'))
+        for hub, ours in (('w1', 'ffn_gate_exps'), ('w3', 'ffn_up_exps'), ('w2', 'ffn_down_exps')):
+            put(f'blk.{i}.{ours}.weight', np.stack(
+                [load(p + f'block_sparse_moe.experts.{e}.{hub}.weight') for e in range(cfg['num_local_experts'])]))
     else:
         put(f'blk.{i}.attn_q_norm.weight', load(p + 'self_attn.q_norm.weight'))
         put(f'blk.{i}.attn_k_norm.weight', load(p + 'self_attn.k_norm.weight'))

@@ -21,7 +21,8 @@
 # (llama-quantize types, "Q4_0"; its own recipes: Q4_K_M too), VS_RECIPES ("default
 # int4"), VS_REPS (3: repetitions inside each tool's run), VS_LLAMA_BUILD (build: the
 # folder of DIR whose bin/llama-bench runs, e.g. an AVX2 build of llama.cpp beside
-# MOE_ARCH_FLAGS=-march=haswell for ours). Disk: OLMoE's f16 GGUF is 14 GB while it is
+# MOE_ARCH_FLAGS=-march=haswell for ours), VS_EXTRA ("NAME=CONFIG_KEY:MODEL_TYPE ...":
+# more models for VS_MODELS, e.g. bench_e2e.sh's bench-m as a mixtral checkpoint). Disk: OLMoE's f16 GGUF is 14 GB while it is
 # quantized; checkpoints and f16 files are deleted unless KEEP=1.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -35,6 +36,11 @@ py=${PYTHON:-python3}
 "$py" -c "import numpy" || { echo "vs_llama_cpp.sh: $py needs numpy (apt-get install python3-numpy; or PYTHON=...)" >&2; exit 1; }
 mkdir -p "$out"
 source "$root/bench/real_shapes_models.sh"
+for spec in ${VS_EXTRA:-}; do  # NAME=CONFIG_KEY:MODEL_TYPE
+  name=${spec%%=*} key_type=${spec#*=}
+  keys[$name]=${key_type%%:*}
+  types[$name]=${key_type#*:}
+done
 read -r -a models <<< "${VS_MODELS:-granite-1b-a400m olmoe-1b-7b}"
 read -r -a threads <<< "${VS_THREADS:-1 2}"
 read -r -a quants <<< "${VS_QUANTS:-Q4_0}"
