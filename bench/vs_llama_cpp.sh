@@ -22,7 +22,10 @@
 # int4"), VS_REPS (3: repetitions inside each tool's run), VS_LLAMA_BUILD (build: the
 # folder of DIR whose bin/llama-bench runs, e.g. an AVX2 build of llama.cpp beside
 # MOE_ARCH_FLAGS=-march=haswell for ours), VS_EXTRA ("NAME=CONFIG_KEY:MODEL_TYPE ...":
-# more models for VS_MODELS, e.g. bench_e2e.sh's bench-m as a mixtral checkpoint). Disk: OLMoE's f16 GGUF is 14 GB while it is
+# more models for VS_MODELS, e.g. bench_e2e.sh's bench-m as a mixtral checkpoint),
+# VS_CHECK_LOGITS=1 (first check that both run the same model: the f16 GGUF through
+# bench/llama_cpp_logits.cpp, built here against libllama, and an all-fp16 .moe of the
+# same checkpoint through moe_infer --logits-out, 8 prompt positions). Disk: OLMoE's f16 GGUF is 14 GB while it is
 # quantized; checkpoints and f16 files are deleted unless KEEP=1.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -64,14 +67,38 @@ for m in "${models[@]}"; do
     # shellcheck disable=SC2086
     "$bin/converter/moe_convert" "$out/$m" -o "$out/$m-$r.moe" ${recipe_flags[$r]} > "$out/$m-$r.convert.log" 2>&1
   done
-  for qt in "${quants[@]}"; do
-    [ -f "$out/$m-$qt.gguf" ] && continue
+  gguf_f16() {
     random_checkpoint "$bin" "$m" "$out"
     [ -f "$out/$m-f16.gguf" ] || "$py" "$root/bench/llama_cpp_gguf.py" "$llama" "$out/$m" "$out/$m-f16.gguf"
+  }
+  for qt in "${quants[@]}"; do
+    [ -f "$out/$m-$qt.gguf" ] && continue
+    gguf_f16
     "$llama/build/bin/llama-quantize" "$out/$m-f16.gguf" "$out/$m-$qt.gguf.tmp" "$qt" > "$out/$m-$qt.quantize.log" 2>&1
     mv "$out/$m-$qt.gguf.tmp" "$out/$m-$qt.gguf"
   done
-  [ "${KEEP:-0}" = 1 ] || rm -rf "${out:?}/$m" "$out/$m-f16.gguf"
+  if [ "${VS_CHECK_LOGITS:-0}" = 1 ]; then  # the same model: f16 weights on both sides, logits after 8 ids
+    gguf_f16
+    [ -f "$out/$m-fp16.moe" ] || "$bin/converter/moe_convert" "$out/$m" -o "$out/$m-fp16.moe" --experts fp16 \
+      --attention fp16 --embeddings fp16 -q
+    [ -x "$out/llama_cpp_logits" ] || g++ -O2 -std=c++17 "$root/bench/llama_cpp_logits.cpp" -I"$llama/include" \
+      -I"$llama/ggml/include" -L"$llama/build/bin" -lllama -lggml -lggml-base -Wl,-rpath,"$llama/build/bin" \
+      -o "$out/llama_cpp_logits"
+    ids=(1 2 3 5 8 13 21 34)
+    "$out/llama_cpp_logits" "$out/$m-f16.gguf" "${ids[@]}" > "$out/$m-logits-llama.json" 2> /dev/null
+    "$bin/tools/moe_infer" -m "$out/$m-fp16.moe" --ids "$(IFS=,; echo "${ids[*]}")" -n 0 --no-verify \
+      --logits-out "$out/$m-logits-ours.json" > /dev/null
+    "$py" - "$out/$m-logits-llama.json" "$out/$m-logits-ours.json" "$m" <<'PY'
+import json, sys
+theirs, ours = (json.load(open(f))['logits'] for f in sys.argv[1:3])
+same = sum(max(range(len(a)), key=a.__getitem__) == max(range(len(b)), key=b.__getitem__) for a, b in zip(theirs, ours))
+diff = max(max(abs(x - y) for x, y in zip(a, b)) for a, b in zip(theirs, ours))
+spread = min(max(b) - min(b) for b in ours)
+print(f"{sys.argv[3]}: llama.cpp's f16 GGUF against our fp16 .moe, {len(ours)} positions: the same top token at "
+      f"{same}, largest logit difference {diff:.3g} (each position's logits span {spread:.3g} or more)")
+PY
+  fi
+  [ "${KEEP:-0}" = 1 ] || rm -rf "${out:?}/$m" "$out/$m-f16.gguf" "$out/$m-fp16.moe"
 done
 
 ours() {  # MODEL RECIPE THREADS ROUND
