@@ -25,8 +25,8 @@
 # more models for VS_MODELS, e.g. bench_e2e.sh's bench-m as a mixtral checkpoint),
 # VS_CHECK_LOGITS=1 (first check that both run the same model: the f16 GGUF through
 # bench/llama_cpp_logits.cpp, built here against libllama, and an all-fp16 .moe of the
-# same checkpoint through moe_infer --logits-out, 8 prompt positions). Disk: OLMoE's f16 GGUF is 14 GB while it is
-# quantized; checkpoints and f16 files are deleted unless KEEP=1.
+# same checkpoint through moe_infer --logits-out, 8 prompt positions). Disk: OLMoE's f16
+# GGUF is 14 GB while it is quantized; checkpoints and f16 files are deleted unless KEEP=1.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 out=${1:-$root/out/vs-llama-cpp}
@@ -128,7 +128,7 @@ for ((round = 1; round <= rounds; ++round)); do
   done
 done
 
-python3 - "$out" <<'EOF'
+"$py" - "$out" <<'EOF'
 import json, os, statistics, sys
 out = sys.argv[1]
 runs = [json.loads(line) for line in open(os.path.join(out, 'results.jsonl')) if line.strip()]
