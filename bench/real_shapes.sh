@@ -27,8 +27,6 @@ out=${1:-$root/out/real-shapes}
 mkdir -p "$out"
 source "$root/bench/real_shapes_models.sh"
 read -r -a order <<< "${MOE_REAL_MODELS:-granite-1b-a400m olmoe-1b-7b}"
-declare -A recipe_flags=([default]="" [int8]="--experts int8 --attention int8 --embeddings int8"
-                         [previous]="--experts int8 --attention fp16 --embeddings fp16")
 read -r -a recipes <<< "${MOE_REAL_RECIPES:-default}"
 configs="${keys[granite-1b-a400m]};${keys[olmoe-1b-7b]}"
 arch=()

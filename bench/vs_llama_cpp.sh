@@ -50,7 +50,6 @@ read -r -a quants <<< "${VS_QUANTS:-Q4_0}"
 read -r -a recipes <<< "${VS_RECIPES:-default int4}"
 rounds=${VS_ROUNDS:-3}
 reps=${VS_REPS:-3}
-declare -A recipe_flags=([default]="" [int4]="--attention int4 --embeddings int4" [int8]="--experts int8")
 configs=""
 for m in "${models[@]}"; do configs="$configs${configs:+;}${keys[$m]}"; done
 arch=()
