@@ -601,16 +601,16 @@ TEST(SimdEqualsScalar, QuantizeActivationsQ4SameBytes) {
 // (1408 = 44 blocks: 16 + 16 + 12); tokens: groups of NT and the rest one by one, and
 // on x86 the turned tiles from kQ4TurnedFrom (5 or 6) tokens, 4 (AVX2) or 2 at a time, in
 // chunks of kQ4TurnedChunk (16); rows: one, a tile and one, and
-// several tiles and one (49), one token taking AVX2's one-row decode tiles from 512
-// columns (kQ4DecodeRowsFromCols; 800 and 1408 end in a short group) and two-row ones
-// below; on AVX-512 from 512 columns a row block from each of two streams (49), then a
-// block from one stream alone (17, 49), below them the 4-row tile.
+// several tiles and one (25, 49); one token from 512 columns (800 and 1408 end in a short
+// group) taking a row block from each of two streams, then a block from one stream
+// alone (AVX2, W = 8: 25; AVX-512, W = 16: 17, 25, 49), below 512 columns AVX2's
+// two-row and AVX-512's 4-row tiles.
 TEST(SimdEqualsScalar, LinearQ4) {
   if (!kernels::kInt8Dot) GTEST_SKIP() << "this target has no integer dot products";
   std::mt19937 rng(26);
   for (bool one_sign : {false, true})
     for (int cols : {32, 64, 128, 160, 384, 512, 800, 1024, 1408})
-      for (int rows : {1, 17, 49})
+      for (int rows : {1, 17, 25, 49})
         for (int n : {1, 3, 4, 5, 6, 9, 23, 70}) {  // 23: chunks of 16 and 7; 70: 64 tokens at a time
           TestMatrix t = make_matrix(rows, cols, DType::q4, 0, rng);
           auto x = random_vector(n * cols, rng);

@@ -21,6 +21,9 @@ namespace moe::kernels::simd {
 [[gnu::always_inline]] inline void prefetch(const uint8_t* p) {
   _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T0);
 }
+[[gnu::always_inline]] inline void prefetch_l2(const uint8_t* p) {
+  _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T1);
+}
 // linear_q4's burst per row block asks for the bytes this far past the block's start; a
 // decode tile of the ISA's own instead has each load ask for the bytes kQ8SpreadBytes
 // on, as int8 decode's streams do (bench/README.md, "Design decisions").
@@ -220,16 +223,16 @@ template <int NT, int T = 1>
 }
 #else  // AVX2 (and AVX-VNNI)
 // Tile shapes: 2 rows for 1 or 2 tokens (16 registers: the sums, the float accumulators,
-// a row's unpacked bytes). Decode of rows of 512 columns or more: 1 row, so that the
-// rows are read as one stream in order, each step's load asking for the bytes
-// kQ4SpreadBytes further on (the row's next ones, or the next rows'), in place of
-// linear_q4's burst per row block. There, two rows side by side moved far less from
-// memory; shorter rows, and prefill, keep them and the burst (bench/README.md, "Design
-// decisions").
+// a row's unpacked bytes). Decode of rows of 512 columns or more: one row from each of
+// two streams (stream_blocks), each read in order, group by group, each step's load
+// asking for the bytes kDecodeL2Bytes further on, into L2 (the row's next ones, or the next
+// rows'), in place of linear_q4's burst per row block. There, two adjacent rows side by
+// side moved far less from memory; shorter rows, and prefill, keep them and the burst
+// (bench/README.md, "Design decisions").
 inline constexpr int kQ4Tokens = 2;
 constexpr int q4_tile_rows(int) { return 2; }
 inline constexpr int kQ4DecodeRows = 1, kQ4DecodeRowsFromCols = 512;
-inline constexpr int kQ4DecodeStreams = 1, kQ4DecodeStreamsFromCols = 0;  // one row: nothing to divide
+inline constexpr int kQ4DecodeStreams = 2, kQ4DecodeStreamsFromCols = 512;
 
 // 4-byte lanes [0, n) of p, the rest 0.
 inline __m256i load_lanes(const void* p, int n) {
@@ -450,9 +453,9 @@ template <bool kWhole>
 #endif
   MOE_UNROLL for (int p = 0; p < 4; ++p) {
     const uint8_t* step = w + static_cast<long>(chunk) * p;
-    prefetch(step + kQ4SpreadBytes);        // a whole group's step is a line; the last reach past the range
+    prefetch_l2(step + kDecodeL2Bytes);     // a whole group's step is a line; the last reach past the range
     const int8_t* xp = x + 2L * chunk * p;  // its low nibbles' columns, then its high nibbles'
-    const __m256i v0 = at(step, n0);
+    __m256i v0 = at(step, n0);
 #if MOE_Q4_DPBUSD
     s0 = dot4_q8(s0, _mm256_and_si256(v0, low), at(xp, n0));
     t0 = dot4_q8(t0, _mm256_and_si256(_mm256_srli_epi16(v0, 4), low), at(xp + chunk, n0));
@@ -462,11 +465,15 @@ template <bool kWhole>
       t1 = dot4_q8(t1, _mm256_and_si256(_mm256_srli_epi16(v1, 4), low), at(xp + chunk + 32, n1));
     }
 #else
+    // Each step's bytes loaded once, into a register: GCC otherwise loads them again as
+    // the low nibbles' vpand operand, and the loads slowed the tile by a fifth in L2.
+    __asm__("" : "+x"(v0));
     s0 = _mm256_add_epi16(s0, _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_and_si256(v0, low), at(xp, n0)),
                                                _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v0, 4), low),
                                                                     at(xp + chunk, n0))));
     if (kWhole || n1 > 0) {
-      const __m256i v1 = at(step + 32, n1);
+      __m256i v1 = at(step + 32, n1);
+      __asm__("" : "+x"(v1));
       s1 = _mm256_add_epi16(s1, _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_and_si256(v1, low), at(xp + 32, n1)),
                                                  _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v1, 4), low),
                                                                       at(xp + chunk + 32, n1))));
@@ -493,24 +500,28 @@ template <bool kWhole>
 }
 
 // A tile: R rows against NT tokens; out[k * out_stride + r] gets lanes whose sum is row
-// r's result for token k (as the AVX-512 tile_q4). One row against one token (decode):
-// decode_group_q4, group by group.
-template <int R, int NT>
+// r's result for token k (as the AVX-512 tile_q4). One row against one token, or one row
+// of each decode stream (kStreams, out[r * out_stride]): decode_group_q4, group by group,
+// the streams' groups in turn.
+template <int R, int NT, bool kStreams = false>
 [[gnu::always_inline]] inline void tile_q4(const uint8_t* const* rows, int cols, const int8_t* q, const float* xs,
                                            const int32_t* sums, fbatch* out, int out_stride) {
   const int blocks = cols / kQ4Block;
-  if constexpr (R == 1 && NT == 1) {
+  if constexpr (NT == 1 && (R == 1 || kStreams)) {
     const int whole_groups = blocks / kQ4GroupBlocks;
     constexpr long group_bytes = kQ4GroupBlocks * kQ4BlockBytes;
     constexpr int group_cols = kQ4GroupBlocks * kQ4Block;
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0;
+    __m256 acc0[R], acc1[R];
+    MOE_UNROLL for (int r = 0; r < R; ++r) acc0[r] = acc1[r] = _mm256_setzero_ps();
     for (int gi = 0; gi < whole_groups; ++gi)
-      decode_group_q4<true>(rows[0] + gi * group_bytes, kQ4GroupBlocks, q + gi * group_cols, xs + gi * kQ4GroupBlocks,
-                            sums + gi * kQ4GroupBlocks, acc0, acc1);
+      MOE_UNROLL for (int r = 0; r < R; ++r)
+          decode_group_q4<true>(rows[r] + gi * group_bytes, kQ4GroupBlocks, q + gi * group_cols,
+                                xs + gi * kQ4GroupBlocks, sums + gi * kQ4GroupBlocks, acc0[r], acc1[r]);
     if (const int g = blocks - whole_groups * kQ4GroupBlocks; g > 0)
-      decode_group_q4<false>(rows[0] + whole_groups * group_bytes, g, q + whole_groups * group_cols,
-                             xs + whole_groups * kQ4GroupBlocks, sums + whole_groups * kQ4GroupBlocks, acc0, acc1);
-    out[0] = _mm256_add_ps(acc0, acc1);
+      MOE_UNROLL for (int r = 0; r < R; ++r) decode_group_q4<false>(
+          rows[r] + whole_groups * group_bytes, g, q + whole_groups * group_cols, xs + whole_groups * kQ4GroupBlocks,
+          sums + whole_groups * kQ4GroupBlocks, acc0[r], acc1[r]);
+    MOE_UNROLL for (int r = 0; r < R; ++r) out[r * out_stride] = _mm256_add_ps(acc0[r], acc1[r]);
   } else {
     __m256 acc[R][NT];
     MOE_UNROLL for (int r = 0; r < R; ++r) MOE_UNROLL for (int k = 0; k < NT; ++k) acc[r][k] = _mm256_setzero_ps();
