@@ -10,7 +10,7 @@ inline float row_offset_q8(const int8_t*, const float*, int) { return 0.f; }  //
 // Decode's spread prefetch (int8 here, q4 in linear_q4_x86.hpp) asks for the bytes this
 // far on, into L2: into L1, 4 KB on, the lines in flight capped what one Zen 3 core read
 // (bench/README.md, "Design decisions").
-inline constexpr long kDecodeL2Bytes = 2 * kQ8SpreadBytes;
+inline constexpr long kDecodeL2Bytes = 3 * kQ8SpreadBytes;
 
 // R rows against one token's activations, per-row weight scales not applied: for each
 // row, lanes whose sum is its dot product. Blocks stay in their own lanes until scaled

@@ -36,7 +36,7 @@ inline constexpr int kQ8PrefetchTiles = 1;
 // Decode reads each row whole, in address order, but the hardware prefetcher alone left
 // bandwidth unused (bench/README.md, "Decode's spread prefetches"): each load
 // also asks for the bytes this far on (the row's next ones, or the next rows'); AVX2's
-// decode asks twice as far on, into L2 (kDecodeL2Bytes).
+// decode asks three times as far on, into L2 (kDecodeL2Bytes).
 inline constexpr long kQ8SpreadBytes = 4096;
 
 inline int32_t hsum(__m256i v) {
