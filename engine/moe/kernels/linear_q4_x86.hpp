@@ -466,7 +466,7 @@ template <bool kWhole>
     }
 #else
     // Each step's bytes loaded once, into a register: GCC otherwise loads them again as
-    // the low nibbles' vpand operand, and the loads slowed the tile by a fifth in L2.
+    // the low nibbles' vpand operand (bench/README.md, "AVX2 decode on the Zen 3 VM").
     __asm__("" : "+x"(v0));
     s0 = _mm256_add_epi16(s0, _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_and_si256(v0, low), at(xp, n0)),
                                                _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v0, 4), low),
