@@ -8,8 +8,8 @@ namespace moe::kernels::simd {
 inline float row_offset_q8(const int8_t*, const float*, int) { return 0.f; }  // w's sign moves onto x: no offset
 
 // Decode's spread prefetch (int8 here, q4 in linear_q4_x86.hpp) asks for the bytes this
-// far on, into L2: into L1, 4 KB on, the lines in flight capped what one Zen 3 core read
-// (bench/README.md, "Design decisions").
+// far on, into L2: into L1, 4 KB on, one Zen 3 core read less (bench/README.md, "Design
+// decisions").
 inline constexpr long kDecodeL2Bytes = 3 * kQ8SpreadBytes;
 
 // R rows against one token's activations, per-row weight scales not applied: for each
