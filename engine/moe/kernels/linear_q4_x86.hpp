@@ -21,9 +21,6 @@ namespace moe::kernels::simd {
 [[gnu::always_inline]] inline void prefetch(const uint8_t* p) {
   _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T0);
 }
-[[gnu::always_inline]] inline void prefetch_l2(const uint8_t* p) {
-  _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T1);
-}
 // linear_q4's burst per row block asks for the bytes this far past the block's start; a
 // decode tile of the ISA's own instead has each load ask for the bytes kQ8SpreadBytes
 // on, as int8 decode's streams do (bench/README.md, "Design decisions").
@@ -501,8 +498,8 @@ template <bool kWhole>
 
 // A tile: R rows against NT tokens; out[k * out_stride + r] gets lanes whose sum is row
 // r's result for token k (as the AVX-512 tile_q4). One row against one token, or one row
-// of each decode stream (kStreams, out[r * out_stride]): decode_group_q4, group by group,
-// the streams' groups in turn.
+// of each decode stream (kStreams): decode_group_q4, group by group, the streams' groups
+// in turn.
 template <int R, int NT, bool kStreams = false>
 [[gnu::always_inline]] inline void tile_q4(const uint8_t* const* rows, int cols, const int8_t* q, const float* xs,
                                            const int32_t* sums, fbatch* out, int out_stride) {
@@ -521,7 +518,7 @@ template <int R, int NT, bool kStreams = false>
       MOE_UNROLL for (int r = 0; r < R; ++r) decode_group_q4<false>(
           rows[r] + whole_groups * group_bytes, g, q + whole_groups * group_cols, xs + whole_groups * kQ4GroupBlocks,
           sums + whole_groups * kQ4GroupBlocks, acc0[r], acc1[r]);
-    MOE_UNROLL for (int r = 0; r < R; ++r) out[r * out_stride] = _mm256_add_ps(acc0[r], acc1[r]);
+    MOE_UNROLL for (int r = 0; r < R; ++r) out[r] = _mm256_add_ps(acc0[r], acc1[r]);
   } else {
     __m256 acc[R][NT];
     MOE_UNROLL for (int r = 0; r < R; ++r) MOE_UNROLL for (int k = 0; k < NT; ++k) acc[r][k] = _mm256_setzero_ps();

@@ -7,11 +7,6 @@ namespace moe::kernels::simd {
 
 inline float row_offset_q8(const int8_t*, const float*, int) { return 0.f; }  // w's sign moves onto x: no offset
 
-// Decode's spread prefetch (int8 here, q4 in linear_q4_x86.hpp) asks for the bytes this
-// far on, into L2: into L1, 4 KB on, one Zen 3 core read less (bench/README.md, "Design
-// decisions").
-inline constexpr long kDecodeL2Bytes = 3 * kQ8SpreadBytes;
-
 // R rows against one token's activations, per-row weight scales not applied: for each
 // row, lanes whose sum is its dot product. Blocks stay in their own lanes until scaled
 // by their activation scale. Each row gets the same operations in the same order
@@ -26,7 +21,7 @@ template <int R, bool kSpread = false>
   for (; c < whole(cols, 64); c += 64) {
     const __m256 s0 = _mm256_set1_ps(xs[c / 32]), s1 = _mm256_set1_ps(xs[c / 32 + 1]);
     MOE_UNROLL for (int r = 0; r < R; ++r) {
-      if constexpr (kSpread) _mm_prefetch(reinterpret_cast<const char*>(w[r] + c + kDecodeL2Bytes), _MM_HINT_T1);
+      if constexpr (kSpread) prefetch_l2(w[r] + c + kDecodeL2Bytes);
       acc0[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(block_lanes_q8(w[r] + c, x + c)), s0, acc0[r]);
       acc1[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(block_lanes_q8(w[r] + c + 32, x + c + 32)), s1, acc1[r]);
     }

@@ -35,9 +35,17 @@ inline __m256i block_lanes_q8(const int8_t* w, const int8_t* x) {
 inline constexpr int kQ8PrefetchTiles = 1;
 // Decode reads each row whole, in address order, but the hardware prefetcher alone left
 // bandwidth unused (bench/README.md, "Decode's spread prefetches"): each load
-// also asks for the bytes this far on (the row's next ones, or the next rows'); AVX2's
-// decode asks three times as far on, into L2 (kDecodeL2Bytes).
+// also asks for the bytes this far on (the row's next ones, or the next rows').
 inline constexpr long kQ8SpreadBytes = 4096;
+// AVX2's decode (int8 row_dots_q8, q4 decode_group_q4) asks instead for the bytes this
+// far on, into L2: into L1, 4 KB on, one Zen 3 core read less (bench/README.md, "Design
+// decisions").
+inline constexpr long kDecodeL2Bytes = 3 * kQ8SpreadBytes;
+// always_inline, as linear_q4_x86.hpp's prefetch: GCC 12 deleted plain inline prefetch
+// wrappers not yet inlined.
+[[gnu::always_inline]] inline void prefetch_l2(const void* p) {
+  _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T1);
+}
 
 inline int32_t hsum(__m256i v) {
   __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
