@@ -201,7 +201,8 @@ inline void q4_nibbles(__m512i v, __m512i& lo, __m512i& hi) {
   hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), _mm512_set1_epi8(15));
 }
 // The turned tile's shape: two blocks at a time against 2 tokens in flight, from 6 tokens
-// (fewer take the row-wise tiles).
+// (fewer take the row-wise tiles); each block meets every token before the next block.
+inline constexpr bool kQ4TurnedTokensOuter = false;
 inline constexpr int kQ4TurnedBlocks = 2;
 inline constexpr int kQ4TurnedStep = 2;
 inline constexpr int kQ4TurnedFrom = 6;
@@ -315,42 +316,52 @@ inline void q4_nibbles(__m256i v, __m256i& lo, __m256i& hi) {
   lo = _mm256_and_si256(v, _mm256_set1_epi8(15));
   hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), _mm256_set1_epi8(15));
 }
-// The turned tile's shape for 16 registers: one block at a time (its 8 steps' nibbles
-// take 8) against 4 tokens in flight, one chain each (two blocks, or two chains, spill);
-// from 5 tokens, where the row-wise tiles would read the rows twice.
+// The turned tile's shape: two tiles of 8 rows share each token's broadcast, 4 tokens in
+// flight, one chain each; each group of 4 tokens meets all of a slice's blocks, its
+// accumulators in registers, before the next group (turned_slice_q4); from 5 tokens, where
+// the row-wise tiles would read the rows twice (bench/README.md, "Design decisions").
+inline constexpr bool kQ4TurnedTokensOuter = true;
 inline constexpr int kQ4TurnedBlocks = 1;
 inline constexpr int kQ4TurnedStep = 4;
 inline constexpr int kQ4TurnedFrom = 5;
-inline constexpr int kQ4TurnedTiles = 1;  // a second tile would not fit in 16 registers
-// One block of NT tokens against 8 turned rows (the AVX-512 block_sums_q4). Without VNNI
-// the steps sum in int16 (8 * 2 * 15 * 127 = 30480 fits) and widen once.
+inline constexpr int kQ4TurnedTiles = 2;
+// One block of NT tokens against T tiles of 8 turned rows (tile u's step s: w[8u + s];
+// tile u, token i: out[u * NT + i]), as the AVX-512 block_sums_q4. Without VNNI the steps
+// sum in int16 (8 * 2 * 15 * 127 = 30480 fits) and widen once.
 template <int NT, int T = 1>
 [[gnu::always_inline]] inline void block_sums_q4(const __m256i* w, const int8_t* const* x, int chunk,
                                                  const int32_t* start, __m256i* out) {
-  static_assert(T == 1);
-  constexpr int C = NT >= 2 ? 1 : 2;  // chains per token
-  __m256i a[C][NT];
-  MOE_UNROLL for (int c = 0; c < C; ++c) MOE_UNROLL for (int i = 0; i < NT; ++i) a[c][i] = _mm256_setzero_si256();
-  MOE_UNROLL for (int s = 0; s < 8; ++s) MOE_UNROLL for (int i = 0; i < NT; ++i) {
-    int32_t p;
-    __builtin_memcpy(&p, x[i] + chunk * s, 4);
+  constexpr int C = NT * T >= 2 ? 1 : 2;  // chains per token
+  __m256i a[C][T][NT];
+  MOE_UNROLL for (int c = 0; c < C; ++c) MOE_UNROLL for (int u = 0; u < T; ++u) MOE_UNROLL for (int i = 0; i < NT; ++i)
+      a[c][u][i] = _mm256_setzero_si256();
+  MOE_UNROLL for (int s = 0; s < 8; ++s) {
+    __m256i wv[T];
+    MOE_UNROLL for (int u = 0; u < T; ++u) wv[u] = w[u * 8 + s];
+    MOE_UNROLL for (int i = 0; i < NT; ++i) {
+      int32_t p;
+      __builtin_memcpy(&p, x[i] + chunk * s, 4);
+      const __m256i b = _mm256_set1_epi32(p);
+      MOE_UNROLL for (int u = 0; u < T; ++u) {
 #if MOE_Q4_DPBUSD
-    a[s % C][i] = dot4_q8(a[s % C][i], w[s], _mm256_set1_epi32(p));
+        a[s % C][u][i] = dot4_q8(a[s % C][u][i], wv[u], b);
 #else
-    a[s % C][i] = _mm256_add_epi16(a[s % C][i], _mm256_maddubs_epi16(w[s], _mm256_set1_epi32(p)));
-    // Kept in order: GCC otherwise regroups the sums, issues all 8 * NT products first
-    // and spills them.
-    __asm__("" : "+x"(a[s % C][i]));
+        a[s % C][u][i] = _mm256_add_epi16(a[s % C][u][i], _mm256_maddubs_epi16(wv[u], b));
+        // Kept in order: GCC otherwise regroups the sums, issues all 8 * NT products first
+        // and spills them.
+        __asm__("" : "+x"(a[s % C][u][i]));
 #endif
+      }
+    }
   }
-  MOE_UNROLL for (int i = 0; i < NT; ++i) {
+  MOE_UNROLL for (int u = 0; u < T; ++u) MOE_UNROLL for (int i = 0; i < NT; ++i) {
 #if MOE_Q4_DPBUSD
-    const __m256i total = C == 2 ? _mm256_add_epi32(a[0][i], a[C - 1][i]) : a[0][i];
+    const __m256i total = C == 2 ? _mm256_add_epi32(a[0][u][i], a[C - 1][u][i]) : a[0][u][i];
 #else
-    const __m256i pairs = C == 2 ? _mm256_add_epi16(a[0][i], a[C - 1][i]) : a[0][i];
+    const __m256i pairs = C == 2 ? _mm256_add_epi16(a[0][u][i], a[C - 1][u][i]) : a[0][u][i];
     const __m256i total = _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
 #endif
-    out[i] = _mm256_add_epi32(_mm256_set1_epi32(start[i]), total);
+    out[u * NT + i] = _mm256_add_epi32(_mm256_set1_epi32(start[i]), total);
   }
 }
 
@@ -549,7 +560,8 @@ template <int R, int NT, bool kStreams = false>
 // slice of a group turned at once is W blocks; its nibbles wait, turned and packed, in
 // `packed` while every token meets them, kQ4TurnedBlocks blocks against kQ4TurnedChunk
 // tokens at a time (or, with kQ4TurnedTiles tiles turned side by side, one block of
-// each, so that each broadcast meets every tile).
+// each, so that each broadcast meets every tile). Where kQ4TurnedTokensOuter, the loops
+// go the other way round (turned_slice_q4).
 inline constexpr int kQ4TurnedTokens = 64;
 inline constexpr int kQ4TurnedChunk = 16;  // tokens that meet a slice's blocks before the next ones
 
@@ -591,6 +603,50 @@ template <int B, int T>
   for (; k < n; ++k, x += cols, sums += blocks, scales += blocks) step(std::integral_constant<int, 1>{}, k);
 }
 
+// The slice's nb blocks of T tiles (as turned_blocks_q4's) against n tokens, the other
+// way round: its nibbles unpacked once, then each group of kQ4TurnedStep tokens meets
+// every block, its T * kQ4TurnedStep accumulators in registers from the first block to
+// the last. x, sums, scales: token 0's first block of the slice.
+template <int T>
+[[gnu::always_inline]] inline void turned_slice_q4(const q4_ivec (*packed)[4][W], const fbatch (*ws)[W], int nb,
+                                                   int chunk, const int8_t* x, const int32_t* sums, const float* scales,
+                                                   long cols, long blocks, int n, fbatch* acc) {
+  q4_ivec w[W][T][8];  // block j, tile u, step s
+  for (int j = 0; j < nb; ++j)
+    MOE_UNROLL for (int u = 0; u < T; ++u) MOE_UNROLL for (int p = 0; p < 4; ++p)
+        q4_nibbles(packed[u][p][j], w[j][u][2 * p], w[j][u][2 * p + 1]);
+  const auto step = [&]<int N>(std::integral_constant<int, N>, int k) {
+    fbatch sum[T][N];
+    const int8_t* xp[N];
+    MOE_UNROLL for (int i = 0; i < N; ++i) {
+      MOE_UNROLL for (int u = 0; u < T; ++u) sum[u][i] = acc[u * kQ4TurnedTokens + k + i];
+      xp[i] = x + (k + i) * cols;
+    }
+    const int32_t* token_sums = sums + k * blocks;
+    const float* token_scales = scales + k * blocks;
+    for (int j = 0; j < nb; ++j) {
+      int32_t start[N];
+      MOE_UNROLL for (int i = 0; i < N; ++i) start[i] = token_sums[i * blocks + j];
+      q4_ivec d[T * N];
+      block_sums_q4<N, T>(w[j][0], xp, chunk, start, d);
+      MOE_UNROLL for (int i = 0; i < N; ++i) {
+        const fbatch scale(token_scales[i * blocks + j]);
+        MOE_UNROLL for (int u = 0; u < T; ++u) sum[u][i] =
+            xsimd::fma(q4_int_float(d[u * N + i]), ws[u][j] * scale, sum[u][i]);
+        xp[i] += 4;
+      }
+    }
+    MOE_UNROLL for (int i = 0; i < N; ++i) MOE_UNROLL for (int u = 0; u < T; ++u) acc[u * kQ4TurnedTokens + k + i] =
+        sum[u][i];
+  };
+  constexpr int NT = kQ4TurnedStep;
+  int k = 0;
+  for (; k + NT <= n; k += NT) step(std::integral_constant<int, NT>{}, k);
+  if constexpr (NT > 2)
+    for (; k + 2 <= n; k += 2) step(std::integral_constant<int, 2>{}, k);
+  for (; k < n; ++k) step(std::integral_constant<int, 1>{}, k);
+}
+
 // Rows [r, r + T W) (T tiles of W rows) for tokens [t0, t1).
 template <int T>
 inline void q4_rows_tokens(const Matrix& m, const ActQ4& a, int r, int t0, int t1, float* y) {
@@ -629,15 +685,22 @@ inline void q4_rows_tokens(const Matrix& m, const ActQ4& a, int r, int t0, int t
           for (int j = 0; j < W; ++j) packed[u][p][j] = v[j];
         }
       }
-      for (int k0 = 0; k0 < n; k0 += kQ4TurnedChunk) {  // the chunk's x stays in L1 over the slice
-        const int nk = n - k0 < kQ4TurnedChunk ? n - k0 : kQ4TurnedChunk;
-        constexpr int step = T > 1 ? 1 : kQ4TurnedBlocks;
-        for (int j = 0; j < nb; j += step) {
-          const long at = static_cast<long>(t0 + k0) * blocks + gi * kQ4GroupBlocks + first + j;
-          const int8_t* x = a.q + static_cast<long>(t0 + k0) * cols + base + 4 * (first + j);
-          if (step == 2 && nb - j >= 2)
-            turned_blocks_q4<2, 1>(packed, ws, j, chunk, x, a.sums + at, a.scales + at, cols, blocks, nk, acc + k0);
-          else turned_blocks_q4<1, T>(packed, ws, j, chunk, x, a.sums + at, a.scales + at, cols, blocks, nk, acc + k0);
+      if constexpr (kQ4TurnedTokensOuter) {
+        const long at = static_cast<long>(t0) * blocks + gi * kQ4GroupBlocks + first;
+        turned_slice_q4<T>(packed, ws, nb, chunk, a.q + static_cast<long>(t0) * cols + base + 4 * first, a.sums + at,
+                           a.scales + at, cols, blocks, n, acc);
+      } else {
+        for (int k0 = 0; k0 < n; k0 += kQ4TurnedChunk) {  // the chunk's x stays in L1 over the slice
+          const int nk = n - k0 < kQ4TurnedChunk ? n - k0 : kQ4TurnedChunk;
+          constexpr int step = T > 1 ? 1 : kQ4TurnedBlocks;
+          for (int j = 0; j < nb; j += step) {
+            const long at = static_cast<long>(t0 + k0) * blocks + gi * kQ4GroupBlocks + first + j;
+            const int8_t* x = a.q + static_cast<long>(t0 + k0) * cols + base + 4 * (first + j);
+            if (step == 2 && nb - j >= 2)
+              turned_blocks_q4<2, 1>(packed, ws, j, chunk, x, a.sums + at, a.scales + at, cols, blocks, nk, acc + k0);
+            else
+              turned_blocks_q4<1, T>(packed, ws, j, chunk, x, a.sums + at, a.scales + at, cols, blocks, nk, acc + k0);
+          }
         }
       }
     }
