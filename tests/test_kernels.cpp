@@ -599,12 +599,12 @@ TEST(SimdEqualsScalar, QuantizeActivationsQ4SameBytes) {
 // is exact; the float sums go in another order). Columns: one short group (1, 2, 5, 12
 // blocks: masked and half vectors), whole groups, and whole groups then a short one
 // (1408 = 44 blocks: 16 + 16 + 12); tokens: groups of NT and the rest one by one, and
-// on x86 the turned tiles from kQ4TurnedFrom (5 or 6) tokens, 4 (AVX2) or 2 at a time, in
-// chunks of kQ4TurnedChunk (16); rows: one, a tile and one, and
-// several tiles and one (25, 49); one token from 512 columns (800 and 1408 end in a short
-// group) taking a row block from each of two streams, then a block from one stream
-// alone (AVX2, W = 8: 25; AVX-512, W = 16: 17, 25, 49), below 512 columns AVX2's
-// two-row and AVX-512's 4-row tiles.
+// on x86 the turned tiles from kQ4TurnedFrom (4 or 6) tokens, 4 (AVX2: two tiles side by
+// side, every block of a slice per group of tokens) or 2 at a time (AVX-512: in chunks of
+// kQ4TurnedChunk, 16); rows: one, a tile and one, and several tiles and one (25, 49);
+// one token from 512 columns (800 and 1408 end in a short group) taking a row block from
+// each of two streams, then a block from one stream alone (AVX2, W = 8: 25; AVX-512,
+// W = 16: 17, 25, 49), below 512 columns AVX2's two-row and AVX-512's 4-row tiles.
 TEST(SimdEqualsScalar, LinearQ4) {
   if (!kernels::kInt8Dot) GTEST_SKIP() << "this target has no integer dot products";
   std::mt19937 rng(26);

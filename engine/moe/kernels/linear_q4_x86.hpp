@@ -318,12 +318,13 @@ inline void q4_nibbles(__m256i v, __m256i& lo, __m256i& hi) {
 }
 // The turned tile's shape: two tiles of 8 rows share each token's broadcast, 4 tokens in
 // flight, one chain each; each group of 4 tokens meets all of a slice's blocks, its
-// accumulators in registers, before the next group (turned_slice_q4); from 5 tokens, where
-// the row-wise tiles would read the rows twice (bench/README.md, "Design decisions").
+// accumulators in registers, before the next group (turned_slice_q4); from 4 tokens, where
+// the row-wise tiles (2 tokens) would read the rows twice (bench/README.md, "Design
+// decisions").
 inline constexpr bool kQ4TurnedTokensOuter = true;
 inline constexpr int kQ4TurnedBlocks = 1;
 inline constexpr int kQ4TurnedStep = 4;
-inline constexpr int kQ4TurnedFrom = 5;
+inline constexpr int kQ4TurnedFrom = 4;
 inline constexpr int kQ4TurnedTiles = 2;
 // One block of NT tokens against T tiles of 8 turned rows (tile u's step s: w[8u + s];
 // tile u, token i: out[u * NT + i]), as the AVX-512 block_sums_q4. Without VNNI the steps
