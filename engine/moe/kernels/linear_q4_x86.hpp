@@ -336,7 +336,7 @@ inline void q4_nibbles(__m256i v, __m256i& lo, __m256i& hi) {
 // the row-wise tiles (2 tokens) would read the rows twice (bench/README.md, "Design
 // decisions").
 inline constexpr bool kQ4TurnedTokensOuter = true;
-inline constexpr int kQ4TurnedBlocks = 1;
+inline constexpr int kQ4TurnedBlocks = 1;  // the other loop order's (turned_blocks_q4): not taken here
 inline constexpr int kQ4TurnedStep = 4;
 inline constexpr int kQ4TurnedFrom = 4;
 inline constexpr int kQ4TurnedTiles = 2;
