@@ -474,6 +474,9 @@ template <bool kWhole>
 #else
   __m256i s0 = _mm256_setzero_si256(), s1 = s0;  // int16 pairs: 8 products of a half stay below 30480
 #endif
+  // The group's first line too: a whole group is 4.5 lines, so its 4 steps' prefetches
+  // alone skip one line in nine (bench/README.md, "Design decisions").
+  prefetch_l2(group + kDecodeL2Bytes);
   MOE_UNROLL for (int p = 0; p < 4; ++p) {
     const uint8_t* step = w + static_cast<long>(chunk) * p;
     prefetch_l2(step + kDecodeL2Bytes);     // a whole group's step is a line; the last reach past the range
