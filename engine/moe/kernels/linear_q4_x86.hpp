@@ -52,11 +52,7 @@ inline __m512i load_short(const void* p, int bytes) {
 // one-token tile of kQ4Tokens' rest) keep the burst (bench/README.md, "Design decisions").
 inline constexpr int kQ4DecodeRows = 4, kQ4DecodeRowsFromCols = 0;
 inline constexpr int kQ4DecodeStreams = 2, kQ4DecodeStreamsFromCols = 512;
-// A decode stream's first bytes, [p, end) at most, asked for at once: its loads ask for
-// the bytes kQ4SpreadBytes on.
-inline void prefetch_stream_start(const uint8_t* p, const uint8_t* end) {
-  for (long b = 0; b < kQ4SpreadBytes && b < end - p; b += 64) prefetch(p + b);
-}
+inline constexpr long kQ4DecodeAheadBytes = kQ4SpreadBytes;  // how far on decode's loads ask (into L1)
 
 // One group of a tile: R rows' group at `offset` against NT tokens' activations,
 // added to acc. Each (row, token) pair sums the group's blocks in int32 lanes, started at
@@ -83,7 +79,7 @@ template <int R, int NT, bool kWhole, bool kSpread>
   MOE_UNROLL for (int p = 0; p < 4; ++p) {
     __m512i lo[R], hi[R];
     MOE_UNROLL for (int r = 0; r < R; ++r) {
-      if constexpr (kSpread) prefetch(rows[r] + offset + 2 * g + chunk * p + kQ4SpreadBytes);
+      if constexpr (kSpread) prefetch(rows[r] + offset + 2 * g + chunk * p + kQ4DecodeAheadBytes);
       const __m512i v = bytes(rows[r] + offset + 2 * g + chunk * p);
       lo[r] = _mm512_and_si512(v, low);
       hi[r] = C > 1 ? _mm512_andnot_si512(low, v) : _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
@@ -236,15 +232,7 @@ inline constexpr int kQ4Tokens = 2;
 constexpr int q4_tile_rows(int) { return 2; }
 inline constexpr int kQ4DecodeRows = 1, kQ4DecodeRowsFromCols = 512;
 inline constexpr int kQ4DecodeStreams = 2, kQ4DecodeStreamsFromCols = 512;
-// A decode stream's first bytes, [p, end) at most, asked for at once: its loads ask for
-// the bytes kDecodeL2Bytes on, so the first kQ4SpreadBytes go into L1 and the rest up to
-// kDecodeL2Bytes into L2 (bench/README.md, "Design decisions").
-inline void prefetch_stream_start(const uint8_t* p, const uint8_t* end) {
-  for (long b = 0; b < kDecodeL2Bytes && b < end - p; b += 64) {
-    if (b < kQ4SpreadBytes) prefetch(p + b);
-    else prefetch_l2(p + b);
-  }
-}
+inline constexpr long kQ4DecodeAheadBytes = kDecodeL2Bytes;  // how far on decode's loads ask (into L2)
 
 // 4-byte lanes [0, n) of p, the rest 0.
 inline __m256i load_lanes(const void* p, int n) {
@@ -476,11 +464,11 @@ template <bool kWhole>
 #endif
   // The group's first line too: a whole group is 4.5 lines, so its 4 steps' prefetches
   // alone skip one line in nine (bench/README.md, "Design decisions").
-  prefetch_l2(group + kDecodeL2Bytes);
+  prefetch_l2(group + kQ4DecodeAheadBytes);
   MOE_UNROLL for (int p = 0; p < 4; ++p) {
     const uint8_t* step = w + static_cast<long>(chunk) * p;
-    prefetch_l2(step + kDecodeL2Bytes);     // a whole group's step is a line; the last reach past the range
-    const int8_t* xp = x + 2L * chunk * p;  // its low nibbles' columns, then its high nibbles'
+    prefetch_l2(step + kQ4DecodeAheadBytes);  // a whole group's step is a line; the last reach past the range
+    const int8_t* xp = x + 2L * chunk * p;    // its low nibbles' columns, then its high nibbles'
     __m256i v0 = at(step, n0);
 #if MOE_Q4_DPBUSD
     s0 = dot4_q8(s0, _mm256_and_si256(v0, low), at(xp, n0));
@@ -567,6 +555,16 @@ template <int R, int NT, bool kStreams = false>
   }
 }
 #endif
+
+// A decode stream's first bytes, [p, end) at most, asked for at once: its loads ask for
+// the bytes kQ4DecodeAheadBytes on, so the ones before are asked for here, the first
+// kQ4SpreadBytes into L1 and the rest (AVX2) into L2 (bench/README.md, "Design decisions").
+inline void prefetch_stream_start(const uint8_t* p, const uint8_t* end) {
+  for (long b = 0; b < kQ4DecodeAheadBytes && b < end - p; b += 64) {
+    if (b < kQ4SpreadBytes) prefetch(p + b);
+    else prefetch_l2(p + b);
+  }
+}
 
 // Prefill, rows [r, r + W) for tokens [t0, t1) (at most kQ4TurnedTokens) of y = W x: the
 // int8 turned tile (q8_rows_tokens) for q4. A row's chunk already has one block per
