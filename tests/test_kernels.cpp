@@ -458,42 +458,45 @@ TEST(SimdEqualsScalar, Linear) {
 // same bits as the whole product, for one token and for a prefill's several.
 TEST(SimdKernels, RowResultsDoNotDependOnTheRowRange) {
   std::mt19937 rng(31);
-  const int rows = 200, cols = 160;  // 160: a 128-column step and a lone 32-column block
-  for (int n : {1, 5})
-    for (DType dtype : {DType::f32, DType::f16, DType::i8, DType::q4}) {
-      TestMatrix t = make_matrix(rows, cols, dtype, cols, rng);
-      const std::vector<float> x = random_vector(n * cols, rng);
-      const size_t out = static_cast<size_t>(n) * rows;
-      std::vector<int8_t> q(x.size());
-      std::vector<float> s(static_cast<size_t>(n * cols / kernels::kActBlock));
-      kernels::quantize_activations(Simd{}, x.data(), n, cols, q.data(), s.data());
-      std::vector<float> whole(out), whole_q8(out);
-      kernels::linear(Simd{}, t.m, x.data(), n, whole.data());
-      if (dtype == DType::i8) kernels::linear_q8(Simd{}, t.m, q.data(), s.data(), n, whole_q8.data());
-      std::vector<int8_t> q4q(q.size());
-      std::vector<float> q4s(s.size());
-      std::vector<int32_t> q4sum(s.size());
-      kernels::quantize_activations_q4(Simd{}, x.data(), n, cols, q4q.data(), q4s.data(), q4sum.data());
-      const kernels::ActQ4 a4{q4q.data(), q4s.data(), q4sum.data()};
-      if (dtype == DType::q4) kernels::linear_q4(Simd{}, t.m, a4, n, whole_q8.data());
-      for (int split : {16, 48, 64, 112, 176}) {  // multiples of 16, as the engine's worker shares
-        std::vector<float> parts(out), parts_q8(out);
-        kernels::linear(Simd{}, t.m, x.data(), n, parts.data(), 0, split);
-        kernels::linear(Simd{}, t.m, x.data(), n, parts.data(), split, rows);
-        SCOPED_TRACE(::testing::Message() << dtype_name(dtype) << " split at row " << split << ", " << n << " tokens");
-        EXPECT_EQ(parts, whole);
-        if (dtype == DType::i8) {
-          kernels::linear_q8(Simd{}, t.m, q.data(), s.data(), n, parts_q8.data(), 0, split);
-          kernels::linear_q8(Simd{}, t.m, q.data(), s.data(), n, parts_q8.data(), split, rows);
-          EXPECT_EQ(parts_q8, whole_q8);
-        }
-        if (dtype == DType::q4) {
-          kernels::linear_q4(Simd{}, t.m, a4, n, parts_q8.data(), 0, split);
-          kernels::linear_q4(Simd{}, t.m, a4, n, parts_q8.data(), split, rows);
-          EXPECT_EQ(parts_q8, whole_q8);
+  const int rows = 200;
+  // 160: a 128-column step and a lone 32-column block; 1024: q4 decode's streams
+  for (int cols : {160, 1024})
+    for (int n : {1, 5})
+      for (DType dtype : {DType::f32, DType::f16, DType::i8, DType::q4}) {
+        TestMatrix t = make_matrix(rows, cols, dtype, cols, rng);
+        const std::vector<float> x = random_vector(n * cols, rng);
+        const size_t out = static_cast<size_t>(n) * rows;
+        std::vector<int8_t> q(x.size());
+        std::vector<float> s(static_cast<size_t>(n * cols / kernels::kActBlock));
+        kernels::quantize_activations(Simd{}, x.data(), n, cols, q.data(), s.data());
+        std::vector<float> whole(out), whole_q8(out);
+        kernels::linear(Simd{}, t.m, x.data(), n, whole.data());
+        if (dtype == DType::i8) kernels::linear_q8(Simd{}, t.m, q.data(), s.data(), n, whole_q8.data());
+        std::vector<int8_t> q4q(q.size());
+        std::vector<float> q4s(s.size());
+        std::vector<int32_t> q4sum(s.size());
+        kernels::quantize_activations_q4(Simd{}, x.data(), n, cols, q4q.data(), q4s.data(), q4sum.data());
+        const kernels::ActQ4 a4{q4q.data(), q4s.data(), q4sum.data()};
+        if (dtype == DType::q4) kernels::linear_q4(Simd{}, t.m, a4, n, whole_q8.data());
+        for (int split : {16, 48, 64, 112, 176}) {  // multiples of 16, as the engine's worker shares
+          std::vector<float> parts(out), parts_q8(out);
+          kernels::linear(Simd{}, t.m, x.data(), n, parts.data(), 0, split);
+          kernels::linear(Simd{}, t.m, x.data(), n, parts.data(), split, rows);
+          SCOPED_TRACE(::testing::Message() << dtype_name(dtype) << " " << cols << " columns split at row " << split
+                                            << ", " << n << " tokens");
+          EXPECT_EQ(parts, whole);
+          if (dtype == DType::i8) {
+            kernels::linear_q8(Simd{}, t.m, q.data(), s.data(), n, parts_q8.data(), 0, split);
+            kernels::linear_q8(Simd{}, t.m, q.data(), s.data(), n, parts_q8.data(), split, rows);
+            EXPECT_EQ(parts_q8, whole_q8);
+          }
+          if (dtype == DType::q4) {
+            kernels::linear_q4(Simd{}, t.m, a4, n, parts_q8.data(), 0, split);
+            kernels::linear_q4(Simd{}, t.m, a4, n, parts_q8.data(), split, rows);
+            EXPECT_EQ(parts_q8, whole_q8);
+          }
         }
       }
-    }
 }
 
 TEST(SimdEqualsScalar, QuantizeActivationsSameBytes) {
@@ -603,8 +606,9 @@ TEST(SimdEqualsScalar, QuantizeActivationsQ4SameBytes) {
 // side, every block of a slice per group of tokens) or 2 at a time (AVX-512: in chunks of
 // kQ4TurnedChunk, 16); rows: one, a tile and one, and several tiles and one (25, 49);
 // one token from 512 columns (800 and 1408 end in a short group) taking a row block from
-// each of two streams, then a block from one stream alone (AVX2, W = 8: 25; AVX-512,
-// W = 16: 17, 25, 49), below 512 columns AVX2's two-row and AVX-512's 4-row tiles.
+// each of four streams (AVX2, W = 8: 49), of two, then from one stream alone (AVX2: 25;
+// AVX-512, W = 16: 17, 25, 49), below 512 columns AVX2's two-row and AVX-512's 4-row
+// tiles.
 TEST(SimdEqualsScalar, LinearQ4) {
   if (!kernels::kInt8Dot) GTEST_SKIP() << "this target has no integer dot products";
   std::mt19937 rng(26);

@@ -52,7 +52,12 @@ inline __m512i load_short(const void* p, int bytes) {
 // one-token tile of kQ4Tokens' rest) keep the burst (bench/README.md, "Design decisions").
 inline constexpr int kQ4DecodeRows = 4, kQ4DecodeRowsFromCols = 0;
 inline constexpr int kQ4DecodeStreams = 2, kQ4DecodeStreamsFromCols = 512;
-inline constexpr long kQ4DecodeAheadBytes = kQ4SpreadBytes;  // how far on decode's loads ask (into L1)
+
+// A decode stream's first kQ4SpreadBytes, [p, end) at most, asked for at once: its loads
+// ask for the bytes kQ4SpreadBytes on, so the ones before are asked for here.
+inline void prefetch_stream_start(const uint8_t* p, const uint8_t* end) {
+  for (long b = 0; b < kQ4SpreadBytes && b < end - p; b += 64) prefetch(p + b);
+}
 
 // One group of a tile: R rows' group at `offset` against NT tokens' activations,
 // added to acc. Each (row, token) pair sums the group's blocks in int32 lanes, started at
@@ -79,7 +84,7 @@ template <int R, int NT, bool kWhole, bool kSpread>
   MOE_UNROLL for (int p = 0; p < 4; ++p) {
     __m512i lo[R], hi[R];
     MOE_UNROLL for (int r = 0; r < R; ++r) {
-      if constexpr (kSpread) prefetch(rows[r] + offset + 2 * g + chunk * p + kQ4DecodeAheadBytes);
+      if constexpr (kSpread) prefetch(rows[r] + offset + 2 * g + chunk * p + kQ4SpreadBytes);
       const __m512i v = bytes(rows[r] + offset + 2 * g + chunk * p);
       lo[r] = _mm512_and_si512(v, low);
       hi[r] = C > 1 ? _mm512_andnot_si512(low, v) : _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
@@ -223,16 +228,16 @@ template <int NT, int T = 1>
 #else  // AVX2 (and AVX-VNNI)
 // Tile shapes: 2 rows for 1 or 2 tokens (16 registers: the sums, the float accumulators,
 // a row's unpacked bytes). Decode of rows of 512 columns or more: one row from each of
-// two streams (stream_blocks), each read in order, group by group, each step's load
-// asking for the bytes kDecodeL2Bytes further on, into L2 (the row's next ones, or the next
-// rows'), in place of linear_q4's burst per row block. There, two adjacent rows side by
-// side moved far less from memory; shorter rows, and prefill, keep them and the burst
-// (bench/README.md, "Design decisions").
+// four streams (stream_blocks) side by side, each read in order, group by group, with no
+// software prefetch: there the hardware prefetcher alone, over four streams, read more
+// than two streams whose loads asked for the bytes ahead, and any such request added to
+// four streams cost (bench/README.md, "AVX2 decode: four streams, no software
+// prefetch"). Shorter rows, and prefill, keep linear_q4's burst per row block.
 inline constexpr int kQ4Tokens = 2;
 constexpr int q4_tile_rows(int) { return 2; }
 inline constexpr int kQ4DecodeRows = 1, kQ4DecodeRowsFromCols = 512;
-inline constexpr int kQ4DecodeStreams = 2, kQ4DecodeStreamsFromCols = 512;
-inline constexpr long kQ4DecodeAheadBytes = kDecodeL2Bytes;  // how far on decode's loads ask (into L2)
+inline constexpr int kQ4DecodeStreams = 4, kQ4DecodeStreamsFromCols = 512;
+inline void prefetch_stream_start(const uint8_t*, const uint8_t*) {}  // the hardware prefetcher's
 
 // 4-byte lanes [0, n) of p, the rest 0.
 inline __m256i load_lanes(const void* p, int n) {
@@ -440,77 +445,71 @@ template <int R, int NT, bool kWhole>
   }
 }
 
-// Decode, one group of g blocks of a row against one token, added to acc0 (blocks 0-7)
-// and acc1 (blocks 8-15): the group's 4 steps of 4g bytes in address order, each step's
-// two halves in their own sums. kWhole: g = 16, so every load is a whole vector.
-// Written out rather than as tile_half_q4<1, 1>, where GCC kept the loaded bytes on the
-// stack and reread them (bench/README.md, "Design decisions").
-template <bool kWhole>
-[[gnu::always_inline]] inline void decode_group_q4(const uint8_t* group, int g, const int8_t* x, const float* xs,
-                                                   const int32_t* sums, __m256& acc0, __m256& acc1) {
+// Decode, one group of g blocks of each of R rows (one a stream) against one token,
+// added to acc0[r] (blocks 0-7) and acc1[r] (blocks 8-15): the group's 4 steps of 4g
+// bytes in address order, each step's two halves in their own sums, each half's x loaded
+// once for the R rows. kWhole: g = 16, so every load is a whole vector. Written out
+// rather than as tile_half_q4<R, 1>, where GCC kept the loaded bytes on the stack and
+// reread them (bench/README.md, "Design decisions").
+template <bool kWhole, int R>
+[[gnu::always_inline]] inline void decode_group_q4(const uint8_t* const* groups, int g, const int8_t* x,
+                                                   const float* xs, const int32_t* sums, __m256* acc0, __m256* acc1) {
   if constexpr (kWhole) g = kQ4GroupBlocks;
   const int chunk = 4 * g, n0 = g < 8 ? g : 8, n1 = g - n0;  // n1 > 0: a second half
   const __m256i low = _mm256_set1_epi8(15);
-  const uint8_t* w = group + 2 * g;  // the nibbles, after the g scales
   const auto at = [&](const void* p, int n) {
     if constexpr (kWhole) return _mm256_loadu_si256(static_cast<const __m256i*>(p));
     else return load_lanes(p, n);
   };
+  // With VNNI int32 sums, started at the blocks' -8 * sum(q); without, vpmaddubsw's int16
+  // pairs (8 products of a half stay below 30480), widened and added to those at the end.
+  __m256i s0[R], s1[R];
+  MOE_UNROLL for (int r = 0; r < R; ++r) {
+    s0[r] = MOE_Q4_DPBUSD ? at(sums, n0) : _mm256_setzero_si256();
+    s1[r] = MOE_Q4_DPBUSD && n1 > 0 ? at(sums + 8, n1) : _mm256_setzero_si256();
+  }
+  // One half of a step: n lanes at `offset` past each row's nibbles, x at xp.
+  const auto half = [&](long offset, const int8_t* xp, int n, __m256i* s) {
+    const __m256i xl = at(xp, n), xh = at(xp + chunk, n);  // its low nibbles' columns, then its high nibbles'
+    MOE_UNROLL for (int r = 0; r < R; ++r) {
+      __m256i v = at(groups[r] + 2 * g + offset, n);
 #if MOE_Q4_DPBUSD
-  __m256i s0 = at(sums, n0), s1 = n1 > 0 ? at(sums + 8, n1) : _mm256_setzero_si256();
-  __m256i t0 = _mm256_setzero_si256(), t1 = t0;  // two chains a half
+      s[r] = dot4_q8(dot4_q8(s[r], _mm256_and_si256(v, low), xl), _mm256_and_si256(_mm256_srli_epi16(v, 4), low), xh);
 #else
-  __m256i s0 = _mm256_setzero_si256(), s1 = s0;  // int16 pairs: 8 products of a half stay below 30480
+      // Each step's bytes loaded once, into a register: GCC otherwise loads them again as
+      // the low nibbles' vpand operand (bench/README.md, "AVX2 decode on the Zen 3 VM").
+      __asm__("" : "+x"(v));
+      s[r] = _mm256_add_epi16(
+          s[r], _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_and_si256(v, low), xl),
+                                 _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 4), low), xh)));
 #endif
-  // The group's first line too: a whole group is 4.5 lines, so its 4 steps' prefetches
-  // alone skip one line in nine (bench/README.md, "Design decisions").
-  prefetch_l2(group + kQ4DecodeAheadBytes);
+    }
+  };
   MOE_UNROLL for (int p = 0; p < 4; ++p) {
-    const uint8_t* step = w + static_cast<long>(chunk) * p;
-    prefetch_l2(step + kQ4DecodeAheadBytes);  // a whole group's step is a line; the last reach past the range
-    const int8_t* xp = x + 2L * chunk * p;    // its low nibbles' columns, then its high nibbles'
-    __m256i v0 = at(step, n0);
-#if MOE_Q4_DPBUSD
-    s0 = dot4_q8(s0, _mm256_and_si256(v0, low), at(xp, n0));
-    t0 = dot4_q8(t0, _mm256_and_si256(_mm256_srli_epi16(v0, 4), low), at(xp + chunk, n0));
-    if (kWhole || n1 > 0) {
-      const __m256i v1 = at(step + 32, n1);
-      s1 = dot4_q8(s1, _mm256_and_si256(v1, low), at(xp + 32, n1));
-      t1 = dot4_q8(t1, _mm256_and_si256(_mm256_srli_epi16(v1, 4), low), at(xp + chunk + 32, n1));
-    }
-#else
-    // Each step's bytes loaded once, into a register: GCC otherwise loads them again as
-    // the low nibbles' vpand operand (bench/README.md, "AVX2 decode on the Zen 3 VM").
-    __asm__("" : "+x"(v0));
-    s0 = _mm256_add_epi16(s0, _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_and_si256(v0, low), at(xp, n0)),
-                                               _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v0, 4), low),
-                                                                    at(xp + chunk, n0))));
-    if (kWhole || n1 > 0) {
-      __m256i v1 = at(step + 32, n1);
-      __asm__("" : "+x"(v1));
-      s1 = _mm256_add_epi16(s1, _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_and_si256(v1, low), at(xp + 32, n1)),
-                                                 _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v1, 4), low),
-                                                                      at(xp + chunk + 32, n1))));
-    }
-    __asm__("" : "+x"(s0), "+x"(s1));  // step by step: GCC otherwise hoists the loads and spills
-#endif
-  }
-#if MOE_Q4_DPBUSD
-  const __m256i total0 = _mm256_add_epi32(s0, t0), total1 = _mm256_add_epi32(s1, t1);
-#else
-  const __m256i ones = _mm256_set1_epi16(1);
-  const __m256i total0 = _mm256_add_epi32(at(sums, n0), _mm256_madd_epi16(s0, ones));
-#endif
-  const auto scales = [&](const uint8_t* p, int n) { return kWhole ? load_scales(p, 8) : load_scales(p, n); };
-  const auto xscales = [&](const float* p, int n) { return kWhole ? _mm256_loadu_ps(p) : load_lanes_ps(p, n); };
-  acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(total0), _mm256_mul_ps(scales(group, n0), xscales(xs, n0)), acc0);
-  if (kWhole || n1 > 0) {
+    const long step = static_cast<long>(chunk) * p;
+    half(step, x + 2 * step, n0, s0);
+    if (kWhole || n1 > 0) half(step + 32, x + 2 * step + 32, n1, s1);
 #if !MOE_Q4_DPBUSD
-    const __m256i total1 = _mm256_add_epi32(at(sums + 8, n1), _mm256_madd_epi16(s1, ones));
+    // step by step: GCC otherwise hoists the loads and spills
+    MOE_UNROLL for (int r = 0; r < R; ++r) __asm__("" : "+x"(s0[r]), "+x"(s1[r]));
 #endif
-    acc1 =
-        _mm256_fmadd_ps(_mm256_cvtepi32_ps(total1), _mm256_mul_ps(scales(group + 16, n1), xscales(xs + 8, n1)), acc1);
   }
+  // A half's sums, scaled by its row's block scales and the token's, into acc.
+  const auto finish = [&](int h, int n, const __m256i* s, __m256* acc) {
+    const __m256 token_scales = kWhole ? _mm256_loadu_ps(xs + 8 * h) : load_lanes_ps(xs + 8 * h, n);
+    [[maybe_unused]] const __m256i offsets = MOE_Q4_DPBUSD ? _mm256_setzero_si256() : at(sums + 8 * h, n);
+    MOE_UNROLL for (int r = 0; r < R; ++r) {
+#if MOE_Q4_DPBUSD
+      const __m256i total = s[r];
+#else
+      const __m256i total = _mm256_add_epi32(offsets, _mm256_madd_epi16(s[r], _mm256_set1_epi16(1)));
+#endif
+      const __m256 ws = kWhole ? load_scales(groups[r] + 16 * h, 8) : load_scales(groups[r] + 16 * h, n);
+      acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(total), _mm256_mul_ps(ws, token_scales), acc[r]);
+    }
+  };
+  finish(0, n0, s0, acc0);
+  if (kWhole || n1 > 0) finish(1, n1, s1, acc1);
 }
 
 // A tile: R rows against NT tokens; out[k * out_stride + r] gets lanes whose sum is row
@@ -527,14 +526,17 @@ template <int R, int NT, bool kStreams = false>
     constexpr int group_cols = kQ4GroupBlocks * kQ4Block;
     __m256 acc0[R], acc1[R];
     MOE_UNROLL for (int r = 0; r < R; ++r) acc0[r] = acc1[r] = _mm256_setzero_ps();
-    for (int gi = 0; gi < whole_groups; ++gi)
-      MOE_UNROLL for (int r = 0; r < R; ++r)
-          decode_group_q4<true>(rows[r] + gi * group_bytes, kQ4GroupBlocks, q + gi * group_cols,
-                                xs + gi * kQ4GroupBlocks, sums + gi * kQ4GroupBlocks, acc0[r], acc1[r]);
-    if (const int g = blocks - whole_groups * kQ4GroupBlocks; g > 0)
-      MOE_UNROLL for (int r = 0; r < R; ++r) decode_group_q4<false>(
-          rows[r] + whole_groups * group_bytes, g, q + whole_groups * group_cols, xs + whole_groups * kQ4GroupBlocks,
-          sums + whole_groups * kQ4GroupBlocks, acc0[r], acc1[r]);
+    const uint8_t* groups[R];
+    for (int gi = 0; gi < whole_groups; ++gi) {
+      MOE_UNROLL for (int r = 0; r < R; ++r) groups[r] = rows[r] + gi * group_bytes;
+      decode_group_q4<true, R>(groups, kQ4GroupBlocks, q + gi * group_cols, xs + gi * kQ4GroupBlocks,
+                               sums + gi * kQ4GroupBlocks, acc0, acc1);
+    }
+    if (const int g = blocks - whole_groups * kQ4GroupBlocks; g > 0) {
+      MOE_UNROLL for (int r = 0; r < R; ++r) groups[r] = rows[r] + whole_groups * group_bytes;
+      decode_group_q4<false, R>(groups, g, q + whole_groups * group_cols, xs + whole_groups * kQ4GroupBlocks,
+                                sums + whole_groups * kQ4GroupBlocks, acc0, acc1);
+    }
     MOE_UNROLL for (int r = 0; r < R; ++r) out[r] = _mm256_add_ps(acc0[r], acc1[r]);
   } else {
     __m256 acc[R][NT];
@@ -555,16 +557,6 @@ template <int R, int NT, bool kStreams = false>
   }
 }
 #endif
-
-// A decode stream's first bytes, [p, end) at most, asked for at once: its loads ask for
-// the bytes kQ4DecodeAheadBytes on, so the ones before are asked for here, the first
-// kQ4SpreadBytes into L1 and the rest (AVX2) into L2 (bench/README.md, "Design decisions").
-inline void prefetch_stream_start(const uint8_t* p, const uint8_t* end) {
-  for (long b = 0; b < kQ4DecodeAheadBytes && b < end - p; b += 64) {
-    if (b < kQ4SpreadBytes) prefetch(p + b);
-    else prefetch_l2(p + b);
-  }
-}
 
 // Prefill, rows [r, r + W) for tokens [t0, t1) (at most kQ4TurnedTokens) of y = W x: the
 // int8 turned tile (q8_rows_tokens) for q4. A row's chunk already has one block per

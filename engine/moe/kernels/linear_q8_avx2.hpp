@@ -7,10 +7,16 @@ namespace moe::kernels::simd {
 
 inline float row_offset_q8(const int8_t*, const float*, int) { return 0.f; }  // w's sign moves onto x: no offset
 
+// Decode's streams: four, left to the hardware prefetcher. There it read more than two
+// streams whose loads asked for the bytes ahead (as AVX-512's do), and any such request
+// added to four streams cost (bench/README.md, "AVX2 decode: four streams, no software
+// prefetch").
+inline constexpr int kQ8DecodeStreams = 4;
+
 // R rows against one token's activations, per-row weight scales not applied: for each
 // row, lanes whose sum is its dot product. Blocks stay in their own lanes until scaled
 // by their activation scale. Each row gets the same operations in the same order
-// whatever R is.
+// whatever R is. kSpread (a decode stream's rows) asks for nothing more here.
 template <int R, bool kSpread = false>
 [[gnu::always_inline]] inline void row_dots_q8(const int8_t* const* w, const int8_t* x, const float* xs, int cols,
                                                fbatch* out) {
@@ -21,7 +27,6 @@ template <int R, bool kSpread = false>
   for (; c < whole(cols, 64); c += 64) {
     const __m256 s0 = _mm256_set1_ps(xs[c / 32]), s1 = _mm256_set1_ps(xs[c / 32 + 1]);
     MOE_UNROLL for (int r = 0; r < R; ++r) {
-      if constexpr (kSpread) prefetch_l2(w[r] + c + kDecodeL2Bytes);
       acc0[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(block_lanes_q8(w[r] + c, x + c)), s0, acc0[r]);
       acc1[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(block_lanes_q8(w[r] + c + 32, x + c + 32)), s1, acc1[r]);
     }

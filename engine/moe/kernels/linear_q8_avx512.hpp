@@ -24,6 +24,10 @@ inline __m512i chunk_lanes_q8(const int8_t* w, __m512i x) {
 // Scales for a 64-column chunk: block c/32's in the low 8 lanes, the next block's above.
 inline __m512 chunk_scales(const float* s) { return _mm512_insertf32x8(_mm512_set1_ps(s[0]), _mm256_set1_ps(s[1]), 1); }
 
+// Decode's streams: two (why not four: bench/README.md, "Design decisions"), each load
+// asking for the bytes kQ8SpreadBytes on (kSpread).
+inline constexpr int kQ8DecodeStreams = 2;
+
 // What offset_weights adds to the scaled sum of every row of a product over one token's
 // activations: 128 * x over the whole 64-column chunks, scaled as the rows' chunks are.
 inline float row_offset_q8(const int8_t* x, const float* xs, int cols) {
@@ -34,6 +38,7 @@ inline float row_offset_q8(const int8_t* x, const float* xs, int cols) {
                         chunk_scales(xs + c / 32), k);
   return _mm512_reduce_add_ps(k);
 }
+
 // R rows against one token's activations, per-row weight scales not applied: for each
 // row, lanes whose sum is its dot product plus row_offset_q8. Blocks stay in their own
 // lanes until scaled by their activation scale, two blocks per vector. Each row gets the

@@ -33,19 +33,11 @@ inline __m256i block_lanes_q8(const int8_t* w, const int8_t* x) {
 // decisions"). Each load prefetches the same bytes of the tile this many tiles ahead (the
 // int8 and q4 turned tiles); past a matrix's end that is harmless.
 inline constexpr int kQ8PrefetchTiles = 1;
-// Decode reads each row whole, in address order, but the hardware prefetcher alone left
-// bandwidth unused (bench/README.md, "Decode's spread prefetches"): each load
-// also asks for the bytes this far on (the row's next ones, or the next rows').
+// AVX-512's decode reads each row whole, in address order, but the hardware prefetcher
+// alone left bandwidth unused there (bench/README.md, "Decode's spread prefetches"): each
+// load also asks for the bytes this far on (the row's next ones, or the next rows').
+// AVX2's decode asks for none (linear_q8_avx2.hpp).
 inline constexpr long kQ8SpreadBytes = 4096;
-// AVX2's decode (int8 row_dots_q8, q4 decode_group_q4) asks instead for the bytes this
-// far on, into L2: into L1, 4 KB on, one Zen 3 core read less (bench/README.md, "Design
-// decisions").
-inline constexpr long kDecodeL2Bytes = 3 * kQ8SpreadBytes;
-// always_inline, as linear_q4_x86.hpp's prefetch: GCC 12 deleted plain inline prefetch
-// wrappers not yet inlined.
-[[gnu::always_inline]] inline void prefetch_l2(const void* p) {
-  _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T1);
-}
 
 inline int32_t hsum(__m256i v) {
   __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
@@ -109,17 +101,17 @@ inline void q8_one_token_blocks(const Matrix& m, const int8_t* xq, const float* 
         .store_unaligned(y + block_rows[b]);
 }
 
-// Decode, rows [r0, end) in whole blocks of W, as two memory streams (stream_blocks;
-// why not four: bench/README.md, "Design decisions").
+// Decode, rows [r0, end) in whole blocks of W, as kQ8DecodeStreams memory streams
+// (stream_blocks), one block of each side by side.
 inline void q8_one_token_streams(const Matrix& m, const int8_t* xq, const float* xs, int r0, int end, float* y) {
   const float offset = row_offset_q8(xq, xs, m.cols);
-  stream_blocks<2>(r0, end, [&](auto blocks, const int* first_rows) {
+  stream_blocks<kQ8DecodeStreams>(r0, end, [&](auto blocks, const int* first_rows) {
     q8_one_token_blocks<decltype(blocks)::value, true>(m, xq, xs, offset, first_rows, y);
   });
 }
 
 // One scale per row (the converter's default): rows [r0, r1) in whole blocks of W, their
-// W sums finished by one haddp. Decode reads the rows as two streams (stream_blocks);
+// W sums finished by one haddp. Decode reads the rows as streams (stream_blocks);
 // prefill has each row block meet every token while it is in L1. Returns the first row
 // it left to the reference (the rows after the last whole block), or r0 with groups.
 inline int linear_q8_blocks(const Matrix& m, const int8_t* xq, const float* xs, int n_tokens, float* y, int r0,
