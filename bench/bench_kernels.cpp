@@ -357,6 +357,28 @@ BENCHMARK(BM_attention<kernels::Scalar>)->ArgsProduct({{32, 100, 128, 1024}, {16
 BENCHMARK(BM_attention<kernels::Simd>)->ArgsProduct({{32, 100, 128, 1024}, {16, 32, 64}});
 #endif
 
+// int8 activations for the products of one input (once per input, not per weight):
+// the columns of granite's and OLMoE's model width, one token (decode) or 64.
+template <class K>
+void BM_quantize_activations(benchmark::State& state) {
+  const int cols = static_cast<int>(state.range(0)), tokens = static_cast<int>(state.range(1));
+  std::vector<float> x(static_cast<size_t>(tokens) * cols);
+  std::mt19937 rng(5);
+  for (auto& v : x) v = std::normal_distribution<float>()(rng);
+  std::vector<int8_t> q(x.size());
+  std::vector<float> scales(x.size() / kernels::kActBlock);
+  for (auto _ : state) {
+    kernels::quantize_activations(K{}, x.data(), tokens, cols, q.data(), scales.data());
+    benchmark::DoNotOptimize(q.data());
+    benchmark::ClobberMemory();
+  }
+  state.SetItemsProcessed(state.iterations() * tokens * cols);  // columns quantized
+}
+BENCHMARK(BM_quantize_activations<kernels::Scalar>)->ArgsProduct({{1024, 2048}, {1, 64}});
+#if MOE_SIMD
+BENCHMARK(BM_quantize_activations<kernels::Simd>)->ArgsProduct({{1024, 2048}, {1, 64}});
+#endif
+
 template <class K>
 void BM_router_topk(benchmark::State& state) {
   const int experts = static_cast<int>(state.range(0)), k = static_cast<int>(state.range(1));

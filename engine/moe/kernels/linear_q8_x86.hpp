@@ -59,7 +59,7 @@ namespace moe::kernels {
 inline int32_t block_dot_q8(Simd, const int8_t* w, const int8_t* x) { return simd::hsum(simd::block_lanes_q8(w, x)); }
 
 // Quantizing: the same operations as the scalar reference (one multiply, round half to
-// even), so the same bytes; AVX-512F, VNNI or not, does 32 columns per step.
+// even), so the same bytes; AVX-512F, VNNI or not, does 32 columns per step, AVX2 8.
 inline void quantize_activations(Simd, const float* x, int n, int cols, int8_t* q, float* scales) {
 #if defined(__AVX512F__)
   const int blocks = cols / kActBlock;
@@ -75,8 +75,29 @@ inline void quantize_activations(Simd, const float* x, int n, int cols, int8_t* 
                        _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(hi, inv))));
       scales[t * blocks + b] = amax / 127.f;
     }
-#else
-  quantize_activations(Scalar{}, x, n, cols, q, scales);
+#else  // AVX2: 8 columns a vector, the int32 results packed to bytes and put back in order
+  const int blocks = cols / kActBlock;
+  const __m256 magnitude = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);  // undoes the packs' 128-bit lanes
+  for (int t = 0; t < n; ++t)
+    for (int b = 0; b < blocks; ++b) {
+      const long at = static_cast<long>(t) * cols + b * kActBlock;
+      __m256 v[4], amax = _mm256_setzero_ps();
+      // max(|x|, amax) keeps amax where x is NaN, as the reference's fmax does
+      MOE_UNROLL for (int i = 0; i < 4; ++i) {
+        v[i] = _mm256_loadu_ps(x + at + 8 * i);
+        amax = _mm256_max_ps(_mm256_and_ps(v[i], magnitude), amax);
+      }
+      __m128 m = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
+      m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+      const float a = _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+      const __m256 inv = _mm256_set1_ps(a > 0.f ? 127.f / a : 0.f);
+      __m256i r[4];
+      MOE_UNROLL for (int i = 0; i < 4; ++i) r[i] = _mm256_cvtps_epi32(_mm256_mul_ps(v[i], inv));  // half to even
+      const __m256i bytes = _mm256_packs_epi16(_mm256_packs_epi32(r[0], r[1]), _mm256_packs_epi32(r[2], r[3]));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + at), _mm256_permutevar8x32_epi32(bytes, order));
+      scales[t * blocks + b] = a / 127.f;
+    }
 #endif
 }
 
