@@ -208,13 +208,13 @@ inline void linear_q4(K, const Matrix& m, const ActQ4& a, int n_tokens, float* y
       for (long b = 0; b < std::min(bytes, static_cast<long>(end - from)); b += 64) simd::prefetch(from + b);
     };
     constexpr long ahead = simd::kQ4PrefetchBytes;
-    // Decode as streams: each stream's first bytes asked for at once (the ISA's
-    // prefetch_stream_start).
+    // Decode as streams: each stream's first kQ4StreamStartBytes asked for at once.
     if constexpr (has_own_decode && simd::kQ4DecodeStreams > 1)
       if (own_decode && m.cols >= simd::kQ4DecodeStreamsFromCols) {
         const int whole_end = r0 + simd::whole(r1 - r0, W);  // rows past it: the loops below
         const int part = (whole_end - r0) / W / simd::kQ4DecodeStreams * W;
-        for (int s = 0; s < simd::kQ4DecodeStreams; ++s) simd::prefetch_stream_start(m.q4_row(r0 + s * part), end);
+        for (int s = 0; s < simd::kQ4DecodeStreams; ++s)
+          prefetch_rows(m.q4_row(r0 + s * part), simd::kQ4StreamStartBytes);
         simd::stream_blocks<simd::kQ4DecodeStreams>(r0, whole_end, [&](auto streams, const int* first_rows) {
           detail::linear_q4_decode_streams<decltype(streams)::value>(m, a, first_rows, y);
         });

@@ -16,7 +16,7 @@ inline constexpr int kQ4DecodeStreams = 1, kQ4DecodeStreamsFromCols = 0;
 inline constexpr long kQ4PrefetchBytes = 0;
 inline constexpr long kQ4SpreadBytes = 0;
 inline void prefetch(const uint8_t*) {}
-inline void prefetch_stream_start(const uint8_t*, const uint8_t*) {}
+inline constexpr long kQ4StreamStartBytes = 0;
 
 // A tile: R rows against NT tokens (token k's q, scales and sums at k * cols and
 // k * blocks); out[k * out_stride + r] gets lanes whose sum is row r's result for token k.

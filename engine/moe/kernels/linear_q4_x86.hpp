@@ -52,12 +52,9 @@ inline __m512i load_short(const void* p, int bytes) {
 // one-token tile of kQ4Tokens' rest) keep the burst (bench/README.md, "Design decisions").
 inline constexpr int kQ4DecodeRows = 4, kQ4DecodeRowsFromCols = 0;
 inline constexpr int kQ4DecodeStreams = 2, kQ4DecodeStreamsFromCols = 512;
-
-// A decode stream's first kQ4SpreadBytes, [p, end) at most, asked for at once: its loads
-// ask for the bytes kQ4SpreadBytes on, so the ones before are asked for here.
-inline void prefetch_stream_start(const uint8_t* p, const uint8_t* end) {
-  for (long b = 0; b < kQ4SpreadBytes && b < end - p; b += 64) prefetch(p + b);
-}
+// Each stream's loads ask for the bytes kQ4SpreadBytes on, so its first ones are asked
+// for at its start.
+inline constexpr long kQ4StreamStartBytes = kQ4SpreadBytes;
 
 // One group of a tile: R rows' group at `offset` against NT tokens' activations,
 // added to acc. Each (row, token) pair sums the group's blocks in int32 lanes, started at
@@ -237,7 +234,7 @@ inline constexpr int kQ4Tokens = 2;
 constexpr int q4_tile_rows(int) { return 2; }
 inline constexpr int kQ4DecodeRows = 1, kQ4DecodeRowsFromCols = 512;
 inline constexpr int kQ4DecodeStreams = 4, kQ4DecodeStreamsFromCols = 512;
-inline void prefetch_stream_start(const uint8_t*, const uint8_t*) {}  // the hardware prefetcher's
+inline constexpr long kQ4StreamStartBytes = 0;  // the hardware prefetcher's
 
 // 4-byte lanes [0, n) of p, the rest 0.
 inline __m256i load_lanes(const void* p, int n) {

@@ -88,9 +88,7 @@ inline void quantize_activations(Simd, const float* x, int n, int cols, int8_t* 
         v[i] = _mm256_loadu_ps(x + at + 8 * i);
         amax = _mm256_max_ps(_mm256_and_ps(v[i], magnitude), amax);
       }
-      __m128 m = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
-      m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-      const float a = _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+      const float a = simd::hmax(simd::fbatch(amax));
       const __m256 inv = _mm256_set1_ps(a > 0.f ? 127.f / a : 0.f);
       __m256i r[4];
       MOE_UNROLL for (int i = 0; i < 4; ++i) r[i] = _mm256_cvtps_epi32(_mm256_mul_ps(v[i], inv));  // half to even
