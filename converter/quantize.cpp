@@ -113,7 +113,7 @@ void for_row_parts(const Workers& workers, int rows, const F& f) {
         (*j.f)(static_cast<int>(static_cast<long>(j.rows) * part / parts),
                static_cast<int>(static_cast<long>(j.rows) * (part + 1) / parts));
       },
-      &job);
+      &job, Workers::kPoolParts);
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 // The static thread pool and the engine's use of it: every part of every task runs
-// exactly once, across sleeps and while a worker is held up; and an engine with 2 workers
+// exactly once (the pool's count of parts or the caller's), across sleeps and while a
+// worker is held up; and an engine with 2 workers
 // (experts side by side, in decode and in prefill) or 3 (rows split everywhere) computes
 // the very same logits, bit for bit, as with one, for f32, int8 and int4 weights; and the
 // split rule's units (WorkSplit).
@@ -7,6 +8,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <iterator>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -19,7 +21,7 @@ namespace moe {
 namespace {
 
 struct Tally {
-  std::atomic<int> runs[16] = {};
+  std::atomic<int> runs[64] = {};
   std::atomic<int> wrong_parts{0};
   int expected_parts = 0;
   static void task(void* ctx, int part, int parts) {
@@ -40,7 +42,7 @@ TEST(ThreadPool, EveryPartRunsOncePerTask) {
       ASSERT_EQ(pool.parts(), threads == 1 ? 1 : threads * parts_per_thread);
       constexpr int kTasks = 5000;
       for (int i = 0; i < kTasks; ++i) {
-        w.run(w.pool, &Tally::task, &tally);
+        w.run(w.pool, &Tally::task, &tally, Workers::kPoolParts);
         // run() returns only when every part is done: the counts are exact here.
         for (int p = 0; p < pool.parts(); ++p)
           ASSERT_EQ(tally.runs[p].load(), i + 1) << "threads " << threads << " part " << p;
@@ -57,9 +59,34 @@ TEST(ThreadPool, WakesWorkersThatFellAsleep) {
   tally.expected_parts = pool.parts();
   for (int i = 0; i < 3; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(30));  // past the spin: workers wait in the kernel
-    w.run(w.pool, &Tally::task, &tally);
+    w.run(w.pool, &Tally::task, &tally, Workers::kPoolParts);
   }
   for (int p = 0; p < pool.parts(); ++p) EXPECT_EQ(tally.runs[p].load(), 3);
+}
+
+// A task that gives its own count of parts (the engine's experts, one part each) gets
+// exactly that many, each once, whatever the pool's threads and parts per thread, and
+// tasks of different counts in turn do not mix.
+TEST(ThreadPool, TheCallersCountOfPartsRunsEachOnce) {
+  for (int threads : {1, 2, 3}) {
+    for (int parts_per_thread : {1, 4}) {
+      platform::ThreadPool pool(threads, parts_per_thread);
+      const Workers w = pool.workers();
+      constexpr int kCounts[] = {1, 2, 3, 8, 64, 5};
+      Tally tallies[std::size(kCounts)];
+      constexpr int kRounds = 2000;
+      for (int i = 0; i < kRounds; ++i) {
+        for (size_t c = 0; c < std::size(kCounts); ++c) {
+          Tally& tally = tallies[c];
+          tally.expected_parts = kCounts[c];
+          w.run(w.pool, &Tally::task, &tally, kCounts[c]);
+          for (int p = 0; p < kCounts[c]; ++p)
+            ASSERT_EQ(tally.runs[p].load(), i + 1) << threads << " threads, " << kCounts[c] << " parts, part " << p;
+        }
+      }
+      for (const Tally& tally : tallies) EXPECT_EQ(tally.wrong_parts.load(), 0);
+    }
+  }
 }
 
 // A worker that is held up inside a part (as when another process holds its core)
@@ -86,19 +113,25 @@ struct HeldUp {
   }
 };
 
+// Both ways of counting parts: the pool's (2 threads, 4 parts each) and the caller's (8
+// parts on a pool of one part per thread, as the engine runs a token's 8 experts).
 TEST(ThreadPool, AHeldUpWorkerLeavesItsShareToTheOthers) {
-  platform::ThreadPool pool(2, 4);
-  const Workers w = pool.workers();
-  for (int i = 0; i < 20; ++i) {
-    HeldUp h;
-    h.caller = std::this_thread::get_id();
-    w.run(w.pool, &HeldUp::task, &h);
-    if (h.held.load() < 0) {  // the worker never woke in time: the caller ran every part
-      EXPECT_EQ(h.others_done.load(), pool.parts());
-      continue;
+  for (const auto& [parts_per_thread, parts] : {std::pair{4, Workers::kPoolParts}, {1, 8}}) {
+    platform::ThreadPool pool(2, parts_per_thread);
+    const Workers w = pool.workers();
+    const int count = parts == Workers::kPoolParts ? pool.parts() : parts;
+    ASSERT_EQ(count, 8);
+    for (int i = 0; i < 20; ++i) {
+      HeldUp h;
+      h.caller = std::this_thread::get_id();
+      w.run(w.pool, &HeldUp::task, &h, parts);
+      if (h.held.load() < 0) {  // the worker never woke in time: the caller ran every part
+        EXPECT_EQ(h.others_done.load(), count);
+        continue;
+      }
+      EXPECT_TRUE(h.caller_ran_all.load()) << "the other parts waited for the held-up worker";
+      EXPECT_EQ(h.others_done.load(), count - 1);
     }
-    EXPECT_TRUE(h.caller_ran_all.load()) << "the other parts waited for the held-up worker";
-    EXPECT_EQ(h.others_done.load(), pool.parts() - 1);
   }
 }
 
@@ -137,9 +170,10 @@ void expect_same_logits_with_workers(const test::AlignedBuffer& buf) {
 // reaches min_macs_per_worker per worker (here 2 workers that run every part in turn).
 TEST(WorkSplit, DecodeProductsWeighTheirBytes) {
   static int shared = 0;
-  const auto run_in_turn = [](void*, Workers::Task task, void* ctx) {
+  const auto run_in_turn = [](void*, Workers::Task task, void* ctx, int parts) {
     ++shared;
-    for (int part = 0; part < 2; ++part) task(ctx, part, 2);
+    if (parts == Workers::kPoolParts) parts = 2;
+    for (int part = 0; part < parts; ++part) task(ctx, part, parts);
   };
   constexpr int kRows = 64, kCols = 128, kTokens = 3;
   std::vector<uint8_t> weights(size_t{kRows} * kCols * 4);

@@ -60,7 +60,7 @@ class ReadBandwidthProbe {
     if (!buf_) return 0;
     Pass p{buf_.get(), n_, {}};
     const auto t0 = std::chrono::steady_clock::now();
-    workers_.run(workers_.pool, &Pass::part, &p);
+    workers_.run(workers_.pool, &Pass::part, &p, Workers::kPoolParts);
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     for (int i = 0; i < workers_.threads; ++i) sink_ = sink_ + p.sums[i];
     const size_t parts = static_cast<size_t>(workers_.threads);

@@ -419,16 +419,17 @@ class Engine {
     for (int t = 0; t < n; ++t)
       for (int i = 0; i < D; ++i) delta_[t][i] = 0.f;
     if (n == 1 && experts_side_by_side()) {
-      // Decode with workers that divide top_k: each worker runs whole experts (gate, up,
-      // down: one hand-over per layer instead of one per product), into its own slots;
-      // their outputs are summed here in index order, as below.
+      // Decode with workers that divide top_k: whole experts (gate, up, down: one
+      // hand-over per layer instead of one per product), a part each, claimed by whichever
+      // thread is free (a thread another process holds up leaves the rest to the others),
+      // each into its own slot; their outputs are summed here in index order, as below.
       SideBySide task{this, &lw, {}, 0};
       for (int e = 0; e < E; ++e)
         if (expert_count_[e] > 0) task.active[task.count++] = e;
-      split_.workers.run(split_.workers.pool, &Engine::experts_part, &task);
+      if (task.count > 0) split_.workers.run(split_.workers.pool, &Engine::experts_part, &task, task.count);
       for (int j = 0; j < task.count; ++j) kernels::axpy(delta_[0], expert_gate_[task.active[j]][0], routed_out_[j], D);
     } else if (n > 1 && prefill_experts_side_by_side()) {
-      // Prefill with workers: whole experts per worker (one hand-over per layer, not two
+      // Prefill with workers: whole experts, a part each (one hand-over per layer, not two
       // per expert), each on its own rows of the routed scratch; the outputs are summed
       // here in index order, as below, so the result does not depend on who ran what.
       PrefillExperts task{this, &lw, {}, {}, 0};
@@ -437,14 +438,15 @@ class Engine {
         row += expert_count_[e];
         if (expert_count_[e] > 0) task.order[task.count++] = e;
       }
-      // Largest first (stable), dealt to the parts back and forth: even shares.
+      // Largest first (stable): the threads claim them in that order, each taking the
+      // next when it is free, so the shares come out even.
       for (int i = 1; i < task.count; ++i)
         for (int j = i; j > 0 && expert_count_[task.order[j]] > expert_count_[task.order[j - 1]]; --j) {
           const int swap = task.order[j];
           task.order[j] = task.order[j - 1];
           task.order[j - 1] = swap;
         }
-      split_.workers.run(split_.workers.pool, &Engine::prefill_experts_part, &task);
+      split_.workers.run(split_.workers.pool, &Engine::prefill_experts_part, &task, task.count);
       for (int e = 0; e < E; ++e)
         for (int i = 0; i < expert_count_[e]; ++i)
           kernels::axpy(delta_[expert_token_[e][i]], expert_gate_[e][i], routed_out_[task.first_row[e] + i], D);
@@ -479,10 +481,10 @@ class Engine {
     int active[TOPK];  // the experts the token chose (fewer under capacity), in index order
     int count;
   };
-  static void experts_part(void* ctx, int part, int parts) {
+  static void experts_part(void* ctx, int part, int) {  // part: the task's active expert
     const SideBySide& task = *static_cast<const SideBySide*>(ctx);
     Engine& e = *task.engine;
-    for (int j = part; j < task.count; j += parts) e.routed_ffn(task.lw->experts[task.active[j]], e.xn_[0], 1, j);
+    e.routed_ffn(task.lw->experts[task.active[part]], e.xn_[0], 1, part);
   }
 
   // Prefill: as in decode, when the chunk's expert work repays a hand-over per worker
@@ -504,17 +506,13 @@ class Engine {
     int order[E];      // the active experts, most tokens first
     int count;
   };
-  static void prefill_experts_part(void* ctx, int part, int parts) {
+  static void prefill_experts_part(void* ctx, int part, int) {  // part: the task's order[part]
     const PrefillExperts& task = *static_cast<const PrefillExperts*>(ctx);
     Engine& en = *task.engine;
-    for (int j = 0; j < task.count; ++j) {
-      const int lap = j / parts, seat = j % parts;
-      if ((lap % 2 == 0 ? seat : parts - 1 - seat) != part) continue;
-      const int e = task.order[j], first = task.first_row[e], m = en.expert_count_[e];
-      for (int i = 0; i < m; ++i)
-        std::memcpy(en.routed_in_[first + i], en.xn_[en.expert_token_[e][i]], sizeof(float) * D);
-      en.routed_ffn(task.lw->experts[e], en.routed_in_[first], m, first);
-    }
+    const int e = task.order[part], first = task.first_row[e], m = en.expert_count_[e];
+    for (int i = 0; i < m; ++i)
+      std::memcpy(en.routed_in_[first + i], en.xn_[en.expert_token_[e][i]], sizeof(float) * D);
+    en.routed_ffn(task.lw->experts[e], en.routed_in_[first], m, first);
   }
 
   // An expert on `m` input rows, into routed rows [first, first + m) of the scratch, on

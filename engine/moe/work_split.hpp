@@ -31,7 +31,7 @@ struct WorkSplit {
 
   // Runs task over the workers when the work repays it, else on this core as its only part.
   void share(Workers::Task task, void* ctx, int64_t macs) const {
-    if (repays(macs)) workers.run(workers.pool, task, ctx);
+    if (repays(macs)) workers.run(workers.pool, task, ctx, Workers::kPoolParts);
     else task(ctx, 0, 1);
   }
 };

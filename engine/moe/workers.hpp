@@ -8,12 +8,18 @@ namespace moe {
 
 struct Workers {
   // `run` calls task(ctx, part, parts) once for every part in [0, parts), on whichever
-  // thread is free (the caller takes parts too), and returns when all are done. `parts`
-  // is the pool's choice and may exceed the threads: a task must divide its work by
-  // part and parts alone. A task must not allocate.
+  // thread is free (the caller takes parts too), and returns when all are done. A task
+  // must not allocate.
+  // - parts > 0: the caller's count (at most kMaxParts). A task whose work comes in a few
+  //   whole units (a token's experts) takes one part per unit, so that a thread another
+  //   process holds up leaves the units it has not begun to the others.
+  // - kPoolParts: the pool's choice, which may exceed the threads: the task must divide
+  //   its work by part and parts alone.
   using Task = void (*)(void* ctx, int part, int parts);
+  static constexpr int kPoolParts = 0;
+  static constexpr int kMaxParts = 1 << 15;
   void* pool = nullptr;
-  void (*run)(void* pool, Task task, void* ctx) = nullptr;
+  void (*run)(void* pool, Task task, void* ctx, int parts) = nullptr;
   int threads = 1;  // the caller included
 };
 

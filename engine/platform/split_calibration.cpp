@@ -78,7 +78,7 @@ SplitCalibration calibrate_split(ThreadPool& pool) {
     shared.clear();
     for (int rep = 0; rep < 100; ++rep) {
       const auto t0 = Clock::now();
-      w.run(w.pool, &Probe::part, &probe);
+      w.run(w.pool, &Probe::part, &probe, Workers::kPoolParts);
       shared.push_back(seconds(t0, Clock::now()));
     }
     const double m = median(shared);

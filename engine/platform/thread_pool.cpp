@@ -19,7 +19,11 @@ namespace {
 // work), then sleeping in the kernel.
 constexpr int kPauses = 2048;
 constexpr int kYields = 4096;
-constexpr uint64_t kPartMask = 0xffffffffu;
+constexpr uint64_t kPartMask = 0xffffu;
+constexpr int kPartsShift = 16;
+static_assert(moe::Workers::kMaxParts <= kPartMask);
+static_assert(moe::platform::ThreadPool::kMaxThreads * moe::platform::ThreadPool::kMaxPartsPerThread <=
+              moe::Workers::kMaxParts);
 }  // namespace
 
 namespace {
@@ -39,20 +43,25 @@ ThreadPool::~ThreadPool() {
   for (int i = 0; i + 1 < threads_count_; ++i) threads_[i].join();
 }
 
-void ThreadPool::run(void* pool, Workers::Task task, void* ctx) {
+void ThreadPool::run(void* pool, Workers::Task task, void* ctx, int parts) {
   auto& self = *static_cast<ThreadPool*>(pool);
-  if (self.threads_count_ == 1) return task(ctx, 0, 1);
+  parts = parts == Workers::kPoolParts ? self.parts_ : clamp(parts, 1, Workers::kMaxParts);
+  if (self.threads_count_ == 1) {
+    for (int part = 0; part < parts; ++part) task(ctx, part, parts);
+    return;
+  }
   // Every part of the previous task is done (below), so no thread reads task_ or ctx_
   // for it any more: a thread reads them only while a part is left to claim.
   self.task_.store(task, std::memory_order_relaxed);
   self.ctx_.store(ctx, std::memory_order_relaxed);
   self.done_.store(0, std::memory_order_relaxed);
   const uint64_t number = (self.claim_.load(std::memory_order_relaxed) >> 32) + 1;
-  self.claim_.store(number << 32, std::memory_order_release);  // publishes the task
+  // publishes the task
+  self.claim_.store(number << 32 | static_cast<uint64_t>(parts) << kPartsShift, std::memory_order_release);
   self.generation_.fetch_add(1, std::memory_order_release);
   self.generation_.notify_all();  // cheap when no worker sleeps
   self.run_parts();
-  for (int spins = 0; self.done_.load(std::memory_order_acquire) != self.parts_; ++spins) {
+  for (int spins = 0; self.done_.load(std::memory_order_acquire) != parts; ++spins) {
     if (spins < kPauses) MOE_CPU_RELAX();
     else std::this_thread::yield();  // a worker holding a part is not running: let it
   }
@@ -63,12 +72,13 @@ void ThreadPool::run(void* pool, Workers::Task task, void* ctx) {
 // succeeds, the task was still the current one.
 void ThreadPool::run_parts() {
   uint64_t claim = claim_.load(std::memory_order_acquire);
-  while (static_cast<int>(claim & kPartMask) < parts_) {
+  const auto parts_of = [](uint64_t c) { return static_cast<int>(c >> kPartsShift & kPartMask); };
+  while (static_cast<int>(claim & kPartMask) < parts_of(claim)) {
     const Workers::Task task = task_.load(std::memory_order_relaxed);
     void* ctx = ctx_.load(std::memory_order_relaxed);
     if (!claim_.compare_exchange_weak(claim, claim + 1, std::memory_order_acq_rel, std::memory_order_acquire))
       continue;  // claim now holds the current value
-    task(ctx, static_cast<int>(claim & kPartMask), parts_);
+    task(ctx, static_cast<int>(claim & kPartMask), parts_of(claim));
     done_.fetch_add(1, std::memory_order_release);
     claim = claim_.load(std::memory_order_acquire);
   }
