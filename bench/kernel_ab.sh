@@ -15,9 +15,11 @@
 #   read-bandwidth probe, against which both sides' GB/s are also given, and against the
 #   probe's loop over the token's own matrices: plain loads over the same bytes) the rows;
 #   KERNEL_AB_TOKENS (1 to 64) sets every prefill row's tokens per product. KINDS may also
-#   name "attention": decode's attention over granite's and OLMoE's f32 KV caches at 256,
-#   1,024 and 4,096 positions (bench/kernel_ab/attention.cpp); "chunk-attention": prefill's,
-#   a 64-token chunk's attention ending at 512 and 2,048 positions.
+#   name "attention": decode's attention over granite's and OLMoE's f32 KV caches at 96
+#   (tg32 after 64 tokens), 256, 1,024 and 4,096 positions, laid out as the engine's, each
+#   token after a 256 MiB pass of the read-bandwidth probe, against which both sides' GB/s
+#   are also given (bench/kernel_ab/attention.cpp); "chunk-attention": prefill's, a
+#   64-token chunk's attention ending at 512 and 2,048 positions.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 old=${1:?usage: bench/kernel_ab.sh OLD_REV [NEW_REV]} new=${2:-}
@@ -62,7 +64,7 @@ for _ in 1 2; do
     KERNEL_AB_PROBE_MIB=256 KERNEL_AB_PLAIN=1 run 1024 512 1024 512 2 30 1 24 32 8   # the same in int8 (1.3 GB)
   fi
   if [[ $kinds == *" attention "* ]]; then  # decode's attention over an f32 cache, from memory
-    for pos in 256 1024 4096; do
+    for pos in 96 256 1024 4096; do
       "$tmp/attention" 24 8 2 64 $pos $((pos < 1024 ? 200 : 20))     # granite-1b-a400m: 8 kv heads of 2 query heads
       "$tmp/attention" 16 16 1 128 $pos $((pos < 1024 ? 100 : 10))   # OLMoE-1B-7B: 16 kv heads of 1
     done

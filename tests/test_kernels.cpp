@@ -726,6 +726,92 @@ TEST(SimdEqualsScalar, AttentionOfATokensGroupIsAttentionHeadByHead) {
   check_attention_group<uint16_t>(rng);
 }
 
+// Decode over several kv heads (attention_kv_heads), their caches read side by side: for
+// heads of up to 8 vectors the same bits as attention_chunk a kv head at a time, whatever
+// kv heads are beside a head (attention_kv_heads_whole on 1 to 4 at once, on every target,
+// even where the engine takes one at a time); wider heads the same bits alone as beside
+// others; every head within SIMD's rounding of the reference; in f32 and f16.
+template <class T>
+void check_attention_kv_heads(std::mt19937& rng) {
+  for (int hd : {16, 32, 64, 128, 34}) {
+    const int S = hd % kernels::simd::W == 0 ? hd / kernels::simd::W : 0;
+    for (int group : {1, 2, 3, 8}) {
+      for (int heads : {1, 3, 4, 5}) {
+        for (int n_pos : {1, 7, 16, 33, 100, 300}) {
+          SCOPED_TRACE(::testing::Message() << "head_dim " << hd << " group " << group << " kv heads " << heads
+                                            << " positions " << n_pos << (sizeof(T) == 2 ? " f16" : " f32"));
+          const long kv_stride = static_cast<long>(n_pos + 3) * hd;  // the engine's caches hold more positions
+          std::vector<T> keys(static_cast<size_t>(heads * kv_stride)), values(keys.size());
+          for (size_t i = 0; i < keys.size(); ++i) {
+            const float k = std::normal_distribution<float>()(rng), v = std::normal_distribution<float>()(rng);
+            if constexpr (sizeof(T) == 2) keys[i] = float_to_half(k), values[i] = float_to_half(v);
+            else keys[i] = k, values[i] = v;
+          }
+          const auto q = random_vector(heads * group * hd, rng);
+          const long stride = n_pos + 5, kv_scores = group * stride + 7;
+          std::vector<float> scores(static_cast<size_t>(heads * kv_scores)), out(q.size()), one(q.size()),
+              sr(static_cast<size_t>(n_pos)), orf(static_cast<size_t>(hd));
+          const float scale = 1.f / std::sqrt(static_cast<float>(hd));
+          kernels::attention_kv_heads(Simd{}, heads, group, q.data(), keys.data(), values.data(), kv_stride, n_pos, hd,
+                                      scale, scores.data(), stride, kv_scores, out.data());
+          for (int i = 0; i < heads; ++i)
+            kernels::attention_chunk(Simd{}, q.data() + i * group * hd, 0, 1, group, keys.data() + i * kv_stride,
+                                     values.data() + i * kv_stride, n_pos, hd, scale, scores.data() + i * kv_scores,
+                                     stride, one.data() + i * group * hd, 0);
+          if (S >= 1 && S <= 8) {
+            ASSERT_EQ(std::memcmp(out.data(), one.data(), sizeof(float) * out.size()), 0) << "a kv head at a time";
+          }
+          for (int h = 0; h < heads * group; ++h) {
+            const int i = h / group;
+            kernels::attention(Scalar{}, q.data() + h * hd, keys.data() + i * kv_stride, values.data() + i * kv_stride,
+                               n_pos, hd, scale, sr.data(), orf.data());
+            expect_close(std::vector<float>(out.begin() + h * hd, out.begin() + (h + 1) * hd), orf, 1e-5, 1.0,
+                         "attention_kv_heads");
+          }
+          if (S == 0 || group > kernels::kAttentionPairs) continue;
+          // The side-by-side kernel itself, K kv heads at once, against each head alone.
+          const int K = std::min({heads, 4, kernels::kAttentionPairs / group});
+          const auto whole = [&](int i0, int k, std::vector<float>& o) {
+            const float* qs[4];
+            const T *ks[4], *vs[4];
+            float *ss[4], *os[4];
+            for (int i = 0; i < k; ++i) {
+              qs[i] = q.data() + (i0 + i) * group * hd;
+              os[i] = o.data() + (i0 + i) * group * hd;
+              ks[i] = keys.data() + (i0 + i) * kv_stride;
+              vs[i] = values.data() + (i0 + i) * kv_stride;
+              ss[i] = scores.data() + (i0 + i) * kv_scores;
+            }
+            const auto run = [&]<int V>(std::integral_constant<int, V>) {
+              if (S == V)
+                kernels::simd::attention_kv_heads_whole<V>(k, group, qs, ks, vs, n_pos, scale, ss, stride, os);
+            };
+            run(std::integral_constant<int, 1>{}), run(std::integral_constant<int, 2>{});
+            run(std::integral_constant<int, 4>{}), run(std::integral_constant<int, 8>{});
+            run(std::integral_constant<int, 16>{}), run(std::integral_constant<int, 32>{});
+          };
+          if (S > 32) continue;
+          whole(0, K, out);
+          for (int i = 0; i < K; ++i) whole(i, 1, one);
+          ASSERT_EQ(std::memcmp(out.data(), one.data(), sizeof(float) * K * group * hd), 0) << K << " at once";
+          if (S > 8) continue;
+          for (int i = 0; i < K; ++i)
+            kernels::attention_chunk(Simd{}, q.data() + i * group * hd, 0, 1, group, keys.data() + i * kv_stride,
+                                     values.data() + i * kv_stride, n_pos, hd, scale, scores.data() + i * kv_scores,
+                                     stride, one.data() + i * group * hd, 0);
+          ASSERT_EQ(std::memcmp(out.data(), one.data(), sizeof(float) * K * group * hd), 0) << K << " at once";
+        }
+      }
+    }
+  }
+}
+
+TEST(SimdEqualsScalar, AttentionOfKvHeadsSideBySideIsAKvHeadAtATime) {
+  std::mt19937 rng(14);
+  check_attention_kv_heads<float>(rng);
+  check_attention_kv_heads<uint16_t>(rng);
+}
+
 // A chunk's tokens in passes over one kv head's cache (prefill), token i seeing n_pos + i
 // positions: within SIMD's rounding of the reference, for groups that fill a pass's
 // kAttentionPairs with several tokens, exactly or not, and beyond it; in f32 and f16.

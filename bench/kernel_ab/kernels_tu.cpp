@@ -39,11 +39,14 @@ void MOE_AB_FN(const void* w, const float* scales, int dtype, int rows, int cols
 
 // The attention of a chunk's last `chunk` tokens (1: a decode token) over the KV cache: L
 // layers of kv_heads kv heads, each read by `group` query heads; token i of the chunk sees
-// n_pos - chunk + 1 + i positions. q and out hold a token's heads one after another, the
-// tokens one after another; scores, a kv head's rows (chunk x group of n_pos each). As the
-// engine's heads run: the chunk's tokens in passes over the cache where the version has
-// attention_chunk, else token by token, each token's group in one pass where it has
-// attention_group, else head by head; a chunk's first token from memory.
+// n_pos - chunk + 1 + i positions. Each kv head's cache holds `context` positions (as the
+// engine's: its positions contiguous, the next kv head's a context further on). q and out
+// hold a token's heads one after another, the tokens one after another; scores, a kv
+// head's rows (chunk x group of n_pos each). As the engine's heads run: a decode token
+// through attention_kv_heads where the version has it (its kv heads side by side); else
+// the chunk's tokens in passes over the cache where the version has attention_chunk, else
+// token by token, each token's group in one pass where it has attention_group, else head
+// by head; a chunk's first token from memory.
 namespace {
 template <class K>  // a template, so that older versions compile too
 void kv_head(K k, const float* q, long q_stride, int chunk, int group, const float* keys, const float* values,
@@ -68,17 +71,37 @@ void kv_head(K k, const float* q, long q_stride, int chunk, int group, const flo
                     scores + static_cast<long>(g) * n_pos, ot + g * head_dim);
     }
 }
+// A layer's decode token over all its kv heads at once; false where the version has no
+// attention_kv_heads.
+template <class K>
+bool kv_heads(K k, const float* q, int kv_heads, int group, const float* keys, const float* values, long kv_stride,
+              int n_pos, int head_dim, float* scores, float* out) {
+  if constexpr (requires {
+                  attention_kv_heads(k, kv_heads, group, q, keys, values, kv_stride, n_pos, head_dim, 0.f, scores, 0L,
+                                     0L, out);
+                }) {
+    attention_kv_heads(k, kv_heads, group, q, keys, values, kv_stride, n_pos, head_dim, 0.125f, scores,
+                       static_cast<long>(n_pos), static_cast<long>(group) * n_pos, out);
+    return true;
+  } else {
+    return false;
+  }
+}
 }  // namespace
 
 void MOE_AB_ATTN_FN(const float* keys, const float* values, const float* q, float* scores, float* out, int L,
-                    int kv_heads, int group, int head_dim, int n_pos, int chunk) {
-  const long head = static_cast<long>(n_pos) * head_dim, q_stride = static_cast<long>(kv_heads) * group * head_dim;
-  for (int l = 0; l < L; ++l)
+                    int kv_heads, int group, int head_dim, int n_pos, int chunk, int context) {
+  const long head = static_cast<long>(context) * head_dim, q_stride = static_cast<long>(kv_heads) * group * head_dim;
+  for (int l = 0; l < L; ++l) {
+    const long layer = static_cast<long>(l) * kv_heads * head;
+    if (chunk == 1 && ::kv_heads(moe::kernels::Simd{}, q, kv_heads, group, keys + layer, values + layer, head, n_pos,
+                                 head_dim, scores, out))
+      continue;
     for (int kv = 0; kv < kv_heads; ++kv) {
       const long at = static_cast<long>(kv) * group * head_dim;
-      kv_head(moe::kernels::Simd{}, q + at, q_stride, chunk, group,
-              keys + (static_cast<long>(l) * kv_heads + kv) * head,
-              values + (static_cast<long>(l) * kv_heads + kv) * head, n_pos, head_dim,
-              scores + static_cast<long>(kv) * chunk * group * n_pos, out + at);
+      kv_head(moe::kernels::Simd{}, q + at, q_stride, chunk, group, keys + layer + kv * head,
+              values + layer + kv * head, n_pos, head_dim, scores + static_cast<long>(kv) * chunk * group * n_pos,
+              out + at);
     }
+  }
 }

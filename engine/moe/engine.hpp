@@ -364,15 +364,26 @@ class Engine {
   // Token t sees positions [0, p0 + t]: causal within the chunk. Each head has its own
   // scores scratch, so workers can take heads side by side: whole kv heads, each with
   // the query heads that read it (its cache read once for all of them), where the parts
-  // divide the kv heads; else query heads one by one. The chunk's tokens go
-  // kAttentionTokens at a time, each pass over the cache serving all of them; the later
-  // passes find the cache where the first left it, in the caches (from_memory: t == 0).
+  // divide the kv heads; else query heads one by one. A decode token's kv heads go to
+  // attention_kv_heads together (with AVX2 it reads their caches side by side). A
+  // chunk's tokens go kAttentionTokens at a time, each pass over the cache serving all of
+  // them; the later passes find the cache where the first left it, in the caches
+  // (from_memory: t == 0).
   static void heads_part(void* ctx, int part, int parts) {
     const Heads& a = *static_cast<const Heads*>(ctx);
     Engine& e = *a.engine;
     constexpr int group = H / KVH;
     const bool whole_kv = KVH % parts == 0;
     const int units = whole_kv ? KVH : H, size = whole_kv ? group : 1;  // a unit: `size` query heads
+    // Decode: the part's kv heads at once.
+    if (a.n == 1 && whole_kv) {
+      const int kv0 = KVH * part / parts, kv1 = KVH * (part + 1) / parts;
+      kernels::attention_kv_heads(K{}, kv1 - kv0, group, e.q_[0] + kv0 * group * HD, e.key_cache_[a.l][kv0][0],
+                                  e.value_cache_[a.l][kv0][0], long{T} * HD, a.p0 + 1, HD, e.attention_factor_,
+                                  e.scores_[kv0 * group * kScoresRows], T, long{group} * kScoresRows * T,
+                                  e.attn_[0] + kv0 * group * HD);
+      return;
+    }
     for (int u = units * part / parts; u < units * (part + 1) / parts; ++u) {
       const int h = u * size, kv = h / group;
       for (int t = 0; t < a.n; t += kAttentionTokens)

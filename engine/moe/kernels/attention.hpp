@@ -1,6 +1,7 @@
 // Query heads attending over the cached keys and values of their kv head.
 #pragma once
 
+#include <algorithm>
 #include <limits>
 #include <type_traits>
 
@@ -46,9 +47,33 @@ inline void attention_chunk(K k, const float* q, long q_stride, int tokens, int 
                 scores + static_cast<long>(g) * scores_stride, out + i * out_stride + static_cast<long>(g) * head_dim);
 }
 
+// Decode (one token) over `heads` kv heads, each with `group` query heads: kv head i's
+// cache at keys + i * kv_stride (values alike), its query head g reads q + (i * group +
+// g) * head_dim, writes out at the same place, and scores into scores + i *
+// kv_scores_stride + g * scores_stride. The reference: attention_chunk, a kv head at a
+// time (the SIMD twin reads several caches side by side).
+template <class K, class T>
+inline void attention_kv_heads(K k, int heads, int group, const float* q, const T* keys, const T* values,
+                               long kv_stride, int n_pos, int head_dim, float scale, float* scores, long scores_stride,
+                               long kv_scores_stride, float* out) {
+  for (int i = 0; i < heads; ++i)
+    attention_chunk(k, q + static_cast<long>(i) * group * head_dim, 0, 1, group, keys + i * kv_stride,
+                    values + i * kv_stride, n_pos, head_dim, scale, scores + i * kv_scores_stride, scores_stride,
+                    out + static_cast<long>(i) * group * head_dim, 0);
+}
+
 // (token, query head) pairs that one pass of the SIMD kernels takes: the rows of scores
 // scratch a call needs, and how many tokens of a chunk the engine hands it at once.
 inline constexpr int kAttentionPairs = 16;
+// kv heads whose caches decode reads side by side (attention_kv_heads): 4 with AVX2, where
+// one at a time read the cache well below the probe's rate (bench/README.md, "Decode's
+// attention: kv heads side by side"); 1 elsewhere, where that is not measured: a kv head
+// at a time, each asking for its cache ahead.
+#if defined(__AVX2__) && !defined(__AVX512F__)
+inline constexpr int kAttentionKvHeads = 4;
+#else
+inline constexpr int kAttentionKvHeads = 1;
+#endif
 
 #if MOE_SIMD
 namespace simd {
@@ -67,6 +92,9 @@ namespace simd {
 // Keys and values stream from memory at long contexts: the scores loop asks for the keys
 // this far ahead, the weighted sum for the values (bench/README.md, "Design decisions").
 inline constexpr long kAttentionAheadBytes = 8192;
+// Decode's weighted sum of values: slices of out a pass over the positions (G), and 8 / G
+// positions in flight, each in its own accumulators (8 in all).
+constexpr int attention_value_slices(int S) { return S < 4 ? S : S == 8 ? 8 : 4; }
 inline constexpr int kAttentionBlockBytes = 8192;  // a block's keys (or values): L1 holds them for the group
 template <int S, class T>
 [[gnu::always_inline]] inline void attention_group_whole(const float* q, int group, const T* keys, const T* values,
@@ -131,8 +159,7 @@ template <int S, class T>
   float inv_sum[kAttentionPairs];  // softmax's division, applied to out
   for (int g = 0; g < group; ++g) inv_sum[g] = 1.f / exp_shifted(Simd{}, scores + g * scores_stride, n_pos);
 
-  constexpr int G = S < 4 ? S : S == 8 ? 8 : 4;  // slices of out per pass over the positions
-  constexpr int C = 8 / G;                       // positions in flight
+  constexpr int G = attention_value_slices(S), C = 8 / G;  // slices of out a pass, positions in flight
   const int chained = whole(n_pos, C);
   for (int s0 = 0; s0 < S; s0 += G) {
     const T* v = values + s0 * W;
@@ -186,6 +213,112 @@ template <int S, class T>
       }
     }
     for (int g = 0; g < group; ++g) finish(g, carry[g]);
+  }
+}
+// Decode: K kv heads at once, each with `group` query heads (K * group <= kAttentionPairs),
+// their caches read side by side, R positions of each kv head in turn: K memory streams
+// at once, where one kv head at a time leaves read bandwidth unused (bench/README.md,
+// "Decode's attention: kv heads side by side"). A head's arithmetic is
+// attention_group_whole's, in its order (scores lane by lane through hadd_rows, each
+// accumulator's positions in order), so heads of up to 8 vectors get its bits; wider ones
+// (128-wide on AVX2), which it does not take, sum as it would. No software prefetch.
+// Of a kv head's keys (or values) a turn: finer turns cost more in the caches, coarser ones
+// read less from memory (bench/README.md, "Decode's attention: kv heads side by side").
+inline constexpr int kAttentionTurnBytes = 512;
+template <int S, class T>
+inline void attention_kv_heads_whole(int K, int group, const float* const* q, const T* const* keys,
+                                     const T* const* values, int n_pos, float scale, float* const* scores,
+                                     long scores_stride, float* const* out) {
+  // R positions a turn for the scores (at most W: a hadd_rows takes W / R pairs), RV for
+  // the weighted sum (whole chains).
+  constexpr int HD = S * W, kRows = std::max(1, kAttentionTurnBytes / (HD * static_cast<int>(sizeof(T))));
+  constexpr int R = std::min(kRows, W);
+  constexpr int G = attention_value_slices(S), C = 8 / G, RV = std::max(C, kRows);
+  // Scores: a turn's R positions of W / R (kv head, query head) pairs through one
+  // hadd_rows, each lane to its pair's position.
+  constexpr int PB = W / R;  // pairs a hadd_rows
+  static_assert(PB * R == W, "a turn's positions divide the lanes");
+  const int pairs = K * group;
+  // Each (kv head, query head) pair's rows: its query, keys, values, scores and out.
+  const float* pq[kAttentionPairs];
+  const T *pk[kAttentionPairs], *pv[kAttentionPairs];
+  float *ps[kAttentionPairs], *po[kAttentionPairs];
+  for (int i = 0, p = 0; i < K; ++i)
+    for (int g = 0; g < group; ++g, ++p) {
+      pq[p] = q[i] + g * HD;
+      pk[p] = keys[i];
+      pv[p] = values[i];
+      ps[p] = scores[i] + g * scores_stride;
+      po[p] = out[i] + g * HD;
+    }
+  for (int t0 = 0; t0 < n_pos; t0 += R)
+    for (int p0 = 0; p0 < pairs; p0 += PB) {
+      fbatch sums[W];
+      MOE_UNROLL for (int b = 0; b < PB; ++b) {
+        const int p = p0 + b;
+        const float* qh = pq[p < pairs ? p : 0];
+        const T* rows = pk[p < pairs ? p : 0] + static_cast<long>(t0) * HD;
+        MOE_UNROLL for (int r = 0; r < R; ++r) {
+          if (p >= pairs || t0 + r >= n_pos) {
+            sums[b * R + r] = fbatch(0.f);
+            continue;
+          }
+          const T* row = rows + r * HD;
+          fbatch acc = load(row) * load(qh);
+          MOE_UNROLL for (int s = 1; s < S; ++s) acc = xsimd::fma(load(row + s * W), load(qh + s * W), acc);
+          sums[b * R + r] = acc;
+        }
+      }
+      alignas(64) float lanes[W];
+      (hadd_rows(sums) * fbatch(scale)).store_aligned(lanes);
+      for (int b = 0; b < PB && p0 + b < pairs; ++b) {
+        float* sc = ps[p0 + b] + t0;
+        for (int r = 0; r < R && t0 + r < n_pos; ++r) sc[r] = lanes[b * R + r];
+      }
+    }
+
+  const int chained = whole(n_pos, C);
+  float inv_sum[kAttentionPairs];  // softmax's division, applied to out
+  for (int p = 0; p < pairs; ++p) inv_sum[p] = 1.f / exp_shifted(Simd{}, ps[p], n_pos);
+  // Each (head, slice pass)'s accumulators between turns: a turn takes every slice of its
+  // rows while they are in L1 (a head of 16 vectors has 4 passes of 4 slices).
+  constexpr int SP = S / G;
+  fbatch carry[kAttentionPairs][SP][C][G];
+  for (int p = 0; p < pairs; ++p)
+    for (int sp = 0; sp < SP; ++sp)
+      MOE_UNROLL for (int c = 0; c < C; ++c) MOE_UNROLL for (int k = 0; k < G; ++k) carry[p][sp][c][k] = fbatch(0.f);
+  for (int t0 = 0; t0 < chained; t0 += RV) {
+    const int t1 = t0 + RV < chained ? t0 + RV : chained;
+    for (int p = 0; p < pairs; ++p) {
+      const float* sc = ps[p];
+      for (int sp = 0; sp < SP; ++sp) {
+        const T* v = pv[p] + sp * G * W;
+        fbatch acc[C][G];
+        MOE_UNROLL for (int c = 0; c < C; ++c) MOE_UNROLL for (int k = 0; k < G; ++k) acc[c][k] = carry[p][sp][c][k];
+        for (int t = t0; t < t1; t += C) MOE_UNROLL for (int c = 0; c < C; ++c) {
+            const fbatch w(sc[t + c]);
+            MOE_UNROLL for (int k = 0; k < G; ++k) acc[c][k] =
+                xsimd::fma(w, load(v + static_cast<long>(t + c) * HD + k * W), acc[c][k]);
+          }
+        MOE_UNROLL for (int c = 0; c < C; ++c) MOE_UNROLL for (int k = 0; k < G; ++k) carry[p][sp][c][k] = acc[c][k];
+      }
+    }
+  }
+  for (int p = 0; p < pairs; ++p) {  // the positions past the chains, then out
+    const float* sc = ps[p];
+    for (int sp = 0; sp < SP; ++sp) {
+      const T* v = pv[p] + sp * G * W;
+      fbatch(&acc)[C][G] = carry[p][sp];
+      for (int t = chained; t < n_pos; ++t) {
+        const fbatch w(sc[t]);
+        MOE_UNROLL for (int k = 0; k < G; ++k) acc[0][k] =
+            xsimd::fma(w, load(v + static_cast<long>(t) * HD + k * W), acc[0][k]);
+      }
+      MOE_UNROLL for (int k = 0; k < G; ++k) {
+        MOE_UNROLL for (int c = 1; c < C; ++c) acc[0][k] += acc[c][k];
+        (acc[0][k] * fbatch(inv_sum[p])).store_unaligned(po[p] + (sp * G + k) * W);
+      }
+    }
   }
 }
 // Prefill: the (token, query head) pairs of two or more tokens (attention_chunk's
@@ -390,6 +523,51 @@ inline void attention_chunk(Simd, const float* q, long q_stride, int tokens, int
   for (int i = 0; i < tokens; ++i)
     for (int g0 = 0; g0 < group; g0 += kAttentionPairs)
       one_token(i, g0, group - g0 < kAttentionPairs ? group - g0 : kAttentionPairs, from_memory && i == 0);
+}
+
+// Decode (one token) over `heads` kv heads (attention_kv_heads' layout): with AVX2,
+// kAttentionKvHeads of them at once where their query heads fit a pass
+// (attention_kv_heads_whole); else, or for heads not of whole vectors, attention_chunk
+// a kv head at a time, asking for the cache ahead.
+template <class T>
+inline void attention_kv_heads(Simd, int heads, int group, const float* q, const T* keys, const T* values,
+                               long kv_stride, int n_pos, int head_dim, float scale, float* scores, long scores_stride,
+                               long kv_scores_stride, float* out) {
+  using simd::W;
+  const int S = head_dim % W == 0 ? head_dim / W : 0;
+  const int together = std::max(1, std::min(kAttentionKvHeads, kAttentionPairs / group));
+  for (int i0 = 0; i0 < heads; i0 += together) {
+    const int K = std::min(together, heads - i0);
+    // Heads wider than 8 vectors take it even alone, so that their bits do not depend on
+    // the kv heads beside them (attention_chunk sums them in another order).
+    if constexpr (kAttentionKvHeads > 1) {
+      if (K * group <= kAttentionPairs && (K > 1 || S > 8)) {
+        const float* qs[kAttentionKvHeads];
+        const T *ks[kAttentionKvHeads], *vs[kAttentionKvHeads];
+        float *ss[kAttentionKvHeads], *os[kAttentionKvHeads];
+        for (int i = 0; i < K; ++i) {
+          qs[i] = q + static_cast<long>(i0 + i) * group * head_dim;
+          os[i] = out + static_cast<long>(i0 + i) * group * head_dim;
+          ks[i] = keys + (i0 + i) * kv_stride;
+          vs[i] = values + (i0 + i) * kv_stride;
+          ss[i] = scores + (i0 + i) * kv_scores_stride;
+        }
+        const auto run = [&]<int V>(std::integral_constant<int, V>) {
+          if (S != V) return false;
+          simd::attention_kv_heads_whole<V>(K, group, qs, ks, vs, n_pos, scale, ss, scores_stride, os);
+          return true;
+        };
+        if (run(std::integral_constant<int, 1>{}) || run(std::integral_constant<int, 2>{}) ||
+            run(std::integral_constant<int, 4>{}) || run(std::integral_constant<int, 8>{}) ||
+            run(std::integral_constant<int, 16>{}) || run(std::integral_constant<int, 32>{}))
+          continue;
+      }
+    }
+    for (int i = i0; i < i0 + K; ++i)
+      attention_chunk(Simd{}, q + static_cast<long>(i) * group * head_dim, 0, 1, group, keys + i * kv_stride,
+                      values + i * kv_stride, n_pos, head_dim, scale, scores + i * kv_scores_stride, scores_stride,
+                      out + static_cast<long>(i) * group * head_dim, 0);
+  }
 }
 
 template <class T>
