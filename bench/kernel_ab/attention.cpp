@@ -10,42 +10,17 @@
 // gave the same bits.
 //   attention L KVH G HEAD_DIM N_POS REPS [CHUNK]
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
 
+#include "probe.hpp"
+
 void attention_old(const float*, const float*, const float*, float*, float*, int, int, int, int, int, int, int);
 void attention_new(const float*, const float*, const float*, float*, float*, int, int, int, int, int, int, int);
 
-namespace {
-double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
-// The probe's loop (tools/bench.hpp's, one thread): four streams of vector loads.
-#if defined(__AVX512F__)
-using fvec = float __attribute__((vector_size(64)));
-#elif defined(__AVX__)
-using fvec = float __attribute__((vector_size(32)));
-#else
-using fvec = float __attribute__((vector_size(16)));
-#endif
-volatile float probe_sink;
-double probe_pass(const float* bytes, size_t size) {
-  const double t0 = now();
-  const auto* buf = reinterpret_cast<const fvec*>(bytes);
-  const size_t quarter = size / sizeof(fvec) / 4;
-  fvec a0{}, a1{}, a2{}, a3{};
-  for (size_t i = 0; i < quarter; ++i) {
-    a0 += buf[i];
-    a1 += buf[quarter + i];
-    a2 += buf[2 * quarter + i];
-    a3 += buf[3 * quarter + i];
-  }
-  const fvec a = (a0 + a1) + (a2 + a3);
-  probe_sink = a[0];
-  return now() - t0;
-}
-}  // namespace
+using kernel_ab::now, kernel_ab::probe_pass;
 
 int main(int argc, char** argv) {
   if (argc != 7 && argc != 8) {

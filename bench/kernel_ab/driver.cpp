@@ -16,7 +16,6 @@
 // another), not only over the probe's one long buffer.
 //   driver D F QD KVD DTYPE TOKENS [N [L E [K]]]    (DTYPE 0 f32, 1 f16, 2 int8, 3 int4)
 #include <algorithm>
-#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -26,22 +25,24 @@
 
 #include <sys/mman.h>
 
+#include "probe.hpp"
+
 void kernels_old(const void*, const float*, int, int, int, int, const float*, const int8_t*, const float*, float*);
 void kernels_new(const void*, const float*, int, int, int, int, const float*, const int8_t*, const float*, float*);
 
 namespace {
+using kernel_ab::now, kernel_ab::plain_pass, kernel_ab::probe_pass;
 struct Weights {
   uint8_t* bytes;  // in the arena
   size_t size;
   std::vector<float> scales;
   int rows, cols;
 };
-double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
 // `bytes` in 2 MB pages where the kernel grants them (asked for before the first touch),
-// else 4 KB ones; never freed (the program's lifetime). This and the probe's pass below
-// repeat allocate_in_huge_pages and tools/bench.hpp's loop: the driver links no engine
-// code, since two versions of it share the program (kernels_tu.cpp).
+// else 4 KB ones; never freed (the program's lifetime). This and probe.hpp repeat
+// allocate_in_huge_pages and tools/bench.hpp's loop: the driver links no engine code,
+// since two versions of it share the program (kernels_tu.cpp).
 uint8_t* allocate(size_t bytes, bool huge) {
   constexpr size_t kHuge = size_t{2} << 20;
   const size_t rounded = (bytes + kHuge - 1) / kHuge * kHuge;
@@ -54,39 +55,6 @@ uint8_t* allocate(size_t bytes, bool huge) {
   return static_cast<uint8_t*>(p);
 }
 
-// The probe's loop (tools/bench.hpp's, on one thread, in vectors of this build's width)
-// over `size` bytes at a 64-byte aligned `bytes`, the rest past four whole quarters of
-// vectors in a plain loop: the probe's pass, and the plain-loads side of KERNEL_AB_PLAIN.
-#if defined(__AVX512F__)
-using fvec = float __attribute__((vector_size(64)));
-#elif defined(__AVX__)
-using fvec = float __attribute__((vector_size(32)));
-#else
-using fvec = float __attribute__((vector_size(16)));
-#endif
-volatile float probe_sink;
-void plain_pass(const uint8_t* bytes, size_t size) {
-  const auto* buf = reinterpret_cast<const fvec*>(bytes);
-  const size_t quarter = size / sizeof(fvec) / 4;
-  fvec a0{}, a1{}, a2{}, a3{};
-  for (size_t i = 0; i < quarter; ++i) {
-    a0 += buf[i];
-    a1 += buf[quarter + i];
-    a2 += buf[2 * quarter + i];
-    a3 += buf[3 * quarter + i];
-  }
-  for (size_t i = 4 * quarter; i < size / sizeof(fvec); ++i) a0 += buf[i];
-  const fvec a = (a0 + a1) + (a2 + a3);
-  float sum = 0;
-  for (size_t i = 0; i < sizeof(fvec) / sizeof(float); ++i) sum += a[i];
-  probe_sink = sum;
-}
-// The probe's pass: seconds to read `size` bytes.
-double probe_pass(const uint8_t* bytes, size_t size) {
-  const double t0 = now();
-  plain_pass(bytes, size);
-  return now() - t0;
-}
 }  // namespace
 
 int main(int argc, char** argv) {

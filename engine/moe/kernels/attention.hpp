@@ -215,6 +215,9 @@ template <int S, class T>
     for (int g = 0; g < group; ++g) finish(g, carry[g]);
   }
 }
+// Of a kv head's keys (or values) a turn: finer turns cost more in the caches, coarser ones
+// read less from memory (bench/README.md, "Decode's attention: kv heads side by side").
+inline constexpr int kAttentionTurnBytes = 512;
 // Decode: K kv heads at once, each with `group` query heads (K * group <= kAttentionPairs),
 // their caches read side by side, R positions of each kv head in turn: K memory streams
 // at once, where one kv head at a time leaves read bandwidth unused (bench/README.md,
@@ -222,9 +225,6 @@ template <int S, class T>
 // attention_group_whole's, in its order (scores lane by lane through hadd_rows, each
 // accumulator's positions in order), so heads of up to 8 vectors get its bits; wider ones
 // (128-wide on AVX2), which it does not take, sum as it would. No software prefetch.
-// Of a kv head's keys (or values) a turn: finer turns cost more in the caches, coarser ones
-// read less from memory (bench/README.md, "Decode's attention: kv heads side by side").
-inline constexpr int kAttentionTurnBytes = 512;
 template <int S, class T>
 inline void attention_kv_heads_whole(int K, int group, const float* const* q, const T* const* keys,
                                      const T* const* values, int n_pos, float scale, float* const* scores,
