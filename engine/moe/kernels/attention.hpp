@@ -465,6 +465,20 @@ template <int S, class T>
     }
   }
 }
+// Runs kernel(std::integral_constant<int, S>) for heads of S whole vectors: 1, 2, 4 or 8,
+// and 16 and 32 where vectors are narrow; false (nothing run) for other heads.
+template <class Kernel>
+inline bool with_whole_vectors(int S, Kernel&& kernel) {
+  const auto run = [&]<int V>(std::integral_constant<int, V> v) {
+    if (S == V) kernel(v);
+    return S == V;
+  };
+  bool ran = run(std::integral_constant<int, 1>{}) || run(std::integral_constant<int, 2>{}) ||
+             run(std::integral_constant<int, 4>{}) || run(std::integral_constant<int, 8>{});
+  if constexpr (W <= 8) ran = ran || run(std::integral_constant<int, 16>{});
+  if constexpr (W == 4) ran = ran || run(std::integral_constant<int, 32>{});
+  return ran;
+}
 }  // namespace simd
 
 // Decode (one token): its group in passes of up to kAttentionPairs heads
@@ -479,19 +493,7 @@ inline void attention_chunk(Simd, const float* q, long q_stride, int tokens, int
                             long out_stride, bool from_memory = true) {
   using simd::W;
   const int S = head_dim % W == 0 ? head_dim / W : 0;  // vectors a head; 0: not whole vectors
-  // kernel(integral_constant<int, S>) for heads of 1, 2, 4 or 8 whole vectors, and of 16
-  // and 32 where vectors are narrow; false for other heads.
-  const auto whole_vectors = [&](auto kernel) {
-    const auto run = [&]<int V>(std::integral_constant<int, V> v) {
-      if (S == V) kernel(v);
-      return S == V;
-    };
-    bool ran = run(std::integral_constant<int, 1>{}) || run(std::integral_constant<int, 2>{}) ||
-               run(std::integral_constant<int, 4>{}) || run(std::integral_constant<int, 8>{});
-    if constexpr (W <= 8) ran = ran || run(std::integral_constant<int, 16>{});
-    if constexpr (W == 4) ran = ran || run(std::integral_constant<int, 32>{});
-    return ran;
-  };
+  const auto whole_vectors = [&](auto kernel) { return simd::with_whole_vectors(S, kernel); };
   // Token i's heads [g0, g0 + heads): decode's kernel for heads of up to 8 vectors, else
   // the reference's loops over SIMD dot, softmax and axpy.
   const auto one_token = [&](int i, int g0, int heads, bool ahead) {
@@ -552,14 +554,9 @@ inline void attention_kv_heads(Simd, int heads, int group, const float* q, const
           vs[i] = values + (i0 + i) * kv_stride;
           ss[i] = scores + (i0 + i) * kv_scores_stride;
         }
-        const auto run = [&]<int V>(std::integral_constant<int, V>) {
-          if (S != V) return false;
-          simd::attention_kv_heads_whole<V>(K, group, qs, ks, vs, n_pos, scale, ss, scores_stride, os);
-          return true;
-        };
-        if (run(std::integral_constant<int, 1>{}) || run(std::integral_constant<int, 2>{}) ||
-            run(std::integral_constant<int, 4>{}) || run(std::integral_constant<int, 8>{}) ||
-            run(std::integral_constant<int, 16>{}) || run(std::integral_constant<int, 32>{}))
+        if (simd::with_whole_vectors(S, [&]<int V>(std::integral_constant<int, V>) {
+              simd::attention_kv_heads_whole<V>(K, group, qs, ks, vs, n_pos, scale, ss, scores_stride, os);
+            }))
           continue;
       }
     }
