@@ -24,7 +24,7 @@ for ((r = 0; r < rounds; ++r)); do
     for side in $sides; do
       bin=$old; [ $side = new ] && bin=$new
       reps=3; [[ $m == tiny-a* ]] && reps=41  # a tiny-a run lasts ~2 ms: scheduler noise needs more of them
-      "$bin" -m "$dir/$m.moe" --bench --bench-prompt 64 --bench-tokens 128 --bench-reps $reps --bench-probe-mib 64 --json "$tmp/j" "$@" >/dev/null
+      "$bin" -m "$dir/$m.moe" --bench --bench-prompt 64 --bench-tokens 128 --bench-reps $reps --json "$tmp/j" "$@" >/dev/null
       echo "$(field prefill_tok_s "$tmp/j") $(field decode_tok_s "$tmp/j")" >> "$tmp/$m.$side"
     done
   done

@@ -46,7 +46,7 @@ for ((r = 0; r < rounds; ++r)); do
       i=$(((r + k) % n))
       s=${sides[$i]}
       # shellcheck disable=SC2046  # a side's flags are words
-      "$(bin "$s")" -m "$(file "$s")" $(flags "$s") --bench --bench-prompt "$prompt" --bench-tokens "$tokens" --bench-reps "$reps" --bench-probe-mib 64 \
+      "$(bin "$s")" -m "$(file "$s")" $(flags "$s") --bench --bench-prompt "$prompt" --bench-tokens "$tokens" --bench-reps "$reps" \
         --threads "$t" --json "$tmp/j" "$@" >/dev/null
       echo "$(field prefill_tok_s "$tmp/j") $(field decode_tok_s "$tmp/j") $(field roofline_fraction_paired "$tmp/j")" >> "$tmp/$i.$t"
     done

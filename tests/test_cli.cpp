@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -193,6 +194,43 @@ TEST_F(Cli, BenchReportsThroughputAndTheWeightsEachTokenReads) {
   expect_failure(
       run({kInfer, "--model", path("mix32.moe"), "--bench", "--bench-prompt", "100", "--bench-tokens", "100"}), 2,
       "exceed the model's context of 128 tokens");
+}
+
+// The probe's buffer must dwarf the caches, or each pass reads part of it from the
+// largest one and the roofline reads high: not given, it grows to 8x that cache; given
+// smaller, moe_infer says so.
+TEST_F(Cli, BenchProbeStaysFarBeyondTheLargestCache) {
+  size_t largest = 0;  // as Linux reports it; read here apart from the tool
+  for (int i = 0; i < 16; ++i) {
+    std::ifstream in("/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(i) + "/size");
+    size_t size = 0;
+    char unit = 0;
+    if (in >> size) {
+      in >> unit;
+      largest = std::max(largest, size << (unit == 'K' ? 10 : unit == 'M' ? 20 : 0));
+    }
+  }
+  if (largest < (size_t{1} << 20)) GTEST_SKIP() << "this machine reports no cache of 1 MiB or more";
+  const std::string small_path = path("small_probe.json"), auto_path = path("auto_probe.json");
+  const std::vector<std::string> bench = {kInfer,           "--model", path("mix32.moe"), "--bench",
+                                          "--bench-prompt", "4",       "--bench-tokens",  "4",
+                                          "--bench-reps",   "1",       "--threads",       "1"};
+  std::vector<std::string> small = bench;
+  small.insert(small.end(), {"--bench-probe-mib", "1", "--json", small_path});
+  const Result s = run(small);
+  ASSERT_EQ(s.code, 0) << s.err;
+  EXPECT_NE(s.err.find("warning: --bench-probe-mib 1 is less than 8x the largest cache (" +
+                       std::to_string(largest >> 20) + " MiB)"),
+            std::string::npos)
+      << s.err;
+  EXPECT_EQ(nlohmann::json::parse(slurp(small_path))["probe_mib"], 1);
+  std::vector<std::string> unset = bench;
+  unset.insert(unset.end(), {"--bench-paired-reps", "0", "--json", auto_path});
+  const Result a = run(unset);
+  ASSERT_EQ(a.code, 0) << a.err;
+  EXPECT_EQ(a.err.find("warning"), std::string::npos) << a.err;
+  const int probe_mib = nlohmann::json::parse(slurp(auto_path))["probe_mib"];
+  EXPECT_EQ(static_cast<size_t>(probe_mib), std::min<size_t>(std::max<size_t>(512, 8 * largest >> 20), 4096));
 }
 
 // The weights read into memory (huge pages) and mapped are the same bytes: the same text.

@@ -40,6 +40,27 @@ inline double active_weight_bytes_per_token(const ModelFile& file) {
   return bytes;
 }
 
+// The largest CPU cache the kernel reports for this machine (its last level; Linux
+// sysfs, cpu0's view), 0 where it reports none. A probe buffer below
+// kProbeCacheMultiple times it is partly read from that cache each pass, so it reads
+// faster than memory (bench/README.md, "The probe's size").
+inline constexpr size_t kProbeCacheMultiple = 8;
+inline size_t largest_cache_bytes() {
+  size_t largest = 0;
+  for (int i = 0; i < 16; ++i) {
+    char path[80];
+    std::snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/size", i);
+    FILE* f = std::fopen(path, "r");
+    if (f == nullptr) continue;
+    unsigned long size = 0;
+    char unit = 0;
+    if (std::fscanf(f, "%lu%c", &size, &unit) >= 1)
+      largest = std::max(largest, size * (unit == 'K' ? size_t{1} << 10 : unit == 'M' ? size_t{1} << 20 : 1));
+    std::fclose(f);
+  }
+  return largest;
+}
+
 // Read bandwidth of the pool's cores: each thread sums its share of a buffer far larger
 // than the caches as four far-apart streams (one sequential stream reads less: bench/
 // README.md). The buffer asks for huge pages, as MappedFile::read's weights do, so the

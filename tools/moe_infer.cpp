@@ -10,6 +10,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -178,25 +179,25 @@ struct Generate {
     }
     if (!o.json.empty()) {
       char buf[2048];
-      std::snprintf(buf, sizeof buf,
-                    "{\"config\": \"%s\", \"kernels\": \"%s\", \"threads\": %d, \"model_bytes\": %zu, "
-                    "\"weight_bytes_per_token\": %.0f, "
-                    "\"prompt_tokens\": %d, \"generated_tokens\": %d, \"reps\": %d, \"prefill_tok_s\": %.1f, "
-                    "\"decode_tok_s\": %.1f, "
-                    "\"prefill_tok_s_min\": %.1f, \"decode_tok_s_min\": %.1f, \"read_bandwidth_gb_s\": %.2f, "
-                    "\"roofline_fraction\": %.4f, \"load_ms\": %.1f, \"engine_bytes\": %zu, \"kv_cache\": \"%s\", "
-                    "\"pp_tok_s\": %.1f, \"tg_tok_s\": %.1f, \"tg_tok_s_min\": %.1f, \"handover_us\": %.3f, "
-                    "\"min_macs_per_worker\": %ld, \"load\": \"%s\", \"read_bandwidth_paired_gb_s\": %.2f, "
-                    "\"roofline_fraction_paired\": %.4f, \"roofline_fraction_paired_min\": %.4f, "
-                    "\"roofline_fraction_paired_max\": %.4f, \"kv_cache_bytes_per_token\": %.0f, "
-                    "\"roofline_fraction_with_kv\": %.4f, \"roofline_fraction_paired_with_kv\": %.4f}\n",
-                    moe::ConfigKey(C).c_str(), kernels, o.threads, file.size_bytes(), r.bytes_per_token, b.prompt,
-                    b.tokens, b.reps, r.prefill_tok_s, r.decode_tok_s, r.prefill_min, r.decode_min, r.bandwidth / 1e9,
-                    r.roofline_fraction, o.load_ms, sizeof(EngineT), kKvCache == moe::KvCache::f16 ? "f16" : "f32",
-                    r.prefill_tok_s, r.tg_empty_tok_s, r.tg_empty_min, split.handover_s * 1e6,
-                    split.min_macs_per_worker, o.model_read ? "read" : "map", r.paired_bandwidth / 1e9,
-                    r.paired_fraction, r.paired_fraction_min, r.paired_fraction_max, r.kv_bytes_per_token,
-                    r.roofline_fraction_with_kv, r.paired_fraction_with_kv);
+      std::snprintf(
+          buf, sizeof buf,
+          "{\"config\": \"%s\", \"kernels\": \"%s\", \"threads\": %d, \"model_bytes\": %zu, "
+          "\"weight_bytes_per_token\": %.0f, "
+          "\"prompt_tokens\": %d, \"generated_tokens\": %d, \"reps\": %d, \"prefill_tok_s\": %.1f, "
+          "\"decode_tok_s\": %.1f, "
+          "\"prefill_tok_s_min\": %.1f, \"decode_tok_s_min\": %.1f, \"read_bandwidth_gb_s\": %.2f, "
+          "\"roofline_fraction\": %.4f, \"load_ms\": %.1f, \"engine_bytes\": %zu, \"kv_cache\": \"%s\", "
+          "\"pp_tok_s\": %.1f, \"tg_tok_s\": %.1f, \"tg_tok_s_min\": %.1f, \"handover_us\": %.3f, "
+          "\"min_macs_per_worker\": %ld, \"load\": \"%s\", \"read_bandwidth_paired_gb_s\": %.2f, "
+          "\"roofline_fraction_paired\": %.4f, \"roofline_fraction_paired_min\": %.4f, "
+          "\"roofline_fraction_paired_max\": %.4f, \"kv_cache_bytes_per_token\": %.0f, "
+          "\"roofline_fraction_with_kv\": %.4f, \"roofline_fraction_paired_with_kv\": %.4f, \"probe_mib\": %d}\n",
+          moe::ConfigKey(C).c_str(), kernels, o.threads, file.size_bytes(), r.bytes_per_token, b.prompt, b.tokens,
+          b.reps, r.prefill_tok_s, r.decode_tok_s, r.prefill_min, r.decode_min, r.bandwidth / 1e9, r.roofline_fraction,
+          o.load_ms, sizeof(EngineT), kKvCache == moe::KvCache::f16 ? "f16" : "f32", r.prefill_tok_s, r.tg_empty_tok_s,
+          r.tg_empty_min, split.handover_s * 1e6, split.min_macs_per_worker, o.model_read ? "read" : "map",
+          r.paired_bandwidth / 1e9, r.paired_fraction, r.paired_fraction_min, r.paired_fraction_max,
+          r.kv_bytes_per_token, r.roofline_fraction_with_kv, r.paired_fraction_with_kv, o.bench_probe_mib);
       if (o.json == "-") {
         std::fputs(buf, stdout);
       } else if (const std::string error = moe::tools::write_output_file(o.json, buf); !error.empty()) {
@@ -417,7 +418,9 @@ int main(int argc, char** argv) {
               "it (0: none)",
               0, 1 << 20);
   args.option("--bench-probe-mib", o.bench_probe_mib,
-              "--bench: size of the bandwidth probe's buffer (far beyond the caches)", 1, 4096);
+              "--bench: size of the bandwidth probe's buffer, far beyond the caches (when not given: 8x the "
+              "largest cache where that is more)",
+              1, 4096);
   args.option("--json", o.json, "--bench: also write the results as JSON to this file ('-': stdout)");
   args.option("--logits-out", o.logits_out,
               "write the logits after every prompt token to this file as JSON {\"logits\": [[...], ...]} (one row "
@@ -457,6 +460,17 @@ int main(int argc, char** argv) {
                         "moe_infer: give a prompt: --prompt TEXT, --prompt-file F, -p - (stdin) or --ids 1,2,3\n"),
            2;
   if (moe::Error e = o.sampling.check()) return std::fprintf(stderr, "moe_infer: %s\n", e.what()), 2;
+  if (o.bench) {
+    // A probe that fits the cache in part reads faster than memory: the roofline reads high.
+    const size_t cache = moe::tools::largest_cache_bytes(), floor_mib = (moe::tools::kProbeCacheMultiple * cache) >> 20;
+    if (!args.given("--bench-probe-mib"))
+      o.bench_probe_mib = std::max(o.bench_probe_mib, static_cast<int>(std::min<size_t>(floor_mib, 4096)));
+    else if (static_cast<size_t>(o.bench_probe_mib) < floor_mib)
+      std::fprintf(stderr,
+                   "moe_infer: warning: --bench-probe-mib %d is less than %zux the largest cache (%zu MiB): the "
+                   "probe reads part of it from the cache, so the roofline reads high (give %zu or more)\n",
+                   o.bench_probe_mib, moe::tools::kProbeCacheMultiple, cache >> 20, floor_mib);
+  }
 
   const auto t_load = Clock::now();
   moe::MappedFile map;
