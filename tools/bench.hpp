@@ -55,7 +55,7 @@ inline size_t largest_cache_bytes() {
     unsigned long size = 0;
     char unit = 0;
     if (std::fscanf(f, "%lu%c", &size, &unit) >= 1)
-      largest = std::max(largest, size * (unit == 'K' ? size_t{1} << 10 : unit == 'M' ? size_t{1} << 20 : 1));
+      largest = std::max(largest, static_cast<size_t>(size) << (unit == 'K' ? 10 : unit == 'M' ? 20 : 0));
     std::fclose(f);
   }
   return largest;
