@@ -25,8 +25,8 @@ int main(int argc, char** argv) {
     else
       return std::fprintf(stderr, "bench_probe_sizes: '%s' is not a size in MiB (1-4096) or an option\n", argv[i]), 2;
   }
-  if (sizes_mib.empty() || threads < 1 || rounds < 1)
-    return std::fprintf(stderr, "usage: bench_probe_sizes [--threads N] [--rounds R] MIB [MIB...]\n"), 2;
+  if (sizes_mib.empty() || threads < 1 || threads > 256 || rounds < 1)  // the probe keeps a sum per thread, 256 at most
+    return std::fprintf(stderr, "usage: bench_probe_sizes [--threads N (1-256)] [--rounds R] MIB [MIB...]\n"), 2;
   moe::platform::ThreadPool pool(threads);
   std::vector<std::unique_ptr<moe::tools::ReadBandwidthProbe>> probes;
   for (size_t mib : sizes_mib) probes.push_back(std::make_unique<moe::tools::ReadBandwidthProbe>(pool, mib << 20));
