@@ -36,18 +36,17 @@ int main(int argc, char** argv) {
       const size_t i = (k + static_cast<size_t>(r)) % probes.size();  // each round starts one size further on
       best[i].push_back(probes[i]->best(3) / 1e9);
     }
-  std::printf("largest cache (sysfs): %zu MiB | %d thread%s | %d rounds, each a best of 3 passes\n",
-              moe::tools::largest_cache_bytes() >> 20, threads, threads == 1 ? "" : "s", rounds);
+  const size_t cache_mib = moe::tools::largest_cache_bytes() >> 20;
+  std::printf("largest cache (sysfs): %zu MiB | %d thread%s | %d rounds, each a best of 3 passes\n", cache_mib, threads,
+              threads == 1 ? "" : "s", rounds);
   std::printf("| probe MiB | x largest cache | GB/s, median (range) |\n|---:|---:|---:|\n");
-  const double cache = static_cast<double>(moe::tools::largest_cache_bytes() >> 20);
+  const double cache = static_cast<double>(cache_mib);
   for (size_t i = 0; i < sizes_mib.size(); ++i) {
-    std::vector<double> b = best[i];
-    std::sort(b.begin(), b.end());
-    const double median = b.size() % 2 ? b[b.size() / 2] : (b[b.size() / 2 - 1] + b[b.size() / 2]) / 2;
-    if (b.front() == 0) std::printf("| %zu | - | no memory for the probe |\n", sizes_mib[i]);
+    const double median = moe::tools::median(best[i]);
+    const auto [low, high] = std::minmax_element(best[i].begin(), best[i].end());
+    if (*low == 0) std::printf("| %zu | - | no memory for the probe |\n", sizes_mib[i]);
     else if (cache > 0)
-      std::printf("| %zu | %.0f | %.1f (%.1f-%.1f) |\n", sizes_mib[i], sizes_mib[i] / cache, median, b.front(),
-                  b.back());
-    else std::printf("| %zu | - | %.1f (%.1f-%.1f) |\n", sizes_mib[i], median, b.front(), b.back());
+      std::printf("| %zu | %.0f | %.1f (%.1f-%.1f) |\n", sizes_mib[i], sizes_mib[i] / cache, median, *low, *high);
+    else std::printf("| %zu | - | %.1f (%.1f-%.1f) |\n", sizes_mib[i], median, *low, *high);
   }
 }

@@ -95,6 +95,32 @@ inline constexpr long kAttentionAheadBytes = 8192;
 // Decode's weighted sum of values: slices of out a pass over the positions (G), and 8 / G
 // positions in flight, each in its own accumulators (8 in all).
 constexpr int attention_value_slices(int S) { return S < 4 ? S : S == 8 ? 8 : 4; }
+// One head's slice pass of that sum (G slices at v, heads of HD floats): positions
+// [t0, t1), whole chains of C, into acc, chain c taking every C-th position from t0 + c.
+// Then value_chains_finish: the positions [from, n_pos) past the chains into chain 0, the
+// chains summed, scaled by inv_sum (softmax's division) into out. The decode kernels
+// share them, so they sum in one order.
+template <int HD, int C, int G, class T>
+[[gnu::always_inline]] inline void value_chains(fbatch (&acc)[C][G], const float* sc, const T* v, int t0, int t1) {
+  for (int t = t0; t < t1; t += C) MOE_UNROLL for (int c = 0; c < C; ++c) {
+      const fbatch p(sc[t + c]);
+      MOE_UNROLL for (int k = 0; k < G; ++k) acc[c][k] =
+          xsimd::fma(p, load(v + static_cast<long>(t + c) * HD + k * W), acc[c][k]);
+    }
+}
+template <int HD, int C, int G, class T>
+[[gnu::always_inline]] inline void value_chains_finish(fbatch (&acc)[C][G], const float* sc, const T* v, int from,
+                                                       int n_pos, float inv_sum, float* out) {
+  for (int t = from; t < n_pos; ++t) {
+    const fbatch p(sc[t]);
+    MOE_UNROLL for (int k = 0; k < G; ++k) acc[0][k] =
+        xsimd::fma(p, load(v + static_cast<long>(t) * HD + k * W), acc[0][k]);
+  }
+  MOE_UNROLL for (int k = 0; k < G; ++k) {
+    MOE_UNROLL for (int c = 1; c < C; ++c) acc[0][k] += acc[c][k];
+    (acc[0][k] * fbatch(inv_sum)).store_unaligned(out + k * W);
+  }
+}
 inline constexpr int kAttentionBlockBytes = 8192;  // a block's keys (or values): L1 holds them for the group
 template <int S, class T>
 [[gnu::always_inline]] inline void attention_group_whole(const float* q, int group, const T* keys, const T* values,
@@ -169,24 +195,10 @@ template <int S, class T>
       for (long b = at; ahead && b < end && b < kv_bytes; b += 64) __builtin_prefetch(value_bytes + b);
     };
     const auto sum_values = [&](int g, int b0, int b1, fbatch(&acc)[C][G]) {
-      const float* sc = scores + g * scores_stride;
-      for (int t = b0; t < b1; t += C) MOE_UNROLL for (int c = 0; c < C; ++c) {
-          const fbatch p(sc[t + c]);
-          MOE_UNROLL for (int k = 0; k < G; ++k) acc[c][k] =
-              xsimd::fma(p, load(v + static_cast<long>(t + c) * HD + k * W), acc[c][k]);
-        }
+      value_chains<HD>(acc, scores + g * scores_stride, v, b0, b1);
     };
     const auto finish = [&](int g, fbatch(&acc)[C][G]) {  // the positions past the chains, then out
-      const float* sc = scores + g * scores_stride;
-      for (int t = chained; t < n_pos; ++t) {
-        const fbatch p(sc[t]);
-        MOE_UNROLL for (int k = 0; k < G; ++k) acc[0][k] =
-            xsimd::fma(p, load(v + static_cast<long>(t) * HD + k * W), acc[0][k]);
-      }
-      MOE_UNROLL for (int k = 0; k < G; ++k) {
-        MOE_UNROLL for (int c = 1; c < C; ++c) acc[0][k] += acc[c][k];
-        (acc[0][k] * fbatch(inv_sum[g])).store_unaligned(out + g * HD + (s0 + k) * W);
-      }
+      value_chains_finish<HD>(acc, scores + g * scores_stride, v, chained, n_pos, inv_sum[g], out + g * HD + s0 * W);
     };
     if (group == 1) {  // one head: its accumulators stay in registers from block to block
       fbatch acc[C][G];
@@ -295,31 +307,14 @@ inline void attention_kv_heads_whole(int K, int group, const float* const* q, co
         const T* v = pv[p] + sp * G * W;
         fbatch acc[C][G];
         MOE_UNROLL for (int c = 0; c < C; ++c) MOE_UNROLL for (int k = 0; k < G; ++k) acc[c][k] = carry[p][sp][c][k];
-        for (int t = t0; t < t1; t += C) MOE_UNROLL for (int c = 0; c < C; ++c) {
-            const fbatch w(sc[t + c]);
-            MOE_UNROLL for (int k = 0; k < G; ++k) acc[c][k] =
-                xsimd::fma(w, load(v + static_cast<long>(t + c) * HD + k * W), acc[c][k]);
-          }
+        value_chains<HD>(acc, sc, v, t0, t1);
         MOE_UNROLL for (int c = 0; c < C; ++c) MOE_UNROLL for (int k = 0; k < G; ++k) carry[p][sp][c][k] = acc[c][k];
       }
     }
   }
-  for (int p = 0; p < pairs; ++p) {  // the positions past the chains, then out
-    const float* sc = ps[p];
-    for (int sp = 0; sp < SP; ++sp) {
-      const T* v = pv[p] + sp * G * W;
-      fbatch(&acc)[C][G] = carry[p][sp];
-      for (int t = chained; t < n_pos; ++t) {
-        const fbatch w(sc[t]);
-        MOE_UNROLL for (int k = 0; k < G; ++k) acc[0][k] =
-            xsimd::fma(w, load(v + static_cast<long>(t) * HD + k * W), acc[0][k]);
-      }
-      MOE_UNROLL for (int k = 0; k < G; ++k) {
-        MOE_UNROLL for (int c = 1; c < C; ++c) acc[0][k] += acc[c][k];
-        (acc[0][k] * fbatch(inv_sum[p])).store_unaligned(po[p] + (sp * G + k) * W);
-      }
-    }
-  }
+  for (int p = 0; p < pairs; ++p)  // the positions past the chains, then out
+    for (int sp = 0; sp < SP; ++sp)
+      value_chains_finish<HD>(carry[p][sp], ps[p], pv[p] + sp * G * W, chained, n_pos, inv_sum[p], po[p] + sp * G * W);
 }
 // Prefill: the (token, query head) pairs of two or more tokens (attention_chunk's
 // layout), a pair in each lane, W pairs at a time, as matrix-matrix work. The scores: the
